@@ -1,0 +1,78 @@
+"""Input checks shared by the functional ops and modules (SPEC §6): clear errors, not crashes."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+
+def check_input(x: object, name: str, ranks: Sequence[int]) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in ranks:
+        wanted = " or ".join(f"{r}-D" for r in ranks)
+        raise ValueError(f"{name} must be {wanted}, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    return x
+
+
+def check_matches_params(x: Tensor, name: str, param: Tensor) -> None:
+    """``x`` must share the parameters' dtype and device."""
+    if x.device != param.device:
+        raise ValueError(
+            f"{name} is on {x.device} but the parameters are on {param.device}; "
+            f"move one of them (e.g. model.to({str(x.device)!r}))"
+        )
+    if x.dtype != param.dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the parameters have dtype {param.dtype}; "
+            f"convert one of them (e.g. model.to({x.dtype}) or x.to({param.dtype}))"
+        )
+
+
+def check_feature_size(x: Tensor, name: str, expected: int) -> None:
+    if x.shape[-1] != expected:
+        raise ValueError(
+            f"{name} has {x.shape[-1]} features in its last dimension, but the layer expects "
+            f"input_size={expected} (shape {tuple(x.shape)})"
+        )
+
+
+def check_state(h: Optional[Tensor], name: str, shape: Sequence[int], like: Tensor) -> None:
+    if h is None:
+        return
+    if not isinstance(h, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(h).__name__}")
+    if tuple(h.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(h.shape)}")
+    check_matches_params(h, name, like)
+
+
+def check_lengths(lengths: Union[Tensor, Sequence[int], None], steps: int, batch: int,
+                  device: torch.device) -> Optional[Tensor]:
+    """Validate per-sequence lengths; return them as an int64 tensor on ``device``."""
+    if lengths is None:
+        return None
+    if not isinstance(lengths, Tensor):
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints ({exc})") from exc
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must hold integers, got {lengths.dtype}")
+    if tuple(lengths.shape) != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}")
+    if batch > 0:
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 1 or high > steps:
+            raise ValueError(f"lengths must lie in [1, {steps}] (the padded sequence length), "
+                             f"got values in [{low}, {high}]")
+    return lengths.to(device=device, dtype=torch.int64)
+
+
+def check_finite(x: Tensor, name: str) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf (check_finite=True)")

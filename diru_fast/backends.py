@@ -1,0 +1,186 @@
+"""Backend names, what runs here, and which backend a call gets.
+
+Backends (SPEC §2):
+
+==============  =====================================================================
+``"triton"``    persistent Triton kernels; CUDA tensors (CPU tensors under TRITON_INTERPRET=1)
+``"cuda"``      the CUDA C++ extension; CUDA tensors
+``"cpu"``       the fused C++ CPU extension; CPU tensors, float32 / float64
+``"torch"``     vectorized pure PyTorch (autograd); any device and dtype
+``"reference"`` the seed's per-step, per-compartment loop; any device and dtype
+``"auto"``      CUDA: triton, then cuda, then torch; CPU: cpu, then torch.
+                ``DIRU_FAST_BACKEND`` overrides it (and then counts as asked for explicitly).
+==============  =====================================================================
+
+An explicitly requested backend that cannot run raises :class:`BackendUnavailableError`
+saying why and how to fix it. ``"auto"`` never falls back silently: the first time it has to
+pass over a fused backend for a (device, dtype) it warns once, naming the reason.
+
+The compiled backends ("triton", "cuda", "cpu") are *kernel providers*: modules in
+``diru_fast.providers`` that implement the kernel contract (``diru_fast.scan.contract``)
+and expose::
+
+    unavailable_reason() -> str | None            # None: importable/built and usable here
+    unsupported_reason(device, dtype) -> str | None
+    FIX: str                                      # what the user runs to get it
+    scan_fwd(...), scan_bwd(...)                  # the contract's two functions
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from types import ModuleType
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+
+__all__ = [
+    "BACKENDS",
+    "KERNEL_BACKENDS",
+    "BackendUnavailableError",
+    "available_backends",
+    "resolve_backend",
+    "get_provider",
+    "why_unavailable",
+    "check_backend_name",
+]
+
+BACKENDS: Tuple[str, ...] = ("auto", "triton", "cuda", "cpu", "torch", "reference")
+KERNEL_BACKENDS: Tuple[str, ...] = ("triton", "cuda", "cpu")
+# Accepted by backend= but not listed: "contract" runs the plain-PyTorch statement of the
+# kernel contract through the custom ops, so tests exercise that plumbing with no compiler.
+TESTING_BACKENDS: Tuple[str, ...] = ("contract",)
+ENV_VAR = "DIRU_FAST_BACKEND"
+
+# Provider modules by backend name. "contract" is the plain-PyTorch statement of the kernel
+# contract: not a user-facing backend, but it runs through the same custom ops (tests use it).
+_PROVIDER_MODULES: Dict[str, str] = {
+    "triton": "diru_fast.providers.triton",
+    "cuda": "diru_fast.providers.cuda",
+    "cpu": "diru_fast.providers.cpu",
+    "contract": "diru_fast.providers.contract",
+}
+
+_AUTO_ORDER: Dict[str, Tuple[str, ...]] = {"cuda": ("triton", "cuda"), "cpu": ("cpu",)}
+
+_warned: set = set()
+_provider_cache: Dict[str, Union[ModuleType, str]] = {}
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot run for these inputs on this machine."""
+
+
+def get_provider(name: str) -> ModuleType:
+    """The kernel provider module for ``name``; raises BackendUnavailableError if it cannot load."""
+    reason = _load_reason(name)
+    if reason is not None:
+        raise BackendUnavailableError(f"backend {name!r} is unavailable: {reason}")
+    return _provider_cache[name]  # type: ignore[return-value]
+
+
+def _load_reason(name: str) -> Optional[str]:
+    """Import (once) the provider module of ``name``; None on success, else why not."""
+    if name not in _PROVIDER_MODULES:
+        raise ValueError(f"unknown kernel provider {name!r}")
+    cached = _provider_cache.get(name)
+    if cached is None:
+        try:
+            module = importlib.import_module(_PROVIDER_MODULES[name])
+        except ImportError as exc:  # missing dependency or a provider not part of this build
+            cached = f"its module could not be imported ({exc})"
+        else:
+            reason = module.unavailable_reason()
+            cached = module if reason is None else f"{reason}. Fix: {module.FIX}"
+        _provider_cache[name] = cached
+    return cached if isinstance(cached, str) else None
+
+
+def check_backend_name(name: object) -> str:
+    """Return ``name`` if it names a backend; else raise ValueError listing the choices."""
+    if not isinstance(name, str) or name not in BACKENDS + TESTING_BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+def why_unavailable(name: str, device: Union[str, torch.device, None] = None,
+                    dtype: Optional[torch.dtype] = None) -> Optional[str]:
+    """None if backend ``name`` runs for tensors on ``device`` of ``dtype``; else the reason."""
+    check_backend_name(name)
+    if name == "auto":
+        raise ValueError("why_unavailable() takes a concrete backend, not 'auto'")
+    if name in ("torch", "reference"):
+        return None
+    reason = _load_reason(name)
+    if reason is not None or device is None:
+        return reason
+    module = _provider_cache[name]
+    return module.unsupported_reason(torch.device(device), dtype)  # type: ignore[union-attr]
+
+
+def available_backends(device: Union[str, torch.device, None] = None) -> List[str]:
+    """The backends that run here (for tensors on ``device`` when given), fastest first."""
+    names = [b for b in BACKENDS if b != "auto"]
+    if device is None:
+        return [b for b in names if why_unavailable(b) is None
+                and (b not in KERNEL_BACKENDS or _runs_on_some_device(b))]
+    return [b for b in names if why_unavailable(b, device) is None]
+
+
+def _runs_on_some_device(name: str) -> bool:
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return any(why_unavailable(name, dev) is None for dev in devices)
+
+
+def _warn_once(key: tuple, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+@torch.compiler.assume_constant_result
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The backend a call with these inputs runs on (see the module docstring for the rules)."""
+    check_backend_name(backend)
+    source = "backend="
+    if backend == "auto":
+        env = os.environ.get(ENV_VAR, "").strip()
+        if env and env != "auto":
+            if env not in BACKENDS + TESTING_BACKENDS:
+                raise ValueError(f"{ENV_VAR}={env!r} is not a backend; choose one of {', '.join(BACKENDS)}")
+            backend, source = env, f"{ENV_VAR}="
+    device = torch.device(device)
+    if backend != "auto":
+        reason = why_unavailable(backend, device, dtype)
+        if reason is not None:
+            raise BackendUnavailableError(
+                f"{source}{backend!r} cannot run on {device.type} tensors of {dtype}: {reason}. "
+                f"Use backend='auto' to fall back, or one of {available_backends(device)}."
+            )
+        return backend
+    reasons = []
+    for name in _AUTO_ORDER.get(device.type, ()):
+        reason = why_unavailable(name, device, dtype)
+        if reason is None:
+            if reasons:
+                _warn_once((device.type, dtype, name), _fallback_message(device, dtype, reasons, name))
+            return name
+        reasons.append((name, reason))
+    if reasons:  # a fused kernel exists for this device kind, but not here / not for this dtype
+        _warn_once((device.type, dtype, "torch"), _fallback_message(device, dtype, reasons, "torch"))
+    return "torch"
+
+
+def _fallback_message(device: torch.device, dtype: torch.dtype, reasons: list, chosen: str) -> str:
+    passed = "; ".join(f"{name!r}: {reason}" for name, reason in reasons)
+    slow = " (the slower pure-PyTorch path)" if chosen == "torch" else ""
+    return (f"diru_fast: backend 'auto' uses {chosen!r}{slow} for {device.type} tensors of {dtype}, "
+            f"passing over {passed}. This warning is shown once.")
+
+
+def _reset_for_tests() -> None:
+    """Forget loaded providers and issued warnings (tests simulate missing backends)."""
+    _warned.clear()
+    _provider_cache.clear()

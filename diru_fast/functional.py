@@ -1,0 +1,215 @@
+"""Functional DIRU: validate, pick the backend, run layers and directions.
+
+- :func:`diru_layer` — one layer, one direction, time-major: ``x: [T, B, n] -> hs: [T, B, d]``.
+- :func:`diru` — the ``torch.nn.GRU``-style stack: layers, directions, dropout, lengths,
+  PackedSequence, batch_first and unbatched input.
+- :func:`diru_cell` — one step, like ``torch.nn.GRUCell``.
+
+Weights come in the fused layout of :mod:`diru_fast.weights`. For the compiled backends
+the input projections of all steps are one GEMM (``F.linear`` over [T, B, n]) before the
+recurrence; the recurrence itself runs through the custom ops of :mod:`diru_fast.scan.ops`.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import _validation as v
+from .backends import resolve_backend
+from .scan import ops
+from .scan.reference_scan import reference_scan
+from .scan.torch_scan import torch_scan
+from .weights import CellWeights
+
+__all__ = ["diru", "diru_layer", "diru_cell"]
+
+Lengths = Union[Tensor, Sequence[int], None]
+
+
+def diru_layer(
+    x: Tensor,  # [T, B, n]
+    weights: CellWeights,
+    h0: Optional[Tensor] = None,  # [B, d]
+    lengths: Lengths = None,  # [B]
+    *,
+    num_compartments: int = 1,
+    backend: str = "auto",
+) -> Tensor:  # hs: [T, B, d]; steps past a sequence's length repeat its last state
+    """One layer and direction over a whole (time-major) sequence."""
+    x = v.check_input(x, "x", (3,))
+    v.check_feature_size(x, "x", weights.input_size)
+    v.check_matches_params(x, "x", weights.w_hh)
+    steps, batch, _ = x.shape
+    if steps == 0:
+        raise ValueError("x has an empty sequence (T=0): there is no step to run")
+    d = weights.hidden_size
+    v.check_state(h0, "h0", (batch, d), weights.w_hh)
+    lengths = v.check_lengths(lengths, steps, batch, x.device)
+    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype)
+    if lengths is not None:
+        x = x.masked_fill(_padding(lengths, steps).unsqueeze(2), 0.0)
+    return _run_layer(x, weights, h0, lengths, num_compartments, resolved)
+
+
+def _padding(lengths: Tensor, steps: int) -> Tensor:  # [T, B] bool, True on padded steps
+    return torch.arange(steps, device=lengths.device).unsqueeze(1) >= lengths.unsqueeze(0)
+
+
+def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optional[Tensor],
+               num_compartments: int, backend: str) -> Tensor:
+    # x: [T, B, n] (padded steps already zero) -> hs: [T, B, d]
+    batch, d = x.shape[1], w.hidden_size
+    if h0 is None:
+        h0 = x.new_zeros(batch, d)
+    if backend == "reference":
+        return reference_scan(x, w, h0, lengths, num_compartments)
+    xp = F.linear(x, w.w_ih, w.b_ih)  # [T, B, 3d]: the x-projections of all steps, one GEMM
+    if backend == "torch":
+        return torch_scan(xp, h0, w.w_hh, w.w_int, w.b_int, w.w_out, w.b_out, lengths)
+    b_int = w.b_int if w.b_int is not None else w.w_int.new_zeros(d)
+    b_out = w.b_out if w.b_out is not None else w.w_out.new_zeros(d)
+    return ops.scan(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, backend)
+
+
+def _reverse(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+    """Reverse each sequence within its own length; padded steps stay where they are."""
+    if lengths is None:
+        return x.flip(0)
+    steps = x.shape[0]
+    t = torch.arange(steps, device=x.device).unsqueeze(1)  # [T, 1]
+    index = torch.where(t < lengths.unsqueeze(0), lengths.unsqueeze(0) - 1 - t, t)  # [T, B]
+    return x.gather(0, index.unsqueeze(2).expand_as(x))
+
+
+def diru(
+    input: Union[Tensor, PackedSequence],
+    weights: Sequence[Sequence[CellWeights]],
+    h0: Optional[Tensor] = None,
+    lengths: Lengths = None,
+    *,
+    batch_first: bool = False,
+    dropout: float = 0.0,
+    training: bool = False,
+    num_compartments: int = 1,
+    backend: str = "auto",
+    check_finite: bool = False,
+) -> Tuple[Union[Tensor, PackedSequence], Tensor]:
+    """A multi-layer (optionally bidirectional) DIRU over a sequence, ``torch.nn.GRU``-style.
+
+    Args:
+        input: ``[T, B, n]`` (``[B, T, n]`` if ``batch_first``), unbatched ``[T, n]``, or a
+            ``PackedSequence``.
+        weights: ``weights[layer][direction]`` in the fused layout; layer l > 0 takes
+            ``directions * d`` inputs.
+        h0: ``[layers * directions, B, d]`` (``[layers * directions, d]`` unbatched); zeros if None.
+        lengths: ``[B]`` valid steps per sequence (1..T). Padded steps leave the state
+            unchanged and give zero outputs; ``h_n`` is each sequence's state at its own
+            last step (for the reverse direction: after its first step).
+        dropout: dropout on the outputs of every layer but the last, when ``training``.
+        check_finite: raise ValueError if the input holds NaN/Inf (costs a device sync).
+            Without it, NaN/Inf propagate to the outputs of the affected sequences only.
+
+    Returns:
+        ``(output, h_n)``: output ``[T, B, directions * d]`` (batch-first / unbatched /
+        packed like the input), ``h_n: [layers * directions, B, d]``.
+    """
+    num_layers = len(weights)
+    if num_layers == 0:
+        raise ValueError("weights must hold at least one layer")
+    directions = len(weights[0])
+    if directions not in (1, 2) or any(len(w) != directions for w in weights):
+        raise ValueError("weights[layer] must hold 1 or 2 directions, the same for every layer")
+    first = weights[0][0]
+    d = first.hidden_size
+
+    packed = isinstance(input, PackedSequence)
+    unbatched = False
+    if packed:
+        if lengths is not None:
+            raise ValueError("pass either a PackedSequence or lengths, not both")
+        x, lengths = pad_packed_sequence(input)  # [T, B, n] in the caller's batch order
+    else:
+        x = v.check_input(input, "input", (2, 3))
+        unbatched = x.dim() == 2
+        if unbatched:
+            if lengths is not None:
+                raise ValueError("lengths needs batched input (an unbatched sequence has one length)")
+            x = x.unsqueeze(1)
+        elif batch_first:
+            x = x.transpose(0, 1)
+    v.check_feature_size(x, "input", first.input_size)
+    v.check_matches_params(x, "input", first.w_hh)
+    steps, batch, _ = x.shape
+    if steps == 0:
+        raise ValueError("input has an empty sequence (T=0): there is no step to run")
+    if h0 is not None:
+        if unbatched:
+            v.check_state(h0, "h0", (num_layers * directions, d), first.w_hh)
+            h0 = h0.unsqueeze(1)
+        else:
+            v.check_state(h0, "h0", (num_layers * directions, batch, d), first.w_hh)
+    lengths = v.check_lengths(lengths, steps, batch, x.device)
+    if check_finite:
+        v.check_finite(x, "input")
+    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype)
+
+    pad = None if lengths is None else _padding(lengths, steps).unsqueeze(2)  # [T, B, 1]
+    h_n: List[Tensor] = []
+    for layer, layer_weights in enumerate(weights):
+        if pad is not None:
+            x = x.masked_fill(pad, 0.0)
+        outputs = []
+        for direction, w in enumerate(layer_weights):
+            state = None if h0 is None else h0[layer * directions + direction]
+            xin = x if direction == 0 else _reverse(x, lengths)
+            hs = _run_layer(xin, w, state, lengths, num_compartments, resolved)  # [T, B, d]
+            h_n.append(hs[-1])  # padded steps repeat the state: the last row is h at its own end
+            outputs.append(hs if direction == 0 else _reverse(hs, lengths))
+        x = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
+        if dropout > 0 and training and layer < num_layers - 1:
+            x = F.dropout(x, p=dropout, training=True)
+    if pad is not None:
+        x = x.masked_fill(pad, 0.0)
+    h_last = torch.stack(h_n)  # [L * D, B, d]
+
+    if packed:
+        return _repack(x, lengths, input), h_last
+    if unbatched:
+        return x.squeeze(1), h_last.squeeze(1)
+    return (x.transpose(0, 1) if batch_first else x), h_last
+
+
+def _repack(x: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
+    """Pack ``x: [T, B, F]`` with the same batch order and sizes as the input ``like``."""
+    order = like.sorted_indices
+    if order is None:
+        return pack_padded_sequence(x, lengths.cpu(), enforce_sorted=True)
+    packed = pack_padded_sequence(x.index_select(1, order.to(x.device)),
+                                  lengths.index_select(0, order.to(lengths.device)).cpu(),
+                                  enforce_sorted=True)
+    return PackedSequence(packed.data, packed.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+def diru_cell(
+    input: Tensor,  # [B, n] or [n]
+    weights: CellWeights,
+    hx: Optional[Tensor] = None,  # [B, d] or [d]
+    *,
+    num_compartments: int = 1,
+    backend: str = "auto",
+) -> Tensor:  # h': [B, d] or [d]
+    """One DIRU step, ``torch.nn.GRUCell``-style."""
+    x = v.check_input(input, "input", (1, 2))
+    unbatched = x.dim() == 1
+    if unbatched:
+        x = x.unsqueeze(0)
+    if hx is not None:
+        hx = v.check_input(hx, "hx", (1,) if unbatched else (2,))
+        hx = hx.unsqueeze(0) if unbatched else hx
+    h = diru_layer(x.unsqueeze(0), weights, hx, num_compartments=num_compartments, backend=backend)[0]
+    return h.squeeze(0) if unbatched else h

@@ -1,0 +1,146 @@
+"""``torch.library`` custom ops for the compiled backends, with fake kernels and autograd.
+
+    diru_fast::scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved)
+        -> (hs [T, B, d], saved [T, B, 4d] or [0])
+    diru_fast::scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend)
+        -> (d_p [T, B, 3d], d_zp [T, B, d], d_yp [T, B, d], d_h0 [B, d])
+
+Both dispatch to the kernel provider named by ``backend`` (``diru_fast.backends``); their
+semantics are those of ``diru_fast.scan.contract``. The autograd formula turns the per-step
+pre-activation gradients of ``scan_bwd`` into weight gradients with one GEMM per weight over
+all T*B rows. Fake implementations give shapes and dtypes, so ``torch.compile`` traces
+through both ops without graph breaks.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..backends import get_provider
+from .contract import acc_dtype
+
+
+@torch.library.custom_op("diru_fast::scan_fwd", mutates_args=())
+def scan_fwd(
+    xp: Tensor,
+    h0: Tensor,
+    w_hh: Tensor,
+    w_int: Tensor,
+    b_int: Tensor,
+    w_out: Tensor,
+    b_out: Tensor,
+    lengths: Optional[Tensor],
+    backend: str,
+    need_saved: bool,
+) -> Tuple[Tensor, Tensor]:
+    return get_provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
+
+
+@scan_fwd.register_fake
+def _scan_fwd_fake(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved):
+    steps, batch, _ = xp.shape
+    d = h0.shape[-1]
+    hs = xp.new_empty(steps, batch, d)
+    if need_saved:
+        saved = xp.new_empty(steps, batch, 4 * d, dtype=acc_dtype(xp.dtype))
+    else:
+        saved = xp.new_empty(0, dtype=acc_dtype(xp.dtype))
+    return hs, saved
+
+
+@torch.library.custom_op("diru_fast::scan_bwd", mutates_args=())
+def scan_bwd(
+    grad_hs: Tensor,
+    h0: Tensor,
+    hs: Tensor,
+    saved: Tensor,
+    w_hh: Tensor,
+    w_int: Tensor,
+    w_out: Tensor,
+    lengths: Optional[Tensor],
+    backend: str,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return get_provider(backend).scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)
+
+
+@scan_bwd.register_fake
+def _scan_bwd_fake(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend):
+    steps, batch, d = hs.shape
+    return (
+        saved.new_empty(steps, batch, 3 * d),
+        saved.new_empty(steps, batch, d),
+        saved.new_empty(steps, batch, d),
+        h0.new_empty(h0.shape),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved = inputs
+    hs, saved = output
+    if not need_saved:  # inference mode: nothing to differentiate (scan() decides this)
+        ctx.backend = None
+        return
+    ctx.backend = backend
+    ctx.xp_dtype = xp.dtype
+    ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths)
+
+
+def _backward(ctx, grad_hs: Optional[Tensor], _grad_saved: Optional[Tensor]):
+    if ctx.backend is None:
+        raise RuntimeError("diru_fast: scan_fwd ran with need_saved=False; it cannot be differentiated")
+    h0, hs, saved, w_hh, w_int, w_out, lengths = ctx.saved_tensors
+    if grad_hs is None:
+        grad_hs = torch.zeros_like(hs)
+    d_p, d_zp, d_yp, d_h0 = torch.ops.diru_fast.scan_bwd(
+        grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths, ctx.backend
+    )
+    steps, batch, d = hs.shape
+    rows = steps * batch
+    acc = d_p.dtype
+    need = ctx.needs_input_grad
+    g_w_hh = g_w_int = g_b_int = g_w_out = g_b_out = None
+    if need[2]:  # w_hh: sum_t dP_t^T h_{t-1}
+        h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).reshape(rows, d).to(acc)
+        g_w_hh = (d_p.reshape(rows, 3 * d).t() @ h_prev).to(w_hh.dtype)
+    gates = saved.reshape(rows, 4 * d)
+    if need[3]:  # w_int: sum_t dZp_t^T (u*s)_t
+        o = gates[:, :d] * gates[:, d:2 * d]
+        g_w_int = (d_zp.reshape(rows, d).t() @ o).to(w_int.dtype)
+    if need[4]:
+        g_b_int = d_zp.sum(dim=(0, 1)).to(w_int.dtype)
+    if need[5]:  # w_out: sum_t dYp_t^T (z*r)_t
+        q = gates[:, 2 * d:3 * d] * gates[:, 3 * d:]
+        g_w_out = (d_yp.reshape(rows, d).t() @ q).to(w_out.dtype)
+    if need[6]:
+        g_b_out = d_yp.sum(dim=(0, 1)).to(w_out.dtype)
+    g_xp = d_p.to(ctx.xp_dtype) if need[0] else None
+    g_h0 = d_h0 if need[1] else None
+    return g_xp, g_h0, g_w_hh, g_w_int, g_b_int, g_w_out, g_b_out, None, None, None
+
+
+scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def scan(
+    xp: Tensor,  # [T, B, 3d]
+    h0: Tensor,  # [B, d]
+    w_hh: Tensor,  # [3d, d]
+    w_int: Tensor,  # [d, d]
+    b_int: Tensor,  # [d]
+    w_out: Tensor,  # [d, d]
+    b_out: Tensor,  # [d]
+    lengths: Optional[Tensor],  # [B] int64
+    backend: str,
+) -> Tensor:  # hs: [T, B, d]
+    """Run one layer's recurrence on kernel provider ``backend``; differentiable."""
+    need_saved = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (xp, h0, w_hh, w_int, b_int, w_out, b_out)
+    )
+    hs, _ = torch.ops.diru_fast.scan_fwd(
+        xp.contiguous(), h0.contiguous(), w_hh.contiguous(), w_int.contiguous(), b_int.contiguous(),
+        w_out.contiguous(), b_out.contiguous(), lengths, backend, need_saved,
+    )
+    return hs

@@ -1,0 +1,1 @@
+"""Triton kernels for the DIRU recurrence (installed as ``diru_fast.kernels``)."""

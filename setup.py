@@ -1,0 +1,30 @@
+"""Build and install diru_fast.
+
+Install into an environment that already has PyTorch, without build isolation, so pip never
+fetches a second torch into a temporary build environment:
+
+    pip install --no-build-isolation -e .
+
+Layout: the package lives in diru_fast/; the Triton kernels (kernels/) and the C++/CUDA
+sources (csrc/) sit at the top level and are installed as diru_fast.kernels and
+diru_fast.csrc.
+"""
+
+from setuptools import setup
+
+setup(
+    name="diru_fast",
+    version="0.1.0",
+    description="Fast, verified Dendrite-Inspired Recurrent Units (DIRU) for PyTorch",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=["diru_fast", "diru_fast.scan", "diru_fast.providers", "diru_fast.kernels", "diru_fast.csrc"],
+    package_dir={"diru_fast.kernels": "kernels", "diru_fast.csrc": "csrc"},
+    package_data={"diru_fast.csrc": ["*.cpp", "*.h", "*.cu", "*.cuh"]},
+    install_requires=["torch>=2.3", "numpy"],
+    extras_require={
+        "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "matplotlib", "expecttest"],
+        "bench": ["pytest-benchmark>=4", "matplotlib"],
+    },
+)

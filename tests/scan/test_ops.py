@@ -1,0 +1,128 @@
+"""The custom ops and every kernel provider that runs on CPU here, against the kernel contract.
+
+Providers: "contract" (plain PyTorch, always) plus whichever compiled backends run on CPU
+tensors here ("cpu"; "triton" under TRITON_INTERPRET=1). Each must reproduce the contract's
+outputs (hs, saved, d_p, d_zp, d_yp, d_h0) in float64 to 1e-12.
+"""
+
+import pytest
+import torch
+
+import diru_fast
+from diru_fast import CellWeights
+from diru_fast.backends import KERNEL_BACKENDS
+from diru_fast.functional import diru_layer
+from diru_fast.scan import contract
+from tests.helpers import random_cell
+
+PROVIDERS = [b for b in diru_fast.available_backends("cpu") if b in KERNEL_BACKENDS] + ["contract"]
+SHAPES = [(1, 1, 4), (1, 3, 48), (6, 3, 8), (9, 2, 12), (4, 5, 16)]  # (T, B, d)
+
+
+def _inputs(T, B, d, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    scale = d ** -0.5
+    return dict(xp=r(T, B, 3 * d), h0=r(B, d) * 0.5, w_hh=r(3 * d, d) * scale, w_int=r(d, d) * scale,
+                b_int=r(d) * 0.1, w_out=r(d, d) * scale, b_out=r(d) * 0.1)
+
+
+def _call_fwd(backend, a, lengths, need_saved=True):
+    return torch.ops.diru_fast.scan_fwd(a["xp"], a["h0"], a["w_hh"], a["w_int"], a["b_int"], a["w_out"],
+                                        a["b_out"], lengths, backend, need_saved)
+
+
+def _lengths(T, B):
+    return torch.tensor([max(1, T - (3 * b) % T) for b in range(B)])
+
+
+@pytest.mark.parametrize("backend", PROVIDERS)
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-d{}".format(*s))
+def test_provider_matches_contract_float64(backend, shape, with_lengths):
+    T, B, d = shape
+    a = _inputs(T, B, d, seed=T + B + d)
+    lengths = _lengths(T, B) if with_lengths else None
+    hs, saved = _call_fwd(backend, a, lengths)
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True)
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+    grad_hs = torch.randn(T, B, d, dtype=torch.float64)
+    got = torch.ops.diru_fast.scan_bwd(grad_hs, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"],
+                                       lengths, backend)
+    want = contract.scan_bwd(grad_hs, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths)
+    for name, g, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
+    if lengths is not None:  # padded steps: zero saved gates and zero per-step gradients
+        for b, length in enumerate(lengths.tolist()):
+            assert torch.all(saved[length:, b] == 0)
+            assert torch.all(got[0][length:, b] == 0) and torch.all(got[2][length:, b] == 0)
+
+
+@pytest.mark.parametrize("backend", PROVIDERS)
+def test_provider_inference_skips_saved(backend):
+    a = _inputs(5, 3, 8)
+    hs, saved = _call_fwd(backend, a, None, need_saved=False)
+    assert saved.numel() == 0
+    torch.testing.assert_close(hs, contract.scan_fwd(**a, lengths=None, need_saved=False)[0],
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", PROVIDERS)
+def test_provider_float32_within_rounding(backend):
+    T, B, d = 12, 3, 16
+    a64 = _inputs(T, B, d, seed=11)
+    a32 = {k: v.float() for k, v in a64.items()}
+    hs64, saved64 = contract.scan_fwd(**a64, lengths=None, need_saved=True)
+    hs32, saved32 = _call_fwd(backend, a32, None)
+    assert hs32.dtype == torch.float32 and saved32.dtype == torch.float32
+    torch.testing.assert_close(hs32.double(), hs64, rtol=0, atol=2e-6)
+    g = torch.randn(T, B, d, dtype=torch.float64)
+    got = torch.ops.diru_fast.scan_bwd(g.float(), a32["h0"], hs32, saved32, a32["w_hh"], a32["w_int"],
+                                       a32["w_out"], None, backend)
+    want = contract.scan_bwd(g, a64["h0"], hs64, saved64, a64["w_hh"], a64["w_int"], a64["w_out"], None)
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x.double(), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", PROVIDERS)
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+def test_custom_op_gradcheck(backend, with_lengths):
+    T, B, n, d = 3, 2, 2, 4
+    cell = random_cell(n, d, 2, seed=2)
+    x = torch.randn(T, B, n, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(B, d, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([3, 1]) if with_lengths else None
+    leaves = [t.detach().clone().requires_grad_() for t in cell.fused_weights()]
+
+    def run(x, h0, *weights):
+        return diru_layer(x, CellWeights(*weights), h0, lengths, backend=backend)
+
+    assert torch.autograd.gradcheck(run, [x, h0] + leaves, fast_mode=False)
+
+
+@pytest.mark.parametrize("backend", PROVIDERS)
+def test_opcheck(backend):
+    a = _inputs(3, 2, 4)
+    lengths = torch.tensor([3, 2])
+    fwd_args = (a["xp"], a["h0"], a["w_hh"], a["w_int"], a["b_int"], a["w_out"], a["b_out"], lengths, backend, True)
+    torch.library.opcheck(torch.ops.diru_fast.scan_fwd, fwd_args)
+    hs, saved = torch.ops.diru_fast.scan_fwd(*fwd_args)
+    bwd_args = (torch.randn_like(hs), a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, backend)
+    torch.library.opcheck(torch.ops.diru_fast.scan_bwd, bwd_args)
+
+
+@pytest.mark.parametrize("backend", PROVIDERS)
+def test_nan_in_padded_steps_does_not_leak(backend):
+    T, B, n, d = 5, 3, 2, 4
+    cell = random_cell(n, d, 2, seed=4)
+    x = torch.randn(T, B, n, dtype=torch.float64)
+    x[3:, 1] = float("nan")
+    x[2:, 2] = float("inf")
+    x.requires_grad_(True)
+    lengths = torch.tensor([5, 3, 2])
+    out = diru_layer(x, cell.fused_weights(), None, lengths, num_compartments=2, backend=backend)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in cell.parameters())
+    assert torch.isfinite(x.grad).all() and torch.all(x.grad[3:, 1] == 0)

@@ -1,0 +1,165 @@
+"""The fast modules: seed model and cell against the reference, checkpoints, GRU conventions."""
+
+import pytest
+import torch
+
+import diru_fast
+from diru_fast import DIRU, DIRUCell, DIRULayer, reference
+from tests.helpers import cpu_backends, random_cell
+
+BACKENDS = cpu_backends()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_diru_matches_reference_model_and_grads(backend, layers):
+    torch.manual_seed(layers)
+    ref = reference.DIRU(1, 16, 2, num_compartments=4, num_layers=layers).double()
+    fast = DIRU(1, 16, 2, num_compartments=4, num_layers=layers, backend=backend).double()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 9, 1, dtype=torch.float64)
+    y_ref, y_fast = ref(x), fast(x)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-12, atol=1e-12)
+    g_ref = torch.autograd.grad(y_ref.square().sum(), list(ref.parameters()))
+    g_fast = torch.autograd.grad(y_fast.square().sum(), list(fast.parameters()))
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_diru_float32_close_to_float64_reference(backend):
+    torch.manual_seed(0)
+    ref = reference.DIRU(3, 48, 2, num_compartments=3).double()
+    fast = DIRU(3, 48, 2, num_compartments=3, backend=backend)
+    fast.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    x = torch.randn(5, 20, 3, dtype=torch.float64)
+    torch.testing.assert_close(fast(x.float()).double(), ref(x), rtol=0, atol=2e-5)
+
+
+def test_checkpoints_interchange_both_ways(tmp_path):
+    torch.manual_seed(0)
+    ref = reference.DIRU(2, 8, 3, num_compartments=2, num_layers=2)
+    fast = DIRU(2, 8, 3, num_compartments=2, num_layers=2)
+    assert set(ref.state_dict()) == set(fast.state_dict())
+    path = tmp_path / "ref.pt"
+    torch.save(ref.state_dict(), path)
+    fast.load_state_dict(torch.load(path))  # strict: every key, every shape
+    x = torch.randn(4, 5, 2)
+    torch.testing.assert_close(fast(x), ref(x), rtol=1e-5, atol=1e-6)
+    torch.manual_seed(1)
+    fast2 = DIRU(2, 8, 3, num_compartments=2, num_layers=2)
+    torch.save(fast2.state_dict(), path)
+    ref.load_state_dict(torch.load(path))
+    torch.testing.assert_close(ref(x), fast2(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cell_matches_reference_cell(backend):
+    cell = random_cell(5, 12, 3, seed=9)
+    cell.backend = backend
+    x = torch.randn(4, 5, dtype=torch.float64)
+    h = torch.randn(4, 12, dtype=torch.float64)
+    want = reference.DIRUCell.forward(cell, x, h)
+    torch.testing.assert_close(cell(x, h), want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cell(x[0], h[0]), want[0], rtol=1e-12, atol=1e-12)  # unbatched
+    torch.testing.assert_close(cell(x), reference.DIRUCell.forward(cell, x, torch.zeros_like(h)),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_cell_state_dict_matches_reference():
+    assert set(DIRUCell(3, 8, 2).state_dict()) == set(reference.DIRUCell(3, 8, 2).state_dict())
+
+
+def test_layer_shapes_follow_gru_conventions():
+    T, B, n, d, L = 7, 3, 5, 8, 2
+    for bi in (False, True):
+        D = 2 if bi else 1
+        gru = torch.nn.GRU(n, d, L, bidirectional=bi)
+        layer = DIRULayer(n, d, L, bidirectional=bi, num_compartments=2)
+        x = torch.randn(T, B, n)
+        (o1, h1), (o2, h2) = gru(x), layer(x)
+        assert o1.shape == o2.shape == (T, B, D * d) and h1.shape == h2.shape == (L * D, B, d)
+        lb = DIRULayer(n, d, L, batch_first=True, bidirectional=bi, num_compartments=2)
+        lb.load_state_dict(layer.state_dict())
+        ob, hb = lb(x.transpose(0, 1))
+        assert ob.shape == (B, T, D * d)
+        torch.testing.assert_close(ob.transpose(0, 1), o2)
+        torch.testing.assert_close(hb, h2)
+        ou, hu = layer(x[:, 0])  # unbatched [T, n]
+        assert ou.shape == (T, D * d) and hu.shape == (L * D, d)
+        torch.testing.assert_close(ou, o2[:, 0], rtol=1e-5, atol=1e-6)
+        ou2, _ = layer(x[:, 0], h2[:, 0])
+        torch.testing.assert_close(ou2, layer(x[:, :1], h2[:, :1])[0][:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_layer_h0_is_used_and_h_n_is_last_output():
+    torch.manual_seed(0)
+    layer = DIRULayer(3, 8, 2, num_compartments=2)
+    x = torch.randn(5, 2, 3)
+    h0 = torch.randn(2, 2, 8)
+    out0, hn0 = layer(x)
+    out1, hn1 = layer(x, h0)
+    assert not torch.allclose(out0, out1)
+    torch.testing.assert_close(out1[-1], hn1[-1])
+
+
+def test_dropout_between_layers_only_in_training():
+    torch.manual_seed(0)
+    layer = DIRULayer(3, 8, 3, dropout=0.5, num_compartments=2)
+    x = torch.randn(5, 4, 3)
+    layer.eval()
+    a, _ = layer(x)
+    b, _ = layer(x)
+    assert torch.equal(a, b)
+    layer.train()
+    c, _ = layer(x)
+    assert not torch.allclose(a, c)
+    single = DIRULayer(3, 8, 1, dropout=0.5, num_compartments=2).train()
+    single.load_state_dict({k: v for k, v in layer.state_dict().items() if k.startswith("cells.0.")})
+    s1, _ = single(x)
+    s2, _ = single(x)
+    assert torch.equal(s1, s2)  # no dropout after the last layer
+
+
+def test_no_bias_layer_has_no_bias_parameters_and_runs():
+    layer = DIRULayer(3, 8, 2, bias=False, num_compartments=2)
+    assert not any("bias" in name for name, _ in layer.named_parameters())
+    out, h = layer(torch.randn(4, 2, 3))
+    assert out.shape == (4, 2, 8) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_diru_lengths_take_each_sequences_last_state(backend):
+    torch.manual_seed(0)
+    model = DIRU(2, 8, 1, num_compartments=2, backend=backend).double()
+    x = torch.randn(3, 6, 2, dtype=torch.float64)
+    lengths = torch.tensor([6, 2, 4])
+    y = model(x, lengths=lengths)
+    for b, length in enumerate(lengths.tolist()):
+        torch.testing.assert_close(y[b], model(x[b:b + 1, :length])[0], rtol=1e-12, atol=1e-12)
+
+
+def test_factory_kwargs_and_repr():
+    layer = DIRULayer(3, 8, num_compartments=2, dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in layer.parameters())
+    assert "num_compartments=2" in repr(layer)
+    cell = DIRUCell(3, 8, 2, dtype=torch.float64)
+    assert cell.integration.weight.dtype == torch.float64
+    model = DIRU(1, 8, 1, dtype=torch.float64)
+    assert model.fc_out.weight.dtype == torch.float64
+
+
+@pytest.mark.no_poison
+@pytest.mark.parametrize("backend", ["torch", "contract"] + [b for b in diru_fast.available_backends("cpu") if b == "cpu"])
+def test_torch_compile_fullgraph_matches_eager(backend):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = DIRU(2, 8, 1, num_compartments=2, num_layers=2, backend=backend)
+    x = torch.randn(3, 5, 2)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager" if backend == "contract" else "inductor")
+    y_eager, y_comp = model(x), compiled(x)
+    torch.testing.assert_close(y_comp, y_eager, rtol=1e-5, atol=1e-6)
+    g_eager = torch.autograd.grad(y_eager.sum(), list(model.parameters()))
+    g_comp = torch.autograd.grad(y_comp.sum(), list(model.parameters()))
+    for a, b in zip(g_comp, g_eager):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
