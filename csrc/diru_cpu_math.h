@@ -1,0 +1,153 @@
+// Elementwise math of the DIRU CPU kernel, written once for two "lane" types:
+//
+//   double  — one float64 value; std::tanh / std::exp (the float64 path must match the
+//             float64 reference to 1e-12, so it uses the C library's functions)
+//   VecF    — 16 float32 values in a GCC/Clang vector type; tanh / sigmoid / exp are
+//             branch-free polynomial approximations accurate to a few ulp, so the compiler
+//             emits one SIMD instruction stream for whatever ISA the caller is compiled for
+//             (SSE2, AVX2, AVX-512 — see DIRU_CPU_CLONES in diru_cpu_kernels.h).
+//
+// Compilers without GCC vector extensions (MSVC) get a scalar float32 path instead
+// (DIRU_CPU_HAVE_VECTOR_EXT == 0) with the same formulas on single floats.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define DIRU_CPU_HAVE_VECTOR_EXT 1
+#define DIRU_INLINE inline __attribute__((always_inline))
+#else
+#define DIRU_CPU_HAVE_VECTOR_EXT 0
+#define DIRU_INLINE inline
+#endif
+
+namespace diru_cpu {
+
+// ---------------------------------------------------------------------------------------------
+// float64: one value per lane, C library functions.
+// ---------------------------------------------------------------------------------------------
+struct LaneD {
+  using value = double;
+  using scalar = double;
+  static constexpr int kWidth = 1;
+  static DIRU_INLINE value load(const scalar* p, int) { return *p; }
+  static DIRU_INLINE void store(scalar* p, value v, int) { *p = v; }
+  static DIRU_INLINE value splat(scalar s) { return s; }
+  static DIRU_INLINE value tanh(value x) { return std::tanh(x); }
+  static DIRU_INLINE value sigmoid(value x) { return 1.0 / (1.0 + std::exp(-x)); }
+};
+
+#if DIRU_CPU_HAVE_VECTOR_EXT
+// ---------------------------------------------------------------------------------------------
+// float32: 16 lanes. `count` < 16 loads / stores a partial vector (the row's tail); the unused
+// lanes hold zeros and are never stored.
+// ---------------------------------------------------------------------------------------------
+typedef float VecF __attribute__((vector_size(64)));
+typedef int32_t VecI __attribute__((vector_size(64)));
+
+struct LaneF {
+  using value = VecF;
+  using scalar = float;
+  static constexpr int kWidth = 16;
+
+  static DIRU_INLINE value load(const float* p, int count) {
+    value v;
+    if (count == kWidth) {
+      std::memcpy(&v, p, sizeof(v));
+    } else {
+      float tmp[kWidth] = {0};
+      std::memcpy(tmp, p, sizeof(float) * count);
+      std::memcpy(&v, tmp, sizeof(v));
+    }
+    return v;
+  }
+  static DIRU_INLINE void store(float* p, value v, int count) {
+    if (count == kWidth) {
+      std::memcpy(p, &v, sizeof(v));
+    } else {
+      float tmp[kWidth];
+      std::memcpy(tmp, &v, sizeof(v));
+      std::memcpy(p, tmp, sizeof(float) * count);
+    }
+  }
+  // s - 0 keeps every value, -0.0 included (0 + -0.0 would give +0.0)
+  static DIRU_INLINE value splat(float s) { return s - value{}; }
+
+  // mask ? a : b, with mask lanes all-ones or all-zeros (the result of a vector comparison).
+  static DIRU_INLINE value select(VecI mask, value a, value b) {
+    return (value)((mask & (VecI)a) | (~mask & (VecI)b));
+  }
+
+  // exp(x), relative error ~2 ulp on [-87, 88]. x is clamped to that range first (exp(-87) is
+  // 1.6e-38, below every value the recurrence can resolve); NaN stays NaN.
+  static DIRU_INLINE value exp(value x) {
+    x = select(x > 88.0f, splat(88.0f), x);
+    x = select(x < -87.0f, splat(-87.0f), x);
+    // x = n ln2 + f, |f| <= ln2 / 2; n by round-to-nearest with the 1.5 * 2^23 trick
+    const value magic = splat(12582912.0f);
+    value n = (x * 1.44269504088896341f + magic) - magic;
+    value f = x - n * 0.693359375f;   // ln2 split in two: the high part is exact in float
+    f = f + n * 2.12194440e-4f;       // ... and the low part (ln2 = 0.693359375 - 2.12194440e-4)
+    // exp(f) on |f| <= ln2/2: degree-6 minimax polynomial (Cephes expf coefficients)
+    value p = splat(1.9875691500e-4f);
+    p = p * f + 1.3981999507e-3f;
+    p = p * f + 8.3334519073e-3f;
+    p = p * f + 4.1665795894e-2f;
+    p = p * f + 1.6666665459e-1f;
+    p = p * f + 5.0000001201e-1f;
+    p = p * f * f + f + 1.0f;
+    // scale by 2^n through the exponent bits (n in [-126, 127] after the clamp)
+    VecI e = (__builtin_convertvector(n, VecI) + 127) << 23;
+    return p * (value)e;
+  }
+
+  static DIRU_INLINE value sigmoid(value x) { return 1.0f / (1.0f + exp(-x)); }
+
+  // tanh(x): an odd polynomial for |x| < 0.625 (where 1 - 2/(e^2x + 1) would cancel),
+  // 1 - 2 / (e^{2|x|} + 1) with the sign restored elsewhere. Max error ~2 ulp.
+  static DIRU_INLINE value tanh(value x) {
+    const VecI sign_bit = VecI{} + INT32_MIN;
+    VecI sign = (VecI)x & sign_bit;
+    value ax = (value)((VecI)x & ~sign_bit);
+    value s = x * x;
+    value small = splat(-5.70498872745e-3f);
+    small = small * s + 2.06390887954e-2f;
+    small = small * s - 5.37397155531e-2f;
+    small = small * s + 1.33314422036e-1f;
+    small = small * s - 3.33332819422e-1f;
+    small = small * s * x + x;
+    value large = 1.0f - 2.0f / (exp(ax + ax) + 1.0f);
+    large = (value)((VecI)large | sign);
+    return select(ax < 0.625f, small, large);
+  }
+};
+#else
+// ---------------------------------------------------------------------------------------------
+// float32 without vector extensions: one float per lane, C library functions.
+// ---------------------------------------------------------------------------------------------
+struct LaneF {
+  using value = float;
+  using scalar = float;
+  static constexpr int kWidth = 1;
+  static DIRU_INLINE value load(const float* p, int) { return *p; }
+  static DIRU_INLINE void store(float* p, value v, int) { *p = v; }
+  static DIRU_INLINE value splat(float s) { return s; }
+  static DIRU_INLINE value tanh(value x) { return std::tanh(x); }
+  static DIRU_INLINE value sigmoid(value x) { return 1.0f / (1.0f + std::exp(-x)); }
+};
+#endif
+
+template <typename T>
+struct LaneOf;
+template <>
+struct LaneOf<float> {
+  using type = LaneF;
+};
+template <>
+struct LaneOf<double> {
+  using type = LaneD;
+};
+
+}  // namespace diru_cpu

@@ -1,0 +1,48 @@
+"""How the C++ CPU kernel is compiled: its sources, their hash, and the compiler flags.
+
+Shared by ``setup.py`` (the ahead-of-time build of ``diru_fast._C``) and
+``diru_fast.providers.cpu`` (the compile-on-first-use fallback), so both build the same thing.
+Imports nothing but the standard library: setup.py loads this file by path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import List
+
+# The CPU kernel's sources (relative to csrc/): compiled units, then the headers they include.
+CPU_SOURCES = ("diru_cpu.cpp", "diru_cpu_kernels.cpp")
+CPU_HEADERS = ("diru_cpu_kernels.h", "diru_cpu_math.h", "diru_cpu_blas.h")
+
+# Name of the ahead-of-time module and of the JIT module (plus a hash suffix).
+AOT_MODULE = "diru_fast._C"
+JIT_MODULE_PREFIX = "diru_fast_cpu_"
+
+
+def cpu_source_paths(csrc: Path) -> List[Path]:
+    """The compiled units of the CPU kernel in ``csrc``."""
+    return [Path(csrc) / name for name in CPU_SOURCES]
+
+
+def cpu_source_hash(csrc: Path) -> str:
+    """A short hash of every CPU source and header: a build is current iff its hash matches."""
+    digest = hashlib.sha256()
+    for name in CPU_SOURCES + CPU_HEADERS:
+        digest.update(name.encode())
+        digest.update((Path(csrc) / name).read_bytes())
+    return "src" + digest.hexdigest()[:16]
+
+
+def cpu_cxx_flags(source_hash: str) -> List[str]:
+    """Compiler flags. -fopenmp makes at::parallel_for (an inline OpenMP region in torch's
+    headers) actually run in parallel; it binds to the libgomp torch already loaded."""
+    flags = ["-O3", f"-DDIRU_CSRC_HASH={source_hash}"]
+    if sys.platform.startswith("linux"):
+        flags += ["-fopenmp", "-Wno-psabi"]
+    return flags
+
+
+def cpu_ld_flags() -> List[str]:
+    return ["-fopenmp"] if sys.platform.startswith("linux") else []

@@ -1,0 +1,139 @@
+"""Provider "cpu": the fused C++ CPU kernel (csrc/diru_cpu*.cpp) for float32 / float64 CPU tensors.
+
+Where the kernel comes from, tried in order the first time the backend is queried (never at
+``import diru_fast``):
+
+1. ``diru_fast._C``, built ahead of time by ``setup.py`` (``pip install --no-build-isolation -e .``),
+   used if it was built from the current sources;
+2. a module compiled on first use with ``torch.utils.cpp_extension`` into a cache directory
+   (``$DIRU_FAST_CACHE``, else ``$XDG_CACHE_HOME/diru_fast`` or ``~/.cache/diru_fast``), one per
+   source hash, Python and torch version. Compiling prints one line to stderr; later processes
+   load the cached module directly.
+
+If neither works (no compiler, a failed build), :func:`unavailable_reason` says why and the
+backend registry falls back ("auto") or raises with :data:`FIX` (explicit ``backend="cpu"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Optional
+
+import torch
+
+from .. import _build, _paths
+
+FIX = (
+    "install a C++ compiler (g++ or clang++) and ninja, then reinstall with "
+    "`pip install --no-build-isolation -e .` (builds diru_fast._C), or let diru_fast compile "
+    "the kernel on first use; or pass backend='torch'"
+)
+
+_extension: Optional[ModuleType] = None  # the loaded kernel module
+_failure: Optional[str] = None  # why it could not be loaded (kept: we try once per process)
+
+
+def cache_dir() -> Path:
+    """Where compiled-on-first-use kernels are kept."""
+    root = os.environ.get("DIRU_FAST_CACHE")
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "diru_fast")
+    return Path(root)
+
+
+def _import_aot(source_hash: str) -> Optional[ModuleType]:
+    """The ahead-of-time module if present and built from these sources, else None."""
+    try:
+        module = importlib.import_module(_build.AOT_MODULE)
+    except ImportError:
+        return None
+    if getattr(module, "source_hash", None) != source_hash:
+        return None  # built from older sources (an editable install after an edit): rebuild
+    return module
+
+
+def _import_from_path(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, str(path))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _jit_build(csrc: Path, source_hash: str) -> ModuleType:
+    """Compile the kernel into the cache (once per source hash / Python / torch) and load it."""
+    name = _build.JIT_MODULE_PREFIX + source_hash
+    tag = f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.replace('+', '_')}"
+    build_dir = cache_dir() / tag / source_hash
+    built = build_dir / f"{name}.so"
+    if built.is_file():
+        try:
+            return _import_from_path(name, built)
+        except ImportError:
+            pass  # half-written by a concurrent build, or broken: build again below (under its lock)
+    from torch.utils import cpp_extension
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    print(f"diru_fast: compiling the C++ CPU kernel (first use only, ~1 minute; cached in {build_dir})",
+          file=sys.stderr, flush=True)
+    return cpp_extension.load(
+        name=name,
+        sources=[str(p) for p in _build.cpu_source_paths(csrc)],
+        extra_cflags=_build.cpu_cxx_flags(source_hash),
+        extra_ldflags=_build.cpu_ld_flags(),
+        build_directory=str(build_dir),
+        verbose=False,
+    )
+
+
+def _load_extension() -> ModuleType:
+    """The kernel module: the ahead-of-time build if current, else compiled on first use."""
+    csrc = _paths.source_dir("csrc")
+    source_hash = _build.cpu_source_hash(csrc)
+    module = _import_aot(source_hash)
+    return module if module is not None else _jit_build(csrc, source_hash)
+
+
+def extension() -> ModuleType:
+    """The loaded kernel module; raises RuntimeError saying why if it cannot be had."""
+    reason = unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"diru_fast: the C++ CPU kernel is unavailable: {reason}. Fix: {FIX}")
+    return _extension  # type: ignore[return-value]
+
+
+def unavailable_reason() -> Optional[str]:
+    """None once the kernel is loaded; else why it cannot be (tried once per process)."""
+    global _extension, _failure
+    if _extension is None and _failure is None:
+        try:
+            _extension = _load_extension()
+        except Exception as exc:  # a compiler error, no compiler, no ninja, a broken .so
+            lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+            detail = lines[-1] if lines else ""
+            _failure = f"the C++ CPU kernel could not be built or loaded ({type(exc).__name__}: {detail})"
+    return _failure
+
+
+def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Optional[str]:
+    if device.type != "cpu":
+        return f"the cpu kernel runs on CPU tensors only, not {device.type} (use 'triton' or 'cuda' there)"
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        return f"the cpu kernel supports float32 and float64, not {dtype}"
+    return None
+
+
+def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved):
+    """The contract's scan_fwd (diru_fast.scan.contract) on the C++ kernel."""
+    return tuple(extension().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved))
+
+
+def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths):
+    """The contract's scan_bwd (diru_fast.scan.contract) on the C++ kernel."""
+    return tuple(extension().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths))
