@@ -8,9 +8,83 @@ fetches a second torch into a temporary build environment:
 Layout: the package lives in diru_fast/; the Triton kernels (kernels/) and the C++/CUDA
 sources (csrc/) sit at the top level and are installed as diru_fast.kernels and
 diru_fast.csrc.
+
+Compiled extensions (``extensions()``): the fused C++ CPU kernel ``diru_fast._C`` is built here
+when torch and a C++ compiler are available at build time. If it cannot be built, the install
+still succeeds (one line says so) and the kernel is compiled on first use instead
+(``diru_fast/providers/cpu.py``); with no compiler at all, ``backend="auto"`` falls back to the
+pure-PyTorch path with a warning.
 """
 
+import importlib.util
+import os
+import sys
+
 from setuptools import setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load_build_helpers():
+    """diru_fast/_build.py (sources, hash, flags), loaded by path: the package itself needs torch."""
+    spec = importlib.util.spec_from_file_location("_diru_build", os.path.join(HERE, "diru_fast", "_build.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cpu_extension(cpp_extension):
+    """The fused C++ CPU kernel as the extension ``diru_fast._C``."""
+    build = _load_build_helpers()
+    csrc = os.path.join(HERE, "csrc")
+    source_hash = build.cpu_source_hash(csrc)
+    return cpp_extension.CppExtension(
+        build.AOT_MODULE,
+        sources=[os.path.relpath(str(p), HERE) for p in build.cpu_source_paths(csrc)],
+        extra_compile_args={"cxx": build.cpu_cxx_flags(source_hash)},
+        extra_link_args=build.cpu_ld_flags(),
+    )
+
+
+def extensions():
+    """(ext_modules, cmdclass). Empty when torch is not importable at build time. Append further
+    extensions (e.g. a CUDA one where torch.version.cuda is set) to the list returned here."""
+    if os.environ.get("DIRU_FAST_NO_EXTENSIONS") == "1":
+        return [], {}
+    try:
+        from torch.utils import cpp_extension
+    except ImportError:
+        print("diru_fast setup: torch is not importable at build time; the C++ CPU kernel will be "
+              "compiled on first use", file=sys.stderr)
+        return [], {}
+    return [cpu_extension(cpp_extension)], {"build_ext": _optional_build_ext(cpp_extension.BuildExtension)}
+
+
+def _optional_build_ext(base):
+    class OptionalBuildExt(base):
+        """BuildExtension whose failure does not fail the install: the runtime JIT path takes over."""
+
+        def run(self):
+            try:
+                super().run()
+            except Exception as exc:  # no compiler, a compile error, a missing header ...
+                self._skip(exc)
+
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except Exception as exc:
+                self._skip(exc, ext.name)
+
+        def _skip(self, exc, name="the C++ extensions"):
+            detail = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+            print(f"diru_fast setup: could not build {name} ({detail[0]}); the C++ CPU kernel will be "
+                  "compiled on first use instead", file=sys.stderr)
+
+    return OptionalBuildExt
+
+
+ext_modules, cmdclass = extensions()
 
 setup(
     name="diru_fast",
@@ -27,4 +101,9 @@ setup(
         "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "matplotlib", "expecttest"],
         "bench": ["pytest-benchmark>=4", "matplotlib"],
     },
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
 )
+# torch is deliberately NOT a build requirement: an isolated build would download a second,
+# multi-GB torch. Install with `pip install --no-build-isolation -e .` into an environment
+# that has torch (scripts/setup.sh does that).

@@ -19,7 +19,7 @@ h' = tanh((z * r) W_O^T + b_O + h).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -51,21 +51,51 @@ def fuse_cell_weights(cell: nn.Module) -> CellWeights:
     ``cell`` is any module with the seed's structure (``diru_fast.reference.DIRUCell`` or
     ``diru_fast.DIRUCell``). Gradients flow back to the cell's own parameters.
     """
-    n = cell.input_size
+    n, k = cell.input_size, len(cell.compartments)
     comps = cell.compartments
-    gates = [c.gate.weight for c in comps]  # each [m, n + d]
-    w_ih = torch.cat(
-        [c.W_x.weight for c in comps] + [g[:, :n] for g in gates] + [cell.global_gate.weight[:, :n]], dim=0
-    )
-    w_hh = torch.cat(
-        [c.W_h.weight for c in comps] + [g[:, n:] for g in gates] + [cell.global_gate.weight[:, n:]], dim=0
-    )
+    params = ([c.W_x.weight for c in comps] + [c.W_h.weight for c in comps]
+              + [c.gate.weight for c in comps] + [cell.global_gate.weight])
     if cell.integration.bias is not None:
-        b_ih = torch.cat([c.bias for c in comps] + [c.gate.bias for c in comps] + [cell.global_gate.bias])
+        params += [c.bias for c in comps] + [c.gate.bias for c in comps] + [cell.global_gate.bias]
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        fused = _FuseCell.apply(n, k, *params)
     else:
-        b_ih = None
+        fused = _fuse(n, k, params)
     return CellWeights(
-        w_ih, b_ih, w_hh,
+        fused[0], fused[2] if len(fused) == 3 else None, fused[1],
         cell.integration.weight, cell.integration.bias,
         cell.output_proj.weight, cell.output_proj.bias,
     )
+
+
+def _fuse(n: int, k: int, params: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+    """(w_ih, w_hh[, b_ih]) from the cell's parameters in ``fuse_cell_weights``'s order:
+    W_x[k], W_h[k], gate weights[k], W_G, then (with biases) b[k], gate biases[k], b_G."""
+    gates = torch.cat(params[2 * k:3 * k + 1])  # [2d, n + d]: every gate over [x; h], then W_G
+    w_ih = torch.cat([*params[:k], gates[:, :n]])  # [3d, n]
+    w_hh = torch.cat([*params[k:2 * k], gates[:, n:]])  # [3d, d]
+    if len(params) == 3 * k + 1:
+        return w_ih, w_hh
+    return w_ih, w_hh, torch.cat(params[3 * k + 1:])  # [3d]
+
+
+class _FuseCell(torch.autograd.Function):
+    """``_fuse`` as one autograd node whose backward hands each parameter a view of the fused
+    gradient (profiled: the op-by-op graph of slices and cats cost more than the CPU kernel's
+    whole recurrence at the seed shape)."""
+
+    @staticmethod
+    def forward(ctx, n: int, k: int, *params: Tensor):
+        ctx.n, ctx.k = n, k
+        ctx.m = params[0].shape[0]
+        return _fuse(n, k, params)
+
+    @staticmethod
+    def backward(ctx, g_ih: Tensor, g_hh: Tensor, *g_b: Tensor):
+        n, k, m = ctx.n, ctx.k, ctx.m
+        d = k * m
+        grads = list(g_ih[:d].split(m)) + list(g_hh[:d].split(m))
+        grads += list(torch.cat([g_ih[d:], g_hh[d:]], dim=1).split([m] * k + [d]))
+        if g_b:
+            grads += list(g_b[0].split([m] * (2 * k) + [d]))
+        return (None, None, *grads)

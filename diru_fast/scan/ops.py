@@ -83,6 +83,7 @@ def _setup_context(ctx, inputs, output):
     if not need_saved:  # inference mode: nothing to differentiate (scan() decides this)
         ctx.backend = None
         return
+    ctx.set_materialize_grads(False)  # no zero-filled [T, B, 4d] gradient for `saved`
     ctx.backend = backend
     ctx.xp_dtype = xp.dtype
     ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths)
@@ -94,13 +95,20 @@ def _backward(ctx, grad_hs: Optional[Tensor], _grad_saved: Optional[Tensor]):
     h0, hs, saved, w_hh, w_int, w_out, lengths = ctx.saved_tensors
     if grad_hs is None:
         grad_hs = torch.zeros_like(hs)
-    d_p, d_zp, d_yp, d_h0 = torch.ops.diru_fast.scan_bwd(
+    step_grads = torch.ops.diru_fast.scan_bwd(
         grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths, ctx.backend
     )
+    grads = _input_grads(ctx.needs_input_grad, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out)
+    return (*grads, None, None, None)
+
+
+def _input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out):
+    """Gradients of (xp, h0, w_hh, w_int, b_int, w_out, b_out) from scan_bwd's per-step gradients:
+    one GEMM per weight over all T*B rows."""
+    d_p, d_zp, d_yp, d_h0 = step_grads
     steps, batch, d = hs.shape
     rows = steps * batch
     acc = d_p.dtype
-    need = ctx.needs_input_grad
     g_w_hh = g_w_int = g_b_int = g_w_out = g_b_out = None
     if need[2]:  # w_hh: sum_t dP_t^T h_{t-1}
         h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).reshape(rows, d).to(acc)
@@ -116,12 +124,35 @@ def _backward(ctx, grad_hs: Optional[Tensor], _grad_saved: Optional[Tensor]):
         g_w_out = (d_yp.reshape(rows, d).t() @ q).to(w_out.dtype)
     if need[6]:
         g_b_out = d_yp.sum(dim=(0, 1)).to(w_out.dtype)
-    g_xp = d_p.to(ctx.xp_dtype) if need[0] else None
+    g_xp = d_p.to(xp_dtype) if need[0] else None
     g_h0 = d_h0 if need[1] else None
-    return g_xp, g_h0, g_w_hh, g_w_int, g_b_int, g_w_out, g_b_out, None, None, None
+    return g_xp, g_h0, g_w_hh, g_w_int, g_b_int, g_w_out, g_b_out
 
 
 scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerScan(torch.autograd.Function):
+    """Eager-mode twin of the custom ops above: the same provider calls and the same gradient
+    formula (``_input_grads``), minus the custom-op dispatch, which profiling put at ~50 us per
+    forward and more per backward (a fifth of the CPU kernel's time at the seed shape). Under
+    ``torch.compile`` :func:`scan` uses the custom ops, so graphs still see them."""
+
+    @staticmethod
+    def forward(ctx, xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend):
+        provider = get_provider(backend)
+        hs, saved = provider.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, True)
+        ctx.provider = provider
+        ctx.xp_dtype = xp.dtype
+        ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths)
+        return hs
+
+    @staticmethod
+    def backward(ctx, grad_hs):
+        h0, hs, saved, w_hh, w_int, w_out, lengths = ctx.saved_tensors
+        step_grads = ctx.provider.scan_bwd(grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths)
+        grads = _input_grads(ctx.needs_input_grad, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out)
+        return (*grads, None, None)
 
 
 def scan(
@@ -135,12 +166,18 @@ def scan(
     lengths: Optional[Tensor],  # [B] int64
     backend: str,
 ) -> Tensor:  # hs: [T, B, d]
-    """Run one layer's recurrence on kernel provider ``backend``; differentiable."""
+    """Run one layer's recurrence on kernel provider ``backend``; differentiable.
+
+    Traced by ``torch.compile``: the ``diru_fast::scan_fwd`` / ``scan_bwd`` custom ops. Eager: the
+    same provider functions called directly (``_EagerScan``), without the op dispatch overhead.
+    """
     need_saved = torch.is_grad_enabled() and any(
         t.requires_grad for t in (xp, h0, w_hh, w_int, b_int, w_out, b_out)
     )
-    hs, _ = torch.ops.diru_fast.scan_fwd(
-        xp.contiguous(), h0.contiguous(), w_hh.contiguous(), w_int.contiguous(), b_int.contiguous(),
-        w_out.contiguous(), b_out.contiguous(), lengths, backend, need_saved,
-    )
-    return hs
+    args = (xp.contiguous(), h0.contiguous(), w_hh.contiguous(), w_int.contiguous(), b_int.contiguous(),
+            w_out.contiguous(), b_out.contiguous(), lengths)
+    if torch.compiler.is_compiling():
+        return torch.ops.diru_fast.scan_fwd(*args, backend, need_saved)[0]
+    if need_saved:
+        return _EagerScan.apply(*args, backend)
+    return get_provider(backend).scan_fwd(*args, False)[0]
