@@ -141,7 +141,7 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* 
   const int64_t d3 = 3 * d, d4 = 4 * d;
   T* dh = scratch;             // [R, d]  dL/dh_t (running)
   T* dh_next = dh + R * d;     // [R, d]  dL/dh_{t-1} being formed
-  T* dq = dh_next + R * d;     // [R, d]  dL/d(z * r), then dL/do
+  T* dq = dh_next + R * d;     // [R, d]  dL/d(z * r), then dL/do, then dP W_hh
   std::fill(dh, dh + R * d, T(0));
 
   for (int64_t t = a.T_steps - 1; t >= 0; --t) {
@@ -152,20 +152,17 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* 
     T* dzp_t = a.d_zp + (t * B + r0) * d;          // [R, d]
     T* dyp_t = a.d_yp + (t * B + r0) * d;          // [R, d]
 
-    // dh += grad_hs[t]; dyp = dh * (1 - h_t^2); dh_next starts as dyp (the residual path)
+    // dh += grad_hs[t]; dyp = dh * (1 - h_t^2)
     for (int64_t i = 0; i < R; ++i) {
       T* g = dh + i * d;
       const T* gi = g_t + i * d;
       const T* h = h_t + i * d;
       T* y = dyp_t + i * d;
-      T* n = dh_next + i * d;
       for_lanes<L>(d, [&](int64_t j, int c) {
         V acc = L::load(g + j, c) + L::load(gi + j, c);
         V hv = L::load(h + j, c);
-        V dyp = acc * (L::splat(T(1)) - hv * hv);
         L::store(g + j, acc, c);
-        L::store(y + j, dyp, c);
-        L::store(n + j, dyp, c);
+        L::store(y + j, acc * (L::splat(T(1)) - hv * hv), c);
       });
     }
 
@@ -200,8 +197,16 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* 
       });
     }
 
-    // dh_{t-1} = dyp + dP W_hh
-    gemm_rm<T>(false, false, R, d, d3, T(1), dp_t, d3, a.w_hh, d, T(1), dh_next, d);
+    // dh_{t-1} = dyp + dP W_hh. The product goes to scratch and is added after: a BLAS call with
+    // beta = 1 accumulates into the O(1) state gradient term by term, which for few rows (MKL's
+    // small-matrix path) loses several bits against rounding the product once.
+    gemm_rm<T>(false, false, R, d, d3, T(1), dp_t, d3, a.w_hh, d, T(0), dq, d);
+    for (int64_t i = 0; i < R; ++i) {
+      const T* y = dyp_t + i * d;
+      const T* pw = dq + i * d;
+      T* n = dh_next + i * d;
+      for_lanes<L>(d, [&](int64_t j, int c) { L::store(n + j, L::load(y + j, c) + L::load(pw + j, c), c); });
+    }
 
     // Padded steps: zero per-step gradients, the state gradient passes through unchanged.
     if (a.len != nullptr) {
