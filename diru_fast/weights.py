@@ -19,7 +19,7 @@ h' = tanh((z * r) W_O^T + b_O + h).
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor, nn
@@ -50,52 +50,37 @@ def fuse_cell_weights(cell: nn.Module) -> CellWeights:
 
     ``cell`` is any module with the seed's structure (``diru_fast.reference.DIRUCell`` or
     ``diru_fast.DIRUCell``). Gradients flow back to the cell's own parameters.
+
+    This runs on every forward, so it is written for speed (profiled at the seed shape: reading
+    26 parameters through ``nn.Module.__getattr__`` and slicing each gate took longer than the
+    CPU kernel's per-step work): parameters are read from the modules' dicts when they are plain
+    parameters, and the gate weights are concatenated once, then split into x- and h-columns.
     """
-    n, k = cell.input_size, len(cell.compartments)
-    comps = cell.compartments
-    params = ([c.W_x.weight for c in comps] + [c.W_h.weight for c in comps]
-              + [c.gate.weight for c in comps] + [cell.global_gate.weight])
-    if cell.integration.bias is not None:
-        params += [c.bias for c in comps] + [c.gate.bias for c in comps] + [cell.global_gate.bias]
-    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
-        fused = _FuseCell.apply(n, k, *params)
+    n = cell.input_size
+    comps = list(_sub(cell, "compartments"))
+    gate_mods = [_sub(c, "gate") for c in comps]
+    global_gate, integration, output = _sub(cell, "global_gate"), _sub(cell, "integration"), _sub(cell, "output_proj")
+    gates = torch.cat([_param(g, "weight") for g in gate_mods] + [_param(global_gate, "weight")])  # [2d, n + d]
+    w_ih = torch.cat([_param(_sub(c, "W_x"), "weight") for c in comps] + [gates[:, :n]])  # [3d, n]
+    w_hh = torch.cat([_param(_sub(c, "W_h"), "weight") for c in comps] + [gates[:, n:]])  # [3d, d]
+    b_int = _param(integration, "bias")
+    if b_int is not None:
+        b_ih = torch.cat([_param(c, "bias") for c in comps] + [_param(g, "bias") for g in gate_mods]
+                         + [_param(global_gate, "bias")])  # [3d]
     else:
-        fused = _fuse(n, k, params)
-    return CellWeights(
-        fused[0], fused[2] if len(fused) == 3 else None, fused[1],
-        cell.integration.weight, cell.integration.bias,
-        cell.output_proj.weight, cell.output_proj.bias,
-    )
+        b_ih = None
+    return CellWeights(w_ih, b_ih, w_hh, _param(integration, "weight"), b_int,
+                       _param(output, "weight"), _param(output, "bias"))
 
 
-def _fuse(n: int, k: int, params: Sequence[Tensor]) -> Tuple[Tensor, ...]:
-    """(w_ih, w_hh[, b_ih]) from the cell's parameters in ``fuse_cell_weights``'s order:
-    W_x[k], W_h[k], gate weights[k], W_G, then (with biases) b[k], gate biases[k], b_G."""
-    gates = torch.cat(params[2 * k:3 * k + 1])  # [2d, n + d]: every gate over [x; h], then W_G
-    w_ih = torch.cat([*params[:k], gates[:, :n]])  # [3d, n]
-    w_hh = torch.cat([*params[k:2 * k], gates[:, n:]])  # [3d, d]
-    if len(params) == 3 * k + 1:
-        return w_ih, w_hh
-    return w_ih, w_hh, torch.cat(params[3 * k + 1:])  # [3d]
+def _sub(module: nn.Module, name: str) -> nn.Module:
+    """``getattr(module, name)`` for a submodule, without ``nn.Module.__getattr__`` when it is a plain one."""
+    sub = module._modules.get(name)
+    return sub if sub is not None else getattr(module, name)
 
 
-class _FuseCell(torch.autograd.Function):
-    """``_fuse`` as one autograd node whose backward hands each parameter a view of the fused
-    gradient (profiled: the op-by-op graph of slices and cats cost more than the CPU kernel's
-    whole recurrence at the seed shape)."""
-
-    @staticmethod
-    def forward(ctx, n: int, k: int, *params: Tensor):
-        ctx.n, ctx.k = n, k
-        ctx.m = params[0].shape[0]
-        return _fuse(n, k, params)
-
-    @staticmethod
-    def backward(ctx, g_ih: Tensor, g_hh: Tensor, *g_b: Tensor):
-        n, k, m = ctx.n, ctx.k, ctx.m
-        d = k * m
-        grads = list(g_ih[:d].split(m)) + list(g_hh[:d].split(m))
-        grads += list(torch.cat([g_ih[d:], g_hh[d:]], dim=1).split([m] * k + [d]))
-        if g_b:
-            grads += list(g_b[0].split([m] * (2 * k) + [d]))
-        return (None, None, *grads)
+def _param(module: nn.Module, name: str) -> Optional[Tensor]:
+    """``getattr(module, name)`` for a parameter; a dict lookup when it is a plain parameter
+    (parametrized or hooked weights go through ``getattr``)."""
+    p = module._parameters.get(name)
+    return p if p is not None else getattr(module, name)

@@ -42,3 +42,22 @@ def test_no_bias_cell_fuses_to_none():
     cell = random_cell(2, 4, 2, bias=False)
     w = fuse_cell_weights(cell)
     assert w.b_ih is None and w.b_int is None and w.b_out is None
+
+
+def test_parametrized_weights_are_fused_through_their_parametrization():
+    """fuse_cell_weights reads plain parameters from the module dicts (fast path); a parametrized
+    weight must still be read through its parametrization."""
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    cell = random_cell(2, 4, 2)
+    comp = cell.compartments[1]
+    raw = comp.W_x.weight.detach().clone()
+    parametrize.register_parametrization(comp.W_x, "weight", Double())
+    w = fuse_cell_weights(cell)
+    assert torch.equal(w.w_ih[2:4], 2 * raw)
+    w.w_ih.sum().backward()
+    assert torch.all(comp.W_x.parametrizations.weight.original.grad == 2)

@@ -110,18 +110,20 @@ def _input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out):
     rows = steps * batch
     acc = d_p.dtype
     g_w_hh = g_w_int = g_b_int = g_w_out = g_b_out = None
-    if need[2]:  # w_hh: sum_t dP_t^T h_{t-1}
-        h_prev = torch.cat([h0.unsqueeze(0), hs[:-1]]).reshape(rows, d).to(acc)
-        g_w_hh = (d_p.reshape(rows, 3 * d).t() @ h_prev).to(w_hh.dtype)
-    gates = saved.reshape(rows, 4 * d)
-    if need[3]:  # w_int: sum_t dZp_t^T (u*s)_t
-        o = gates[:, :d] * gates[:, d:2 * d]
-        g_w_int = (d_zp.reshape(rows, d).t() @ o).to(w_int.dtype)
+    if need[2]:  # w_hh: sum_t dP_t^T h_{t-1} = dP_0^T h0 + sum_{t>0} dP_t^T h_t-1 (no copy of hs)
+        g_w_hh = d_p[0].t() @ h0.to(acc)
+        if steps > 1:
+            g_w_hh = g_w_hh.addmm_(d_p[1:].reshape(rows - batch, 3 * d).t(), hs[:-1].reshape(rows - batch, d).to(acc))
+        g_w_hh = g_w_hh.to(w_hh.dtype)
+    if need[3] or need[5]:  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
+        pairs = saved.reshape(rows, 2, 2, d)  # [u, s], [z, r]
+        oq = pairs[:, :, 0] * pairs[:, :, 1]
+    if need[3]:  # w_int: sum_t dZp_t^T o_t
+        g_w_int = (d_zp.reshape(rows, d).t() @ oq[:, 0]).to(w_int.dtype)
     if need[4]:
         g_b_int = d_zp.sum(dim=(0, 1)).to(w_int.dtype)
-    if need[5]:  # w_out: sum_t dYp_t^T (z*r)_t
-        q = gates[:, 2 * d:3 * d] * gates[:, 3 * d:]
-        g_w_out = (d_yp.reshape(rows, d).t() @ q).to(w_out.dtype)
+    if need[5]:  # w_out: sum_t dYp_t^T q_t
+        g_w_out = (d_yp.reshape(rows, d).t() @ oq[:, 1]).to(w_out.dtype)
     if need[6]:
         g_b_out = d_yp.sum(dim=(0, 1)).to(w_out.dtype)
     g_xp = d_p.to(xp_dtype) if need[0] else None
