@@ -8,6 +8,7 @@ time go" while tuning, and prints the numbers quoted in the cpu backend's report
     PYTHONPATH=. python bench/profile_cpu.py --kernel        # + the bare C++ scan, per step
     PYTHONPATH=. python bench/profile_cpu.py --memory        # + peak RSS per model, fresh processes
     PYTHONPATH=. python bench/profile_cpu.py --epoch         # + one seed-size epoch, DIRU-cpu vs LSTM
+    PYTHONPATH=. python bench/profile_cpu.py --threads 1 --cpu-time   # CPU seconds: for a busy machine
 
 Every timing is the median over --repeats rounds, models interleaved within a round, all in
 one process with torch's thread count (--threads).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -53,11 +55,14 @@ def forward_only(model, x):
     return run
 
 
+CLOCK = time.perf_counter  # --cpu-time: time.process_time (CPU seconds of this process)
+
+
 def timed(fn, inner: int) -> float:
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for _ in range(inner):
         fn()
-    return (time.perf_counter() - t0) / inner
+    return (CLOCK() - t0) / inner
 
 
 def compare(B, T, d, names, repeats, budget_s=0.25):
@@ -186,9 +191,9 @@ def report_epoch(args):
         epoch(models[n], opts[n])  # warm-up epoch
     for _ in range(args.repeats):
         for n in models:
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             epoch(models[n], opts[n])
-            times.setdefault(n, []).append(time.perf_counter() - t0)
+            times.setdefault(n, []).append(CLOCK() - t0)
     med = {n: statistics.median(v) for n, v in times.items()}
     print(f"\nseed-size epoch (800 train / 200 val, B=32, T=50, d=64), median of {args.repeats}:")
     for n, t in med.items():
@@ -205,11 +210,19 @@ def main():
     parser.add_argument("--epoch", action="store_true")
     parser.add_argument("--no-times", action="store_true", help="skip the step-time table")
     parser.add_argument("--json", help="also write the step-time rows here")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with process CPU seconds instead of wall seconds: robust to other load "
+                             "on a shared machine, meaningful with --threads 1 (with more threads it adds up "
+                             "every thread's time, spinning included)")
     args = parser.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, backends {diru_fast.available_backends('cpu')}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, backends {diru_fast.available_backends('cpu')}, "
+          f"clock {'process CPU time' if args.cpu_time else 'wall'}, load average {os.getloadavg()[0]:.2f}")
     if not args.no_times:
         rows = report_times(args)
         if args.json:
