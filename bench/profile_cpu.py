@@ -65,7 +65,7 @@ def timed(fn, inner: int) -> float:
     return (CLOCK() - t0) / inner
 
 
-def compare(B, T, d, names, repeats, budget_s=0.25):
+def compare(B, T, d, names, repeats, budget_s=0.05):
     """Median seconds per call of train step and no-grad forward, models interleaved."""
     x, y = torch.randn(B, T, 1), torch.randn(B, 1)
     models = {n: make(n, d) for n in names}
@@ -75,7 +75,8 @@ def compare(B, T, d, names, repeats, budget_s=0.25):
         fns[(n, "fwd")] = forward_only(m, x)
     inner = {}
     for key, fn in fns.items():  # warm up, then size each round to ~budget_s
-        fn()
+        for _ in range(3):
+            fn()
         once = timed(fn, 1)
         inner[key] = max(1, min(200, int(budget_s / max(once, 1e-6))))
     samples = {key: [] for key in fns}
@@ -202,7 +203,7 @@ def report_epoch(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--kernel", action="store_true")

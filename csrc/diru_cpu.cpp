@@ -11,8 +11,8 @@
 //
 // Threads: the batch is split into min(at::get_num_threads(), B) slices of consecutive rows,
 // one per thread (at::parallel_for); each runs the whole time loop on its rows, calling a
-// single-threaded BLAS per step. The split depends only on B and the thread count, so results
-// are deterministic for a given thread count.
+// single-threaded BLAS per step (SequentialBlas). The split depends only on B and the thread
+// count, so results are deterministic for a given thread count.
 // Poisoning: with env DIRU_FAST_POISON=1 every tensor allocated here is NaN-filled first, so
 // an element the kernel forgets to write shows up in the tests.
 #include <torch/extension.h>
@@ -63,11 +63,13 @@ at::Tensor check_lengths(const c10::optional<at::Tensor>& lengths, int64_t B) {
   return lengths->contiguous();
 }
 
-// Run body(r0, r1) on every slice of the batch, one slice per thread.
+// Run body(r0, r1) on every slice of the batch, one slice per thread, each with a
+// single-threaded BLAS.
 template <typename F>
 void for_batch_slices(int64_t B, const F& body) {
   const int64_t slices = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), B));
   at::parallel_for(0, slices, 1, [&](int64_t begin, int64_t end) {
+    SequentialBlas sequential;
     for (int64_t s = begin; s < end; ++s) body(s * B / slices, (s + 1) * B / slices);
   });
 }
