@@ -25,11 +25,11 @@ Masked rows (t >= len) write zero gates / gradients and keep their state / dh.
 import triton
 import triton.language as tl
 
-from ._math import sigmoid, tanh
+from ._math import device_fn, sigmoid, tanh
 from .tiles import load_block, mm_chunked, store_block
 
 
-@triton.jit
+@device_fn
 def _tile(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, B, D, len_ptr, t, HAS_LENGTHS: tl.constexpr):
     """This program's rows, hidden units (n), their masks and the live-row mask of step t."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)

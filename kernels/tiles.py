@@ -14,22 +14,22 @@ tile) and ``EVEN_D`` (d fills the column tiles) drop the row / column masks.
 import triton
 import triton.language as tl
 
-from ._math import operand
+from ._math import device_fn, operand
 
 
-@triton.jit
+@device_fn
 def offsets(i, j, stride_i):
     """``[len(i), len(j)]`` int32 offsets ``i * stride_i + j``."""
     return i[:, None] * stride_i + j[None, :]
 
 
-@triton.jit
+@device_fn
 def offsets_t(i, j, stride_j):
     """``[len(i), len(j)]`` int32 offsets ``i + j * stride_j`` (a transposed tile)."""
     return i[:, None] + j[None, :] * stride_j
 
 
-@triton.jit
+@device_fn
 def load_block(ptr, row_offs, col_offs, row_ok, col_ok, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr):
     """Masked load of the ``[R, C]`` block at ``ptr + row_offs[r] + col_offs[c]`` (0 where masked);
     EVEN_B / EVEN_D drop the row / column masks. The addresses are built from the moving scalar
@@ -44,7 +44,7 @@ def load_block(ptr, row_offs, col_offs, row_ok, col_ok, EVEN_B: tl.constexpr, EV
     return tl.load(p, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
 
 
-@triton.jit
+@device_fn
 def store_block(ptr, row_offs, col_offs, value, row_ok, col_ok, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr):
     """Masked store of ``value`` to the block ``load_block`` reads."""
     p = (ptr + row_offs[:, None]) + col_offs[None, :]
@@ -59,7 +59,7 @@ def store_block(ptr, row_offs, col_offs, value, row_ok, col_ok, EVEN_B: tl.const
         tl.store(p, value, mask=row_ok[:, None] & col_ok[None, :])
 
 
-@triton.jit
+@device_fn
 def mm_chunked(acc, x_ptr, x_row_offs, row_ok, w_ptr, w_k_offs, w_n_offs, w_kstride, n_ok, D,
                BLOCK_K: tl.constexpr, EVEN_B: tl.constexpr, X_FULL: tl.constexpr, W_FULL: tl.constexpr,
                IN_DT: tl.constexpr, OP_DT: tl.constexpr, PRECISION: tl.constexpr):

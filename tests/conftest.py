@@ -1,8 +1,8 @@
 """Shared test fixtures.
 
-- Without a CUDA GPU, ``TRITON_INTERPRET=1`` is set before anything imports triton (importing
-  torch._dynamo, which diru_fast does, already imports it), so the "triton" backend runs its
-  kernels on CPU tensors in Triton's interpreter and every CPU suite exercises it.
+- Without a CUDA GPU, ``TRITON_INTERPRET=1`` is set first thing (triton reads it when a kernel
+  is decorated, i.e. when diru_fast's kernels are first imported), so the "triton" backend runs
+  its kernels on CPU tensors in Triton's interpreter and every CPU suite exercises it.
 - Every floating-point ``torch.empty*`` made from Python during a test is NaN-filled, so a
   kernel or wrapper that forgets to write an element fails loudly (compiled providers poison
   their own allocations under ``DIRU_FAST_POISON=1``, which this file sets).
@@ -11,11 +11,10 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import torch
 
-if "triton" not in sys.modules and not torch.cuda.is_available():
+if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("DIRU_FAST_POISON", "1")
 

@@ -44,6 +44,15 @@ def test_kernel_source_compiles_for_sm80_and_sm90(tmp_path):
     assert len(spills) == 16 and max(spills) == 0, log[-4000:]
 
 
+def _cuda_include():
+    """The CUDA toolkit's include directory, as nvcc itself reports it (nvcc may be a wrapper script)."""
+    out = subprocess.run([NVCC, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                         capture_output=True, text=True, timeout=60)
+    match = re.search(r'INCLUDES="-I([^"]+?)"', out.stdout + out.stderr)
+    assert match, "nvcc --dryrun did not report its include directory"
+    return match.group(1).strip()
+
+
 def _python_include():
     inc = sysconfig.get_paths().get("include")
     return inc if inc and (Path(inc) / "Python.h").is_file() else None
@@ -55,7 +64,7 @@ def _python_include():
 def test_bindings_compile(tmp_path):
     """bindings.cpp against torch's headers. A CPU build of torch lacks the one generated CUDA
     header (c10/cuda/impl/cuda_cmake_macros.h); a stub with its definition stands in for it."""
-    cuda_include = Path(NVCC).resolve().parent.parent / "include"
+    cuda_include = _cuda_include()
     stub = tmp_path / "c10" / "cuda" / "impl"
     stub.mkdir(parents=True)
     (stub / "cuda_cmake_macros.h").write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
