@@ -1,0 +1,378 @@
+"""Speed and memory measurements of DIRU backends against ``torch.nn.LSTM`` (CPU).
+
+Shared by the pytest-benchmark suite (``bench/``), its report script (``bench/report.py``) and
+the CLI (``python -m diru_fast bench``). Everything is measured in one process, at one thread
+count, and reported as ratios against LSTM measured in the same run: absolute times on a shared
+machine drift, ratios much less.
+
+Measured cases (SPEC §5 / issue 2): one training step (forward + MSE + backward, gradients
+filled, no optimizer) and one no-grad forward, for each DIRU backend and for
+``diru_fast.LSTMModel`` (``nn.LSTM`` + the same linear head) of the same n, d, dtype:
+
+- ``seed``:  B=32, T=50,  n=1, d=64,  k=4   (the prototype's shape)
+- ``large``: B=32, T=200, n=1, d=128, k=4
+
+Memory: the bytes autograd saves for the backward (activations; parameters excluded),
+counted once per storage through ``torch.autograd.graph.saved_tensors_hooks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.utils import benchmark as tbench
+
+from .backends import available_backends
+from .modules import DIRU
+from .reference import LSTMModel
+
+SHAPES: Dict[str, Dict[str, int]] = {
+    "seed": dict(B=32, T=50, n=1, d=64, k=4),
+    "large": dict(B=32, T=200, n=1, d=128, k=4),
+}
+MODES = ("train", "infer")
+BASELINE = "lstm"
+
+
+@dataclass
+class Case:
+    impl: str  # "lstm" or a DIRU backend name
+    shape: str
+    mode: str
+    step: Callable[[], None]
+    model: torch.nn.Module
+    x: torch.Tensor
+    info: Dict[str, object] = field(default_factory=dict)
+
+
+def build_model(impl: str, n: int, d: int, k: int = 4, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    if impl == BASELINE:
+        return LSTMModel(n, d, 1).to(dtype)
+    return DIRU(n, d, 1, num_compartments=k, backend=impl).to(dtype)
+
+
+def build_case(impl: str, shape: str, mode: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Case:
+    """A ready-to-time step of ``impl`` at ``SHAPES[shape]`` in ``mode`` ("train" / "infer")."""
+    s = SHAPES[shape]
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = build_model(impl, s["n"], s["d"], s["k"], dtype)
+    x = torch.randn(s["B"], s["T"], s["n"], generator=gen, dtype=dtype)
+    y = torch.randn(s["B"], 1, generator=gen, dtype=dtype)
+    params = list(model.parameters())
+
+    if mode == "train":
+        def step() -> None:
+            for p in params:
+                p.grad = None
+            F.mse_loss(model(x), y).backward()
+    elif mode == "infer":
+        def step() -> None:
+            with torch.no_grad():
+                model(x)
+    else:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return Case(impl, shape, mode, step, model, x, dict(s, dtype=str(dtype).replace("torch.", "")))
+
+
+def saved_activation_bytes(case: Case) -> int:
+    """Bytes autograd keeps for the backward of one forward (unique storages, parameters excluded)."""
+    param_storages = {p.untyped_storage().data_ptr() for p in case.model.parameters()}
+    seen: Dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in param_storages and t.device.type != "meta":
+            seen[ptr] = max(seen.get(ptr, 0), storage.nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = case.model(case.x)
+    del out
+    return sum(seen.values())
+
+
+def time_case(case: Case, min_run_time: float = 1.0) -> Dict[str, float]:
+    """Median and IQR (seconds) of ``case.step`` with torch.utils.benchmark (warm-up included)."""
+    case.step()  # warm up: first-use builds, allocator, caches
+    timer = tbench.Timer(stmt="step()", globals={"step": case.step}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return {"median_s": m.median, "iqr_s": m.iqr, "runs": len(m.times)}
+
+
+def epoch_seconds(impl: str, n_train: int = 800, n_val: int = 200, batch: int = 32, T: int = 50,
+                  d: int = 64, seed: int = 0, repeats: int = 3) -> float:
+    """Median wall time of one seed-size epoch: Adam steps over n_train, then no-grad validation."""
+    import time
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = build_model(impl, 1, d)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    xs = torch.randn(n_train + n_val, T, 1, generator=gen)
+    ys = torch.randn(n_train + n_val, 1, generator=gen)
+    times = []
+    for _ in range(repeats + 1):  # first epoch is warm-up
+        start = time.perf_counter()
+        model.train()
+        for i in range(0, n_train, batch):
+            opt.zero_grad(set_to_none=True)
+            F.mse_loss(model(xs[i:i + batch]), ys[i:i + batch]).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            for i in range(n_train, n_train + n_val, batch):
+                F.mse_loss(model(xs[i:i + batch]), ys[i:i + batch])
+        times.append(time.perf_counter() - start)
+    times = sorted(times[1:])
+    return times[len(times) // 2]
+
+
+def scaling_series(impl: str, min_run_time: float = 0.3) -> List[Dict[str, float]]:
+    """Training-step time against T (B=32) and against B (T=50) at d=64."""
+    rows = []
+    for axis, values in (("T", (25, 50, 100, 200)), ("B", (8, 16, 32, 64, 128))):
+        for value in values:
+            B, T = (32, value) if axis == "T" else (value, 50)
+            SHAPES["_scaling"] = dict(B=B, T=T, n=1, d=64, k=4)
+            try:
+                case = build_case(impl, "_scaling", "train")
+                t = time_case(case, min_run_time)["median_s"]
+            finally:
+                SHAPES.pop("_scaling", None)
+            rows.append({"impl": impl, "axis": axis, "B": B, "T": T, "median_s": t})
+    return rows
+
+
+def linear_fit_r2(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """R^2 of the least-squares line through (xs, ys): near 1 means time is linear in the size."""
+    t_x = torch.tensor(xs, dtype=torch.float64)
+    t_y = torch.tensor(ys, dtype=torch.float64)
+    a = torch.stack([t_x, torch.ones_like(t_x)], 1)
+    coef = torch.linalg.lstsq(a, t_y.unsqueeze(1)).solution.squeeze(1)
+    resid = t_y - a @ coef
+    return float(1 - resid.pow(2).sum() / (t_y - t_y.mean()).pow(2).sum())
+
+
+# ----------------------------------------------------------------------------------- reports
+
+
+def environment() -> Dict[str, object]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=5, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    from . import __version__
+
+    return {
+        "timestamp": _dt.datetime.now().isoformat(timespec="seconds"),
+        "device": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "diru_fast": __version__,
+        "python": platform.python_version(),
+        "commit": commit,
+    }
+
+
+def markdown_table(records: List[Dict[str, object]]) -> str:
+    """Rows: (shape, mode); for each impl the median ms and its ratio to LSTM in the same run."""
+    impls = [BASELINE] + sorted({r["impl"] for r in records} - {BASELINE}, key=_impl_order)
+    lines = ["| shape | mode | " + " | ".join(impls) + " |", "|---|---|" + "---|" * len(impls)]
+    for shape in SHAPES:
+        for mode in MODES:
+            row = {r["impl"]: r for r in records if r["shape"] == shape and r["mode"] == mode}
+            if not row:
+                continue
+            base = row.get(BASELINE, {}).get("median_s")
+            cells = []
+            for impl in impls:
+                r = row.get(impl)
+                if r is None:
+                    cells.append("–")
+                    continue
+                ms = 1e3 * float(r["median_s"])
+                ratio = f" ({float(r['median_s']) / base:.2f}×)" if base and impl != BASELINE else ""
+                cells.append(f"{ms:.2f} ms{ratio}")
+            s = SHAPES[shape]
+            lines.append(f"| {shape} B={s['B']} T={s['T']} d={s['d']} | {mode} | " + " | ".join(cells) + " |")
+    mem = [r for r in records if r.get("saved_bytes") is not None and r["mode"] == "train"]
+    if mem:
+        lines += ["", "| shape | activation memory saved for backward | " + " | ".join(impls) + " |",
+                  "|---|---|" + "---|" * len(impls)]
+        for shape in SHAPES:
+            row = {r["impl"]: r for r in mem if r["shape"] == shape}
+            if row:
+                cells = [f"{row[i]['saved_bytes'] / 2**20:.2f} MiB" if i in row else "–" for i in impls]
+                lines.append(f"| {shape} | train | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _impl_order(name: str) -> int:
+    order = ["cpu", "triton", "cuda", "torch", "reference"]
+    return order.index(name) if name in order else len(order)
+
+
+def write_report(records: List[Dict[str, object]], out_dir: Path, name: str,
+                 extra: Optional[Dict[str, object]] = None, scaling: Optional[List[Dict[str, float]]] = None) -> Path:
+    """Write ``name``.json / .md / .png under out_dir and append to history.csv; return the .md path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    payload = {"environment": env, "records": records, "scaling": scaling or [], **(extra or {})}
+    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    md = [f"# Benchmark: {name}", "", f"`{json.dumps(env)}`", "", markdown_table(records)]
+    if extra:
+        md += ["", "```", json.dumps(extra, indent=2), "```"]
+    if scaling:
+        md += ["", _scaling_summary(scaling)]
+    (out_dir / f"{name}.md").write_text("\n".join(md) + "\n")
+    _plot(records, scaling, out_dir / f"{name}.png")
+    history = out_dir / "history.csv"
+    new = not history.exists()
+    with history.open("a", newline="") as fh:
+        writer = csv.writer(fh)
+        if new:
+            writer.writerow(["timestamp", "device", "threads", "torch", "diru_fast", "commit", "impl", "shape",
+                             "mode", "median_ms"])
+        for r in records:
+            writer.writerow([env["timestamp"], env["device"], env["threads"], env["torch"], env["diru_fast"],
+                             env["commit"], r["impl"], r["shape"], r["mode"], f"{1e3 * float(r['median_s']):.4f}"])
+    return out_dir / f"{name}.md"
+
+
+def _scaling_summary(scaling: List[Dict[str, float]]) -> str:
+    lines = ["| impl | axis | sizes | ms | R² of a linear fit |", "|---|---|---|---|---|"]
+    for impl in sorted({r["impl"] for r in scaling}, key=_impl_order):
+        for axis in ("T", "B"):
+            rows = [r for r in scaling if r["impl"] == impl and r["axis"] == axis]
+            if not rows:
+                continue
+            xs = [r[axis] for r in rows]
+            ys = [r["median_s"] for r in rows]
+            lines.append(f"| {impl} | {axis} | {', '.join(map(str, xs))} | "
+                         f"{', '.join(f'{1e3 * y:.1f}' for y in ys)} | {linear_fit_r2(xs, ys):.4f} |")
+    return "\n".join(lines)
+
+
+def _plot(records, scaling, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional; the JSON and markdown carry the numbers
+        return
+    panels = 1 + (2 if scaling else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2), squeeze=False)
+    ax = axes[0][0]
+    groups = [(s, m) for s in SHAPES for m in MODES if any(r["shape"] == s and r["mode"] == m for r in records)]
+    impls = sorted({r["impl"] for r in records} - {BASELINE}, key=_impl_order)
+    width = 0.8 / max(1, len(impls))
+    for i, impl in enumerate(impls):
+        ratios = []
+        for shape, mode in groups:
+            row = {r["impl"]: r for r in records if r["shape"] == shape and r["mode"] == mode}
+            base = row.get(BASELINE)
+            ratios.append(float(row[impl]["median_s"]) / float(base["median_s"]) if impl in row and base else 0)
+        ax.bar([g + i * width for g in range(len(groups))], ratios, width, label=impl)
+    ax.axhline(1.0, color="k", lw=1, ls="--", label="nn.LSTM")
+    ax.set_xticks([g + width * (len(impls) - 1) / 2 for g in range(len(groups))])
+    ax.set_xticklabels([f"{s}\n{m}" for s, m in groups])
+    ax.set_ylabel("time / nn.LSTM time (lower is better)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("DIRU backends vs nn.LSTM, same run")
+    if scaling:
+        for j, axis in enumerate(("T", "B")):
+            a = axes[0][1 + j]
+            for impl in sorted({r["impl"] for r in scaling}, key=_impl_order):
+                rows = [r for r in scaling if r["impl"] == impl and r["axis"] == axis]
+                a.plot([r[axis] for r in rows], [1e3 * r["median_s"] for r in rows], "o-", label=impl)
+            a.set_xlabel(axis)
+            a.set_ylabel("train step (ms)")
+            a.set_title(f"scaling in {axis} (d=64, {'B=32' if axis == 'T' else 'T=50'})")
+            a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+
+def run(impls: Sequence[str], shapes: Sequence[str], modes: Sequence[str], min_run_time: float,
+        progress: Callable[[str], None] = print) -> List[Dict[str, object]]:
+    records = []
+    for shape in shapes:
+        for mode in modes:
+            for impl in impls:
+                case = build_case(impl, shape, mode)
+                rec = {"impl": impl, "shape": shape, "mode": mode, **case.info, **time_case(case, min_run_time)}
+                if mode == "train":
+                    rec["saved_bytes"] = saved_activation_bytes(case)
+                progress(f"{shape:6s} {mode:5s} {impl:10s} {1e3 * rec['median_s']:9.2f} ms")
+                records.append(rec)
+    return records
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="diru_fast bench", description=(
+        "Time DIRU backends against torch.nn.LSTM on CPU (train step and no-grad forward) and write "
+        "a markdown table, JSON and a PNG chart."))
+    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="output directory (default: bench_out)")
+    parser.add_argument("--name", default="cpu", help="report file stem (default: cpu)")
+    parser.add_argument("--impls", nargs="+", default=None,
+                        help="what to time (default: lstm + every DIRU backend available on CPU)")
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per case (default 1.0)")
+    parser.add_argument("--epoch", action="store_true", help="also time one seed-size epoch, DIRU vs LSTM")
+    parser.add_argument("--scaling", action="store_true", help="also time the T and B scaling series")
+    parser.add_argument("--quick", action="store_true", help="seed shape only, short timings, no reference")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        impls = args.impls or [BASELINE] + [b for b in available_backends("cpu")]
+    if args.quick:
+        args.shapes, args.min_time = ["seed"], min(args.min_time, 0.3)
+        impls = [i for i in impls if i != "reference"]
+    records = run(impls, args.shapes, args.modes, args.min_time)
+    extra = {}
+    if args.epoch:
+        fast = next((i for i in impls if i not in (BASELINE, "reference")), None)
+        for impl in [BASELINE] + ([fast] if fast else []):
+            extra[f"epoch_s_{impl}"] = epoch_seconds(impl)
+            print(f"epoch (800 train + 200 val, T=50, d=64) {impl}: {extra[f'epoch_s_{impl}']:.3f} s")
+    scaling = None
+    if args.scaling:
+        scaling = []
+        for impl in [i for i in impls if i != "reference"]:
+            scaling += scaling_series(impl)
+    path = write_report(records, args.out, args.name, extra, scaling)
+    print()
+    print(markdown_table(records))
+    print(f"\nwrote {path} (+ .json, .png, history.csv)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
