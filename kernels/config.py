@@ -1,7 +1,8 @@
 """Which kernel and block sizes a call gets: the dispatcher's size classes (pure Python).
 
 ``d_pad = next power of two >= max(d, 16)`` (``tl.arange`` needs powers of two, ``tl.dot``
-needs every dim >= 16 on the GPU; the padded lanes are masked to zero). Classes:
+needs every dim >= 16 on the GPU; the weights are zero-padded to it). Classes (block sizes per
+d_pad and dtype: the table in ``kernels/__init__.py``):
 
 ==========  ======================  ==========================================================
 class       d_pad                   kernel
@@ -19,8 +20,8 @@ products as 3xTF32, which keeps two copies of each operand in shared memory: res
 fp32 weights at d_pad = 64 would take 172 KB (> 163 KB on sm_80), so fp32 streams from 64.
 
 The block sizes and warp counts are the spill-free choices of ``compile_check.py`` (ptxas
--v, sm_80 and sm_90; see the table in that file's docstring); they are not tuned on a GPU
-yet (``bench/gpu_bench.py --tune`` does that). ``all_configs()`` lists every configuration
+-v, sm_80 and sm_90); they are not tuned on a GPU yet (``bench/gpu_bench.py --tune`` does
+that). ``all_configs()`` lists every configuration
 ``choose()`` can return, so the compile check builds each one for sm_80 and sm_90.
 """
 

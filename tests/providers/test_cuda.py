@@ -111,3 +111,28 @@ def test_package_imports_without_the_extension():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          cwd=str(CUDA_DIR.parent.parent), env=dict(os.environ, PYTHONPATH="."))
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_auto_order_on_cuda_tensors_is_triton_then_cuda_then_torch(monkeypatch):
+    """SPEC §2 for CUDA tensors, with the two GPU providers' availability simulated on this machine."""
+    import warnings
+
+    available = {"triton": True, "cuda": True}
+
+    def fake_why(name, device=None, dtype=None):
+        if name in available:
+            return None if available[name] else f"{name} simulated missing"
+        return None
+
+    monkeypatch.setattr(backends, "why_unavailable", fake_why)
+    cuda = torch.device("cuda")
+    assert backends.resolve_backend("auto", cuda, torch.bfloat16) == "triton"
+    available["triton"] = False
+    with pytest.warns(RuntimeWarning, match="uses 'cuda'.*passing over 'triton'"):
+        assert backends.resolve_backend("auto", cuda, torch.bfloat16) == "cuda"
+    available["cuda"] = False
+    with pytest.warns(RuntimeWarning, match="uses 'torch'.*passing over 'triton'.*'cuda'"):
+        assert backends.resolve_backend("auto", cuda, torch.float32) == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backends.resolve_backend("auto", cuda, torch.float32) == "torch"  # warned once only
