@@ -1,6 +1,7 @@
 // Python bindings of the diru_fast CUDA kernels (module diru_fast._cuda): check every input,
 // allocate the outputs, launch on the current stream. Semantics: diru_fast/scan/contract.py.
 #include <cstdlib>
+#include <optional>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -40,7 +41,7 @@ void check(const at::Tensor& t, const char* name, const at::Tensor& like, at::In
   }
 }
 
-const int64_t* lengths_ptr(const c10::optional<at::Tensor>& lengths, const at::Tensor& xp, int64_t batch) {
+const int64_t* lengths_ptr(const std::optional<at::Tensor>& lengths, const at::Tensor& xp, int64_t batch) {
   if (!lengths.has_value()) return nullptr;
   const at::Tensor& l = *lengths;
   check(l, "lengths", xp, {batch}, false);
@@ -68,7 +69,7 @@ void check_shared(int64_t bytes, const at::Tensor& like, int64_t d) {
 // -> hs [T, B, d] (dtype of xp), saved [T, B, 4d] (acc; [0] when need_saved is false)
 std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& w_hh,
                                             const at::Tensor& w_int, const at::Tensor& b_int, const at::Tensor& w_out,
-                                            const at::Tensor& b_out, const c10::optional<at::Tensor>& lengths,
+                                            const at::Tensor& b_out, const std::optional<at::Tensor>& lengths,
                                             bool need_saved) {
   TORCH_CHECK(xp.dim() == 3 && h0.dim() == 2, "diru_fast cuda: xp must be [T, B, 3d] and h0 [B, d]");
   const int64_t steps = xp.size(0), batch = xp.size(1), d = h0.size(1);
@@ -100,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp, const at::Tens
 // lengths [B] int64 -> d_p [T, B, 3d], d_zp [T, B, d], d_yp [T, B, d] (acc), d_h0 [B, d] (dtype of h0)
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     const at::Tensor& grad_hs, const at::Tensor& h0, const at::Tensor& hs, const at::Tensor& saved,
-    const at::Tensor& w_hh, const at::Tensor& w_int, const at::Tensor& w_out, const c10::optional<at::Tensor>& lengths) {
+    const at::Tensor& w_hh, const at::Tensor& w_int, const at::Tensor& w_out, const std::optional<at::Tensor>& lengths) {
   TORCH_CHECK(hs.dim() == 3, "diru_fast cuda: hs must be [T, B, d]");
   const int64_t steps = hs.size(0), batch = hs.size(1), d = hs.size(2);
   check(hs, "hs", hs, {steps, batch, d}, true);

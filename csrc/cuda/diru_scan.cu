@@ -1,10 +1,10 @@
 // diru_fast CUDA kernels: persistent forward and reverse-time backward of one DIRU layer and
 // direction (the same algorithm as the Triton kernels in kernels/, for GPUs without Triton).
 //
-// Grid: ceil(B / kRows) blocks of kThreads threads. Block i owns batch rows
+// Grid: ceil(B / kRows) blocks of min(256, d rounded up to a warp) threads. Block i owns batch rows
 // [i*kRows, (i+1)*kRows) for all T steps; its state lives in shared memory in the accumulation
 // type (float, or double for double inputs). Per step each thread owns output units
-// c = tid, tid + kThreads, ... and computes them for all kRows rows, reading each weight element
+// c = tid, tid + blockDim.x, ... and computes them for all kRows rows, reading each weight element
 // once per block and step (coalesced across threads, L2-resident) and the left operand (h, o,
 // q, ...) from shared memory (a broadcast read). Three __syncthreads separate the three
 // dependent products of a step. Products run on CUDA cores (FMA), not tensor cores: this is
@@ -19,7 +19,12 @@ namespace cuda {
 namespace {
 
 constexpr int kRows = 4;  // batch rows per block
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;  // most threads per block; fewer for small d (one thread per hidden unit)
+
+unsigned threads_for(int64_t d) {
+  const int64_t warps = (d + 31) / 32;
+  return static_cast<unsigned>(warps * 32 < kThreads ? warps * 32 : kThreads);
+}
 
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
@@ -70,7 +75,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
   for (int b = 0; b < kRows; ++b) {
     len[b] = (b < nrows) ? (lengths ? lengths[row0 + b] : steps) : 0;
   }
-  for (int64_t i = threadIdx.x; i < kRows * d; i += kThreads) {
+  for (int64_t i = threadIdx.x; i < kRows * d; i += blockDim.x) {
     const int b = static_cast<int>(i / d);
     h_s[i] = (b < nrows) ? to_acc(h0[(row0 + b) * d + i % d]) : acc_t(0);
   }
@@ -80,7 +85,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
     const scalar_t* xp_t = xp + (t * batch + row0) * 3 * d;
     acc_t* sv_t = saved ? saved + (t * batch + row0) * 4 * d : nullptr;
     // P = xp_t + h W_hh^T -> u, s, r; o = u*s
-    for (int64_t c = threadIdx.x; c < d; c += kThreads) {
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
       acc_t a[kRows], sp[kRows], rp[kRows];
 #pragma unroll
       for (int b = 0; b < kRows; ++b) {
@@ -116,7 +121,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
     }
     __syncthreads();
     // z = tanh(o W_int^T + b_int); q = z*r
-    for (int64_t c = threadIdx.x; c < d; c += kThreads) {
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
       acc_t zp[kRows];
       const acc_t bias = to_acc(b_int[c]);
 #pragma unroll
@@ -135,7 +140,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
     }
     __syncthreads();
     // h' = tanh(q W_out^T + b_out + h), selected on live rows (each thread its own columns of h_s)
-    for (int64_t c = threadIdx.x; c < d; c += kThreads) {
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
       acc_t y[kRows];
       const acc_t bias = to_acc(b_out[c]);
 #pragma unroll
@@ -184,14 +189,14 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
   for (int b = 0; b < kRows; ++b) {
     len[b] = (b < nrows) ? (lengths ? lengths[row0 + b] : steps) : 0;
   }
-  for (int64_t i = threadIdx.x; i < kRows * d; i += kThreads) dh_s[i] = acc_t(0);
+  for (int64_t i = threadIdx.x; i < kRows * d; i += blockDim.x) dh_s[i] = acc_t(0);
   __syncthreads();
 
   for (int64_t t = steps - 1; t >= 0; --t) {
     const int64_t base = t * batch + row0;  // first row of this block at step t
     const acc_t* sv_t = saved + base * 4 * d;
     // dh += grad_hs[t]; dyp = dh (1 - h'^2)
-    for (int64_t c = threadIdx.x; c < d; c += kThreads) {
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
 #pragma unroll
       for (int b = 0; b < kRows; ++b) {
         acc_t dyp = acc_t(0);
@@ -207,7 +212,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
     }
     __syncthreads();
     // dq = dyp @ W_out -> dzp, dr
-    for (int64_t c = threadIdx.x; c < d; c += kThreads) {
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
       acc_t dq[kRows];
 #pragma unroll
       for (int b = 0; b < kRows; ++b) dq[b] = acc_t(0);
@@ -234,7 +239,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
     }
     __syncthreads();
     // do = dzp @ W_int -> da, ds
-    for (int64_t c = threadIdx.x; c < d; c += kThreads) {
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
       acc_t dout[kRows];
 #pragma unroll
       for (int b = 0; b < kRows; ++b) dout[b] = acc_t(0);
@@ -261,7 +266,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
     }
     __syncthreads();
     // dh_{t-1} = where(live, dyp + dP @ W_hh, dh) (each thread its own columns of dh_s)
-    for (int64_t c = threadIdx.x; c < d; c += kThreads) {
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
       acc_t acc[kRows];
 #pragma unroll
       for (int b = 0; b < kRows; ++b) acc[b] = dyp_s[b * d + c];
@@ -277,7 +282,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
     }
     __syncthreads();
   }
-  for (int64_t i = threadIdx.x; i < static_cast<int64_t>(nrows) * d; i += kThreads) {
+  for (int64_t i = threadIdx.x; i < static_cast<int64_t>(nrows) * d; i += blockDim.x) {
     d_h0[row0 * d + i] = from_acc<scalar_t>(dh_s[i]);
   }
 }
@@ -295,7 +300,7 @@ cudaError_t launch_fwd(const void* xp, const void* h0, const void* w_hh_t, const
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>((batch + kRows - 1) / kRows));
-  diru_fwd_kernel<scalar_t><<<grid, kThreads, smem, stream>>>(
+  diru_fwd_kernel<scalar_t><<<grid, threads_for(d), smem, stream>>>(
       static_cast<const scalar_t*>(xp), static_cast<const scalar_t*>(h0), static_cast<const scalar_t*>(w_hh_t),
       static_cast<const scalar_t*>(w_int_t), static_cast<const scalar_t*>(b_int),
       static_cast<const scalar_t*>(w_out_t), static_cast<const scalar_t*>(b_out), lengths,
@@ -313,7 +318,7 @@ cudaError_t launch_bwd(const void* grad_hs, const void* hs, const void* saved, c
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>((batch + kRows - 1) / kRows));
-  diru_bwd_kernel<scalar_t><<<grid, kThreads, smem, stream>>>(
+  diru_bwd_kernel<scalar_t><<<grid, threads_for(d), smem, stream>>>(
       static_cast<const scalar_t*>(grad_hs), static_cast<const scalar_t*>(hs), static_cast<const acc_t*>(saved),
       static_cast<const scalar_t*>(w_hh), static_cast<const scalar_t*>(w_int), static_cast<const scalar_t*>(w_out),
       lengths, static_cast<acc_t*>(d_p), static_cast<acc_t*>(d_zp), static_cast<acc_t*>(d_yp),

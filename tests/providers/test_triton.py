@@ -1,7 +1,7 @@
 """The Triton kernels on CPU under TRITON_INTERPRET=1, every regime, against the kernel contract.
 
 The conformance suite (tests/scan/test_ops.py) runs the "triton" provider with the
-dispatcher's own choice (the resident regime at its small sizes). Here each regime the
+dispatcher's own choice (resident or streamed at its small sizes). Here each regime the
 dispatcher can pick (resident, streamed, per-step) is forced with ``config.override`` and
 checked in float64 to 1e-12 (forward, backward, lengths, masks, odd shapes), 16-bit within
 the flash-attention rule (error <= 2x PyTorch's own error in that dtype), and by float64
@@ -30,7 +30,7 @@ def _kernels():
 def _regimes():
     k = _kernels()
     return {
-        "resident": None,  # the dispatcher's choice for d <= 64
+        "resident": lambda d: k.KernelConfig("resident", k.pad_hidden(d), block_b=16, block_k=k.pad_hidden(d)),
         "streamed": lambda d: k.KernelConfig("streamed", k.pad_hidden(d), block_b=16, block_k=16),
         "step": lambda d: k.KernelConfig("step", 0, block_b=16, block_k=16, block_n=16),
     }
@@ -51,8 +51,7 @@ def _inputs(T, B, d, dtype=torch.float64, seed=0):
 
 
 def _config(regime, d):
-    make = _regimes()[regime]
-    return None if make is None else make(d)
+    return _regimes()[regime](d)
 
 
 def _lengths(T, B):
