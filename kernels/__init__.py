@@ -42,15 +42,20 @@ Persistent kernels (one launch per layer and direction for the whole sequence):
 
 Dispatcher (``config.choose``): d_pad = next power of two >= max(d, 16).
 
-==============  ========================================  =================================
-d_pad           16-bit                                    float32 (and float64)
-==============  ========================================  =================================
-16              resident, 2 warps                         resident, 2 warps
-32              resident, 4 warps                         resident, 4 warps
-64              resident, 4 warps                         streamed K16, 4 warps
-128, 256        streamed K16, 8 warps, maxnreg 255        streamed K16, 8 warps, maxnreg 255
-> 256           per-step kernels (below)                  per-step kernels
-==============  ========================================  =================================
+==============  ==========================================  ==========================================
+d_pad           16-bit                                      float32 (and float64)
+==============  ==========================================  ==========================================
+16              resident, 2 warps                           resident, 2 warps
+32              resident, 4 warps                           resident, 4 warps
+64              resident, 4 warps                           streamed K16, 4 warps, 3 stages
+128             streamed K16, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 3 stages, maxnreg
+256             streamed K16, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 4 stages, maxnreg
+> 256           per-step kernels (below)                    per-step kernels
+==============  ==========================================  ==========================================
+
+"stages" software-pipelines the K-chunk loops (cp.async prefetch of the next chunks; without
+it every chunk waits a full L2 round trip); "maxnreg" = 255 lets an 8-warp program use 255
+registers (ptxas otherwise caps it at 128 to fit two programs per SM, and spills).
 
 fp32 at d_pad = 64 streams because 3xTF32 keeps two copies of each operand: resident weights
 would take 172 KB of shared memory (> 163 KB on sm_80). The full-width fp32 accumulators cap
@@ -58,7 +63,8 @@ the persistent class at d_pad = 256.
 
 Per-step fallback (d > 256, ``step.py``): three launches per time step (forward: gates, integration,
 output; backward: dq, do, dh), each a tiled GEMM with its epilogue fused; grid
-``(cdiv(B, 32), cdiv(d, 64))``, K chunks of 32; state and dh carried in fp32 buffers.
+``(cdiv(B, 32), cdiv(d, 64))``, K chunks of 32, 3 stages; state and dh carried in fp32
+buffers.
 
 Verified without a GPU: every kernel and regime against the float64 contract under
 ``TRITON_INTERPRET=1`` (odd shapes, lengths, masks, full-mode gradcheck; tests/providers/

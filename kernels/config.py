@@ -61,7 +61,7 @@ class KernelConfig:
 
     def label(self) -> str:
         if self.mode == "step":
-            return f"step-m{self.block_b}-n{self.block_n}-k{self.block_k}-w{self.num_warps}"
+            return f"step-m{self.block_b}-n{self.block_n}-k{self.block_k}-w{self.num_warps}-s{self.num_stages}"
         return f"{self.mode}-d{self.d_pad}-b{self.block_b}-k{self.block_k}-w{self.num_warps}-s{self.num_stages}" + (
             f"-r{self.maxnreg}" if self.maxnreg else "")
 
@@ -103,10 +103,13 @@ def choose(d: int, batch: int, dtype: str) -> KernelConfig:
     if d_pad <= RESIDENT_MAX_D[dtype]:
         return KernelConfig("resident", d_pad, block_b=16, block_k=d_pad, num_warps=2 if d_pad == 16 else 4)
     if d_pad <= STREAMED_MAX_D:
+        # num_stages >= 2 software-pipelines the K-chunk loops (cp.async prefetch of the next weight
+        # and operand chunks: the streamed products are L2-latency bound without it)
+        stages = 4 if (dtype in ("float32", "float64") and d_pad == 256) else 3
         if d_pad <= 64:
-            return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=4)
-        return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=8, maxnreg=255)
-    return KernelConfig("step", 0, block_b=32, block_k=32, block_n=64, num_warps=4)
+            return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=4, num_stages=stages)
+        return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=8, num_stages=stages, maxnreg=255)
+    return KernelConfig("step", 0, block_b=32, block_k=32, block_n=64, num_warps=4, num_stages=3)
 
 
 def all_configs() -> Iterator[Tuple[KernelConfig, str]]:
