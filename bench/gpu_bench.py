@@ -230,12 +230,15 @@ def tune(args, device: torch.device, log) -> Dict:
         for d in (TINY if args.tiny else GRID)["d"]:
             d_pad = k.pad_hidden(d)
             cands = [k.choose(d, B, dtype_name)]
-            for mode in ("resident", "streamed"):
-                for block_k in (16, 32, 64):
-                    for warps in (4, 8):
-                        if block_k > d_pad or (mode == "resident" and block_k != d_pad):
-                            continue
-                        cands.append(k.KernelConfig(mode, d_pad, block_b=16, block_k=block_k, num_warps=warps))
+            if d_pad <= 64:
+                cands += [k.KernelConfig("resident", d_pad, block_b=16, block_k=d_pad, num_warps=w) for w in (2, 4, 8)]
+            for block_k in (16, 32):
+                for warps in (4, 8):
+                    for stages in (2, 3, 4):
+                        if block_k <= d_pad:
+                            cands.append(k.KernelConfig("streamed", d_pad, block_b=16, block_k=block_k,
+                                                        num_warps=warps, num_stages=stages,
+                                                        maxnreg=255 if warps == 8 else None))
             for cfg in dict.fromkeys(cands):
                 if time.perf_counter() > deadline:
                     break

@@ -5,6 +5,8 @@
 #   bash bench/gpu_check.sh              # from the repository root; results in $OUT (default ./gpu_out)
 #   bash bench/gpu_check.sh --dry-run    # CPU smoke test of every step (CI runs it): no build,
 #                                        # GPU tests collected and skipped, a 2-point CPU bench
+#   TUNE=1 bash bench/gpu_check.sh       # also time candidate Triton configs afterwards (+5 min;
+#                                        # gpu_tune.json: the fastest per dtype and d, for config.py)
 #
 # Needs: Python with a CUDA build of torch, triton, nvcc (for the extension; without it the
 # "cuda" rows are skipped), pytest (without it the tests are skipped, the bench still runs).
@@ -89,6 +91,11 @@ log "benchmark grid ($BENCH_ARGS) -> $OUT/gpu_bench.json"
 timeout 300 $PY bench/gpu_bench.py --out "$OUT" $BENCH_ARGS > "$OUT/gpu_bench.stdout" 2>&1
 BENCH_RC=$?
 [ $BENCH_RC = 0 ] || log "benchmark exited with $BENCH_RC (see $OUT/gpu_bench.log / gpu_bench.stdout)"
+if [ "${TUNE:-0}" = 1 ]; then  # optional, after the budgeted steps: time candidate Triton configs
+  log "tuning Triton configs (TUNE=1, limit 300 s) -> $OUT/gpu_tune.json"
+  timeout 300 $PY bench/gpu_bench.py --out "$OUT" --tune --budget 270 $( [ $DRY = 1 ] && echo --device cpu --tiny ) \
+    > "$OUT/gpu_tune.stdout" 2>&1 || log "tuning exited with an error (see gpu_tune.stdout)"
+fi
 log "done in $(( $(date +%s) - START )) s; tests $([ $TESTS_OK = 1 ] && echo passed || echo FAILED)"
 echo
 cat "$OUT/summary.txt" 2>/dev/null || tail -n 20 "$OUT/gpu_bench.stdout"
