@@ -61,8 +61,9 @@ void check_shared(int64_t bytes, const at::Tensor& like, int64_t d) {
   const int device = like.device().index();
   int limit = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  TORCH_CHECK(bytes <= limit, "diru_fast cuda: hidden size ", d, " needs ", bytes, " bytes of shared memory per block, ",
-              "the GPU allows ", limit, "; use backend='triton' or 'torch' for this size");
+  TORCH_CHECK(bytes <= limit, "diru_fast cuda: hidden size ", d, " needs ", bytes,
+              " bytes of shared memory per block, the GPU allows ", limit,
+              "; use backend='triton' or 'torch' for this size");
 }
 
 // xp [T, B, 3d], h0 [B, d], w_hh [3d, d], w_int [d, d], b_int [d], w_out [d, d], b_out [d], lengths [B] int64
@@ -101,7 +102,8 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp, const at::Tens
 // lengths [B] int64 -> d_p [T, B, 3d], d_zp [T, B, d], d_yp [T, B, d] (acc), d_h0 [B, d] (dtype of h0)
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     const at::Tensor& grad_hs, const at::Tensor& h0, const at::Tensor& hs, const at::Tensor& saved,
-    const at::Tensor& w_hh, const at::Tensor& w_int, const at::Tensor& w_out, const std::optional<at::Tensor>& lengths) {
+    const at::Tensor& w_hh, const at::Tensor& w_int, const at::Tensor& w_out,
+    const std::optional<at::Tensor>& lengths) {
   TORCH_CHECK(hs.dim() == 3, "diru_fast cuda: hs must be [T, B, d]");
   const int64_t steps = hs.size(0), batch = hs.size(1), d = hs.size(2);
   check(hs, "hs", hs, {steps, batch, d}, true);

@@ -23,7 +23,8 @@ def _has_triton_cuda_backend():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _has_triton_cuda_backend(), reason="triton (with its NVIDIA backend and ptxas) is not installed")
+@pytest.mark.skipif(not _has_triton_cuda_backend(),
+                    reason="triton (with its NVIDIA backend and ptxas) is not installed")
 def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
