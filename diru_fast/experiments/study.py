@@ -158,10 +158,16 @@ def run_one(config: StudyConfig, variant: Variant, task: str, seed: int, *,
         "backend": _backend_used(config, variant.kind, ctx.device), "seeds": seeds,
         "final_val_mse": history.val_loss[-1], "best_val_mse": min(history.val_loss),
         "final_train_loss": history.train_loss[-1], "mean_epoch_s": sum(timed) / len(timed),
-        "history": history.to_dict(),
-        "predictions": {"pred": preds.squeeze(-1).tolist(), "target": targets.squeeze(-1).tolist(),
-                        "first_input": val_set.x[0, :, 0].tolist()},
+        "history": dict(history.to_dict(), epoch_time=_short(history.epoch_time),
+                        train_time=_short(history.train_time)),
+        "predictions": {"pred": _short(preds.squeeze(-1).tolist()), "target": _short(targets.squeeze(-1).tolist()),
+                        "first_input": _short(val_set.x[0, :, 0].tolist())},
     }
+
+
+def _short(values: Sequence[float]) -> List[float]:
+    """6 significant digits: plenty for timings and plotted predictions, and a smaller results.json."""
+    return [float(f"{v:.6g}") for v in values]
 
 
 def _run_in_worker(config_dict: Dict[str, Any], variant: Variant, task: str, seed: int,
@@ -190,7 +196,7 @@ def results_csv(runs: Sequence[Dict[str, Any]]) -> str:
 
 def write_results(results: Dict[str, Any], out_dir: Path) -> None:
     """results.json and results.csv under out_dir, each written atomically."""
-    atomic_write_text(out_dir / RESULTS_JSON, json.dumps(results, indent=1, allow_nan=True))
+    atomic_write_text(out_dir / RESULTS_JSON, json.dumps(results, separators=(",", ":"), allow_nan=True))
     atomic_write_text(out_dir / RESULTS_CSV, results_csv(results["runs"]))
 
 
