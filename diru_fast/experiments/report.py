@@ -24,9 +24,10 @@ from .io import atomic_write_text
 from .stats import Interval, epochs_to_target, mean_std, ratio_interval, relative_improvement, t_interval
 
 __all__ = ["group_runs", "task_targets", "summary_rows", "comparisons", "claim_rows", "markdown_report",
-           "summary_table", "write_report", "REPORT_MD"]
+           "summary_table", "headline_table", "write_report", "not_learned", "REPORT_MD", "NOT_LEARNED"]
 
 REPORT_MD = "report.md"
+NOT_LEARNED = 0.9  # final MSE / predict-the-mean MSE at or above this: the model did not learn the task
 
 Runs = List[Dict[str, Any]]
 
@@ -93,9 +94,21 @@ def summary_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
                 "target": targets[task], "reached": len(reached),
                 "epochs_to_target": (sum(reached) / len(reached)) if reached else None,
                 "seconds_to_target": (sum(secs) / len(secs)) if secs else None,
-                "backend": runs[0]["backend"],
+                "backend": runs[0]["backend"], "vs_mean": _vs_mean(runs),
             })
     return rows
+
+
+def _vs_mean(runs: Runs) -> Optional[float]:
+    """Mean over seeds of final MSE / MSE of predicting the training mean (1.0: nothing learned)."""
+    ratios = [r["final_val_mse"] / r["mean_predictor_mse"] for r in runs if r.get("mean_predictor_mse")]
+    return sum(ratios) / len(ratios) if len(ratios) == len(runs) else None
+
+
+def not_learned(runs: Runs) -> bool:
+    """True if these runs end no better than 90% of the predict-the-mean MSE (the task was not learned)."""
+    v = _vs_mean(runs)
+    return v is not None and v >= NOT_LEARNED
 
 
 def _paired(a: Runs, b: Runs) -> Tuple[Runs, Runs]:
@@ -118,7 +131,8 @@ def comparisons(results: Dict[str, Any]) -> List[Dict[str, Any]]:
                 continue
             a, b = _paired(diru, base)
             imp = relative_improvement([r["final_val_mse"] for r in a], [r["final_val_mse"] for r in b])
-            out.append({"task": task, "baseline": v["key"], "label": v["label"], "n": imp.n,
+            stuck = [name for name, runs in (("DIRU", a), (v["label"], b)) if not_learned(runs)]
+            out.append({"task": task, "baseline": v["key"], "label": v["label"], "n": imp.n, "not_learned": stuck,
                         "diru": mean_std([r["final_val_mse"] for r in a])[0],
                         "base": mean_std([r["final_val_mse"] for r in b])[0],
                         "improvement": imp, "verdict": C.verdict_above_zero(imp.low, imp.high)})
@@ -150,7 +164,8 @@ def claim_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
             "measured": (f"DIRU {_f(comp['diru'])} vs {base_label} {_f(comp['base'])}; "
                          f"{_pct_interval(imp)}" + ("" if inside is None else
                                                     f"; claimed {claim.improvement:+.1%} "
-                                                    f"{'inside' if inside else 'outside'} the CI")),
+                                                    f"{'inside' if inside else 'outside'} the CI")
+                         + _stuck_text(comp["not_learned"])),
             "verdict": comp["verdict"],
         })
     rows += _convergence_rows(results, groups, base_key, base_label)
@@ -220,10 +235,21 @@ def _epoch_time_rows(results, groups, base_key, base_label) -> List[Dict[str, An
 # ---------------------------------------------------------------------------------- formatting
 
 
+def _stuck_text(names: Sequence[str]) -> str:
+    if not names:
+        return ""
+    return (f"; {' and '.join(names)} did not learn the task (final MSE >= {NOT_LEARNED:.0%} of always "
+            "predicting the training mean)")
+
+
 def _f(x: Optional[float]) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     return f"{x:.4g}"
+
+
+def _ratio(x: Optional[float]) -> str:
+    return "–" if x is None else f"{x:.3f}" + (" (not learned)" if x >= NOT_LEARNED else "")
 
 
 def _pm(ms: Tuple[float, float]) -> str:
@@ -231,10 +257,14 @@ def _pm(ms: Tuple[float, float]) -> str:
     return _f(mean) if math.isnan(std) else f"{_f(mean)} ± {_f(std)}"
 
 
+def _pct(x: float) -> str:
+    return f"{x:+.1%}" if abs(x) >= 0.01 or x == 0 else f"{x:+.2%}"  # small values keep two decimals
+
+
 def _pct_interval(iv: Interval) -> str:
     if not math.isfinite(iv.low):
-        return f"{iv.estimate:+.1%} (one seed: no interval)"
-    return f"{iv.estimate:+.1%} [95% CI {iv.low:+.1%}, {iv.high:+.1%}]"
+        return f"{_pct(iv.estimate)} (one seed: no interval)"
+    return f"{_pct(iv.estimate)} [95% CI {_pct(iv.low)}, {_pct(iv.high)}]"
 
 
 def _sizes_text(config: Dict[str, Any]) -> str:
@@ -247,14 +277,49 @@ def _sizes_text(config: Dict[str, Any]) -> str:
 
 def summary_table(results: Dict[str, Any]) -> str:
     """The main table (markdown): one row per (task, model)."""
-    lines = ["| task | model | params | final val MSE | best val MSE | epoch time (s) | epochs to target | "
-             "time to target (s) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| task | model | params | final val MSE | best val MSE | final / mean-predictor MSE | "
+             "epoch time (s) | epochs to target | time to target (s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in summary_rows(results):
         reached = ("not reached" if row["reached"] == 0 else
                    f"{row['epochs_to_target']:.1f}" + ("" if row["reached"] == row["n"]
                                                        else f" ({row['reached']}/{row['n']} reached)"))
         lines.append(f"| {row['task']} | {row['label']} | {row['params']:,} | {_pm(row['final'])} | "
-                     f"{_pm(row['best'])} | {_pm(row['epoch_s'])} | {reached} | {_f(row['seconds_to_target'])} |")
+                     f"{_pm(row['best'])} | {_ratio(row['vs_mean'])} | {_pm(row['epoch_s'])} | {reached} | "
+                     f"{_f(row['seconds_to_target'])} |")
+    return "\n".join(lines)
+
+
+def headline_table(results: Dict[str, Any]) -> str:
+    """One row per task: every model's final validation MSE (mean ± std), the prototype's claim, and
+    DIRU's improvement over the claim's baseline with its verdict; a last row of epoch times."""
+    variants = _variants(results)
+    rows = {(r["task"], r["model"]): r for r in summary_rows(results)}
+    base_key = _claim_baseline(results)
+    comps = {c["task"]: c for c in comparisons(results) if c["baseline"] == base_key}
+    base_label = next((v["label"] for v in variants if v["key"] == base_key), None)
+    n = max((r["n"] for r in rows.values()), default=0)
+    head = ["task"] + [v["label"] for v in variants]
+    if base_label and "diru" in {v["key"] for v in variants}:
+        head += ["prototype's claim (DIRU vs LSTM)", f"DIRU vs {base_label} [95% CI]", "verdict"]
+    lines = [f"Final validation MSE, mean ± std over {n} seeds:", "",
+             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for task in _tasks(results):
+        cells = [task] + [_pm(rows[(task, v["key"])]["final"]) if (task, v["key"]) in rows else "–" for v in variants]
+        if len(head) > len(variants) + 1:
+            claim = C.MSE_CLAIMS.get(task)
+            comp = comps.get(task)
+            cells += [f"{claim.diru_mse:g} vs {claim.lstm_mse:g} ({claim.improvement:+.1%})" if claim else "–",
+                      _pct_interval(comp["improvement"]) if comp else "–",
+                      (f"**{comp['verdict']}**" + (" (not learned: " + ", ".join(comp["not_learned"]) + ")"
+                                                   if comp["not_learned"] else "")) if comp else "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    times = []
+    for v in variants:
+        per_task = [rows[(t, v["key"])]["epoch_s"][0] for t in _tasks(results) if (t, v["key"]) in rows]
+        times.append(f"{sum(per_task) / len(per_task):.3g} s" if per_task else "–")
+    extra = ["0.15 s vs 0.12 s", "", ""] if len(head) > len(variants) + 1 else []
+    lines.append("| epoch time (mean over tasks) | " + " | ".join(times + extra) + " |")
     return "\n".join(lines)
 
 
@@ -263,7 +328,8 @@ def _comparison_table(results) -> str:
              "\"DIRU beats it\" |", "|---|---|---:|---:|---:|---|---|"]
     for c in comparisons(results):
         lines.append(f"| {c['task']} | {c['label']} | {c['n']} | {_f(c['diru'])} | {_f(c['base'])} | "
-                     f"{_pct_interval(c['improvement'])} | **{c['verdict']}** |")
+                     f"{_pct_interval(c['improvement'])} | **{c['verdict']}**"
+                     + (f" (not learned: {', '.join(c['not_learned'])})" if c["not_learned"] else "") + " |")
     return "\n".join(lines)
 
 
@@ -291,7 +357,8 @@ def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU:
     gpu = f" ({meta['gpu']})" if meta.get("gpu") else ""
     parts = [
         f"# {title}", "",
-        f"Command: `{meta.get('command') or '(library call)'}`", "",
+        f"Command: `{meta.get('first_command') or meta.get('command') or '(library call)'}`"
+        + (f" (completed / re-reported by `{meta['command']}`)" if meta.get("first_command") else ""), "",
         f"- Ran on: {meta.get('device_type', 'cpu')}{gpu}, {meta.get('device')} with {meta.get('cpu_count')} cores, "
         f"{meta.get('threads')} torch thread(s), {meta.get('workers', 1)} worker process(es), world size "
         f"{meta.get('world_size', 1)}; torch {meta.get('torch')}, Python {meta.get('python')}, diru_fast "
@@ -305,10 +372,14 @@ def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU:
         f"- Training: Adam lr {cfg['lr']:g}, MSE, batch {cfg['batch_size']}, {cfg['epochs']} epochs, no early "
         "stopping; the seed's defaults, the same for every model.",
         "",
+        "## Headline", "",
+        headline_table(results), "",
         "## Results (mean ± std over seeds)", "",
         "Validation MSE after the last epoch (\"final\") and the lowest over epochs (\"best\"); epoch time is "
-        "training + validation, mean over epochs 2.. (the first warms up). Target loss per task (the worst "
-        "model's mean final MSE): " + ", ".join(f"{t} {_f(v)}" for t, v in targets.items()) + ".", "",
+        "training + validation, mean over epochs 2.. (the first warms up). \"final / mean-predictor\": the "
+        "final MSE divided by the MSE of always predicting the training targets' mean (1.0 = nothing "
+        f"learned; >= {NOT_LEARNED:g} is marked). Target loss per task (the worst model's mean final MSE): "
+        + ", ".join(f"{t} {_f(v)}" for t, v in targets.items()) + ".", "",
         summary_table(results), "",
         "## DIRU's relative improvement over each baseline", "",
         "Improvement = 1 − (geometric mean over seeds of MSE_DIRU / MSE_baseline), runs paired by seed (same "

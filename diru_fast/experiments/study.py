@@ -152,12 +152,15 @@ def run_one(config: StudyConfig, variant: Variant, task: str, seed: int, *,
     history = train(model, train_set, val_set, tcfg, ctx=ctx)
     preds, targets = predict(model, val_set, config.keep_predictions)
     timed = history.epoch_time[1:] or history.epoch_time  # the first epoch includes warm-up
+    # the validation MSE of always predicting the training targets' mean: 1.0x of it = nothing learned
+    mean_mse = float((val_set.y.double() - train_set.y.double().mean()).pow(2).mean())
     return {
         "task": task, "model": variant.key, "kind": variant.kind, "label": variant.label, "seed": seed,
         "hidden_size": variant.hidden_size, "matched": variant.matched, "params": count_params(model),
         "backend": _backend_used(config, variant.kind, ctx.device), "seeds": seeds,
         "final_val_mse": history.val_loss[-1], "best_val_mse": min(history.val_loss),
         "final_train_loss": history.train_loss[-1], "mean_epoch_s": sum(timed) / len(timed),
+        "mean_predictor_mse": mean_mse,
         "history": dict(history.to_dict(), epoch_time=_short(history.epoch_time),
                         train_time=_short(history.train_time)),
         "predictions": {"pred": _short(preds.squeeze(-1).tolist()), "target": _short(targets.squeeze(-1).tolist()),
@@ -182,7 +185,7 @@ def _run_in_worker(config_dict: Dict[str, Any], variant: Variant, task: str, see
 
 
 CSV_FIELDS = ("task", "model", "label", "seed", "hidden_size", "params", "backend", "final_val_mse",
-              "best_val_mse", "final_train_loss", "mean_epoch_s", "epochs")
+              "best_val_mse", "final_train_loss", "mean_predictor_mse", "mean_epoch_s", "epochs")
 
 
 def results_csv(runs: Sequence[Dict[str, Any]]) -> str:
@@ -190,7 +193,7 @@ def results_csv(runs: Sequence[Dict[str, Any]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     writer.writeheader()
     for r in runs:
-        writer.writerow({k: (len(r["history"]["val_loss"]) if k == "epochs" else r[k]) for k in CSV_FIELDS})
+        writer.writerow({k: (len(r["history"]["val_loss"]) if k == "epochs" else r.get(k, "")) for k in CSV_FIELDS})
     return buf.getvalue()
 
 
@@ -212,8 +215,10 @@ def _environment(ctx: DistContext, command: str, workers: int) -> Dict[str, Any]
     from ..benchmarking import environment
 
     env = environment()
+    from ..backends import available_backends
+
     env.update(command=command, workers=workers, world_size=ctx.world_size, device_type=ctx.device.type,
-               dist_backend=ctx.backend)
+               dist_backend=ctx.backend, available_backends=available_backends(ctx.device))
     if ctx.device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(ctx.device)
     return env
@@ -243,6 +248,8 @@ def run_study(config: StudyConfig, out_dir: Optional[Path] = None, *, ctx: Optio
             raise ValueError(f"{out_dir}/{RESULTS_JSON} was made with another configuration; "
                              "use another --out, or drop --resume to start over")
         results["runs"] = [r for r in old["runs"] if (r["seed"], r["task"], r["model"]) in set(todo)]
+        results["meta"]["first_command"] = old["meta"].get("first_command", old["meta"].get("command"))
+        results["meta"]["earlier_wall_s"] = old["meta"].get("wall_s", 0.0)  # includes its own earlier parts
     done = {(r["seed"], r["task"], r["model"]) for r in results["runs"]}
     pending = [t for t in todo if t not in done]
 
@@ -256,7 +263,7 @@ def run_study(config: StudyConfig, out_dir: Optional[Path] = None, *, ctx: Optio
     def finish(run: Dict[str, Any]) -> None:
         results["runs"].append(run)
         results["runs"].sort(key=lambda r: todo.index((r["seed"], r["task"], r["model"])))
-        results["meta"]["wall_s"] = time.perf_counter() - start
+        results["meta"]["wall_s"] = time.perf_counter() - start + results["meta"].get("earlier_wall_s", 0.0)
         if out_dir is not None and ctx.is_main:
             write_results(results, Path(out_dir))
         if bar is not None:
@@ -277,7 +284,7 @@ def run_study(config: StudyConfig, out_dir: Optional[Path] = None, *, ctx: Optio
             finish(run_one(config, by_key[key], task, seed, ctx=ctx, progress=verbose))
     if bar is not None:
         bar.close()
-    results["meta"]["wall_s"] = time.perf_counter() - start
+    results["meta"]["wall_s"] = time.perf_counter() - start + results["meta"].get("earlier_wall_s", 0.0)
     results["meta"]["diru_backends"] = sorted({r["backend"] for r in results["runs"] if r["kind"] == "diru"})
     if out_dir is not None and ctx.is_main:
         write_results(results, Path(out_dir))

@@ -10,13 +10,13 @@ from diru_fast.experiments.plots import PLOT_FILES, write_plots
 from diru_fast.experiments.study import StudyConfig, Variant, variants
 
 
-def _run(task, variant, seed, final, curve=None, epoch_s=0.1):
+def _run(task, variant, seed, final, curve=None, epoch_s=0.1, mean_mse=10.0):
     curve = curve or [final * 3, final * 2, final]
     return {"task": task, "model": variant.key, "kind": variant.kind, "label": variant.label, "seed": seed,
             "hidden_size": variant.hidden_size, "matched": variant.matched, "params": 1000,
             "backend": "torch" if variant.kind == "diru" else f"nn.{variant.kind.upper()}",
             "final_val_mse": final, "best_val_mse": min(curve), "final_train_loss": final,
-            "mean_epoch_s": epoch_s,
+            "mean_epoch_s": epoch_s, "mean_predictor_mse": mean_mse,
             "history": {"train_loss": curve, "val_loss": curve, "epoch_time": [epoch_s] * len(curve),
                         "train_time": [epoch_s] * len(curve), "local_samples": [8] * len(curve),
                         "stopped_early": False},
@@ -103,3 +103,16 @@ def test_plots_are_written(tmp_path):
     for p in paths:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_models_that_only_predict_the_mean_are_flagged():
+    res = _results({("memory", "diru"): [9.5, 9.8], ("memory", "lstm"): [9.4, 9.9], ("memory", "gru"): [1.0, 2.0]},
+                   config=StudyConfig(tasks=("memory",)))  # every run's mean-predictor MSE is 10
+    rows = {r["model"]: r for r in report.summary_rows(res)}
+    assert rows["diru"]["vs_mean"] == pytest.approx(0.965) and rows["gru"]["vs_mean"] == pytest.approx(0.15)
+    comps = {c["baseline"]: c for c in report.comparisons(res)}
+    assert comps["lstm"]["not_learned"] == ["DIRU", "LSTM (d=64)"] and comps["gru"]["not_learned"] == ["DIRU"]
+    text = report.markdown_report(res)
+    assert "0.965 (not learned)" in text and "0.150 |" in text
+    claim = next(r for r in report.claim_rows(res) if r["claim"].startswith("memory: DIRU beats"))
+    assert "DIRU and LSTM (d=64) did not learn the task" in claim["measured"]

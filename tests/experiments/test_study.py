@@ -62,13 +62,14 @@ def test_tiny_study_writes_paired_repeatable_results(tmp_path):
 
 def test_resume_reuses_finished_runs(tmp_path):
     config = StudyConfig(**dict(TINY, tasks=("sine",), models=("diru", "lstm")))
-    first = run_study(config, tmp_path, progress=False)
+    first = run_study(config, tmp_path, progress=False, command="first")
     data = json.loads((tmp_path / "results.json").read_text())
     data["runs"] = data["runs"][:1]  # as if interrupted after the first run
     (tmp_path / "results.json").write_text(json.dumps(data))
     trained = []
-    resumed = run_study(config, tmp_path, progress=False, resume=True, on_run=trained.append)
+    resumed = run_study(config, tmp_path, progress=False, resume=True, on_run=trained.append, command="second")
     assert len(trained) == 3 and _finals(resumed) == _finals(first)
+    assert resumed["meta"]["first_command"] == "first" and resumed["meta"]["command"] == "second"
     with pytest.raises(ValueError, match="another configuration"):
         run_study(StudyConfig(**dict(TINY, tasks=("sine",), epochs=3)), tmp_path, progress=False, resume=True)
 
