@@ -256,10 +256,13 @@ def summarize(runs: List[Dict[str, Any]], models: Sequence[str]) -> Dict[str, An
     """Slopes per model and phase (mean with 95% CI), the paired comparisons and the verdicts."""
     out: Dict[str, Any] = {"slopes": {}, "comparisons": {}}
     for kind in models:
-        out["slopes"][kind] = {phase: _interval(list(_slopes(runs, kind, phase).values())) or
-                               [next(iter(_slopes(runs, kind, phase).values()), math.nan), math.nan, math.nan, 1]
-                               for phase in ("init", "trained")}
-        out["slopes"][kind]["val_nmse"] = [r["val_nmse"] for r in runs if r["model"] == kind]
+        entry: Dict[str, Any] = {}
+        for phase in ("init", "trained"):
+            values = list(_slopes(runs, kind, phase).values())
+            one = [values[0], math.nan, math.nan, 1] if values else [math.nan, math.nan, math.nan, 0]
+            entry[phase] = _interval(values) or one  # [mean, low, high, n]
+        entry["val_nmse"] = [r["val_nmse"] for r in runs if r["model"] == kind]
+        out["slopes"][kind] = entry
     for phase in ("init", "trained"):
         d = _slopes(runs, "diru", phase)
         rnn, lstm = _slopes(runs, "rnn", phase), _slopes(runs, "lstm", phase)
