@@ -286,3 +286,5 @@ register("train", "train one model on one task (checkpoint + history); DDP under
 register("bench", "speed/memory benchmark vs nn.LSTM (see `python -m diru_fast bench --help`)",
          lambda p: None, _run_bench, passthrough=True)
 
+
+from .analyses import cli as _analyses_cli  # noqa: E402,F401  registers specialization, gradient-flow, ... (issue 7)

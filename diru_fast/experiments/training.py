@@ -5,7 +5,9 @@
   validation). Fixed epochs by default; ``patience`` turns on early stopping. A tqdm bar
   shows progress unless ``progress=False``. Under torchrun (see :mod:`.distributed`) the
   model runs in DistributedDataParallel, each rank taking its share of every global batch.
-- :func:`evaluate` (MSE over a dataset) and :func:`predict`.
+- :func:`evaluate` (MSE over a dataset, or the mean cross-entropy with ``loss="cross_entropy"``)
+  and :func:`predict`. ``TrainConfig.loss`` picks the training loss: ``"mse"`` (the seed's, the
+  default) or ``"cross_entropy"`` (classification: integer class targets ``y [N]``).
 - :func:`save_checkpoint` / :func:`load_checkpoint`: model, optimizer, history and the
   model's :class:`~.models.ModelSpec`; training resumes from a checkpoint exactly where it
   stopped (same numbers as an uninterrupted run: shuffling depends only on seed and epoch).
@@ -30,8 +32,10 @@ from .distributed import DistContext
 from .io import atomic_path
 from .models import ModelSpec
 
-__all__ = ["TrainConfig", "History", "make_optimizer", "train", "evaluate", "predict",
+__all__ = ["TrainConfig", "History", "LOSSES", "make_optimizer", "train", "evaluate", "predict",
            "save_checkpoint", "load_checkpoint"]
+
+LOSSES = ("mse", "cross_entropy")
 
 
 @dataclass
@@ -43,8 +47,11 @@ class TrainConfig:
     patience: Optional[int] = None  # stop after this many epochs without a better val loss; None: never
     progress: bool = True
     desc: str = "train"
+    loss: str = "mse"  # one of LOSSES; "cross_entropy" takes class indices as targets
 
     def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -119,7 +126,8 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainC
         for x, y in loader:
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            loss = F.mse_loss(net(x), y)
+            out = net(x)
+            loss = F.cross_entropy(out, y) if config.loss == "cross_entropy" else F.mse_loss(out, y)
             loss.backward()
             optimizer.step()
             loss_sum += loss.detach().double() * len(x)  # stays on the device: no sync per step
@@ -127,7 +135,7 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainC
         _sync(ctx.device)
         train_seconds = time.perf_counter() - start
         totals = ctx.all_reduce_sum(torch.stack([loss_sum.cpu(), torch.tensor(float(seen), dtype=torch.float64)]))
-        val = evaluate(model, val_set, config.batch_size, ctx)
+        val = evaluate(model, val_set, config.batch_size, ctx, loss=config.loss)
         _sync(ctx.device)
         history.train_loss.append(float(totals[0] / totals[1]))
         history.val_loss.append(val)
@@ -157,14 +165,21 @@ def _progress(config: TrainConfig, ctx: DistContext, done: int):
     return tqdm(total=config.epochs, initial=done, desc=config.desc, unit="epoch", leave=False)
 
 
+def _loss_count(y: Tensor, loss: str) -> int:
+    return len(y) if loss == "cross_entropy" else y.numel()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256,
-             ctx: Optional[DistContext] = None) -> float:
-    """Mean squared error of ``model`` over every element of ``dataset``'s targets.
+             ctx: Optional[DistContext] = None, loss: str = "mse") -> float:
+    """Mean squared error of ``model`` over every element of ``dataset``'s targets (``loss="mse"``),
+    or its mean cross-entropy over samples (``loss="cross_entropy"``, integer class targets).
 
     Distributed: each rank evaluates every world_size-th sample and the sums are all-reduced,
     so every rank returns the same value.
     """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     ctx = ctx or DistContext(device=next(model.parameters()).device)
     was_training = model.training
     model.eval()
@@ -173,8 +188,11 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 256,
     for i in range(0, len(indices), batch_size):
         x, y = _collate(dataset, indices[i:i + batch_size])
         x, y = x.to(ctx.device), y.to(ctx.device)
-        err = (model(x) - y).double().pow(2)
-        totals += torch.stack([err.sum().cpu(), torch.tensor(float(err.numel()), dtype=torch.float64)])
+        if loss == "cross_entropy":
+            total = F.cross_entropy(model(x).double(), y, reduction="sum")
+        else:
+            total = (model(x) - y).double().pow(2).sum()
+        totals += torch.stack([total.cpu(), torch.tensor(float(_loss_count(y, loss)), dtype=torch.float64)])
     ctx.all_reduce_sum(totals)
     model.train(was_training)
     return float(totals[0] / totals[1])
