@@ -39,13 +39,18 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["diru_fast", "diru_fast.scan", "diru_fast.providers", "diru_fast.kernels", "diru_fast.csrc"],
+    packages=["diru_fast", "diru_fast.scan", "diru_fast.providers", "diru_fast.kernels", "diru_fast.csrc",
+              "diru_fast.experiments", "diru_fast.analyses"],
     package_dir={"diru_fast.kernels": "kernels", "diru_fast.csrc": "csrc"},
     package_data={"diru_fast.csrc": ["*.cpp", "*.h", "*.cu", "*.cuh", "cuda/*.cu", "cuda/*.cuh", "cuda/*.cpp",
                                      "cuda/*.py"]},
     install_requires=["torch>=2.3", "numpy"],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "matplotlib", "expecttest"],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "matplotlib", "expecttest", "tqdm"],
         "bench": ["pytest-benchmark>=4", "matplotlib"],
+        "experiments": ["tqdm", "matplotlib"],  # python -m diru_fast demo / study
+        # python -m diru_fast analyses (specialization, gradient-flow, memory-capacity, real-data)
+        "analyses": ["matplotlib", "scipy", "statsmodels", "pandas", "scikit-learn"],
     },
+    entry_points={"console_scripts": ["diru-fast = diru_fast.cli:main"]},
 )
