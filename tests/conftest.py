@@ -56,6 +56,22 @@ def poison_empty(request, monkeypatch):
     yield
 
 
+# Suites that train small models run torch on one thread: on a shared 2-core machine two
+# OpenMP threads can make small ops 100x slower. The previous setting is restored afterwards.
+_ONE_THREAD_SUITES = ("experiments", "analyses")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread_for_training_suites(request):
+    if request.node.path.parent.name not in _ONE_THREAD_SUITES:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def fresh_backend_state():
     """Each test sees a clean backend registry and warning record."""

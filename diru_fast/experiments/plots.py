@@ -16,7 +16,7 @@ from typing import Any, Dict, List
 
 from . import claims as C
 from .io import atomic_path
-from .report import group_runs, summary_rows
+from .report import group_runs, summary_rows, tasks_run, variants_run
 
 __all__ = ["write_plots", "PLOT_FILES"]
 
@@ -34,16 +34,6 @@ def _pyplot():
     return plt
 
 
-def _tasks(results) -> List[str]:
-    done = {r["task"] for r in results["runs"]}
-    return [t for t in results["config"]["tasks"] if t in done]
-
-
-def _variants(results) -> List[Dict[str, Any]]:
-    done = {r["model"] for r in results["runs"]}
-    return [v for v in results["variants"] if v["key"] in done]
-
-
 def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -55,10 +45,10 @@ def plot_curves(results: Dict[str, Any], path: Path) -> Path:
 
     plt = _pyplot()
     groups = group_runs(results)
-    tasks = _tasks(results)
+    tasks = tasks_run(results)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for v in _variants(results):
+        for v in variants_run(results):
             runs = groups.get((task, v["key"]))
             if not runs:
                 continue
@@ -86,14 +76,14 @@ def plot_curves(results: Dict[str, Any], path: Path) -> Path:
 def plot_predictions(results: Dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     groups = group_runs(results)
-    tasks = _tasks(results)
+    tasks = tasks_run(results)
     seed = min(r["seed"] for r in results["runs"])
     fig, axes = plt.subplots(2, len(tasks), figsize=(5.2 * len(tasks), 7.5), squeeze=False)
     for col, task in enumerate(tasks):
         top, bottom = axes[0][col], axes[1][col]
         first = True
         lo, hi = float("inf"), float("-inf")
-        for v in _variants(results):
+        for v in variants_run(results):
             run = next((r for r in groups.get((task, v["key"]), []) if r["seed"] == seed), None)
             if run is None:
                 continue
@@ -127,8 +117,8 @@ def plot_predictions(results: Dict[str, Any], path: Path) -> Path:
 def plot_summary(results: Dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     rows = summary_rows(results)
-    tasks = _tasks(results)
-    variants = _variants(results)
+    tasks = tasks_run(results)
+    variants = variants_run(results)
     comparable = not C.setting_differences(results["config"])  # claims drawn only at the prototype's settings
     on_cpu = results["meta"].get("device_type", "cpu") == "cpu"
     fig, axes = plt.subplots(1, len(tasks) + 1, figsize=(4.2 * (len(tasks) + 1), 4.2), squeeze=False)

@@ -40,12 +40,14 @@ def group_runs(results: Dict[str, Any]) -> Dict[Tuple[str, str], Runs]:
     return {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
 
 
-def _tasks(results) -> List[str]:
+def tasks_run(results) -> List[str]:
+    """The configured tasks that have at least one finished run, in configuration order."""
     done = {r["task"] for r in results["runs"]}
     return [t for t in results["config"]["tasks"] if t in done]
 
 
-def _variants(results) -> List[Dict[str, Any]]:
+def variants_run(results) -> List[Dict[str, Any]]:
+    """The configured model variants that have at least one finished run."""
     done = {r["model"] for r in results["runs"]}
     return [v for v in results["variants"] if v["key"] in done]
 
@@ -54,7 +56,7 @@ def task_targets(results: Dict[str, Any]) -> Dict[str, float]:
     """Per task: the worst (largest) mean final validation MSE over the models (see module docstring)."""
     groups = group_runs(results)
     out = {}
-    for task in _tasks(results):
+    for task in tasks_run(results):
         means = [mean_std([r["final_val_mse"] for r in runs])[0]
                  for (t, _), runs in groups.items() if t == task]
         out[task] = max(means)
@@ -79,8 +81,8 @@ def summary_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     groups = group_runs(results)
     targets = task_targets(results)
     rows = []
-    for task in _tasks(results):
-        for v in _variants(results):
+    for task in tasks_run(results):
+        for v in variants_run(results):
             runs = groups.get((task, v["key"]))
             if not runs:
                 continue
@@ -121,11 +123,11 @@ def comparisons(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     """DIRU vs every baseline variant, per task: mean MSEs, improvement with 95% CI, verdict."""
     groups = group_runs(results)
     out = []
-    for task in _tasks(results):
+    for task in tasks_run(results):
         diru = groups.get((task, "diru"))
         if not diru:
             continue
-        for v in _variants(results):
+        for v in variants_run(results):
             base = groups.get((task, v["key"]))
             if v["kind"] == "diru" or not base:
                 continue
@@ -140,7 +142,7 @@ def comparisons(results: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def _claim_baseline(results: Dict[str, Any]) -> Optional[str]:
-    keys = [v["key"] for v in _variants(results)]
+    keys = [v["key"] for v in variants_run(results)]
     return "lstm" if "lstm" in keys else ("lstm_matched" if "lstm_matched" in keys else None)
 
 
@@ -176,7 +178,7 @@ def claim_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
 def _convergence_rows(results, groups, base_key, base_label) -> List[Dict[str, Any]]:
     targets = task_targets(results)
     rows = []
-    for task in _tasks(results):
+    for task in tasks_run(results):
         if (task, "diru") not in groups or (task, base_key) not in groups:
             continue
         d, b = _paired(groups[(task, "diru")], groups[(task, base_key)])
@@ -205,7 +207,7 @@ def _epochs_text(censored: Sequence[int], runs: Runs) -> str:
 
 def _epoch_time_rows(results, groups, base_key, base_label) -> List[Dict[str, Any]]:
     pairs_d, pairs_b = [], []
-    for task in _tasks(results):
+    for task in tasks_run(results):
         if (task, "diru") in groups and (task, base_key) in groups:
             d, b = _paired(groups[(task, "diru")], groups[(task, base_key)])
             pairs_d += [r["mean_epoch_s"] for r in d]
@@ -293,7 +295,7 @@ def summary_table(results: Dict[str, Any]) -> str:
 def headline_table(results: Dict[str, Any]) -> str:
     """One row per task: every model's final validation MSE (mean ± std), the prototype's claim, and
     DIRU's improvement over the claim's baseline with its verdict; a last row of epoch times."""
-    variants = _variants(results)
+    variants = variants_run(results)
     rows = {(r["task"], r["model"]): r for r in summary_rows(results)}
     base_key = _claim_baseline(results)
     comps = {c["task"]: c for c in comparisons(results) if c["baseline"] == base_key}
@@ -304,7 +306,7 @@ def headline_table(results: Dict[str, Any]) -> str:
         head += ["prototype's claim (DIRU vs LSTM)", f"DIRU vs {base_label} [95% CI]", "verdict"]
     lines = [f"Final validation MSE, mean ± std over {n} seeds:", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for task in _tasks(results):
+    for task in tasks_run(results):
         cells = [task] + [_pm(rows[(task, v["key"])]["final"]) if (task, v["key"]) in rows else "–" for v in variants]
         if len(head) > len(variants) + 1:
             claim = C.MSE_CLAIMS.get(task)
@@ -316,7 +318,7 @@ def headline_table(results: Dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     times = []
     for v in variants:
-        per_task = [rows[(t, v["key"])]["epoch_s"][0] for t in _tasks(results) if (t, v["key"]) in rows]
+        per_task = [rows[(t, v["key"])]["epoch_s"][0] for t in tasks_run(results) if (t, v["key"]) in rows]
         times.append(f"{sum(per_task) / len(per_task):.3g} s" if per_task else "–")
     extra = ["0.15 s vs 0.12 s", "", ""] if len(head) > len(variants) + 1 else []
     lines.append("| epoch time (mean over tasks) | " + " | ".join(times + extra) + " |")
