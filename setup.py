@@ -10,8 +10,9 @@ sources (csrc/) sit at the top level and are installed as diru_fast.kernels and
 diru_fast.csrc.
 
 Compiled extensions (``extensions()``): the fused C++ CPU kernel ``diru_fast._C`` is built here
-when torch and a C++ compiler are available at build time. If it cannot be built, the install
-still succeeds (one line says so) and the kernel is compiled on first use instead
+when torch and a C++ compiler are available at build time, and the CUDA extension
+``diru_fast._cuda`` where torch has CUDA (csrc/cuda/build.py). If one cannot be built, the install
+still succeeds (one line says so): the CPU kernel is then compiled on first use
 (``diru_fast/providers/cpu.py``); with no compiler at all, ``backend="auto"`` falls back to the
 pure-PyTorch path with a warning.
 """
@@ -46,9 +47,18 @@ def cpu_extension(cpp_extension):
     )
 
 
+def cuda_extension():
+    """The CUDA extension diru_fast._cuda where torch has CUDA, else None; defined in
+    csrc/cuda/build.py (which also builds it in place for a checkout)."""
+    spec = importlib.util.spec_from_file_location("_diru_cuda_build", os.path.join(HERE, "csrc", "cuda", "build.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.cuda_extension()
+
+
 def extensions():
-    """(ext_modules, cmdclass). Empty when torch is not importable at build time. Append further
-    extensions (e.g. a CUDA one where torch.version.cuda is set) to the list returned here."""
+    """(ext_modules, cmdclass): the C++ CPU kernel, plus the CUDA extension where torch has CUDA.
+    Empty when torch is not importable at build time."""
     if os.environ.get("DIRU_FAST_NO_EXTENSIONS") == "1":
         return [], {}
     try:
@@ -57,7 +67,11 @@ def extensions():
         print("diru_fast setup: torch is not importable at build time; the C++ CPU kernel will be "
               "compiled on first use", file=sys.stderr)
         return [], {}
-    return [cpu_extension(cpp_extension)], {"build_ext": _optional_build_ext(cpp_extension.BuildExtension)}
+    ext_modules = [cpu_extension(cpp_extension)]
+    cuda = cuda_extension()
+    if cuda is not None:
+        ext_modules.append(cuda)
+    return ext_modules, {"build_ext": _optional_build_ext(cpp_extension.BuildExtension)}
 
 
 def _optional_build_ext(base):
@@ -78,8 +92,9 @@ def _optional_build_ext(base):
 
         def _skip(self, exc, name="the C++ extensions"):
             detail = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
-            print(f"diru_fast setup: could not build {name} ({detail[0]}); the C++ CPU kernel will be "
-                  "compiled on first use instead", file=sys.stderr)
+            then = ("the C++ CPU kernel will be compiled on first use instead" if name != "diru_fast._cuda"
+                    else "backend 'cuda' will be unavailable")
+            print(f"diru_fast setup: could not build {name} ({detail[0]}); {then}", file=sys.stderr)
 
     return OptionalBuildExt
 
@@ -93,14 +108,20 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=["diru_fast", "diru_fast.scan", "diru_fast.providers", "diru_fast.kernels", "diru_fast.csrc"],
+    packages=["diru_fast", "diru_fast.scan", "diru_fast.providers", "diru_fast.kernels", "diru_fast.csrc",
+              "diru_fast.experiments", "diru_fast.analyses"],
     package_dir={"diru_fast.kernels": "kernels", "diru_fast.csrc": "csrc"},
-    package_data={"diru_fast.csrc": ["*.cpp", "*.h", "*.cu", "*.cuh"]},
+    package_data={"diru_fast.csrc": ["*.cpp", "*.h", "*.cu", "*.cuh", "cuda/*.cu", "cuda/*.cuh", "cuda/*.cpp",
+                                     "cuda/*.py"]},
     install_requires=["torch>=2.3", "numpy"],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "matplotlib", "expecttest"],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "matplotlib", "expecttest", "tqdm"],
         "bench": ["pytest-benchmark>=4", "matplotlib"],
+        "experiments": ["tqdm", "matplotlib"],  # python -m diru_fast demo / study
+        # python -m diru_fast analyses (specialization, gradient-flow, memory-capacity, real-data)
+        "analyses": ["matplotlib", "scipy", "statsmodels", "pandas", "scikit-learn"],
     },
+    entry_points={"console_scripts": ["diru-fast = diru_fast.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

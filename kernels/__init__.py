@@ -1,1 +1,86 @@
-"""Triton kernels for the DIRU recurrence (installed as ``diru_fast.kernels``)."""
+"""Triton kernels for the DIRU recurrence (installed as ``diru_fast.kernels``).
+
+Import only through ``diru_fast._paths.import_kernels()`` (works installed and in a checkout);
+``diru_fast`` itself never imports this package at import time. The "triton" backend
+(``diru_fast.providers.triton``) calls :func:`scan_fwd` / :func:`scan_bwd`, which implement the
+kernel contract of ``diru_fast.scan.contract`` for one layer and one direction. The input
+projections of all steps arrive as one precomputed tensor ``xp [T, B, 3d]`` (one GEMM outside);
+the weight gradients are GEMMs over all T*B rows afterwards (``diru_fast.scan.ops``).
+
+Design
+------
+Files: ``forward.py`` (persistent forward), ``backward.py`` (reverse-time backward),
+``step.py`` (per-step fallback kernels), ``tiles.py`` (addressing, masked loads, the K-chunked
+product), ``_math.py`` (tanh, sigmoid, operand rounding), ``config.py`` (size classes),
+``launch.py`` (allocation, weight padding, grids, launches), ``compile_check.py`` (sm_80/sm_90
+compile + register/shared-memory report, no GPU needed).
+
+Persistent kernels (one launch per layer and direction for the whole sequence):
+
+- Grid ``(cdiv(B, 16),)``. Program i owns batch rows ``[16 i, 16 i + 16)`` (BLOCK_B = 16, the
+  smallest MMA tile: the most programs, i.e. SMs, for a given batch) for all T steps.
+- The state ``h [16, d_pad]`` (forward) or ``dh`` (backward) stays in registers in fp32 for the
+  whole loop; hs[t] is written in the input dtype, the gates u|s|z|r in fp32.
+- Per step: three dependent products (``h W_hh^T`` for the three gates at once, ``o W_int^T``,
+  ``q W_out^T``; backward ``dyp W_out``, ``dzp W_int``, ``[da|ds|dr] W_hh``) with all
+  elementwise work fused around them; masked steps (t >= len) select the old state and write
+  zero gates / gradients.
+- Weights: the launcher zero-pads them to ``d_pad`` (no copy when d is a power of two >= 16),
+  so no weight load is masked and padded lanes are exact zeros.
+  *resident* class: the five ``d_pad x d_pad`` tiles are loaded once before the time loop
+  (the compiler keeps them in shared memory: 45 KB at d_pad = 64 in bf16) and the products
+  take h, o, q straight from registers.
+  *streamed* class: each product runs in BLOCK_K = 16 column chunks; the left operand is
+  written (rounded to the storage dtype) to a per-program scratch block and read back after a
+  CTA barrier (forward: h from hs[t-1] itself; three barriers per step), and the weight chunks
+  stream from L2 every step. Scratch alternates between two buffers by step parity and all
+  in-loop addresses are built from a moving scalar base + 1-D offsets, so no 2-D address
+  tensor is loop invariant (hoisted ones cost ~160 registers in the first version).
+- Dtypes: float32 (products as 3xTF32 on tensor cores; TF32 when PyTorch allows TF32),
+  bfloat16 / float16 (bf16/fp16 MMA, fp32 accumulation, state and gates); float64 only under
+  the interpreter. tanh is ``2 sigmoid(2x) - 1`` (the interpreter has no libdevice).
+
+Dispatcher (``config.choose``): d_pad = next power of two >= max(d, 16).
+
+==============  ==========================================  ==========================================
+d_pad           16-bit                                      float32 (and float64)
+==============  ==========================================  ==========================================
+16              resident, 2 warps                           resident, 2 warps
+32              resident, 4 warps                           resident, 4 warps
+64              resident, 4 warps                           streamed K16, 4 warps, 3 stages
+128             streamed K16, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 3 stages, maxnreg
+256             streamed K16, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 4 stages, maxnreg
+> 256           per-step kernels (below)                    per-step kernels
+==============  ==========================================  ==========================================
+
+"stages" software-pipelines the K-chunk loops (cp.async prefetch of the next chunks; without
+it every chunk waits a full L2 round trip); "maxnreg" = 255 lets an 8-warp program use 255
+registers (ptxas otherwise caps it at 128 to fit two programs per SM, and spills).
+
+fp32 at d_pad = 64 streams because 3xTF32 keeps two copies of each operand: resident weights
+would take 172 KB of shared memory (> 163 KB on sm_80). The full-width fp32 accumulators cap
+the persistent class at d_pad = 256.
+
+Per-step fallback (d > 256, ``step.py``): three launches per time step (forward: gates, integration,
+output; backward: dq, do, dh), each a tiled GEMM with its epilogue fused; grid
+``(cdiv(B, 32), cdiv(d, 64))``, K chunks of 32, 3 stages; state and dh carried in fp32
+buffers.
+
+Verified without a GPU: every kernel and regime against the float64 contract under
+``TRITON_INTERPRET=1`` (odd shapes, lengths, masks, full-mode gradcheck; tests/providers/
+test_triton.py and the conformance suite tests/scan/test_ops.py); every configuration the
+dispatcher can pick compiles for sm_80 and sm_90 with shared memory in bounds and no register
+spills where d and B fill the tiles (tests/providers/test_triton_compile.py).
+
+Unverified without a GPU: that the compiled kernels run correctly on a device (the CTA
+barriers around the scratch, 3xTF32 accuracy, the interpreter-vs-compiler differences), their
+speed, and the block sizes (not tuned: ``bench/gpu_bench.py --tune``). ``bench/gpu_check.sh``
+checks all of it in one call on a GPU machine.
+"""
+
+from . import config
+from .config import KernelConfig, all_configs, choose, pad_hidden
+from .launch import INTERPRETED, SUPPORTED_DTYPES, scan_bwd, scan_fwd
+
+__all__ = ["KernelConfig", "all_configs", "choose", "config", "pad_hidden", "INTERPRETED", "SUPPORTED_DTYPES",
+           "scan_fwd", "scan_bwd"]

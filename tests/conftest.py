@@ -1,5 +1,8 @@
 """Shared test fixtures.
 
+- Without a CUDA GPU, ``TRITON_INTERPRET=1`` is set first thing (triton reads it when a kernel
+  is decorated, i.e. when diru_fast's kernels are first imported), so the "triton" backend runs
+  its kernels on CPU tensors in Triton's interpreter and every CPU suite exercises it.
 - Every floating-point ``torch.empty*`` made from Python during a test is NaN-filled, so a
   kernel or wrapper that forgets to write an element fails loudly (compiled providers poison
   their own allocations under ``DIRU_FAST_POISON=1``, which this file sets).
@@ -9,10 +12,13 @@ from __future__ import annotations
 
 import os
 
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("DIRU_FAST_POISON", "1")
 
-import pytest
-import torch
+import pytest  # noqa: E402
 
 import diru_fast
 from diru_fast import backends
@@ -48,6 +54,22 @@ def poison_empty(request, monkeypatch):
         monkeypatch.setattr(torch, "empty_like", _empty_like)
         monkeypatch.setattr(torch.Tensor, "new_empty", _new_empty)
     yield
+
+
+# Suites that train small models run torch on one thread: on a shared 2-core machine two
+# OpenMP threads can make small ops 100x slower. The previous setting is restored afterwards.
+_ONE_THREAD_SUITES = ("experiments", "analyses")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread_for_training_suites(request):
+    if request.node.path.parent.name not in _ONE_THREAD_SUITES:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,147 @@
+// Python bindings of the diru_fast CUDA kernels (module diru_fast._cuda): check every input,
+// allocate the outputs, launch on the current stream. Semantics: diru_fast/scan/contract.py.
+#include <cstdlib>
+#include <optional>
+#include <limits>
+#include <string>
+#include <tuple>
+
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/extension.h>
+
+#include "diru_scan.cuh"
+
+namespace {
+
+using diru_fast::cuda::DType;
+
+DType dtype_of(const at::Tensor& t) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return DType::kFloat32;
+    case at::kDouble: return DType::kFloat64;
+    case at::kHalf: return DType::kFloat16;
+    case at::kBFloat16: return DType::kBFloat16;
+    default:
+      TORCH_CHECK(false, "diru_fast cuda kernels take float32, float64, float16 or bfloat16; got ", t.scalar_type());
+  }
+}
+
+at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+void check(const at::Tensor& t, const char* name, const at::Tensor& like, at::IntArrayRef shape, bool same_dtype) {
+  TORCH_CHECK(t.is_cuda(), "diru_fast cuda: ", name, " must be a CUDA tensor");
+  TORCH_CHECK(t.device() == like.device(), "diru_fast cuda: ", name, " is on ", t.device(), ", xp on ", like.device());
+  TORCH_CHECK(t.is_contiguous(), "diru_fast cuda: ", name, " must be contiguous (call .contiguous())");
+  TORCH_CHECK(t.sizes() == shape, "diru_fast cuda: ", name, " must have shape ", shape, ", got ", t.sizes());
+  if (same_dtype) {
+    TORCH_CHECK(t.scalar_type() == like.scalar_type(), "diru_fast cuda: ", name, " has dtype ", t.scalar_type(),
+                ", expected ", like.scalar_type());
+  }
+}
+
+const int64_t* lengths_ptr(const std::optional<at::Tensor>& lengths, const at::Tensor& xp, int64_t batch) {
+  if (!lengths.has_value()) return nullptr;
+  const at::Tensor& l = *lengths;
+  check(l, "lengths", xp, {batch}, false);
+  TORCH_CHECK(l.scalar_type() == at::kLong, "diru_fast cuda: lengths must be int64, got ", l.scalar_type());
+  return l.data_ptr<int64_t>();
+}
+
+// Outputs are NaN-filled under DIRU_FAST_POISON=1 so an element a kernel forgets fails the tests.
+at::Tensor alloc(at::IntArrayRef shape, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(shape, options);
+  const char* poison = std::getenv("DIRU_FAST_POISON");
+  if (poison != nullptr && std::string(poison) == "1") t.fill_(std::numeric_limits<double>::quiet_NaN());
+  return t;
+}
+
+void check_shared(int64_t bytes, const at::Tensor& like, int64_t d) {
+  const int device = like.device().index();
+  int limit = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  TORCH_CHECK(bytes <= limit, "diru_fast cuda: hidden size ", d, " needs ", bytes,
+              " bytes of shared memory per block, the GPU allows ", limit,
+              "; use backend='triton' or 'torch' for this size");
+}
+
+// xp [T, B, 3d], h0 [B, d], w_hh [3d, d], w_int [d, d], b_int [d], w_out [d, d], b_out [d], lengths [B] int64
+// -> hs [T, B, d] (dtype of xp), saved [T, B, 4d] (acc; [0] when need_saved is false)
+std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& w_hh,
+                                            const at::Tensor& w_int, const at::Tensor& b_int, const at::Tensor& w_out,
+                                            const at::Tensor& b_out, const std::optional<at::Tensor>& lengths,
+                                            bool need_saved) {
+  TORCH_CHECK(xp.dim() == 3 && h0.dim() == 2, "diru_fast cuda: xp must be [T, B, 3d] and h0 [B, d]");
+  const int64_t steps = xp.size(0), batch = xp.size(1), d = h0.size(1);
+  check(xp, "xp", xp, {steps, batch, 3 * d}, true);
+  check(h0, "h0", xp, {batch, d}, true);
+  check(w_hh, "w_hh", xp, {3 * d, d}, true);
+  check(w_int, "w_int", xp, {d, d}, true);
+  check(b_int, "b_int", xp, {d}, true);
+  check(w_out, "w_out", xp, {d, d}, true);
+  check(b_out, "b_out", xp, {d}, true);
+  const DType dtype = dtype_of(xp);
+  const c10::cuda::CUDAGuard guard(xp.device());
+  const int64_t* lens = lengths_ptr(lengths, xp, batch);
+  at::Tensor hs = alloc({steps, batch, d}, xp.options());
+  at::Tensor saved = need_saved ? alloc({steps, batch, 4 * d}, xp.options().dtype(acc_type(xp.scalar_type())))
+                                : alloc({0}, xp.options().dtype(acc_type(xp.scalar_type())));
+  if (steps == 0 || batch == 0) return {hs, saved};
+  check_shared(diru_fast::cuda::fwd_shared_bytes(dtype, d), xp, d);
+  // The forward reads W^T (coalesced along the output unit): d x 3d / d x d copies, tiny next to the scan.
+  const at::Tensor w_hh_t = w_hh.t().contiguous(), w_int_t = w_int.t().contiguous(), w_out_t = w_out.t().contiguous();
+  C10_CUDA_CHECK(diru_fast::cuda::scan_fwd(dtype, xp.data_ptr(), h0.data_ptr(), w_hh_t.data_ptr(), w_int_t.data_ptr(),
+                                           b_int.data_ptr(), w_out_t.data_ptr(), b_out.data_ptr(), lens, hs.data_ptr(),
+                                           need_saved ? saved.data_ptr() : nullptr, steps, batch, d,
+                                           c10::cuda::getCurrentCUDAStream()));
+  return {hs, saved};
+}
+
+// grad_hs [T, B, d], h0 [B, d], hs [T, B, d], saved [T, B, 4d] acc, w_hh [3d, d], w_int [d, d], w_out [d, d],
+// lengths [B] int64 -> d_p [T, B, 3d], d_zp [T, B, d], d_yp [T, B, d] (acc), d_h0 [B, d] (dtype of h0)
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
+    const at::Tensor& grad_hs, const at::Tensor& h0, const at::Tensor& hs, const at::Tensor& saved,
+    const at::Tensor& w_hh, const at::Tensor& w_int, const at::Tensor& w_out,
+    const std::optional<at::Tensor>& lengths) {
+  TORCH_CHECK(hs.dim() == 3, "diru_fast cuda: hs must be [T, B, d]");
+  const int64_t steps = hs.size(0), batch = hs.size(1), d = hs.size(2);
+  check(hs, "hs", hs, {steps, batch, d}, true);
+  check(grad_hs, "grad_hs", hs, {steps, batch, d}, true);
+  check(h0, "h0", hs, {batch, d}, true);
+  check(saved, "saved", hs, {steps, batch, 4 * d}, false);
+  TORCH_CHECK(saved.scalar_type() == acc_type(hs.scalar_type()), "diru_fast cuda: saved must be ",
+              acc_type(hs.scalar_type()), ", got ", saved.scalar_type());
+  check(w_hh, "w_hh", hs, {3 * d, d}, true);
+  check(w_int, "w_int", hs, {d, d}, true);
+  check(w_out, "w_out", hs, {d, d}, true);
+  const DType dtype = dtype_of(hs);
+  const c10::cuda::CUDAGuard guard(hs.device());
+  const int64_t* lens = lengths_ptr(lengths, hs, batch);
+  const auto acc = hs.options().dtype(acc_type(hs.scalar_type()));
+  at::Tensor d_p = alloc({steps, batch, 3 * d}, acc);
+  at::Tensor d_zp = alloc({steps, batch, d}, acc);
+  at::Tensor d_yp = alloc({steps, batch, d}, acc);
+  at::Tensor d_h0 = alloc({batch, d}, h0.options());
+  if (steps == 0 || batch == 0) {
+    d_h0.zero_();
+    return {d_p, d_zp, d_yp, d_h0};
+  }
+  check_shared(diru_fast::cuda::bwd_shared_bytes(dtype, d), hs, d);
+  C10_CUDA_CHECK(diru_fast::cuda::scan_bwd(dtype, grad_hs.data_ptr(), hs.data_ptr(), saved.data_ptr(),
+                                           w_hh.data_ptr(), w_int.data_ptr(), w_out.data_ptr(), lens, d_p.data_ptr(),
+                                           d_zp.data_ptr(), d_yp.data_ptr(), d_h0.data_ptr(), steps, batch, d,
+                                           c10::cuda::getCurrentCUDAStream()));
+  return {d_p, d_zp, d_yp, d_h0};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "diru_fast CUDA kernels: persistent DIRU scan forward/backward (see diru_fast/scan/contract.py)";
+  m.def("scan_fwd", &scan_fwd, "forward scan of one layer/direction", py::arg("xp"), py::arg("h0"), py::arg("w_hh"),
+        py::arg("w_int"), py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("lengths"),
+        py::arg("need_saved"));
+  m.def("scan_bwd", &scan_bwd, "reverse-time backward of one layer/direction", py::arg("grad_hs"), py::arg("h0"),
+        py::arg("hs"), py::arg("saved"), py::arg("w_hh"), py::arg("w_int"), py::arg("w_out"), py::arg("lengths"));
+}

@@ -1,0 +1,59 @@
+// diru_fast CUDA kernels: the launchers bindings.cpp calls (no torch headers here, so the
+// kernel source compiles with nvcc alone).
+//
+// The semantics are the kernel contract of diru_fast/scan/contract.py, for one layer and one
+// direction (T steps, B rows, hidden size d; acc = float for 16-bit and float inputs, double
+// for double):
+//
+//   P_t = xp_t + h_{t-1} W_hh^T = [a | s_pre | r_pre]
+//   u = tanh(a), s = sigmoid(s_pre), r = sigmoid(r_pre), z = tanh((u*s) W_int^T + b_int)
+//   h_t = tanh((z*r) W_out^T + b_out + h_{t-1});  steps t >= lengths[b] keep h (selected).
+//
+// All pointers are device pointers to contiguous row-major tensors on `stream`'s device.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace diru_fast {
+namespace cuda {
+
+enum class DType { kFloat32, kFloat64, kFloat16, kBFloat16 };
+
+// Forward, one launch for the whole sequence (persistent: each block owns kRows batch rows
+// and loops over time with its state in shared memory).
+//   xp      [T, B, 3d] dtype     input projections of all steps
+//   h0      [B, d]     dtype
+//   w_hh_t  [d, 3d]    dtype     W_hh transposed (coalesced reads along the output unit)
+//   w_int_t [d, d]     dtype     W_int transposed
+//   b_int   [d]        dtype
+//   w_out_t [d, d]     dtype     W_out transposed
+//   b_out   [d]        dtype
+//   lengths [B] int64 or nullptr (all steps valid)
+//   hs      [T, B, d]  dtype     out
+//   saved   [T, B, 4d] acc       out, u | s | z | r (zeros on masked steps); nullptr: inference
+cudaError_t scan_fwd(DType dtype, const void* xp, const void* h0, const void* w_hh_t, const void* w_int_t,
+                     const void* b_int, const void* w_out_t, const void* b_out, const int64_t* lengths,
+                     void* hs, void* saved, int64_t steps, int64_t batch, int64_t d, cudaStream_t stream);
+
+// Backward, one launch, reverse time (same row ownership as the forward).
+//   grad_hs [T, B, d]  dtype     dL/dh_t from outside the recurrence
+//   hs      [T, B, d]  dtype
+//   saved   [T, B, 4d] acc
+//   w_hh    [3d, d], w_int [d, d], w_out [d, d]   dtype, as stored (not transposed)
+//   d_p     [T, B, 3d] acc       out: dL/dP_t
+//   d_zp    [T, B, d]  acc       out: dL/d(integration pre-activation)
+//   d_yp    [T, B, d]  acc       out: dL/d(output pre-activation)
+//   d_h0    [B, d]     dtype     out
+cudaError_t scan_bwd(DType dtype, const void* grad_hs, const void* hs, const void* saved, const void* w_hh,
+                     const void* w_int, const void* w_out, const int64_t* lengths, void* d_p, void* d_zp,
+                     void* d_yp, void* d_h0, int64_t steps, int64_t batch, int64_t d, cudaStream_t stream);
+
+// Dynamic shared memory (bytes) the forward / backward need for hidden size d and `dtype`;
+// the bindings refuse sizes beyond the device's per-block limit with a clear error.
+int64_t fwd_shared_bytes(DType dtype, int64_t d);
+int64_t bwd_shared_bytes(DType dtype, int64_t d);
+
+}  // namespace cuda
+}  // namespace diru_fast

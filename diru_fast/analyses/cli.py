@@ -1,0 +1,219 @@
+"""The analyses' subcommands in ``python -m diru_fast``'s registry (imported by :mod:`diru_fast.cli`).
+
+``specialization``, ``gradient-flow``, ``memory-capacity``, ``real-data``: run one analysis (its
+options are its config's fields, e.g. ``--seeds 5 --epochs 10``), write ``<out>/<analysis>.json`` and
+``<out>/<analysis>.png``, and rewrite the report (default ``results/ANALYSES.md``) from every JSON in
+``<out>``. ``analyses`` runs all four at their defaults (or ``--only`` some), or with
+``--report-only`` just rewrites the report. Everything runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+import typing
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ..cli import register
+
+__all__ = ["ANALYSIS_COMMANDS", "run_analysis"]
+
+DEFAULT_OUT = Path("results/analyses")
+DEFAULT_REPORT = Path("results/ANALYSES.md")
+
+
+def _spec(name: str):
+    """(config class, run function) of an analysis, imported on use (keeps ``--help`` fast)."""
+    if name == "specialization":
+        from .specialization import SpecializationConfig, run_specialization
+
+        return SpecializationConfig, run_specialization
+    if name == "gradient_flow":
+        from .gradient_flow import GradientFlowConfig, run_gradient_flow
+
+        return GradientFlowConfig, run_gradient_flow
+    if name == "memory_capacity":
+        from .memory_capacity import MemoryCapacityConfig, run_memory_capacity
+
+        return MemoryCapacityConfig, run_memory_capacity
+    if name == "real_data":
+        from .real_data import RealDataConfig, run_real_data
+
+        return RealDataConfig, run_real_data
+    raise ValueError(f"unknown analysis {name!r}")
+
+
+ANALYSIS_COMMANDS = {"specialization": "specialization", "gradient-flow": "gradient_flow",
+                     "memory-capacity": "memory_capacity", "real-data": "real_data"}
+HELP = {
+    "specialization": "do DIRU's compartments specialize to frequencies? (index vs permutation null, vs k, vs init)",
+    "gradient_flow": "||dh_T/ds_t|| vs T-t for DIRU, LSTM, GRU, tanh RNN, at init and after training",
+    "memory_capacity": "memory-task error vs delay for k = 1, 2, 4, 8 compartments at a fixed parameter count",
+    "real_data": "DIRU vs LSTM vs GRU at equal parameters on sklearn digits and statsmodels sunspots",
+}
+_SKIP = {"backend"}  # a shared option
+FIELD_HELP = {
+    "ks": "numbers of compartments k", "seeds": "number of seeds", "first_seed": "the first seed",
+    "n_train": "training sequences", "n_val": "validation sequences", "seq_len": "sequence length T",
+    "seq_lens": "sequence lengths T (delay = T - 5)", "hidden_size": "hidden size d of every model",
+    "epochs": "training epochs (fixed, no early stopping)", "batch_size": "mini-batch size", "lr": "Adam learning rate",
+    "n_perm": "random partitions in the permutation null", "burn_in": "first steps left out of the spectra",
+    "models": "models: diru, lstm, gru, rnn", "num_compartments": "DIRU compartments k",
+    "n_probe": "validation sequences the Jacobians are averaged over", "norm": "matrix norm: 2 (spectral) or fro",
+    "rnn_reference": "the tanh-RNN reference curve", "datasets": "data sets: digits, sunspots",
+    "digits_hidden": "DIRU hidden size on digits", "digits_epochs": "epochs on digits",
+    "sunspots_hidden": "DIRU hidden size on sunspots", "sunspots_epochs": "epochs on sunspots",
+    "sunspots_window": "past years per sunspot window", "val_fraction": "validation share of the data",
+}
+
+
+def _add_shared(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <analysis>.json and .png")
+    p.add_argument("--report", type=Path, default=DEFAULT_REPORT,
+                   help="markdown report rewritten from every analysis JSON in --out")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (0: torch's default); 1 is fastest for these small models")
+    p.add_argument("--backend", default="auto", help="DIRU backend (see diru_fast.available_backends())")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG figure")
+
+
+def _add_config_fields(p: argparse.ArgumentParser, config_cls) -> None:
+    """One option per config field: ``--field-name``; tuples take several values, booleans a switch."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in _SKIP:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool):
+            if default:
+                p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                               help="leave out " + FIELD_HELP.get(f.name, f.name.replace("_", " ")))
+            else:
+                p.add_argument(flag, dest=f.name, action="store_true", help=FIELD_HELP.get(f.name, " "))
+        elif isinstance(default, tuple):
+            args = typing.get_args(hints[f.name])
+            p.add_argument(flag, dest=f.name, nargs="+", type=args[0] if args else str, default=list(default),
+                           help=FIELD_HELP.get(f.name, " "))
+        else:
+            p.add_argument(flag, dest=f.name, type=type(default), default=default, help=FIELD_HELP.get(f.name, " "))
+
+
+def _config(name: str, args: argparse.Namespace):
+    config_cls, _ = _spec(name)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
+              if f.name not in _SKIP and hasattr(args, f.name)}
+    return config_cls(backend=args.backend, **values)
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def run_analysis(name: str, config, out: Path, report: Optional[Path], *, command: str = "", threads: int = 1,
+                 quiet: bool = False, plots: bool = True) -> Dict[str, Any]:
+    """Run analysis ``name`` with ``config``; write its JSON (and figure) under ``out``; rewrite ``report``."""
+    import torch
+
+    from ..backends import resolve_backend
+    from .common import environment, write_json
+    from .report import write_analyses_report
+
+    _, run = _spec(name)
+    say: Optional[Callable[[str], None]] = None if quiet else (lambda msg: print(f"[{name}] {msg}", flush=True))
+    start = time.perf_counter()
+    result = run(config, progress=say)
+    result["meta"] = dict(environment(command, threads), wall_s=time.perf_counter() - start,
+                          device_type="cpu", diru_backend=resolve_backend(config.backend, torch.device("cpu"),
+                                                                          torch.float32))
+    out = Path(out)
+    write_json(out / f"{name}.json", result)
+    written = [out / f"{name}.json"]
+    if plots:
+        from .plots import write_plot
+
+        written.append(write_plot(result, out))
+    if report is not None:
+        written.append(write_analyses_report(out, report))
+    if not quiet:
+        print(f"[{name}] wrote " + ", ".join(map(str, written)) + f" ({time.perf_counter() - start:.0f} s)")
+    return result
+
+
+def _print_verdicts(out: Path) -> None:
+    from .report import load_results, verdict_summary
+
+    for row in verdict_summary(load_results(out)):
+        print(f"- {row['claim']}: {row['verdict'].upper()} ({row['headline']})")
+
+
+def _runner(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        _require_for(name, plots=not args.no_plots)
+        _set_threads(args.threads)
+        run_analysis(name, _config(name, args), args.out, args.report, command=args.command_line,
+                     threads=args.threads, quiet=args.quiet, plots=not args.no_plots)
+        _print_verdicts(args.out)
+        return 0
+
+    return run
+
+
+def _require_for(name: str, plots: bool) -> None:
+    from ..cli import _require
+
+    needed = (["matplotlib"] if plots else []) + {"memory_capacity": ["statsmodels", "scipy"],
+                                                  "real_data": ["sklearn", "statsmodels"]}.get(name, [])
+    if needed:
+        _require(needed, f"the {name.replace('_', '-')} analysis")
+
+
+def _add_all(p: argparse.ArgumentParser) -> None:
+    _add_shared(p)
+    p.add_argument("--only", nargs="+", choices=list(ANALYSIS_COMMANDS), default=list(ANALYSIS_COMMANDS),
+                   help="run only these analyses (each at its defaults)")
+    p.add_argument("--report-only", action="store_true", help="run nothing: rewrite --report from the JSONs in --out")
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    from .report import write_analyses_report
+
+    if args.report_only:
+        path = write_analyses_report(args.out, args.report)
+        print(f"wrote {path}")
+        _print_verdicts(args.out)
+        return 0
+    _set_threads(args.threads)
+    for command in args.only:
+        name = ANALYSIS_COMMANDS[command]
+        _require_for(name, plots=not args.no_plots)
+        config_cls, _ = _spec(name)
+        run_analysis(name, config_cls(backend=args.backend), args.out, args.report,
+                     command=f"python -m diru_fast {command} --threads {args.threads}", threads=args.threads,
+                     quiet=args.quiet, plots=not args.no_plots)
+    _print_verdicts(args.out)
+    return 0
+
+
+def _adder(name: str) -> Callable[[argparse.ArgumentParser], None]:
+    def add(p: argparse.ArgumentParser) -> None:
+        _add_shared(p)
+        _add_config_fields(p, _spec(name)[0])
+
+    return add
+
+
+for _command, _name in ANALYSIS_COMMANDS.items():
+    register(_command, HELP[_name], _adder(_name), _runner(_name),
+             description=HELP[_name] + ". Writes <out>/" + _name + ".json and .png and rewrites the report "
+             "(results/ANALYSES.md): the claim, the measurement, the verdict.")
+register("analyses", "run every analysis of the prototype's claims at its defaults and write results/ANALYSES.md",
+         _add_all, _run_all,
+         description="Specialization, gradient flow, memory capacity and real data, each at its defaults (a few "
+                     "minutes each on one CPU thread); --report-only rewrites the report from existing JSONs.")

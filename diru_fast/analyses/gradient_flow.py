@@ -1,0 +1,293 @@
+"""Gradient flow: ||∂h_T/∂s_t|| against the lag T - t, for DIRU, LSTM, GRU and a vanilla tanh RNN.
+(the prototype: "Gradient Flow: ... Better than vanilla RNN, comparable to LSTM")
+
+Measurement
+-----------
+Every model is written as one step on a flat state, ``s_t = step(x_t, s_{t-1})`` (:func:`model_step`):
+DIRU, GRU and the RNN have ``s = h``; the LSTM has ``s = [h; c]``. Along a trajectory (h_0 = 0) we
+differentiate the *output state* h_T with respect to the *whole state* s_t,
+
+    G_t = ∂h_T/∂s_t = G_{t+1} · ∂s_{t+1}/∂s_t,     G_T = [I_d  0],
+
+so for the LSTM the gradient reaches both h_t and the cell state c_t (a loss at step T sees exactly
+this). Norm: the spectral norm (largest singular value) of G_t, per sequence; the curve is the mean
+over sequences of log10 ||G_t|| at each lag T - t (a geometric mean). All of it in float64 (no
+underflow), with the per-step Jacobians from ``torch.func.jacrev``.
+
+Decay rate: the least-squares slope of that curve against the lag over lags 1..T, in decades per
+step (-0.1: the gradient shrinks 10x every 10 steps; 0: no decay; > 0: it grows).
+
+Verdict rules (:func:`verdicts`), each on per-seed slopes s, runs paired by seed (same data, same
+initialisation seed, same training recipe), 95% Student-t intervals over seeds:
+
+- "better than a vanilla RNN": the paired difference |s_RNN| - |s_DIRU| (how much less DIRU's
+  gradient vanishes or explodes per step): **holds** if its interval lies above 0, **does not
+  hold** if it lies at or below 0, else **inconclusive**.
+- "comparable to LSTM": the paired difference s_DIRU - s_LSTM: **holds** if its interval lies
+  within ±0.02 decades per step (at most a factor 10 between the two over 50 steps), **does not
+  hold** if it lies entirely outside that band, else **inconclusive**.
+
+Each rule is applied at initialisation and after training; the claim's verdict is the common one
+when both agree, otherwise inconclusive.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.func import jacrev
+
+from .. import reference
+from ..experiments.claims import INCONCLUSIVE, verdict_above_zero, verdict_within_band
+from ..experiments.models import GRUModel, count_params
+from ..experiments.stats import t_interval
+from ..experiments.study import derive_seed
+from ..modules import DIRU as FastDIRU
+from .common import ANALYSIS_MODELS, RNNModel, Timer, build, fit, memory_delay, standardised_memory
+
+__all__ = ["ModelStep", "model_step", "run_states", "jacobian_norms", "log_norm_curve", "decay_rate",
+           "GradientFlowConfig", "run_gradient_flow", "verdicts", "COMPARABLE_BAND", "CLAIM"]
+
+CLAIM = "\"Gradient Flow: ... Better than vanilla RNN, comparable to LSTM\" (seed README, Theoretical Highlights)"
+COMPARABLE_BAND = 0.02  # decades per step: "comparable" = slopes within this of each other
+
+Step = Callable[[Tensor, Tensor], Tensor]  # (x_t [B, n], s_{t-1} [B, S]) -> s_t [B, S]
+
+
+@dataclass
+class ModelStep:
+    step: Step
+    state_size: int  # S
+    hidden_size: int  # d: h = s[:, :d]
+    head: Callable[[Tensor], Tensor]  # h_T -> the model's output
+
+
+def _one_layer(rnn: nn.RNNBase, what: str) -> None:
+    if rnn.num_layers != 1 or rnn.bidirectional or not rnn.bias:
+        raise ValueError(f"gradient flow is measured on one-layer, one-direction {what}s with biases")
+
+
+def model_step(model: nn.Module) -> ModelStep:
+    """The model's recurrence as a step on a flat state (see the module docstring), plain math on its
+    own parameters (differentiable, vmap-able). DIRU: the reference cell math (SPEC §1)."""
+    if isinstance(model, (FastDIRU, reference.DIRU)):
+        if len(model.cells) != 1:
+            raise ValueError("gradient flow is measured on one-layer DIRUs")
+        cell = model.cells[0]
+        return ModelStep(lambda x, s: reference.DIRUCell.forward(cell, x, s), cell.hidden_size,
+                         cell.hidden_size, model.fc_out)
+    if isinstance(model, reference.LSTMModel):
+        lstm = model.lstm
+        _one_layer(lstm, "LSTM")
+        d = lstm.hidden_size
+
+        def lstm_step(x: Tensor, s: Tensor) -> Tensor:
+            h, c = s[:, :d], s[:, d:]
+            gates = x @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + h @ lstm.weight_hh_l0.T + lstm.bias_hh_l0
+            i, f, g, o = gates.chunk(4, -1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            return torch.cat([torch.sigmoid(o) * torch.tanh(c), c], -1)
+
+        return ModelStep(lstm_step, 2 * d, d, model.fc_out)
+    if isinstance(model, GRUModel):
+        gru = model.gru
+        _one_layer(gru, "GRU")
+
+        def gru_step(x: Tensor, h: Tensor) -> Tensor:
+            r_i, z_i, n_i = (x @ gru.weight_ih_l0.T + gru.bias_ih_l0).chunk(3, -1)
+            r_h, z_h, n_h = (h @ gru.weight_hh_l0.T + gru.bias_hh_l0).chunk(3, -1)
+            r, z = torch.sigmoid(r_i + r_h), torch.sigmoid(z_i + z_h)
+            return (1 - z) * torch.tanh(n_i + r * n_h) + z * h
+
+        return ModelStep(gru_step, gru.hidden_size, gru.hidden_size, model.fc_out)
+    if isinstance(model, RNNModel):
+        rnn = model.rnn
+        _one_layer(rnn, "RNN")
+        if rnn.nonlinearity != "tanh":
+            raise ValueError("the vanilla RNN here is the tanh one")
+
+        def rnn_step(x: Tensor, h: Tensor) -> Tensor:
+            return torch.tanh(x @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + h @ rnn.weight_hh_l0.T + rnn.bias_hh_l0)
+
+        return ModelStep(rnn_step, rnn.hidden_size, rnn.hidden_size, model.fc_out)
+    raise TypeError(f"no step function for {type(model).__name__}")
+
+
+@torch.no_grad()
+def run_states(step: Step, x: Tensor, s0: Tensor) -> List[Tensor]:
+    """``[s_0, s_1, ..., s_T]`` along ``x [B, T, n]``."""
+    states = [s0]
+    for t in range(x.shape[1]):
+        states.append(step(x[:, t], states[-1]))
+    return states
+
+
+def jacobian_norms(step: Step, x: Tensor, s0: Tensor, out_dim: Optional[int] = None, ord="2") -> Tensor:
+    """``norms [B, T+1]``: ``norms[b, t] = ||∂h_T/∂s_t||`` for sequence b, h = s[:, :out_dim].
+
+    ``s_t`` is the state after t steps (``s_0 = s0``), so ``t = T`` gives ||[I 0]|| and the lag is
+    ``T - t``. ``ord``: "2" (spectral norm) or "fro" (Frobenius).
+    """
+    if ord not in ("2", "fro"):
+        raise ValueError(f"ord must be '2' or 'fro', got {ord!r}")
+    batch, steps, _ = x.shape
+    size = s0.shape[1]
+    out_dim = size if out_dim is None else out_dim
+    states = run_states(step, x, s0)
+    matrix_norm = (lambda g: torch.linalg.matrix_norm(g, ord=2)) if ord == "2" else \
+        (lambda g: torch.linalg.matrix_norm(g, ord="fro"))
+    g = torch.eye(out_dim, size, dtype=s0.dtype, device=s0.device).expand(batch, out_dim, size)  # ∂h_T/∂s_T
+    norms = [matrix_norm(g)]
+    for t in reversed(range(steps)):
+        x_t = x[:, t]
+        jac = jacrev(lambda s: step(x_t, s).sum(0))(states[t])  # [S, B, S]: ∂s_{t+1}[b, i]/∂s_t[b, j]
+        g = g @ jac.permute(1, 0, 2)  # ∂h_T/∂s_t
+        norms.append(matrix_norm(g))
+    return torch.stack(norms[::-1], 1)  # [B, T+1], index t
+
+
+def log_norm_curve(norms: Tensor) -> Dict[str, List[float]]:
+    """Per lag 0..T: the mean and the 10/50/90% quantiles over sequences of log10 of the norm."""
+    logs = torch.log10(norms.double().clamp_min(1e-300)).flip(1)  # [B, T+1], index = lag
+    q = torch.quantile(logs, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64), dim=0)
+    return {"mean": logs.mean(0).tolist(), "q10": q[0].tolist(), "q50": q[1].tolist(), "q90": q[2].tolist()}
+
+
+def decay_rate(mean_log10: Sequence[float], first_lag: int = 1) -> float:
+    """Least-squares slope of log10 norm against the lag over lags ``first_lag``..T (decades per step)."""
+    ys = list(mean_log10)[first_lag:]
+    if len(ys) < 2:
+        raise ValueError("decay_rate needs at least two lags")
+    xs = list(range(first_lag, first_lag + len(ys)))
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
+
+
+# ------------------------------------------------------------------------------------ the study
+
+
+@dataclass
+class GradientFlowConfig:
+    """Settings of :func:`run_gradient_flow`: the standardised memory task (see :mod:`.common`)."""
+
+    models: Tuple[str, ...] = ANALYSIS_MODELS
+    seeds: int = 5
+    first_seed: int = 0
+    n_train: int = 800
+    n_val: int = 200
+    seq_len: int = 30
+    hidden_size: int = 64  # every model's state size d (LSTM: h and c of size d each)
+    num_compartments: int = 4
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    n_probe: int = 64  # validation sequences the Jacobians are averaged over
+    norm: str = "2"  # "2" (spectral) or "fro"
+    backend: str = "auto"
+
+    def __post_init__(self):
+        self.models = tuple(self.models)
+        unknown = [m for m in self.models if m not in ANALYSIS_MODELS]
+        if unknown or not self.models:
+            raise ValueError(f"models must be among {ANALYSIS_MODELS}, got {list(self.models)}")
+        if self.norm not in ("2", "fro"):
+            raise ValueError(f"norm must be '2' or 'fro', got {self.norm!r}")
+        for name in ("seeds", "n_train", "n_val", "seq_len", "epochs", "n_probe", "hidden_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["models"] = list(self.models)
+        return d
+
+
+def _curve(model: nn.Module, x: Tensor, norm: str) -> Dict[str, Any]:
+    probe = copy.deepcopy(model).double()
+    ms = model_step(probe)
+    s0 = torch.zeros(x.shape[0], ms.state_size, dtype=torch.float64)
+    curve = log_norm_curve(jacobian_norms(ms.step, x.double(), s0, ms.hidden_size, norm))
+    curve["slope"] = decay_rate(curve["mean"])
+    return curve
+
+
+def run_gradient_flow(config: GradientFlowConfig, progress=None) -> Dict[str, Any]:
+    """For every seed and model: the gradient-norm curve at initialisation and after training."""
+    runs: List[Dict[str, Any]] = []
+    for seed in range(config.first_seed, config.first_seed + config.seeds):
+        train_set, val_set, scaling = standardised_memory(config.n_train, config.n_val, config.seq_len, seed)
+        probe = val_set.x[: config.n_probe]
+        for kind in config.models:
+            torch.manual_seed(derive_seed("gradient-flow", seed, "init"))
+            model = build(kind, 1, config.hidden_size, 1, num_compartments=config.num_compartments,
+                          backend=config.backend)
+            with Timer() as timer:
+                init = _curve(model, probe, config.norm)
+                history = fit(model, train_set, val_set, epochs=config.epochs, batch_size=config.batch_size,
+                              lr=config.lr, shuffle_seed=derive_seed("gradient-flow", seed, "shuffle"))
+                trained = _curve(model, probe, config.norm)
+            runs.append({"model": kind, "seed": seed, "params": count_params(model), "val_nmse": history.val_loss[-1],
+                         "val_nmse_curve": history.val_loss, "init": init, "trained": trained,
+                         "seconds": timer.seconds})
+            if progress is not None:
+                progress(f"{kind} seed={seed}: slope {init['slope']:+.3f} -> {trained['slope']:+.3f} decades/step, "
+                         f"val NMSE {history.val_loss[-1]:.3g}, {timer.seconds:.0f} s")
+    return {"analysis": "gradient_flow", "config": config.to_dict(), "delay": memory_delay(config.seq_len),
+            "runs": runs, "summary": summarize(runs, config.models)}
+
+
+def _slopes(runs, kind: str, phase: str) -> Dict[int, float]:
+    return {r["seed"]: r[phase]["slope"] for r in runs if r["model"] == kind}
+
+
+def _interval(values: List[float]) -> Optional[List[float]]:
+    if len(values) < 2:
+        return None
+    iv = t_interval(values)
+    return [iv.estimate, iv.low, iv.high, iv.n]
+
+
+def summarize(runs: List[Dict[str, Any]], models: Sequence[str]) -> Dict[str, Any]:
+    """Slopes per model and phase (mean with 95% CI), the paired comparisons and the verdicts."""
+    out: Dict[str, Any] = {"slopes": {}, "comparisons": {}}
+    for kind in models:
+        entry: Dict[str, Any] = {}
+        for phase in ("init", "trained"):
+            values = list(_slopes(runs, kind, phase).values())
+            one = [values[0], math.nan, math.nan, 1] if values else [math.nan, math.nan, math.nan, 0]
+            entry[phase] = _interval(values) or one  # [mean, low, high, n]
+        entry["val_nmse"] = [r["val_nmse"] for r in runs if r["model"] == kind]
+        out["slopes"][kind] = entry
+    for phase in ("init", "trained"):
+        d = _slopes(runs, "diru", phase)
+        rnn, lstm = _slopes(runs, "rnn", phase), _slopes(runs, "lstm", phase)
+        seeds_r, seeds_l = sorted(set(d) & set(rnn)), sorted(set(d) & set(lstm))
+        out["comparisons"][phase] = {
+            "vs_rnn": _interval([abs(rnn[s]) - abs(d[s]) for s in seeds_r]),
+            "vs_lstm": _interval([d[s] - lstm[s] for s in seeds_l]),
+        }
+    out["verdicts"] = verdicts(out["comparisons"])
+    return out
+
+
+def verdicts(comparisons: Dict[str, Dict[str, Optional[List[float]]]]) -> Dict[str, Any]:
+    """Per phase and overall: "better than a vanilla RNN" and "comparable to LSTM" (module docstring)."""
+    def one(iv, rule) -> str:
+        return INCONCLUSIVE if iv is None else rule(iv[1], iv[2])
+
+    band = (-COMPARABLE_BAND, COMPARABLE_BAND)
+    per_phase = {phase: {"better_than_rnn": one(c["vs_rnn"], verdict_above_zero),
+                         "comparable_to_lstm": one(c["vs_lstm"], lambda lo, hi: verdict_within_band(lo, hi, band))}
+                 for phase, c in comparisons.items()}
+
+    def overall(key: str) -> str:
+        found = {v[key] for v in per_phase.values()}
+        return found.pop() if len(found) == 1 else INCONCLUSIVE
+
+    return {"per_phase": per_phase, "better_than_rnn": overall("better_than_rnn"),
+            "comparable_to_lstm": overall("comparable_to_lstm"), "band": COMPARABLE_BAND}

@@ -1,0 +1,219 @@
+"""The analyses' figures (PNG, matplotlib's Agg backend), one per analysis, drawn from its JSON result.
+
+- ``specialization.png``:  the index per k and seed (trained, at init, the null's 5-95% range, the
+                           sorted-units reference); one seed's compartment profiles; the percentile of
+                           the compartment partition among random partitions.
+- ``gradient_flow.png``:   mean log10 ||∂h_T/∂s_t|| against T - t per model, at init and after training.
+- ``memory_capacity.png``: validation NMSE against delay per k (and the tanh RNN).
+- ``real_data.png``:       per data set and metric, every model's value per seed and the mean ± std.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+from ..experiments.io import atomic_path
+
+__all__ = ["plot_specialization", "plot_gradient_flow", "plot_memory_capacity", "plot_real_data", "PLOTTERS",
+           "write_plot"]
+
+_COLORS = {"diru": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "rnn": "tab:gray",
+           "lstm_matched": "tab:blue", "gru_matched": "tab:green"}
+_K_COLORS = {1: "tab:purple", 2: "tab:orange", 4: "tab:red", 8: "tab:brown"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    return path
+
+
+def plot_specialization(result: Dict[str, Any], path: Path) -> Path:
+    plt = _pyplot()
+    runs, ks = result["runs"], result["config"]["ks"]
+    bands = result["bands"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    ax = axes[0]
+    for i, k in enumerate(ks):
+        rs = [r for r in runs if r["k"] == k]
+        for j, r in enumerate(rs):
+            x = i + (j - (len(rs) - 1) / 2) * 0.12
+            q = r["trained"]["null_quantiles"]
+            lo, hi = q[round(0.05 * (len(q) - 1))], q[round(0.95 * (len(q) - 1))]
+            ax.plot([x, x], [lo, hi], color="tab:red", alpha=0.3, lw=6, solid_capstyle="butt",
+                    label="trained: null 5-95%" if (i, j) == (0, 0) else None)
+            ax.scatter([x], [r["trained"]["index"]], color="tab:red", zorder=3,
+                       label="trained: compartments" if (i, j) == (0, 0) else None)
+            ax.scatter([x], [r["trained"]["sorted_index"]], color="tab:red", marker="^", s=25, zorder=3,
+                       label="trained: units sorted by frequency" if (i, j) == (0, 0) else None)
+            ax.scatter([x + 0.05], [r["init"]["index"]], color="0.4", marker="x", zorder=3,
+                       label="init: compartments" if (i, j) == (0, 0) else None)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(ks)))
+    ax.set_xticklabels([f"k={k}" for k in ks])
+    ax.set_ylabel("specialization index (mean pairwise JSD, bits)")
+    ax.set_title("index per seed vs random partitions of the same units")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+
+    ax = axes[1]
+    k_show = max(ks)
+    run = next(r for r in runs if r["k"] == k_show)
+    profiles = run["trained"]["profiles"]
+    width = 0.8 / (len(profiles) + 1)
+    names = [f"f{i + 1} [{lo:g},{hi:g}]" for i, (lo, hi) in enumerate(bands)]
+    for c, prof in enumerate(profiles):
+        ax.bar([b + c * width for b in range(len(bands))], prof, width, label=f"compartment {c}" if c < 8 else None)
+    ax.bar([b + len(profiles) * width for b in range(len(bands))], run["input_profile"], width, color="k",
+           label="input signal")
+    ax.set_yscale("log")
+    ax.set_xticks([b + 0.4 - width / 2 for b in range(len(bands))])
+    ax.set_xticklabels(names)
+    ax.set_ylabel("share of band power")
+    ax.set_title(f"trained compartment profiles (k={k_show}, seed {run['seed']})")
+    ax.legend(fontsize=6, ncol=2)
+
+    ax = axes[2]
+    for i, k in enumerate(ks):
+        rs = [r for r in runs if r["k"] == k]
+        ax.scatter([i - 0.1] * len(rs), [r["init"]["percentile"] for r in rs], color="0.4", marker="x",
+                   label="init" if i == 0 else None)
+        ax.scatter([i + 0.1] * len(rs), [r["trained"]["percentile"] for r in rs], color="tab:red",
+                   label="trained" if i == 0 else None)
+    ax.axhline(0.95, color="k", ls=":", lw=1, label="95th percentile")
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(range(len(ks)))
+    ax.set_xticklabels([f"k={k}" for k in ks])
+    ax.set_ylabel("percentile among random partitions")
+    ax.set_title("where the compartment partition falls in its null\n(uniform if compartments are not special)",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_gradient_flow(result: Dict[str, Any], path: Path) -> Path:
+    import numpy as np
+
+    plt = _pyplot()
+    runs, models = result["runs"], result["config"]["models"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    for ax, phase in zip(axes, ("init", "trained")):
+        for kind in models:
+            rs = [r for r in runs if r["model"] == kind]
+            if not rs:
+                continue
+            curves = np.array([r[phase]["mean"] for r in rs])  # [seeds, lags]
+            lags = np.arange(curves.shape[1])
+            slope = result["summary"]["slopes"][kind][phase][0]
+            ax.plot(lags, curves.mean(0), color=_COLORS[kind], label=f"{kind.upper()} ({slope:+.3f}/step)")
+            ax.fill_between(lags, curves.min(0), curves.max(0), color=_COLORS[kind], alpha=0.2, lw=0)
+        ax.set_xlabel("lag T - t (steps)")
+        ax.set_title(("at initialisation" if phase == "init" else "after training") +
+                     f" (memory task, T={result['config']['seq_len']}, band: min..max over seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="model (decay, decades/step)", title_fontsize=7)
+    norm = "spectral" if result["config"]["norm"] == "2" else "Frobenius"
+    axes[0].set_ylabel(f"mean log10 ||∂h_T/∂s_t|| ({norm} norm)")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
+    import math
+
+    plt = _pyplot()
+    runs = result["runs"]
+    delays = sorted({r["delay"] for r in runs})
+    fig, ax = plt.subplots(figsize=(7, 4.6))
+    groups = [(f"DIRU k={k}", "diru", k) for k in result["config"]["ks"]] + \
+        ([("tanh RNN (reference)", "rnn", None)] if any(r["model"] == "rnn" for r in runs) else [])
+    for i, (label, kind, k) in enumerate(groups):
+        color = _K_COLORS.get(k, "0.5") if kind == "diru" else "0.3"
+        xs, means = [], []
+        for dl in delays:
+            vals = [r["val_nmse"] for r in runs if r["model"] == kind and r["k"] == k and r["delay"] == dl]
+            if not vals:
+                continue
+            off = (i - (len(groups) - 1) / 2) * 0.4
+            ax.scatter([dl + off] * len(vals), vals, color=color, s=12, alpha=0.5)
+            xs.append(dl)
+            means.append(math.exp(sum(math.log(max(v, 1e-12)) for v in vals) / len(vals)))
+        ax.plot(xs, means, color=color, ls="--" if kind == "rnn" else "-", marker="o", label=label)
+    ax.axhline(1.0, color="k", ls=":", lw=1, label="predict the mean (NMSE 1)")
+    ax.set_yscale("log")
+    ax.set_xlabel("delay: steps from the first stored value to the recall marker")
+    ax.set_ylabel("validation NMSE (lines: geometric mean over seeds)")
+    params = ", ".join(f"k={k}: {v[0]:,}" for k, v in result["params_by_k"].items() if v)
+    ax.set_title(f"memory task error vs delay (d={result['config']['hidden_size']}; params {params})", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_real_data(result: Dict[str, Any], path: Path) -> Path:
+    plt = _pyplot()
+    panels = []
+    for dataset in result["config"]["datasets"]:
+        if dataset == "digits":
+            panels += [(dataset, "final_val_loss", "validation cross-entropy"), (dataset, "accuracy", "validation accuracy")]
+        else:
+            panels.append((dataset, "final_val_loss", "validation MSE (scaled)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
+    for ax, (dataset, key, label) in zip(axes[0], panels):
+        vs = result["variants"][dataset]
+        for i, v in enumerate(vs):
+            vals = [r[key] for r in result["runs"] if r["dataset"] == dataset and r["model"] == v["key"]]
+            if not vals:
+                continue
+            mean = sum(vals) / len(vals)
+            sd = (sum((x - mean) ** 2 for x in vals) / max(len(vals) - 1, 1)) ** 0.5
+            ax.bar([i], [mean], yerr=[sd], capsize=4, color=_COLORS.get(v["key"]), alpha=0.6)
+            ax.scatter([i] * len(vals), vals, color="k", s=10, zorder=3)
+        if dataset == "sunspots":
+            info = result["data"]["sunspots"]
+            ax.axhline(info["persistence_mse"], color="k", ls=":", lw=1, label="persistence forecast")
+            ax.legend(fontsize=7)
+        ax.set_xticks(range(len(vs)))
+        ax.set_xticklabels([v["label"].replace(" (", "\n(") for v in vs], fontsize=7)
+        ax.set_ylabel(label)
+        n = len({r["seed"] for r in result["runs"] if r["dataset"] == dataset})
+        ax.set_title(f"{dataset} ({n} seeds; dots: seeds)", fontsize=9)
+        if key == "accuracy":
+            lo = min(r[key] for r in result["runs"] if r["dataset"] == dataset)
+            ax.set_ylim(max(0.0, lo - 0.03), 1.0)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+PLOTTERS: Dict[str, Callable[[Dict[str, Any], Path], Path]] = {
+    "specialization": plot_specialization,
+    "gradient_flow": plot_gradient_flow,
+    "memory_capacity": plot_memory_capacity,
+    "real_data": plot_real_data,
+}
+
+
+def write_plot(result: Dict[str, Any], out_dir: Path) -> Path:
+    """The figure of one analysis result, ``<out_dir>/<analysis>.png``."""
+    name = result["analysis"]
+    return PLOTTERS[name](result, Path(out_dir) / f"{name}.png")

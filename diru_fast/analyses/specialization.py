@@ -1,0 +1,349 @@
+"""Do DIRU's compartments specialize to different frequencies? (the prototype: "Compartments learn to
+specialize automatically; different compartments capture different frequencies")
+
+Measurement
+-----------
+1. :func:`compartment_outputs`: the compartment outputs ``o_c(t) = tanh(a_c) * sigmoid(gate)`` of a
+   DIRU over a batch of sequences, computed with the reference compartment modules along the state
+   trajectory the model itself computes.
+2. :func:`band_powers`: the power of each unit's output in the multi-frequency sine task's three
+   bands, f1 in [0.5, 2], f2 in [3, 5], f3 in [7, 10] (radians per unit of the task's time axis
+   ``t = linspace(0, 4π, T + 10)``): mean removed, Hann window, zero-padded periodogram, power
+   summed over the band. Summed over validation sequences it gives a ``[d, 3]`` unit power table.
+3. :func:`group_profiles`: a group of units' band-power profile = its summed power per band,
+   normalised to sum 1 (a probability vector over the three bands).
+4. :func:`specialization_index`: the mean pairwise Jensen-Shannon divergence (base 2, in [0, 1])
+   between the k compartments' profiles: 0 when every compartment has the same profile, 1 when
+   every pair of compartments puts its power in disjoint bands.
+5. :func:`permutation_test`: the compartments are index blocks of the d units (the math does not
+   depend on k; see the README), so the index is compared with its value for random partitions of
+   the same d units into k groups of m (a permutation null). p = (1 + #null >= observed) / (1 + N).
+
+The study (:func:`run_specialization`) trains DIRU on the sine task for each k and seed, and
+measures the index, its null and its p-value before training (random initialisation) and after.
+
+Verdict rule (:func:`verdict`): **holds** if, at every k, Fisher's combination of the per-seed
+permutation p-values (trained) is < 0.05 *and* the standardised excess over the null,
+z = (index - null mean) / null sd, is larger after training than at initialisation (95% t-interval
+of the paired difference over all (k, seed) above 0); **does not hold** if at no k the trained
+compartments are more specialized than random groups of the same units (every Fisher p >= 0.05);
+otherwise **inconclusive**.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .. import reference
+from ..experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from ..experiments.datasets import HORIZON, SineDataset
+from ..experiments.stats import mean_std, t_interval
+from ..experiments.study import derive_seed
+from ..functional import diru_layer
+from ..modules import DIRUCell as FastDIRUCell
+from .common import Timer, build, fisher_combined_p, fit
+
+__all__ = ["BANDS", "sine_time_step", "compartment_outputs", "band_powers", "unit_band_power",
+           "group_profiles", "blocks", "sorted_partition", "specialization_index", "jensen_shannon", "random_partitions",
+           "permutation_test", "SpecializationConfig", "run_specialization", "verdict", "CLAIM"]
+
+BANDS: Tuple[Tuple[float, float], ...] = SineDataset.FREQ_RANGES  # rad per unit time
+CLAIM = ("\"Compartments learn to specialize automatically\" / \"Different compartments capture different "
+         "frequencies\" (seed README, Key Insights 4)")
+
+
+def sine_time_step(seq_len: int) -> float:
+    """The spacing of the sine task's time axis ``linspace(0, 4π, T + 10)``."""
+    return 4.0 * math.pi / (seq_len + HORIZON - 1)
+
+
+# ---------------------------------------------------------------------------------- o_c extraction
+
+
+def _layer_trajectory(model: nn.Module, cell: nn.Module, x: Tensor) -> Tensor:
+    """States h_1..h_T of one layer, ``x [B, T, n] -> [B, T, d]``, as the model computes them."""
+    if isinstance(cell, FastDIRUCell):
+        hs = diru_layer(x.transpose(0, 1), cell.fused_weights(), num_compartments=cell.num_compartments,
+                        backend=getattr(model, "backend", "auto"))  # [T, B, d]
+        return hs.transpose(0, 1)
+    h = x.new_zeros(x.shape[0], cell.hidden_size)
+    states = []
+    for t in range(x.shape[1]):  # the reference cell: one step at a time
+        h = cell(x[:, t], h)
+        states.append(h)
+    return torch.stack(states, 1)
+
+
+@torch.no_grad()
+def compartment_outputs(model: nn.Module, x: Tensor, layer: int = 0) -> Tuple[Tensor, Tensor]:
+    """Compartment outputs and states of layer ``layer`` of a DIRU (fast or reference).
+
+    ``x [B, T, n]`` -> ``(o [B, T, k, m], h [B, T, d])`` with ``o[:, t, c] = o_c(x_t, h_{t-1})`` (the
+    reference :class:`~diru_fast.reference.DendriteCompartment` math, h_0 = 0) and ``h[:, t] = h_t``
+    the state after step t, computed by the model's own path (its backend for fast modules).
+    """
+    cells = model.cells
+    if not 0 <= layer < len(cells):
+        raise ValueError(f"layer must lie in [0, {len(cells)}), got {layer}")
+    inp = x
+    for cell in cells[:layer]:
+        inp = _layer_trajectory(model, cell, inp)
+    cell = cells[layer]
+    h = _layer_trajectory(model, cell, inp)  # [B, T, d]
+    batch, steps, d = h.shape
+    h_prev = torch.cat([h.new_zeros(batch, 1, d), h[:, :-1]], 1)
+    xs, hs = inp.reshape(batch * steps, -1), h_prev.reshape(batch * steps, d)
+    o = torch.stack([comp(xs, hs) for comp in cell.compartments], 1)  # [B*T, k, m]
+    return o.view(batch, steps, cell.num_compartments, cell.compartment_size), h
+
+
+# ------------------------------------------------------------------------------------- spectra
+
+
+def band_powers(signals: Tensor, dt: float, bands: Sequence[Tuple[float, float]] = BANDS,
+                pad_factor: int = 8) -> Tensor:
+    """Power of each signal in each band: ``signals [..., T] -> [..., len(bands)]``.
+
+    Mean removed, Hann-windowed (symmetric), zero-padded to a power of two >= ``pad_factor * T``;
+    the periodogram ``|rfft|^2`` summed over the bins whose angular frequency ``2π f`` (f in cycles
+    per unit time for samples ``dt`` apart) lies in ``[lo, hi]``.
+    """
+    steps = signals.shape[-1]
+    if steps < 2:
+        raise ValueError(f"band_powers needs at least 2 samples, got {steps}")
+    x = signals - signals.mean(-1, keepdim=True)
+    window = torch.hann_window(steps, periodic=False, dtype=x.dtype, device=x.device)
+    n_fft = 1 << max(0, math.ceil(math.log2(pad_factor * steps)))
+    power = torch.fft.rfft(x * window, n=n_fft).abs().pow(2)  # [..., n_fft // 2 + 1]
+    omega = 2.0 * math.pi * torch.fft.rfftfreq(n_fft, d=dt, dtype=x.dtype, device=x.device)
+    out = []
+    for lo, hi in bands:
+        if not 0 <= lo < hi:
+            raise ValueError(f"a band needs 0 <= lo < hi, got ({lo}, {hi})")
+        mask = (omega >= lo) & (omega <= hi)
+        if not bool(mask.any()):
+            raise ValueError(f"band ({lo}, {hi}) holds no frequency bin (Nyquist {math.pi / dt:.3g})")
+        out.append(power[..., mask].sum(-1))
+    return torch.stack(out, -1)
+
+
+def unit_band_power(o: Tensor, dt: float, burn_in: int = 0, bands: Sequence[Tuple[float, float]] = BANDS) -> Tensor:
+    """Each unit's band power summed over sequences: ``o [B, T, k, m]`` (or ``[B, T, d]``) -> ``[d, bands]``.
+
+    The first ``burn_in`` steps (the transient from h_0 = 0) are left out.
+    """
+    o = o.reshape(o.shape[0], o.shape[1], -1).double()  # [B, T, d]
+    if not 0 <= burn_in <= o.shape[1] - 2:
+        raise ValueError(f"burn_in must leave at least 2 steps of {o.shape[1]}, got {burn_in}")
+    return band_powers(o[:, burn_in:].transpose(1, 2), dt, bands).sum(0)  # [d, bands]
+
+
+def blocks(d: int, k: int) -> Tensor:
+    """The compartment partition: compartment c holds units c*m .. (c+1)*m - 1, ``[k, m]``."""
+    if d % k:
+        raise ValueError(f"d ({d}) must be divisible by k ({k})")
+    return torch.arange(d).view(k, d // k)
+
+
+def group_profiles(unit_power: Tensor, groups: Tensor) -> Tensor:
+    """Normalised band-power profile of each group: ``unit_power [d, nb]``, ``groups [..., k, m]``
+    (unit indices) -> ``[..., k, nb]``, each row summing to 1 (uniform for a group without power)."""
+    power = unit_power[groups].sum(-2)  # [..., k, nb]
+    total = power.sum(-1, keepdim=True)
+    uniform = torch.full_like(power, 1.0 / power.shape[-1])
+    return torch.where(total > 0, power / total.clamp_min(torch.finfo(power.dtype).tiny), uniform)
+
+
+def _entropy_bits(p: Tensor) -> Tensor:
+    return -(torch.special.xlogy(p, p)).sum(-1) / math.log(2.0)
+
+
+def jensen_shannon(p: Tensor, q: Tensor) -> Tensor:
+    """Jensen-Shannon divergence in bits (0 .. 1) between probability vectors along the last dim."""
+    js = _entropy_bits(0.5 * (p + q)) - 0.5 * (_entropy_bits(p) + _entropy_bits(q))
+    return js.clamp(0.0, 1.0)
+
+
+def specialization_index(profiles: Tensor) -> Tensor:
+    """Mean pairwise Jensen-Shannon divergence (bits) between the k profiles: ``[..., k, nb] -> [...]``.
+
+    0: every compartment has the same band profile; 1: every pair uses disjoint bands.
+    """
+    k = profiles.shape[-2]
+    if k < 2:
+        raise ValueError("a specialization index needs at least 2 compartments")
+    i, j = torch.triu_indices(k, k, offset=1)
+    return jensen_shannon(profiles[..., i, :], profiles[..., j, :]).mean(-1)
+
+
+def random_partitions(d: int, k: int, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` uniformly random partitions of ``d`` units into ``k`` groups of ``d // k``: ``[n, k, m]``."""
+    if d % k:
+        raise ValueError(f"d ({d}) must be divisible by k ({k})")
+    return torch.argsort(torch.rand(n, d, generator=generator), dim=1).view(n, k, d // k)
+
+
+def sorted_partition(unit_power: Tensor, k: int) -> Tensor:
+    """A reference partition that groups units by their preferred frequency: units sorted by the
+    centroid band of their own profile, then cut into k consecutive groups, ``[k, m]``. Its index
+    shows how different k groups of these units *could* be; the compartments are not grouped so."""
+    d, nb = unit_power.shape
+    profile = unit_power / unit_power.sum(-1, keepdim=True).clamp_min(torch.finfo(unit_power.dtype).tiny)
+    centroid = (profile * torch.arange(nb, dtype=profile.dtype)).sum(-1)
+    return torch.argsort(centroid, stable=True).view(k, d // k)
+
+
+def permutation_test(unit_power: Tensor, k: int, n_perm: int = 1000, seed: int = 0,
+                     groups: Optional[Tensor] = None) -> Dict[str, Any]:
+    """The index of ``groups`` (default: the compartment blocks) against ``n_perm`` random partitions.
+
+    Returns the index, the null's mean / sd / quantiles (``null_quantiles`` at 0, 0.02, ..., 1),
+    the one-sided p-value ``(1 + #null >= index) / (1 + n_perm)``, the mid-rank percentile of the
+    index in the null and ``z = (index - null mean) / null sd``; the groups' profiles; and the index of
+    :func:`sorted_partition` (units grouped by preferred frequency: a reference for "how specialized
+    could k groups of these units be").
+    """
+    d = unit_power.shape[0]
+    groups = blocks(d, k) if groups is None else groups
+    profiles = group_profiles(unit_power, groups)
+    observed = float(specialization_index(profiles))
+    null = specialization_index(group_profiles(unit_power, random_partitions(
+        d, k, n_perm, torch.Generator().manual_seed(seed)))).double()  # [n_perm]
+    tol = 1e-12 * max(1.0, abs(observed))
+    above = int((null >= observed - tol).sum())
+    below = int((null < observed - tol).sum())
+    ties = int(((null - observed).abs() <= tol).sum())
+    mean, sd = float(null.mean()), float(null.std())
+    sorted_index = float(specialization_index(group_profiles(unit_power, sorted_partition(unit_power, k))))
+    levels = torch.linspace(0, 1, 51, dtype=torch.float64)
+    return {
+        "index": observed, "p_value": (1 + above) / (1 + n_perm),
+        "percentile": (below + 0.5 * ties) / n_perm,
+        "z": (observed - mean) / sd if sd > 0 else 0.0,
+        "null_mean": mean, "null_sd": sd, "null_quantiles": torch.quantile(null, levels).tolist(),
+        "n_perm": n_perm, "profiles": profiles.tolist(), "sorted_index": sorted_index,
+    }
+
+
+# ------------------------------------------------------------------------------------ the study
+
+
+@dataclass
+class SpecializationConfig:
+    """Settings of :func:`run_specialization` (the sine task of SPEC §4; DIRU at hidden size d)."""
+
+    ks: Tuple[int, ...] = (2, 4, 8)
+    seeds: int = 3
+    first_seed: int = 0
+    n_train: int = 800
+    n_val: int = 200
+    seq_len: int = 50
+    hidden_size: int = 64
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-3
+    n_perm: int = 1000  # random partitions in the permutation null
+    burn_in: int = 10  # first steps left out of the spectra (transient from h_0 = 0)
+    backend: str = "auto"
+
+    def __post_init__(self):
+        self.ks = tuple(self.ks)
+        for k in self.ks:
+            if k < 2 or self.hidden_size % k:
+                raise ValueError(f"every k must be >= 2 and divide hidden_size {self.hidden_size}; got {k}")
+        for name in ("seeds", "epochs", "n_train", "n_val", "n_perm"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["ks"] = list(self.ks)
+        return d
+
+
+def _measure(model: nn.Module, x: Tensor, dt: float, k: int, config: SpecializationConfig, seed: int) -> Dict[str, Any]:
+    o, _ = compartment_outputs(model, x)
+    power = unit_band_power(o, dt, config.burn_in)  # [d, 3]
+    result = permutation_test(power, k, config.n_perm, seed=derive_seed("specialization-null", seed, k))
+    result["unit_power"] = power.tolist()
+    return result
+
+
+def run_specialization(config: SpecializationConfig, progress=None) -> Dict[str, Any]:
+    """Train DIRU(k) on the sine task for every k and seed; measure the index at init and after training.
+
+    Data and the initialisation seed come from the study's derivation (``derive_seed("sine", seed, ...)``),
+    so a seed gives the same data for every k. ``progress(message)`` is called after every run.
+    """
+    dt = sine_time_step(config.seq_len)
+    runs: List[Dict[str, Any]] = []
+    for seed in range(config.first_seed, config.first_seed + config.seeds):
+        train_set = SineDataset(config.n_train, config.seq_len, derive_seed("sine", seed, "train"))
+        val_set = SineDataset(config.n_val, config.seq_len, derive_seed("sine", seed, "val"))
+        input_power = unit_band_power(val_set.x, dt, config.burn_in)[0]  # the input's own spectrum
+        input_profile = (input_power / input_power.sum()).tolist()
+        for k in config.ks:
+            torch.manual_seed(derive_seed("sine", seed, "init"))
+            model = build("diru", 1, config.hidden_size, 1, num_compartments=k, backend=config.backend)
+            with Timer() as timer:
+                init = _measure(model, val_set.x, dt, k, config, seed)
+                history = fit(model, train_set, val_set, epochs=config.epochs, batch_size=config.batch_size,
+                              lr=config.lr, shuffle_seed=derive_seed("sine", seed, "shuffle"))
+                trained = _measure(model, val_set.x, dt, k, config, seed)
+            runs.append({"k": k, "seed": seed, "val_mse": history.val_loss[-1], "input_profile": input_profile,
+                         "val_mse_curve": history.val_loss, "init": init, "trained": trained,
+                         "seconds": timer.seconds})
+            if progress is not None:
+                progress(f"k={k} seed={seed}: index {init['index']:.3g} -> {trained['index']:.3g} "
+                         f"(p {trained['p_value']:.3g}), val MSE {history.val_loss[-1]:.3g}, {timer.seconds:.0f} s")
+    return {"analysis": "specialization", "config": config.to_dict(), "time_step": dt,
+            "bands": [list(b) for b in BANDS], "runs": runs, "summary": summarize(runs, config.ks)}
+
+
+def summarize(runs: List[Dict[str, Any]], ks: Sequence[int]) -> Dict[str, Any]:
+    """Per k: index (trained / init) mean ± sd, null means, Fisher p; and the verdict."""
+    per_k = []
+    for k in ks:
+        rs = [r for r in runs if r["k"] == k]
+        if not rs:
+            continue
+        row: Dict[str, Any] = {"k": k, "n": len(rs)}
+        for phase in ("init", "trained"):
+            row[phase] = {
+                "index": mean_std([r[phase]["index"] for r in rs]),
+                "null_mean": mean_std([r[phase]["null_mean"] for r in rs]),
+                "sorted_index": mean_std([r[phase]["sorted_index"] for r in rs]),
+                "z": mean_std([r[phase]["z"] for r in rs]),
+                "p_values": [r[phase]["p_value"] for r in rs],
+                "fisher_p": fisher_combined_p([r[phase]["p_value"] for r in rs]),
+                "percentiles": [r[phase]["percentile"] for r in rs],
+            }
+        per_k.append(row)
+    dz = [r["trained"]["z"] - r["init"]["z"] for r in runs]
+    dnull = [math.log(r["trained"]["null_mean"] / r["init"]["null_mean"]) for r in runs
+             if r["trained"]["null_mean"] > 0 and r["init"]["null_mean"] > 0]
+    z_gain = t_interval(dz) if len(dz) > 1 else None
+    null_gain = t_interval(dnull) if len(dnull) > 1 else None
+    return {"per_k": per_k,
+            "z_gain": None if z_gain is None else [z_gain.estimate, z_gain.low, z_gain.high, z_gain.n],
+            "null_mean_log_ratio": None if null_gain is None else [null_gain.estimate, null_gain.low,
+                                                                   null_gain.high, null_gain.n],
+            "verdict": verdict(per_k, z_gain)}
+
+
+def verdict(per_k: List[Dict[str, Any]], z_gain) -> str:
+    """The rule in the module docstring."""
+    significant = [row["trained"]["fisher_p"] < 0.05 for row in per_k]
+    if not per_k:
+        return INCONCLUSIVE
+    if not any(significant):
+        return DOES_NOT_HOLD
+    gain_above = z_gain is not None and math.isfinite(z_gain.low) and z_gain.low > 0
+    if all(significant) and gain_above:
+        return HOLDS
+    return INCONCLUSIVE

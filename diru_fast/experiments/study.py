@@ -1,0 +1,291 @@
+"""The comparison study: tasks × models × seeds, each run trained from scratch, results on disk.
+
+A *run* is one (task, model variant, seed). Its seeds are derived from the study seed alone
+(:func:`derive_seed`), so the same command gives the same numbers (same backend and threads),
+and runs are *paired*: for a given seed every model sees the same training and validation
+data, the same shuffling order and the same initialisation seed.
+
+Model variants: each model at the common ``hidden_size`` (the seed's setting: 64 for all) and,
+with ``match_params`` "on" or "both", the baselines resized to DIRU's parameter count
+(``lstm_matched``, ``gru_matched``). "on" replaces the default-size baselines, "both" runs both.
+
+Results are rewritten atomically after every run (``results.json`` with the histories,
+``results.csv`` with one row per run), so an interrupted study keeps what it finished and
+``resume=True`` picks up from there. Independent runs can be spread over ``workers`` local
+processes; under torchrun each run is instead trained data-parallel on all ranks (rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import csv
+import hashlib
+import io
+import json
+import multiprocessing
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..backends import resolve_backend
+from .datasets import TASKS, make_dataset
+from .distributed import DistContext
+from .io import atomic_write_text
+from .models import BASELINES, MODELS, ModelSpec, count_params, diru_params, matched_hidden_size
+from .training import TrainConfig, predict, train
+
+__all__ = ["StudyConfig", "Variant", "variants", "derive_seed", "run_one", "run_study", "load_results",
+           "CSV_FIELDS"]
+
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+MATCH_CHOICES = ("off", "on", "both")
+
+
+@dataclass
+class StudyConfig:
+    """A study's settings; the defaults are the seed's (SPEC §4)."""
+
+    tasks: Tuple[str, ...] = tuple(TASKS)
+    models: Tuple[str, ...] = MODELS
+    seeds: int = 5  # seeds first_seed .. first_seed + seeds - 1
+    first_seed: int = 0
+    n_train: int = 800
+    n_val: int = 200
+    seq_len: int = 50
+    hidden_size: int = 64
+    num_compartments: int = 4
+    batch_size: int = 32
+    lr: float = 1e-3
+    epochs: int = 50
+    match_params: str = "off"  # "off", "on" or "both" (see the module docstring)
+    backend: str = "auto"  # DIRU's backend
+    device: str = "auto"
+    keep_predictions: int = 64  # validation predictions kept per run, for plots
+
+    def __post_init__(self):
+        self.tasks, self.models = tuple(self.tasks), tuple(self.models)
+        unknown = [t for t in self.tasks if t not in TASKS] + [m for m in self.models if m not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown task/model {unknown}; tasks: {', '.join(TASKS)}; models: {', '.join(MODELS)}")
+        if not self.tasks or not self.models:
+            raise ValueError("a study needs at least one task and one model")
+        if self.match_params not in MATCH_CHOICES:
+            raise ValueError(f"match_params must be one of {MATCH_CHOICES}, got {self.match_params!r}")
+        if self.match_params != "off" and "diru" not in self.models:
+            raise ValueError("match_params sizes the baselines to DIRU's parameter count: include the 'diru' model")
+        for name in ("seeds", "n_train", "n_val", "seq_len", "hidden_size", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    @property
+    def seed_list(self) -> List[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["tasks"], d["models"] = list(self.tasks), list(self.models)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "StudyConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compared model: its kind and hidden size; ``matched`` if resized to DIRU's parameter count."""
+
+    key: str  # "diru", "lstm", "gru", "lstm_matched", "gru_matched"
+    kind: str
+    hidden_size: int
+    matched: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind.upper()} (d={self.hidden_size}{', matched' if self.matched else ''})"
+
+
+def variants(config: StudyConfig) -> List[Variant]:
+    """The model variants a study trains, DIRU first."""
+    out = []
+    target = diru_params(1, config.hidden_size, 1, config.num_compartments) if "diru" in config.models else None
+    for kind in config.models:
+        if kind == "diru" or config.match_params in ("off", "both"):
+            out.append(Variant(kind, kind, config.hidden_size))
+        if kind in BASELINES and config.match_params in ("on", "both"):
+            out.append(Variant(f"{kind}_matched", kind, matched_hidden_size(kind, target, 1, 1), True))
+    return sorted(out, key=lambda v: v.kind != "diru")
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed from any labels (stable across runs, machines and Python versions)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _backend_used(config: StudyConfig, kind: str, device: torch.device) -> str:
+    if kind != "diru":
+        return f"nn.{kind.upper()}" + (" (cuDNN)" if device.type == "cuda" else "")
+    return resolve_backend(config.backend, device, torch.float32)
+
+
+def run_one(config: StudyConfig, variant: Variant, task: str, seed: int, *,
+            ctx: Optional[DistContext] = None, progress: bool = False) -> Dict[str, Any]:
+    """Train one (task, variant, seed) from scratch and summarise it (a JSON-ready dict)."""
+    ctx = ctx or DistContext()
+    seeds = {"train_data": derive_seed(task, seed, "train"), "val_data": derive_seed(task, seed, "val"),
+             "init": derive_seed(task, seed, "init"), "shuffle": derive_seed(task, seed, "shuffle")}
+    train_set = make_dataset(task, config.n_train, config.seq_len, seeds["train_data"])
+    val_set = make_dataset(task, config.n_val, config.seq_len, seeds["val_data"])
+    spec = ModelSpec(variant.kind, 1, variant.hidden_size, 1, config.num_compartments, config.backend)
+    torch.manual_seed(seeds["init"])
+    model = spec.build().to(ctx.device)
+    tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                       shuffle_seed=seeds["shuffle"], progress=progress, desc=f"{task}/{variant.key}/{seed}")
+    history = train(model, train_set, val_set, tcfg, ctx=ctx)
+    preds, targets = predict(model, val_set, config.keep_predictions)
+    timed = history.epoch_time[1:] or history.epoch_time  # the first epoch includes warm-up
+    # the validation MSE of always predicting the training targets' mean: 1.0x of it = nothing learned
+    mean_mse = float((val_set.y.double() - train_set.y.double().mean()).pow(2).mean())
+    return {
+        "task": task, "model": variant.key, "kind": variant.kind, "label": variant.label, "seed": seed,
+        "hidden_size": variant.hidden_size, "matched": variant.matched, "params": count_params(model),
+        "backend": _backend_used(config, variant.kind, ctx.device), "seeds": seeds,
+        "final_val_mse": history.val_loss[-1], "best_val_mse": min(history.val_loss),
+        "final_train_loss": history.train_loss[-1], "mean_epoch_s": sum(timed) / len(timed),
+        "mean_predictor_mse": mean_mse,
+        "history": dict(history.to_dict(), epoch_time=_short(history.epoch_time),
+                        train_time=_short(history.train_time)),
+        "predictions": {"pred": _short(preds.squeeze(-1).tolist()), "target": _short(targets.squeeze(-1).tolist()),
+                        "first_input": _short(val_set.x[0, :, 0].tolist())},
+    }
+
+
+def _short(values: Sequence[float]) -> List[float]:
+    """6 significant digits: plenty for timings and plotted predictions, and a smaller results.json."""
+    return [float(f"{v:.6g}") for v in values]
+
+
+def _run_in_worker(config_dict: Dict[str, Any], variant: Variant, task: str, seed: int,
+                   threads: int) -> Dict[str, Any]:
+    if threads > 0:
+        torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", message="diru_fast: backend 'auto'")  # the parent warns once
+    config = StudyConfig.from_dict(config_dict)
+    from .distributed import resolve_device
+
+    return run_one(config, variant, task, seed, ctx=DistContext(device=resolve_device(config.device)))
+
+
+CSV_FIELDS = ("task", "model", "label", "seed", "hidden_size", "params", "backend", "final_val_mse",
+              "best_val_mse", "final_train_loss", "mean_predictor_mse", "mean_epoch_s", "epochs")
+
+
+def results_csv(runs: Sequence[Dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for r in runs:
+        writer.writerow({k: (len(r["history"]["val_loss"]) if k == "epochs" else r.get(k, "")) for k in CSV_FIELDS})
+    return buf.getvalue()
+
+
+def write_results(results: Dict[str, Any], out_dir: Path) -> None:
+    """results.json and results.csv under out_dir, each written atomically."""
+    atomic_write_text(out_dir / RESULTS_JSON, json.dumps(results, separators=(",", ":"), allow_nan=True))
+    atomic_write_text(out_dir / RESULTS_CSV, results_csv(results["runs"]))
+
+
+def load_results(path: Path) -> Dict[str, Any]:
+    """A results.json (or the folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_JSON
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _environment(ctx: DistContext, command: str, workers: int) -> Dict[str, Any]:
+    from ..benchmarking import environment
+
+    env = environment()
+    from ..backends import available_backends
+
+    env.update(command=command, workers=workers, world_size=ctx.world_size, device_type=ctx.device.type,
+               dist_backend=ctx.backend, available_backends=available_backends(ctx.device))
+    if ctx.device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(ctx.device)
+    return env
+
+
+def run_study(config: StudyConfig, out_dir: Optional[Path] = None, *, ctx: Optional[DistContext] = None,
+              workers: int = 1, threads: int = 0, resume: bool = False, progress: bool = True,
+              verbose: bool = False, command: str = "",
+              on_run: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+    """Run every (seed, task, variant) of ``config``; write results under ``out_dir`` (rank 0).
+
+    ``workers > 1`` spreads independent runs over that many local processes (each with
+    ``threads`` torch threads; 0 keeps torch's default). ``resume`` reuses the finished runs of
+    an earlier results.json in ``out_dir`` made with the same configuration.
+    """
+    ctx = ctx or DistContext()
+    if workers > 1 and ctx.is_distributed:
+        raise ValueError("use either --workers (independent runs in parallel) or torchrun (data-parallel runs), not both")
+    var = variants(config)
+    by_key = {v.key: v for v in var}
+    todo = [(seed, task, v.key) for seed in config.seed_list for task in config.tasks for v in var]
+    results: Dict[str, Any] = {"meta": _environment(ctx, command, workers), "config": config.to_dict(),
+                               "variants": [dict(asdict(v), label=v.label) for v in var], "runs": []}
+    if resume and out_dir is not None and (Path(out_dir) / RESULTS_JSON).exists():
+        old = load_results(out_dir)
+        if old["config"] != results["config"]:
+            raise ValueError(f"{out_dir}/{RESULTS_JSON} was made with another configuration; "
+                             "use another --out, or drop --resume to start over")
+        results["runs"] = [r for r in old["runs"] if (r["seed"], r["task"], r["model"]) in set(todo)]
+        results["meta"]["first_command"] = old["meta"].get("first_command", old["meta"].get("command"))
+        results["meta"]["earlier_wall_s"] = old["meta"].get("wall_s", 0.0)  # includes its own earlier parts
+    done = {(r["seed"], r["task"], r["model"]) for r in results["runs"]}
+    pending = [t for t in todo if t not in done]
+
+    start = time.perf_counter()
+    bar = None
+    if progress and ctx.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), initial=len(done), desc="study", unit="run")
+
+    def finish(run: Dict[str, Any]) -> None:
+        results["runs"].append(run)
+        results["runs"].sort(key=lambda r: todo.index((r["seed"], r["task"], r["model"])))
+        results["meta"]["wall_s"] = time.perf_counter() - start + results["meta"].get("earlier_wall_s", 0.0)
+        if out_dir is not None and ctx.is_main:
+            write_results(results, Path(out_dir))
+        if bar is not None:
+            bar.set_postfix_str(f"{run['task']}/{run['model']}/seed {run['seed']}: val {run['final_val_mse']:.4g}")
+            bar.update(1)
+        if on_run is not None:
+            on_run(run)
+
+    if workers > 1 and pending:
+        mp = multiprocessing.get_context("spawn")  # no fork after torch's thread pools are up
+        with futures.ProcessPoolExecutor(max_workers=workers, mp_context=mp) as pool:
+            jobs = [pool.submit(_run_in_worker, config.to_dict(), by_key[key], task, seed, threads)
+                    for seed, task, key in pending]
+            for job in futures.as_completed(jobs):
+                finish(job.result())
+    else:
+        for seed, task, key in pending:
+            finish(run_one(config, by_key[key], task, seed, ctx=ctx, progress=verbose))
+    if bar is not None:
+        bar.close()
+    results["meta"]["wall_s"] = time.perf_counter() - start + results["meta"].get("earlier_wall_s", 0.0)
+    results["meta"]["diru_backends"] = sorted({r["backend"] for r in results["runs"] if r["kind"] == "diru"})
+    if out_dir is not None and ctx.is_main:
+        write_results(results, Path(out_dir))
+    return results

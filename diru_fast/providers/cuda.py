@@ -1,0 +1,50 @@
+"""Provider "cuda": the CUDA C++ extension ``diru_fast._cuda`` (sources in ``csrc/cuda/``).
+
+The same persistent forward / reverse-time backward as the Triton kernels, on CUDA cores,
+for machines with CUDA but without Triton. CUDA tensors in float32, float64, float16,
+bfloat16. Built by setup.py only where PyTorch has CUDA; never compiled at import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+import torch
+
+FIX = ("build the extension where PyTorch has CUDA and nvcc is on PATH: `python csrc/cuda/build.py` "
+       "in a source checkout, or reinstall with `pip install --no-build-isolation .`")
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _ext():
+    return importlib.import_module("diru_fast._cuda")
+
+
+def unavailable_reason() -> Optional[str]:
+    if torch.version.cuda is None:
+        return "this PyTorch build has no CUDA (torch.version.cuda is None)"
+    try:
+        _ext()
+    except ImportError as exc:
+        return f"the CUDA extension diru_fast._cuda is not built or does not load ({exc})"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible"
+    return None
+
+
+def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Optional[str]:
+    if device.type != "cuda":
+        return f"the CUDA extension runs CUDA tensors only, not {device.type}"
+    if dtype is not None and dtype not in _DTYPES:
+        return f"dtype {dtype} is not supported (float32, float64, float16, bfloat16)"
+    return None
+
+
+def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved):
+    return _ext().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
+
+
+def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths):
+    return _ext().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)

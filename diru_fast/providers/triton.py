@@ -1,0 +1,67 @@
+"""Provider "triton": the persistent Triton kernels of ``kernels/`` (``diru_fast.kernels``).
+
+CUDA tensors (sm_80 or newer) in float32, bfloat16, float16; with ``TRITON_INTERPRET=1`` set
+before triton is imported, also CPU tensors (any of those dtypes and float64), run by
+Triton's interpreter: slow, meant for tests. triton is imported only when this backend is
+first asked about, never at ``import diru_fast``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional
+
+import torch
+
+from .._paths import import_kernels
+
+FIX = ("pip install triton (it ships with the CUDA builds of PyTorch); the kernels run on CUDA GPUs, "
+       "or on CPU tensors under TRITON_INTERPRET=1 set before triton is imported (slow, for tests)")
+
+_GPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _kernels():
+    return import_kernels()
+
+
+def unavailable_reason() -> Optional[str]:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    try:
+        kernels = _kernels()
+    except Exception as exc:  # noqa: BLE001  (a broken triton install must not break diru_fast)
+        return f"the Triton kernels could not be imported ({type(exc).__name__}: {exc})"
+    if not kernels.INTERPRETED and not torch.cuda.is_available():
+        return "no CUDA GPU is visible and TRITON_INTERPRET=1 was not set before triton was imported"
+    return None
+
+
+def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Optional[str]:
+    kernels = _kernels()
+    if device.type == "cpu":
+        if not kernels.INTERPRETED:
+            return "Triton runs CPU tensors only in its interpreter (TRITON_INTERPRET=1 before importing triton)"
+        dtypes = kernels.SUPPORTED_DTYPES
+    elif device.type == "cuda":
+        if not torch.cuda.is_available():
+            return "CUDA is not available"
+        if not kernels.INTERPRETED:
+            major, minor = torch.cuda.get_device_capability(device)
+            if major < 8:
+                return f"the kernels need a GPU of compute capability 8.0 or newer (this one is {major}.{minor})"
+        dtypes = kernels.SUPPORTED_DTYPES if kernels.INTERPRETED else _GPU_DTYPES
+    else:
+        return f"Triton kernels do not run on {device.type} tensors"
+    if dtype is not None and dtype not in dtypes:
+        names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        return f"dtype {dtype} is not supported here (supported: {names})"
+    return None
+
+
+def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved):
+    return _kernels().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
+
+
+def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths):
+    return _kernels().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)

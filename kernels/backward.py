@@ -1,0 +1,156 @@
+"""Reverse-time backward kernel: one launch per layer and direction produces the per-step
+pre-activation gradients (the weight gradients are GEMMs over all T*B rows afterwards,
+in ``diru_fast.scan.ops``).
+
+Grid ``(cdiv(B, BLOCK_B),)``: program i owns the same batch rows as in the forward and walks
+t = T-1 .. 0 carrying ``dh [BLOCK_B, D_PAD]`` (dL/dh_t, ACC_DT) in registers. Per step, with
+h' = hs[t] and the saved gates u, s, z, r of step t::
+
+    dh   += grad_hs[t]
+    dyp   = dh * (1 - h'^2)                         -> d_yp[t]
+    dq    = dyp @ W_out
+    dzp   = dq * r * (1 - z^2)                      -> d_zp[t]
+    dr    = dq * z * r * (1 - r)                    -> d_p[t][:, 2d:]
+    do    = dzp @ W_int
+    da    = do * s * (1 - u^2), ds = do * u * s * (1 - s)   -> d_p[t][:, :2d]
+    dh    = where(t < len, dyp + [da | ds | dr] @ W_hh, dh)  (masked: passes through)
+
+Masked steps write zero gradients. Weights arrive zero-padded to the tile by the launcher
+(as in the forward), so no weight load is masked. In the RESIDENT regime the weights are
+loaded once and the operands come straight from registers. In the streamed regime the left
+operands of the three products (dyp, dzp, [da | ds | dr], rounded to the storage dtype) are
+written to a D_PAD-wide scratch row block and read back BLOCK_K columns at a time after a CTA
+barrier; the scratch alternates between two buffers by step parity (no loop-invariant
+address tensors, see ``tiles``).
+"""
+
+import triton
+import triton.language as tl
+
+from ._math import operand
+from .tiles import load_block, mm_chunked, offsets, store_block
+
+
+@triton.jit(do_not_specialize=["T", "B"])  # no recompiles per batch size / length
+def diru_bwd_persistent(
+    grad_ptr,  # [T, B, d] dL/dh_t from outside the recurrence, input dtype
+    hs_ptr,  # [T, B, d] input dtype
+    saved_ptr,  # [T, B, 4d] ACC_DT: u | s | z | r
+    w_hh_ptr,  # [3 * D_PAD, D_PAD] W_hh, each gate block zero-padded
+    w_int_ptr,  # [D_PAD, D_PAD] zero-padded
+    w_out_ptr,  # [D_PAD, D_PAD] zero-padded
+    len_ptr,  # [B] int64 (read only if HAS_LENGTHS)
+    d_p_ptr,  # [T, B, 3d] out, ACC_DT
+    d_zp_ptr,  # [T, B, d] out, ACC_DT
+    d_yp_ptr,  # [T, B, d] out, ACC_DT
+    d_h0_ptr,  # [B, d] out, dtype of h0
+    scratch_ptr,  # [2, B, 5 * D_PAD] input dtype: dyp | dzp | da | ds | dr operands (streamed only)
+    T, B, D,
+    HAS_LENGTHS: tl.constexpr, RESIDENT: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_B: tl.constexpr, D_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
+    IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B]
+    cols = tl.arange(0, D_PAD)  # [D_PAD]
+    row_ok = rows < B
+    col_ok = cols < D
+    r1 = rows * D  # row offsets into [B, d], [B, 3d], [B, 4d]
+    r3 = rows * (3 * D)
+    r4 = rows * (4 * D)
+    if HAS_LENGTHS:
+        length = tl.load(len_ptr + rows, mask=row_ok, other=0)
+    if RESIDENT:  # W tiles [D_PAD, D_PAD] (not transposed), loaded once
+        wo = offsets(cols, cols, D_PAD)  # (k, n) -> W[k, n]
+        w_a = tl.load(w_hh_ptr + wo).to(OP_DT)
+        w_s = tl.load(w_hh_ptr + D_PAD * D_PAD + wo).to(OP_DT)
+        w_r = tl.load(w_hh_ptr + 2 * D_PAD * D_PAD + wo).to(OP_DT)
+        w_i = tl.load(w_int_ptr + wo).to(OP_DT)
+        w_o = tl.load(w_out_ptr + wo).to(OP_DT)
+    else:
+        w_k = tl.arange(0, BLOCK_K) * D_PAD  # W chunk [BLOCK_K, D_PAD]: (k, n) -> W[k0 + k, n]
+        r5 = rows * (5 * D_PAD)  # row offsets into a [B, 5 * D_PAD] scratch buffer
+
+    dh = tl.zeros([BLOCK_B, D_PAD], ACC_DT)
+    last = tl.cast(T, tl.int64) - 1
+    grad_t = grad_ptr + last * B * D  # step pointers walk back one step per iteration
+    hs_t = hs_ptr + last * B * D
+    sv_t = saved_ptr + last * B * 4 * D
+    d_p_t = d_p_ptr + last * B * 3 * D
+    d_zp_t = d_zp_ptr + last * B * D
+    d_yp_t = d_yp_ptr + last * B * D
+    scr = scratch_ptr
+    for i in range(0, T):
+        t = T - 1 - i
+        dh += load_block(grad_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
+        h_new = load_block(hs_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
+        if HAS_LENGTHS:
+            live = (t < length)[:, None]  # [BLOCK_B, 1]
+
+        dyp = dh * (1.0 - h_new * h_new)
+        if HAS_LENGTHS:
+            dyp = tl.where(live, dyp, 0.0)
+        store_block(d_yp_t, r1, cols, dyp, row_ok, col_ok, EVEN_B, EVEN_D)
+        # dq = dyp @ W_out
+        dq = tl.zeros([BLOCK_B, D_PAD], ACC_DT)
+        if RESIDENT:
+            dq = tl.dot(operand(dyp, IN_DT, OP_DT), w_o, dq, input_precision=PRECISION)
+        else:
+            store_block(scr, r5, cols, dyp.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            tl.debug_barrier()
+            dq = mm_chunked(dq, scr, r5, row_ok, w_out_ptr, w_k, cols, D_PAD, col_ok, D,
+                            BLOCK_K, EVEN_B, True, True, IN_DT, OP_DT, PRECISION)
+        z = load_block(sv_t + 2 * D, r4, cols, row_ok, col_ok, EVEN_B, EVEN_D)
+        r = load_block(sv_t + 3 * D, r4, cols, row_ok, col_ok, EVEN_B, EVEN_D)
+        dzp = dq * r * (1.0 - z * z)
+        dr = dq * z * r * (1.0 - r)
+        if HAS_LENGTHS:
+            dzp = tl.where(live, dzp, 0.0)
+            dr = tl.where(live, dr, 0.0)
+        store_block(d_zp_t, r1, cols, dzp, row_ok, col_ok, EVEN_B, EVEN_D)
+        store_block(d_p_t + 2 * D, r3, cols, dr, row_ok, col_ok, EVEN_B, EVEN_D)
+        # do = dzp @ W_int
+        do = tl.zeros([BLOCK_B, D_PAD], ACC_DT)
+        if RESIDENT:
+            do = tl.dot(operand(dzp, IN_DT, OP_DT), w_i, do, input_precision=PRECISION)
+        else:
+            store_block(scr + D_PAD, r5, cols, dzp.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            store_block(scr + 4 * D_PAD, r5, cols, dr.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            tl.debug_barrier()
+            do = mm_chunked(do, scr + D_PAD, r5, row_ok, w_int_ptr, w_k, cols, D_PAD, col_ok, D,
+                            BLOCK_K, EVEN_B, True, True, IN_DT, OP_DT, PRECISION)
+        u = load_block(sv_t, r4, cols, row_ok, col_ok, EVEN_B, EVEN_D)
+        s = load_block(sv_t + D, r4, cols, row_ok, col_ok, EVEN_B, EVEN_D)
+        da = do * s * (1.0 - u * u)
+        ds = do * u * s * (1.0 - s)
+        if HAS_LENGTHS:
+            da = tl.where(live, da, 0.0)
+            ds = tl.where(live, ds, 0.0)
+        store_block(d_p_t, r3, cols, da, row_ok, col_ok, EVEN_B, EVEN_D)
+        store_block(d_p_t + D, r3, cols, ds, row_ok, col_ok, EVEN_B, EVEN_D)
+        # dh_prev = dyp + dP @ W_hh   (dP = [da | ds | dr], K = 3d in three blocks)
+        dh_prev = dyp
+        if RESIDENT:
+            dh_prev = tl.dot(operand(da, IN_DT, OP_DT), w_a, dh_prev, input_precision=PRECISION)
+            dh_prev = tl.dot(operand(ds, IN_DT, OP_DT), w_s, dh_prev, input_precision=PRECISION)
+            dh_prev = tl.dot(operand(dr, IN_DT, OP_DT), w_r, dh_prev, input_precision=PRECISION)
+        else:
+            store_block(scr + 2 * D_PAD, r5, cols, da.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            store_block(scr + 3 * D_PAD, r5, cols, ds.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            tl.debug_barrier()
+            for g in tl.static_range(3):
+                dh_prev = mm_chunked(dh_prev, scr + (2 + g) * D_PAD, r5, row_ok, w_hh_ptr + g * D_PAD * D_PAD,
+                                     w_k, cols, D_PAD, col_ok, D, BLOCK_K, EVEN_B, True, True,
+                                     IN_DT, OP_DT, PRECISION)
+            scr = scratch_ptr + ((i + 1) % 2) * (B * 5 * D_PAD)
+        if HAS_LENGTHS:
+            dh = tl.where(live, dh_prev, dh)
+        else:
+            dh = dh_prev
+        grad_t -= B * D
+        hs_t -= B * D
+        sv_t -= B * 4 * D
+        d_p_t -= B * 3 * D
+        d_zp_t -= B * D
+        d_yp_t -= B * D
+    store_block(d_h0_ptr, r1, cols, dh.to(d_h0_ptr.dtype.element_ty), row_ok, col_ok, EVEN_B, EVEN_D)

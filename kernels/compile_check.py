@@ -1,0 +1,212 @@
+"""Compile every kernel configuration the dispatcher can pick for sm_80 / sm_90, without a GPU.
+
+    python kernels/compile_check.py [--arch 80 90] [--json out.json]
+
+For each (config, dtype) of ``config.all_configs()`` and each kernel that configuration
+launches, ``triton.compile(ASTSource(...), target=GPUTarget("cuda", arch, 32))`` builds the
+PTX/cubin; ``metadata.shared`` is the static shared memory per program, and ``ptxas -v`` on
+the PTX gives registers per thread and spill bytes. Must run WITHOUT ``TRITON_INTERPRET=1``
+(the interpreter replaces the kernels), so tests run it in a subprocess.
+
+Limits checked: shared memory <= 227 KB (sm_90) / 163 KB (sm_80) per program; no register
+spills at all where d and B fill the tiles (d a power of two >= 16, B a multiple of 16: every
+point of the benchmark grid). The masked variants (any other d or B) carry column / row masks
+for the per-step loads and stores of xp, h, hs and the saved gates; at d_pad = 64..256 they
+need a few registers more than the 255 a thread has, and ptxas spills up to ~310 bytes per
+thread (fp32 at d_pad = 256; to L1, a few accesses per time step). That is tolerated up to
+MASKED_SPILL_LIMIT and reported in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
+
+# Pointer arguments in the accumulation dtype; "len_ptr" is int64; every other pointer has
+# the input dtype.
+_ACC_POINTERS = {"saved_ptr", "gates_ptr", "h32_ptr", "dh32_ptr", "d_p_ptr", "d_zp_ptr", "d_yp_ptr",
+                 "saved_t_ptr", "d_p_t_ptr", "d_zp_t_ptr", "d_yp_t_ptr", "d_yp_prev_ptr"}
+_PTR_TYPES = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16", "float64": "*fp64"}
+
+
+def _kernels():
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("compile_check needs the compiler: run it without TRITON_INTERPRET=1")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from diru_fast._paths import import_kernels
+
+    return import_kernels()
+
+
+def kernel_specs(cfg, dtype: str, even_d: bool = True) -> List[tuple]:
+    """(name, jit function, constexprs) for every kernel ``cfg`` launches (the variants with
+    the most work: lengths on, saved gates written); ``even_d``: B and d fill the tiles
+    (no masks) or not."""
+    import triton.language as tl
+
+    k = _kernels()
+    tl_dt = {"float32": tl.float32, "bfloat16": tl.bfloat16, "float16": tl.float16, "float64": tl.float64}[dtype]
+    acc = tl.float64 if dtype == "float64" else tl.float32
+    meta = dict(IN_DT=tl_dt, OP_DT=tl_dt, ACC_DT=acc, PRECISION=k.config.dot_precision(dtype),
+                HAS_LENGTHS=True, EVEN_B=even_d, EVEN_D=even_d)
+    if cfg.persistent:
+        blocks = dict(RESIDENT=cfg.mode == "resident", BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k)
+        return [("fwd_persistent", k.forward.diru_fwd_persistent, dict(meta, NEED_SAVED=True, **blocks)),
+                ("bwd_persistent", k.backward.diru_bwd_persistent, dict(meta, **blocks))]
+    blocks = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k)
+    s = k.step
+    return [("fwd_step_gates", s.diru_fwd_step_gates, dict(meta, **blocks)),
+            ("fwd_step_int", s.diru_fwd_step_int, dict(meta, **blocks)),
+            ("fwd_step_out", s.diru_fwd_step_out, dict(meta, **blocks)),
+            ("bwd_step_dq", s.diru_bwd_step_dq, dict(meta, **blocks)),
+            ("bwd_step_do", s.diru_bwd_step_do, dict(meta, **blocks)),
+            ("bwd_step_dh", s.diru_bwd_step_dh, dict(meta, HAS_DOT=True, FINAL=False, **blocks)),
+            ("bwd_step_dh_final", s.diru_bwd_step_dh, dict(meta, HAS_DOT=True, FINAL=True, **blocks))]
+
+
+def compile_kernel(fn, constexprs: Dict, dtype: str, arch: int, num_warps: int, num_stages: int,
+                   maxnreg: Optional[int] = None):
+    """triton.compile one kernel for sm_<arch> as the launcher's calls specialise it: pointers
+    16-byte aligned (as torch allocates), and D divisible by 16 when d fills the tiles."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature, attrs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = "*i64" if name == "len_ptr" else (
+                "*fp64" if dtype == "float64" else "*fp32") if name in _ACC_POINTERS else _PTR_TYPES[dtype]
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            signature[name] = "i32"
+            if name == "D" and constexprs.get("EVEN_D"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                          options={"num_warps": num_warps, "num_stages": num_stages, "maxnreg": maxnreg})
+
+
+def _ptxas(arch: int) -> str:
+    """Triton's own ptxas (it reads the PTX version Triton emits); else the one on PATH."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        return get_ptxas(arch).path
+    except Exception:  # noqa: BLE001  (an install without the bundled binary)
+        found = shutil.which("ptxas")
+        if not found:
+            raise FileNotFoundError("no ptxas: neither Triton's bundled one nor one on PATH") from None
+        return found
+
+
+def ptxas_usage(ptx: str) -> Dict[str, int]:
+    """Registers per thread and spill bytes from ``ptxas -v`` on the kernel's PTX."""
+    arch = re.search(r"^\.target\s+(sm_\w+)", ptx, re.M).group(1)
+    cc = int(re.match(r"sm_(\d+)", arch).group(1))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.ptx"
+        path.write_text(ptx)
+        out = subprocess.run([_ptxas(cc), "-v", "--regAllocOptLevel=2", f"--gpu-name={arch}", str(path),
+                              "-o", str(path.with_suffix(".cubin"))], capture_output=True, text=True, check=True)
+    log = out.stderr + out.stdout
+    regs = re.search(r"Used (\d+) registers", log)
+    stores = re.search(r"(\d+) bytes spill stores", log)
+    loads = re.search(r"(\d+) bytes spill loads", log)
+    return dict(registers=int(regs.group(1)) if regs else -1,
+                spill_stores=int(stores.group(1)) if stores else 0,
+                spill_loads=int(loads.group(1)) if loads else 0)
+
+
+def _compile_job(job) -> List[Dict]:
+    cfg, dtype, even, arch, with_ptxas = job
+    rows = []
+    for name, fn, constexprs in kernel_specs(cfg, dtype, even):
+        start = time.perf_counter()
+        compiled = compile_kernel(fn, constexprs, dtype, arch, cfg.num_warps, cfg.num_stages, cfg.maxnreg)
+        row = dict(config=cfg.label(), mode=cfg.mode, dtype=dtype, even=even, kernel=name, arch=arch,
+                   shared=int(compiled.metadata.shared), shared_limit=SHARED_LIMIT[arch],
+                   ptx_bytes=len(compiled.asm["ptx"]), cubin_bytes=len(compiled.asm["cubin"]))
+        if with_ptxas:
+            row.update(ptxas_usage(compiled.asm["ptx"]))
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        rows.append(row)
+    return rows
+
+
+def jobs_for(archs=(80, 90), configs=None, with_ptxas: bool = True) -> List[tuple]:
+    """One job per (config, dtype, masks, arch): the dispatcher's configs with d and B filling
+    the tiles (no masks), and for 16-bit also the masked variant (odd d / B; the mask code
+    does not depend on the dtype, the register budget does)."""
+    k = _kernels()
+    jobs = []
+    for cfg, dtype in (configs if configs is not None else k.all_configs()):
+        for even in ((True, False) if dtype == "bfloat16" else (True,)):
+            for arch in archs:
+                jobs.append((cfg, dtype, even, arch, with_ptxas))
+    return jobs
+
+
+def check_all(archs=(80, 90), configs=None, with_ptxas: bool = True, workers: int = 1) -> List[Dict]:
+    """Compile every job of ``jobs_for``; one result row per kernel."""
+    jobs = jobs_for(archs, configs, with_ptxas)
+    if workers <= 1:
+        return [row for job in jobs for row in _compile_job(job)]
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        return [row for rows in pool.map(_compile_job, jobs, chunksize=1) for row in rows]
+
+
+MASKED_SPILL_LIMIT = 320  # bytes per thread tolerated in the masked variants (see the module docstring)
+
+
+def problems(rows: List[Dict]) -> List[str]:
+    """What breaks the limits: shared memory over the arch's limit; any spill where d and B fill
+    the tiles; more than MASKED_SPILL_LIMIT bytes of spills in a masked variant."""
+    bad = []
+    for r in rows:
+        tag = f"{r['config']} {r['dtype']} {'even' if r['even'] else 'masked'} {r['kernel']} sm_{r['arch']}"
+        if r["shared"] > r["shared_limit"]:
+            bad.append(f"{tag}: shared memory {r['shared']} B > {r['shared_limit']} B")
+        spill = max(r.get("spill_stores", 0), r.get("spill_loads", 0))
+        if spill > (0 if r["even"] else MASKED_SPILL_LIMIT):
+            bad.append(f"{tag}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads")
+    return bad
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, nargs="+", default=[80, 90])
+    parser.add_argument("--json", help="write the result rows here")
+    parser.add_argument("--no-ptxas", action="store_true", help="skip the ptxas -v register report")
+    parser.add_argument("--workers", type=int, default=1, help="compile in this many processes")
+    args = parser.parse_args(argv)
+    rows = check_all(tuple(args.arch), with_ptxas=not args.no_ptxas, workers=args.workers)
+    print(f"{'config':32} {'dtype':9} {'masks':5} {'kernel':18} {'sm':>3} {'smem':>7} {'regs':>5} {'spill':>6}")
+    for r in rows:
+        print(f"{r['config']:32} {r['dtype']:9} {'no' if r['even'] else 'yes':5} {r['kernel']:18} {r['arch']:>3} "
+              f"{r['shared']:>7} {r.get('registers', -1):>5} {r.get('spill_stores', 0):>6}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    bad = problems(rows)
+    for line in bad:
+        print("PROBLEM:", line)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

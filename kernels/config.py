@@ -1,0 +1,130 @@
+"""Which kernel and block sizes a call gets: the dispatcher's size classes (pure Python).
+
+``d_pad = next power of two >= max(d, 16)`` (``tl.arange`` needs powers of two, ``tl.dot``
+needs every dim >= 16 on the GPU; the weights are zero-padded to it). Classes (block sizes per
+d_pad and dtype: the table in ``kernels/__init__.py``):
+
+==========  ======================  ==========================================================
+class       d_pad                   kernel
+==========  ======================  ==========================================================
+resident    16..64 (fp32: 16..32)   persistent; the five d x d weight tiles loaded once per
+                                    launch and kept in shared memory by the compiler
+streamed    up to 256               persistent; weights streamed from L2 in BLOCK_K-row chunks
+step        > 256                   three per-step fused GEMM+epilogue launches per time step
+==========  ======================  ==========================================================
+
+Persistent kernels own BLOCK_B = 16 batch rows per program (the smallest tile an MMA takes:
+the most programs, i.e. SMs, for a given batch); the full-width fp32 accumulators
+``[BLOCK_B, d_pad]`` are what caps the persistent class at d_pad = 256. fp32 runs its
+products as 3xTF32, which keeps two copies of each operand in shared memory: resident
+fp32 weights at d_pad = 64 would take 172 KB (> 163 KB on sm_80), so fp32 streams from 64.
+
+The block sizes and warp counts are the spill-free choices of ``compile_check.py`` (ptxas
+-v, sm_80 and sm_90); they are not tuned on a GPU yet (``bench/gpu_bench.py --tune`` does
+that). ``all_configs()`` lists every configuration
+``choose()`` can return, so the compile check builds each one for sm_80 and sm_90.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Iterator, Optional, Tuple
+
+RESIDENT_MAX_D = {"float32": 32, "float64": 32, "bfloat16": 64, "float16": 64}
+STREAMED_MAX_D = 256
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    mode: str  # "resident" | "streamed" | "step"
+    d_pad: int  # padded hidden size (persistent modes); 0 for "step" (any d)
+    block_b: int  # batch rows per program (BLOCK_B; BLOCK_M for "step")
+    block_k: int  # K chunk of the streamed products (== d_pad for "resident")
+    block_n: int = 0  # hidden units per program ("step" only)
+    num_warps: int = 4
+    num_stages: int = 1
+    maxnreg: Optional[int] = None  # ptxas register cap; 255 lets 8-warp programs use 255 (1 program / SM)
+
+    def __post_init__(self):
+        if self.mode not in ("resident", "streamed", "step"):
+            raise ValueError(f"unknown kernel mode {self.mode!r}")
+        for name in ("block_b", "block_k") + (("block_n",) if self.mode == "step" else ("d_pad",)):
+            value = getattr(self, name)
+            if value < 16 or value & (value - 1):
+                raise ValueError(f"{name}={value}: must be a power of two >= 16 (tl.dot and tl.arange need it)")
+
+    @property
+    def persistent(self) -> bool:
+        return self.mode != "step"
+
+    def label(self) -> str:
+        if self.mode == "step":
+            return f"step-m{self.block_b}-n{self.block_n}-k{self.block_k}-w{self.num_warps}-s{self.num_stages}"
+        return f"{self.mode}-d{self.d_pad}-b{self.block_b}-k{self.block_k}-w{self.num_warps}-s{self.num_stages}" + (
+            f"-r{self.maxnreg}" if self.maxnreg else "")
+
+
+def dot_precision(dtype: str, interpreted: bool = False, allow_tf32: bool = False) -> str:
+    """``tl.dot`` input_precision for fp32 operands: 3xTF32 (fp32-level accuracy on tensor
+    cores) by default, plain TF32 when PyTorch allows TF32 matmuls, IEEE under the
+    interpreter (numpy). Irrelevant for 16-bit and fp64 operands."""
+    if dtype != "float32" or interpreted:
+        return "ieee"
+    return "tf32" if allow_tf32 else "tf32x3"
+
+
+def pad_hidden(d: int) -> int:
+    """The power of two >= max(d, 16) the persistent kernels tile the hidden size to."""
+    return max(16, 1 << (int(d) - 1).bit_length())
+
+
+_OVERRIDE: Optional[KernelConfig] = None
+
+
+@contextmanager
+def override(cfg: Optional[KernelConfig]) -> Iterator[None]:
+    """Within the block every launch uses ``cfg`` (tests force a regime; tuning tries configs)."""
+    global _OVERRIDE
+    previous, _OVERRIDE = _OVERRIDE, cfg
+    try:
+        yield
+    finally:
+        _OVERRIDE = previous
+
+
+def choose(d: int, batch: int, dtype: str) -> KernelConfig:
+    """The configuration for hidden size ``d``, ``batch`` rows, input dtype name ``dtype``."""
+    if _OVERRIDE is not None:
+        return _OVERRIDE
+    del batch  # the tiles do not depend on it (yet: tune on the GPU, see bench/gpu_bench.py --tune)
+    d_pad = pad_hidden(d)
+    if d_pad <= RESIDENT_MAX_D[dtype]:
+        return KernelConfig("resident", d_pad, block_b=16, block_k=d_pad, num_warps=2 if d_pad == 16 else 4)
+    if d_pad <= STREAMED_MAX_D:
+        # num_stages >= 2 software-pipelines the K-chunk loops (cp.async prefetch of the next weight
+        # and operand chunks: the streamed products are L2-latency bound without it)
+        stages = 4 if (dtype in ("float32", "float64") and d_pad == 256) else 3
+        if d_pad <= 64:
+            return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=4, num_stages=stages)
+        return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=8, num_stages=stages, maxnreg=255)
+    return KernelConfig("step", 0, block_b=32, block_k=32, block_n=64, num_warps=4, num_stages=3)
+
+
+def all_configs() -> Iterator[Tuple[KernelConfig, str]]:
+    """Every (config, dtype) ``choose`` can return (one representative d per d_pad)."""
+    seen = set()
+    d = 16
+    while d <= 2 * STREAMED_MAX_D:
+        for dtype in DTYPES:
+            cfg = choose(d, 64, dtype)
+            if (cfg, dtype) not in seen:
+                seen.add((cfg, dtype))
+                yield cfg, dtype
+        d *= 2
+
+
+def with_overrides(cfg: KernelConfig, **kwargs) -> KernelConfig:
+    """A copy of ``cfg`` with some fields replaced (tuning, tests)."""
+    return replace(cfg, **kwargs)

@@ -1,0 +1,159 @@
+"""Persistent forward kernel: one launch runs the whole sequence of one layer and direction.
+
+Grid ``(cdiv(B, BLOCK_B),)``: program i owns batch rows ``[i*BLOCK_B, (i+1)*BLOCK_B)`` for all
+T steps. Its state ``h [BLOCK_B, D_PAD]`` stays in registers in ACC_DT (fp32, or fp64 under
+the interpreter) across the time loop. Per step (``P = xp_t + h W_hh^T = [a | s_pre | r_pre]``)::
+
+    u = tanh(a), s = sigmoid(s_pre), r = sigmoid(r_pre), o = u*s        (3 accumulators)
+    z = tanh(o W_int^T + b_int), q = z*r
+    h' = tanh(q W_out^T + b_out + h);   h' = where(t < len, h', h)       (select, never blend)
+
+Weights arrive zero-padded to the tile by the launcher (``w_hh [3, D_PAD, D_PAD]``,
+``w_int``/``w_out [D_PAD, D_PAD]``, biases ``[D_PAD]``; no copy when d == D_PAD), so no weight
+load is masked and the padded lanes of every product are exact zeros. Two weight regimes
+(constexpr RESIDENT):
+
+- RESIDENT (small d): the five d x d weight tiles are loaded once, before the time loop (the
+  compiler keeps them in shared memory), and the three products take the register operands
+  h, o, q directly (one K chunk).
+- streamed (larger d): each product runs in BLOCK_K-column chunks. Its left operand (h, o or
+  q, rounded to the storage dtype) is written to a per-program scratch row block and read
+  back chunk by chunk after a CTA barrier (h is read back from hs[t-1] itself, o and q from
+  a D_PAD-wide scratch buffer); the weight chunks stream from L2 every step.
+  Accumulators stay full width ``[BLOCK_B, D_PAD]`` in registers, so all elementwise work
+  and the masking happen in registers. Three barriers per step (after writing hs[t], o, q).
+  Addresses are a moving scalar base + 1-D offsets (see ``tiles``); the scratch alternates
+  between two buffers by step parity, so no 2-D address tensor is loop invariant.
+
+Outputs: ``hs[t]`` in the input dtype; ``saved[t] = [u | s | z | r]`` in ACC_DT (zeros on
+masked steps) when NEED_SAVED.
+"""
+
+import triton
+import triton.language as tl
+
+from ._math import operand, sigmoid, tanh
+from .tiles import load_block, mm_chunked, offsets_t, store_block
+
+
+@triton.jit(do_not_specialize=["T", "B"])  # no recompiles per batch size / length
+def diru_fwd_persistent(
+    xp_ptr,  # [T, B, 3d] input dtype: x W_ih^T + b_ih for all steps
+    h0_ptr,  # [B, d] input dtype
+    w_hh_ptr,  # [3 * D_PAD, D_PAD] W_hh, each gate block zero-padded
+    w_int_ptr,  # [D_PAD, D_PAD] zero-padded
+    b_int_ptr,  # [D_PAD] zero-padded
+    w_out_ptr,  # [D_PAD, D_PAD] zero-padded
+    b_out_ptr,  # [D_PAD] zero-padded
+    len_ptr,  # [B] int64 valid steps per row (read only if HAS_LENGTHS)
+    hs_ptr,  # [T, B, d] out, input dtype
+    saved_ptr,  # [T, B, 4d] out, ACC_DT: u | s | z | r (written only if NEED_SAVED)
+    scratch_ptr,  # [2, B, 2 * D_PAD] input dtype: o | q operands, one buffer per step parity (streamed only)
+    T, B, D,
+    HAS_LENGTHS: tl.constexpr, NEED_SAVED: tl.constexpr, RESIDENT: tl.constexpr,
+    EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_B: tl.constexpr, D_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
+    IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_B + tl.arange(0, BLOCK_B)  # [BLOCK_B]
+    cols = tl.arange(0, D_PAD)  # [D_PAD]
+    row_ok = rows < B
+    col_ok = cols < D
+    r1 = rows * D  # row offsets into [B, d] (h0, hs[t]), [B, 3d] (xp[t]), [B, 4d] (saved[t])
+    r3 = rows * (3 * D)
+    r4 = rows * (4 * D)
+    h = load_block(h0_ptr, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)  # [BLOCK_B, D_PAD]
+    b_int = tl.load(b_int_ptr + cols).to(ACC_DT)[None, :]
+    b_out = tl.load(b_out_ptr + cols).to(ACC_DT)[None, :]
+    if HAS_LENGTHS:
+        length = tl.load(len_ptr + rows, mask=row_ok, other=0)
+    if RESIDENT:  # W^T tiles [D_PAD, D_PAD], loaded once for the whole sequence
+        wt = offsets_t(cols, cols, D_PAD)  # (k, n) -> W[n, k]
+        w_a = tl.load(w_hh_ptr + wt).to(OP_DT)
+        w_s = tl.load(w_hh_ptr + D_PAD * D_PAD + wt).to(OP_DT)
+        w_r = tl.load(w_hh_ptr + 2 * D_PAD * D_PAD + wt).to(OP_DT)
+        w_i = tl.load(w_int_ptr + wt).to(OP_DT)
+        w_o = tl.load(w_out_ptr + wt).to(OP_DT)
+    else:
+        kr = tl.arange(0, BLOCK_K)
+        wt_n = cols * D_PAD  # W^T chunk [BLOCK_K, D_PAD]: (k, n) -> W[n, k0 + k] at k0 + kr + n*D_PAD
+        r2 = rows * (2 * D_PAD)  # row offsets into a [B, 2 * D_PAD] scratch buffer
+
+    xp_t = xp_ptr  # step pointers advance one step per iteration (64-bit pointer arithmetic)
+    hs_t = hs_ptr
+    sv_t = saved_ptr
+    h_src = h0_ptr  # the storage-dtype copy of h_{t-1} the streamed products read: h0, then hs[t-1]
+    scr = scratch_ptr  # this step's scratch buffer (alternates, so no address is loop invariant)
+    for t in range(0, T):
+        a = load_block(xp_t, r3, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
+        s_pre = load_block(xp_t + D, r3, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
+        r_pre = load_block(xp_t + 2 * D, r3, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
+        # P = xp_t + h W_hh^T
+        if RESIDENT:
+            hx = operand(h, IN_DT, OP_DT)
+            a = tl.dot(hx, w_a, a, input_precision=PRECISION)
+            s_pre = tl.dot(hx, w_s, s_pre, input_precision=PRECISION)
+            r_pre = tl.dot(hx, w_r, r_pre, input_precision=PRECISION)
+        else:
+            for k0 in range(0, D, BLOCK_K):
+                hx = load_block(h_src + k0, r1, kr, row_ok, (k0 + kr) < D, EVEN_B, EVEN_D).to(OP_DT)
+                w = tl.load(w_hh_ptr + k0 + kr[:, None] + wt_n[None, :]).to(OP_DT)
+                a = tl.dot(hx, w, a, input_precision=PRECISION)
+                w = tl.load(w_hh_ptr + D_PAD * D_PAD + k0 + kr[:, None] + wt_n[None, :]).to(OP_DT)
+                s_pre = tl.dot(hx, w, s_pre, input_precision=PRECISION)
+                w = tl.load(w_hh_ptr + 2 * D_PAD * D_PAD + k0 + kr[:, None] + wt_n[None, :]).to(OP_DT)
+                r_pre = tl.dot(hx, w, r_pre, input_precision=PRECISION)
+        u = tanh(a)
+        s = sigmoid(s_pre)
+        r = sigmoid(r_pre)
+        if HAS_LENGTHS:
+            live = (t < length)[:, None]  # [BLOCK_B, 1]
+        if NEED_SAVED:  # store the gates as soon as they exist (short live ranges, fewer registers)
+            if HAS_LENGTHS:
+                store_block(sv_t, r4, cols, tl.where(live, u, 0.0), row_ok, col_ok, EVEN_B, EVEN_D)
+                store_block(sv_t + D, r4, cols, tl.where(live, s, 0.0), row_ok, col_ok, EVEN_B, EVEN_D)
+                store_block(sv_t + 3 * D, r4, cols, tl.where(live, r, 0.0), row_ok, col_ok, EVEN_B, EVEN_D)
+            else:
+                store_block(sv_t, r4, cols, u, row_ok, col_ok, EVEN_B, EVEN_D)
+                store_block(sv_t + D, r4, cols, s, row_ok, col_ok, EVEN_B, EVEN_D)
+                store_block(sv_t + 3 * D, r4, cols, r, row_ok, col_ok, EVEN_B, EVEN_D)
+        o = u * s  # exact zeros in the padded lanes (a = 0 there)
+        # z = tanh(o W_int^T + b_int)
+        zp = tl.zeros([BLOCK_B, D_PAD], ACC_DT) + b_int
+        if RESIDENT:
+            zp = tl.dot(operand(o, IN_DT, OP_DT), w_i, zp, input_precision=PRECISION)
+        else:
+            store_block(scr, r2, cols, o.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            tl.debug_barrier()
+            zp = mm_chunked(zp, scr, r2, row_ok, w_int_ptr, kr, wt_n, 1, col_ok, D,
+                            BLOCK_K, EVEN_B, True, True, IN_DT, OP_DT, PRECISION)
+        z = tanh(zp)
+        if NEED_SAVED:
+            if HAS_LENGTHS:
+                store_block(sv_t + 2 * D, r4, cols, tl.where(live, z, 0.0), row_ok, col_ok, EVEN_B, EVEN_D)
+            else:
+                store_block(sv_t + 2 * D, r4, cols, z, row_ok, col_ok, EVEN_B, EVEN_D)
+            sv_t += B * 4 * D
+        q = z * r
+        # h' = tanh(q W_out^T + b_out + h)
+        y = h + b_out
+        if RESIDENT:
+            y = tl.dot(operand(q, IN_DT, OP_DT), w_o, y, input_precision=PRECISION)
+        else:
+            store_block(scr + D_PAD, r2, cols, q.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            tl.debug_barrier()
+            y = mm_chunked(y, scr + D_PAD, r2, row_ok, w_out_ptr, kr, wt_n, 1, col_ok, D,
+                           BLOCK_K, EVEN_B, True, True, IN_DT, OP_DT, PRECISION)
+        h_new = tanh(y)
+        if HAS_LENGTHS:
+            h = tl.where(live, h_new, h)
+        else:
+            h = h_new
+        store_block(hs_t, r1, cols, h.to(hs_ptr.dtype.element_ty), row_ok, col_ok, EVEN_B, EVEN_D)
+        if not RESIDENT:
+            tl.debug_barrier()  # hs[t] is the next step's h operand
+            h_src = hs_t
+            scr = scratch_ptr + ((t + 1) % 2) * (B * 2 * D_PAD)
+        xp_t += B * 3 * D
+        hs_t += B * D

@@ -1,0 +1,231 @@
+"""Launchers: allocate outputs, pick the configuration and grid, launch the kernels.
+
+``scan_fwd`` / ``scan_bwd`` have the signatures and semantics of the kernel contract
+(``diru_fast.scan.contract``); ``diru_fast.providers.triton`` exposes them as the "triton"
+backend. Tensors must be contiguous (the custom ops make them so) and on one device: CUDA,
+or CPU under ``TRITON_INTERPRET=1`` (set before triton is imported).
+
+Dtypes: float32, bfloat16, float16 (state, gates and gradients in float32); float64 runs
+everywhere the interpreter does (gradcheck). fp32 products run as 3xTF32 on tensor cores
+(fp32-level accuracy) unless ``torch.backends.cuda.matmul.allow_tf32`` is set (then TF32,
+like PyTorch's own matmuls); see ``config.dot_precision``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from . import backward, config as cfgs, forward, step
+
+_TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16,
+              torch.float64: tl.float64}
+SUPPORTED_DTYPES = tuple(_TL_DTYPES)
+#: True when the kernels were built by the interpreter (TRITON_INTERPRET=1 at import).
+INTERPRETED = not isinstance(forward.diru_fwd_persistent, triton.runtime.jit.JITFunction)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _empty(shape, dtype, device) -> Tensor:
+    """torch.empty, NaN-filled under DIRU_FAST_POISON=1 so an unwritten element fails tests."""
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if os.environ.get("DIRU_FAST_POISON") == "1":
+        out.fill_(float("nan"))
+    return out
+
+
+def _meta(dtype: torch.dtype) -> dict:
+    """The dtype constexprs: storage, dot operand, accumulation dtypes and fp32 dot precision."""
+    in_dt = _TL_DTYPES[dtype]
+    acc = tl.float64 if dtype == torch.float64 else tl.float32
+    # The interpreter's dot cannot multiply bf16/fp16: hand it the (already rounded) operands in fp32.
+    op_dt = acc if (INTERPRETED and dtype in (torch.bfloat16, torch.float16)) else in_dt
+    precision = cfgs.dot_precision(str(dtype).replace("torch.", ""), INTERPRETED,
+                                   torch.backends.cuda.matmul.allow_tf32)
+    return dict(IN_DT=in_dt, OP_DT=op_dt, ACC_DT=acc, PRECISION=precision)
+
+
+def _check(dtype: torch.dtype, *tensors: Tensor) -> None:
+    if dtype not in _TL_DTYPES:
+        raise TypeError(f"diru_fast triton kernels take {', '.join(map(str, SUPPORTED_DTYPES))}; got {dtype}")
+    device = tensors[0].device
+    for t in tensors:
+        if t.device != device:
+            raise ValueError(f"diru_fast triton kernels: all tensors must be on {device}, one is on {t.device}")
+        if not t.is_contiguous():
+            raise ValueError("diru_fast triton kernels take contiguous tensors (call .contiguous())")
+    if device.type != "cuda" and not INTERPRETED:
+        raise ValueError(f"diru_fast triton kernels need CUDA tensors (got {device.type}); on CPU set "
+                         "TRITON_INTERPRET=1 before importing triton to run them in the interpreter")
+
+
+def _device_guard(device: torch.device):
+    return torch.cuda.device(device) if device.type == "cuda" else _NullContext()
+
+
+class _NullContext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def scan_fwd(
+    xp: Tensor,  # [T, B, 3d]
+    h0: Tensor,  # [B, d]
+    w_hh: Tensor,  # [3d, d]
+    w_int: Tensor,  # [d, d]
+    b_int: Tensor,  # [d]
+    w_out: Tensor,  # [d, d]
+    b_out: Tensor,  # [d]
+    lengths: Optional[Tensor],  # [B] int64
+    need_saved: bool,
+    config: Optional[cfgs.KernelConfig] = None,
+) -> Tuple[Tensor, Tensor]:  # hs [T, B, d], saved [T, B, 4d] (or [0])
+    steps, batch, three_d = xp.shape
+    d = h0.shape[-1]
+    dtype = xp.dtype
+    _check(dtype, xp, h0, w_hh, w_int, b_int, w_out, b_out, *(() if lengths is None else (lengths,)))
+    acc = acc_dtype(dtype)
+    device = xp.device
+    hs = _empty((steps, batch, d), dtype, device)
+    saved = _empty((steps, batch, 4 * d) if need_saved else (0,), acc, device)
+    if steps == 0 or batch == 0:
+        return hs, saved
+    cfg = config or cfgs.choose(d, batch, str(dtype).replace("torch.", ""))
+    lens = lengths if lengths is not None else hs  # placeholder pointer, never read
+    meta = dict(_meta(dtype), HAS_LENGTHS=lengths is not None,
+                EVEN_B=batch % cfg.block_b == 0, EVEN_D=_even(cfg, d))
+    with _device_guard(device):
+        if cfg.persistent:
+            _check_pad(cfg, d)
+            w_hh, w_int, b_int, w_out, b_out = _pad_weights(cfg.d_pad, w_hh, w_int, b_int, w_out, b_out)
+            scratch = _scratch((2, batch, 2 * cfg.d_pad), dtype, device) if cfg.mode == "streamed" else hs
+            grid = (triton.cdiv(batch, cfg.block_b),)
+            forward.diru_fwd_persistent[grid](
+                xp, h0, w_hh, w_int, b_int, w_out, b_out, lens, hs, saved if need_saved else hs, scratch,
+                steps, batch, d, NEED_SAVED=need_saved, RESIDENT=cfg.mode == "resident",
+                BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
+        else:
+            _fwd_steps(xp, h0, w_hh, w_int, b_int, w_out, b_out, lens, hs, saved, need_saved, cfg, meta)
+    return hs, saved
+
+
+def _even(cfg: cfgs.KernelConfig, d: int) -> bool:
+    """True when no hidden-size lane needs a mask (every tile and K chunk lies inside d)."""
+    if cfg.persistent:
+        return d == cfg.d_pad and d % cfg.block_k == 0
+    return d % cfg.block_n == 0 and d % cfg.block_k == 0
+
+
+def _pad_weights(d_pad: int, w_hh, w_int, b_int, w_out, b_out):
+    """Zero-pad the weights to the kernel tile: w_hh [3d, d] -> [3 * d_pad, d_pad] (gate blocks
+    padded separately), w_int / w_out -> [d_pad, d_pad], biases -> [d_pad]. No copy when
+    d == d_pad. The padded lanes then contribute exact zeros and no weight load needs a mask."""
+    d = w_int.shape[0]
+    if d == d_pad:
+        return w_hh, w_int, b_int, w_out, b_out
+    pad2 = lambda w: torch.nn.functional.pad(w, (0, d_pad - d, 0, d_pad - d))  # noqa: E731
+    w_hh = pad2(w_hh.reshape(3, d, d)).reshape(3 * d_pad, d_pad)
+    pad1 = lambda b: None if b is None else torch.nn.functional.pad(b, (0, d_pad - d))  # noqa: E731
+    return w_hh, pad2(w_int), pad1(b_int), pad2(w_out), pad1(b_out)
+
+
+def _scratch(shape, dtype, device) -> Tensor:
+    """Per-program operand scratch: every element a kernel reads it writes first (never poisoned
+    with NaN: the padded lanes are written as zeros, but a NaN times a zero weight is NaN)."""
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+def _check_pad(cfg: cfgs.KernelConfig, d: int) -> None:
+    if cfg.d_pad < d:
+        raise ValueError(f"kernel config {cfg.label()} holds d <= {cfg.d_pad}, got d={d}")
+
+
+def _fwd_steps(xp, h0, w_hh, w_int, b_int, w_out, b_out, lens, hs, saved, need_saved, cfg, meta):
+    steps, batch, d = hs.shape
+    acc = saved.dtype
+    h32 = h0.to(acc).clone()  # [B, d] state in the accumulation dtype
+    work = None if need_saved else _empty((batch, 4 * d), acc, xp.device)  # gates of the current step
+    o_buf = _empty((batch, d), xp.dtype, xp.device)
+    q_buf = _empty((batch, d), xp.dtype, xp.device)
+    grid = (triton.cdiv(batch, cfg.block_b), triton.cdiv(d, cfg.block_n))
+    tiles = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                 num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
+    for t in range(steps):
+        gates = saved[t] if need_saved else work
+        h_prev = h0 if t == 0 else hs[t - 1]
+        step.diru_fwd_step_gates[grid](xp[t], h_prev, w_hh, lens, gates, o_buf, t, batch, d, **tiles)
+        step.diru_fwd_step_int[grid](o_buf, w_int, b_int, lens, gates, q_buf, t, batch, d, **tiles)
+        step.diru_fwd_step_out[grid](q_buf, w_out, b_out, lens, h32, hs[t], t, batch, d, **tiles)
+
+
+def scan_bwd(
+    grad_hs: Tensor,  # [T, B, d]
+    h0: Tensor,  # [B, d]
+    hs: Tensor,  # [T, B, d]
+    saved: Tensor,  # [T, B, 4d]
+    w_hh: Tensor,  # [3d, d]
+    w_int: Tensor,  # [d, d]
+    w_out: Tensor,  # [d, d]
+    lengths: Optional[Tensor],  # [B] int64
+    config: Optional[cfgs.KernelConfig] = None,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # d_p [T, B, 3d], d_zp, d_yp [T, B, d], d_h0 [B, d]
+    steps, batch, d = hs.shape
+    dtype = hs.dtype
+    _check(dtype, grad_hs, h0, hs, saved, w_hh, w_int, w_out, *(() if lengths is None else (lengths,)))
+    acc = saved.dtype
+    device = hs.device
+    d_p = _empty((steps, batch, 3 * d), acc, device)
+    d_zp = _empty((steps, batch, d), acc, device)
+    d_yp = _empty((steps, batch, d), acc, device)
+    d_h0 = _empty((batch, d), h0.dtype, device)
+    if steps == 0 or batch == 0:
+        if batch:
+            d_h0.zero_()
+        return d_p, d_zp, d_yp, d_h0
+    cfg = config or cfgs.choose(d, batch, str(dtype).replace("torch.", ""))
+    lens = lengths if lengths is not None else hs  # placeholder pointer, never read
+    meta = dict(_meta(dtype), HAS_LENGTHS=lengths is not None,
+                EVEN_B=batch % cfg.block_b == 0, EVEN_D=_even(cfg, d))
+    with _device_guard(device):
+        if cfg.persistent:
+            _check_pad(cfg, d)
+            w_hh, w_int, _, w_out, _ = _pad_weights(cfg.d_pad, w_hh, w_int, None, w_out, None)
+            scratch = _scratch((2, batch, 5 * cfg.d_pad), dtype, device) if cfg.mode == "streamed" else hs
+            grid = (triton.cdiv(batch, cfg.block_b),)
+            backward.diru_bwd_persistent[grid](
+                grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, scratch,
+                steps, batch, d, RESIDENT=cfg.mode == "resident",
+                BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k,
+                num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
+        else:
+            _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, cfg, meta)
+    return d_p, d_zp, d_yp, d_h0
+
+
+def _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, cfg, meta):
+    steps, batch, d = hs.shape
+    dh32 = _empty((batch, d), saved.dtype, hs.device)  # dL/dh carried between steps
+    grid = (triton.cdiv(batch, cfg.block_b), triton.cdiv(d, cfg.block_n))
+    tiles = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
+                 num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
+    last = steps - 1  # prologue: dh = grad_hs[T-1], d_yp[T-1]
+    step.diru_bwd_step_dh[grid](d_yp[last], d_p[last], w_hh, lens, dh32, grad_hs[last], hs[last], d_yp[last],
+                                d_h0, steps, batch, d, HAS_DOT=False, FINAL=False, **tiles)
+    for t in range(last, -1, -1):
+        step.diru_bwd_step_dq[grid](d_yp[t], saved[t], w_out, lens, d_zp[t], d_p[t], t, batch, d, **tiles)
+        step.diru_bwd_step_do[grid](d_zp[t], saved[t], w_int, lens, d_p[t], t, batch, d, **tiles)
+        prev = max(t - 1, 0)  # unused when FINAL
+        step.diru_bwd_step_dh[grid](d_yp[t], d_p[t], w_hh, lens, dh32, grad_hs[prev], hs[prev], d_yp[prev],
+                                    d_h0, t, batch, d, HAS_DOT=True, FINAL=t == 0, **tiles)

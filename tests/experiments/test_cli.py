@@ -1,0 +1,78 @@
+"""The command line: help for every subcommand, the demo end to end (tiny), train, registry."""
+
+import json
+
+import pytest
+import torch
+
+from diru_fast import cli
+from diru_fast.experiments.plots import PLOT_FILES
+
+TINY_DEMO = ["--epochs", "2", "--seeds", "2", "--n-train", "32", "--n-val", "16", "--seq-len", "12",
+             "--hidden", "8", "--compartments", "2", "--batch-size", "16", "--quiet", "--device", "cpu",
+             "--backend", "torch"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["study", "--help"], ["train", "--help"],
+                                  ["bench", "--help"]])
+def test_every_subcommand_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out and "--out" in out if argv != ["--help"] else "demo" in out and "bench" in out
+
+
+def test_study_defaults_are_the_seeds():
+    args = cli.build_parser().parse_args(["study"])
+    assert (args.n_train, args.n_val, args.seq_len, args.hidden, args.epochs, args.batch_size, args.lr) == \
+        (800, 200, 50, 64, 50, 32, 1e-3)
+    assert args.seeds >= 3 and args.match_params == "off" and args.threads == 1
+    assert cli.build_parser().parse_args(["study", "--match-params"]).match_params == "on"
+    assert cli.build_parser().parse_args(["study", "--match-params", "both"]).match_params == "both"
+
+
+def test_unknown_subcommand_fails():
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["fly"])
+    assert exc.value.code == 2
+
+
+def test_demo_end_to_end_tiny(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path)] + TINY_DEMO) == 0
+    out = capsys.readouterr().out
+    assert "| task | model | params |" in out and "DIRU's improvement" in out and "verdict" in out
+    for name in ("report.md", "results.json", "results.csv") + PLOT_FILES:
+        assert (tmp_path / name).stat().st_size > 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["meta"]["command"].startswith("python -m diru_fast demo --out")
+    assert len(results["runs"]) == 3 * 3 * 2
+
+
+def test_train_writes_checkpoint_and_history(tmp_path):
+    def train(out, epochs, *extra):
+        argv = ["train", "--task", "lorenz", "--model", "gru", "--n-train", "32", "--n-val", "16", "--seq-len",
+                "12", "--hidden", "8", "--batch-size", "16", "--epochs", str(epochs), "--quiet", "--device", "cpu",
+                "--out", str(tmp_path / out), *extra]
+        assert cli.main(argv) == 0
+        return torch.load(tmp_path / out / "checkpoint.pt", weights_only=True)
+
+    train("a", 2)
+    hist = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert len(hist["val_loss"]) == 2 and hist["world_size"] == 1
+    # one more epoch from the checkpoint equals three epochs straight
+    b = train("b", 3, "--resume-from", str(tmp_path / "a" / "checkpoint.pt"))
+    c = train("c", 3)
+    assert b["history"]["val_loss"] == c["history"]["val_loss"]
+    assert all(torch.equal(b["model_state"][k], c["model_state"][k]) for k in c["model_state"])
+
+
+def test_registry_takes_new_subcommands(capsys):
+    seen = []
+    cli.register("echo-test", "a test subcommand", lambda p: p.add_argument("--word", default="hi"),
+                 lambda args: seen.append(args.word) or 0)
+    try:
+        assert cli.main(["echo-test", "--word", "dendrite"]) == 0
+        assert seen == ["dendrite"]
+    finally:
+        del cli.SUBCOMMANDS["echo-test"]

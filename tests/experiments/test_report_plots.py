@@ -1,0 +1,118 @@
+"""Report numbers and verdicts on hand-made results (known answers), and the PNG figures."""
+
+import math
+
+import pytest
+
+from diru_fast.experiments import claims as C
+from diru_fast.experiments import report
+from diru_fast.experiments.plots import PLOT_FILES, write_plots
+from diru_fast.experiments.study import StudyConfig, Variant, variants
+
+
+def _run(task, variant, seed, final, curve=None, epoch_s=0.1, mean_mse=10.0):
+    curve = curve or [final * 3, final * 2, final]
+    return {"task": task, "model": variant.key, "kind": variant.kind, "label": variant.label, "seed": seed,
+            "hidden_size": variant.hidden_size, "matched": variant.matched, "params": 1000,
+            "backend": "torch" if variant.kind == "diru" else f"nn.{variant.kind.upper()}",
+            "final_val_mse": final, "best_val_mse": min(curve), "final_train_loss": final,
+            "mean_epoch_s": epoch_s, "mean_predictor_mse": mean_mse,
+            "history": {"train_loss": curve, "val_loss": curve, "epoch_time": [epoch_s] * len(curve),
+                        "train_time": [epoch_s] * len(curve), "local_samples": [8] * len(curve),
+                        "stopped_early": False},
+            "predictions": {"pred": [0.1, 0.2], "target": [0.15, 0.1], "first_input": [0.0, 1.0, 0.5]}}
+
+
+def _results(finals, config=None, curves=None, epoch_s=None):
+    """finals: {(task, model_key): [mse per seed]} -> a results dict like run_study's."""
+    config = config or StudyConfig(tasks=("sine", "memory", "lorenz"), models=("diru", "lstm", "gru"))
+    var = {v.key: v for v in variants(config)}
+    runs = []
+    for (task, key), values in finals.items():
+        for seed, final in enumerate(values):
+            curve = (curves or {}).get((task, key, seed))
+            runs.append(_run(task, var[key], seed, final, curve, (epoch_s or {}).get(key, 0.1)))
+    return {"meta": {"command": "cmd", "threads": 1, "device_type": "cpu", "torch": "x", "wall_s": 1.0,
+                     "diru_backends": ["torch"]},
+            "config": config.to_dict(), "variants": [dict(key=v.key, kind=v.kind, hidden_size=v.hidden_size,
+                                                          matched=v.matched, label=v.label) for v in var.values()],
+            "runs": runs}
+
+
+def test_verdicts_follow_the_rule():
+    res = _results({
+        ("sine", "diru"): [0.50, 0.52, 0.49], ("sine", "lstm"): [1.0, 1.01, 0.99],   # clearly better
+        ("memory", "diru"): [2.0, 2.1, 1.9], ("memory", "lstm"): [1.0, 1.0, 1.0],    # clearly worse
+        ("lorenz", "diru"): [0.9, 1.1, 1.0], ("lorenz", "lstm"): [1.0, 1.0, 1.0],    # a wash
+    })
+    comps = {c["task"]: c for c in report.comparisons(res)}
+    assert comps["sine"]["verdict"] == C.HOLDS
+    assert comps["memory"]["verdict"] == C.DOES_NOT_HOLD
+    assert comps["lorenz"]["verdict"] == C.INCONCLUSIVE
+    expected = 1 - math.exp(sum(math.log(a / b) for a, b in zip([0.5, 0.52, 0.49], [1.0, 1.01, 0.99])) / 3)
+    assert comps["sine"]["improvement"].estimate == pytest.approx(expected)
+    claims = {r["claim"].split(":")[0] + (" conv" if "converges" in r["claim"] else ""): r
+              for r in report.claim_rows(res)}
+    assert claims["sine"]["verdict"] == C.HOLDS and "0.024" in claims["sine"]["prototype"]
+    assert claims["memory"]["verdict"] == C.DOES_NOT_HOLD and "1.568" in claims["memory"]["prototype"]
+
+
+def test_targets_and_epochs_to_target():
+    curves = {("sine", "diru", 0): [4.0, 1.0, 0.5], ("sine", "diru", 1): [4.0, 1.05, 0.6],
+              ("sine", "lstm", 0): [4.0, 3.0, 1.0], ("sine", "lstm", 1): [4.0, 3.0, 1.2]}
+    res = _results({("sine", "diru"): [0.5, 0.6], ("sine", "lstm"): [1.0, 1.2]},
+                   config=StudyConfig(tasks=("sine",), models=("diru", "lstm")), curves=curves)
+    assert report.task_targets(res) == {"sine": pytest.approx(1.1)}  # the worse model's mean final MSE
+    rows = {r["model"]: r for r in report.summary_rows(res)}
+    assert rows["diru"]["epochs_to_target"] == 2 and rows["diru"]["reached"] == 2
+    assert rows["lstm"]["reached"] == 1 and rows["lstm"]["epochs_to_target"] == 3  # seed 1 never gets to 1.1
+    conv = next(r for r in report.claim_rows(res) if "converges" in r["claim"])
+    # paired differences lstm - diru: seed 0: 3 - 2 = 1, seed 1: (3 + 1) - 2 = 2 -> CI includes 0 with 2 seeds
+    assert "+1.5" in conv["measured"] and conv["verdict"] == C.INCONCLUSIVE
+
+
+def test_epoch_time_claim():
+    finals = {(t, m): [1.0, 1.0, 1.0] for t in ("sine", "memory", "lorenz") for m in ("diru", "lstm")}
+    res = _results(finals, epoch_s={"diru": 0.125, "lstm": 0.1})
+    row = next(r for r in report.claim_rows(res) if "epoch time" in r["claim"])
+    assert row["verdict"] == C.HOLDS and "+25.0%" in row["measured"]
+    res = _results(finals, epoch_s={"diru": 0.3, "lstm": 0.1})
+    row = next(r for r in report.claim_rows(res) if "epoch time" in r["claim"])
+    assert row["verdict"] == C.DOES_NOT_HOLD and "+200.0%" in row["measured"]
+
+
+def test_report_says_what_was_run(tmp_path):
+    seed_cfg = StudyConfig(tasks=("sine",), models=("diru", "lstm"), match_params="both")
+    res = _results({("sine", "diru"): [0.5, 0.6], ("sine", "lstm"): [1.0, 1.2],
+                    ("sine", "lstm_matched"): [0.9, 1.0]}, config=seed_cfg)
+    text = report.write_report(res, tmp_path).read_text()
+    assert "plus the baselines resized to DIRU's parameter count" in text
+    assert "LSTM (d=71, matched)" in text and "Not the prototype's settings" not in text
+    assert "holds if the 95% CI" in text and "torch" in text
+    small = StudyConfig(tasks=("sine",), models=("diru", "lstm"), n_train=100, epochs=5)
+    text = report.markdown_report(_results({("sine", "diru"): [0.5, 0.6], ("sine", "lstm"): [1.0, 1.2]},
+                                           config=small))
+    assert "Not the prototype's settings" in text and "n_train 100 (prototype: 800)" in text
+
+
+def test_plots_are_written(tmp_path):
+    res = _results({(t, m): [0.5 + 0.1 * s for s in range(3)] for t in ("sine", "memory", "lorenz")
+                    for m in ("diru", "lstm", "gru")})
+    paths = write_plots(res, tmp_path)
+    assert [p.name for p in paths] == list(PLOT_FILES)
+    for p in paths:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_models_that_only_predict_the_mean_are_flagged():
+    res = _results({("memory", "diru"): [9.5, 9.8], ("memory", "lstm"): [9.4, 9.9], ("memory", "gru"): [1.0, 2.0]},
+                   config=StudyConfig(tasks=("memory",)))  # every run's mean-predictor MSE is 10
+    rows = {r["model"]: r for r in report.summary_rows(res)}
+    assert rows["diru"]["vs_mean"] == pytest.approx(0.965) and rows["gru"]["vs_mean"] == pytest.approx(0.15)
+    comps = {c["baseline"]: c for c in report.comparisons(res)}
+    assert comps["lstm"]["not_learned"] == ["DIRU", "LSTM (d=64)"] and comps["gru"]["not_learned"] == ["DIRU"]
+    text = report.markdown_report(res)
+    assert "0.965 (not learned)" in text and "0.150 |" in text
+    claim = next(r for r in report.claim_rows(res) if r["claim"].startswith("memory: DIRU beats"))
+    assert "DIRU and LSTM (d=64) did not learn the task" in claim["measured"]

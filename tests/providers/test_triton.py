@@ -1,0 +1,223 @@
+"""The Triton kernels on CPU under TRITON_INTERPRET=1, every regime, against the kernel contract.
+
+The conformance suite (tests/scan/test_ops.py) runs the "triton" provider with the
+dispatcher's own choice (resident or streamed at its small sizes). Here each regime the
+dispatcher can pick (resident, streamed, per-step) is forced with ``config.override`` and
+checked in float64 to 1e-12 (forward, backward, lengths, masks, odd shapes), 16-bit within
+the flash-attention rule (error <= 2x PyTorch's own error in that dtype), and by float64
+gradcheck in full mode.
+"""
+
+import pytest
+import torch
+
+import diru_fast
+from diru_fast import CellWeights
+from diru_fast.functional import diru_layer
+from diru_fast.scan import contract, ops, torch_scan
+from tests.helpers import random_cell
+
+pytestmark = pytest.mark.skipif("triton" not in diru_fast.available_backends("cpu"),
+                                reason="triton is not installed (or TRITON_INTERPRET=1 was not set before import)")
+
+
+def _kernels():
+    from diru_fast._paths import import_kernels
+
+    return import_kernels()
+
+
+def _regimes():
+    k = _kernels()
+    return {
+        "resident": lambda d: k.KernelConfig("resident", k.pad_hidden(d), block_b=16, block_k=k.pad_hidden(d)),
+        "streamed": lambda d: k.KernelConfig("streamed", k.pad_hidden(d), block_b=16, block_k=16),
+        "step": lambda d: k.KernelConfig("step", 0, block_b=16, block_k=16, block_n=16),
+    }
+
+
+REGIMES = ["resident", "streamed", "step"]
+# (T, B, d): T=1; B=1; d=48 (masked lanes); B=17 (two row tiles, ragged); B=16, d=32 (no masks at all)
+SHAPES = [(1, 1, 4), (4, 3, 48), (3, 17, 20), (3, 16, 32)]
+
+
+def _inputs(T, B, d, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    scale = d ** -0.5
+    a = dict(xp=r(T, B, 3 * d), h0=r(B, d) * 0.5, w_hh=r(3 * d, d) * scale, w_int=r(d, d) * scale,
+             b_int=r(d) * 0.1, w_out=r(d, d) * scale, b_out=r(d) * 0.1)
+    return {key: v.to(dtype) for key, v in a.items()}
+
+
+def _config(regime, d):
+    return _regimes()[regime](d)
+
+
+def _lengths(T, B):
+    return torch.tensor([max(1, T - (3 * b) % T) for b in range(B)])
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-d{}".format(*s))
+@pytest.mark.parametrize("regime", REGIMES)
+def test_regime_matches_contract_float64(regime, shape, with_lengths):
+    k = _kernels()
+    T, B, d = shape
+    a = _inputs(T, B, d, seed=T * B + d)
+    lengths = _lengths(T, B) if with_lengths else None
+    cfg = _config(regime, d)
+    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg)
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True)
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+    hs_inf, saved_inf = k.scan_fwd(**a, lengths=lengths, need_saved=False, config=cfg)
+    assert saved_inf.numel() == 0 and torch.equal(hs_inf, hs)
+    grad_hs = torch.randn(T, B, d, dtype=torch.float64)
+    got = k.scan_bwd(grad_hs, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, config=cfg)
+    want = contract.scan_bwd(grad_hs, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths)
+    for name, g, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
+    if lengths is not None:
+        for b, length in enumerate(lengths.tolist()):
+            assert torch.all(saved[length:, b] == 0) and torch.all(got[0][length:, b] == 0)
+
+
+def _scan_and_grads(scan_fn, a, lengths, grad):
+    """hs and the gradients of <hs, grad> w.r.t. every input of one layer's scan."""
+    leaves = {key: v.detach().clone().requires_grad_() for key, v in a.items()}
+    hs = scan_fn(**leaves, lengths=lengths)
+    grads = torch.autograd.grad((hs.double() * grad).sum(), list(leaves.values()))
+    return hs.detach(), grads
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_regime_low_precision_within_twice_torch_error(regime, dtype):
+    """Flash-attention rule: hs and the gradients of every input (xp, h0, all weights) are within 2x
+    the error of PyTorch's own path in ``dtype`` (backend "torch"), both against float64 on the
+    same (rounded) inputs."""
+    k = _kernels()
+    T, B, d = 6, 5, 40
+    a = _inputs(T, B, d, dtype=dtype, seed=3)
+    lengths = _lengths(T, B)
+    grad = torch.randn(T, B, d, dtype=torch.float64)
+
+    def triton_scan(lengths, **w):
+        return ops.scan(*w.values(), lengths, "triton")
+
+    def torch_path(lengths, **w):
+        return torch_scan.torch_scan(*w.values(), lengths)
+
+    with k.config.override(_config(regime, d)):
+        hs, grads = _scan_and_grads(triton_scan, a, lengths, grad)
+    hs_low, grads_low = _scan_and_grads(torch_path, a, lengths, grad)
+    hs_ref, grads_ref = _scan_and_grads(torch_path, {key: v.double() for key, v in a.items()}, lengths, grad)
+    assert hs.dtype == dtype and all(g.dtype == dtype for g in grads)
+    for name, got, low, ref in zip(["hs"] + list(a), [hs] + list(grads), [hs_low] + list(grads_low),
+                                   [hs_ref] + list(grads_ref)):
+        err = (got.double() - ref).abs().max().item()
+        torch_err = (low.double() - ref).abs().max().item()
+        # float32: the kernels' tanh (2*sigmoid(2x)-1) is good to a few ulp, not 1: allow 8 ulp of the scale
+        slack = 8 * torch.finfo(torch.float32).eps * ref.abs().max().item() if dtype == torch.float32 else 1e-6
+        assert err <= 2 * torch_err + slack, f"{name}: kernel error {err:.3g} > 2x PyTorch's {torch_err:.3g}"
+
+
+@pytest.mark.parametrize("regime", ["streamed", "step"])
+def test_regime_gradcheck_float64_full_mode(regime):
+    """Full-mode gradcheck through the custom ops with a forced regime (resident: tests/scan/test_ops.py)."""
+    k = _kernels()
+    T, B, n, d = 2, 2, 1, 2  # tiny: full mode perturbs every input, and the interpreter is slow
+    cell = random_cell(n, d, 2, seed=5)
+    x = torch.randn(T, B, n, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(B, d, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([2, 1])
+    leaves = [t.detach().clone().requires_grad_() for t in cell.fused_weights()]
+
+    def run(x, h0, *weights):
+        return diru_layer(x, CellWeights(*weights), h0, lengths, backend="triton")
+
+    with k.config.override(_config(regime, d)):
+        assert torch.autograd.gradcheck(run, [x, h0] + leaves, fast_mode=False)
+
+
+def test_multilayer_bidirectional_layer_every_regime():
+    """End to end: a 2-layer bidirectional DIRULayer with lengths, forward and gradients, per regime."""
+    k = _kernels()
+    T, B, n, d = 4, 3, 3, 8
+    torch.manual_seed(0)
+    layer = diru_fast.DIRULayer(n, d, 2, bidirectional=True, num_compartments=2, backend="torch").double()
+    x = torch.randn(T, B, n, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([4, 1, 3])
+    out_ref, h_ref = layer(x, lengths=lengths)
+    grads_ref = torch.autograd.grad(out_ref.square().sum() + h_ref.sum(), [x] + list(layer.parameters()))
+    layer.backend = "triton"
+    for regime in REGIMES:
+        with k.config.override(_config(regime, d)):
+            out, h = layer(x, lengths=lengths)
+            grads = torch.autograd.grad(out.square().sum() + h.sum(), [x] + list(layer.parameters()))
+        torch.testing.assert_close(out, out_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
+        for g, r in zip(grads, grads_ref):
+            torch.testing.assert_close(g, r, rtol=1e-11, atol=1e-12)
+
+
+def test_nan_in_padded_steps_does_not_leak_streamed():
+    k = _kernels()
+    T, B, d = 4, 3, 8
+    a = _inputs(T, B, d)
+    a["xp"][2:, 1] = float("nan")
+    lengths = torch.tensor([4, 2, 3])
+    with k.config.override(_config("streamed", d)):
+        hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True)
+    assert torch.isfinite(hs).all() and torch.all(saved[2:, 1] == 0)
+    torch.testing.assert_close(hs[2:, 1], hs[1, 1].expand(2, d), rtol=0, atol=0)  # state kept, exactly
+
+
+def test_dispatcher_size_classes():
+    k = _kernels()
+    assert k.choose(48, 3, "bfloat16").mode == "resident" and k.choose(48, 3, "bfloat16").d_pad == 64
+    assert k.choose(32, 3, "float32").mode == "resident"
+    assert k.choose(48, 3, "float32").mode == "streamed"  # 3xTF32 resident weights would not fit sm_80
+    assert k.choose(1, 3, "bfloat16").d_pad == 16
+    assert k.choose(100, 3, "bfloat16").mode == "streamed"
+    assert k.choose(256, 3, "bfloat16").mode == "streamed"
+    assert k.choose(257, 3, "bfloat16").mode == "step"
+    picks = set(k.all_configs())
+    for d in (1, 16, 17, 48, 64, 65, 128, 200, 256, 300, 1024):
+        for dtype in ("float32", "bfloat16", "float16"):
+            assert (k.choose(d, 64, dtype), dtype) in picks, (d, dtype)  # the compile check covers it
+
+
+def test_config_validation_and_override_restores():
+    k = _kernels()
+    with pytest.raises(ValueError, match="power of two"):
+        k.KernelConfig("streamed", 48, block_b=16, block_k=16)
+    with pytest.raises(ValueError, match="unknown kernel mode"):
+        k.KernelConfig("fast", 64, block_b=16, block_k=16)
+    cfg = k.KernelConfig("step", 0, block_b=16, block_k=16, block_n=16)
+    with k.config.override(cfg):
+        assert k.choose(64, 8, "float32") is cfg
+    assert k.choose(64, 8, "bfloat16").mode == "resident"
+    with pytest.raises(ValueError, match="holds d <= 16"):
+        k.scan_fwd(**_inputs(2, 2, 20), lengths=None, need_saved=False,
+                   config=k.KernelConfig("resident", 16, block_b=16, block_k=16))
+
+
+def test_launcher_rejects_bad_tensors_with_the_fix():
+    k = _kernels()
+    a = _inputs(2, 2, 4)
+    with pytest.raises(TypeError, match="take torch.float32"):
+        k.scan_fwd(**{key: v.to(torch.int32) for key, v in a.items()}, lengths=None, need_saved=False)
+    bad = dict(a, xp=a["xp"].transpose(0, 1).contiguous().transpose(0, 1))
+    with pytest.raises(ValueError, match="contiguous"):
+        k.scan_fwd(**bad, lengths=None, need_saved=False)
+
+
+def test_provider_reports_what_it_supports():
+    from diru_fast.providers import triton as provider
+
+    assert provider.unavailable_reason() is None
+    assert provider.unsupported_reason(torch.device("cpu"), torch.float64) is None
+    assert "not supported" in provider.unsupported_reason(torch.device("cpu"), torch.int64)
+    assert "do not run on meta" in provider.unsupported_reason(torch.device("meta"), torch.float32)
