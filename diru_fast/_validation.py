@@ -65,7 +65,12 @@ def check_lengths(lengths: Union[Tensor, Sequence[int], None], steps: int, batch
         raise TypeError(f"lengths must hold integers, got {lengths.dtype}")
     if tuple(lengths.shape) != (batch,):
         raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}")
-    if batch > 0:
+    if batch > 0 and torch.compiler.is_compiling():
+        # Reading the values would break the graph: the check runs inside it instead (an error
+        # when the compiled code runs, without the range in the message).
+        torch._assert_async(((lengths >= 1) & (lengths <= steps)).all(),
+                            f"lengths must lie in [1, {steps}] (the padded sequence length)")
+    elif batch > 0:
         low, high = int(lengths.min()), int(lengths.max())
         if low < 1 or high > steps:
             raise ValueError(f"lengths must lie in [1, {steps}] (the padded sequence length), "

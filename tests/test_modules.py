@@ -163,3 +163,20 @@ def test_torch_compile_fullgraph_matches_eager(backend):
     g_comp = torch.autograd.grad(y_comp.sum(), list(model.parameters()))
     for a, b in zip(g_comp, g_eager):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.no_poison
+@pytest.mark.parametrize("backend", ["torch"] + [b for b in diru_fast.available_backends("cpu") if b == "cpu"])
+def test_torch_compile_fullgraph_with_lengths(backend):
+    """Variable lengths compile without graph breaks; their range check runs inside the graph."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    layer = DIRULayer(2, 8, 2, bidirectional=True, batch_first=True, num_compartments=2, backend=backend)
+    x = torch.randn(3, 5, 2)
+    lengths = torch.tensor([5, 2, 4])
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    (o_e, h_e), (o_c, h_c) = layer(x, lengths=lengths), compiled(x, lengths=lengths)
+    torch.testing.assert_close(o_c, o_e, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h_c, h_e, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match=r"lengths must lie in \[1, 5\]"):
+        compiled(x, lengths=torch.tensor([5, 2, 9]))
