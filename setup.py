@@ -115,7 +115,9 @@ setup(
                                      "cuda/*.py"]},
     install_requires=["torch>=2.3", "numpy"],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "matplotlib", "expecttest", "tqdm"],
+        # everything the test suite needs: it skips nothing for a missing package
+        "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "expecttest", "tqdm", "matplotlib",
+                 "scipy", "statsmodels", "pandas", "scikit-learn"],
         "bench": ["pytest-benchmark>=4", "matplotlib"],
         "experiments": ["tqdm", "matplotlib"],  # python -m diru_fast demo / study
         # python -m diru_fast analyses (specialization, gradient-flow, memory-capacity, real-data)

@@ -366,8 +366,9 @@ def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU:
         f"{meta.get('world_size', 1)}; torch {meta.get('torch')}, Python {meta.get('python')}, diru_fast "
         f"{meta.get('diru_fast')} (commit {meta.get('commit') or '?'}), {meta.get('timestamp')}; "
         f"wall time {meta.get('wall_s', float('nan')):.0f} s.",
-        f"- DIRU backend actually used: **{backends}** (the MSEs do not depend on the backend, the epoch "
-        "times do).",
+        f"- DIRU backend actually used: **{backends}**. Backends compute the same function up to float "
+        "rounding; over 50 epochs that rounding can move a single run (seen on the chaotic Lorenz task), so "
+        "compare MSEs across backends as distributions over seeds. Epoch times depend on the backend.",
         f"- Models: {_sizes_text(cfg)}. DIRU has {cfg['num_compartments']} compartments.",
         f"- Data: {cfg['n_train']} training / {cfg['n_val']} validation sequences of length {cfg['seq_len']}, "
         f"new data for every seed; seeds {', '.join(map(str, seeds))} ({len(seeds)}).",

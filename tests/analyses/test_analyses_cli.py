@@ -6,9 +6,6 @@ import pytest
 
 from diru_fast import cli
 
-pytest.importorskip("matplotlib")
-pytest.importorskip("statsmodels")
-pytest.importorskip("sklearn")
 
 TINY = {
     "specialization": ["--ks", "2", "4", "--seeds", "2", "--n-train", "16", "--n-val", "8", "--seq-len", "24",

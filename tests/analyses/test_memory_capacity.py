@@ -12,8 +12,6 @@ from diru_fast.analyses.memory_capacity import k_effect, predicted_band, verdict
 from diru_fast.experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from diru_fast.experiments.models import diru_params
 
-pytest.importorskip("statsmodels")
-pytest.importorskip("scipy")
 
 
 def test_standardised_memory_uses_training_statistics():

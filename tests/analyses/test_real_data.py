@@ -9,7 +9,6 @@ from diru_fast.experiments.training import TrainConfig, evaluate, train
 
 
 def test_digits_read_row_by_row():
-    pytest.importorskip("sklearn")
     train_set, val_set, info = R.load_digits_sequences(seed=0)
     (xt, yt), (xv, yv) = train_set.tensors, val_set.tensors
     assert xt.shape[1:] == (8, 8) and xt.dtype == torch.float32 and yt.dtype == torch.int64
@@ -46,7 +45,6 @@ def test_sunspot_windows_are_chronological_and_scaled_with_training_years_only()
 
 
 def test_sunspots_ship_with_statsmodels():
-    pytest.importorskip("statsmodels")
     train_set, val_set, info = R.load_sunspots(window=20)
     assert info["first_year"] == 1700 and len(train_set) + len(val_set) == 309 - 20
     assert info["train_target_years"][1] < info["first_val_year"]

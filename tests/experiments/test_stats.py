@@ -3,12 +3,11 @@
 import math
 
 import pytest
+import scipy.stats as scipy_stats
 
 from diru_fast.experiments import claims as C
 from diru_fast.experiments.stats import (epochs_to_target, mean_std, ratio_interval, relative_improvement,
                                          t_cdf_two_sided, t_interval, t_quantile)
-
-scipy_stats = pytest.importorskip("scipy.stats")  # installed with the test tools
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 6, 9, 10, 29, 30, 31, 100, 301])
