@@ -66,3 +66,13 @@ def spec_sequence(x, h0, cell, lengths=None, reverse=False):
             hs[t, b] = h[0]
         h_last.append(h[0])
     return hs, torch.stack(h_last)
+
+
+def contract_inputs(T, B, d, dtype=torch.float64, seed=0):
+    """Random inputs of the kernel contract's scan_fwd (xp, h0, weights), drawn in float64 then cast."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    scale = d ** -0.5
+    a = dict(xp=r(T, B, 3 * d), h0=r(B, d) * 0.5, w_hh=r(3 * d, d) * scale, w_int=r(d, d) * scale,
+             b_int=r(d) * 0.1, w_out=r(d, d) * scale, b_out=r(d) * 0.1)
+    return {key: v.to(dtype) for key, v in a.items()}

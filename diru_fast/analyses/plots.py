@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict
 
-from ..experiments.io import atomic_path
+from ..experiments.plots import _pyplot, _save
 
 __all__ = ["plot_specialization", "plot_gradient_flow", "plot_memory_capacity", "plot_real_data", "PLOTTERS",
            "write_plot"]
@@ -21,21 +21,6 @@ __all__ = ["plot_specialization", "plot_gradient_flow", "plot_memory_capacity", 
 _COLORS = {"diru": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "rnn": "tab:gray",
            "lstm_matched": "tab:blue", "gru_matched": "tab:green"}
 _K_COLORS = {1: "tab:purple", 2: "tab:orange", 4: "tab:red", 8: "tab:brown"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    return path
 
 
 def plot_specialization(result: Dict[str, Any], path: Path) -> Path:

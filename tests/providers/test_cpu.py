@@ -27,19 +27,13 @@ import diru_fast
 from diru_fast import DIRU, BackendUnavailableError, _build, _paths, backends
 from diru_fast.providers import cpu
 from diru_fast.scan import contract
+from tests.helpers import contract_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 HAVE_KERNEL = cpu.unavailable_reason() is None
 needs_kernel = pytest.mark.skipif(not HAVE_KERNEL, reason=f"C++ CPU kernel unavailable here: {cpu.unavailable_reason()}")
 
 
-def _inputs(T, B, d, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    scale = d ** -0.5
-    a = dict(xp=r(T, B, 3 * d), h0=r(B, d) * 0.5, w_hh=r(3 * d, d) * scale, w_int=r(d, d) * scale,
-             b_int=r(d) * 0.1, w_out=r(d, d) * scale, b_out=r(d) * 0.1)
-    return {k: v.to(dtype) for k, v in a.items()}
 
 
 def _lengths(T, B):
@@ -111,7 +105,7 @@ def test_16_bit_dtypes_are_unsupported_with_a_reason():
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
 def test_thread_counts_agree_and_each_repeats_exactly(with_lengths):
     T, B, d = 9, 5, 24
-    a = _inputs(T, B, d, seed=3)
+    a = contract_inputs(T, B, d, seed=3)
     lengths = _lengths(T, B) if with_lengths else None
     g = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     with _threads(1):
@@ -132,7 +126,7 @@ def test_tensor_gemm_path_matches_blas_path(dtype):
     """The kernel calls torch's BLAS directly; where none is exported it uses at::mm. Both agree."""
     ext = cpu.extension()
     T, B, d = 6, 3, 20
-    a = _inputs(T, B, d, dtype=dtype, seed=5)
+    a = contract_inputs(T, B, d, dtype=dtype, seed=5)
     lengths = _lengths(T, B)
     g = torch.randn(T, B, d, generator=torch.Generator().manual_seed(6)).to(dtype)
     blas = _fwd_bwd(a, lengths, g)
@@ -157,7 +151,7 @@ def test_float32_error_is_within_twice_pytorchs_float32_error(shape):
     kernel's float32 error (RMS over all elements) is at most twice that of the same contract
     run in float32 by PyTorch, and its worst element at most four times PyTorch's worst."""
     T, B, d = shape
-    a64 = _inputs(T, B, d, seed=T + d)
+    a64 = contract_inputs(T, B, d, seed=T + d)
     a32 = {k: v.float() for k, v in a64.items()}
     lengths = _lengths(T, B)
     g64 = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
@@ -176,7 +170,7 @@ def test_float32_error_is_within_twice_pytorchs_float32_error(shape):
 @needs_kernel
 def test_long_sequence_float64_matches_contract():
     T, B, d = 300, 2, 16
-    a = _inputs(T, B, d, seed=9)
+    a = contract_inputs(T, B, d, seed=9)
     g = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
     for name, x, w in zip(NAMES, _fwd_bwd(a, _lengths(T, B), g), _contract(a, _lengths(T, B), g)):
         torch.testing.assert_close(x, w, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
@@ -185,7 +179,7 @@ def test_long_sequence_float64_matches_contract():
 @needs_kernel
 def test_strided_inputs_give_the_same_numbers():
     T, B, d = 5, 3, 12
-    a = _inputs(T, B, d, seed=12)
+    a = contract_inputs(T, B, d, seed=12)
     strided = {
         "xp": torch.stack([a["xp"], torch.full_like(a["xp"], float("nan"))], dim=2)[:, :, 0],  # [T, B, 3d] strided
         "h0": a["h0"].t().contiguous().t(),
@@ -205,7 +199,7 @@ def test_strided_inputs_give_the_same_numbers():
 
 @needs_kernel
 def test_kernel_checks_its_inputs():
-    a = _inputs(4, 2, 8)
+    a = contract_inputs(4, 2, 8)
     args = [a[k] for k in ("xp", "h0", "w_hh", "w_int", "b_int", "w_out", "b_out")]
     ext = cpu.extension()
     bad_dtype = list(args)

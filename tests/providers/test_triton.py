@@ -15,7 +15,7 @@ import diru_fast
 from diru_fast import CellWeights
 from diru_fast.functional import diru_layer
 from diru_fast.scan import contract, ops, torch_scan
-from tests.helpers import random_cell
+from tests.helpers import contract_inputs, random_cell
 
 pytestmark = pytest.mark.skipif("triton" not in diru_fast.available_backends("cpu"),
                                 reason="triton is not installed (or TRITON_INTERPRET=1 was not set before import)")
@@ -41,13 +41,6 @@ REGIMES = ["resident", "streamed", "step"]
 SHAPES = [(1, 1, 4), (4, 3, 48), (3, 17, 20), (3, 16, 32)]
 
 
-def _inputs(T, B, d, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    scale = d ** -0.5
-    a = dict(xp=r(T, B, 3 * d), h0=r(B, d) * 0.5, w_hh=r(3 * d, d) * scale, w_int=r(d, d) * scale,
-             b_int=r(d) * 0.1, w_out=r(d, d) * scale, b_out=r(d) * 0.1)
-    return {key: v.to(dtype) for key, v in a.items()}
 
 
 def _config(regime, d):
@@ -64,7 +57,7 @@ def _lengths(T, B):
 def test_regime_matches_contract_float64(regime, shape, with_lengths):
     k = _kernels()
     T, B, d = shape
-    a = _inputs(T, B, d, seed=T * B + d)
+    a = contract_inputs(T, B, d, seed=T * B + d)
     lengths = _lengths(T, B) if with_lengths else None
     cfg = _config(regime, d)
     hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg)
@@ -99,7 +92,7 @@ def test_regime_low_precision_within_twice_torch_error(regime, dtype):
     same (rounded) inputs."""
     k = _kernels()
     T, B, d = 6, 5, 40
-    a = _inputs(T, B, d, dtype=dtype, seed=3)
+    a = contract_inputs(T, B, d, dtype=dtype, seed=3)
     lengths = _lengths(T, B)
     grad = torch.randn(T, B, d, dtype=torch.float64)
 
@@ -165,7 +158,7 @@ def test_multilayer_bidirectional_layer_every_regime():
 def test_nan_in_padded_steps_does_not_leak_streamed():
     k = _kernels()
     T, B, d = 4, 3, 8
-    a = _inputs(T, B, d)
+    a = contract_inputs(T, B, d)
     a["xp"][2:, 1] = float("nan")
     lengths = torch.tensor([4, 2, 3])
     with k.config.override(_config("streamed", d)):
@@ -200,13 +193,13 @@ def test_config_validation_and_override_restores():
         assert k.choose(64, 8, "float32") is cfg
     assert k.choose(64, 8, "bfloat16").mode == "resident"
     with pytest.raises(ValueError, match="holds d <= 16"):
-        k.scan_fwd(**_inputs(2, 2, 20), lengths=None, need_saved=False,
+        k.scan_fwd(**contract_inputs(2, 2, 20), lengths=None, need_saved=False,
                    config=k.KernelConfig("resident", 16, block_b=16, block_k=16))
 
 
 def test_launcher_rejects_bad_tensors_with_the_fix():
     k = _kernels()
-    a = _inputs(2, 2, 4)
+    a = contract_inputs(2, 2, 4)
     with pytest.raises(TypeError, match="take torch.float32"):
         k.scan_fwd(**{key: v.to(torch.int32) for key, v in a.items()}, lengths=None, need_saved=False)
     bad = dict(a, xp=a["xp"].transpose(0, 1).contiguous().transpose(0, 1))

@@ -13,18 +13,12 @@ from diru_fast import CellWeights
 from diru_fast.backends import KERNEL_BACKENDS
 from diru_fast.functional import diru_layer
 from diru_fast.scan import contract
-from tests.helpers import random_cell
+from tests.helpers import contract_inputs, random_cell
 
 PROVIDERS = [b for b in diru_fast.available_backends("cpu") if b in KERNEL_BACKENDS] + ["contract"]
 SHAPES = [(1, 1, 4), (1, 3, 48), (6, 3, 8), (9, 2, 12), (4, 5, 16)]  # (T, B, d)
 
 
-def _inputs(T, B, d, dtype=torch.float64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
-    scale = d ** -0.5
-    return dict(xp=r(T, B, 3 * d), h0=r(B, d) * 0.5, w_hh=r(3 * d, d) * scale, w_int=r(d, d) * scale,
-                b_int=r(d) * 0.1, w_out=r(d, d) * scale, b_out=r(d) * 0.1)
 
 
 def _call_fwd(backend, a, lengths, need_saved=True):
@@ -41,7 +35,7 @@ def _lengths(T, B):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-d{}".format(*s))
 def test_provider_matches_contract_float64(backend, shape, with_lengths):
     T, B, d = shape
-    a = _inputs(T, B, d, seed=T + B + d)
+    a = contract_inputs(T, B, d, seed=T + B + d)
     lengths = _lengths(T, B) if with_lengths else None
     hs, saved = _call_fwd(backend, a, lengths)
     hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True)
@@ -61,7 +55,7 @@ def test_provider_matches_contract_float64(backend, shape, with_lengths):
 
 @pytest.mark.parametrize("backend", PROVIDERS)
 def test_provider_inference_skips_saved(backend):
-    a = _inputs(5, 3, 8)
+    a = contract_inputs(5, 3, 8)
     hs, saved = _call_fwd(backend, a, None, need_saved=False)
     assert saved.numel() == 0
     torch.testing.assert_close(hs, contract.scan_fwd(**a, lengths=None, need_saved=False)[0],
@@ -71,7 +65,7 @@ def test_provider_inference_skips_saved(backend):
 @pytest.mark.parametrize("backend", PROVIDERS)
 def test_provider_float32_within_rounding(backend):
     T, B, d = 12, 3, 16
-    a64 = _inputs(T, B, d, seed=11)
+    a64 = contract_inputs(T, B, d, seed=11)
     a32 = {k: v.float() for k, v in a64.items()}
     hs64, saved64 = contract.scan_fwd(**a64, lengths=None, need_saved=True)
     hs32, saved32 = _call_fwd(backend, a32, None)
@@ -103,7 +97,7 @@ def test_custom_op_gradcheck(backend, with_lengths):
 
 @pytest.mark.parametrize("backend", PROVIDERS)
 def test_opcheck(backend):
-    a = _inputs(3, 2, 4)
+    a = contract_inputs(3, 2, 4)
     lengths = torch.tensor([3, 2])
     fwd_args = (a["xp"], a["h0"], a["w_hh"], a["w_int"], a["b_int"], a["w_out"], a["b_out"], lengths, backend, True)
     torch.library.opcheck(torch.ops.diru_fast.scan_fwd, fwd_args)
@@ -136,7 +130,7 @@ def test_eager_path_matches_the_custom_op_autograd(backend, with_lengths):
     from diru_fast.scan import ops
 
     T, B, d = 4, 3, 8
-    a = _inputs(T, B, d, seed=21)
+    a = contract_inputs(T, B, d, seed=21)
     lengths = _lengths(T, B) if with_lengths else None
     names = ("xp", "h0", "w_hh", "w_int", "b_int", "w_out", "b_out")
     grad_out = torch.randn(T, B, d, dtype=torch.float64)
