@@ -16,7 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./gpu_out}
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(command -v python3 || command -v python)}  # the GPU image: python3 holds torch
 DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 mkdir -p "$OUT"
