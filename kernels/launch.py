@@ -13,6 +13,8 @@ like PyTorch's own matmuls); see ``config.dot_precision``.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 from typing import Optional, Tuple
 
@@ -68,15 +70,18 @@ def _check(dtype: torch.dtype, *tensors: Tensor) -> None:
 
 
 def _device_guard(device: torch.device):
-    return torch.cuda.device(device) if device.type == "cuda" else _NullContext()
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-class _NullContext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+def _plan(config: Optional[cfgs.KernelConfig], d: int, batch: int, dtype: torch.dtype,
+          lengths: Optional[Tensor], placeholder: Tensor):
+    """(config, lengths pointer, constexpr flags) of one launch; without lengths the kernel gets a
+    placeholder pointer it never reads (HAS_LENGTHS=False)."""
+    cfg = config or cfgs.choose(d, batch, str(dtype).replace("torch.", ""))
+    lens = lengths if lengths is not None else placeholder
+    meta = dict(_meta(dtype), HAS_LENGTHS=lengths is not None,
+                EVEN_B=batch % cfg.block_b == 0, EVEN_D=_even(cfg, d))
+    return cfg, lens, meta
 
 
 def scan_fwd(
@@ -101,10 +106,7 @@ def scan_fwd(
     saved = _empty((steps, batch, 4 * d) if need_saved else (0,), acc, device)
     if steps == 0 or batch == 0:
         return hs, saved
-    cfg = config or cfgs.choose(d, batch, str(dtype).replace("torch.", ""))
-    lens = lengths if lengths is not None else hs  # placeholder pointer, never read
-    meta = dict(_meta(dtype), HAS_LENGTHS=lengths is not None,
-                EVEN_B=batch % cfg.block_b == 0, EVEN_D=_even(cfg, d))
+    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs)
     with _device_guard(device):
         if cfg.persistent:
             _check_pad(cfg, d)
@@ -194,10 +196,7 @@ def scan_bwd(
         if batch:
             d_h0.zero_()
         return d_p, d_zp, d_yp, d_h0
-    cfg = config or cfgs.choose(d, batch, str(dtype).replace("torch.", ""))
-    lens = lengths if lengths is not None else hs  # placeholder pointer, never read
-    meta = dict(_meta(dtype), HAS_LENGTHS=lengths is not None,
-                EVEN_B=batch % cfg.block_b == 0, EVEN_D=_even(cfg, d))
+    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs)
     with _device_guard(device):
         if cfg.persistent:
             _check_pad(cfg, d)
