@@ -1,4 +1,9 @@
-"""Input checks shared by the functional ops and modules (SPEC §6): clear errors, not crashes."""
+"""Input checks shared by the functional ops and modules: clear errors, not crashes.
+
+Bad inputs raise :class:`InvalidInputError`, which is both a ``ValueError`` and a ``RuntimeError``
+(PyTorch's recurrent modules raise ``RuntimeError`` for bad shapes and ``ValueError`` for bad dtypes,
+so code written for either keeps catching them); a dtype problem is also a ``TypeError``.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +12,37 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+__all__ = ["InvalidInputError", "InvalidInputTypeError"]
+
+
+class InvalidInputError(ValueError, RuntimeError):
+    """An input of the wrong shape, size or value (a ValueError and a RuntimeError)."""
+
+
+class InvalidInputTypeError(InvalidInputError, TypeError):
+    """An input of the wrong dtype (also a TypeError)."""
+
 
 def check_input(x: object, name: str, ranks: Sequence[int]) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() not in ranks:
         wanted = " or ".join(f"{r}-D" for r in ranks)
-        raise ValueError(f"{name} must be {wanted}, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
+        raise InvalidInputError(f"{name} must be {wanted}, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+        raise InvalidInputTypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     return x
 
 
 def check_matches_params(x: Tensor, name: str, param: Tensor) -> None:
     """``x`` must share the parameters' dtype and device."""
     if x.device != param.device:
-        raise ValueError(
+        raise InvalidInputError(
             f"{name} is on {x.device} but the parameters are on {param.device}; "
             f"move one of them (e.g. model.to({str(x.device)!r}))"
         )
     if x.dtype != param.dtype:
-        raise TypeError(
+        raise InvalidInputTypeError(
             f"{name} has dtype {x.dtype} but the parameters have dtype {param.dtype}; "
             f"convert one of them (e.g. model.to({x.dtype}) or x.to({param.dtype}))"
         )
@@ -35,7 +50,7 @@ def check_matches_params(x: Tensor, name: str, param: Tensor) -> None:
 
 def check_feature_size(x: Tensor, name: str, expected: int) -> None:
     if x.shape[-1] != expected:
-        raise ValueError(
+        raise InvalidInputError(
             f"{name} has {x.shape[-1]} features in its last dimension, but the layer expects "
             f"input_size={expected} (shape {tuple(x.shape)})"
         )
@@ -47,7 +62,7 @@ def check_state(h: Optional[Tensor], name: str, shape: Sequence[int], like: Tens
     if not isinstance(h, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor or None, got {type(h).__name__}")
     if tuple(h.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(h.shape)}")
+        raise InvalidInputError(f"{name} must have shape {tuple(shape)}, got {tuple(h.shape)}")
     check_matches_params(h, name, like)
 
 
@@ -62,9 +77,9 @@ def check_lengths(lengths: Union[Tensor, Sequence[int], None], steps: int, batch
         except (TypeError, ValueError, RuntimeError) as exc:
             raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints ({exc})") from exc
     if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-        raise TypeError(f"lengths must hold integers, got {lengths.dtype}")
+        raise InvalidInputTypeError(f"lengths must hold integers, got {lengths.dtype}")
     if tuple(lengths.shape) != (batch,):
-        raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}")
+        raise InvalidInputError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}")
     if batch > 0 and torch.compiler.is_compiling():
         # Reading the values would break the graph: the check runs inside it instead (an error
         # when the compiled code runs, without the range in the message).
@@ -73,11 +88,33 @@ def check_lengths(lengths: Union[Tensor, Sequence[int], None], steps: int, batch
     elif batch > 0:
         low, high = int(lengths.min()), int(lengths.max())
         if low < 1 or high > steps:
-            raise ValueError(f"lengths must lie in [1, {steps}] (the padded sequence length), "
-                             f"got values in [{low}, {high}]")
+            raise InvalidInputError(f"lengths must lie in [1, {steps}] (the padded sequence length), "
+                                    f"got values in [{low}, {high}]")
     return lengths.to(device=device, dtype=torch.int64)
 
 
 def check_finite(x: Tensor, name: str) -> None:
     if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf (check_finite=True)")
+        raise InvalidInputError(f"{name} contains NaN or Inf (check_finite=True)")
+
+
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """A module size: an int (TypeError otherwise) of at least ``minimum`` (ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {'positive' if minimum == 1 else f'>= {minimum}'}, got {value}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    """A module flag: a bool (``batch_first="False"`` would otherwise read as True)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_dropout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1], got {value!r}")
+    return float(value)

@@ -1,13 +1,13 @@
 """Backend names, what runs here, and which backend a call gets.
 
-Backends (SPEC §2):
+Backends:
 
 ==============  =====================================================================
 ``"triton"``    persistent Triton kernels; CUDA tensors (CPU tensors under TRITON_INTERPRET=1)
 ``"cuda"``      the CUDA C++ extension; CUDA tensors
 ``"cpu"``       the fused C++ CPU extension; CPU tensors, float32 / float64
 ``"torch"``     vectorized pure PyTorch (autograd); any device and dtype
-``"reference"`` the seed's per-step, per-compartment loop; any device and dtype
+``"reference"`` the prototype's cell stepped in time, compartment by compartment; any device and dtype
 ``"auto"``      CUDA: triton, then cuda, then torch; CPU: cpu, then torch.
                 ``DIRU_FAST_BACKEND`` overrides it (and then counts as asked for explicitly).
 ==============  =====================================================================
@@ -50,18 +50,13 @@ __all__ = [
 
 BACKENDS: Tuple[str, ...] = ("auto", "triton", "cuda", "cpu", "torch", "reference")
 KERNEL_BACKENDS: Tuple[str, ...] = ("triton", "cuda", "cpu")
-# Accepted by backend= but not listed: "contract" runs the plain-PyTorch statement of the
-# kernel contract through the custom ops, so tests exercise that plumbing with no compiler.
-TESTING_BACKENDS: Tuple[str, ...] = ("contract",)
 ENV_VAR = "DIRU_FAST_BACKEND"
 
-# Provider modules by backend name. "contract" is the plain-PyTorch statement of the kernel
-# contract: not a user-facing backend, but it runs through the same custom ops (tests use it).
+# Provider modules by backend name (more only through _register_provider, which the tests use).
 _PROVIDER_MODULES: Dict[str, str] = {
     "triton": "diru_fast.providers.triton",
     "cuda": "diru_fast.providers.cuda",
     "cpu": "diru_fast.providers.cpu",
-    "contract": "diru_fast.providers.contract",
 }
 
 _AUTO_ORDER: Dict[str, Tuple[str, ...]] = {"cuda": ("triton", "cuda"), "cpu": ("cpu",)}
@@ -99,11 +94,23 @@ def _load_reason(name: str) -> Optional[str]:
     return cached if isinstance(cached, str) else None
 
 
+def _register_provider(name: str, module: str) -> None:
+    """Make ``backend=name`` run the kernel provider ``module`` (an import path). Not public: the
+    tests register the plain-PyTorch statement of the kernel contract this way, to exercise the
+    custom ops and the autograd formula without a compiled kernel."""
+    _PROVIDER_MODULES[name] = module
+    _provider_cache.pop(name, None)
+
+
+def _known(name: object) -> bool:
+    return isinstance(name, str) and (name in BACKENDS or name in _PROVIDER_MODULES)
+
+
 def check_backend_name(name: object) -> str:
     """Return ``name`` if it names a backend; else raise ValueError listing the choices."""
-    if not isinstance(name, str) or name not in BACKENDS + TESTING_BACKENDS:
+    if not _known(name):
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return name
+    return name  # type: ignore[return-value]
 
 
 def why_unavailable(name: str, device: Union[str, torch.device, None] = None,
@@ -150,7 +157,14 @@ def _caller_stacklevel() -> int:
     return level
 
 
-@torch.compiler.assume_constant_result
+def _constant_under_compile(fn):
+    """``torch.compiler.assume_constant_result`` without importing torch._dynamo (a second of import
+    time): the decorator only sets this attribute, which Dynamo reads when it traces a call."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
+@_constant_under_compile
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     """The backend a call with these inputs runs on (see the module docstring for the rules)."""
     check_backend_name(backend)
@@ -158,7 +172,7 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
     if backend == "auto":
         env = os.environ.get(ENV_VAR, "").strip()
         if env and env != "auto":
-            if env not in BACKENDS + TESTING_BACKENDS:
+            if not _known(env):
                 raise ValueError(f"{ENV_VAR}={env!r} is not a backend; choose one of {', '.join(BACKENDS)}")
             backend, source = env, f"{ENV_VAR}="
     device = torch.device(device)

@@ -1,13 +1,14 @@
 """Functional DIRU: validate, pick the backend, run layers and directions.
 
-- :func:`diru_layer` — one layer, one direction, time-major: ``x: [T, B, n] -> hs: [T, B, d]``.
-- :func:`diru` — the ``torch.nn.GRU``-style stack: layers, directions, dropout, lengths,
-  PackedSequence, batch_first and unbatched input.
+- :func:`diru_scan` — one layer, one direction, time-major: ``x: [T, B, n] -> hs: [T, B, d]``.
+- :func:`diru` — the ``torch.nn.GRU``-style stack (what :class:`~diru_fast.DIRULayer` runs):
+  layers, directions, dropout, lengths, PackedSequence, batch_first and unbatched input.
 - :func:`diru_cell` — one step, like ``torch.nn.GRUCell``.
 
-Weights come in the fused layout of :mod:`diru_fast.weights`. For the compiled backends
+Weights come in the fused layout of :mod:`diru_fast.weights`. Except on the "reference" backend,
 the input projections of all steps are one GEMM (``F.linear`` over [T, B, n]) before the
-recurrence; the recurrence itself runs through the custom ops of :mod:`diru_fast.scan.ops`.
+recurrence; the recurrence runs on the kernel contract (:mod:`diru_fast.scan.contract`, backend
+"torch") or on a compiled kernel through :mod:`diru_fast.scan.ops`.
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from . import _validation as v
 from .backends import resolve_backend
-from .scan import ops
+from .scan import contract, ops
 from .scan.reference_scan import reference_scan
-from .scan.torch_scan import torch_scan
 from .weights import CellWeights
 
-__all__ = ["diru", "diru_layer", "diru_cell"]
+__all__ = ["diru", "diru_scan", "diru_cell"]
 
 Lengths = Union[Tensor, Sequence[int], None]
 
 
-def diru_layer(
+def diru_scan(
     x: Tensor,  # [T, B, n]
     weights: CellWeights,
     h0: Optional[Tensor] = None,  # [B, d]
@@ -46,7 +46,7 @@ def diru_layer(
     v.check_matches_params(x, "x", weights.w_hh)
     steps, batch, _ = x.shape
     if steps == 0:
-        raise ValueError("x has an empty sequence (T=0): there is no step to run")
+        raise v.InvalidInputError("x has an empty sequence (T=0): there is no step to run")
     d = weights.hidden_size
     v.check_state(h0, "h0", (batch, d), weights.w_hh)
     lengths = v.check_lengths(lengths, steps, batch, x.device)
@@ -70,12 +70,15 @@ def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optiona
         return reference_scan(x, w, h0, lengths, num_compartments)
     # [T, B, 3d]: the x-projections of all steps, one GEMM. A time-major view of batch-first input
     # is made contiguous first: F.linear on the strided view falls back to a batched matmul
-    # (measured 2x slower than copying x, which is the smallest tensor here).
+    # (measured 2x slower than copying x, which is the smallest tensor here). Under autocast the GEMM
+    # may run in a lower precision; the recurrence runs in the parameters' dtype.
     xp = F.linear(x.contiguous(), w.w_ih, w.b_ih)
-    if backend == "torch":
-        return torch_scan(xp, h0, w.w_hh, w.w_int, w.b_int, w.w_out, w.b_out, lengths)
+    if xp.dtype != w.w_hh.dtype:
+        xp = xp.to(w.w_hh.dtype)
     b_int = w.b_int if w.b_int is not None else w.w_int.new_zeros(d)
     b_out = w.b_out if w.b_out is not None else w.w_out.new_zeros(d)
+    if backend == "torch":
+        return contract.scan_fwd(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, False)[0]
     return ops.scan(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, backend)
 
 
@@ -92,7 +95,7 @@ def _reverse(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
 def diru(
     input: Union[Tensor, PackedSequence],
     weights: Sequence[Sequence[CellWeights]],
-    h0: Optional[Tensor] = None,
+    hx: Optional[Tensor] = None,
     lengths: Lengths = None,
     *,
     batch_first: bool = False,
@@ -109,7 +112,8 @@ def diru(
             ``PackedSequence``.
         weights: ``weights[layer][direction]`` in the fused layout; layer l > 0 takes
             ``directions * d`` inputs.
-        h0: ``[layers * directions, B, d]`` (``[layers * directions, d]`` unbatched); zeros if None.
+        hx: the initial state ``[layers * directions, B, d]`` (``[layers * directions, d]``
+            unbatched); zeros if None.
         lengths: ``[B]`` valid steps per sequence (1..T). Padded steps leave the state
             unchanged and give zero outputs; ``h_n`` is each sequence's state at its own
             last step (for the reverse direction: after its first step).
@@ -134,14 +138,14 @@ def diru(
     unbatched = False
     if packed:
         if lengths is not None:
-            raise ValueError("pass either a PackedSequence or lengths, not both")
+            raise v.InvalidInputError("pass either a PackedSequence or lengths, not both")
         x, lengths = pad_packed_sequence(input)  # [T, B, n] in the caller's batch order
     else:
         x = v.check_input(input, "input", (2, 3))
         unbatched = x.dim() == 2
         if unbatched:
             if lengths is not None:
-                raise ValueError("lengths needs batched input (an unbatched sequence has one length)")
+                raise v.InvalidInputError("lengths needs batched input (an unbatched sequence has one length)")
             x = x.unsqueeze(1)
         elif batch_first:
             x = x.transpose(0, 1)
@@ -149,13 +153,13 @@ def diru(
     v.check_matches_params(x, "input", first.w_hh)
     steps, batch, _ = x.shape
     if steps == 0:
-        raise ValueError("input has an empty sequence (T=0): there is no step to run")
-    if h0 is not None:
+        raise v.InvalidInputError("input has an empty sequence (T=0): there is no step to run")
+    if hx is not None:
         if unbatched:
-            v.check_state(h0, "h0", (num_layers * directions, d), first.w_hh)
-            h0 = h0.unsqueeze(1)
+            v.check_state(hx, "hx", (num_layers * directions, d), first.w_hh)
+            hx = hx.unsqueeze(1)
         else:
-            v.check_state(h0, "h0", (num_layers * directions, batch, d), first.w_hh)
+            v.check_state(hx, "hx", (num_layers * directions, batch, d), first.w_hh)
     lengths = v.check_lengths(lengths, steps, batch, x.device)
     if check_finite:
         v.check_finite(x, "input")
@@ -168,7 +172,7 @@ def diru(
             x = x.masked_fill(pad, 0.0)
         outputs = []
         for direction, w in enumerate(layer_weights):
-            state = None if h0 is None else h0[layer * directions + direction]
+            state = None if hx is None else hx[layer * directions + direction]
             xin = x if direction == 0 else _reverse(x, lengths)
             hs = _run_layer(xin, w, state, lengths, num_compartments, resolved)  # [T, B, d]
             h_n.append(hs[-1])  # padded steps repeat the state: the last row is h at its own end
@@ -208,11 +212,17 @@ def diru_cell(
 ) -> Tensor:  # h': [B, d] or [d]
     """One DIRU step, ``torch.nn.GRUCell``-style."""
     x = v.check_input(input, "input", (1, 2))
+    v.check_feature_size(x, "input", weights.input_size)
+    v.check_matches_params(x, "input", weights.w_hh)
     unbatched = x.dim() == 1
     if unbatched:
         x = x.unsqueeze(0)
+    batch = x.shape[0]
     if hx is not None:
-        hx = v.check_input(hx, "hx", (1,) if unbatched else (2,))
+        if not isinstance(hx, Tensor):
+            raise TypeError(f"hx must be a torch.Tensor or None, got {type(hx).__name__}")
+        v.check_state(hx, "hx", (weights.hidden_size,) if unbatched else (batch, weights.hidden_size), weights.w_hh)
         hx = hx.unsqueeze(0) if unbatched else hx
-    h = diru_layer(x.unsqueeze(0), weights, hx, num_compartments=num_compartments, backend=backend)[0]
+    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype)
+    h = _run_layer(x.unsqueeze(0), weights, hx, None, num_compartments, resolved)[0]
     return h.squeeze(0) if unbatched else h

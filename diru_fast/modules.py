@@ -1,124 +1,231 @@
-"""The fast modules: ``DIRUCell`` (one step), ``DIRULayer`` (``nn.GRU``-style), ``DIRU`` (the seed's model).
+"""The fast modules: ``DIRUCell`` (one step, like ``nn.GRUCell``), ``DIRULayer`` (like ``nn.GRU``)
+and ``DIRU`` (the prototype's model).
 
-They keep the seed's parameter structure (so the seed's ``state_dict`` keys, see
-:mod:`diru_fast.reference`) and run through :mod:`diru_fast.functional` on the backend
-chosen by ``backend=`` (see :mod:`diru_fast.backends`).
+Each module owns its parameters in the fused layout of :mod:`diru_fast.weights` (seven tensors per
+layer and direction, named as ``nn.GRU`` names its own: ``weight_ih_l0``, ``weight_hh_l0``, ...), so a
+forward concatenates nothing and an optimizer sees a handful of tensors. The forward reads them by
+attribute, so module tools (``prune``, ``weight_norm``, ``parametrize``) act on the tensors it uses.
+It then runs :mod:`diru_fast.functional` on the backend chosen by ``backend=`` (see
+:mod:`diru_fast.backends`). Checkpoints in the prototype's per-compartment format load into every
+module, and ``DIRU`` writes that format (see :mod:`diru_fast.state_dict`).
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple, Union
+import warnings
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import _validation as v
 from . import functional as Fd
 from . import reference
 from .backends import check_backend_name
 from .functional import Lengths
-from .weights import CellWeights, fuse_cell_weights
+from .state_dict import PrototypeKeys, cell_keys, install_prototype_loading, install_prototype_writing
+from .weights import ROLES, CellWeights, fused_shapes, init_prototype_
 
 __all__ = ["DIRUCell", "DIRULayer", "DIRU"]
 
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+# Registration order of one cell's parameters: weights, then biases (as nn.GRU orders its own).
+_PARAM_ORDER = ("weight_ih", "weight_hh", "weight_int", "weight_out", "bias_ih", "bias_int", "bias_out")
 
 
-class DIRUCell(reference.DIRUCell):
+def _register_cell(module: nn.Module, suffix: str, input_size: int, hidden_size: int, bias: bool,
+                   factory: Dict[str, object], none_for_no_bias: bool) -> Tuple[Optional[str], ...]:
+    """Register one cell's fused parameters as ``{role}{suffix}``; return their names in
+    :data:`~diru_fast.weights.ROLES` order (None for an absent bias)."""
+    shapes = fused_shapes(input_size, hidden_size)
+    for role in _PARAM_ORDER:
+        if role.startswith("bias") and not bias:
+            if none_for_no_bias:
+                module.register_parameter(role + suffix, None)
+            continue
+        module.register_parameter(role + suffix, nn.Parameter(torch.empty(shapes[role], **factory)))
+    return tuple(role + suffix if bias or not role.startswith("bias") else None for role in ROLES)
+
+
+def _read(module: nn.Module, name: Optional[str]) -> Optional[Tensor]:
+    """The tensor the forward uses for parameter ``name``: a dict lookup for a plain parameter, else
+    the attribute (a pruned, weight-normed or parametrized weight is computed there)."""
+    if name is None:
+        return None
+    p = module._parameters.get(name)
+    return p if p is not None else getattr(module, name)
+
+
+def _cell_weights(module: nn.Module, names: Tuple[Optional[str], ...]) -> CellWeights:
+    return CellWeights(*(_read(module, name) for name in names))
+
+
+def _equal_sizes(hidden_size: int, num_compartments: int) -> Tuple[int, ...]:
+    return (hidden_size // num_compartments,) * num_compartments
+
+
+class DIRUCell(nn.Module):
     """One DIRU step with the ``torch.nn.GRUCell`` conventions.
 
-    ``forward(input [B, n] or [n], hx [B, d] or None) -> h' [B, d]``. Parameters are the
-    seed's (``compartments.{c}.W_x`` ...), so ``state_dict`` keys match the reference cell.
+    ``forward(input [B, n] or [n], hx [B, d] or [d] or None) -> h' [B, d] or [d]``.
+
+    Parameters (fused layout, :mod:`diru_fast.weights`): ``weight_ih [3d, n]``, ``weight_hh [3d, d]``,
+    ``weight_int [d, d]``, ``weight_out [d, d]`` and, with ``bias``, ``bias_ih [3d]``, ``bias_int [d]``,
+    ``bias_out [d]``. ``load_state_dict`` also reads the prototype's cell keys
+    (``compartments.{c}.W_x.weight``, ...).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_compartments: int = 4, bias: bool = True,
-                 *, backend: str = "auto", device=None, dtype=None):
-        super().__init__(input_size, hidden_size, num_compartments, bias=bias)
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
+                 num_compartments: int = 4, backend: str = "auto"):
+        super().__init__()
+        self.compartment_size = reference.check_sizes(input_size, hidden_size, num_compartments)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.bias = v.check_bool("bias", bias)
+        self.num_compartments = num_compartments
         self.backend = check_backend_name(backend)
-        if device is not None or dtype is not None:
-            self.to(device=device, dtype=dtype)
+        self._names = _register_cell(self, "", input_size, hidden_size, bias, {"device": device, "dtype": dtype},
+                                     none_for_no_bias=True)
+        self.reset_parameters()
+        install_prototype_loading(self)
 
-    def fused_weights(self) -> CellWeights:
-        return fuse_cell_weights(self)
+    def reset_parameters(self) -> None:
+        """Draw the parameters as the prototype's cell does (same numbers after the same seed)."""
+        init_prototype_(self.cell_weights(), _equal_sizes(self.hidden_size, self.num_compartments))
 
-    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:  # type: ignore[override]
-        return Fd.diru_cell(input, self.fused_weights(), hx,
-                            num_compartments=self.num_compartments, backend=self.backend)
+    def cell_weights(self) -> CellWeights:
+        """The tensors the forward uses, in the fused layout."""
+        return _cell_weights(self, self._names)
+
+    def _prototype_cells(self) -> List[PrototypeKeys]:
+        return [cell_keys("", "", self.input_size, self.hidden_size,
+                          _equal_sizes(self.hidden_size, self.num_compartments), self.bias)]
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        return Fd.diru_cell(input, self.cell_weights(), hx, num_compartments=self.num_compartments,
+                            backend=self.backend)
 
     def extra_repr(self) -> str:
-        return (f"{self.input_size}, {self.hidden_size}, num_compartments={self.num_compartments}, "
-                f"backend={self.backend!r}")
-
-
-def _make_cells(input_size: int, hidden_size: int, num_layers: int, directions: int,
-                num_compartments: int, bias: bool) -> nn.ModuleList:
-    return nn.ModuleList(
-        DIRUCell(input_size if layer == 0 else hidden_size * directions, hidden_size, num_compartments, bias)
-        for layer in range(num_layers)
-    )
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        return s + f", num_compartments={self.num_compartments}, backend={self.backend!r}"
 
 
 class DIRULayer(nn.Module):
     """A (multi-layer, optionally bidirectional) DIRU with the ``torch.nn.GRU`` conventions.
 
-    ``forward(input, h0=None, lengths=None) -> (output, h_n)``:
+    ``forward(input, hx=None, lengths=None) -> (output, h_n)``:
 
     - input ``[T, B, n]`` (``[B, T, n]`` if ``batch_first``), unbatched ``[T, n]``, or a
       ``PackedSequence``; output likewise with ``directions * hidden_size`` features.
-    - ``h0`` / ``h_n``: ``[num_layers * directions, B, hidden_size]``.
+    - ``hx`` / ``h_n``: ``[num_layers * directions, B, hidden_size]`` (``h0=`` still works, deprecated).
     - ``lengths`` (or a PackedSequence): padded steps leave the state unchanged and give
       zero outputs; ``h_n`` is each sequence's state at its own last step.
 
-    Parameters: ``cells.{l}.…`` (forward direction) and ``cells_reverse.{l}.…`` (reverse),
-    each a :class:`DIRUCell` with the seed's parameter names.
+    Parameters, per layer k and direction (suffix ``_reverse`` for the reverse one), as ``nn.GRU``
+    names them plus DIRU's own somatic integration and output projection: ``weight_ih_l{k}``,
+    ``weight_hh_l{k}``, ``weight_int_l{k}``, ``weight_out_l{k}``, ``bias_ih_l{k}``, ``bias_int_l{k}``,
+    ``bias_out_l{k}`` (see :mod:`diru_fast.weights`); ``all_weights`` and ``_flat_weights_names`` list
+    them. ``load_state_dict`` also reads the prototype-style keys of release 0.1
+    (``cells.{k}.compartments.{c}.W_x.weight``, ..., ``cells_reverse.{k}....``).
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 num_compartments: int = 4, *, backend: str = "auto", check_finite: bool = False,
-                 device=None, dtype=None):
+                 device=None, dtype=None, *, num_compartments: int = 4, backend: str = "auto",
+                 check_finite: bool = False):
         super().__init__()
         reference.check_sizes(input_size, hidden_size, num_compartments)
-        _check_positive_int("num_layers", num_layers)
-        if not (isinstance(dropout, (int, float)) and 0.0 <= dropout <= 1.0):
-            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
         self.input_size = input_size
         self.hidden_size = hidden_size
-        self.num_layers = num_layers
-        self.bias = bias
-        self.batch_first = batch_first
-        self.dropout = float(dropout)
-        self.bidirectional = bidirectional
+        self.num_layers = v.check_int("num_layers", num_layers)
+        self.bias = v.check_bool("bias", bias)
+        self.batch_first = v.check_bool("batch_first", batch_first)
+        self.dropout = v.check_dropout(dropout)
+        self.bidirectional = v.check_bool("bidirectional", bidirectional)
         self.num_compartments = num_compartments
         self.backend = check_backend_name(backend)
-        self.check_finite = check_finite
+        self.check_finite = v.check_bool("check_finite", check_finite)
+        if self.dropout > 0 and num_layers == 1:
+            warnings.warn(f"dropout={dropout} acts between layers: with num_layers=1 there is none "
+                          f"(as in nn.GRU, dropout expects num_layers > 1)", UserWarning, stacklevel=2)
+        factory = {"device": device, "dtype": dtype}
         directions = 2 if bidirectional else 1
-        self.cells = _make_cells(input_size, hidden_size, num_layers, directions, num_compartments, bias)
-        if bidirectional:
-            self.cells_reverse = _make_cells(input_size, hidden_size, num_layers, directions,
-                                             num_compartments, bias)
-        if device is not None or dtype is not None:
-            self.to(device=device, dtype=dtype)
+        self._names: List[List[Tuple[Optional[str], ...]]] = []  # [layer][direction], ROLES order
+        self._flat_weights_names: List[str] = []
+        self._all_weights: List[List[str]] = []
+        for layer in range(num_layers):
+            n = input_size if layer == 0 else hidden_size * directions
+            per_layer = []
+            for direction in range(directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                per_layer.append(_register_cell(self, suffix, n, hidden_size, bias, factory, none_for_no_bias=False))
+                names = [role + suffix for role in _PARAM_ORDER if bias or not role.startswith("bias")]
+                self._flat_weights_names.extend(names)
+                self._all_weights.append(names)
+            self._names.append(per_layer)
+        self.reset_parameters()
+        install_prototype_loading(self)
 
-    def fused_weights(self) -> List[List[CellWeights]]:
-        """``[layer][direction]`` weights in the fused layout (differentiable)."""
-        stacks = [self.cells] + ([self.cells_reverse] if self.bidirectional else [])
-        return [[fuse_cell_weights(cells[layer]) for cells in stacks] for layer in range(self.num_layers)]
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
 
-    def forward(self, input: Union[Tensor, PackedSequence], h0: Optional[Tensor] = None,
-                lengths: Lengths = None) -> Tuple[Union[Tensor, PackedSequence], Tensor]:
-        return Fd.diru(input, self.fused_weights(), h0, lengths, batch_first=self.batch_first,
-                       dropout=self.dropout, training=self.training,
-                       num_compartments=self.num_compartments, backend=self.backend,
+    def reset_parameters(self) -> None:
+        """Draw every layer's parameters as the prototype's cells do, in release 0.1's order (each
+        forward layer, then each reverse one), so a seed gives the same numbers as before."""
+        sizes = _equal_sizes(self.hidden_size, self.num_compartments)
+        for direction in range(self.num_directions):
+            for layer in range(self.num_layers):
+                init_prototype_(self.cell_weights(layer, direction), sizes)
+
+    def cell_weights(self, layer: int = 0, direction: int = 0) -> CellWeights:
+        """The tensors the forward uses for one layer and direction, in the fused layout."""
+        return _cell_weights(self, self._names[layer][direction])
+
+    @property
+    def _flat_weights(self) -> List[Tensor]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> List[List[Tensor]]:
+        """Per layer and direction, its parameters (``nn.GRU.all_weights``)."""
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """Kept for code written for ``nn.GRU``: the parameters already are the tensors the kernels
+        read, so there is nothing to compact."""
+
+    def _prototype_cells(self) -> List[PrototypeKeys]:
+        sizes = _equal_sizes(self.hidden_size, self.num_compartments)
+        cells = []
+        for layer in range(self.num_layers):
+            n = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            for direction, (src, suffix) in enumerate((("cells", ""), ("cells_reverse", "_reverse"))):
+                if direction < self.num_directions:
+                    cells.append(cell_keys(f"{src}.{layer}.", f"_l{layer}{suffix}", n, self.hidden_size, sizes,
+                                           self.bias))
+        return cells
+
+    def forward(self, input: Union[Tensor, PackedSequence], hx: Optional[Tensor] = None,
+                lengths: Lengths = None, *, h0: Optional[Tensor] = None
+                ) -> Tuple[Union[Tensor, PackedSequence], Tensor]:
+        if h0 is not None:
+            warnings.warn("DIRULayer(..., h0=...) is deprecated: pass the initial state as hx, as for nn.GRU",
+                          FutureWarning, stacklevel=2)
+            if hx is not None:
+                raise v.InvalidInputError("pass the initial state once: hx or h0, not both")
+            hx = h0
+        weights = [[_cell_weights(self, names) for names in per_layer] for per_layer in self._names]
+        return Fd.diru(input, weights, hx, lengths, batch_first=self.batch_first, dropout=self.dropout,
+                       training=self.training, num_compartments=self.num_compartments, backend=self.backend,
                        check_finite=self.check_finite)
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
-        s += f", num_compartments={self.num_compartments}"
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
         if not self.bias:
             s += ", bias=False"
         if self.batch_first:
@@ -127,50 +234,73 @@ class DIRULayer(nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
-        return s + f", backend={self.backend!r}"
+        return s + f", num_compartments={self.num_compartments}, backend={self.backend!r}"
 
 
 class DIRU(nn.Module):
-    """The seed's model on the fast path: stacked DIRU layers and a linear head.
+    """The prototype's model on the fast path: stacked DIRU layers and a linear head.
 
     ``model(x)`` with ``x: [B, T, n]`` returns ``[B, output_size]`` from the last layer's
     last state, or ``[B, T, output_size]`` with ``return_sequences=True`` (constructor
     default, overridable per call). ``lengths`` takes each sequence's own last state.
-    ``state_dict`` keys are the seed's: ``cells.{l}.…`` and ``fc_out.{weight,bias}``.
+
+    Submodules: ``rnn`` (a batch-first :class:`DIRULayer`) and ``fc_out``. ``state_dict()`` writes the
+    prototype's keys (``cells.{l}.compartments.{c}.W_x.weight``, ..., ``fc_out.{weight,bias}``), so
+    its checkpoints load into the prototype and :mod:`diru_fast.reference`; ``load_state_dict`` reads
+    those and the fused keys of ``named_parameters()`` (``rnn.weight_ih_l0``, ...).
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, num_compartments: int = 4,
                  num_layers: int = 1, return_sequences: bool = False, *, backend: str = "auto",
                  check_finite: bool = False, device=None, dtype=None):
         super().__init__()
-        reference.check_sizes(input_size, hidden_size, num_compartments)
-        _check_positive_int("num_layers", num_layers)
-        _check_positive_int("output_size", output_size)
+        v.check_int("output_size", output_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.output_size = output_size
         self.num_compartments = num_compartments
         self.num_layers = num_layers
-        self.return_sequences = return_sequences
-        self.backend = check_backend_name(backend)
-        self.check_finite = check_finite
-        self.cells = _make_cells(input_size, hidden_size, num_layers, 1, num_compartments, True)
-        self.fc_out = nn.Linear(hidden_size, output_size)
-        if device is not None or dtype is not None:
-            self.to(device=device, dtype=dtype)
+        self.return_sequences = v.check_bool("return_sequences", return_sequences)
+        self.rnn = DIRULayer(input_size, hidden_size, num_layers, batch_first=True, device=device, dtype=dtype,
+                             num_compartments=num_compartments, backend=backend, check_finite=check_finite)
+        self.fc_out = nn.Linear(hidden_size, output_size, device=device, dtype=dtype)
+        install_prototype_loading(self)
+        install_prototype_writing(self)
 
-    def forward(self, x: Tensor, lengths: Lengths = None,
-                return_sequences: Optional[bool] = None) -> Tensor:
+    @property
+    def backend(self) -> str:
+        return self.rnn.backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        self.rnn.backend = check_backend_name(name)
+
+    @property
+    def check_finite(self) -> bool:
+        return self.rnn.check_finite
+
+    @check_finite.setter
+    def check_finite(self, value: bool) -> None:
+        self.rnn.check_finite = v.check_bool("check_finite", value)
+
+    def _prototype_cells(self) -> List[PrototypeKeys]:
+        sizes = _equal_sizes(self.hidden_size, self.num_compartments)
+        cells = []
+        for layer in range(self.num_layers):
+            keys = cell_keys(f"cells.{layer}.", f"_l{layer}", self.input_size if layer == 0 else self.hidden_size,
+                             self.hidden_size, sizes, True)
+            cells.append(keys._replace(dst={role: "rnn." + name for role, name in keys.dst.items()}))
+        return cells
+
+    def forward(self, x: Tensor, lengths: Lengths = None, return_sequences: Optional[bool] = None) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 3:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"DIRU expects x of shape (batch, seq, input_size), got {shape}")
-        weights = [[fuse_cell_weights(cell)] for cell in self.cells]
-        output, h_n = Fd.diru(x, weights, None, lengths, batch_first=True,
-                              num_compartments=self.num_compartments, backend=self.backend,
-                              check_finite=self.check_finite)
+            raise v.InvalidInputError(f"DIRU expects x of shape (batch, seq, input_size), got {shape}")
+        output, h_n = self.rnn(x, lengths=lengths)
         if self.return_sequences if return_sequences is None else return_sequences:
             return self.fc_out(output)  # [B, T, output_size]
         return self.fc_out(h_n[-1])  # [B, output_size]
 
     def extra_repr(self) -> str:
-        return f"backend={self.backend!r}"
+        return f"return_sequences={self.return_sequences}" if self.return_sequences else ""
+

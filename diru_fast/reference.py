@@ -1,8 +1,9 @@
-"""Reference modules: the seed prototype's DIRU, line by line, in plain PyTorch.
+"""Reference modules: the prototype's DIRU, line by line, in plain PyTorch.
 
-These are the readable statement of the published math (SPEC §1) that every fast path is
+These are the readable statement of the published math (docs/MATH.md) that every fast path is
 tested against. They keep the prototype's module structure, so their ``state_dict`` keys are
-the seed's keys, and a checkpoint moves freely between them, the fast modules and the seed::
+the prototype's keys, and a checkpoint moves freely between them, the fast modules and the
+prototype's own code::
 
     cells.{l}.compartments.{c}.W_x.weight     [m, n]
     cells.{l}.compartments.{c}.W_h.weight     [m, d]
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .baselines import LSTMModel  # the prototype's baseline; defined with the other baselines
 
 __all__ = ["DendriteCompartment", "DIRUCell", "DIRU", "LSTMModel", "check_sizes"]
 
@@ -106,7 +109,7 @@ class DIRUCell(nn.Module):
 
 
 class DIRU(nn.Module):
-    """The seed's model: stacked DIRU cells, stepped together, and a linear head.
+    """The prototype's model: stacked DIRU cells, stepped together, and a linear head.
 
     ``x: [B, T, n]`` -> ``[B, output]`` from the last layer's last state, or
     ``[B, T, output]`` with ``return_sequences=True``.
@@ -151,20 +154,3 @@ class DIRU(nn.Module):
         if self.return_sequences if return_sequences is None else return_sequences:
             return self.fc_out(torch.stack(outputs, dim=1))
         return self.fc_out(h[-1])
-
-
-class LSTMModel(nn.Module):
-    """The seed's baseline: ``torch.nn.LSTM`` (batch first) and a linear head on the last state."""
-
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1,
-                 return_sequences: bool = False):
-        super().__init__()
-        self.return_sequences = return_sequences
-        self.lstm = nn.LSTM(input_size, hidden_size, num_layers=num_layers, batch_first=True)
-        self.fc_out = nn.Linear(hidden_size, output_size)
-
-    def forward(self, x: torch.Tensor, return_sequences: bool | None = None) -> torch.Tensor:
-        out, _ = self.lstm(x)
-        if self.return_sequences if return_sequences is None else return_sequences:
-            return self.fc_out(out)
-        return self.fc_out(out[:, -1])

@@ -1,33 +1,53 @@
-"""The fused weight layout every fast path uses, and how it maps to the seed's modules.
+"""The fused weight layout every fast path uses, and how it maps to the prototype's parameters.
 
 A DIRU cell's math does not depend on how its d units are split into compartments: the k
 dendrites stacked are one d-unit dendrite with block-stacked weights. So one layer is
 described by seven tensors (n: input size, d: hidden size)::
 
-    w_ih  [3d, n]   rows [0, d): W_x of every compartment, stacked in compartment order
-                    rows [d, 2d): the x-columns of every compartment's gate
-                    rows [2d, 3d): the x-columns of the global gate W_G
-    b_ih  [3d]      [b_0..b_{k-1}; g_0..g_{k-1}; b_G]                    (None without bias)
-    w_hh  [3d, d]   the same three blocks for the h-columns (W_h; gate h-columns; W_G h-columns)
-    w_int [d, d],  b_int [d]   somatic integration W_I, b_I
-    w_out [d, d],  b_out [d]   output projection W_O, b_O
+    weight_ih   [3d, n]  rows [0, d): W_x of every compartment, stacked in compartment order
+                         rows [d, 2d): the x-columns of every compartment's gate
+                         rows [2d, 3d): the x-columns of the global gate W_G
+    weight_hh   [3d, d]  the same three blocks for the h-columns (W_h; gate h-columns; W_G h-columns)
+    bias_ih     [3d]     [b_0..b_{k-1}; g_0..g_{k-1}; b_G]
+    weight_int  [d, d],  bias_int [d]   somatic integration W_I, b_I
+    weight_out  [d, d],  bias_out [d]   output projection W_O, b_O
 
-Per step: P = x W_ih^T + b_ih + h W_hh^T = [a | s_pre | r_pre], then
-o = tanh(a) * sigmoid(s_pre), z = tanh(o W_I^T + b_I), r = sigmoid(r_pre),
-h' = tanh((z * r) W_O^T + b_O + h).
+(without bias, the three bias tensors are absent). The modules hold exactly these tensors as their
+parameters; :class:`CellWeights` carries them to the functional ops. The math they feed is stated in
+``docs/MATH.md``.
+
+The prototype keeps the same numbers in per-compartment modules; its ``state_dict`` keys, relative
+to one cell, are (m_c = d / k rows per compartment)::
+
+    compartments.{c}.W_x.weight    [m, n]       compartments.{c}.W_h.weight   [m, d]
+    compartments.{c}.bias          [m]          compartments.{c}.gate.weight  [m, n + d]  (x first)
+    compartments.{c}.gate.bias     [m]
+    integration.{weight,bias}      [d, d], [d]  global_gate.{weight,bias}     [d, n + d], [d]
+    output_proj.{weight,bias}      [d, d], [d]
+
+:func:`to_prototype` and :func:`from_prototype` convert between the two (differentiably, so the
+"reference" backend can step the prototype's cell on the fused parameters), and
+:func:`init_prototype_` draws the fused tensors exactly as the prototype's modules draw theirs.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import math
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["CellWeights", "fuse_cell_weights"]
+__all__ = ["CellWeights", "ROLES", "to_prototype", "from_prototype", "prototype_shapes", "init_prototype_"]
+
+# The fused tensors of one cell, in the order CellWeights holds them.
+ROLES: Tuple[str, ...] = ("weight_ih", "bias_ih", "weight_hh", "weight_int", "bias_int", "weight_out", "bias_out")
+BIAS_ROLES: Tuple[str, ...] = ("bias_ih", "bias_int", "bias_out")
 
 
 class CellWeights(NamedTuple):
+    """One layer and direction's parameters in the fused layout (see the module docstring)."""
+
     w_ih: Tensor  # [3d, n]
     b_ih: Optional[Tensor]  # [3d]
     w_hh: Tensor  # [3d, d]
@@ -44,43 +64,131 @@ class CellWeights(NamedTuple):
     def hidden_size(self) -> int:
         return self.w_hh.shape[1]
 
+    @property
+    def bias(self) -> bool:
+        return self.b_ih is not None
 
-def fuse_cell_weights(cell: nn.Module) -> CellWeights:
-    """Concatenate a seed-structured cell's parameters into the fused layout (differentiably).
 
-    ``cell`` is any module with the seed's structure (``diru_fast.reference.DIRUCell`` or
-    ``diru_fast.DIRUCell``). Gradients flow back to the cell's own parameters.
+def fused_shapes(input_size: int, hidden_size: int) -> Dict[str, Tuple[int, ...]]:
+    """Shape of each fused role."""
+    n, d = input_size, hidden_size
+    return {"weight_ih": (3 * d, n), "bias_ih": (3 * d,), "weight_hh": (3 * d, d), "weight_int": (d, d),
+            "bias_int": (d,), "weight_out": (d, d), "bias_out": (d,)}
 
-    This runs on every forward, so it is written for speed (profiled at the seed shape: reading
-    26 parameters through ``nn.Module.__getattr__`` and slicing each gate took longer than the
-    CPU kernel's per-step work): parameters are read from the modules' dicts when they are plain
-    parameters, and the gate weights are concatenated once, then split into x- and h-columns.
+
+def prototype_shapes(input_size: int, hidden_size: int, compartment_sizes: Sequence[int],
+                     bias: bool = True) -> Dict[str, Tuple[int, ...]]:
+    """The prototype's keys of one cell (relative to the cell) and their shapes, in its
+    ``state_dict`` order."""
+    n, d = input_size, hidden_size
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    for c, m in enumerate(compartment_sizes):
+        if bias:
+            shapes[f"compartments.{c}.bias"] = (m,)
+        shapes[f"compartments.{c}.W_x.weight"] = (m, n)
+        shapes[f"compartments.{c}.W_h.weight"] = (m, d)
+        shapes[f"compartments.{c}.gate.weight"] = (m, n + d)
+        if bias:
+            shapes[f"compartments.{c}.gate.bias"] = (m,)
+    for name, cols in (("integration", d), ("global_gate", n + d), ("output_proj", d)):
+        shapes[f"{name}.weight"] = (d, cols)
+        if bias:
+            shapes[f"{name}.bias"] = (d,)
+    return shapes
+
+
+def _blocks(sizes: Sequence[int]) -> List[slice]:
+    bounds = [0]
+    for m in sizes:
+        bounds.append(bounds[-1] + m)
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+
+
+def to_prototype(w: CellWeights, compartment_sizes: Sequence[int]) -> Dict[str, Tensor]:
+    """The prototype's tensors of one cell (keys relative to the cell) from fused weights.
+
+    Differentiable: W_x, W_h and the biases are row views of the fused tensors; the gate weights,
+    which span both the x- and the h-columns, are concatenations.
     """
-    n = cell.input_size
-    comps = list(_sub(cell, "compartments"))
-    gate_mods = [_sub(c, "gate") for c in comps]
-    global_gate, integration, output = _sub(cell, "global_gate"), _sub(cell, "integration"), _sub(cell, "output_proj")
-    gates = torch.cat([_param(g, "weight") for g in gate_mods] + [_param(global_gate, "weight")])  # [2d, n + d]
-    w_ih = torch.cat([_param(_sub(c, "W_x"), "weight") for c in comps] + [gates[:, :n]])  # [3d, n]
-    w_hh = torch.cat([_param(_sub(c, "W_h"), "weight") for c in comps] + [gates[:, n:]])  # [3d, d]
-    b_int = _param(integration, "bias")
-    if b_int is not None:
-        b_ih = torch.cat([_param(c, "bias") for c in comps] + [_param(g, "bias") for g in gate_mods]
-                         + [_param(global_gate, "bias")])  # [3d]
-    else:
-        b_ih = None
-    return CellWeights(w_ih, b_ih, w_hh, _param(integration, "weight"), b_int,
-                       _param(output, "weight"), _param(output, "bias"))
+    d = w.hidden_size
+    out: Dict[str, Tensor] = {}
+    for c, rows in enumerate(_blocks(compartment_sizes)):
+        gate = slice(d + rows.start, d + rows.stop)
+        if w.b_ih is not None:
+            out[f"compartments.{c}.bias"] = w.b_ih[rows]
+        out[f"compartments.{c}.W_x.weight"] = w.w_ih[rows]
+        out[f"compartments.{c}.W_h.weight"] = w.w_hh[rows]
+        out[f"compartments.{c}.gate.weight"] = torch.cat([w.w_ih[gate], w.w_hh[gate]], dim=1)
+        if w.b_ih is not None:
+            out[f"compartments.{c}.gate.bias"] = w.b_ih[gate]
+    out["integration.weight"] = w.w_int
+    if w.b_int is not None:
+        out["integration.bias"] = w.b_int
+    out["global_gate.weight"] = torch.cat([w.w_ih[2 * d:], w.w_hh[2 * d:]], dim=1)
+    if w.b_ih is not None:
+        out["global_gate.bias"] = w.b_ih[2 * d:]
+    out["output_proj.weight"] = w.w_out
+    if w.b_out is not None:
+        out["output_proj.bias"] = w.b_out
+    return out
 
 
-def _sub(module: nn.Module, name: str) -> nn.Module:
-    """``getattr(module, name)`` for a submodule, without ``nn.Module.__getattr__`` when it is a plain one."""
-    sub = module._modules.get(name)
-    return sub if sub is not None else getattr(module, name)
+def from_prototype(tensors: Mapping[str, Tensor], input_size: int, compartment_sizes: Sequence[int],
+                   bias: bool = True) -> CellWeights:
+    """Fused weights from the prototype's tensors of one cell (keys relative to the cell)."""
+    n = input_size
+    k = len(compartment_sizes)
+    comp = [f"compartments.{c}." for c in range(k)]
+    gates = [tensors[p + "gate.weight"] for p in comp] + [tensors["global_gate.weight"]]  # [m_c | d, n + d]
+    w_ih = torch.cat([tensors[p + "W_x.weight"] for p in comp] + [g[:, :n] for g in gates])
+    w_hh = torch.cat([tensors[p + "W_h.weight"] for p in comp] + [g[:, n:] for g in gates])
+    b_ih = b_int = b_out = None
+    if bias:
+        b_ih = torch.cat([tensors[p + "bias"] for p in comp] + [tensors[p + "gate.bias"] for p in comp]
+                         + [tensors["global_gate.bias"]])
+        b_int, b_out = tensors["integration.bias"], tensors["output_proj.bias"]
+    return CellWeights(w_ih, b_ih, w_hh, tensors["integration.weight"], b_int, tensors["output_proj.weight"], b_out)
 
 
-def _param(module: nn.Module, name: str) -> Optional[Tensor]:
-    """``getattr(module, name)`` for a parameter; a dict lookup when it is a plain parameter
-    (parametrized or hooked weights go through ``getattr``)."""
-    p = module._parameters.get(name)
-    return p if p is not None else getattr(module, name)
+@torch.no_grad()
+def init_prototype_(w: CellWeights, compartment_sizes: Sequence[int]) -> None:
+    """Fill fused weights in place exactly as the prototype initialises its modules.
+
+    Each of the prototype's ``nn.Linear`` layers draws its weight with ``nn.init.kaiming_uniform_(a=√5)``
+    and its bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); the compartments' own biases start at zero.
+    The draws are made in the prototype's module order and shapes, on the parameters' device and
+    dtype, so ``torch.manual_seed(s)`` gives the same numbers as the prototype's (and
+    ``diru_fast.reference``'s) cell built after the same seed.
+    """
+    n, d = w.input_size, w.hidden_size
+    like = w.w_hh
+
+    def linear(rows: int, fan_in: int, bias: bool = w.bias) -> Tuple[Tensor, Optional[Tensor]]:
+        """What nn.Linear(fan_in, rows, bias) draws."""
+        weight = torch.empty(rows, fan_in, device=like.device, dtype=like.dtype)
+        torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        if not bias:
+            return weight, None
+        bound = 1 / math.sqrt(fan_in)
+        return weight, torch.empty(rows, device=like.device, dtype=like.dtype).uniform_(-bound, bound)
+
+    for rows in _blocks(compartment_sizes):
+        m = rows.stop - rows.start
+        gate = slice(d + rows.start, d + rows.stop)
+        w.w_ih[rows] = linear(m, n, bias=False)[0]  # W_x
+        w.w_hh[rows] = linear(m, d, bias=False)[0]  # W_h
+        gate_w, gate_b = linear(m, n + d)
+        w.w_ih[gate], w.w_hh[gate] = gate_w[:, :n], gate_w[:, n:]
+        if w.b_ih is not None:
+            w.b_ih[rows] = 0.0  # the compartment's own bias
+            w.b_ih[gate] = gate_b
+    for weight, bias, fan_in in ((w.w_int, w.b_int, d), (None, None, n + d), (w.w_out, w.b_out, d)):
+        drawn_w, drawn_b = linear(d, fan_in)
+        if weight is None:  # the global gate W_G over [x; h]
+            w.w_ih[2 * d:], w.w_hh[2 * d:] = drawn_w[:, :n], drawn_w[:, n:]
+            if w.b_ih is not None:
+                w.b_ih[2 * d:] = drawn_b
+            continue
+        weight.copy_(drawn_w)
+        if bias is not None:
+            bias.copy_(drawn_b)

@@ -3,6 +3,9 @@
 - Without a CUDA GPU, ``TRITON_INTERPRET=1`` is set first thing (triton reads it when a kernel
   is decorated, i.e. when diru_fast's kernels are first imported), so the "triton" backend runs
   its kernels on CPU tensors in Triton's interpreter and every CPU suite exercises it.
+- ``backend="contract"`` runs the plain-PyTorch kernel contract through the custom ops and the
+  autograd formula of the compiled backends (``tests/contract_provider.py``), so that plumbing is
+  tested with no compiler; users never see this backend.
 - Every floating-point ``torch.empty*`` made from Python during a test is NaN-filled, so a
   kernel or wrapper that forgets to write an element fails loudly (compiled providers poison
   their own allocations under ``DIRU_FAST_POISON=1``, which this file sets).
@@ -20,8 +23,10 @@ os.environ.setdefault("DIRU_FAST_POISON", "1")
 
 import pytest  # noqa: E402
 
-import diru_fast
-from diru_fast import backends
+import diru_fast  # noqa: F401,E402
+from diru_fast import backends  # noqa: E402
+
+backends._register_provider("contract", "tests.contract_provider")
 
 _real_empty = torch.empty
 _real_empty_like = torch.empty_like

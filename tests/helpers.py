@@ -1,10 +1,14 @@
-"""Helpers shared by the tests: backend lists, random cells, an independent statement of the math."""
+"""Helpers shared by the tests: backend lists, random cells, and the expected numbers from the
+package's two statements of the math (the prototype's modules in ``diru_fast.reference`` and the
+kernel contract in ``diru_fast.scan.contract``), never from a copy of the math of their own."""
 
 from __future__ import annotations
 
 import torch
 
 import diru_fast
+from diru_fast import reference
+from diru_fast.weights import to_prototype
 
 
 def cpu_backends():
@@ -12,57 +16,46 @@ def cpu_backends():
     return [b for b in diru_fast.available_backends("cpu")] + ["contract"]
 
 
-def random_cell(n, d, k=1, dtype=torch.float64, bias=True, seed=0, scale=1.0):
-    """A DIRUCell with random parameters (biases included) at a given scale."""
+def randomize_(module, seed=0, scale=1.0):
+    """Random parameters (biases included) at a given scale, drawn in float64 then cast."""
     g = torch.Generator().manual_seed(seed)
-    cell = diru_fast.DIRUCell(n, d, k, bias=bias).to(dtype)
     with torch.no_grad():
-        for p in cell.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * scale / max(1, p.shape[-1]) ** 0.5)
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * scale / max(1, p.shape[-1]) ** 0.5)
+    return module
+
+
+def random_cell(n, d, k=1, dtype=torch.float64, bias=True, seed=0, scale=1.0, backend="auto"):
+    """A DIRUCell with random parameters (biases included) at a given scale."""
+    return randomize_(diru_fast.DIRUCell(n, d, bias, num_compartments=k, dtype=dtype, backend=backend), seed, scale)
+
+
+def reference_cell(weights, num_compartments=1):
+    """The prototype's cell (``diru_fast.reference.DIRUCell``) holding the given fused weights
+    (a :class:`~diru_fast.CellWeights`, or a module with ``cell_weights()``)."""
+    if hasattr(weights, "cell_weights"):
+        weights = weights.cell_weights()
+    d, k = weights.hidden_size, num_compartments
+    cell = reference.DIRUCell(weights.input_size, d, k, bias=weights.bias).to(weights.w_hh.dtype)
+    cell.load_state_dict({key: v.detach() for key, v in to_prototype(weights, [d // k] * k).items()})
     return cell
 
 
-def spec_step(x, h, cell):
-    """SPEC §1 written out from the raw parameters, independently of every package path.
-
-    x: [B, n], h: [B, d] -> h': [B, d]
-    """
-    outs = []
-    for comp in cell.compartments:
-        a = x @ comp.W_x.weight.t() + h @ comp.W_h.weight.t()
-        if comp.bias is not None:
-            a = a + comp.bias
-        g = torch.cat([x, h], -1) @ comp.gate.weight.t()
-        if comp.gate.bias is not None:
-            g = g + comp.gate.bias
-        outs.append(torch.tanh(a) * torch.sigmoid(g))
-    o = torch.cat(outs, -1)
-
-    def lin(mod, v):
-        y = v @ mod.weight.t()
-        return y if mod.bias is None else y + mod.bias
-
-    z = torch.tanh(lin(cell.integration, o))
-    r = torch.sigmoid(lin(cell.global_gate, torch.cat([x, h], -1)))
-    return torch.tanh(lin(cell.output_proj, z * r) + h)
-
-
-def spec_sequence(x, h0, cell, lengths=None, reverse=False):
-    """Run ``spec_step`` over x: [T, B, n], sequence by sequence honouring lengths.
+def reference_sequence(x, h0, cell, lengths=None, reverse=False):
+    """The prototype's cell stepped over x: [T, B, n], sequence by sequence honouring lengths.
 
     Returns (hs [T, B, d] with zeros on padded steps, h_last [B, d]). reverse=True runs
     each sequence from its own last valid step back to step 0.
     """
     steps, batch, _ = x.shape
-    d = cell.hidden_size
-    hs = x.new_zeros(steps, batch, d)
+    hs = x.new_zeros(steps, batch, cell.hidden_size)
     h_last = []
     for b in range(batch):
         length = steps if lengths is None else int(lengths[b])
         h = h0[b:b + 1]
         order = range(length - 1, -1, -1) if reverse else range(length)
         for t in order:
-            h = spec_step(x[t, b:b + 1], h, cell)
+            h = cell(x[t, b:b + 1], h)
             hs[t, b] = h[0]
         h_last.append(h[0])
     return hs, torch.stack(h_last)

@@ -1,4 +1,4 @@
-"""Backend selection rules of SPEC §2: explicit, auto with one warning, environment override."""
+"""Backend selection rules: explicit, auto with one warning, environment override."""
 
 import warnings
 

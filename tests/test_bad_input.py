@@ -1,10 +1,14 @@
-"""SPEC §6: every bad input gets a clear error or a documented result, on every backend."""
+"""Every bad input gets a clear error or a documented result, on every backend.
+
+Errors about inputs are :class:`diru_fast.InvalidInputError`: both a ValueError and a RuntimeError
+(the latter is what torch.nn's recurrent modules raise for bad shapes), dtype errors also a TypeError.
+"""
 
 import pytest
 import torch
 
-from diru_fast import DIRU, DIRUCell, DIRULayer
-from diru_fast.functional import diru_layer
+from diru_fast import DIRU, DIRUCell, DIRULayer, InvalidInputError, InvalidInputTypeError
+from diru_fast.functional import diru_scan
 from tests.helpers import cpu_backends, random_cell
 
 BACKENDS = cpu_backends()
@@ -24,7 +28,7 @@ def test_wrong_rank(backend):
     with pytest.raises(ValueError, match=r"\(batch, seq, input_size\)"):
         DIRU(3, 8, 1, backend=backend)(torch.randn(5, 3))
     with pytest.raises(ValueError, match="1-D or 2-D"):
-        DIRUCell(3, 8, 2, backend=backend)(torch.randn(1, 2, 3))
+        DIRUCell(3, 8, num_compartments=2, backend=backend)(torch.randn(1, 2, 3))
 
 
 def test_wrong_feature_size(backend):
@@ -40,7 +44,7 @@ def test_mismatched_dtype(backend):
         layer(torch.randn(4, 2, 3, dtype=torch.float64))
     with pytest.raises(TypeError, match="floating-point"):
         layer(torch.ones(4, 2, 3, dtype=torch.int64))
-    with pytest.raises(TypeError, match="h0 has dtype"):
+    with pytest.raises(TypeError, match="hx has dtype"):
         layer(torch.randn(4, 2, 3), torch.zeros(1, 2, 8, dtype=torch.float64))
 
 
@@ -53,13 +57,13 @@ def test_mismatched_device(backend):
 
 def test_h0_of_the_wrong_shape(backend):
     layer = DIRULayer(3, 8, num_layers=2, num_compartments=2, backend=backend)
-    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 5, 8\)"):
+    with pytest.raises(ValueError, match=r"hx must have shape \(2, 5, 8\)"):
         layer(torch.randn(4, 5, 3), torch.zeros(1, 5, 8))
-    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 8\)"):
+    with pytest.raises(ValueError, match=r"hx must have shape \(2, 8\)"):
         layer(torch.randn(4, 3), torch.zeros(2, 5, 8))
     with pytest.raises(ValueError, match=r"hx"):
-        DIRUCell(3, 8, 2, backend=backend)(torch.randn(5, 3), torch.zeros(5, 8, 1))
-    with pytest.raises(TypeError, match="h0 must be a torch.Tensor"):
+        DIRUCell(3, 8, num_compartments=2, backend=backend)(torch.randn(5, 3), torch.zeros(5, 8, 1))
+    with pytest.raises(TypeError, match="hx must be a torch.Tensor"):
         layer(torch.randn(4, 5, 3), [0.0])
 
 
@@ -72,8 +76,9 @@ def test_bad_sizes(kwargs):
         DIRULayer(**args)
     with pytest.raises(ValueError):
         DIRU(args["input_size"], args["hidden_size"], 1, num_compartments=args["num_compartments"])
+    k = args.pop("num_compartments")
     with pytest.raises(ValueError):
-        DIRUCell(**args)
+        DIRUCell(**args, num_compartments=k)
 
 
 def test_bad_module_options():
@@ -147,16 +152,31 @@ def test_non_contiguous_inputs_give_the_same_numbers(backend):
     out_c, h_c = layer(x.contiguous(), h0.contiguous())
     torch.testing.assert_close(out_nc, out_c, rtol=0, atol=1e-15)
     torch.testing.assert_close(h_nc, h_c, rtol=0, atol=1e-15)
-    cell = random_cell(3, 8, 2)
-    cell.backend = backend
+    cell = random_cell(3, 8, 2, backend=backend)
     xs = torch.randn(3, 5, dtype=torch.float64).t()
     torch.testing.assert_close(cell(xs), cell(xs.contiguous()), rtol=0, atol=1e-15)
 
 
-def test_functional_layer_checks():
+def test_functional_scan_checks():
     cell = random_cell(3, 8, 2)
-    w = cell.fused_weights()
+    w = cell.cell_weights()
     with pytest.raises(ValueError, match="3-D"):
-        diru_layer(torch.randn(2, 3, dtype=torch.float64), w)
+        diru_scan(torch.randn(2, 3, dtype=torch.float64), w)
     with pytest.raises(ValueError, match=r"h0 must have shape \(2, 8\)"):
-        diru_layer(torch.randn(4, 2, 3, dtype=torch.float64), w, torch.zeros(3, 8, dtype=torch.float64))
+        diru_scan(torch.randn(4, 2, 3, dtype=torch.float64), w, torch.zeros(3, 8, dtype=torch.float64))
+
+
+def test_input_errors_are_value_and_runtime_errors(backend):
+    """Code written for nn.GRU catches RuntimeError (shapes) or ValueError (dtypes): both work."""
+    layer = DIRULayer(3, 8, num_compartments=2, backend=backend)
+    cases = [(torch.randn(4, 2, 5),), (torch.randn(3),), (torch.randn(4, 2, 3), torch.zeros(2, 2, 8)),
+             (torch.randn(4, 2, 3, dtype=torch.float64),), (torch.randn(0, 2, 3),)]
+    for args in cases:
+        for catch in (ValueError, RuntimeError, InvalidInputError):
+            with pytest.raises(catch):
+                layer(*args)
+    with pytest.raises(TypeError):
+        layer(torch.randn(4, 2, 3, dtype=torch.float64))
+    assert issubclass(InvalidInputTypeError, (TypeError, ValueError, RuntimeError))
+    with pytest.raises(RuntimeError, match="input_size=3"):
+        DIRUCell(3, 8, num_compartments=2, backend=backend)(torch.randn(2, 4))

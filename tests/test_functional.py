@@ -1,4 +1,5 @@
-"""The GRU-style stack (layers, directions, lengths, PackedSequence) against a per-sequence loop."""
+"""The GRU-style stack (layers, directions, lengths, PackedSequence) against the prototype's cell
+stepped sequence by sequence."""
 
 import pytest
 import torch
@@ -6,30 +7,21 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import diru_fast
 from diru_fast import DIRULayer
-from tests.helpers import cpu_backends, spec_sequence
+from tests.helpers import cpu_backends, randomize_ as _randomize, reference_cell, reference_sequence
 
 BACKENDS = cpu_backends()
 
 
-def _randomize(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) / max(1, p.shape[-1]) ** 0.5)
-    return module
-
-
 def expected_stack(layer, x, h0, lengths):
-    """Layer by layer, direction by direction, sequence by sequence with the SPEC math (time-major)."""
-    T, B, _ = x.shape
+    """Layer by layer, direction by direction, sequence by sequence with the prototype's cell (time-major)."""
     D = 2 if layer.bidirectional else 1
-    stacks = [layer.cells] + ([layer.cells_reverse] if layer.bidirectional else [])
     h_n = []
     inp = x
     for l in range(layer.num_layers):
         outs = []
         for direction in range(D):
-            hs, last = spec_sequence(inp, h0[l * D + direction], stacks[direction][l], lengths, reverse=direction == 1)
+            cell = reference_cell(layer.cell_weights(l, direction), layer.num_compartments)
+            hs, last = reference_sequence(inp, h0[l * D + direction], cell, lengths, reverse=direction == 1)
             outs.append(hs)
             h_n.append(last)
         inp = torch.cat(outs, dim=2)
@@ -114,7 +106,7 @@ def test_padded_outputs_are_zero_and_inputs_ignored(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_layers_one_after_another_equal_interleaved_steps(backend):
-    """SPEC §1: running layer by layer over the whole sequence equals the seed's per-step interleaving."""
+    """Running layer by layer over the whole sequence equals the prototype's per-step interleaving."""
     torch.manual_seed(0)
     ref = diru_fast.reference.DIRU(3, 8, 2, num_compartments=4, num_layers=3).double()
     fast = diru_fast.DIRU(3, 8, 2, num_compartments=4, num_layers=3, backend=backend).double()

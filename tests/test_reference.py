@@ -1,10 +1,13 @@
-"""The seed-faithful reference modules: parameter counts, state_dict keys, the published math."""
+"""The prototype's own modules (diru_fast.reference): parameter counts, state_dict keys, and their
+agreement with the kernel contract, the package's other statement of the math."""
 
 import pytest
 import torch
 
 from diru_fast import reference
-from tests.helpers import random_cell, spec_step
+from diru_fast.scan import contract
+from diru_fast.weights import from_prototype
+from tests.helpers import randomize_
 
 
 @pytest.mark.parametrize("d, diru_count, lstm_count", [(32, 5409, 4513), (64, 21057, 17217), (128, 83073, 67201)])
@@ -14,7 +17,7 @@ def test_parameter_counts_match_spec(d, diru_count, lstm_count):
     assert count(reference.LSTMModel(1, d, 1)) == lstm_count
 
 
-def test_state_dict_keys_are_the_seeds():
+def test_state_dict_keys_are_the_prototypes():
     model = reference.DIRU(3, 8, 2, num_compartments=2, num_layers=2)
     expected = set()
     for layer in range(2):
@@ -31,14 +34,25 @@ def test_state_dict_keys_are_the_seeds():
     assert sd["cells.0.compartments.0.W_x.weight"].shape == (4, 3)
 
 
-@pytest.mark.parametrize("n, d, k", [(1, 8, 4), (5, 12, 3), (3, 6, 6)])
-def test_reference_cell_is_the_spec_math(n, d, k):
-    cell = random_cell(n, d, k, seed=n + d)
-    ref = reference.DIRUCell(n, d, k).double()
-    ref.load_state_dict(cell.state_dict())
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("n, d, k", [(1, 8, 4), (5, 12, 3), (3, 6, 6), (2, 48, 3)])
+def test_the_two_statements_of_the_math_agree(n, d, k, bias):
+    """One step of the prototype's cell equals one step of the kernel contract on the same
+    parameters in the fused layout (xp = x W_ih^T + b_ih), gates included."""
+    ref = randomize_(reference.DIRUCell(n, d, k, bias=bias).double(), seed=n + d)
+    w = from_prototype(ref.state_dict(), n, [d // k] * k, bias)
+    zeros = torch.zeros(d, dtype=torch.float64)
     x = torch.randn(4, n, dtype=torch.float64)
     h = torch.randn(4, d, dtype=torch.float64)
-    torch.testing.assert_close(ref(x, h), spec_step(x, h, cell), rtol=0, atol=1e-14)
+    xp = x @ w.w_ih.t() + (w.b_ih if bias else 0)
+    hs, saved = contract.scan_fwd(xp.unsqueeze(0), h, w.w_hh, w.w_int, w.b_int if bias else zeros, w.w_out,
+                                  w.b_out if bias else zeros, None, True)
+    torch.testing.assert_close(hs[0], ref(x, h), rtol=0, atol=1e-14)
+    u, s, z, r = saved[0].split(d, dim=1)
+    o = torch.cat([comp(x, h) for comp in ref.compartments], dim=1)
+    torch.testing.assert_close(u * s, o, rtol=0, atol=1e-14)
+    torch.testing.assert_close(z, torch.tanh(ref.integration(o)), rtol=0, atol=1e-14)
+    torch.testing.assert_close(r, torch.sigmoid(ref.global_gate(torch.cat([x, h], -1))), rtol=0, atol=1e-14)
 
 
 def test_reference_gate_takes_x_first():
@@ -88,8 +102,8 @@ def test_bad_sizes_raise(n, d, k):
 
 
 def test_compartment_split_does_not_change_the_function():
-    """A k-compartment cell equals a 1-compartment cell with the same stacked weights (SPEC §1)."""
-    cell4 = random_cell(3, 8, 4, seed=1)
+    """A k-compartment cell equals a 1-compartment cell with the same stacked weights."""
+    cell4 = randomize_(reference.DIRUCell(3, 8, 4).double(), seed=1)
     cell1 = reference.DIRUCell(3, 8, 1).double()
     with torch.no_grad():
         comps = cell4.compartments
@@ -102,4 +116,4 @@ def test_compartment_split_does_not_change_the_function():
             getattr(cell1, name).load_state_dict(getattr(cell4, name).state_dict())
     x = torch.randn(5, 3, dtype=torch.float64)
     h = torch.randn(5, 8, dtype=torch.float64)
-    torch.testing.assert_close(cell1(x, h), reference.DIRUCell.forward(cell4, x, h), rtol=0, atol=1e-14)
+    torch.testing.assert_close(cell1(x, h), cell4(x, h), rtol=0, atol=1e-14)

@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from .. import _build, _paths
+from .. import _build
 
 FIX = (
     "install a C++ compiler (g++ or clang++) and ninja, then reinstall with "
@@ -94,7 +94,7 @@ def _jit_build(csrc: Path, source_hash: str) -> ModuleType:
 
 def _load_extension() -> ModuleType:
     """The kernel module: the ahead-of-time build if current, else compiled on first use."""
-    csrc = _paths.source_dir("csrc")
+    csrc = _build.csrc_dir()
     source_hash = _build.cpu_source_hash(csrc)
     module = _import_aot(source_hash)
     return module if module is not None else _jit_build(csrc, source_hash)

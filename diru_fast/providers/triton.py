@@ -8,12 +8,11 @@ first asked about, never at ``import diru_fast``.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from typing import Optional
 
 import torch
-
-from .._paths import import_kernels
 
 FIX = ("pip install triton (it ships with the CUDA builds of PyTorch); the kernels run on CUDA GPUs, "
        "or on CPU tensors under TRITON_INTERPRET=1 set before triton is imported (slow, for tests)")
@@ -22,12 +21,15 @@ _GPU_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _kernels():
-    return import_kernels()
+    return importlib.import_module("diru_fast.kernels")
 
 
 def unavailable_reason() -> Optional[str]:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed"
+    if importlib.util.find_spec("diru_fast.kernels") is None:
+        return ("diru_fast.kernels is missing (a source checkout on PYTHONPATH without an install?); "
+                "install the package: `pip install --no-build-isolation -e .`")
     try:
         kernels = _kernels()
     except Exception as exc:  # noqa: BLE001  (a broken triton install must not break diru_fast)

@@ -1,8 +1,9 @@
-"""One layer, one direction: the DIRU recurrence over a whole sequence, in every backend.
+"""One layer, one direction: the DIRU recurrence over a whole sequence, on every backend.
 
-- ``reference_scan``: the seed's per-step, per-compartment loop (backend "reference").
-- ``torch_scan``: vectorized pure PyTorch, differentiated by autograd (backend "torch").
-- ``contract``: the kernel contract (scan_fwd / scan_bwd) written in plain PyTorch: the
-  statement every compiled kernel (C++, CUDA, Triton) must match output for output.
-- ``ops``: the ``torch.library`` custom ops through which the compiled kernels run.
+- ``contract``: the kernel contract (scan_fwd / scan_bwd) in plain PyTorch: the statement every
+  compiled kernel (C++, CUDA, Triton) must match output for output; differentiated by autograd,
+  its forward is backend "torch".
+- ``ops``: the one autograd formula of the compiled backends and the ``torch.library`` custom ops
+  through which they are traced.
+- ``reference_scan``: the prototype's own cell stepped in time (backend "reference").
 """

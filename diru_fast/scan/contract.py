@@ -1,12 +1,17 @@
-"""The kernel contract, stated in plain PyTorch.
+"""The kernel contract, stated in plain PyTorch: the recurrence of one layer and one direction.
 
-Every compiled backend (C++ CPU, CUDA, Triton) implements exactly these two functions for
-one layer and one direction; ``diru_fast.scan.ops`` wraps them as ``torch.library`` custom
-ops and turns their outputs into weight gradients with large GEMMs over all T*B rows. This
-file is the executable specification: kernels are tested output-for-output against it.
+Every compiled backend (C++ CPU, CUDA, Triton) implements exactly these two functions;
+:mod:`diru_fast.scan.ops` runs them under one autograd formula that turns the per-step
+pre-activation gradients of ``scan_bwd`` into weight gradients with large GEMMs over all T*B
+rows. Kernels are tested output for output against this file, and it serves twice more:
+
+- the ``"torch"`` backend is :func:`scan_fwd` differentiated by autograd;
+- double backward (``create_graph=True``) on a compiled backend differentiates :func:`scan_bwd`,
+  which is written with differentiable operations only.
 
 Notation (d hidden size, T steps, B batch rows; acc = float32 for 16-bit inputs, else the
-input dtype; all arithmetic in acc, the state h kept in acc between steps)::
+input dtype; all arithmetic in acc, the state h kept in acc between steps; docs/MATH.md has the
+derivation)::
 
     P_t   = xp_t + h_{t-1} W_hh^T                      = [a | s_pre | r_pre]     [B, 3d]
     u = tanh(a)   s = sigmoid(s_pre)   r = sigmoid(r_pre)
@@ -31,11 +36,13 @@ scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths) -> (d_p, d_zp, d_y
     d_zp    [T, B, d]  acc: dL/d((u*s) W_int^T + b_int)       (integration pre-activation)
     d_yp    [T, B, d]  acc: dL/d((z*r) W_out^T + b_out + h)   (output pre-activation)
     d_h0    [B, d]     dtype of h0
+    Beyond the kernels' interface, this statement also takes ``grad_saved [T, B, 4d]``, a
+    gradient w.r.t. the saved gates (second-order terms reach the forward through them).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -44,6 +51,14 @@ from torch import Tensor
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     """The accumulation / state dtype for inputs of ``dtype``."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def live_steps(lengths: Optional[Tensor], steps: int) -> Optional[Tuple[Tensor, ...]]:
+    """Per step, which rows are live: ``T x [B, 1]`` bool (None: all of them)."""
+    if lengths is None:
+        return None
+    t = torch.arange(steps, device=lengths.device)
+    return (t.unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2).unbind(0)
 
 
 def scan_fwd(
@@ -56,34 +71,34 @@ def scan_fwd(
     b_out: Tensor,
     lengths: Optional[Tensor],
     need_saved: bool,
+    *,
+    acc: Optional[torch.dtype] = None,
 ) -> Tuple[Tensor, Tensor]:
-    steps, batch, _ = xp.shape
+    """``acc`` overrides the accumulation dtype (tests: PyTorch's own path in a 16-bit dtype)."""
+    steps = xp.shape[0]
     d = h0.shape[-1]
-    acc = acc_dtype(xp.dtype)
+    acc = acc or acc_dtype(xp.dtype)
     w_hh_t, w_int_t, w_out_t = w_hh.to(acc).t(), w_int.to(acc).t(), w_out.to(acc).t()
     b_int, b_out = b_int.to(acc), b_out.to(acc)
-    hs = torch.empty(steps, batch, d, dtype=xp.dtype, device=xp.device)
-    saved = torch.empty(steps if need_saved else 0, batch, 4 * d, dtype=acc, device=xp.device)
-    if not need_saved:
-        saved = saved.reshape(0)
+    live = live_steps(lengths, steps)
     h = h0.to(acc)
-    for t in range(steps):
-        p = xp[t].to(acc) + h @ w_hh_t
-        u = torch.tanh(p[:, :d])
-        s = torch.sigmoid(p[:, d:2 * d])
-        r = torch.sigmoid(p[:, 2 * d:])
-        z = torch.tanh((u * s) @ w_int_t + b_int)
-        h_new = torch.tanh((z * r) @ w_out_t + b_out + h)
-        if lengths is not None:
-            h_new = torch.where((t < lengths).unsqueeze(1), h_new, h)
+    hs: List[Tensor] = []
+    saved: List[Tensor] = []
+    for t, xp_t in enumerate(xp.unbind(0)):  # unbind: per-step views whose gradients autograd stacks once
+        p = torch.addmm(xp_t.to(acc), h, w_hh_t)  # [B, 3d]
+        a, s_pre, r_pre = p.split(d, dim=1)
+        u, s, r = torch.tanh(a), torch.sigmoid(s_pre), torch.sigmoid(r_pre)
+        z = torch.tanh(torch.addmm(b_int, u * s, w_int_t))
+        h_new = torch.tanh(torch.addmm(b_out, z * r, w_out_t) + h)
+        if live is not None:
+            h_new = torch.where(live[t], h_new, h)
         if need_saved:
-            gates = torch.cat([u, s, z, r], dim=1)
-            if lengths is not None:
-                gates = torch.where((t < lengths).unsqueeze(1), gates, torch.zeros_like(gates))
-            saved[t] = gates
-        hs[t] = h_new
+            gates = torch.cat([u, s, z, r], dim=1)  # [B, 4d]
+            saved.append(gates if live is None else torch.where(live[t], gates, torch.zeros_like(gates)))
+        hs.append(h_new)
         h = h_new
-    return hs, saved
+    saved_t = torch.stack(saved) if need_saved else xp.new_empty(0, dtype=acc)
+    return torch.stack(hs).to(xp.dtype), saved_t
 
 
 def scan_bwd(
@@ -95,33 +110,41 @@ def scan_bwd(
     w_int: Tensor,
     w_out: Tensor,
     lengths: Optional[Tensor],
+    grad_saved: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     steps, batch, d = hs.shape
     acc = saved.dtype
     w_hh, w_int, w_out = w_hh.to(acc), w_int.to(acc), w_out.to(acc)
-    d_p = torch.empty(steps, batch, 3 * d, dtype=acc, device=hs.device)
-    d_zp = torch.empty(steps, batch, d, dtype=acc, device=hs.device)
-    d_yp = torch.empty(steps, batch, d, dtype=acc, device=hs.device)
-    dh = torch.zeros(batch, d, dtype=acc, device=hs.device)
+    live = live_steps(lengths, steps)
+    d_p: List[Tensor] = []
+    d_zp: List[Tensor] = []
+    d_yp: List[Tensor] = []
+    dh = grad_hs.new_zeros(batch, d, dtype=acc)
     for t in range(steps - 1, -1, -1):
         dh = dh + grad_hs[t].to(acc)
         h_new = hs[t].to(acc)
         u, s, z, r = saved[t].split(d, dim=1)
         dyp = dh * (1 - h_new * h_new)
-        dq = dyp @ w_out
-        dzp = dq * r * (1 - z * z)
-        dr_pre = dq * z * r * (1 - r)
-        do = dzp @ w_int
-        da = do * s * (1 - u * u)
-        ds_pre = do * u * s * (1 - s)
-        dp = torch.cat([da, ds_pre, dr_pre], dim=1)
+        dq = dyp @ w_out  # dL/d(z*r)
+        dz, dr = dq * r, dq * z
+        if grad_saved is not None:
+            g_u, g_s, g_z, g_r = grad_saved[t].to(acc).split(d, dim=1)
+            dz, dr = dz + g_z, dr + g_r
+        dzp = dz * (1 - z * z)
+        dr_pre = dr * r * (1 - r)
+        do = dzp @ w_int  # dL/d(u*s)
+        du, ds = do * s, do * u
+        if grad_saved is not None:
+            du, ds = du + g_u, ds + g_s
+        dp = torch.cat([du * (1 - u * u), ds * s * (1 - s), dr_pre], dim=1)
         dh_prev = dyp + dp @ w_hh
-        if lengths is not None:
-            live = (t < lengths).unsqueeze(1)
-            dp = torch.where(live, dp, torch.zeros_like(dp))
-            dzp = torch.where(live, dzp, torch.zeros_like(dzp))
-            dyp = torch.where(live, dyp, torch.zeros_like(dyp))
-            dh_prev = torch.where(live, dh_prev, dh)
-        d_p[t], d_zp[t], d_yp[t] = dp, dzp, dyp
+        if live is not None:
+            dp = torch.where(live[t], dp, torch.zeros_like(dp))
+            dzp = torch.where(live[t], dzp, torch.zeros_like(dzp))
+            dyp = torch.where(live[t], dyp, torch.zeros_like(dyp))
+            dh_prev = torch.where(live[t], dh_prev, dh)
+        d_p.append(dp)
+        d_zp.append(dzp)
+        d_yp.append(dyp)
         dh = dh_prev
-    return d_p, d_zp, d_yp, dh.to(h0.dtype)
+    return (torch.stack(d_p[::-1]), torch.stack(d_zp[::-1]), torch.stack(d_yp[::-1]), dh.to(h0.dtype))

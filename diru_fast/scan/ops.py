@@ -1,15 +1,22 @@
-"""``torch.library`` custom ops for the compiled backends, with fake kernels and autograd.
+"""The one autograd path of the compiled backends, and the ``torch.library`` custom ops it calls.
 
     diru_fast::scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved)
         -> (hs [T, B, d], saved [T, B, 4d] or [0])
     diru_fast::scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend)
         -> (d_p [T, B, 3d], d_zp [T, B, d], d_yp [T, B, d], d_h0 [B, d])
 
-Both dispatch to the kernel provider named by ``backend`` (``diru_fast.backends``); their
-semantics are those of ``diru_fast.scan.contract``. The autograd formula turns the per-step
-pre-activation gradients of ``scan_bwd`` into weight gradients with one GEMM per weight over
-all T*B rows. Fake implementations give shapes and dtypes, so ``torch.compile`` traces
-through both ops without graph breaks.
+Both dispatch to the kernel provider named by ``backend`` (:mod:`diru_fast.backends`); their
+semantics are those of :mod:`diru_fast.scan.contract`. Their fake implementations give shapes and
+dtypes, so ``torch.compile`` and ``torch.export`` trace through them without graph breaks.
+
+:class:`Scan` is the autograd formula, the only one: eager mode and compiled graphs both run it.
+Its forward and backward call the provider directly in eager mode (the custom-op dispatch costs
+~50 us a call, a fifth of the CPU kernel's time at the prototype's shape) and the custom ops while
+tracing. The backward turns the per-step pre-activation gradients into weight gradients with one
+GEMM per weight over all T*B rows. When the backward itself must be differentiable
+(``create_graph=True``: gradient penalties, Hessian-vector products, MAML) or a gradient reaches
+the saved gates (the second-order pass), it runs the contract's differentiable ``scan_bwd`` on the
+saved tensors instead of the kernel, so higher derivatives are exact, not silently partial.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..backends import get_provider
+from . import contract
 from .contract import acc_dtype
 
 
@@ -77,43 +85,66 @@ def _scan_bwd_fake(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend)
     )
 
 
-def _setup_context(ctx, inputs, output):
-    xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved = inputs
-    hs, saved = output
-    if not need_saved:  # inference mode: nothing to differentiate (scan() decides this)
-        ctx.backend = None
-        return
-    ctx.set_materialize_grads(False)  # no zero-filled [T, B, 4d] gradient for `saved`
-    ctx.backend = backend
-    ctx.xp_dtype = xp.dtype
-    ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths)
+def kernel_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend: str, need_saved: bool):
+    """The provider's scan_fwd: directly in eager mode, through the custom op while tracing."""
+    if torch.compiler.is_compiling():
+        return torch.ops.diru_fast.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved)
+    return get_provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
 
 
-def _backward(ctx, grad_hs: Optional[Tensor], _grad_saved: Optional[Tensor]):
-    if ctx.backend is None:
-        raise RuntimeError("diru_fast: scan_fwd ran with need_saved=False; it cannot be differentiated")
-    h0, hs, saved, w_hh, w_int, w_out, lengths = ctx.saved_tensors
-    if grad_hs is None:
-        grad_hs = torch.zeros_like(hs)
-    step_grads = torch.ops.diru_fast.scan_bwd(
-        grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths, ctx.backend
-    )
-    grads = _input_grads(ctx.needs_input_grad, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out)
-    return (*grads, None, None, None)
+def kernel_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend: str):
+    """The provider's scan_bwd: directly in eager mode, through the custom op while tracing."""
+    if torch.compiler.is_compiling():
+        return torch.ops.diru_fast.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend)
+    return get_provider(backend).scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)
 
 
-def _input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out):
+class Scan(torch.autograd.Function):
+    """``(xp, h0, w_hh, w_int, b_int, w_out, b_out) -> (hs, saved)`` on a kernel provider."""
+
+    @staticmethod
+    def forward(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend):
+        return kernel_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend = inputs
+        hs, saved = output
+        ctx.set_materialize_grads(False)  # no zero-filled [T, B, 4d] gradient for `saved`
+        if torch.compiler.is_compiling():  # compiled graphs have no double backward: saved is a buffer
+            ctx.mark_non_differentiable(saved)
+        ctx.backend = backend
+        ctx.xp_dtype = xp.dtype
+        ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths)
+
+    @staticmethod
+    def backward(ctx, grad_hs: Optional[Tensor], grad_saved: Optional[Tensor]):
+        # hs and saved are outputs: under create_graph they come back attached to this node, so the
+        # gradients computed below reach the inputs through them (and through h0 and the weights).
+        h0, hs, saved, w_hh, w_int, w_out, lengths = ctx.saved_tensors
+        if grad_hs is None:
+            grad_hs = torch.zeros_like(hs)
+        if grad_saved is None and not torch.is_grad_enabled():
+            step_grads = kernel_bwd(grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths, ctx.backend)
+        else:
+            step_grads = contract.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, grad_saved)
+        return (*input_grads(ctx.needs_input_grad, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out),
+                None, None)
+
+
+def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out):
     """Gradients of (xp, h0, w_hh, w_int, b_int, w_out, b_out) from scan_bwd's per-step gradients:
-    one GEMM per weight over all T*B rows."""
+    one GEMM per weight over all T*B rows (differentiable, for the double-backward path)."""
     d_p, d_zp, d_yp, d_h0 = step_grads
     steps, batch, d = hs.shape
     rows = steps * batch
     acc = d_p.dtype
     g_w_hh = g_w_int = g_b_int = g_w_out = g_b_out = None
-    if need[2]:  # w_hh: sum_t dP_t^T h_{t-1} = dP_0^T h0 + sum_{t>0} dP_t^T h_t-1 (no copy of hs)
+    if need[2]:  # w_hh: sum_t dP_t^T h_{t-1} = dP_0^T h0 + sum_{t>0} dP_t^T h_{t-1} (no copy of hs)
         g_w_hh = d_p[0].t() @ h0.to(acc)
         if steps > 1:
-            g_w_hh = g_w_hh.addmm_(d_p[1:].reshape(rows - batch, 3 * d).t(), hs[:-1].reshape(rows - batch, d).to(acc))
+            g_w_hh = torch.addmm(g_w_hh, d_p[1:].reshape(rows - batch, 3 * d).t(),
+                                 hs[:-1].reshape(rows - batch, d).to(acc))
         g_w_hh = g_w_hh.to(w_hh.dtype)
     if need[3] or need[5]:  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
         pairs = saved.reshape(rows, 2, 2, d)  # [u, s], [z, r]
@@ -131,32 +162,6 @@ def _input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out):
     return g_xp, g_h0, g_w_hh, g_w_int, g_b_int, g_w_out, g_b_out
 
 
-scan_fwd.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _EagerScan(torch.autograd.Function):
-    """Eager-mode twin of the custom ops above: the same provider calls and the same gradient
-    formula (``_input_grads``), minus the custom-op dispatch, which profiling put at ~50 us per
-    forward and more per backward (a fifth of the CPU kernel's time at the seed shape). Under
-    ``torch.compile`` :func:`scan` uses the custom ops, so graphs still see them."""
-
-    @staticmethod
-    def forward(ctx, xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend):
-        provider = get_provider(backend)
-        hs, saved = provider.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, True)
-        ctx.provider = provider
-        ctx.xp_dtype = xp.dtype
-        ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths)
-        return hs
-
-    @staticmethod
-    def backward(ctx, grad_hs):
-        h0, hs, saved, w_hh, w_int, w_out, lengths = ctx.saved_tensors
-        step_grads = ctx.provider.scan_bwd(grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths)
-        grads = _input_grads(ctx.needs_input_grad, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out)
-        return (*grads, None, None)
-
-
 def scan(
     xp: Tensor,  # [T, B, 3d]
     h0: Tensor,  # [B, d]
@@ -168,18 +173,9 @@ def scan(
     lengths: Optional[Tensor],  # [B] int64
     backend: str,
 ) -> Tensor:  # hs: [T, B, d]
-    """Run one layer's recurrence on kernel provider ``backend``; differentiable.
-
-    Traced by ``torch.compile``: the ``diru_fast::scan_fwd`` / ``scan_bwd`` custom ops. Eager: the
-    same provider functions called directly (``_EagerScan``), without the op dispatch overhead.
-    """
-    need_saved = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (xp, h0, w_hh, w_int, b_int, w_out, b_out)
-    )
+    """Run one layer's recurrence on kernel provider ``backend``; differentiable to any order."""
     args = (xp.contiguous(), h0.contiguous(), w_hh.contiguous(), w_int.contiguous(), b_int.contiguous(),
             w_out.contiguous(), b_out.contiguous(), lengths)
-    if torch.compiler.is_compiling():
-        return torch.ops.diru_fast.scan_fwd(*args, backend, need_saved)[0]
-    if need_saved:
-        return _EagerScan.apply(*args, backend)
-    return get_provider(backend).scan_fwd(*args, False)[0]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in args[:7]):
+        return Scan.apply(*args, backend)[0]
+    return kernel_fwd(*args, backend, False)[0]  # inference: nothing saved for a backward

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import diru_fast
-from diru_fast import DIRU, BackendUnavailableError, _build, _paths, backends
+from diru_fast import DIRU, BackendUnavailableError, _build, backends
 from diru_fast.providers import cpu
 from diru_fast.scan import contract
 from tests.helpers import contract_inputs
@@ -312,7 +312,7 @@ def test_package_imports_and_falls_back_without_a_compiler(tmp_path):
 
 
 def test_stale_ahead_of_time_module_is_not_used(monkeypatch):
-    current = _build.cpu_source_hash(_paths.source_dir("csrc"))
+    current = _build.cpu_source_hash(_build.csrc_dir())
     fake = types.ModuleType(_build.AOT_MODULE)
     fake.source_hash = "src0000000000000000"
     monkeypatch.setitem(sys.modules, _build.AOT_MODULE, fake)
@@ -327,7 +327,7 @@ def test_first_use_build_compiles_once_then_loads_from_the_cache(monkeypatch, tm
     from torch.utils import cpp_extension
 
     monkeypatch.setenv("DIRU_FAST_CACHE", str(tmp_path))
-    csrc = _paths.source_dir("csrc")
+    csrc = _build.csrc_dir()
     source_hash = _build.cpu_source_hash(csrc)
     calls, imports = [], []
     sentinel = types.ModuleType("built")
@@ -352,11 +352,11 @@ def test_first_use_build_compiles_once_then_loads_from_the_cache(monkeypatch, tm
 
 
 def test_source_hash_covers_every_cpu_source():
-    csrc = _paths.source_dir("csrc")
+    csrc = _build.csrc_dir()
     on_disk = {p.name for p in csrc.iterdir() if p.name.startswith("diru_cpu")}
     assert on_disk == set(_build.CPU_SOURCES + _build.CPU_HEADERS)
 
 
 @needs_kernel
 def test_loaded_module_was_built_from_these_sources():
-    assert cpu.extension().source_hash == _build.cpu_source_hash(_paths.source_dir("csrc"))
+    assert cpu.extension().source_hash == _build.cpu_source_hash(_build.csrc_dir())
