@@ -10,7 +10,7 @@ plus the backward of a fixed random projection of the outputs (input and all wei
 Times are CUDA-event medians over repeats after warm-up; peak memory is
 torch.cuda.max_memory_allocated during the call minus what was allocated before it.
 
-The reference loop (the seed's per-step, per-compartment structure, k=4) is measured only
+The reference loop (the prototype's per-step, per-compartment structure, k=4) is measured only
 at T=50 and at one T=512 point; the other T=512 reference times are extrapolated linearly in T
 from the T=50 measurement and flagged ``extrapolated`` (the one measured T=512 point checks
 that extrapolation). ``--budget`` caps the grid's wall time: rows past it are skipped and
@@ -218,9 +218,9 @@ def summarize(rows: List[Dict]) -> str:
 
 def tune(args, device: torch.device, log) -> Dict:
     """Time candidate Triton configs per (dtype, d) at B=64, T=512 (fwd+bwd)."""
-    from diru_fast._paths import import_kernels
+    import importlib
 
-    k = import_kernels()
+    k = importlib.import_module("diru_fast.kernels")
     B, T = (3, 3) if args.tiny else (64, 512)
     timer = Timer(device, warmup=1 if args.tiny else 2, reps=2 if args.tiny else 5, max_seconds=2.0)
     results = []
@@ -229,7 +229,7 @@ def tune(args, device: torch.device, log) -> Dict:
         dtype = getattr(torch, dtype_name)
         for d in (TINY if args.tiny else GRID)["d"]:
             d_pad = k.pad_hidden(d)
-            cands = [k.choose(d, B, dtype_name)]
+            cands = [k.choose(d, dtype_name)]
             if d_pad <= 64:
                 cands += [k.KernelConfig("resident", d_pad, block_b=16, block_k=d_pad, num_warps=w) for w in (2, 4, 8)]
             for block_k in (16, 32):

@@ -9,10 +9,12 @@
 #                                        # gpu_tune.json: the fastest per dtype and d, for config.py)
 #
 # Needs: Python with a CUDA build of torch, triton, nvcc (for the extension; without it the
-# "cuda" rows are skipped), pytest (without it the tests are skipped, the bench still runs).
-# No network. Writes to $OUT: env.txt, build_cuda.log, tests_triton.log, tests_cuda.log,
-# gpu_bench.log, gpu_bench.json, history_rows.csv (bench/results/history.csv columns),
-# summary.txt, gpu_check.log.
+# "cuda" rows are skipped), pytest (without it the tests are skipped, the bench still runs),
+# setuptools (a checkout that is not installed gets `pip install --no-build-isolation --no-deps
+# -e .` first: kernels/ and csrc/ are importable as diru_fast.kernels / diru_fast.csrc only
+# through an install). No network. Writes to $OUT: env.txt, install.log (if it installed),
+# build_cuda.log, tests_triton.log, tests_cuda.log, gpu_bench.log, gpu_bench.json,
+# history_rows.csv (bench/results/history.csv columns), summary.txt, gpu_check.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-./gpu_out}
@@ -44,6 +46,14 @@ if [ $DRY = 0 ] && ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_avai
   log "ERROR: no CUDA GPU visible to torch (torch.cuda.is_available() is False). Run on a GPU machine with a"
   log "CUDA build of torch, or use 'bash bench/gpu_check.sh --dry-run' for the CPU smoke test."
   exit 2
+fi
+# The package, installed: an editable install maps kernels/ and csrc/ to diru_fast.kernels and
+# diru_fast.csrc. Without the C++ extensions (the CUDA one is built in place in step 1) and
+# without touching any other package.
+if ! $PY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('diru_fast.kernels') is None)" 2>/dev/null; then
+  log "diru_fast is not installed here: pip install --no-build-isolation --no-deps --no-index -e . -> $OUT/install.log"
+  DIRU_FAST_NO_EXTENSIONS=1 $PY -m pip install --no-build-isolation --no-deps --no-index -e . > "$OUT/install.log" 2>&1 \
+    || log "ERROR: the install failed (see install.log); the triton backend will be unavailable"
 fi
 HAVE_PYTEST=1
 $PY -c "import pytest" 2>/dev/null || { HAVE_PYTEST=0; log "pytest is not installed: skipping the correctness tests"; }

@@ -1,4 +1,4 @@
-"""Ad-hoc timing and profile of the fused C++ CPU backend against torch.nn.LSTM (issue 4).
+"""Ad-hoc timing and profile of the fused C++ CPU backend against torch.nn.LSTM.
 
 Not the benchmark suite (bench/ on main owns that): this script answers "where does the
 time go" while tuning, and prints the numbers quoted in the cpu backend's report.
@@ -7,7 +7,7 @@ time go" while tuning, and prints the numbers quoted in the cpu backend's report
     PYTHONPATH=. python bench/profile_cpu.py --profile       # + torch.profiler op table, DIRU-cpu
     PYTHONPATH=. python bench/profile_cpu.py --kernel        # + the bare C++ scan, per step
     PYTHONPATH=. python bench/profile_cpu.py --memory        # + peak RSS per model, fresh processes
-    PYTHONPATH=. python bench/profile_cpu.py --epoch         # + one seed-size epoch, DIRU-cpu vs LSTM
+    PYTHONPATH=. python bench/profile_cpu.py --epoch         # + one prototype-size epoch, DIRU-cpu vs LSTM
     PYTHONPATH=. python bench/profile_cpu.py --threads 1 --cpu-time   # CPU seconds: for a busy machine
 
 Every timing is the median over --repeats rounds, models interleaved within a round, all in
@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 import diru_fast
-from diru_fast import DIRU, LSTMModel
+from diru_fast import DIRU
+from diru_fast.baselines import LSTMModel
 
 SHAPES = [(32, 50, 64), (32, 200, 128)]  # (B, T, d), n = 1, k = 4
 
@@ -169,10 +170,10 @@ def report_memory(args):
 
 
 def report_epoch(args):
-    """One seed-size epoch: 800 train samples in batches of 32 with Adam, then 200 validation."""
+    """One prototype-size epoch: 800 train samples in batches of 32 with Adam, then 200 validation."""
     g = torch.Generator().manual_seed(0)
     xtr, ytr = torch.randn(800, 50, 1, generator=g), torch.randn(800, 1, generator=g)
-    xva, yva = torch.randn(200, 50, 1, generator=g), torch.randn(200, 1, generator=g)
+    xva, _ = torch.randn(200, 50, 1, generator=g), torch.randn(200, 1, generator=g)  # y: same draws as the study
 
     def epoch(model, opt):
         model.train()
@@ -196,7 +197,7 @@ def report_epoch(args):
             epoch(models[n], opts[n])
             times.setdefault(n, []).append(CLOCK() - t0)
     med = {n: statistics.median(v) for n, v in times.items()}
-    print(f"\nseed-size epoch (800 train / 200 val, B=32, T=50, d=64), median of {args.repeats}:")
+    print(f"\nprototype-size epoch (800 train / 200 val, B=32, T=50, d=64), median of {args.repeats}:")
     for n, t in med.items():
         print(f"  {n:>5}: {t * 1e3:.1f} ms  ({t / med['lstm']:.2f}x LSTM)")
 

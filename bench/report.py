@@ -2,7 +2,7 @@
 
     python bench/report.py RAW.json [--out bench/results] [--name cpu] [--epoch] [--scaling]
 
-Ratios are taken against nn.LSTM measured in the same run. --epoch adds one seed-size epoch
+Ratios are taken against nn.LSTM measured in the same run. --epoch adds one prototype-size epoch
 (800 train + 200 validation samples) for LSTM and the fastest DIRU backend; --scaling adds the
 T and B scaling series (both timed now, in this process).
 """

@@ -1,10 +1,10 @@
-"""pytest-benchmark suite: DIRU backends vs torch.nn.LSTM on CPU (SPEC §5, issue 2/4).
+"""pytest-benchmark suite: DIRU backends vs torch.nn.LSTM on CPU.
 
     DIRU_BENCH_THREADS=2 python -m pytest bench/test_bench_cpu.py --benchmark-json=raw.json
     python bench/report.py raw.json --out bench/results --name cpu
 
 Each case is one training step (forward + MSE + backward) or one no-grad forward of
-``diru_fast.DIRU`` on one backend, or of ``diru_fast.LSTMModel`` (nn.LSTM + head) of the same
+``diru_fast.DIRU`` on one backend, or of ``diru_fast.baselines.LSTMModel`` (nn.LSTM + head) of the same
 n, d, dtype and thread count. No timing is asserted: the report turns the run into ratios.
 """
 

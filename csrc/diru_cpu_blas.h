@@ -51,7 +51,7 @@ inline bool blas_active() { return use_blas_flag().load(std::memory_order_relaxe
 // Keeps the BLAS on the calling thread single-threaded while it lives. Each of our threads runs
 // its own slice of the batch, and the per-step products are far too small to split further:
 // left alone, MKL (which torch configures with dynamic threading off) opens a nested parallel
-// region on every call — measured 25% slower at the seed shape on 2 threads, 15% on 1.
+// region on every call — measured 25% slower at the prototype shape on 2 threads, 15% on 1.
 class SequentialBlas {
  public:
   SequentialBlas() {

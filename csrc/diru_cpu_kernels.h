@@ -54,7 +54,7 @@ DIRU_INLINE void for_lanes(int64_t n, F&& body) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Forward over rows [r0, r1) of every step. scratch: (r1 - r0) * 6d elements.
+// Forward over rows [r0, r1) of every step. scratch: (r1 - r0) * 6d elements (kFwdScratch).
 // ------------------------------------------------------------------------------------------
 template <typename T, typename L>
 DIRU_INLINE void scan_fwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* scratch) {
@@ -132,7 +132,7 @@ DIRU_INLINE void scan_fwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* 
 }
 
 // ------------------------------------------------------------------------------------------
-// Backward over rows [r0, r1), reverse time. scratch: (r1 - r0) * 4d elements.
+// Backward over rows [r0, r1), reverse time. scratch: (r1 - r0) * 3d elements (kBwdScratch).
 // ------------------------------------------------------------------------------------------
 template <typename T, typename L>
 DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* scratch) {
@@ -231,6 +231,6 @@ void scan_fwd_rows_f64(const ScanArgs<double>& a, int64_t r0, int64_t r1, double
 void scan_bwd_rows_f64(const ScanArgs<double>& a, int64_t r0, int64_t r1, double* scratch);
 
 constexpr int64_t kFwdScratch = 6;  // scratch per row, in units of d
-constexpr int64_t kBwdScratch = 3;
+constexpr int64_t kBwdScratch = 3;  // dh, dh_next, dq
 
 }  // namespace diru_cpu

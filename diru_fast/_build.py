@@ -1,4 +1,4 @@
-"""How the C++ CPU kernel is compiled: its sources, their hash, and the compiler flags.
+"""How the C++ CPU kernel is compiled: where its sources are, their hash, and the compiler flags.
 
 Shared by ``setup.py`` (the ahead-of-time build of ``diru_fast._C``) and
 ``diru_fast.providers.cpu`` (the compile-on-first-use fallback), so both build the same thing.
@@ -8,6 +8,7 @@ Imports nothing but the standard library: setup.py loads this file by path.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import sys
 from pathlib import Path
 from typing import List
@@ -19,6 +20,17 @@ CPU_HEADERS = ("diru_cpu_kernels.h", "diru_cpu_math.h", "diru_cpu_blas.h")
 # Name of the ahead-of-time module and of the JIT module (plus a hash suffix).
 AOT_MODULE = "diru_fast._C"
 JIT_MODULE_PREFIX = "diru_fast_cpu_"
+
+
+def csrc_dir() -> Path:
+    """The folder of the C++/CUDA sources: the package ``diru_fast.csrc`` (the repository's top-level
+    csrc/, which ``setup.py`` installs as ``diru_fast/csrc`` and an editable install maps there)."""
+    try:
+        package = importlib.import_module("diru_fast.csrc")
+    except ImportError as exc:
+        raise ImportError("diru_fast.csrc (the kernel sources) is not importable: install the package, "
+                          "e.g. `pip install --no-build-isolation -e .` in the checkout") from exc
+    return Path(package.__file__).resolve().parent
 
 
 def cpu_source_paths(csrc: Path) -> List[Path]:

@@ -5,12 +5,12 @@ the CLI (``python -m diru_fast bench``). Everything is measured in one process, 
 count, and reported as ratios against LSTM measured in the same run: absolute times on a shared
 machine drift, ratios much less.
 
-Measured cases (SPEC §5 / issue 2): one training step (forward + MSE + backward, gradients
+Measured cases: one training step (forward + MSE + backward, gradients
 filled, no optimizer) and one no-grad forward, for each DIRU backend and for
-``diru_fast.LSTMModel`` (``nn.LSTM`` + the same linear head) of the same n, d, dtype:
+``diru_fast.baselines.LSTMModel`` (``nn.LSTM`` + the same linear head) of the same n, d, dtype:
 
-- ``seed``:  B=32, T=50,  n=1, d=64,  k=4   (the prototype's shape)
-- ``large``: B=32, T=200, n=1, d=128, k=4
+- ``prototype``: B=32, T=50,  n=1, d=64,  k=4   (the prototype's own shape)
+- ``large``:     B=32, T=200, n=1, d=128, k=4
 
 Memory: the bytes autograd saves for the backward (activations; parameters excluded),
 counted once per storage through ``torch.autograd.graph.saved_tensors_hooks``.
@@ -36,11 +36,11 @@ import torch.nn.functional as F
 from torch.utils import benchmark as tbench
 
 from .backends import available_backends
+from .baselines import LSTMModel
 from .modules import DIRU
-from .reference import LSTMModel
 
 SHAPES: Dict[str, Dict[str, int]] = {
-    "seed": dict(B=32, T=50, n=1, d=64, k=4),
+    "prototype": dict(B=32, T=50, n=1, d=64, k=4),
     "large": dict(B=32, T=200, n=1, d=128, k=4),
 }
 MODES = ("train", "infer")
@@ -116,7 +116,7 @@ def time_case(case: Case, min_run_time: float = 1.0) -> Dict[str, float]:
 
 def epoch_seconds(impl: str, n_train: int = 800, n_val: int = 200, batch: int = 32, T: int = 50,
                   d: int = 64, seed: int = 0, repeats: int = 3) -> float:
-    """Median wall time of one seed-size epoch: Adam steps over n_train, then no-grad validation."""
+    """Median wall time of one prototype-size epoch: Adam steps over n_train, then no-grad validation."""
     import time
 
     gen = torch.Generator().manual_seed(seed)
@@ -326,7 +326,7 @@ def run(impls: Sequence[str], shapes: Sequence[str], modes: Sequence[str], min_r
                 rec = {"impl": impl, "shape": shape, "mode": mode, **case.info, **time_case(case, min_run_time)}
                 if mode == "train":
                     rec["saved_bytes"] = saved_activation_bytes(case)
-                progress(f"{shape:6s} {mode:5s} {impl:10s} {1e3 * rec['median_s']:9.2f} ms")
+                progress(f"{shape:9s} {mode:5s} {impl:10s} {1e3 * rec['median_s']:9.2f} ms")
                 records.append(rec)
     return records
 
@@ -343,9 +343,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per case (default 1.0)")
-    parser.add_argument("--epoch", action="store_true", help="also time one seed-size epoch, DIRU vs LSTM")
+    parser.add_argument("--epoch", action="store_true", help="also time one prototype-size epoch, DIRU vs LSTM")
     parser.add_argument("--scaling", action="store_true", help="also time the T and B scaling series")
-    parser.add_argument("--quick", action="store_true", help="seed shape only, short timings, no reference")
+    parser.add_argument("--quick", action="store_true", help="prototype shape only, short timings, no reference")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -353,7 +353,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.simplefilter("ignore")
         impls = args.impls or [BASELINE] + [b for b in available_backends("cpu")]
     if args.quick:
-        args.shapes, args.min_time = ["seed"], min(args.min_time, 0.3)
+        args.shapes, args.min_time = ["prototype"], min(args.min_time, 0.3)
         impls = [i for i in impls if i != "reference"]
     records = run(impls, args.shapes, args.modes, args.min_time)
     extra = {}

@@ -1,12 +1,15 @@
 """The command line: ``python -m diru_fast <subcommand> ...`` (or the ``diru-fast`` console script).
 
-Subcommands live in one registry, :data:`SUBCOMMANDS` (name -> :class:`Subcommand`); a new
-analysis adds itself with :func:`register` (see the bottom of this file for examples)::
+Subcommands live in one registry, :data:`SUBCOMMANDS` (name -> :class:`Subcommand`), put together
+here from the study's (:mod:`diru_fast.experiments.cli`: ``demo``, ``study``, ``train``), the
+benchmark (``bench``) and the analyses' (:mod:`diru_fast.analyses.cli`). A new analysis adds its
+entry to ``diru_fast.analyses.cli.SUBCOMMANDS``; other code can add one with :func:`register`::
 
     register("mycmd", "one-line help", add_arguments=lambda p: p.add_argument(...), run=lambda args: 0)
 
 ``run`` gets the parsed ``argparse.Namespace`` and returns the exit code. A *passthrough*
 subcommand (``bench``) owns its parser: its ``run`` gets the raw argument list instead.
+The modules that define subcommands import only :mod:`diru_fast._subcommand`, never this one.
 """
 
 from __future__ import annotations
@@ -14,24 +17,29 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
+
+from ._subcommand import Subcommand
+from .analyses import cli as analyses_cli
+from .experiments import cli as experiments_cli
+from .experiments.cli import DEMO_DEFAULTS
 
 __all__ = ["Subcommand", "SUBCOMMANDS", "register", "main", "DEMO_DEFAULTS"]
 
 
-@dataclass(frozen=True)
-class Subcommand:
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable  # (argparse.Namespace) -> int, or (List[str]) -> int when passthrough
-    passthrough: bool = False
-    description: Optional[str] = None
+def _run_bench(argv: List[str]) -> int:
+    from . import benchmarking
+
+    return benchmarking.main(argv)
 
 
-SUBCOMMANDS: Dict[str, Subcommand] = {}
+# In the order ``--help`` lists them.
+SUBCOMMANDS: Dict[str, Subcommand] = {
+    **experiments_cli.SUBCOMMANDS,
+    "bench": Subcommand("speed/memory benchmark vs nn.LSTM (see `python -m diru_fast bench --help`)",
+                        lambda p: None, _run_bench, passthrough=True),
+    **analyses_cli.SUBCOMMANDS,
+}
 
 
 def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None],
@@ -42,8 +50,8 @@ def register(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPar
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="diru_fast", description="Dendrite-Inspired Recurrent Units: quick demo, the seed's study "
-        "(DIRU vs LSTM vs GRU over seeds), single training runs and speed benchmarks.")
+        prog="diru_fast", description="Dendrite-Inspired Recurrent Units: quick demo, the prototype's "
+        "study (DIRU vs LSTM vs GRU over seeds), single training runs and speed benchmarks.")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name, cmd in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help,
@@ -65,226 +73,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     args.command_line = "python -m diru_fast " + shlex.join(argv)
     return int(SUBCOMMANDS[args.command].run(args) or 0)
-
-
-# ------------------------------------------------------------------------------ shared options
-
-
-def _require(modules: Sequence[str], what: str) -> None:
-    """Exit with the install command if an optional dependency is missing."""
-    import importlib.util
-
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise SystemExit(f"diru_fast: {what} needs {', '.join(missing)}; install it with "
-                         f"pip install {' '.join(missing)}  (or: pip install 'diru_fast[experiments]')")
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
-def _add_common(p: argparse.ArgumentParser, out: str) -> None:
-    p.add_argument("--out", type=Path, default=Path(out), help="output directory")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per process (0: torch's default). 1 is fastest for these small "
-                        "models and keeps results reproducible")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--backend", default="auto",
-                   help="DIRU backend: auto, cpu, torch, triton, cuda, reference (see diru_fast.available_backends())")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: str) -> None:
-    from .experiments.study import MATCH_CHOICES, StudyConfig
-
-    base = StudyConfig()
-    get = lambda name: d.get(name, getattr(base, name))  # noqa: E731
-    _add_common(p, out)
-    p.add_argument("--tasks", nargs="+", default=list(get("tasks")), help="sine, memory, lorenz")
-    p.add_argument("--models", nargs="+", default=list(get("models")), help="diru, lstm, gru")
-    p.add_argument("--seeds", type=int, default=get("seeds"), help="number of seeds (runs per task and model)")
-    p.add_argument("--first-seed", type=int, default=get("first_seed"))
-    p.add_argument("--n-train", type=int, default=get("n_train"), help="training sequences")
-    p.add_argument("--n-val", type=int, default=get("n_val"), help="validation sequences")
-    p.add_argument("--seq-len", type=int, default=get("seq_len"), help="sequence length T")
-    p.add_argument("--hidden", type=int, default=get("hidden_size"), help="hidden size of every model")
-    p.add_argument("--compartments", type=int, default=get("num_compartments"), help="DIRU compartments k")
-    p.add_argument("--batch-size", type=int, default=get("batch_size"))
-    p.add_argument("--lr", type=float, default=get("lr"))
-    p.add_argument("--epochs", type=int, default=get("epochs"))
-    p.add_argument("--match-params", nargs="?", const="on", default=get("match_params"), choices=MATCH_CHOICES,
-                   help="size the baselines to DIRU's parameter count: '--match-params' alone replaces the "
-                        "default-size baselines, '--match-params both' runs both sizes")
-    p.add_argument("--workers", type=int, default=1,
-                   help="spread independent runs over this many processes (helps only with idle cores)")
-    p.add_argument("--resume", action="store_true", help="reuse finished runs of an earlier results.json in --out")
-    p.add_argument("--verbose", action="store_true", help="also a progress bar per run")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
-
-
-def _study_config(args: argparse.Namespace):
-    from .experiments.study import StudyConfig
-
-    return StudyConfig(tasks=tuple(args.tasks), models=tuple(args.models), seeds=args.seeds,
-                       first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val, seq_len=args.seq_len,
-                       hidden_size=args.hidden, num_compartments=args.compartments, batch_size=args.batch_size,
-                       lr=args.lr, epochs=args.epochs, match_params=args.match_params, backend=args.backend,
-                       device=args.device)
-
-
-def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
-    from .experiments import distributed, plots, report, study
-
-    start = time.perf_counter()
-    _require((["tqdm"] if not args.quiet else []) + ([] if args.no_plots else ["matplotlib"]),
-             f"`{args.command}` with progress bars and plots (see --quiet, --no-plots)")
-    _set_threads(args.threads)
-    config = _study_config(args)
-    ctx = distributed.init_from_env(args.device)
-    try:
-        results = study.run_study(config, args.out, ctx=ctx, workers=args.workers, threads=args.threads,
-                                  resume=args.resume, progress=not args.quiet, verbose=args.verbose,
-                                  command=args.command_line)
-        if not ctx.is_main:
-            return 0
-        path = report.write_report(results, args.out, title)
-        written = [] if args.no_plots else plots.write_plots(results, args.out)
-    finally:
-        distributed.shutdown(ctx)
-    text = report.markdown_report(results, title)
-    results_part = text[text.index("## Results"):text.index("## How to read")]
-    print(results_part.rstrip())
-    print(f"\nwrote {path}, {args.out / study.RESULTS_JSON}, {args.out / study.RESULTS_CSV}"
-          + "".join(f", {p}" for p in written))
-    print(f"total wall time {time.perf_counter() - start:.1f} s")
-    return 0
-
-
-# ---------------------------------------------------------------------------------- demo/study
-
-# Sized to finish in well under 60 s on one thread of a 2-core CPU on the slowest fast path
-# (backend "torch"); the same pipeline as the study, smaller.
-DEMO_DEFAULTS: Dict[str, object] = dict(seeds=3, n_train=256, n_val=64, seq_len=30, epochs=12)
-
-
-def _add_demo(p: argparse.ArgumentParser) -> None:
-    _add_study_arguments(p, DEMO_DEFAULTS, "diru_demo")
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    return _run_study_pipeline(args, "Quick demo: DIRU vs LSTM and GRU at small size (not the full study)")
-
-
-def _add_study(p: argparse.ArgumentParser) -> None:
-    _add_study_arguments(p, {}, "diru_study")
-
-
-def _run_study(args: argparse.Namespace) -> int:
-    return _run_study_pipeline(args, "DIRU vs LSTM and GRU: the seed's study")
-
-
-# ------------------------------------------------------------------------------------- train
-
-
-def _add_train(p: argparse.ArgumentParser) -> None:
-    from .experiments.datasets import TASKS
-    from .experiments.models import MODELS
-
-    _add_common(p, "diru_train")
-    p.add_argument("--task", default="sine", choices=list(TASKS))
-    p.add_argument("--model", default="diru", choices=list(MODELS))
-    p.add_argument("--seed", type=int, default=0, help="data, initialisation and shuffling derive from it")
-    p.add_argument("--n-train", type=int, default=800)
-    p.add_argument("--n-val", type=int, default=200)
-    p.add_argument("--seq-len", type=int, default=50)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--compartments", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun ranks)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--epochs", type=int, default=50, help="total epochs (a resumed run continues up to it)")
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience (default: off)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--resume-from", type=Path, default=None, help="a checkpoint.pt to continue from")
-    p.add_argument("--save-all-ranks", action="store_true",
-                   help="under torchrun, every rank writes checkpoint.rank<r>.pt (to check they agree)")
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    import json
-
-    import torch
-
-    from .experiments import distributed
-    from .experiments.datasets import make_dataset
-    from .experiments.io import atomic_write_text
-    from .experiments.models import ModelSpec, count_params
-    from .experiments.study import derive_seed
-    from .experiments.training import TrainConfig, load_checkpoint, save_checkpoint, train
-
-    _require([] if args.quiet else ["tqdm"], "`train` with a progress bar (see --quiet)")
-    _set_threads(args.threads)
-    ctx = distributed.init_from_env(args.device)
-    dtype = getattr(torch, args.dtype)
-    try:
-        train_set = make_dataset(args.task, args.n_train, args.seq_len, derive_seed(args.task, args.seed, "train"))
-        val_set = make_dataset(args.task, args.n_val, args.seq_len, derive_seed(args.task, args.seed, "val"))
-        if dtype != torch.float32:
-            for ds in (train_set, val_set):
-                ds.x, ds.y = ds.x.to(dtype), ds.y.to(dtype)
-        optimizer = history = None
-        if args.resume_from is not None:
-            ckpt = load_checkpoint(args.resume_from, map_location=ctx.device, lr=args.lr)
-            model, spec, optimizer, history = ckpt["model"], ckpt["spec"], ckpt["optimizer"], ckpt["history"]
-        else:
-            spec = ModelSpec(args.model, 1, args.hidden, 1, args.compartments, args.backend)
-            torch.manual_seed(derive_seed(args.task, args.seed, "init"))
-            model = spec.build().to(device=ctx.device, dtype=dtype)
-            optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          shuffle_seed=derive_seed(args.task, args.seed, "shuffle"), patience=args.patience,
-                          progress=not args.quiet, desc=f"{args.task}/{spec.kind}")
-        history = train(model, train_set, val_set, cfg, ctx=ctx, optimizer=optimizer, history=history)
-        extra = {"task": args.task, "seed": args.seed, "world_size": ctx.world_size, "command": args.command_line}
-        if args.save_all_ranks:
-            save_checkpoint(args.out / f"checkpoint.rank{ctx.rank}.pt", model, spec, optimizer, history, extra)
-        if ctx.is_main:
-            path = save_checkpoint(args.out / "checkpoint.pt", model, spec, optimizer, history, extra)
-            atomic_write_text(args.out / "history.json", json.dumps(dict(history.to_dict(), **extra,
-                                                                         params=count_params(model)), indent=1))
-            print(f"{args.task}/{spec.kind} d={spec.hidden_size} ({count_params(model):,} params), "
-                  f"{history.epochs} epochs: train {history.train_loss[-1]:.5g}, val {history.val_loss[-1]:.5g}; "
-                  f"wrote {path}")
-    finally:
-        distributed.shutdown(ctx)
-    return 0
-
-
-# ------------------------------------------------------------------------------------- bench
-
-
-def _run_bench(argv: List[str]) -> int:
-    from . import benchmarking
-
-    return benchmarking.main(argv)
-
-
-register("demo", "quick DIRU vs LSTM/GRU study at small size (well under a minute on a laptop CPU)",
-         _add_demo, _run_demo,
-         description="Run the seed's three tasks at small size over a few seeds, print the table and the "
-                     "verdicts, write report.md, results.json/.csv and PNG plots to --out.")
-register("study", "the seed's full study: 3 tasks x DIRU/LSTM/GRU x seeds, report + plots",
-         _add_study, _run_study,
-         description="The seed's study with its defaults (800/200 samples, T=50, hidden 64, 50 epochs), over "
-                     "several seeds, with confidence intervals and a verdict on each of the prototype's "
-                     "claims. Start it under torchrun to train every run data-parallel.")
-register("train", "train one model on one task (checkpoint + history); DDP under torchrun",
-         _add_train, _run_train)
-register("bench", "speed/memory benchmark vs nn.LSTM (see `python -m diru_fast bench --help`)",
-         lambda p: None, _run_bench, passthrough=True)
-
-
-from .analyses import cli as _analyses_cli  # noqa: E402,F401  registers specialization, gradient-flow, ... (issue 7)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import diru_fast
+from diru_fast.baselines import LSTMModel
 
 
 def make_data(n: int, steps: int, gen: torch.Generator):
@@ -33,7 +34,7 @@ def main() -> None:
     xv, yv = make_data(128, 50, gen)
     print("backends available here:", diru_fast.available_backends())
     for name, model in (("DIRU", diru_fast.DIRU(1, 64, 1, num_compartments=4)),
-                        ("LSTM", diru_fast.LSTMModel(1, 64, 1))):
+                        ("LSTM", LSTMModel(1, 64, 1))):
         torch.manual_seed(0)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         start = time.perf_counter()

@@ -1,7 +1,9 @@
-"""Triton kernels for the DIRU recurrence (installed as ``diru_fast.kernels``).
+"""Triton kernels for the DIRU recurrence, the package ``diru_fast.kernels``.
 
-Import only through ``diru_fast._paths.import_kernels()`` (works installed and in a checkout);
-``diru_fast`` itself never imports this package at import time. The "triton" backend
+This folder sits at the top of the repository; ``setup.py`` installs it as ``diru_fast.kernels``
+(``package_dir``; an editable install maps it there too), so ``import diru_fast.kernels`` works
+wherever the package is installed. Importing it imports triton; ``diru_fast`` itself never
+imports this package at import time. The "triton" backend
 (``diru_fast.providers.triton``) calls :func:`scan_fwd` / :func:`scan_bwd`, which implement the
 kernel contract of ``diru_fast.scan.contract`` for one layer and one direction. The input
 projections of all steps arrive as one precomputed tensor ``xp [T, B, 3d]`` (one GEMM outside);

@@ -43,10 +43,9 @@ _PTR_TYPES = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16", "floa
 def _kernels():
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("compile_check needs the compiler: run it without TRITON_INTERPRET=1")
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from diru_fast._paths import import_kernels
+    import importlib
 
-    return import_kernels()
+    return importlib.import_module("diru_fast.kernels")
 
 
 def kernel_specs(cfg, dtype: str, even_d: bool = True) -> List[tuple]:

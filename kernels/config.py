@@ -28,7 +28,7 @@ that). ``all_configs()`` lists every configuration
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
 
 RESIDENT_MAX_D = {"float32": 32, "float64": 32, "bfloat16": 64, "float16": 64}
@@ -94,11 +94,11 @@ def override(cfg: Optional[KernelConfig]) -> Iterator[None]:
         _OVERRIDE = previous
 
 
-def choose(d: int, batch: int, dtype: str) -> KernelConfig:
-    """The configuration for hidden size ``d``, ``batch`` rows, input dtype name ``dtype``."""
+def choose(d: int, dtype: str) -> KernelConfig:
+    """The configuration for hidden size ``d`` and input dtype name ``dtype`` (the batch size does not
+    change it: a launch takes as many 16-row programs as the batch needs)."""
     if _OVERRIDE is not None:
         return _OVERRIDE
-    del batch  # the tiles do not depend on it (yet: tune on the GPU, see bench/gpu_bench.py --tune)
     d_pad = pad_hidden(d)
     if d_pad <= RESIDENT_MAX_D[dtype]:
         return KernelConfig("resident", d_pad, block_b=16, block_k=d_pad, num_warps=2 if d_pad == 16 else 4)
@@ -118,13 +118,8 @@ def all_configs() -> Iterator[Tuple[KernelConfig, str]]:
     d = 16
     while d <= 2 * STREAMED_MAX_D:
         for dtype in DTYPES:
-            cfg = choose(d, 64, dtype)
+            cfg = choose(d, dtype)
             if (cfg, dtype) not in seen:
                 seen.add((cfg, dtype))
                 yield cfg, dtype
         d *= 2
-
-
-def with_overrides(cfg: KernelConfig, **kwargs) -> KernelConfig:
-    """A copy of ``cfg`` with some fields replaced (tuning, tests)."""
-    return replace(cfg, **kwargs)

@@ -77,7 +77,7 @@ def _plan(config: Optional[cfgs.KernelConfig], d: int, batch: int, dtype: torch.
           lengths: Optional[Tensor], placeholder: Tensor):
     """(config, lengths pointer, constexpr flags) of one launch; without lengths the kernel gets a
     placeholder pointer it never reads (HAS_LENGTHS=False)."""
-    cfg = config or cfgs.choose(d, batch, str(dtype).replace("torch.", ""))
+    cfg = config or cfgs.choose(d, str(dtype).replace("torch.", ""))
     lens = lengths if lengths is not None else placeholder
     meta = dict(_meta(dtype), HAS_LENGTHS=lengths is not None,
                 EVEN_B=batch % cfg.block_b == 0, EVEN_D=_even(cfg, d))

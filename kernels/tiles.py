@@ -11,7 +11,6 @@ registers (which is what made the first version spill). ``EVEN_B`` (B divisible 
 tile) and ``EVEN_D`` (d fills the column tiles) drop the row / column masks.
 """
 
-import triton
 import triton.language as tl
 
 from ._math import device_fn, operand

@@ -9,7 +9,7 @@ from diru_fast import benchmarking as bm
 
 def test_cases_run_and_fill_gradients():
     for impl in ("lstm", "torch"):
-        case = bm.build_case(impl, "seed", "train")
+        case = bm.build_case(impl, "prototype", "train")
         case.step()
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in case.model.parameters())
 
@@ -29,8 +29,8 @@ def test_linear_fit_r2():
 
 def test_report_files_and_ratio_table(tmp_path):
     records = [
-        {"impl": "lstm", "shape": "seed", "mode": "train", "median_s": 0.002, "saved_bytes": 2**20},
-        {"impl": "torch", "shape": "seed", "mode": "train", "median_s": 0.006, "saved_bytes": 2**19},
+        {"impl": "lstm", "shape": "prototype", "mode": "train", "median_s": 0.002, "saved_bytes": 2**20},
+        {"impl": "torch", "shape": "prototype", "mode": "train", "median_s": 0.006, "saved_bytes": 2**19},
     ]
     scaling = [{"impl": "torch", "axis": "T", "B": 32, "T": t, "median_s": t * 1e-4} for t in (25, 50, 100)]
     md = bm.write_report(records, tmp_path, "unit", {"note": 1}, scaling)
@@ -43,6 +43,6 @@ def test_report_files_and_ratio_table(tmp_path):
 
 
 def test_cli_quick_run(tmp_path, monkeypatch):
-    monkeypatch.setitem(bm.SHAPES, "seed", dict(B=2, T=3, n=1, d=8, k=4))
+    monkeypatch.setitem(bm.SHAPES, "prototype", dict(B=2, T=3, n=1, d=8, k=4))
     assert bm.main(["--quick", "--impls", "lstm", "torch", "--out", str(tmp_path), "--min-time", "0.01"]) == 0
     assert "torch" in (tmp_path / "cpu.md").read_text()

@@ -1,4 +1,4 @@
-"""Tests of the prototype's scientific claims (issue 7), each a measurement with a stated verdict rule.
+"""Tests of the prototype's scientific claims, each a measurement with a stated verdict rule.
 
 - :mod:`.specialization`   do compartments specialize to different frequencies? (index vs a permutation null)
 - :mod:`.gradient_flow`    ||∂h_T/∂h_t|| against T - t for DIRU, LSTM, GRU and a tanh RNN
@@ -9,5 +9,5 @@
 - :mod:`.common`           the standardised memory task, a vanilla RNN, Fisher's method, JSON files
 
 The command line: ``python -m diru_fast specialization | gradient-flow | memory-capacity | real-data |
-analyses`` (registered by :mod:`.cli`).
+analyses`` (defined in :mod:`.cli`).
 """

@@ -1,4 +1,5 @@
-"""The analyses' subcommands in ``python -m diru_fast``'s registry (imported by :mod:`diru_fast.cli`).
+"""The analyses' subcommands of ``python -m diru_fast`` (:data:`SUBCOMMANDS`, put into the command line
+by :mod:`diru_fast.cli`).
 
 ``specialization``, ``gradient-flow``, ``memory-capacity``, ``real-data``: run one analysis (its
 options are its config's fields, e.g. ``--seeds 5 --epochs 10``), write ``<out>/<analysis>.json`` and
@@ -14,11 +15,11 @@ import dataclasses
 import time
 import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional
 
-from ..cli import register
+from .._subcommand import Subcommand, require, set_threads
 
-__all__ = ["ANALYSIS_COMMANDS", "run_analysis"]
+__all__ = ["ANALYSIS_COMMANDS", "SUBCOMMANDS", "run_analysis"]
 
 DEFAULT_OUT = Path("results/analyses")
 DEFAULT_REPORT = Path("results/ANALYSES.md")
@@ -109,13 +110,6 @@ def _config(name: str, args: argparse.Namespace):
     return config_cls(backend=args.backend, **values)
 
 
-def _set_threads(threads: int) -> None:
-    import torch
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
 def run_analysis(name: str, config, out: Path, report: Optional[Path], *, command: str = "", threads: int = 1,
                  quiet: bool = False, plots: bool = True) -> Dict[str, Any]:
     """Run analysis ``name`` with ``config``; write its JSON (and figure) under ``out``; rewrite ``report``."""
@@ -156,7 +150,7 @@ def _print_verdicts(out: Path) -> None:
 def _runner(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         _require_for(name, plots=not args.no_plots)
-        _set_threads(args.threads)
+        set_threads(args.threads)
         run_analysis(name, _config(name, args), args.out, args.report, command=args.command_line,
                      threads=args.threads, quiet=args.quiet, plots=not args.no_plots)
         _print_verdicts(args.out)
@@ -166,12 +160,10 @@ def _runner(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _require_for(name: str, plots: bool) -> None:
-    from ..cli import _require
-
     needed = (["matplotlib"] if plots else []) + {"memory_capacity": ["statsmodels", "scipy"],
                                                   "real_data": ["sklearn", "statsmodels"]}.get(name, [])
     if needed:
-        _require(needed, f"the {name.replace('_', '-')} analysis")
+        require(needed, f"the {name.replace('_', '-')} analysis")
 
 
 def _add_all(p: argparse.ArgumentParser) -> None:
@@ -189,7 +181,7 @@ def _run_all(args: argparse.Namespace) -> int:
         print(f"wrote {path}")
         _print_verdicts(args.out)
         return 0
-    _set_threads(args.threads)
+    set_threads(args.threads)
     for command in args.only:
         name = ANALYSIS_COMMANDS[command]
         _require_for(name, plots=not args.no_plots)
@@ -209,11 +201,13 @@ def _adder(name: str) -> Callable[[argparse.ArgumentParser], None]:
     return add
 
 
-for _command, _name in ANALYSIS_COMMANDS.items():
-    register(_command, HELP[_name], _adder(_name), _runner(_name),
-             description=HELP[_name] + ". Writes <out>/" + _name + ".json and .png and rewrites the report "
-             "(results/ANALYSES.md): the claim, the measurement, the verdict.")
-register("analyses", "run every analysis of the prototype's claims at its defaults and write results/ANALYSES.md",
-         _add_all, _run_all,
-         description="Specialization, gradient flow, memory capacity and real data, each at its defaults (a few "
-                     "minutes each on one CPU thread); --report-only rewrites the report from existing JSONs.")
+SUBCOMMANDS: Dict[str, Subcommand] = {
+    **{command: Subcommand(HELP[name], _adder(name), _runner(name),
+                           description=HELP[name] + ". Writes <out>/" + name + ".json and .png and rewrites the "
+                           "report (results/ANALYSES.md): the claim, the measurement, the verdict.")
+       for command, name in ANALYSIS_COMMANDS.items()},
+    "analyses": Subcommand(
+        "run every analysis of the prototype's claims at its defaults and write results/ANALYSES.md", _add_all,
+        _run_all, description="Specialization, gradient flow, memory capacity and real data, each at its defaults "
+        "(a few minutes each on one CPU thread); --report-only rewrites the report from existing JSONs."),
+}

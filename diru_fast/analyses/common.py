@@ -1,12 +1,14 @@
-"""Pieces the analyses share: the standardised memory task, a vanilla tanh RNN, model building,
-quiet training, Fisher's combination of p-values, and the metadata and JSON files they write.
+"""Pieces the analyses share: the standardised memory task, model building (the study's models and
+a vanilla tanh RNN), the prototype-structured copy of a DIRU, quiet training, Fisher's combination
+of p-values, and the metadata and JSON files they write.
 
-The standardised memory task is the seed's variable-delay memory task (SPEC §4) with its input
+The standardised memory task is the prototype's variable-delay memory task (the second of its three
+toy tasks, :class:`~diru_fast.experiments.datasets.MemoryDataset`) with its input
 divided by the vocabulary size V = 8 (values 1..7 become 0.125..0.875, the recall marker 1) and
 its target z-scored with the *training* split's mean and standard deviation. A model that
 predicts the training mean then has a validation MSE of about 1, so the MSE reads as the
 fraction of the target's variance left unexplained (NMSE). It is the same data for every model.
-On the seed's raw scale (targets ~20 ± 7, inputs up to 8) DIRU and LSTM stay at the
+On the prototype's raw scale (targets ~20 ± 7, inputs up to 8) DIRU and LSTM stay at the
 predict-the-mean level for 50 epochs at T = 50 (the study's memory rows), which leaves nothing
 to compare across delays or architectures.
 """
@@ -20,31 +22,21 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from .. import reference
+from ..baselines import RNNModel
 from ..experiments.datasets import MemoryDataset
 from ..experiments.io import atomic_write_text
 from ..experiments.models import build_model
 from ..experiments.study import derive_seed
 from ..experiments.training import History, TrainConfig, train
+from ..modules import DIRU
 
-__all__ = ["RNNModel", "ANALYSIS_MODELS", "build", "memory_delay", "standardised_memory", "fit",
-           "fisher_combined_p", "environment", "write_json", "read_json", "Timer"]
+__all__ = ["RNNModel", "ANALYSIS_MODELS", "build", "prototype_copy", "memory_delay", "standardised_memory",
+           "fit", "fisher_combined_p", "environment", "write_json", "read_json", "Timer"]
 
 ANALYSIS_MODELS = ("diru", "lstm", "gru", "rnn")
-
-
-class RNNModel(nn.Module):
-    """``torch.nn.RNN`` (tanh, batch first) and a linear head on the last state: ``[B, T, n] -> [B, out]``."""
-
-    def __init__(self, input_size: int, hidden_size: int, output_size: int):
-        super().__init__()
-        self.rnn = nn.RNN(input_size, hidden_size, nonlinearity="tanh", batch_first=True)
-        self.fc_out = nn.Linear(hidden_size, output_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out, _ = self.rnn(x)  # [B, T, d]
-        return self.fc_out(out[:, -1])
 
 
 def build(kind: str, input_size: int, hidden_size: int, output_size: int, *, num_compartments: int = 4,
@@ -55,6 +47,27 @@ def build(kind: str, input_size: int, hidden_size: int, output_size: int, *, num
         return RNNModel(input_size, hidden_size, output_size)
     return build_model(kind, input_size, hidden_size, output_size, num_compartments=num_compartments,
                        backend=backend)
+
+
+def prototype_copy(model: nn.Module) -> reference.DIRU:
+    """``model`` itself if it is a :class:`diru_fast.reference.DIRU`; for a fast :class:`diru_fast.DIRU`,
+    a reference DIRU (the prototype's module structure: ``cells[l].compartments[c]``, ...) with the
+    same weights, on the same device and dtype, loaded from the fast model's ``state_dict`` (which
+    writes the prototype's keys). The copy shares no tensor with ``model`` and draws no random numbers."""
+    if isinstance(model, reference.DIRU):
+        return model
+    if not isinstance(model, DIRU):
+        raise TypeError(f"expected a DIRU (fast or reference), got {type(model).__name__}")
+    like = model.fc_out.weight
+    # On the meta device nothing is drawn (every tensor is loaded below); fork_rng keeps the global
+    # generator as it was even where a tensor is made elsewhere.
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        copy = reference.DIRU(model.input_size, model.hidden_size, model.output_size,
+                              num_compartments=model.num_compartments, num_layers=model.num_layers,
+                              return_sequences=model.return_sequences)
+    copy = copy.to_empty(device=like.device).to(dtype=like.dtype)
+    copy.load_state_dict(model.state_dict())
+    return copy
 
 
 def memory_delay(seq_len: int) -> int:

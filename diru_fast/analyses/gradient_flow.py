@@ -43,17 +43,18 @@ from torch import Tensor, nn
 from torch.func import jacrev
 
 from .. import reference
+from ..baselines import GRUModel, LSTMModel, RNNModel
 from ..experiments.claims import INCONCLUSIVE, verdict_above_zero, verdict_within_band
-from ..experiments.models import GRUModel, count_params
+from ..experiments.models import count_params
 from ..experiments.stats import t_interval
 from ..experiments.study import derive_seed
 from ..modules import DIRU as FastDIRU
-from .common import ANALYSIS_MODELS, RNNModel, Timer, build, fit, memory_delay, standardised_memory
+from .common import ANALYSIS_MODELS, Timer, build, fit, memory_delay, prototype_copy, standardised_memory
 
 __all__ = ["ModelStep", "model_step", "run_states", "jacobian_norms", "log_norm_curve", "decay_rate",
            "GradientFlowConfig", "run_gradient_flow", "verdicts", "COMPARABLE_BAND", "CLAIM"]
 
-CLAIM = "\"Gradient Flow: ... Better than vanilla RNN, comparable to LSTM\" (seed README, Theoretical Highlights)"
+CLAIM = "\"Gradient Flow: ... Better than vanilla RNN, comparable to LSTM\" (prototype README, Theoretical Highlights)"
 COMPARABLE_BAND = 0.02  # decades per step: "comparable" = slopes within this of each other
 
 Step = Callable[[Tensor, Tensor], Tensor]  # (x_t [B, n], s_{t-1} [B, S]) -> s_t [B, S]
@@ -74,14 +75,15 @@ def _one_layer(rnn: nn.RNNBase, what: str) -> None:
 
 def model_step(model: nn.Module) -> ModelStep:
     """The model's recurrence as a step on a flat state (see the module docstring), plain math on its
-    own parameters (differentiable, vmap-able). DIRU: the reference cell math (SPEC §1)."""
+    own parameters (differentiable, vmap-able). DIRU: the prototype's cell
+    (:class:`diru_fast.reference.DIRUCell`); a fast DIRU is stepped by its prototype-structured copy
+    (:func:`~.common.prototype_copy`, same weights)."""
     if isinstance(model, (FastDIRU, reference.DIRU)):
-        if len(model.cells) != 1:
+        if model.num_layers != 1:
             raise ValueError("gradient flow is measured on one-layer DIRUs")
-        cell = model.cells[0]
-        return ModelStep(lambda x, s: reference.DIRUCell.forward(cell, x, s), cell.hidden_size,
-                         cell.hidden_size, model.fc_out)
-    if isinstance(model, reference.LSTMModel):
+        cell = prototype_copy(model).cells[0]
+        return ModelStep(cell, cell.hidden_size, cell.hidden_size, model.fc_out)
+    if isinstance(model, LSTMModel):
         lstm = model.lstm
         _one_layer(lstm, "LSTM")
         d = lstm.hidden_size

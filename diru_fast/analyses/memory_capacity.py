@@ -3,7 +3,7 @@ capacity of standard RNN").
 
 Measurement
 -----------
-The standardised variable-delay memory task (:mod:`.common`: the seed's task, inputs / 8, target
+The standardised variable-delay memory task (:mod:`.common`: the prototype's task, inputs / 8, target
 z-scored with training statistics) at growing delay: sequence length T in ``seq_lens``; the delay
 is T - 5, the steps from the first stored value (step 0) to the recall marker (step T - 5). For
 each delay, seed and k in {1, 2, 4, 8} a DIRU with the same hidden size d is trained with the
@@ -42,7 +42,7 @@ from .common import Timer, build, fit, memory_delay, standardised_memory
 
 __all__ = ["MemoryCapacityConfig", "run_memory_capacity", "k_effect", "verdict", "predicted_band", "CLAIM"]
 
-CLAIM = "\"Memory Capacity: ... ~k× capacity of standard RNN\" (seed README, Theoretical Highlights)"
+CLAIM = "\"Memory Capacity: ... ~k× capacity of standard RNN\" (prototype README, Theoretical Highlights)"
 
 
 @dataclass

@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
-from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from ..experiments.claims import verdict_above_zero
@@ -40,7 +39,7 @@ from .common import Timer, build, fit
 __all__ = ["DATASETS", "load_digits_sequences", "sunspot_windows", "load_sunspots", "RealDataConfig",
            "run_real_data", "summarize", "CLAIM"]
 
-CLAIM = "\"For Researchers: 1. Validate on real-world benchmarks\" (seed README, Next Steps)"
+CLAIM = "\"For Researchers: 1. Validate on real-world benchmarks\" (prototype README, Next Steps)"
 DATASETS = ("digits", "sunspots")
 
 

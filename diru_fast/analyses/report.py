@@ -81,7 +81,7 @@ def section_specialization(result: Dict[str, Any], fig_dir: str) -> str:
     bands = ", ".join(f"f{i + 1} [{lo:g}, {hi:g}]" for i, (lo, hi) in enumerate(result["bands"]))
     lines = [
         f"**Claim.** {specialization.CLAIM}.", "",
-        "**Measurement.** DIRU (d = {d}) trained on the multi-frequency sine task (SPEC §4: {n} training / "
+        "**Measurement.** DIRU (d = {d}) trained on the multi-frequency sine task (the prototype's: {n} training / "
         "{v} validation sequences, T = {T}, Adam lr {lr:g}, batch {b}, {e} epochs, MSE) for k ∈ {{{ks}}} and seeds "
         "{s0}..{s1}. For each compartment c we take its output o_c(t) on the validation sequences (the reference "
         "compartment math along the model's own state trajectory), the power of each unit's o_c in the task's "
@@ -140,7 +140,7 @@ def section_gradient_flow(result: Dict[str, Any], fig_dir: str) -> str:
     norm = "spectral norm (largest singular value)" if cfg["norm"] == "2" else "Frobenius norm"
     lines = [
         f"**Claim.** {gradient_flow.CLAIM}.", "",
-        "**Measurement.** The standardised memory task (the seed's task with inputs / 8 and the target z-scored "
+        "**Measurement.** The standardised memory task (the prototype's task with inputs / 8 and the target z-scored "
         "with training statistics, so the validation MSE reads as NMSE: 1 = predict the mean) at T = {T} "
         "(delay {delay} steps from the first value to the recall marker). Models at the same state size d = {d}: "
         "DIRU (k = {k}), nn.LSTM, nn.GRU, nn.RNN(tanh), each with a linear head; same data, initialisation "
@@ -255,7 +255,7 @@ def section_memory_capacity(result: Dict[str, Any], fig_dir: str) -> str:
     lines += [
         "",
         "Statistics on ln NMSE, blocks = (delay, seed) cells (shared data):", "",
-        f"- No effect of k at any delay (F-test, k and k × delay terms): "
+        "- No effect of k at any delay (F-test, k and k × delay terms): "
         + (f"F({f['df_num']:.0f}, {f['df_den']:.0f}) = {f['F']:.3g}, p = {_p(f['p'])}" if f else "–")
         + "; Friedman rank test across k within cells: "
         + (f"χ² = {fr['chi2']:.3g}, p = {_p(fr['p'])} ({fr['blocks']} blocks)" if fr else "–") + ".",
@@ -417,7 +417,7 @@ def markdown(results: Dict[str, Dict[str, Any]], fig_dir: str = "analyses") -> s
     """The whole ANALYSES.md for the analyses in ``results`` (name -> JSON result)."""
     parts = [
         "# Do the prototype's scientific claims hold?", "",
-        "The seed prototype's README makes four scientific claims beyond its toy-task numbers (those are tested by "
+        "The prototype's README makes four scientific claims beyond its toy-task numbers (those are tested by "
         "the study: `python -m diru_fast study`). Each is checked here with a measurement and a verdict — "
         "**holds**, **does not hold** or **inconclusive** — by a rule stated before the numbers, whatever it says. "
         "Nothing was tuned for or against DIRU; every model in a comparison gets the same data, seeds and recipe.",

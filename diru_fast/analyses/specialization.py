@@ -4,8 +4,9 @@ specialize automatically; different compartments capture different frequencies")
 Measurement
 -----------
 1. :func:`compartment_outputs`: the compartment outputs ``o_c(t) = tanh(a_c) * sigmoid(gate)`` of a
-   DIRU over a batch of sequences, computed with the reference compartment modules along the state
-   trajectory the model itself computes.
+   DIRU over a batch of sequences, computed with the reference compartment modules (of a
+   prototype-structured copy, :func:`~.common.prototype_copy`) along the state trajectory the
+   model itself computes.
 2. :func:`band_powers`: the power of each unit's output in the multi-frequency sine task's three
    bands, f1 in [0.5, 2], f2 in [3, 5], f3 in [7, 10] (radians per unit of the task's time axis
    ``t = linspace(0, 4π, T + 10)``): mean removed, Hann window, zero-padded periodogram, power
@@ -44,9 +45,9 @@ from ..experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from ..experiments.datasets import HORIZON, SineDataset
 from ..experiments.stats import mean_std, t_interval
 from ..experiments.study import derive_seed
-from ..functional import diru_layer
-from ..modules import DIRUCell as FastDIRUCell
-from .common import Timer, build, fisher_combined_p, fit
+from ..functional import diru_scan
+from ..modules import DIRU as FastDIRU
+from .common import Timer, build, fisher_combined_p, fit, prototype_copy
 
 __all__ = ["BANDS", "sine_time_step", "compartment_outputs", "band_powers", "unit_band_power",
            "group_profiles", "blocks", "sorted_partition", "specialization_index", "jensen_shannon", "random_partitions",
@@ -54,7 +55,7 @@ __all__ = ["BANDS", "sine_time_step", "compartment_outputs", "band_powers", "uni
 
 BANDS: Tuple[Tuple[float, float], ...] = SineDataset.FREQ_RANGES  # rad per unit time
 CLAIM = ("\"Compartments learn to specialize automatically\" / \"Different compartments capture different "
-         "frequencies\" (seed README, Key Insights 4)")
+         "frequencies\" (prototype README, Key Insights 4)")
 
 
 def sine_time_step(seq_len: int) -> float:
@@ -65,12 +66,15 @@ def sine_time_step(seq_len: int) -> float:
 # ---------------------------------------------------------------------------------- o_c extraction
 
 
-def _layer_trajectory(model: nn.Module, cell: nn.Module, x: Tensor) -> Tensor:
-    """States h_1..h_T of one layer, ``x [B, T, n] -> [B, T, d]``, as the model computes them."""
-    if isinstance(cell, FastDIRUCell):
-        hs = diru_layer(x.transpose(0, 1), cell.fused_weights(), num_compartments=cell.num_compartments,
-                        backend=getattr(model, "backend", "auto"))  # [T, B, d]
+def _layer_trajectory(model: nn.Module, layer: int, x: Tensor) -> Tensor:
+    """States h_1..h_T of layer ``layer``, ``x [B, T, n] -> [B, T, d]`` (x: that layer's input), as
+    the model computes them: a fast DIRU runs its layer's fused weights on its backend (the op its
+    :class:`~diru_fast.DIRULayer` runs per layer), the reference DIRU steps its cell."""
+    if isinstance(model, FastDIRU):
+        hs = diru_scan(x.transpose(0, 1), model.rnn.cell_weights(layer), num_compartments=model.num_compartments,
+                       backend=model.backend)  # [T, B, d]
         return hs.transpose(0, 1)
+    cell = model.cells[layer]
     h = x.new_zeros(x.shape[0], cell.hidden_size)
     states = []
     for t in range(x.shape[1]):  # the reference cell: one step at a time
@@ -87,14 +91,15 @@ def compartment_outputs(model: nn.Module, x: Tensor, layer: int = 0) -> Tuple[Te
     reference :class:`~diru_fast.reference.DendriteCompartment` math, h_0 = 0) and ``h[:, t] = h_t``
     the state after step t, computed by the model's own path (its backend for fast modules).
     """
-    cells = model.cells
-    if not 0 <= layer < len(cells):
-        raise ValueError(f"layer must lie in [0, {len(cells)}), got {layer}")
+    if not isinstance(model, (FastDIRU, reference.DIRU)):
+        raise TypeError(f"expected a DIRU (fast or reference), got {type(model).__name__}")
+    if not 0 <= layer < model.num_layers:
+        raise ValueError(f"layer must lie in [0, {model.num_layers}), got {layer}")
     inp = x
-    for cell in cells[:layer]:
-        inp = _layer_trajectory(model, cell, inp)
-    cell = cells[layer]
-    h = _layer_trajectory(model, cell, inp)  # [B, T, d]
+    for below in range(layer):
+        inp = _layer_trajectory(model, below, inp)
+    h = _layer_trajectory(model, layer, inp)  # [B, T, d]
+    cell = prototype_copy(model).cells[layer]
     batch, steps, d = h.shape
     h_prev = torch.cat([h.new_zeros(batch, 1, d), h[:, :-1]], 1)
     xs, hs = inp.reshape(batch * steps, -1), h_prev.reshape(batch * steps, d)
@@ -235,7 +240,8 @@ def permutation_test(unit_power: Tensor, k: int, n_perm: int = 1000, seed: int =
 
 @dataclass
 class SpecializationConfig:
-    """Settings of :func:`run_specialization` (the sine task of SPEC §4; DIRU at hidden size d)."""
+    """Settings of :func:`run_specialization` (the prototype's multi-frequency sine task; DIRU at hidden
+    size d)."""
 
     ks: Tuple[int, ...] = (2, 4, 8)
     seeds: int = 3

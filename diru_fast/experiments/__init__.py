@@ -1,4 +1,4 @@
-"""The seed's study, made honest: datasets, training, multi-seed comparison, report, plots, DDP.
+"""The prototype's study, made honest: datasets, training, multi-seed comparison, report, plots, DDP.
 
 Modules (one job each):
 
@@ -12,8 +12,9 @@ Modules (one job each):
 - :mod:`.report`       numbers and verdicts from results, report.md
 - :mod:`.plots`        curves.png, predictions.png, summary.png
 - :mod:`.io`           atomic file writes
+- :mod:`.cli`          the subcommands ``demo``, ``study`` and ``train``
 
-The command line (``python -m diru_fast demo|study|train|bench``) lives in :mod:`diru_fast.cli`.
+The command line (``python -m diru_fast demo|study|train|bench|...``) is :mod:`diru_fast.cli`.
 """
 
 from .datasets import TASKS, LorenzDataset, MemoryDataset, SineDataset, make_dataset

@@ -1,4 +1,4 @@
-"""The prototype's published claims (seed README, "Expected Results") and the verdict rules.
+"""The prototype's published claims (prototype README, "Expected Results") and the verdict rules.
 
 The prototype's numbers are single runs with unknown seeds on an unknown machine; we set
 them beside multi-seed measurements and say plainly whether each claim holds.
@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, List
 
-__all__ = ["SEED_SETTINGS", "setting_differences", "HOLDS", "DOES_NOT_HOLD", "INCONCLUSIVE", "MseClaim", "MSE_CLAIMS", "EPOCH_TIME_CLAIM",
-           "verdict_above_zero", "verdict_within_band", "band_for_claim"]
+__all__ = ["PROTOTYPE_SETTINGS", "setting_differences", "HOLDS", "DOES_NOT_HOLD", "INCONCLUSIVE", "MseClaim",
+           "MSE_CLAIMS", "EPOCH_TIME_CLAIM", "verdict_above_zero", "verdict_within_band", "band_for_claim"]
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
@@ -42,14 +42,14 @@ MSE_CLAIMS: Dict[str, MseClaim] = {
     "lorenz": MseClaim(0.457, 0.523, 0.127),
 }
 
-# The settings the prototype's numbers come from (SPEC §4); claims are only comparable at these.
-SEED_SETTINGS: Dict[str, Any] = dict(n_train=800, n_val=200, seq_len=50, hidden_size=64, num_compartments=4,
-                                     batch_size=32, lr=1e-3, epochs=50)
+# The settings the prototype's numbers come from (its README's); claims are only comparable at these.
+PROTOTYPE_SETTINGS: Dict[str, Any] = dict(n_train=800, n_val=200, seq_len=50, hidden_size=64, num_compartments=4,
+                                          batch_size=32, lr=1e-3, epochs=50)
 
 
 def setting_differences(config: Dict[str, Any]) -> List[str]:
     """``"name X (prototype: Y)"`` for every study setting that differs from the prototype's."""
-    return [f"{k} {config[k]:g} (prototype: {v:g})" for k, v in SEED_SETTINGS.items()
+    return [f"{k} {config[k]:g} (prototype: {v:g})" for k, v in PROTOTYPE_SETTINGS.items()
             if k in config and config[k] != v]
 
 

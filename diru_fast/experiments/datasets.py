@@ -1,4 +1,5 @@
-"""The seed's three toy tasks (SPEC §4) as seeded ``torch.utils.data.Dataset`` objects.
+"""The prototype's three toy tasks (multi-frequency sine, variable-delay memory, Lorenz) as seeded
+``torch.utils.data.Dataset`` objects.
 
 Every dataset is generated once, in float64, from its own ``torch.Generator`` seeded with
 ``seed``: the same ``(n, T, seed)`` always gives the same tensors, on any machine; another
@@ -13,7 +14,7 @@ at hand as ``dataset.x [N, T, 1]`` and ``dataset.y [N, 1]``.
 3. ``lorenz``: start ``5·N(0,1)³``, Euler steps of dt=0.01 (σ=10, ρ=28, β=8/3), T+10 points
                (the start included); input x of the first T points, target mean x of the last 10.
 
-Targets are not normalized (as in the seed), so the tasks' MSEs live on different scales.
+Targets are not normalized (as in the prototype), so the tasks' MSEs live on different scales.
 """
 
 from __future__ import annotations

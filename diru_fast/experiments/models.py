@@ -1,8 +1,8 @@
 """The compared models, built by name, and parameter matching.
 
 - ``diru``: :class:`diru_fast.DIRU` (k compartments, the fast path on ``backend``)
-- ``lstm``: :class:`diru_fast.LSTMModel` (``nn.LSTM`` + linear head, the seed's baseline)
-- ``gru``:  :class:`GRUModel` (``nn.GRU`` + linear head, an extra baseline)
+- ``lstm``: :class:`diru_fast.baselines.LSTMModel` (``nn.LSTM`` + linear head, the prototype's baseline)
+- ``gru``:  :class:`diru_fast.baselines.GRUModel` (``nn.GRU`` + linear head, an extra baseline)
 
 All map ``x [B, T, n] -> [B, out]`` from the last state. :func:`matched_hidden_size` picks the
 hidden size that brings a baseline's parameter count closest to a target (DIRU's), so a
@@ -15,26 +15,13 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Dict
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from ..baselines import GRUModel, LSTMModel
 from ..modules import DIRU
-from ..reference import LSTMModel
 
 __all__ = ["GRUModel", "MODELS", "BASELINES", "ModelSpec", "build_model", "count_params",
            "matched_hidden_size", "diru_params"]
-
-
-class GRUModel(nn.Module):
-    """``torch.nn.GRU`` (batch first) and a linear head on the last state: ``[B, T, n] -> [B, out]``."""
-
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, num_layers: int = 1):
-        super().__init__()
-        self.gru = nn.GRU(input_size, hidden_size, num_layers=num_layers, batch_first=True)
-        self.fc_out = nn.Linear(hidden_size, output_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out, _ = self.gru(x)  # [B, T, d]
-        return self.fc_out(out[:, -1])  # [B, out]
 
 
 MODELS = ("diru", "lstm", "gru")

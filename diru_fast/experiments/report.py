@@ -270,7 +270,7 @@ def _pct_interval(iv: Interval) -> str:
 
 
 def _sizes_text(config: Dict[str, Any]) -> str:
-    return {"off": f"seed sizes: every model at hidden size {config['hidden_size']}",
+    return {"off": f"prototype sizes: every model at hidden size {config['hidden_size']}",
             "on": f"parameter-matched: DIRU at hidden size {config['hidden_size']}, baselines resized to "
                   "DIRU's parameter count",
             "both": f"both: every model at hidden size {config['hidden_size']}, plus the baselines resized "
@@ -350,7 +350,7 @@ def _claims_table(results) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU: the seed's study") -> str:
+def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU: the prototype's study") -> str:
     cfg, meta = results["config"], results["meta"]
     seeds = sorted({r["seed"] for r in results["runs"]})
     backends = ", ".join(meta.get("diru_backends") or sorted({r["backend"] for r in results["runs"]
@@ -373,7 +373,7 @@ def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU:
         f"- Data: {cfg['n_train']} training / {cfg['n_val']} validation sequences of length {cfg['seq_len']}, "
         f"new data for every seed; seeds {', '.join(map(str, seeds))} ({len(seeds)}).",
         f"- Training: Adam lr {cfg['lr']:g}, MSE, batch {cfg['batch_size']}, {cfg['epochs']} epochs, no early "
-        "stopping; the seed's defaults, the same for every model.",
+        "stopping; the prototype's defaults, the same for every model.",
         "",
         "## Headline", "",
         headline_table(results), "",
@@ -401,7 +401,7 @@ def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU:
         "epoch times over all task-seed pairs, minus 1) lies within a factor of two of 25% ([12.5%, 50%]), "
         "does not hold if it lies entirely outside, else inconclusive. Epoch times depend on the machine, "
         "the DIRU backend and the thread count; only the ratio measured in one run is comparable.",
-        "- Settings are the seed's for every model; nothing was tuned for either side.",
+        "- Settings are the prototype's for every model; nothing was tuned for either side.",
     ]
     return "\n".join(parts) + "\n"
 

@@ -5,7 +5,7 @@ A *run* is one (task, model variant, seed). Its seeds are derived from the study
 and runs are *paired*: for a given seed every model sees the same training and validation
 data, the same shuffling order and the same initialisation seed.
 
-Model variants: each model at the common ``hidden_size`` (the seed's setting: 64 for all) and,
+Model variants: each model at the common ``hidden_size`` (the prototype's setting: 64 for all) and,
 with ``match_params`` "on" or "both", the baselines resized to DIRU's parameter count
 (``lstm_matched``, ``gru_matched``). "on" replaces the default-size baselines, "both" runs both.
 
@@ -48,7 +48,7 @@ MATCH_CHOICES = ("off", "on", "both")
 
 @dataclass
 class StudyConfig:
-    """A study's settings; the defaults are the seed's (SPEC §4)."""
+    """A study's settings; the defaults are the prototype's (the settings its README reports)."""
 
     tasks: Tuple[str, ...] = tuple(TASKS)
     models: Tuple[str, ...] = MODELS

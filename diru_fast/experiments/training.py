@@ -1,4 +1,4 @@
-"""Training and evaluation as in the seed: Adam, MSE, fixed epochs, mini-batches of 32.
+"""Training and evaluation as in the prototype: Adam, MSE, fixed epochs, mini-batches of 32.
 
 - :func:`train` runs epochs of shuffled mini-batches and records, per epoch, the training
   loss (mean over the epoch's samples), the validation MSE and the wall time (training +
@@ -6,7 +6,7 @@
   shows progress unless ``progress=False``. Under torchrun (see :mod:`.distributed`) the
   model runs in DistributedDataParallel, each rank taking its share of every global batch.
 - :func:`evaluate` (MSE over a dataset, or the mean cross-entropy with ``loss="cross_entropy"``)
-  and :func:`predict`. ``TrainConfig.loss`` picks the training loss: ``"mse"`` (the seed's, the
+  and :func:`predict`. ``TrainConfig.loss`` picks the training loss: ``"mse"`` (the prototype's, the
   default) or ``"cross_entropy"`` (classification: integer class targets ``y [N]``).
 - :func:`save_checkpoint` / :func:`load_checkpoint`: model, optimizer, history and the
   model's :class:`~.models.ModelSpec`; training resumes from a checkpoint exactly where it
@@ -84,7 +84,7 @@ class History:
 
 
 def make_optimizer(model: nn.Module, lr: float = 1e-3) -> torch.optim.Optimizer:
-    """The seed's optimizer: Adam with torch's default betas and eps."""
+    """The prototype's optimizer: Adam with torch's default betas and eps."""
     return torch.optim.Adam(model.parameters(), lr=lr)
 
 

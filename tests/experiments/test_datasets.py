@@ -1,4 +1,4 @@
-"""The three seeded toy tasks: shapes, determinism and the values SPEC §4 defines."""
+"""The prototype's three toy tasks, seeded: shapes, determinism and the values the prototype defines."""
 
 import math
 

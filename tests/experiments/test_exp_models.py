@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from diru_fast.experiments.models import (GRUModel, ModelSpec, build_model, count_params, diru_params,
-                                          matched_hidden_size)
+from diru_fast.baselines import GRUModel
+from diru_fast.experiments.models import ModelSpec, build_model, count_params, diru_params, matched_hidden_size
 
 
 @pytest.mark.parametrize("kind", ["diru", "lstm", "gru"])
@@ -14,8 +14,8 @@ def test_forward_shape(kind):
     assert model(torch.randn(5, 7, 3)).shape == (5, 2)
 
 
-def test_parameter_counts_at_seed_size():
-    # SPEC §1: n=1, k=4, d=64 with a Linear(d, 1) head
+def test_parameter_counts_at_prototype_size():
+    # the prototype's model: n=1, k=4, d=64 with a Linear(d, 1) head
     assert count_params(build_model("diru", 1, 64, 1)) == 21057 == diru_params(1, 64, 1)
     assert count_params(build_model("lstm", 1, 64, 1)) == 17217
     gru = GRUModel(1, 64, 1)

@@ -7,7 +7,7 @@ import pytest
 from diru_fast.experiments import claims as C
 from diru_fast.experiments import report
 from diru_fast.experiments.plots import PLOT_FILES, write_plots
-from diru_fast.experiments.study import StudyConfig, Variant, variants
+from diru_fast.experiments.study import StudyConfig, variants
 
 
 def _run(task, variant, seed, final, curve=None, epoch_s=0.1, mean_mse=10.0):
@@ -82,9 +82,9 @@ def test_epoch_time_claim():
 
 
 def test_report_says_what_was_run(tmp_path):
-    seed_cfg = StudyConfig(tasks=("sine",), models=("diru", "lstm"), match_params="both")
+    prototype_cfg = StudyConfig(tasks=("sine",), models=("diru", "lstm"), match_params="both")
     res = _results({("sine", "diru"): [0.5, 0.6], ("sine", "lstm"): [1.0, 1.2],
-                    ("sine", "lstm_matched"): [0.9, 1.0]}, config=seed_cfg)
+                    ("sine", "lstm_matched"): [0.9, 1.0]}, config=prototype_cfg)
     text = report.write_report(res, tmp_path).read_text()
     assert "plus the baselines resized to DIRU's parameter count" in text
     assert "LSTM (d=71, matched)" in text and "Not the prototype's settings" not in text

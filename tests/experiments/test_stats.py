@@ -77,7 +77,7 @@ def test_verdict_rules():
 
 
 def test_setting_differences():
-    same = dict(C.SEED_SETTINGS)
+    same = dict(C.PROTOTYPE_SETTINGS)
     assert C.setting_differences(same) == []
     diffs = C.setting_differences(dict(same, n_train=256, epochs=12))
     assert len(diffs) == 2 and any("n_train 256" in d for d in diffs)

@@ -114,7 +114,7 @@ def test_package_imports_without_the_extension():
 
 
 def test_auto_order_on_cuda_tensors_is_triton_then_cuda_then_torch(monkeypatch):
-    """SPEC §2 for CUDA tensors, with the two GPU providers' availability simulated on this machine."""
+    """The backend selection rules for CUDA tensors, the two GPU providers' availability simulated here."""
     import warnings
 
     available = {"triton": True, "cuda": True}

@@ -14,8 +14,8 @@ import torch
 
 import diru_fast
 from diru_fast import CellWeights
-from diru_fast.functional import diru_layer
-from diru_fast.scan import contract, ops, torch_scan
+from diru_fast.functional import diru_scan
+from diru_fast.scan import contract, ops
 from tests.helpers import random_cell
 
 CUDA = torch.cuda.is_available()
@@ -73,10 +73,10 @@ def test_gradcheck_float64_full_mode(backend):
     x = torch.randn(T, B, n, dtype=torch.float64, device="cuda", requires_grad=True)
     h0 = torch.randn(B, d, dtype=torch.float64, device="cuda", requires_grad=True)
     lengths = torch.tensor([3, 1], device="cuda")
-    leaves = [t.detach().clone().requires_grad_() for t in cell.fused_weights()]
+    leaves = [t.detach().clone().requires_grad_() for t in cell.cell_weights()]
 
     def run(x, h0, *weights):
-        return diru_layer(x, CellWeights(*weights), h0, lengths, backend=backend)
+        return diru_scan(x, CellWeights(*weights), h0, lengths, backend=backend)
 
     assert torch.autograd.gradcheck(run, [x, h0] + leaves, fast_mode=False)
 
@@ -99,8 +99,8 @@ def test_low_precision_within_twice_torch_error(backend, dtype, shape):
     lengths = _lengths(T, B)
     grad = torch.randn(T, B, d, dtype=torch.float64, device="cuda")
     hs, grads = _scan_and_grads(lambda w, l: ops.scan(*w.values(), l, backend), a, lengths, grad)
-    hs_low, grads_low = _scan_and_grads(lambda w, l: torch_scan.torch_scan(*w.values(), l), a, lengths, grad)
-    hs_ref, grads_ref = _scan_and_grads(lambda w, l: torch_scan.torch_scan(*w.values(), l),
+    hs_low, grads_low = _scan_and_grads(lambda w, l: contract.scan_fwd(*w.values(), l, False, acc=w["xp"].dtype)[0], a, lengths, grad)
+    hs_ref, grads_ref = _scan_and_grads(lambda w, l: contract.scan_fwd(*w.values(), l, False, acc=w["xp"].dtype)[0],
                                         {k: v.double() for k, v in a.items()}, lengths, grad)
     for name, got, low, ref in zip(["hs"] + list(a), [hs] + list(grads), [hs_low] + list(grads_low),
                                    [hs_ref] + list(grads_ref)):

@@ -2,7 +2,7 @@
 GPU, fits shared memory, and does not spill (kernels/compile_check.py; it needs the compiler, not
 the interpreter, so it runs in a subprocess without TRITON_INTERPRET)."""
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -35,13 +35,7 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
     print(proc.stdout[-6000:])  # the register / shared-memory table, shown with -s or on failure
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rows = json.loads(out_json.read_text())
-    spec = importlib.util.spec_from_file_location("_diru_kernel_config", ROOT / "kernels" / "config.py")
-    config = importlib.util.module_from_spec(spec)  # pure Python: the dispatcher's table, no kernels
-    sys.modules[spec.name] = config  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(config)
-    finally:
-        del sys.modules[spec.name]
+    config = importlib.import_module("diru_fast.kernels.config")  # the dispatcher's table
     picked = {(cfg.label(), dtype) for cfg, dtype in config.all_configs()}
     for arch in (80, 90):
         compiled = {(r["config"], r["dtype"]) for r in rows if r["arch"] == arch and r["even"]}
