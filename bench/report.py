@@ -1,10 +1,9 @@
 """Turn a pytest-benchmark JSON run of bench/test_bench_cpu.py into the markdown/JSON/PNG report.
 
-    python bench/report.py RAW.json [--out bench/results] [--name cpu] [--epoch] [--scaling]
+    python bench/report.py RAW.json [--out bench/results] [--name cpu] [--scaling]
 
-Ratios are taken against nn.LSTM measured in the same run. --epoch adds one prototype-size epoch
-(800 train + 200 validation samples) for LSTM and the fastest DIRU backend; --scaling adds the
-T and B scaling series (both timed now, in this process).
+Ratios are taken against torch.nn measured in the same run. --scaling adds the T and B scaling
+series (timed now, in this process).
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ def main(argv=None) -> int:
     parser.add_argument("raw", type=Path, help="pytest-benchmark JSON (--benchmark-json)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--name", default="cpu")
-    parser.add_argument("--epoch", action="store_true")
     parser.add_argument("--scaling", action="store_true")
     args = parser.parse_args(argv)
     raw = json.loads(args.raw.read_text())
@@ -46,9 +44,6 @@ def main(argv=None) -> int:
         warnings.simplefilter("ignore")
         fast = next((b for b in available_backends("cpu") if b not in ("reference",)), "torch")
     extra = {"machine_info": raw.get("machine_info", {}).get("cpu", {}).get("brand_raw", "")}
-    if args.epoch:
-        for impl in (bm.BASELINE, fast):
-            extra[f"epoch_s_{impl}"] = bm.epoch_seconds(impl)
     scaling = None
     if args.scaling:
         scaling = bm.scaling_series(bm.BASELINE) + bm.scaling_series(fast)

@@ -7,4 +7,4 @@ export DIRU_BENCH_THREADS=${1:-2}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 raw=$(mktemp /tmp/diru-bench-XXXXXX.json)
 python -m pytest bench/test_bench_cpu.py -q -p no:cacheprovider --benchmark-json="$raw" --benchmark-columns=median,iqr,rounds
-python bench/report.py "$raw" --out bench/results --name "cpu-${DIRU_BENCH_THREADS}t" --epoch --scaling
+python bench/report.py "$raw" --out bench/results --name "cpu-${DIRU_BENCH_THREADS}t" --scaling

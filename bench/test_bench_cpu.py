@@ -3,11 +3,19 @@
     DIRU_BENCH_THREADS=2 python -m pytest bench/test_bench_cpu.py --benchmark-json=raw.json
     python bench/report.py raw.json --out bench/results --name cpu
 
-Each case is one training step (forward + MSE + backward) or one no-grad forward of
-``diru_fast.DIRU`` on one backend, or of ``diru_fast.baselines.LSTMModel`` (nn.LSTM + head) of the same
-n, d, dtype and thread count. No timing is asserted: the report turns the run into ratios.
+The cases are ``diru_fast.benchmarking.CASES``: a training step and a no-grad forward of
+``diru_fast.DIRU`` at two shapes, a streaming step of ``diru_fast.DIRUCell`` at B=1, and one
+prototype-size training epoch with Adam, each on every DIRU backend and on its torch.nn counterpart
+(nn.LSTM + the same head, or nn.LSTMCell) of the same n, d, dtype and thread count. No timing is
+asserted: the report turns the run into ratios.
+
+Each DIRU case also runs its torch.nn counterpart once before every timed round (pytest-benchmark's
+``setup``, timed here), and records the median of the per-round ratios (``ratio_vs_lstm``): both
+sides of each ratio are measured seconds apart, so the drift of a shared machine cancels.
 """
 
+import statistics
+import time
 import warnings
 
 import pytest
@@ -20,15 +28,34 @@ with warnings.catch_warnings():
     IMPLS = [bm.BASELINE] + available_backends("cpu")
 
 
-@pytest.mark.parametrize("mode", bm.MODES)
-@pytest.mark.parametrize("shape", list(bm.SHAPES))
+@pytest.mark.parametrize("shape, mode", bm.CASES, ids=[f"{s}-{m}" for s, m in bm.CASES])
 @pytest.mark.parametrize("impl", IMPLS)
 def test_step(benchmark, impl, shape, mode):
     case = bm.build_case(impl, shape, mode)
     case.step()  # warm-up (and first-use builds) outside the timing
+    baseline = None if impl == bm.BASELINE else bm.build_case(bm.BASELINE, shape, mode)
+    base_times = []
+
+    def run_baseline():  # untimed by pytest-benchmark: the paired round of the torch.nn counterpart
+        if baseline is not None:
+            start = time.perf_counter()
+            baseline.step()
+            base_times.append(time.perf_counter() - start)
+
     benchmark.group = f"{shape}-{mode}"
     benchmark.extra_info.update(impl=impl, shape=shape, mode=mode, threads=torch.get_num_threads(), **case.info)
     if mode == "train":
         benchmark.extra_info["saved_bytes"] = bm.saved_activation_bytes(case)
-    rounds = 5 if impl == "reference" else 20
-    benchmark.pedantic(case.step, rounds=rounds, iterations=1, warmup_rounds=2)
+    if mode == "epoch":
+        rounds = 3 if impl == "reference" else 7
+    elif mode == "step":
+        rounds = 200 if impl != "reference" else 50
+    else:
+        rounds = 5 if impl == "reference" else 20
+    warmup = 2 if mode != "step" else 20
+    benchmark.pedantic(case.step, setup=run_baseline, rounds=rounds, iterations=1, warmup_rounds=warmup)
+    if baseline is not None:
+        times = benchmark.stats.stats.data
+        ratios = [t / b for t, b in zip(times, base_times[warmup:])]
+        benchmark.extra_info["ratio_vs_lstm"] = statistics.median(ratios)
+        benchmark.extra_info["lstm_paired_median_s"] = statistics.median(base_times[warmup:])

@@ -5,12 +5,17 @@ the CLI (``python -m diru_fast bench``). Everything is measured in one process, 
 count, and reported as ratios against LSTM measured in the same run: absolute times on a shared
 machine drift, ratios much less.
 
-Measured cases: one training step (forward + MSE + backward, gradients
-filled, no optimizer) and one no-grad forward, for each DIRU backend and for
-``diru_fast.baselines.LSTMModel`` (``nn.LSTM`` + the same linear head) of the same n, d, dtype:
+Measured cases (:data:`CASES`), each for every DIRU backend and for its torch.nn counterpart of the
+same n, d, dtype (``diru_fast.baselines.LSTMModel`` = ``nn.LSTM`` + the same linear head, or
+``nn.LSTMCell``):
 
-- ``prototype``: B=32, T=50,  n=1, d=64,  k=4   (the prototype's own shape)
-- ``large``:     B=32, T=200, n=1, d=128, k=4
+- ``train``: one training step (forward + MSE + backward, gradients filled, no optimizer) and
+  ``infer``: one no-grad forward, of ``DIRU``, at the shapes
+  ``prototype`` (B=32, T=50, n=1, d=64, k=4: the prototype's own) and ``large`` (B=32, T=200, n=1, d=128);
+- ``step``: one streaming step of ``DIRUCell`` (vs ``nn.LSTMCell``) under ``torch.inference_mode()``,
+  B=1, at ``stream64`` (n=1, d=64) and ``stream256`` (n=16, d=256);
+- ``epoch``: one prototype-size training epoch with Adam (800 training sequences in batches of 32,
+  then 200 validation sequences without gradients), optimizer and Python overhead included.
 
 Memory: the bytes autograd saves for the backward (activations; parameters excluded),
 counted once per storage through ``torch.autograd.graph.saved_tensors_hooks``.
@@ -29,7 +34,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,13 +42,20 @@ from torch.utils import benchmark as tbench
 
 from .backends import available_backends
 from .baselines import LSTMModel
-from .modules import DIRU
+from .modules import DIRU, DIRUCell
 
 SHAPES: Dict[str, Dict[str, int]] = {
     "prototype": dict(B=32, T=50, n=1, d=64, k=4),
     "large": dict(B=32, T=200, n=1, d=128, k=4),
+    "stream64": dict(B=1, T=1, n=1, d=64, k=4),
+    "stream256": dict(B=1, T=1, n=16, d=256, k=4),
 }
-MODES = ("train", "infer")
+MODES = ("train", "infer", "step", "epoch")
+CASES: List[Tuple[str, str]] = [  # (shape, mode), in report order
+    ("prototype", "train"), ("prototype", "infer"), ("large", "train"), ("large", "infer"),
+    ("stream64", "step"), ("stream256", "step"), ("prototype", "epoch"),
+]
+EPOCH_TRAIN, EPOCH_VAL = 800, 200  # sequences per prototype-size epoch
 BASELINE = "lstm"
 
 
@@ -65,13 +77,19 @@ def build_model(impl: str, n: int, d: int, k: int = 4, dtype: torch.dtype = torc
 
 
 def build_case(impl: str, shape: str, mode: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Case:
-    """A ready-to-time step of ``impl`` at ``SHAPES[shape]`` in ``mode`` ("train" / "infer")."""
+    """A ready-to-time step of ``impl`` at ``SHAPES[shape]`` in ``mode`` (one of :data:`MODES`)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     s = SHAPES[shape]
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
+    info = dict(s, dtype=str(dtype).replace("torch.", ""))
+    if mode == "step":
+        return _streaming_case(impl, shape, s, dtype, gen, info)
     model = build_model(impl, s["n"], s["d"], s["k"], dtype)
-    x = torch.randn(s["B"], s["T"], s["n"], generator=gen, dtype=dtype)
-    y = torch.randn(s["B"], 1, generator=gen, dtype=dtype)
+    rows = EPOCH_TRAIN + EPOCH_VAL if mode == "epoch" else s["B"]
+    x = torch.randn(rows, s["T"], s["n"], generator=gen, dtype=dtype)
+    y = torch.randn(rows, 1, generator=gen, dtype=dtype)
     params = list(model.parameters())
 
     if mode == "train":
@@ -84,8 +102,47 @@ def build_case(impl: str, shape: str, mode: str, dtype: torch.dtype = torch.floa
             with torch.no_grad():
                 model(x)
     else:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return Case(impl, shape, mode, step, model, x, dict(s, dtype=str(dtype).replace("torch.", "")))
+        step = _epoch(model, x, y, s["B"])
+        x = x[:s["B"]]
+    return Case(impl, shape, mode, step, model, x, info)
+
+
+def _epoch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> Callable[[], None]:
+    """One epoch as the study trains: Adam over the training rows, then a no-grad validation pass."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        model.train()
+        for i in range(0, EPOCH_TRAIN, batch):
+            opt.zero_grad(set_to_none=True)
+            F.mse_loss(model(x[i:i + batch]), y[i:i + batch]).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            for i in range(EPOCH_TRAIN, EPOCH_TRAIN + EPOCH_VAL, batch):
+                F.mse_loss(model(x[i:i + batch]), y[i:i + batch])
+
+    return step
+
+
+def _streaming_case(impl: str, shape: str, s: Dict[str, int], dtype: torch.dtype, gen: torch.Generator,
+                    info: Dict[str, object]) -> Case:
+    """One step of a cell on one stream (B rows), as a real-time caller makes it."""
+    n, d, batch = s["n"], s["d"], s["B"]
+    x = torch.randn(batch, n, generator=gen, dtype=dtype)
+    h = torch.randn(batch, d, generator=gen, dtype=dtype)
+    if impl == BASELINE:
+        cell = torch.nn.LSTMCell(n, d, dtype=dtype)
+        state = (h, torch.randn(batch, d, generator=gen, dtype=dtype))
+    else:
+        cell = DIRUCell(n, d, dtype=dtype, num_compartments=s["k"], backend=impl)
+        state = h
+
+    def step() -> None:
+        with torch.inference_mode():
+            cell(x, state)
+
+    return Case(impl, shape, "step", step, cell, x, info)
 
 
 def saved_activation_bytes(case: Case) -> int:
@@ -112,34 +169,6 @@ def time_case(case: Case, min_run_time: float = 1.0) -> Dict[str, float]:
     timer = tbench.Timer(stmt="step()", globals={"step": case.step}, num_threads=torch.get_num_threads())
     m = timer.blocked_autorange(min_run_time=min_run_time)
     return {"median_s": m.median, "iqr_s": m.iqr, "runs": len(m.times)}
-
-
-def epoch_seconds(impl: str, n_train: int = 800, n_val: int = 200, batch: int = 32, T: int = 50,
-                  d: int = 64, seed: int = 0, repeats: int = 3) -> float:
-    """Median wall time of one prototype-size epoch: Adam steps over n_train, then no-grad validation."""
-    import time
-
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = build_model(impl, 1, d)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    xs = torch.randn(n_train + n_val, T, 1, generator=gen)
-    ys = torch.randn(n_train + n_val, 1, generator=gen)
-    times = []
-    for _ in range(repeats + 1):  # first epoch is warm-up
-        start = time.perf_counter()
-        model.train()
-        for i in range(0, n_train, batch):
-            opt.zero_grad(set_to_none=True)
-            F.mse_loss(model(xs[i:i + batch]), ys[i:i + batch]).backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            for i in range(n_train, n_train + n_val, batch):
-                F.mse_loss(model(xs[i:i + batch]), ys[i:i + batch])
-        times.append(time.perf_counter() - start)
-    times = sorted(times[1:])
-    return times[len(times) // 2]
 
 
 def scaling_series(impl: str, min_run_time: float = 0.3) -> List[Dict[str, float]]:
@@ -195,23 +224,21 @@ def markdown_table(records: List[Dict[str, object]]) -> str:
     """Rows: (shape, mode); for each impl the median ms and its ratio to LSTM in the same run."""
     impls = [BASELINE] + sorted({r["impl"] for r in records} - {BASELINE}, key=_impl_order)
     lines = ["| shape | mode | " + " | ".join(impls) + " |", "|---|---|" + "---|" * len(impls)]
-    for shape in SHAPES:
-        for mode in MODES:
-            row = {r["impl"]: r for r in records if r["shape"] == shape and r["mode"] == mode}
-            if not row:
+    for shape, mode in CASES:
+        row = {r["impl"]: r for r in records if r["shape"] == shape and r["mode"] == mode}
+        if not row:
+            continue
+        base = row.get(BASELINE, {}).get("median_s")
+        cells = []
+        for impl in impls:
+            r = row.get(impl)
+            if r is None:
+                cells.append("–")
                 continue
-            base = row.get(BASELINE, {}).get("median_s")
-            cells = []
-            for impl in impls:
-                r = row.get(impl)
-                if r is None:
-                    cells.append("–")
-                    continue
-                ms = 1e3 * float(r["median_s"])
-                ratio = f" ({float(r['median_s']) / base:.2f}×)" if base and impl != BASELINE else ""
-                cells.append(f"{ms:.2f} ms{ratio}")
-            s = SHAPES[shape]
-            lines.append(f"| {shape} B={s['B']} T={s['T']} d={s['d']} | {mode} | " + " | ".join(cells) + " |")
+            ms = 1e3 * float(r["median_s"])
+            ratio = f" ({ratio_vs_baseline(r, base):.2f}×)" if base and impl != BASELINE else ""
+            cells.append(f"{ms:.2f} ms{ratio}")
+        lines.append(f"| {_shape_label(shape, mode)} | {mode} | " + " | ".join(cells) + " |")
     mem = [r for r in records if r.get("saved_bytes") is not None and r["mode"] == "train"]
     if mem:
         lines += ["", "| shape | activation memory saved for backward | " + " | ".join(impls) + " |",
@@ -222,6 +249,22 @@ def markdown_table(records: List[Dict[str, object]]) -> str:
                 cells = [f"{row[i]['saved_bytes'] / 2**20:.2f} MiB" if i in row else "–" for i in impls]
                 lines.append(f"| {shape} | train | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def ratio_vs_baseline(record: Dict[str, object], baseline_median_s: float) -> float:
+    """The record's time over the baseline's: the median of per-round ratios where the suite paired
+    each round with a baseline round (``ratio_vs_lstm``), else the ratio of the two medians."""
+    paired = record.get("ratio_vs_lstm")
+    return float(paired) if paired is not None else float(record["median_s"]) / baseline_median_s
+
+
+def _shape_label(shape: str, mode: str) -> str:
+    s = SHAPES[shape]
+    if mode == "step":
+        return f"{shape} B={s['B']} n={s['n']} d={s['d']}"
+    if mode == "epoch":
+        return f"{shape} {EPOCH_TRAIN}+{EPOCH_VAL} seqs, B={s['B']} T={s['T']} d={s['d']}"
+    return f"{shape} B={s['B']} T={s['T']} d={s['d']}"
 
 
 def _impl_order(name: str) -> int:
@@ -281,7 +324,7 @@ def _plot(records, scaling, path: Path) -> None:
     panels = 1 + (2 if scaling else 0)
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2), squeeze=False)
     ax = axes[0][0]
-    groups = [(s, m) for s in SHAPES for m in MODES if any(r["shape"] == s and r["mode"] == m for r in records)]
+    groups = [(s, m) for s, m in CASES if any(r["shape"] == s and r["mode"] == m for r in records)]
     impls = sorted({r["impl"] for r in records} - {BASELINE}, key=_impl_order)
     width = 0.8 / max(1, len(impls))
     for i, impl in enumerate(impls):
@@ -289,7 +332,7 @@ def _plot(records, scaling, path: Path) -> None:
         for shape, mode in groups:
             row = {r["impl"]: r for r in records if r["shape"] == shape and r["mode"] == mode}
             base = row.get(BASELINE)
-            ratios.append(float(row[impl]["median_s"]) / float(base["median_s"]) if impl in row and base else 0)
+            ratios.append(ratio_vs_baseline(row[impl], float(base["median_s"])) if impl in row and base else 0)
         ax.bar([g + i * width for g in range(len(groups))], ratios, width, label=impl)
     ax.axhline(1.0, color="k", lw=1, ls="--", label="nn.LSTM")
     ax.set_xticks([g + width * (len(impls) - 1) / 2 for g in range(len(groups))])
@@ -316,36 +359,36 @@ def _plot(records, scaling, path: Path) -> None:
 # --------------------------------------------------------------------------------------- CLI
 
 
-def run(impls: Sequence[str], shapes: Sequence[str], modes: Sequence[str], min_run_time: float,
+def run(impls: Sequence[str], cases: Sequence[Tuple[str, str]], min_run_time: float,
         progress: Callable[[str], None] = print) -> List[Dict[str, object]]:
     records = []
-    for shape in shapes:
-        for mode in modes:
-            for impl in impls:
-                case = build_case(impl, shape, mode)
-                rec = {"impl": impl, "shape": shape, "mode": mode, **case.info, **time_case(case, min_run_time)}
-                if mode == "train":
-                    rec["saved_bytes"] = saved_activation_bytes(case)
-                progress(f"{shape:9s} {mode:5s} {impl:10s} {1e3 * rec['median_s']:9.2f} ms")
-                records.append(rec)
+    for shape, mode in cases:
+        for impl in impls:
+            case = build_case(impl, shape, mode)
+            rec = {"impl": impl, "shape": shape, "mode": mode, **case.info, **time_case(case, min_run_time)}
+            if mode == "train":
+                rec["saved_bytes"] = saved_activation_bytes(case)
+            progress(f"{shape:9s} {mode:5s} {impl:10s} {1e3 * rec['median_s']:9.2f} ms")
+            records.append(rec)
     return records
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="diru_fast bench", description=(
-        "Time DIRU backends against torch.nn.LSTM on CPU (train step and no-grad forward) and write "
-        "a markdown table, JSON and a PNG chart."))
-    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="output directory (default: bench_out)")
-    parser.add_argument("--name", default="cpu", help="report file stem (default: cpu)")
+        "Time DIRU backends against torch.nn (LSTM, LSTMCell) on CPU: training step, no-grad forward, "
+        "streaming step, training epoch with Adam; write a markdown table, JSON and a PNG chart."))
+    parser.add_argument("--out", type=Path, default=Path("bench_out"), help="output directory")
+    parser.add_argument("--name", default="cpu", help="report file stem")
     parser.add_argument("--impls", nargs="+", default=None,
                         help="what to time (default: lstm + every DIRU backend available on CPU)")
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per case (default 1.0)")
-    parser.add_argument("--epoch", action="store_true", help="also time one prototype-size epoch, DIRU vs LSTM")
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per case")
     parser.add_argument("--scaling", action="store_true", help="also time the T and B scaling series")
-    parser.add_argument("--quick", action="store_true", help="prototype shape only, short timings, no reference")
+    parser.add_argument("--quick", action="store_true",
+                        help="prototype shape, training step and forward only, short timings, no reference")
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -353,21 +396,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.simplefilter("ignore")
         impls = args.impls or [BASELINE] + [b for b in available_backends("cpu")]
     if args.quick:
-        args.shapes, args.min_time = ["prototype"], min(args.min_time, 0.3)
+        args.shapes, args.modes, args.min_time = ["prototype"], ["train", "infer"], min(args.min_time, 0.3)
         impls = [i for i in impls if i != "reference"]
-    records = run(impls, args.shapes, args.modes, args.min_time)
-    extra = {}
-    if args.epoch:
-        fast = next((i for i in impls if i not in (BASELINE, "reference")), None)
-        for impl in [BASELINE] + ([fast] if fast else []):
-            extra[f"epoch_s_{impl}"] = epoch_seconds(impl)
-            print(f"epoch (800 train + 200 val, T=50, d=64) {impl}: {extra[f'epoch_s_{impl}']:.3f} s")
+    cases = [(s, m) for s, m in CASES if s in args.shapes and m in args.modes]
+    records = run(impls, cases, args.min_time)
     scaling = None
     if args.scaling:
         scaling = []
         for impl in [i for i in impls if i != "reference"]:
             scaling += scaling_series(impl)
-    path = write_report(records, args.out, args.name, extra, scaling)
+    path = write_report(records, args.out, args.name, None, scaling)
     print()
     print(markdown_table(records))
     print(f"\nwrote {path} (+ .json, .png, history.csv)")

@@ -14,6 +14,22 @@ def test_cases_run_and_fill_gradients():
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in case.model.parameters())
 
 
+def test_streaming_step_and_epoch_cases_run(monkeypatch):
+    monkeypatch.setattr(bm, "EPOCH_TRAIN", 8)
+    monkeypatch.setattr(bm, "EPOCH_VAL", 4)
+    monkeypatch.setitem(bm.SHAPES, "tiny", dict(B=4, T=3, n=2, d=8, k=4))
+    for impl in ("lstm", "torch"):
+        step = bm.build_case(impl, "stream64", "step")
+        step.step()  # inference mode: nothing to differentiate, nothing recorded
+        assert all(p.grad is None for p in step.model.parameters())
+        epoch = bm.build_case(impl, "tiny", "epoch")
+        before = [p.detach().clone() for p in epoch.model.parameters()]
+        epoch.step()  # two Adam steps, then validation
+        assert all(not torch.equal(b, p) for b, p in zip(before, epoch.model.parameters()))
+        assert not epoch.model.training
+    assert isinstance(bm.build_case("torch", "stream256", "step").model, __import__("diru_fast").DIRUCell)
+
+
 def test_saved_activation_bytes_scale_with_sequence_length(monkeypatch):
     monkeypatch.setitem(bm.SHAPES, "t10", dict(B=4, T=10, n=1, d=8, k=4))
     monkeypatch.setitem(bm.SHAPES, "t20", dict(B=4, T=20, n=1, d=8, k=4))
