@@ -81,7 +81,9 @@ def test_provider_float32_within_rounding(backend):
 
 @pytest.mark.parametrize("backend", PROVIDERS)
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
-def test_custom_op_gradcheck(backend, with_lengths):
+def test_gradcheck_and_gradgradcheck(backend, with_lengths):
+    """Full-mode gradcheck through the autograd formula, and exact double backward: second
+    derivatives w.r.t. the input, the state and every weight."""
     T, B, n, d = 3, 2, 2, 4
     cell = random_cell(n, d, 2, seed=2)
     x = torch.randn(T, B, n, dtype=torch.float64, requires_grad=True)
@@ -93,6 +95,7 @@ def test_custom_op_gradcheck(backend, with_lengths):
         return diru_scan(x, CellWeights(*weights), h0, lengths, backend=backend)
 
     assert torch.autograd.gradcheck(run, [x, h0] + leaves, fast_mode=False)
+    assert torch.autograd.gradgradcheck(run, [x, h0] + leaves, fast_mode=backend == "triton")
 
 
 @pytest.mark.parametrize("backend", PROVIDERS)
@@ -120,23 +123,6 @@ def test_nan_in_padded_steps_does_not_leak(backend):
     out.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in cell.parameters())
     assert torch.isfinite(x.grad).all() and torch.all(x.grad[3:, 1] == 0)
-
-
-@pytest.mark.parametrize("backend", PROVIDERS)
-@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
-def test_gradgradcheck(backend, with_lengths):
-    """Double backward is exact: second derivatives w.r.t. the input, the state and every weight."""
-    T, B, n, d = 3, 2, 2, 4
-    cell = random_cell(n, d, 2, seed=6)
-    x = torch.randn(T, B, n, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(B, d, dtype=torch.float64, requires_grad=True)
-    lengths = torch.tensor([3, 1]) if with_lengths else None
-    leaves = [t.detach().clone().requires_grad_() for t in cell.cell_weights()]
-
-    def run(x, h0, *weights):
-        return diru_scan(x, CellWeights(*weights), h0, lengths, backend=backend)
-
-    assert torch.autograd.gradgradcheck(run, [x, h0] + leaves, fast_mode=backend == "triton")
 
 
 @pytest.mark.parametrize("backend", PROVIDERS)
