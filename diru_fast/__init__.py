@@ -10,6 +10,7 @@ analyses are imported when first used.
 """
 
 from . import functional, reference
+from ._tracing import UnsupportedExportError
 from ._validation import InvalidInputError, InvalidInputTypeError
 from .backends import BACKENDS, BackendUnavailableError, available_backends
 from .modules import DIRU, DIRUCell, DIRULayer
@@ -17,6 +18,16 @@ from .baselines import LSTMModel
 from .weights import CellWeights
 
 __version__ = "0.2.0"
+
+
+def __getattr__(name: str):
+    """``diru_fast.selftest(...)``: loaded on first use (the module is callable, see its docstring)."""
+    if name == "selftest":
+        import importlib
+
+        return importlib.import_module("diru_fast.selftest")  # not `from . import`: that asks this hook again
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DIRU",
@@ -27,9 +38,11 @@ __all__ = [
     "BackendUnavailableError",
     "InvalidInputError",
     "InvalidInputTypeError",
+    "UnsupportedExportError",
     "available_backends",
     "CellWeights",
     "functional",
     "reference",
+    "selftest",
     "__version__",
 ]

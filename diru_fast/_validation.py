@@ -82,9 +82,10 @@ def check_lengths(lengths: Union[Tensor, Sequence[int], None], steps: int, batch
         raise InvalidInputError(f"lengths must have shape ({batch},) (one per sequence), got {tuple(lengths.shape)}")
     if batch > 0 and torch.compiler.is_compiling():
         # Reading the values would break the graph: the check runs inside it instead (an error
-        # when the compiled code runs, without the range in the message).
+        # when the compiled code runs, without the values in the message). T stays out of the
+        # message too: formatting a dynamic T would fix it in the graph (one graph per length).
         torch._assert_async(((lengths >= 1) & (lengths <= steps)).all(),
-                            f"lengths must lie in [1, {steps}] (the padded sequence length)")
+                            "lengths must lie in [1, T] (T: the padded sequence length)")
     elif batch > 0:
         low, high = int(lengths.min()), int(lengths.max())
         if low < 1 or high > steps:

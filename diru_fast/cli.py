@@ -33,12 +33,30 @@ def _run_bench(argv: List[str]) -> int:
     return benchmarking.main(argv)
 
 
+def _selftest_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import selftest
+
+    selftest.add_arguments(parser)
+
+
+def _run_selftest(args: argparse.Namespace) -> int:
+    from . import selftest
+
+    return selftest.main(args)
+
+
 # In the order ``--help`` lists them.
 SUBCOMMANDS: Dict[str, Subcommand] = {
     **experiments_cli.SUBCOMMANDS,
     "bench": Subcommand("speed/memory benchmark vs nn.LSTM (see `python -m diru_fast bench --help`)",
                         lambda p: None, _run_bench, passthrough=True),
     **analyses_cli.SUBCOMMANDS,
+    "selftest": Subcommand("check every backend here against the float64 kernel contract (run it first on a "
+                           "new machine; exit 1 on any failure)", _selftest_arguments, _run_selftest,
+                           description="Every backend that runs here, each dtype it supports: outputs and "
+                           "gradients of a 2-layer bidirectional layer with lengths, and of each kernel's "
+                           "size classes, against the float64 kernel contract (docs/MATH.md), the error "
+                           "beside its tolerance; versions first. Exit 1 on any failure."),
 }
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from . import _tracing
 from . import _validation as v
 from . import functional as Fd
 from . import reference
@@ -74,6 +75,8 @@ class DIRUCell(nn.Module):
     ``bias_out [d]``. ``load_state_dict`` also reads the prototype's cell keys
     (``compartments.{c}.W_x.weight``, ...).
     """
+
+    __prepare_scriptable__ = _tracing.refuse_script  # see DIRULayer
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  num_compartments: int = 4, backend: str = "auto"):
@@ -222,6 +225,9 @@ class DIRULayer(nn.Module):
                        training=self.training, num_compartments=self.num_compartments, backend=self.backend,
                        check_finite=self.check_finite)
 
+    # torch.jit.script cannot compile the forward; it asks this first and gets the supported paths
+    __prepare_scriptable__ = _tracing.refuse_script
+
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
@@ -300,6 +306,8 @@ class DIRU(nn.Module):
         if self.return_sequences if return_sequences is None else return_sequences:
             return self.fc_out(output)  # [B, T, output_size]
         return self.fc_out(h_n[-1])  # [B, output_size]
+
+    __prepare_scriptable__ = _tracing.refuse_script  # see DIRULayer
 
     def extra_repr(self) -> str:
         return f"return_sequences={self.return_sequences}" if self.return_sequences else ""

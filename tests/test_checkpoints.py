@@ -47,10 +47,8 @@ def _check_outputs(name, module, backend, inputs, want):
         else:
             got = module(*inputs)
     for g, w in zip(got if isinstance(got, tuple) else [got], want if isinstance(want, tuple) else [want]):
-        if backend == "cpu":
-            assert torch.equal(g, w), f"{name} on {backend}"  # the same kernel on the same numbers
-        else:
-            torch.testing.assert_close(g, w, rtol=0, atol=1e-14)
+        # identical up to float64 rounding (the kernel's products now run in another order)
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-14, msg=lambda m: f"{name} on {backend}: {m}")
 
 
 def test_diru_writes_the_prototypes_keys_and_both_load_each_other(tmp_path):

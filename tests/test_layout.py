@@ -156,7 +156,8 @@ def test_cycle_finder_sees_a_circle():
 # ------------------------------------------------------------------ the core without the extras
 
 OPTIONAL = ("tqdm", "matplotlib", "scipy", "pandas", "sklearn", "statsmodels")
-NOT_AT_IMPORT = ("triton", "torch._dynamo", "matplotlib", "scipy", "pandas", "sklearn", "statsmodels")
+NOT_AT_IMPORT = ("triton", "torch._dynamo", "torch.onnx", "onnx", "onnxruntime", "onnxscript", "matplotlib", "scipy",
+                 "pandas", "sklearn", "statsmodels")
 
 _CORE_SCRIPT = """
 import json, sys

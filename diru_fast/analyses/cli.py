@@ -3,26 +3,32 @@ by :mod:`diru_fast.cli`).
 
 ``specialization``, ``gradient-flow``, ``memory-capacity``, ``real-data``: run one analysis (its
 options are its config's fields, e.g. ``--seeds 5 --epochs 10``), write ``<out>/<analysis>.json`` and
-``<out>/<analysis>.png``, and rewrite the report (default ``results/ANALYSES.md``) from every JSON in
+``<out>/<analysis>.png``, and rewrite the report (default ``<out>/ANALYSES.md``) from every JSON in
 ``<out>``. ``analyses`` runs all four at their defaults (or ``--only`` some), or with
 ``--report-only`` just rewrites the report. Everything runs on the CPU.
+
+``--out`` defaults to a folder of its own, ``diru_analyses/``: run from the repository root, the
+analyses never write over the committed ``results/`` unless asked to
+(``--out results/analyses --report results/ANALYSES.md`` regenerates those).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import time
 import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-from .._subcommand import Subcommand, require, set_threads
+from .._subcommand import (Subcommand, backend_name, non_negative_int, positive_float, positive_int,
+                           remember_parser, require, set_threads, usage_error)
 
 __all__ = ["ANALYSIS_COMMANDS", "SUBCOMMANDS", "run_analysis"]
 
-DEFAULT_OUT = Path("results/analyses")
-DEFAULT_REPORT = Path("results/ANALYSES.md")
+DEFAULT_OUT = Path("diru_analyses")  # a folder of its own: never the committed results/
+REPORT_IN_OUT = Path("<out>/ANALYSES.md")  # --report's default, shown as such: ANALYSES.md in --out
 
 
 def _spec(name: str):
@@ -68,46 +74,77 @@ FIELD_HELP = {
     "sunspots_hidden": "DIRU hidden size on sunspots", "sunspots_epochs": "epochs on sunspots",
     "sunspots_window": "past years per sunspot window", "val_fraction": "validation share of the data",
 }
+# Fields whose values come from a list (the name of that tuple in the config's module), and the
+# integer fields that may be 0; every other int field must be positive, every float field too.
+FIELD_CHOICES = {"models": "ANALYSIS_MODELS", "datasets": "DATASETS"}
+LITERAL_CHOICES = {"norm": ("2", "fro")}
+NON_NEGATIVE = {"first_seed", "burn_in"}
 
 
 def _add_shared(p: argparse.ArgumentParser) -> None:
+    remember_parser(p)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <analysis>.json and .png")
-    p.add_argument("--report", type=Path, default=DEFAULT_REPORT,
+    p.add_argument("--report", type=Path, default=REPORT_IN_OUT,
                    help="markdown report rewritten from every analysis JSON in --out")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=non_negative_int, default=1,
                    help="torch threads (0: torch's default); 1 is fastest for these small models")
-    p.add_argument("--backend", default="auto", help="DIRU backend (see diru_fast.available_backends())")
+    p.add_argument("--backend", type=backend_name, default="auto",
+                   help="DIRU backend: auto, cpu, torch, triton, cuda, reference (one that runs here: see "
+                        "diru_fast.available_backends())")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figure")
 
 
+def _value_type(name: str, kind: type):
+    """The ``type=`` of a field's values: checked numbers (a bad one is an argparse error)."""
+    if kind is int:
+        return non_negative_int if name in NON_NEGATIVE else positive_int
+    if kind is float:
+        return positive_float
+    return kind
+
+
 def _add_config_fields(p: argparse.ArgumentParser, config_cls) -> None:
-    """One option per config field: ``--field-name``; tuples take several values, booleans a switch."""
+    """One option per config field: ``--field-name``; tuples take several values, booleans a switch.
+    Every field needs its help text in :data:`FIELD_HELP`."""
     hints = typing.get_type_hints(config_cls)
+    module = importlib.import_module(config_cls.__module__)
     for f in dataclasses.fields(config_cls):
         if f.name in _SKIP:
             continue
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
+        default, help_text = f.default, FIELD_HELP[f.name]
+        choices = (list(getattr(module, FIELD_CHOICES[f.name])) if f.name in FIELD_CHOICES
+                   else LITERAL_CHOICES.get(f.name))
         if isinstance(default, bool):
             if default:
                 p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
-                               help="leave out " + FIELD_HELP.get(f.name, f.name.replace("_", " ")))
+                               help="leave out " + help_text)
             else:
-                p.add_argument(flag, dest=f.name, action="store_true", help=FIELD_HELP.get(f.name, " "))
+                p.add_argument(flag, dest=f.name, action="store_true", help=help_text)
         elif isinstance(default, tuple):
             args = typing.get_args(hints[f.name])
-            p.add_argument(flag, dest=f.name, nargs="+", type=args[0] if args else str, default=list(default),
-                           help=FIELD_HELP.get(f.name, " "))
+            p.add_argument(flag, dest=f.name, nargs="+", type=_value_type(f.name, args[0] if args else str),
+                           default=list(default), choices=choices, help=help_text)
         else:
-            p.add_argument(flag, dest=f.name, type=type(default), default=default, help=FIELD_HELP.get(f.name, " "))
+            p.add_argument(flag, dest=f.name, type=_value_type(f.name, type(default)), default=default,
+                           choices=choices, help=help_text)
 
 
-def _config(name: str, args: argparse.Namespace):
+def _config(name: str, args: argparse.Namespace, *, at_defaults: bool = False):
+    """The analysis' config from the options (``at_defaults``: only --backend); a combination it
+    cannot run (e.g. a k that does not divide the hidden size) is a usage error, raised here."""
     config_cls, _ = _spec(name)
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
-              if f.name not in _SKIP and hasattr(args, f.name)}
-    return config_cls(backend=args.backend, **values)
+    values = {} if at_defaults else {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
+                                     if f.name not in _SKIP and hasattr(args, f.name)}
+    try:
+        return config_cls(backend=args.backend, **values)
+    except ValueError as exc:
+        usage_error(args, str(exc))
+
+
+def _report(args: argparse.Namespace) -> Path:
+    return Path(args.out) / "ANALYSES.md" if args.report == REPORT_IN_OUT else args.report
 
 
 def run_analysis(name: str, config, out: Path, report: Optional[Path], *, command: str = "", threads: int = 1,
@@ -149,9 +186,10 @@ def _print_verdicts(out: Path) -> None:
 
 def _runner(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        config = _config(name, args)
         _require_for(name, plots=not args.no_plots)
         set_threads(args.threads)
-        run_analysis(name, _config(name, args), args.out, args.report, command=args.command_line,
+        run_analysis(name, config, args.out, _report(args), command=args.command_line,
                      threads=args.threads, quiet=args.quiet, plots=not args.no_plots)
         _print_verdicts(args.out)
         return 0
@@ -177,16 +215,17 @@ def _run_all(args: argparse.Namespace) -> int:
     from .report import write_analyses_report
 
     if args.report_only:
-        path = write_analyses_report(args.out, args.report)
+        path = write_analyses_report(args.out, _report(args))
         print(f"wrote {path}")
         _print_verdicts(args.out)
         return 0
-    set_threads(args.threads)
-    for command in args.only:
-        name = ANALYSIS_COMMANDS[command]
+    names = [ANALYSIS_COMMANDS[command] for command in args.only]
+    configs = [_config(name, args, at_defaults=True) for name in names]
+    for name in names:  # every missing package is reported before the first analysis starts
         _require_for(name, plots=not args.no_plots)
-        config_cls, _ = _spec(name)
-        run_analysis(name, config_cls(backend=args.backend), args.out, args.report,
+    set_threads(args.threads)
+    for command, name, config in zip(args.only, names, configs):
+        run_analysis(name, config, args.out, _report(args),
                      command=f"python -m diru_fast {command} --threads {args.threads}", threads=args.threads,
                      quiet=args.quiet, plots=not args.no_plots)
     _print_verdicts(args.out)
@@ -204,10 +243,10 @@ def _adder(name: str) -> Callable[[argparse.ArgumentParser], None]:
 SUBCOMMANDS: Dict[str, Subcommand] = {
     **{command: Subcommand(HELP[name], _adder(name), _runner(name),
                            description=HELP[name] + ". Writes <out>/" + name + ".json and .png and rewrites the "
-                           "report (results/ANALYSES.md): the claim, the measurement, the verdict.")
+                           "report (<out>/ANALYSES.md): the claim, the measurement, the verdict.")
        for command, name in ANALYSIS_COMMANDS.items()},
     "analyses": Subcommand(
-        "run every analysis of the prototype's claims at its defaults and write results/ANALYSES.md", _add_all,
+        "run every analysis of the prototype's claims at its defaults and write <out>/ANALYSES.md", _add_all,
         _run_all, description="Specialization, gradient flow, memory capacity and real data, each at its defaults "
         "(a few minutes each on one CPU thread); --report-only rewrites the report from existing JSONs."),
 }

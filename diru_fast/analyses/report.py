@@ -438,7 +438,8 @@ def markdown(results: Dict[str, Dict[str, Any]], fig_dir: str = "analyses") -> s
         parts += ["", "Not run yet: " + ", ".join(f"{TITLES[n]} (`{COMMANDS[n]}`)" for n in missing) + "."]
     parts += ["", "Reproduce everything (a few minutes each on one CPU thread): `python -m diru_fast analyses`; or one "
               "at a time: " + ", ".join(f"`{COMMANDS[n]}`" for n in ANALYSES) + ". Each writes its JSON and figure "
-              "to its `--out` folder (default `results/analyses/`) and rewrites this file from every JSON there.", ""]
+              "to its `--out` folder (default `diru_analyses/`) and rewrites the report from every JSON there "
+              "(default `<out>/ANALYSES.md`; this file: `--out results/analyses --report results/ANALYSES.md`).", ""]
     for i, name in enumerate(ANALYSES, start=1):
         if name not in results:
             continue

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from .._subcommand import Subcommand, require, set_threads
+from .._subcommand import (Subcommand, backend_name, device_name, non_negative_int, positive_float, positive_int,
+                           remember_parser, require, set_threads, usage_error)
 
 __all__ = ["SUBCOMMANDS", "DEMO_DEFAULTS"]
 
@@ -21,38 +22,49 @@ __all__ = ["SUBCOMMANDS", "DEMO_DEFAULTS"]
 
 
 def _add_common(p: argparse.ArgumentParser, out: str) -> None:
+    # Every option has a help text: the command line's formatter appends each default to it, once.
+    remember_parser(p)
     p.add_argument("--out", type=Path, default=Path(out), help="output directory")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=non_negative_int, default=1,
                    help="torch threads per process (0: torch's default). 1 is fastest for these small "
                         "models and keeps results reproducible")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--backend", default="auto",
-                   help="DIRU backend: auto, cpu, torch, triton, cuda, reference (see diru_fast.available_backends())")
+    p.add_argument("--device", type=device_name, default="auto",
+                   help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--backend", type=backend_name, default="auto",
+                   help="DIRU backend: auto, cpu, torch, triton, cuda, reference (one that runs here: see "
+                        "diru_fast.available_backends())")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: str) -> None:
+    from .datasets import TASKS
+    from .models import MODELS
     from .study import MATCH_CHOICES, StudyConfig
 
     base = StudyConfig()
     get = lambda name: d.get(name, getattr(base, name))  # noqa: E731
     _add_common(p, out)
-    p.add_argument("--tasks", nargs="+", default=list(get("tasks")), help="sine, memory, lorenz")
-    p.add_argument("--models", nargs="+", default=list(get("models")), help="diru, lstm, gru")
-    p.add_argument("--seeds", type=int, default=get("seeds"), help="number of seeds (runs per task and model)")
-    p.add_argument("--first-seed", type=int, default=get("first_seed"))
-    p.add_argument("--n-train", type=int, default=get("n_train"), help="training sequences")
-    p.add_argument("--n-val", type=int, default=get("n_val"), help="validation sequences")
-    p.add_argument("--seq-len", type=int, default=get("seq_len"), help="sequence length T")
-    p.add_argument("--hidden", type=int, default=get("hidden_size"), help="hidden size of every model")
-    p.add_argument("--compartments", type=int, default=get("num_compartments"), help="DIRU compartments k")
-    p.add_argument("--batch-size", type=int, default=get("batch_size"))
-    p.add_argument("--lr", type=float, default=get("lr"))
-    p.add_argument("--epochs", type=int, default=get("epochs"))
+    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(get("tasks")), metavar="TASK",
+                   help=f"tasks to run: {', '.join(TASKS)}")
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(get("models")), metavar="MODEL",
+                   help=f"models to compare: {', '.join(MODELS)}")
+    p.add_argument("--seeds", type=positive_int, default=get("seeds"), help="number of seeds (runs per task and model)")
+    p.add_argument("--first-seed", type=non_negative_int, default=get("first_seed"),
+                   help="the first seed: runs use first-seed .. first-seed + seeds - 1")
+    p.add_argument("--n-train", type=positive_int, default=get("n_train"), help="training sequences")
+    p.add_argument("--n-val", type=positive_int, default=get("n_val"), help="validation sequences")
+    p.add_argument("--seq-len", type=positive_int, default=get("seq_len"), help="sequence length T")
+    p.add_argument("--hidden", type=positive_int, default=get("hidden_size"), help="hidden size of every model")
+    p.add_argument("--compartments", type=positive_int, default=get("num_compartments"),
+                   help="DIRU compartments k (must divide --hidden)")
+    p.add_argument("--batch-size", type=positive_int, default=get("batch_size"), help="mini-batch size")
+    p.add_argument("--lr", type=positive_float, default=get("lr"), help="Adam learning rate")
+    p.add_argument("--epochs", type=positive_int, default=get("epochs"),
+                   help="training epochs per run (fixed, no early stopping)")
     p.add_argument("--match-params", nargs="?", const="on", default=get("match_params"), choices=MATCH_CHOICES,
                    help="size the baselines to DIRU's parameter count: '--match-params' alone replaces the "
                         "default-size baselines, '--match-params both' runs both sizes")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="spread independent runs over this many processes (helps only with idle cores)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs of an earlier results.json in --out")
     p.add_argument("--verbose", action="store_true", help="also a progress bar per run")
@@ -60,23 +72,47 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
 
 
 def _study_config(args: argparse.Namespace):
+    """The study's settings; a combination the study cannot run is a usage error, raised here."""
     from .study import StudyConfig
 
-    return StudyConfig(tasks=tuple(args.tasks), models=tuple(args.models), seeds=args.seeds,
-                       first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val, seq_len=args.seq_len,
-                       hidden_size=args.hidden, num_compartments=args.compartments, batch_size=args.batch_size,
-                       lr=args.lr, epochs=args.epochs, match_params=args.match_params, backend=args.backend,
-                       device=args.device)
+    _check_compartments(args)
+    _check_backend_on_device(args)
+    try:
+        return StudyConfig(tasks=tuple(args.tasks), models=tuple(args.models), seeds=args.seeds,
+                           first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val, seq_len=args.seq_len,
+                           hidden_size=args.hidden, num_compartments=args.compartments, batch_size=args.batch_size,
+                           lr=args.lr, epochs=args.epochs, match_params=args.match_params, backend=args.backend,
+                           device=args.device)
+    except ValueError as exc:
+        usage_error(args, str(exc))
+
+
+def _check_compartments(args: argparse.Namespace) -> None:
+    if args.hidden % args.compartments:
+        usage_error(args, f"--compartments {args.compartments} must divide --hidden {args.hidden}")
+
+
+def _check_backend_on_device(args: argparse.Namespace, dtype: str = "float32") -> None:
+    """--backend must run on --device's tensors (each option alone is checked while parsing)."""
+    import torch
+
+    from ..backends import BackendUnavailableError, resolve_backend
+    from .distributed import resolve_device
+
+    try:
+        resolve_backend(args.backend, resolve_device(args.device), getattr(torch, dtype))
+    except BackendUnavailableError as exc:
+        usage_error(args, f"--backend {args.backend} --device {args.device}: {exc}")
 
 
 def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
     from . import distributed, plots, report, study
 
     start = time.perf_counter()
+    config = _study_config(args)
     require((["tqdm"] if not args.quiet else []) + ([] if args.no_plots else ["matplotlib"]),
             f"`{args.command}` with progress bars and plots (see --quiet, --no-plots)")
     set_threads(args.threads)
-    config = _study_config(args)
     ctx = distributed.init_from_env(args.device)
     try:
         results = study.run_study(config, args.out, ctx=ctx, workers=args.workers, threads=args.threads,
@@ -128,19 +164,20 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     from .models import MODELS
 
     _add_common(p, "diru_train")
-    p.add_argument("--task", default="sine", choices=list(TASKS))
-    p.add_argument("--model", default="diru", choices=list(MODELS))
-    p.add_argument("--seed", type=int, default=0, help="data, initialisation and shuffling derive from it")
-    p.add_argument("--n-train", type=int, default=800)
-    p.add_argument("--n-val", type=int, default=200)
-    p.add_argument("--seq-len", type=int, default=50)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--compartments", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=32, help="global batch (split over torchrun ranks)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--epochs", type=int, default=50, help="total epochs (a resumed run continues up to it)")
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience (default: off)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--task", default="sine", choices=list(TASKS), help="the task to train on")
+    p.add_argument("--model", default="diru", choices=list(MODELS), help="the model to train")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="data, initialisation and shuffling derive from it")
+    p.add_argument("--n-train", type=positive_int, default=800, help="training sequences")
+    p.add_argument("--n-val", type=positive_int, default=200, help="validation sequences")
+    p.add_argument("--seq-len", type=positive_int, default=50, help="sequence length T")
+    p.add_argument("--hidden", type=positive_int, default=64, help="hidden size")
+    p.add_argument("--compartments", type=positive_int, default=4, help="DIRU compartments k (must divide --hidden)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="global batch (split over torchrun ranks)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--epochs", type=positive_int, default=50, help="total epochs (a resumed run continues up to it)")
+    p.add_argument("--patience", type=non_negative_int, default=0,
+                   help="early stopping: stop after this many epochs without a better validation loss (0: off)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="parameter and data dtype")
     p.add_argument("--resume-from", type=Path, default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--save-all-ranks", action="store_true",
                    help="under torchrun, every rank writes checkpoint.rank<r>.pt (to check they agree)")
@@ -158,6 +195,11 @@ def _run_train(args: argparse.Namespace) -> int:
     from .study import derive_seed
     from .training import TrainConfig, load_checkpoint, save_checkpoint, train
 
+    if args.model == "diru":
+        _check_compartments(args)
+        _check_backend_on_device(args, args.dtype)
+    if args.resume_from is not None and not args.resume_from.is_file():
+        usage_error(args, f"--resume-from {args.resume_from}: no such file")
     require([] if args.quiet else ["tqdm"], "`train` with a progress bar (see --quiet)")
     set_threads(args.threads)
     ctx = distributed.init_from_env(args.device)
@@ -178,7 +220,7 @@ def _run_train(args: argparse.Namespace) -> int:
             model = spec.build().to(device=ctx.device, dtype=dtype)
             optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          shuffle_seed=derive_seed(args.task, args.seed, "shuffle"), patience=args.patience,
+                          shuffle_seed=derive_seed(args.task, args.seed, "shuffle"), patience=args.patience or None,
                           progress=not args.quiet, desc=f"{args.task}/{spec.kind}")
         history = train(model, train_set, val_set, cfg, ctx=ctx, optimizer=optimizer, history=history)
         extra = {"task": args.task, "seed": args.seed, "world_size": ctx.world_size, "command": args.command_line}

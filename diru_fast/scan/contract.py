@@ -61,6 +61,20 @@ def live_steps(lengths: Optional[Tensor], steps: int) -> Optional[Tuple[Tensor, 
     return (t.unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2).unbind(0)
 
 
+def step(xp_t: Tensor, h: Tensor, w_hh_t: Tensor, w_int_t: Tensor, b_int: Tensor, w_out_t: Tensor,
+         b_out: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One step, all in acc: ``(xp_t [B, 3d], h_{t-1} [B, d])`` and the transposed weights
+    (``w_hh_t [d, 3d]``, ``w_int_t``, ``w_out_t [d, d]``) -> ``(h_t, u, s, z, r)``, each ``[B, d]``.
+    :func:`scan_fwd` loops over it; :mod:`diru_fast.scan.loop` runs it as the body of one traced loop."""
+    d = h.shape[-1]
+    p = torch.addmm(xp_t, h, w_hh_t)  # [B, 3d]
+    a, s_pre, r_pre = p.split(d, dim=1)
+    u, s, r = torch.tanh(a), torch.sigmoid(s_pre), torch.sigmoid(r_pre)
+    z = torch.tanh(torch.addmm(b_int, u * s, w_int_t))
+    h_new = torch.tanh(torch.addmm(b_out, z * r, w_out_t) + h)
+    return h_new, u, s, z, r
+
+
 def scan_fwd(
     xp: Tensor,
     h0: Tensor,
@@ -76,7 +90,6 @@ def scan_fwd(
 ) -> Tuple[Tensor, Tensor]:
     """``acc`` overrides the accumulation dtype (tests: PyTorch's own path in a 16-bit dtype)."""
     steps = xp.shape[0]
-    d = h0.shape[-1]
     acc = acc or acc_dtype(xp.dtype)
     w_hh_t, w_int_t, w_out_t = w_hh.to(acc).t(), w_int.to(acc).t(), w_out.to(acc).t()
     b_int, b_out = b_int.to(acc), b_out.to(acc)
@@ -85,11 +98,7 @@ def scan_fwd(
     hs: List[Tensor] = []
     saved: List[Tensor] = []
     for t, xp_t in enumerate(xp.unbind(0)):  # unbind: per-step views whose gradients autograd stacks once
-        p = torch.addmm(xp_t.to(acc), h, w_hh_t)  # [B, 3d]
-        a, s_pre, r_pre = p.split(d, dim=1)
-        u, s, r = torch.tanh(a), torch.sigmoid(s_pre), torch.sigmoid(r_pre)
-        z = torch.tanh(torch.addmm(b_int, u * s, w_int_t))
-        h_new = torch.tanh(torch.addmm(b_out, z * r, w_out_t) + h)
+        h_new, u, s, z, r = step(xp_t.to(acc), h, w_hh_t, w_int_t, b_int, w_out_t, b_out)
         if live is not None:
             h_new = torch.where(live[t], h_new, h)
         if need_saved:
@@ -148,3 +157,54 @@ def scan_bwd(
         d_yp.append(dyp)
         dh = dh_prev
     return (torch.stack(d_p[::-1]), torch.stack(d_zp[::-1]), torch.stack(d_yp[::-1]), dh.to(h0.dtype))
+
+
+def scan_jvp(
+    primals: Tuple[Tensor, ...],
+    tangents: Tuple[Optional[Tensor], ...],
+    lengths: Optional[Tensor],
+) -> Tuple[Tensor, Tensor]:
+    """Forward mode: the tangents of ``scan_fwd``'s ``(hs, saved)`` along ``tangents``.
+
+    ``primals`` and ``tangents`` are ``(xp, h0, w_hh, w_int, b_int, w_out, b_out)`` (a tangent may be
+    None: zero). The kernels do not implement it; :class:`diru_fast.scan.ops.TransformableScan` runs it
+    for ``torch.func.jvp`` / ``jacfwd`` / ``torch.autograd.forward_ad``. Written with differentiable
+    operations, by the chain rule through each step (docs/MATH.md, "Forward mode")::
+
+        dP  = dxp_t + dh W_hh^T + h dW_hh^T                  = [da | ds_pre | dr_pre]
+        du  = (1 - u^2) da    ds = s (1 - s) ds_pre    dr = r (1 - r) dr_pre
+        dz  = (1 - z^2) ((du s + u ds) W_int^T + (u s) dW_int^T + db_int)
+        dh' = (1 - h'^2) ((dz r + z dr) W_out^T + (z r) dW_out^T + db_out + dh)
+
+    Padded steps keep the state's tangent and have zero gate tangents.
+    """
+    xp, h0, w_hh, w_int, b_int, w_out, b_out = primals
+    acc = acc_dtype(xp.dtype)
+    t_xp, t_h0, t_w_hh, t_w_int, t_b_int, t_w_out, t_b_out = (
+        torch.zeros_like(p, dtype=acc) if t is None else t.to(acc) for p, t in zip(primals, tangents))
+    steps, d = xp.shape[0], h0.shape[-1]
+    w_hh_t, w_int_t, w_out_t = w_hh.to(acc).t(), w_int.to(acc).t(), w_out.to(acc).t()
+    t_w_hh_t, t_w_int_t, t_w_out_t = t_w_hh.t(), t_w_int.t(), t_w_out.t()
+    b_int, b_out = b_int.to(acc), b_out.to(acc)
+    live = live_steps(lengths, steps)
+    h, dh = h0.to(acc), t_h0
+    d_hs: List[Tensor] = []
+    d_saved: List[Tensor] = []
+    for t in range(steps):
+        h_new, u, s, z, r = step(xp[t].to(acc), h, w_hh_t, w_int_t, b_int, w_out_t, b_out)
+        dp = t_xp[t] + dh @ w_hh_t + h @ t_w_hh_t  # [B, 3d]
+        da, ds_pre, dr_pre = dp.split(d, dim=1)
+        du, ds, dr = (1 - u * u) * da, s * (1 - s) * ds_pre, r * (1 - r) * dr_pre
+        o = u * s
+        dz = (1 - z * z) * ((du * s + u * ds) @ w_int_t + o @ t_w_int_t + t_b_int)
+        q = z * r
+        dh_new = (1 - h_new * h_new) * ((dz * r + z * dr) @ w_out_t + q @ t_w_out_t + t_b_out + dh)
+        gates = torch.cat([du, ds, dz, dr], dim=1)  # [B, 4d]
+        if live is not None:
+            h_new = torch.where(live[t], h_new, h)
+            dh_new = torch.where(live[t], dh_new, dh)
+            gates = torch.where(live[t], gates, torch.zeros_like(gates))
+        d_hs.append(dh_new)
+        d_saved.append(gates)
+        h, dh = h_new, dh_new
+    return torch.stack(d_hs).to(xp.dtype), torch.stack(d_saved)

@@ -17,6 +17,14 @@ GEMM per weight over all T*B rows. When the backward itself must be differentiab
 (``create_graph=True``: gradient penalties, Hessian-vector products, MAML) or a gradient reaches
 the saved gates (the second-order pass), it runs the contract's differentiable ``scan_bwd`` on the
 saved tensors instead of the kernel, so higher derivatives are exact, not silently partial.
+
+:func:`scan` picks how one call runs: the kernel in eager mode; the custom ops while
+``torch.compile`` / ``torch.export`` / ``torch.jit.trace`` trace, for backends "torch" and
+"reference" too (with the contract as their kernel, so any T is one graph node); one structured loop,
+:mod:`diru_fast.scan.loop`, on every backend under the ONNX exporter. ``torch.func`` transforms reach
+the kernel through the batching rule (``vmap``) and forward-mode rule (``jvp``, on the contract) of
+:class:`TransformableScan`. Under autocast both custom ops run in float32 (float64 stays float64):
+DIRU's recurrence is on autocast's float32 list, see :mod:`diru_fast.functional`.
 """
 
 from __future__ import annotations
@@ -26,9 +34,16 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .. import _tracing
 from ..backends import get_provider
-from . import contract
+from . import contract, loop
 from .contract import acc_dtype
+
+
+def _provider(backend: str):
+    """The kernel provider of ``backend``; the contract itself for "torch", which graphs of backends
+    "torch" and "reference" (the same function) name, so their recurrence is one node for any T."""
+    return contract if backend == "torch" else get_provider(backend)
 
 
 @torch.library.custom_op("diru_fast::scan_fwd", mutates_args=())
@@ -44,7 +59,7 @@ def scan_fwd(
     backend: str,
     need_saved: bool,
 ) -> Tuple[Tensor, Tensor]:
-    return get_provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
+    return _provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
 
 
 @scan_fwd.register_fake
@@ -71,7 +86,7 @@ def scan_bwd(
     lengths: Optional[Tensor],
     backend: str,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    return get_provider(backend).scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)
+    return _provider(backend).scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)
 
 
 @scan_bwd.register_fake
@@ -83,6 +98,14 @@ def _scan_bwd_fake(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend)
         saved.new_empty(steps, batch, d),
         h0.new_empty(h0.shape),
     )
+
+
+# Under autocast the recurrence runs in float32 on every device (float64 inputs stay float64): the
+# state accumulates over all T steps, every kernel keeps it in float32 anyway, and the C++ CPU kernel
+# has no 16-bit path. The eager path applies the same rule in diru_fast.functional.
+for _op in (scan_fwd, scan_bwd):
+    for _device_type in ("cpu", "cuda"):
+        _op.register_autocast(_device_type, torch.float32)
 
 
 def kernel_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend: str, need_saved: bool):
@@ -124,12 +147,71 @@ class Scan(torch.autograd.Function):
         h0, hs, saved, w_hh, w_int, w_out, lengths = ctx.saved_tensors
         if grad_hs is None:
             grad_hs = torch.zeros_like(hs)
-        if grad_saved is None and not torch.is_grad_enabled():
+        # A compiled graph has no double backward (saved is marked non-differentiable there): its
+        # backward is always the kernel's (tracing the contract's loop would fix T in the graph). In
+        # eager mode a vmapped backward (jacrev, batched gradients) runs the contract's too.
+        if torch.compiler.is_compiling() or (grad_saved is None and not torch.is_grad_enabled()
+                                             and not _tracing.transforms_active(grad_hs)):
             step_grads = kernel_bwd(grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths, ctx.backend)
         else:
             step_grads = contract.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, grad_saved)
         return (*input_grads(ctx.needs_input_grad, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out),
                 None, None)
+
+
+class TransformableScan(Scan):
+    """:class:`Scan` (the same forward and backward) with the rules ``torch.func`` transforms call:
+    a batching rule (:meth:`vmap`: ``torch.func.vmap``, model ensembles, ``jacrev``) and a
+    forward-mode rule (:meth:`jvp`: ``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad``).
+    Eager mode uses it while such a transform is active; ``torch.compile`` cannot trace a custom
+    ``jvp``, so graphs use :class:`Scan`."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        Scan.setup_context(ctx, inputs, output)
+        ctx.lengths = inputs[7]  # integer: no tangent
+        ctx.save_for_forward(*inputs[:7])  # (xp, h0, w_hh, w_int, b_int, w_out, b_out)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        """Forward mode: the tangents of ``(hs, saved)`` from those of the seven tensor inputs, by the
+        contract's forward-mode statement (:func:`diru_fast.scan.contract.scan_jvp`, plain PyTorch: the
+        kernels have no tangent recurrence of their own; it recomputes the forward alongside)."""
+        return contract.scan_jvp(ctx.saved_tensors, tangents[:7], ctx.lengths)
+
+    @staticmethod
+    def vmap(info, in_dims, xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend):
+        """The batching rule. A vmapped dimension on the data only (xp, h0, lengths) folds into the
+        kernel's batch rows: one kernel call on ``[T, V*B, ...]``. With batched weights (an ensemble of
+        V models) the kernel runs once per member and the results are stacked."""
+        size = info.batch_size
+        args = (xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths)
+        dims = tuple(in_dims[:8])
+        if all(dim is None for dim in dims[2:7]):
+            xp_rows = _fold(xp, dims[0], 1, size)  # [T, V*B, 3d]
+            h0_rows = _fold(h0, dims[1], 0, size)  # [V*B, d]
+            len_rows = None if lengths is None else _fold(lengths, dims[7], 0, size)  # [V*B]
+            hs, saved = TransformableScan.apply(xp_rows, h0_rows, w_hh, w_int, b_int, w_out, b_out, len_rows,
+                                                backend)
+            steps, batch = hs.shape[0], hs.shape[1] // size
+            return (hs.view(steps, size, batch, -1), saved.view(steps, size, batch, -1)), (1, 1)
+
+        def member(a: Optional[Tensor], dim: Optional[int], i: int) -> Optional[Tensor]:
+            return a if dim is None else a.select(dim, i).contiguous()
+
+        outs = [TransformableScan.apply(*(member(a, dim, i) for a, dim in zip(args, dims)), backend)
+                for i in range(size)]
+        return (torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])), (0, 0)
+
+
+def _fold(t: Tensor, dim: Optional[int], where: int, size: int) -> Tensor:
+    """Move the vmapped dimension ``dim`` of ``t`` (None: not batched, broadcast it) to ``where`` and
+    merge it with the batch-row dimension after it: ``[.., V, B, ..] -> [.., V*B, ..]``."""
+    if dim is None:
+        t = t.unsqueeze(where).expand(*t.shape[:where], size, *t.shape[where:])
+    else:
+        t = t.movedim(dim, where)
+    return t.reshape(*t.shape[:where], -1, *t.shape[where + 2:]).contiguous()  # the kernels take contiguous
 
 
 def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out):
@@ -140,11 +222,17 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out):
     rows = steps * batch
     acc = d_p.dtype
     g_w_hh = g_w_int = g_b_int = g_w_out = g_b_out = None
-    if need[2]:  # w_hh: sum_t dP_t^T h_{t-1} = dP_0^T h0 + sum_{t>0} dP_t^T h_{t-1} (no copy of hs)
-        g_w_hh = d_p[0].t() @ h0.to(acc)
-        if steps > 1:
-            g_w_hh = torch.addmm(g_w_hh, d_p[1:].reshape(rows - batch, 3 * d).t(),
-                                 hs[:-1].reshape(rows - batch, d).to(acc))
+    if need[2]:  # w_hh: sum_t dP_t^T h_{t-1}
+        if torch.compiler.is_compiling():
+            # one GEMM over [h0; hs][:T]: a view of the T - 1 later steps would make the graph's shape
+            # checks tell T = 2 apart from other lengths (a second graph)
+            h_prev = torch.cat([h0.unsqueeze(0), hs])[:steps].reshape(rows, d)
+            g_w_hh = d_p.reshape(rows, 3 * d).t() @ h_prev.to(acc)
+        else:  # dP_0^T h0 + sum_{t>0} dP_t^T h_{t-1} (no copy of hs)
+            g_w_hh = d_p[0].t() @ h0.to(acc)
+            if steps > 1:
+                g_w_hh = torch.addmm(g_w_hh, d_p[1:].reshape(rows - batch, 3 * d).t(),
+                                     hs[:-1].reshape(rows - batch, d).to(acc))
         g_w_hh = g_w_hh.to(w_hh.dtype)
     if need[3] or need[5]:  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
         pairs = saved.reshape(rows, 2, 2, d)  # [u, s], [z, r]
@@ -173,9 +261,32 @@ def scan(
     lengths: Optional[Tensor],  # [B] int64
     backend: str,
 ) -> Tensor:  # hs: [T, B, d]
-    """Run one layer's recurrence on kernel provider ``backend``; differentiable to any order."""
+    """Run one layer's recurrence on ``backend`` (a kernel provider, "torch", or "reference" while
+    tracing); differentiable to any order. By how the call is run (:func:`diru_fast._tracing.mode`):
+
+    - eager: the kernel, through :class:`Scan` when a gradient needs it and :class:`TransformableScan`
+      under ``torch.func``; for "torch", the contract's loop differentiated by autograd;
+    - ``torch.compile`` / ``torch.export``: the custom ops through :class:`Scan`; "torch" and
+      "reference" run them with the contract as the kernel, one graph node for any T (their Python
+      loop, traced, would unroll at the example's T);
+    - ``torch.jit.trace``: the custom op ``scan_fwd`` (inference: the trace has no backward through it);
+    - ``torch.onnx.export(dynamo=True)``: one structured loop on every backend (:mod:`.loop`), which
+      the exporter writes as an ONNX ``Scan``.
+    """
+    mode = _tracing.mode()
+    if mode == "onnx":  # an ONNX model has no backward: tracing the loop's autograd would only cost time
+        args = (t.detach() for t in (xp, h0, w_hh, w_int, b_int, w_out, b_out))
+        return loop.contract_scan(*args, lengths)
+    if backend in ("torch", "reference"):
+        if mode == "eager":
+            return contract.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, False)[0]
+        backend = "torch"  # traced: the contract is the custom ops' kernel (_provider)
     args = (xp.contiguous(), h0.contiguous(), w_hh.contiguous(), w_int.contiguous(), b_int.contiguous(),
             w_out.contiguous(), b_out.contiguous(), lengths)
+    if mode == "jit":
+        return torch.ops.diru_fast.scan_fwd(*args, backend, False)[0]
+    if mode == "eager" and _tracing.transforms_active():
+        return TransformableScan.apply(*args, backend)[0]
     if torch.is_grad_enabled() and any(t.requires_grad for t in args[:7]):
         return Scan.apply(*args, backend)[0]
     return kernel_fwd(*args, backend, False)[0]  # inference: nothing saved for a backward

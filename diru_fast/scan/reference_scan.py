@@ -39,7 +39,9 @@ class _Stepper(nn.Module):
 
 @lru_cache(maxsize=None)
 def _stepper(input_size: int, hidden_size: int, num_compartments: int, bias: bool) -> _Stepper:
-    with torch.device("meta"):  # a shell: functional_call supplies every parameter
+    # A shell: functional_call supplies every parameter. Built outside any torch.func transform the
+    # first call may run under (vmap refuses the random initialisation, even of meta tensors).
+    with torch.device("meta"), torch._C._DisableFuncTorch():
         return _Stepper(reference.DIRUCell(input_size, hidden_size, num_compartments, bias=bias))
 
 

@@ -97,3 +97,20 @@ def test_report_lists_analyses_not_run_yet(tmp_path):
     assert cli.main(["analyses", "--report-only", "--out", str(tmp_path), "--report", str(tmp_path / "A.md")]) == 0
     text = (tmp_path / "A.md").read_text()
     assert "Not run yet" in text and "python -m diru_fast gradient-flow" in text
+
+
+def test_default_output_is_a_folder_of_its_own(tmp_path, monkeypatch, capsys):
+    """Run from the repository root, the analyses never write over the committed results/: by
+    default they write diru_analyses/ and its ANALYSES.md in the working directory."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    args = cli.build_parser().parse_args(["gradient-flow"])
+    assert not (root / args.out).resolve().is_relative_to((root / "results").resolve())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["analyses", "--report-only"]) == 0
+    assert (tmp_path / "diru_analyses" / "ANALYSES.md").is_file()
+    assert cli.main(["analyses", "--report-only", "--report", "elsewhere.md"]) == 0
+    assert (tmp_path / "elsewhere.md").is_file()
+    assert "wrote diru_analyses/ANALYSES.md" in capsys.readouterr().out
+

@@ -1,5 +1,6 @@
 """The command line: help for every subcommand, the demo end to end (tiny), train, registry."""
 
+import argparse
 import json
 
 import pytest
@@ -76,3 +77,70 @@ def test_registry_takes_new_subcommands(capsys):
         assert seen == ["dendrite"]
     finally:
         del cli.SUBCOMMANDS["echo-test"]
+
+
+def _subparsers():
+    """name -> parser of every subcommand that parses its own options (not the passthrough bench)."""
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: p for name, p in action.choices.items() if not cli.SUBCOMMANDS[name].passthrough}
+
+
+def test_every_option_has_help_and_shows_its_default_once():
+    """The command line's formatter appends each option's default to its help text; a help that
+    states a default itself would show two."""
+    parsers = _subparsers()
+    assert {"demo", "study", "train", "specialization", "gradient-flow", "analyses"} <= set(parsers)
+    for name, p in parsers.items():
+        assert issubclass(p.formatter_class, argparse.ArgumentDefaultsHelpFormatter), name
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction) or action.dest == "_parser":
+                continue
+            assert action.help and action.help.strip(), f"{name} {action.option_strings}: no help"
+            assert "(default" not in action.help, f"{name} {action.option_strings}: a second default"
+        text = p.format_help()
+        assert "--lr" not in text or "Adam learning rate (default: 0.001)" in " ".join(text.split()), name
+
+
+BAD = [
+    (["study", "--backend", "nope"], "unknown backend 'nope'"),
+    (["demo", "--tasks", "sine", "weather"], "invalid choice: 'weather'"),
+    (["demo", "--models", "transformer"], "invalid choice: 'transformer'"),
+    (["study", "--seeds", "0"], "'0' is not a positive integer"),
+    (["demo", "--lr", "-1"], "'-1' is not a positive number"),
+    (["demo", "--hidden", "10", "--compartments", "4"], "--compartments 4 must divide --hidden 10"),
+    (["demo", "--match-params", "--models", "lstm", "gru"], "include the 'diru' model"),
+    (["train", "--device", "gpu"], "'gpu' is not a device"),
+    (["train", "--epochs", "1.5"], "'1.5' is not a positive integer"),
+    (["train", "--patience", "-2"], "'-2' is not an integer >= 0"),
+    (["train", "--task", "weather"], "invalid choice: 'weather'"),
+    (["train", "--resume-from", "no/such/checkpoint.pt"], "no such file"),
+    (["specialization", "--ks", "3"], "divide hidden_size 64"),
+    (["gradient-flow", "--norm", "1"], "invalid choice: '1'"),
+    (["gradient-flow", "--models", "diru", "transformer"], "invalid choice: 'transformer'"),
+    (["memory-capacity", "--seeds", "-1"], "'-1' is not a positive integer"),
+    (["analyses", "--backend", "nope"], "unknown backend 'nope'"),
+    (["analyses", "--only", "weather"], "invalid choice: 'weather'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_values_are_usage_errors_before_any_work(argv, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv + ["--out", str(out), "--quiet"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: diru_fast " in err and "error:" in err and message in err, err
+    assert not out.exists()  # nothing started
+
+
+def test_an_unavailable_backend_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    from diru_fast import backends
+
+    monkeypatch.setitem(backends._PROVIDER_MODULES, "cpu", "diru_fast.providers._missing_for_test")
+    backends._reset_for_tests()  # as on a machine where the C++ kernel could not be built
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--backend", "cpu", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2 and "backend 'cpu' cannot run here" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
