@@ -2,20 +2,37 @@
 
     python bench/gpu_bench.py [--out gpu_out] [--budget 240] [--tune]
     python bench/gpu_bench.py --device cpu --tiny          # the same code on CPU (CI smoke test)
+    python bench/gpu_bench.py --final gpu_out [--dry-run]  # gpu_check.sh's last screen
 
-One layer, one direction, input size n = d (so the input projection GEMM is part of every
-measurement, as in cuDNN), over B in {16, 64, 256} x T in {50, 512} x d in {64, 128, 256},
-float32 and bfloat16; "fwd" is an inference forward (no_grad), "fwdbwd" a forward with grad
-plus the backward of a fixed random projection of the outputs (input and all weight grads).
-Times are CUDA-event medians over repeats after warm-up; peak memory is
-torch.cuda.max_memory_allocated during the call minus what was allocated before it.
+One layer, one direction, input size n = d, over B in {16, 64, 256} x T in {50, 512} x d in
+{64, 128, 256}, float32, bfloat16 and float16. Both sides include their input projection: DIRU's
+``DIRULayer`` runs its x W_ih^T GEMM inside the call, as cuDNN runs its own. "fwd" is an
+inference forward (no_grad), "fwdbwd" a forward with grad plus the backward of a fixed random
+projection of the outputs (input and all weight grads). Times are CUDA-event medians after
+warm-up; peak memory is torch.cuda.max_memory_allocated during the call minus what was allocated
+before it.
+
+Fair anchors (rows by ``impl``):
+
+- float32: ``triton`` (3xTF32 products, fp32-level accuracy) against ``lstm`` = cuDNN with TF32
+  *off* (``torch.backends.cudnn.allow_tf32 = False``: fp32 FFMA); and ``triton_tf32`` (plain TF32,
+  what ``torch.backends.cuda.matmul.allow_tf32 = True`` selects) against ``lstm_tf32`` (cuDNN's
+  default, TF32 on);
+- float16: cuDNN's persistent algorithm (the fastest LSTM it has) runs only for float16, one
+  layer, hidden and input sizes multiples of 128, batch a multiple of 8 and <= 128: those rows
+  are flagged ``persistent_eligible`` and the CUDA kernel names cuDNN launched are recorded;
+- bfloat16: whether ``nn.LSTM`` reaches cuDNN is probed once (profiler op names): rows say
+  ``lstm_path`` "cudnn" or "native" (PyTorch's slow per-step loop), and if it raises, the rows are
+  skipped with the error as the reason.
 
 The reference loop (the prototype's per-step, per-compartment structure, k=4) is measured only
 at T=50 and at one T=512 point; the other T=512 reference times are extrapolated linearly in T
-from the T=50 measurement and flagged ``extrapolated`` (the one measured T=512 point checks
-that extrapolation). ``--budget`` caps the grid's wall time: rows past it are skipped and
-listed. Writes ``OUT/gpu_bench.json`` and ``OUT/history_rows.csv`` (the columns of
-bench/results/history.csv), prints the summary table last and writes it to ``OUT/summary.txt``.
+from the T=50 measurement and flagged ``extrapolated``. ``--budget`` caps the grid's wall time;
+rows are measured most informative first (triton and lstm in every dtype, then cuda, the TF32
+pair, the reference loop) and those past the budget are listed as skipped. Writes
+``OUT/gpu_bench.json`` and ``OUT/history_rows.csv`` (the columns of bench/results/history.csv),
+prints the summary table (with the ratio bench/gpu_model.py predicts beside each measured one)
+last and writes it to ``OUT/summary.txt``.
 
 ``--tune`` instead times the candidate Triton configurations per (dtype, d) at B=64, T=512
 (fwd+bwd) and prints the fastest, for ``kernels/config.py``.
@@ -24,6 +41,7 @@ bench/results/history.csv), prints the summary table last and writes it to ``OUT
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
 import json
@@ -33,8 +51,9 @@ import subprocess
 import sys
 import time
 import warnings
+import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -45,10 +64,18 @@ if str(ROOT) not in sys.path:
 import diru_fast  # noqa: E402
 from diru_fast import DIRULayer  # noqa: E402
 
-GRID = dict(B=(16, 64, 256), T=(50, 512), d=(64, 128, 256), dtype=("float32", "bfloat16"))
+sys.path.insert(0, str(ROOT / "bench"))
+import gpu_model  # noqa: E402
+
+sys.path.remove(str(ROOT / "bench"))
+
+GRID = dict(B=(16, 64, 256), T=(50, 512), d=(64, 128, 256), dtype=("bfloat16", "float32", "float16"))
 TINY = dict(B=(2, 3), T=(3,), d=(8,), dtype=("float32",))
 MODES = ("fwd", "fwdbwd")
 DIRU_BACKENDS = ("triton", "cuda")
+# the measuring passes, most informative first (the budget may end the grid early)
+PASSES = (("triton", "lstm"), ("cuda",), ("triton_tf32", "lstm_tf32"), ("reference",))
+FP32_ONLY = ("triton_tf32", "lstm_tf32")
 
 
 class Timer:
@@ -94,10 +121,50 @@ def peak_mb(device: torch.device, fn: Callable[[], None]) -> Optional[float]:
 
 
 def make_model(impl: str, d: int, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
-    if impl == "lstm":
+    if impl.startswith("lstm"):
         return torch.nn.LSTM(d, d).to(device=device, dtype=dtype)
-    backend = "reference" if impl == "reference" else impl
+    backend = impl.replace("_tf32", "")
     return DIRULayer(d, d, num_compartments=4, backend=backend).to(device=device, dtype=dtype)
+
+
+@contextlib.contextmanager
+def precision(impl: str):
+    """TF32 as the row says: ``*_tf32`` rows allow it (cuDNN and matmuls, so also the Triton
+    kernels' products and DIRU's input GEMM), every other row forbids it (fp32 = fp32)."""
+    tf32 = impl.endswith("_tf32")
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def lstm_probe(dtype: torch.dtype, device: torch.device, B: int = 16, d: int = 128) -> Dict:
+    """How nn.LSTM runs this dtype here: {"path": "cudnn" | "native" | "raises", "detail", "kernels"}.
+    One forward under the profiler: ``aten::_cudnn_rnn`` among the ops means cuDNN; the CUDA kernel
+    names say which algorithm ran (cuDNN's persistent kernels carry "persist" in their names)."""
+    lstm = torch.nn.LSTM(d, d).to(device=device, dtype=dtype)
+    x = torch.randn(4, B, d, device=device, dtype=dtype)
+    try:
+        lstm(x)  # a first call outside the profiler (cuDNN picks and caches its plan)
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch.no_grad(), profile(activities=acts) as prof:
+            lstm(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+    except Exception as exc:  # noqa: BLE001  (the point: say plainly that it cannot run)
+        return dict(path="raises", detail=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}",
+                    kernels=[])
+    names = [e.name for e in prof.events()]
+    cudnn = any("cudnn_rnn" in n for n in names)
+    kernels = sorted({e.name for e in prof.events() if getattr(e, "device_type", None) is not None
+                      and "cuda" in str(e.device_type).lower()})[:8]
+    return dict(path="cudnn" if cudnn else "native", kernels=kernels,
+                detail="aten::_cudnn_rnn" if cudnn else "no aten::_cudnn_rnn: PyTorch's own per-step loop",
+                persistent_kernel=any("persist" in k.lower() for k in kernels))
 
 
 def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
@@ -116,75 +183,101 @@ def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[]
     return step
 
 
-def runnable(impl: str, device: torch.device, dtype: torch.dtype) -> Optional[str]:
-    """None if ``impl`` runs here, else why not."""
-    if impl in DIRU_BACKENDS:
-        return diru_fast.backends.why_unavailable(impl, device, dtype)
+def runnable(impl: str, device: torch.device, dtype: torch.dtype, probes: Dict) -> Optional[str]:
+    """None if ``impl`` runs here in ``dtype``, else why not."""
+    if impl in FP32_ONLY and (dtype != torch.float32 or device.type != "cuda"):
+        return "a float32-only anchor of the GPU"
+    if impl.replace("_tf32", "") in DIRU_BACKENDS:
+        return diru_fast.backends.why_unavailable(impl.replace("_tf32", ""), device, dtype)
+    if impl.startswith("lstm"):
+        probe = probes.get(dtype)
+        if probe is None:
+            probe = probes[dtype] = lstm_probe(dtype, device) if device.type == "cuda" else dict(
+                path="native", detail="CPU", kernels=[])
+        if probe["path"] == "raises":
+            return f"nn.LSTM cannot run {str(dtype)[6:]} on this PyTorch/cuDNN: {probe['detail']}"
     return None
 
 
 def bench_grid(args, device: torch.device, log) -> Dict:
     grid = TINY if args.tiny else GRID
     timer = Timer(device, warmup=1 if args.tiny else 3, reps=2 if args.tiny else 10, max_seconds=2.0)
-    rows, skipped = [], []
+    rows, skipped, probes = [], [], {}
     deadline = time.perf_counter() + args.budget
-    impls = ["triton", "lstm", "reference", "cuda"]  # most important first, in case the budget runs out
     ref_t50: Dict[tuple, float] = {}
-    for dtype_name in grid["dtype"]:
-        dtype = getattr(torch, dtype_name)
-        for impl in impls:
-            reason = runnable(impl, device, dtype)
-            if reason is not None:
-                skipped.append(dict(impl=impl, dtype=dtype_name, reason=reason))
-                log(f"skip {impl} {dtype_name}: {reason}")
-                continue
-            for T in sorted(grid["T"]):
-                for B in grid["B"]:
-                    for d in grid["d"]:
-                        for mode in MODES:
-                            key = (dtype_name, mode, B, d)
-                            extrapolated = False
-                            if impl == "reference" and T > min(grid["T"]) and not args.tiny:
-                                measure_one = (B, d) == (grid["B"][0], grid["d"][0])  # checks the extrapolation
-                                if not measure_one:
-                                    if key in ref_t50:
-                                        rows.append(dict(impl=impl, dtype=dtype_name, mode=mode, B=B, T=T, d=d,
-                                                         ms=ref_t50[key] * T / min(grid["T"]), peak_mb=None,
-                                                         extrapolated=True))
-                                    continue
-                            if time.perf_counter() > deadline:
-                                skipped.append(dict(impl=impl, dtype=dtype_name, mode=mode, B=B, T=T, d=d,
-                                                    reason="time budget"))
-                                continue
-                            torch.manual_seed(0)
-                            model = make_model(impl, d, dtype, device)
-                            x = torch.randn(T, B, d, device=device, dtype=dtype, requires_grad=mode == "fwdbwd")
-                            step = make_step(model, x, mode)
-                            try:
-                                ms = timer(step)
-                                mem = peak_mb(device, step)
-                            except Exception as exc:  # noqa: BLE001  (record it, keep the grid going)
-                                log(f"FAILED {impl} {dtype_name} {mode} B{B} T{T} d{d}: {type(exc).__name__}: {exc}")
-                                skipped.append(dict(impl=impl, dtype=dtype_name, mode=mode, B=B, T=T, d=d,
-                                                    reason=f"error: {type(exc).__name__}: {exc}"))
-                                continue
-                            if impl == "reference" and T == min(grid["T"]):
-                                ref_t50[key] = ms
-                            rows.append(dict(impl=impl, dtype=dtype_name, mode=mode, B=B, T=T, d=d, ms=ms,
-                                             peak_mb=mem, extrapolated=extrapolated))
-                            log(f"{impl:9} {dtype_name:8} {mode:6} B{B:<4} T{T:<4} d{d:<4} {ms:9.3f} ms"
-                                + ("" if mem is None else f"  peak {mem:8.1f} MB"))
-                            del model, x, step
-    return dict(rows=rows, skipped=skipped)
+    for impls in PASSES:
+        for dtype_name in grid["dtype"]:
+            dtype = getattr(torch, dtype_name)
+            for impl in impls:
+                reason = runnable(impl, device, dtype, probes)
+                if reason is not None:
+                    if impl not in FP32_ONLY or (dtype == torch.float32 and device.type == "cuda"):
+                        skipped.append(dict(impl=impl, dtype=dtype_name, reason=reason))
+                        log(f"skip {impl} {dtype_name}: {reason}")
+                    continue
+                if impl.startswith("lstm") and device.type == "cuda":
+                    probe = probes[dtype]
+                    if probe["path"] != "cudnn":
+                        log(f"note: nn.LSTM {dtype_name} does not reach cuDNN here ({probe['detail']}): its rows "
+                            f"time PyTorch's own loop")
+                for T in sorted(grid["T"]):
+                    for B in grid["B"]:
+                        for d in grid["d"]:
+                            for mode in MODES:
+                                _measure(args, device, grid, timer, deadline, impl, dtype_name, dtype, T, B, d,
+                                         mode, rows, skipped, ref_t50, probes, log)
+    return dict(rows=rows, skipped=skipped,
+                lstm_probes={str(k)[6:]: v for k, v in probes.items()})
+
+
+def _measure(args, device, grid, timer, deadline, impl, dtype_name, dtype, T, B, d, mode, rows, skipped,
+             ref_t50, probes, log) -> None:
+    key = (dtype_name, mode, B, d)
+    if impl == "reference" and T > min(grid["T"]) and not args.tiny:
+        if (B, d) != (grid["B"][0], grid["d"][0]):  # one measured T=512 point checks the extrapolation
+            if key in ref_t50:
+                rows.append(dict(impl=impl, dtype=dtype_name, mode=mode, B=B, T=T, d=d,
+                                 ms=ref_t50[key] * T / min(grid["T"]), peak_mb=None, extrapolated=True))
+            return
+    if time.perf_counter() > deadline:
+        skipped.append(dict(impl=impl, dtype=dtype_name, mode=mode, B=B, T=T, d=d, reason="time budget"))
+        return
+    torch.manual_seed(0)
+    with precision(impl):
+        model = make_model(impl, d, dtype, device)
+        x = torch.randn(T, B, d, device=device, dtype=dtype, requires_grad=mode == "fwdbwd")
+        step = make_step(model, x, mode)
+        try:
+            ms = timer(step)
+            mem = peak_mb(device, step)
+        except Exception as exc:  # noqa: BLE001  (record it, keep the grid going)
+            log(f"FAILED {impl} {dtype_name} {mode} B{B} T{T} d{d}: {type(exc).__name__}: {exc}")
+            skipped.append(dict(impl=impl, dtype=dtype_name, mode=mode, B=B, T=T, d=d,
+                                reason=f"error: {type(exc).__name__}: {exc}"))
+            return
+    if impl == "reference" and T == min(grid["T"]):
+        ref_t50[key] = ms
+    row = dict(impl=impl, dtype=dtype_name, mode=mode, B=B, T=T, d=d, ms=ms, peak_mb=mem, extrapolated=False,
+               includes_input_projection=True, tf32=impl.endswith("_tf32"))
+    if impl.startswith("lstm"):
+        row["lstm_path"] = probes.get(dtype, {}).get("path", "native")
+        row["persistent_eligible"] = gpu_model.persistent_eligible(B, d, d, dtype_name)
+    rows.append(row)
+    log(f"{impl:11} {dtype_name:8} {mode:6} B{B:<4} T{T:<4} d{d:<4} {ms:9.3f} ms"
+        + ("" if mem is None else f"  peak {mem:8.1f} MB"))
 
 
 def summarize(rows: List[Dict]) -> str:
-    """The short table: per (dtype, mode, B, T, d): DIRU times and the ratios to cuDNN LSTM and the reference."""
+    """The grid table: per (dtype, mode, B, T, d) the times, the ratio cuDNN / triton (> 1: triton
+    faster; float32 also for the TF32 pair) beside the one bench/gpu_model.py predicts, the ratio
+    to the reference loop, and peak memory. Flags: P = cuDNN's persistent algorithm is eligible
+    there; n = nn.LSTM did not reach cuDNN (PyTorch's own loop); * = reference extrapolated in T."""
     by = {}
     for r in rows:
         by.setdefault((r["dtype"], r["mode"], r["B"], r["T"], r["d"]), {})[r["impl"]] = r
     lines = [f"{'dtype':8} {'mode':6} {'B':>4} {'T':>4} {'d':>4} | {'triton':>9} {'cuda':>9} {'lstm':>9} "
-             f"{'ref':>10} | {'lstm/tri':>8} {'ref/tri':>8} | {'tri MB':>8} {'lstm MB':>8}"]
+             f"{'ref':>10} | {'lstm/tri':>8} {'model':>6} {'ref/tri':>8} | {'tf32: tri':>9} {'lstm':>9} {'ratio':>6} "
+             f"| {'tri MB':>8} {'lstm MB':>8}"]
     wins, total, ref_ok, ref_total = 0, 0, 0, 0
     for key in sorted(by):
         cell = by[key]
@@ -201,18 +294,28 @@ def summarize(rows: List[Dict]) -> str:
 
         tri, lstm, ref = cell.get("triton"), cell.get("lstm"), cell.get("reference")
         vs_lstm = f"{lstm['ms'] / tri['ms']:.2f}" if tri and lstm else "-"
+        model = gpu_model.predicted_ratio(*key)
         vs_ref = f"{ref['ms'] / tri['ms']:.1f}" if tri and ref else "-"
+        t32, l32 = cell.get("triton_tf32"), cell.get("lstm_tf32")
+        vs_tf32 = f"{l32['ms'] / t32['ms']:.2f}" if t32 and l32 else "-"
+        flags = ("P" if lstm and lstm.get("persistent_eligible") else "") + \
+                ("n" if lstm and lstm.get("lstm_path") == "native" else "")
         if tri and lstm:
             total += 1
             wins += tri["ms"] <= lstm["ms"]
         if tri and ref:
             ref_total += 1
             ref_ok += ref["ms"] >= 30 * tri["ms"]
+        lstm_txt = ms("lstm") + flags
         lines.append(f"{key[0]:8} {key[1]:6} {key[2]:>4} {key[3]:>4} {key[4]:>4} | {ms('triton'):>9} {ms('cuda'):>9} "
-                     f"{ms('lstm'):>9} {ms('reference'):>10} | {vs_lstm:>8} {vs_ref:>8} | {mb('triton'):>8} "
-                     f"{mb('lstm'):>8}")
+                     f"{lstm_txt:>9} {ms('reference'):>10} | {vs_lstm:>8} "
+                     f"{'-' if model is None else f'{model:.2f}':>6} {vs_ref:>8} | {ms('triton_tf32'):>9} "
+                     f"{ms('lstm_tf32'):>9} {vs_tf32:>6} | {mb('triton'):>8} {mb('lstm'):>8}")
+    lines.append("flags: P = cuDNN's persistent algorithm eligible (float16, d and n multiples of 128, B % 8 == 0 and "
+                 "<= 128); n = nn.LSTM ran without cuDNN; * = reference extrapolated linearly in T from T=50; "
+                 "model = bench/gpu_model.py's prediction of lstm/tri")
     lines.append(f"triton no slower than cuDNN LSTM at {wins}/{total} points; >= 30x faster than the reference "
-                 f"loop at {ref_ok}/{ref_total} points (* = reference extrapolated linearly in T from T=50)")
+                 f"loop at {ref_ok}/{ref_total} points")
     return "\n".join(lines)
 
 
@@ -289,6 +392,211 @@ def environment(device: torch.device) -> Dict:
     return env
 
 
+# ------------------------------------------------------------------ gpu_check.sh: the gate and the last screen
+
+def _nvcc_release() -> Optional[str]:
+    """nvcc's CUDA release ("12.8"), or None without nvcc on PATH."""
+    import re
+    import shutil
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return None
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"release (\d+\.\d+)", out.stdout + out.stderr)
+    return match.group(1) if match else "unknown"
+
+
+def build_decision(torch_cuda: Optional[str], nvcc: Optional[str]) -> Optional[str]:
+    """None if the CUDA extension can be built here, else the cause: torch.utils.cpp_extension refuses
+    an nvcc whose major version differs from the CUDA PyTorch was built with."""
+    if torch_cuda is None:
+        return "this PyTorch has no CUDA (torch.version.cuda is None)"
+    if nvcc is None:
+        return "nvcc is not on PATH (install the CUDA toolkit, or set PATH / CUDA_HOME)"
+    if nvcc.split(".")[0] != torch_cuda.split(".")[0]:
+        return (f"nvcc is CUDA {nvcc} but PyTorch was built with CUDA {torch_cuda}: PyTorch's extension builder "
+                f"refuses a different major version (put an nvcc {torch_cuda.split('.')[0]}.x first on PATH)")
+    return None
+
+
+def environment_gate(out: Path, dry_run: bool = False) -> str:
+    """gpu_check.sh's first step: versions (torch, CUDA, cuDNN, Triton, nvcc, the GPU) and each
+    backend's reason for being unavailable, to env.txt / env.json; returns "BUILD" or
+    "NO_BUILD <cause>" for the CUDA extension."""
+    from importlib import metadata
+
+    info: Dict = dict(python=platform.python_version(), torch=torch.__version__, torch_cuda=torch.version.cuda,
+                      cuda_available=torch.cuda.is_available())
+    info["cudnn"] = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["capability"] = "%d.%d" % torch.cuda.get_device_capability()
+    try:
+        info["triton"] = metadata.version("triton")
+    except metadata.PackageNotFoundError:
+        info["triton"] = None
+    info["nvcc"] = _nvcc_release()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reasons = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in ("triton", "cuda", "torch"):
+            reasons[name] = {str(dt)[6:]: diru_fast.backends.why_unavailable(name, device, dt)
+                             for dt in (torch.float32, torch.bfloat16, torch.float16, torch.float64)}
+    info["backends_on"] = device
+    info["why_unavailable"] = reasons
+    cause = "dry run: not building" if dry_run else build_decision(info["torch_cuda"], info["nvcc"])
+    info["cuda_build"] = "build" if cause is None else f"not built: {cause}"
+    (out / "env.json").write_text(json.dumps(info, indent=1))
+    lines = [f"python {info['python']} | torch {info['torch']} | torch.version.cuda {info['torch_cuda']} | "
+             f"cuDNN {info['cudnn']} | triton {info['triton']} | nvcc {info['nvcc']}",
+             f"GPU: {info.get('gpu', 'none visible')}" + (f" (sm_{info['capability'].replace('.', '')})"
+                                                         if "capability" in info else "")]
+    for name, by_dtype in reasons.items():
+        bad = {dt: why for dt, why in by_dtype.items() if why}
+        if not bad:
+            text = "runs every dtype"
+        elif len(set(bad.values())) == 1 and len(bad) == len(by_dtype):
+            text = f"unavailable: {next(iter(bad.values()))}"
+        else:
+            text = "; ".join(f"{dt}: {why}" for dt, why in bad.items())
+        lines.append(f"backend {name} on {device}: {text}")
+    lines.append(f"CUDA extension: {info['cuda_build']}")
+    (out / "env.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return "BUILD" if cause is None else f"NO_BUILD {cause}"
+
+
+def junit_counts(path: Path) -> Optional[Dict[str, int]]:
+    """Tests run / passed / failed / skipped from a pytest --junitxml report (None: no report)."""
+    if not path.is_file():
+        return None
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError:
+        return None
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    total = sum(int(x.get("tests", 0)) for x in suites)
+    failed = sum(int(x.get("failures", 0)) + int(x.get("errors", 0)) for x in suites)
+    skipped = sum(int(x.get("skipped", 0)) for x in suites)
+    return dict(run=total - skipped, passed=total - skipped - failed, failed=failed, skipped=skipped)
+
+
+def _build_status(out: Path) -> Tuple[str, bool]:
+    """(what happened to the CUDA extension build, built?) from build_cuda.status / build_cuda.log."""
+    status = (out / "build_cuda.status").read_text().strip() if (out / "build_cuda.status").is_file() else ""
+    if status == "built":
+        return "built", True
+    if status.startswith("rc="):
+        log = (out / "build_cuda.log").read_text(errors="replace") if (out / "build_cuda.log").is_file() else ""
+        if status in ("rc=124", "rc=137"):
+            return "build timed out (see build_cuda.log)", False
+        errors = [line.strip() for line in log.splitlines()
+                  if "error" in line.lower() and not line.strip().startswith("warning")]
+        return f"build FAILED ({status}): {errors[0][:150] if errors else 'see build_cuda.log'}", False
+    return status or "not built", False
+
+
+def final_summary(out: Path, dry_run: bool = False) -> Tuple[str, bool]:
+    """gpu_check.sh's last screen: per backend built / tests run / passed / failed, then the grid
+    (time and ratio against cuDNN nn.LSTM per point), then one verdict line. A backend that is
+    unavailable or ran zero tests FAILS; so does a step that left no report (timed out)."""
+    env = json.loads((out / "env.json").read_text()) if (out / "env.json").is_file() else {}
+    steps = {}
+    if (out / "steps.tsv").is_file():
+        for line in (out / "steps.tsv").read_text().splitlines():
+            name, rc, secs = (line.split("\t") + ["", ""])[:3]
+            steps[name] = (rc, secs)
+    rows, problems = [], []
+
+    def timed_out(step):
+        return steps.get(step, ("", ""))[0] in ("124", "137")
+
+    # selftest
+    st_path = out / "selftest.json"
+    if st_path.is_file():
+        st = json.loads(st_path.read_text())
+        n_ok = sum(r["ok"] for r in st["results"])
+        failed = [f"{r['backend']} {r['dtype']} on {r['device']}" for r in st["results"] if not r["ok"]]
+        missing = st.get("required_missing", [])
+        verdict = "passed" if st["ok"] else "FAILED: " + ", ".join(failed + [f"{m} did not run" for m in missing])
+        rows.append(("selftest", "-", len(st["results"]), n_ok, len(failed), "-", verdict))
+        if not st["ok"]:
+            problems.append("selftest")
+    else:
+        rows.append(("selftest", "-", "-", "-", "-", "-", "FAILED: no report" +
+                     (" (timed out)" if timed_out("selftest") else " (see selftest.log)")))
+        problems.append("selftest")
+    # the two GPU backends
+    why = env.get("why_unavailable", {})
+    build_text, built = _build_status(out)
+    for name, xml in (("triton", "tests_triton.xml"), ("cuda", "tests_cuda.xml")):
+        reasons = {dt: r for dt, r in why.get(name, {}).items() if r and dt != "float64"}
+        if name == "triton":
+            avail = "available" if not reasons else "UNAVAILABLE: " + next(iter(reasons.values()))
+            usable = not reasons
+        else:
+            avail, usable = build_text, built
+        counts = junit_counts(out / xml)
+        c = counts or dict(run="-", passed="-", failed="-", skipped="-")
+        if dry_run:
+            verdict = "dry run (GPU tests collected and skipped)" if counts is not None else "FAILED: no report"
+            if counts is None:
+                problems.append(name)
+            rows.append((name, "dry run", c["run"], c["passed"], c["failed"], c["skipped"], verdict))
+            continue
+        if not usable:
+            verdict = "FAILED: " + ("not available" if name == "triton" else "not built")
+        elif counts is None:
+            verdict = "FAILED: no test report" + (" (timed out)" if timed_out("tests_" + name) else "")
+        elif timed_out("tests_" + name):
+            verdict = f"FAILED: timed out after {counts['run']} tests"
+        elif counts["run"] == 0:
+            verdict = "FAILED: ran zero tests"
+        elif counts["failed"]:
+            verdict = f"FAILED: {counts['failed']} failed (see tests_{name}.log)"
+        else:
+            verdict = "passed"
+        if verdict != "passed":
+            problems.append(name)
+        rows.append((name, avail, c["run"], c["passed"], c["failed"], c["skipped"], verdict))
+    # the benchmark
+    bench_path = out / "gpu_bench.json"
+    grid = ""
+    if bench_path.is_file():
+        bench = json.loads(bench_path.read_text())
+        errors = [s for s in bench["skipped"] if str(s.get("reason", "")).startswith("error")]
+        budget = [s for s in bench["skipped"] if s.get("reason") == "time budget"]
+        impls = {r["impl"] for r in bench["rows"]}
+        ok = bool(bench["rows"]) and not errors and (dry_run or "triton" in impls)
+        what = f"{len(bench['rows'])} rows; {len(budget)} past the time budget; {len(errors)} errors"
+        rows.append(("benchmark", what, "-", "-", len(errors), "-",
+                     "passed" if ok else "FAILED" + (": no triton rows" if "triton" not in impls else "")))
+        if not ok:
+            problems.append("benchmark")
+        grid = summarize(bench["rows"])
+    else:
+        rows.append(("benchmark", "-", "-", "-", "-", "-", "FAILED: no gpu_bench.json" +
+                     (" (timed out)" if timed_out("bench") else "")))
+        problems.append("benchmark")
+    head = (f"== gpu_check{' --dry-run' if dry_run else ''}: {env.get('gpu', 'no GPU')} | torch {env.get('torch')} | "
+            f"CUDA {env.get('torch_cuda')} | cuDNN {env.get('cudnn')} | triton {env.get('triton')} | "
+            f"nvcc {env.get('nvcc')} ==")
+    widths = (10, 52, 6, 7, 7, 8)
+    table = [head, f"{'':10} {'built / available':52} {'tests':>6} {'passed':>7} {'failed':>7} {'skipped':>8}  verdict"]
+    for r in rows:
+        table.append(f"{r[0]:{widths[0]}} {str(r[1])[:52]:{widths[1]}} {str(r[2]):>{widths[2]}} "
+                     f"{str(r[3]):>{widths[3]}} {str(r[4]):>{widths[4]}} {str(r[5]):>{widths[5]}}  {r[6]}")
+    ok = not problems
+    verdict = ("VERDICT: passed" if ok else "VERDICT: FAILED (" + ", ".join(problems) + ")") + \
+        (" [dry run: no GPU was used]" if dry_run else "")
+    return "\n".join(table + ([grid] if grid else []) + [verdict]), ok
+
+
 def write_history(path: Path, env: Dict, rows: List[Dict]) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
@@ -309,7 +617,20 @@ def main(argv=None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a 2-point grid (CI smoke test of this script)")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds for the grid; later rows are skipped")
     parser.add_argument("--tune", action="store_true", help="time candidate Triton configs instead of the grid")
+    parser.add_argument("--env-gate", action="store_true",
+                        help="gpu_check.sh's first step: write OUT/env.txt and env.json, print the build decision")
+    parser.add_argument("--final", action="store_true", help="gpu_check.sh's last screen, from the files in OUT")
+    parser.add_argument("--dry-run", action="store_true", help="with --env-gate / --final: a CPU smoke test")
     args = parser.parse_args(argv)
+    if args.env_gate or args.final:
+        args.out.mkdir(parents=True, exist_ok=True)
+        if args.env_gate:
+            print(environment_gate(args.out, args.dry_run))
+            return 0
+        text, ok = final_summary(args.out, args.dry_run)
+        (args.out / "final_summary.txt").write_text(text + "\n")
+        print(text)
+        return 0 if ok else 1
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_bench: no CUDA GPU visible (torch.cuda.is_available() is False); use --device cpu --tiny "
               "for a dry run", file=sys.stderr)
@@ -339,7 +660,13 @@ def main(argv=None) -> int:
         log(f"skipped: {s}")
     print()
     print((args.out / "summary.txt").read_text())
-    return 0 if result["rows"] else 1
+    errors = [s for s in result["skipped"] if str(s.get("reason", "")).startswith("error")]
+    triton_rows = any(r["impl"] == "triton" for r in result["rows"])
+    if errors or not result["rows"] or (device.type == "cuda" and not triton_rows):
+        print(f"gpu_bench: FAILED: {len(errors)} measurements raised"
+              + ("" if triton_rows or device.type != "cuda" else "; no triton rows"), file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -40,7 +40,13 @@ Persistent kernels (one launch per layer and direction for the whole sequence):
   tensor is loop invariant (hoisted ones cost ~160 registers in the first version).
 - Dtypes: float32 (products as 3xTF32 on tensor cores; TF32 when PyTorch allows TF32),
   bfloat16 / float16 (bf16/fp16 MMA, fp32 accumulation, state and gates); float64 only under
-  the interpreter. tanh is ``2 sigmoid(2x) - 1`` (the interpreter has no libdevice).
+  the interpreter. tanh / sigmoid are plain ``tl`` arithmetic (no libdevice, so the interpreter
+  runs them): the fp32 tanh is an odd polynomial near 0 and the exp form beyond (``_math.py``).
+
+Triton versions (``compat.py``): the kernels need Triton >= 3.0; the interpreter's float64
+needs 3.5, and under NumPy >= 2.4 the interpreter needs 3.7. Importing this package with an
+older one raises ImportError saying so (the "triton" backend then reports it as unavailable).
+Every ``tl.dot`` names ``out_dtype=ACC_DT``: Triton 3.5 and 3.7 (checked) take a float64 accumulator only then.
 
 Dispatcher (``config.choose``): d_pad = next power of two >= max(d, 16).
 
@@ -72,7 +78,10 @@ Verified without a GPU: every kernel and regime against the float64 contract und
 ``TRITON_INTERPRET=1`` (odd shapes, lengths, masks, full-mode gradcheck; tests/providers/
 test_triton.py and the conformance suite tests/scan/test_ops.py); every configuration the
 dispatcher can pick compiles for sm_80 and sm_90 with shared memory in bounds and no register
-spills where d and B fill the tiles (tests/providers/test_triton_compile.py).
+spills where d and B fill the tiles, and with no approximate instruction but ``ex2.approx.f32``
+and ``div.full.f32`` (tests/providers/test_triton_compile.py); the fp32 math on the GPU (those two
+at their documented 2-ulp bounds, 3xTF32 products) emulated on CPU and run through the contract
+within the float32 rule (tests/providers/test_triton_math.py).
 
 Unverified without a GPU: that the compiled kernels run correctly on a device (the CTA
 barriers around the scratch, 3xTF32 accuracy, the interpreter-vs-compiler differences), their
@@ -80,9 +89,16 @@ speed, and the block sizes (not tuned: ``bench/gpu_bench.py --tune``). ``bench/g
 checks all of it in one call on a GPU machine.
 """
 
-from . import config
-from .config import KernelConfig, all_configs, choose, pad_hidden
-from .launch import INTERPRETED, SUPPORTED_DTYPES, scan_bwd, scan_fwd
+import triton as _triton
 
-__all__ = ["KernelConfig", "all_configs", "choose", "config", "pad_hidden", "INTERPRETED", "SUPPORTED_DTYPES",
-           "scan_fwd", "scan_bwd"]
+from . import compat
+
+# First: an unusable Triton is an ImportError naming the version and the fix (kernels/compat.py).
+compat.check(_triton.__version__, compat.interpreting(_triton), compat.installed_numpy())
+
+from . import config  # noqa: E402
+from .config import KernelConfig, all_configs, choose, pad_hidden  # noqa: E402
+from .launch import FLOAT64_PROBLEM, INTERPRETED, SUPPORTED_DTYPES, scan_bwd, scan_fwd  # noqa: E402
+
+__all__ = ["KernelConfig", "all_configs", "choose", "compat", "config", "pad_hidden", "INTERPRETED",
+           "SUPPORTED_DTYPES", "FLOAT64_PROBLEM", "scan_fwd", "scan_bwd"]

@@ -1,15 +1,38 @@
 """Elementwise helpers shared by the DIRU Triton kernels.
 
-tanh is written as ``2 * sigmoid(2x) - 1`` (no libdevice call), which the Triton interpreter
-runs on CPU and which is exact to a few ulp in absolute terms on the GPU. Both helpers
-saturate cleanly: exp overflows to inf, 1/inf = 0, so no NaN for large |x|.
+No libdevice call: every helper is plain ``triton.language`` arithmetic, which the interpreter
+runs on CPU and which compiles, for fp32 on the GPU, to the PTX ``mul.f32``/``fma.rn.f32``,
+``ex2.approx.f32`` (``tl.exp`` is ``ex2.approx(x * log2 e)``) and ``div.full.f32`` (fp32 ``/``).
+The two approximate instructions are documented to within 2 ulp;
+tests/providers/test_triton_math.py checks that the compiled PTX holds exactly these
+instructions and emulates them at those bounds.
+
+- ``sigmoid(x) = 1 / (1 + exp(-x))``: no cancellation anywhere, a few ulp relative where the
+  result is near 1/2 and 1, tiny absolute error where it is near 0.
+- ``tanh``, fp32 (the accumulation dtype of fp32, bf16 and fp16 inputs): the textbook
+  ``2 / (1 + exp(-2x)) - 1`` loses everything near 0 to the final subtraction (its absolute error
+  stays ~1e-7 while tanh(x) -> 0, against PyTorch's relative ~1 ulp), so it is split at
+  ``|x| = TANH_SPLIT`` (tanh = 0.537 there):
+
+      |x| <  0.6:  tanh|x| = |x| + |x| y P(y),  y = x^2, P of degree 4 (TANH_POLY), Horner in FMAs
+      |x| >= 0.6:  tanh|x| = 1 - 2 / (exp(2|x|) + 1)   (result >= 0.537: no cancellation)
+      tanh x = sign(x) tanh|x|
+
+  P is a weighted least-squares fit (Lawson-iterated towards minimax, on 6000 Chebyshev nodes of
+  y in [0, 0.36]) of (tanh(x)/x - 1)/y, relative to tanh; its coefficients rounded to fp32 keep
+  the approximation error below 0.05 ulp, and the fp32 evaluation within 0.75 ulp. Both branches
+  saturate and propagate NaN: exp overflows to inf, 2/inf = 0.
+- ``tanh``, fp64 (the interpreter only): ``2 / (1 + exp(-2x)) - 1``, whose absolute error of
+  ~1e-16 is what the float64 tests' 1e-12 needs (a degree-4 polynomial would not be).
 """
 
 import triton
 import triton.language as tl
 
+from .compat import interpreting
+
 #: True when triton runs kernels in its interpreter (TRITON_INTERPRET=1 when triton was imported).
-INTERPRETED = bool(triton.knobs.runtime.interpret)
+INTERPRETED = interpreting(triton)
 
 
 def device_fn(fn):
@@ -25,9 +48,44 @@ def sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
 
 
+#: Where the fp32 tanh switches from the odd polynomial to the exp form.
+TANH_SPLIT = 0.6
+#: P(y) = TANH_POLY[0] + TANH_POLY[1] y + ... (fp32 values): tanh|x| = |x| + |x| y P(y) below TANH_SPLIT.
+TANH_POLY = tuple(float.fromhex(c) for c in
+                  ("-0x1.55553ep-2", "0x1.1109aep-3", "-0x1.b898dcp-5", "0x1.54b896p-6", "-0x1.825826p-8"))
+_SPLIT = tl.constexpr(TANH_SPLIT)
+_P0, _P1, _P2, _P3, _P4 = (tl.constexpr(c) for c in TANH_POLY)
+
+
 @device_fn
 def tanh(x):
-    return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+    if x.dtype == tl.float64:  # resolved when the kernel is built (the interpreter's float64 runs)
+        return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+    # on |x|, one sign select at the end (the form that keeps the fp32 d_pad = 256 forward free
+    # of register spills; both branches are odd, so this is exactly sign(x) * tanh|x|)
+    ax = tl.abs(x)
+    y = ax * ax
+    p = (((_P4 * y + _P3) * y + _P2) * y + _P1) * y + _P0
+    t = tl.where(ax < _SPLIT, ax + ax * (y * p), 1.0 - 2.0 / (tl.exp(2.0 * ax) + 1.0))
+    return tl.where(x < 0.0, -t, t)
+
+
+if INTERPRETED:
+    def rn(x, DT):
+        """``x.to(DT)``, rounded to nearest even. The interpreter truncates fp32 -> bf16 (its numpy
+        has no bf16), where the GPU's ``cvt.rn.bf16.f32`` rounds to nearest even: round the fp32
+        bits first (add 0x7FFF plus the lowest kept bit, clear the 16 dropped bits), so the
+        interpreter's bf16 numbers are the GPU's. Other conversions are numpy's, already RTNE."""
+        if DT == tl.bfloat16 and x.dtype == tl.float32:
+            bits = x.to(tl.uint32, bitcast=True)
+            bits = bits + (0x7FFF + ((bits >> 16) & 1))
+            x = ((bits >> 16) << 16).to(tl.float32, bitcast=True)
+        return x.to(DT)
+else:
+    @triton.jit
+    def rn(x, DT: tl.constexpr):
+        """``x.to(DT)`` (round to nearest even on the GPU)."""
+        return x.to(DT)
 
 
 @device_fn
@@ -37,4 +95,4 @@ def operand(x, IN_DT: tl.constexpr, OP_DT: tl.constexpr):
     On the GPU OP_DT == IN_DT (a bf16/fp16 MMA with fp32 accumulation); under the interpreter,
     whose dot cannot multiply bf16, OP_DT is fp32 and the products are the same numbers.
     """
-    return x.to(IN_DT).to(OP_DT)
+    return rn(x, IN_DT).to(OP_DT)

@@ -27,7 +27,7 @@ address tensors, see ``tiles``).
 import triton
 import triton.language as tl
 
-from ._math import operand
+from ._math import operand, rn
 from .tiles import load_block, mm_chunked, offsets, store_block
 
 
@@ -94,9 +94,9 @@ def diru_bwd_persistent(
         # dq = dyp @ W_out
         dq = tl.zeros([BLOCK_B, D_PAD], ACC_DT)
         if RESIDENT:
-            dq = tl.dot(operand(dyp, IN_DT, OP_DT), w_o, dq, input_precision=PRECISION)
+            dq = tl.dot(operand(dyp, IN_DT, OP_DT), w_o, dq, input_precision=PRECISION, out_dtype=ACC_DT)
         else:
-            store_block(scr, r5, cols, dyp.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            store_block(scr, r5, cols, rn(dyp, IN_DT), row_ok, col_ok, EVEN_B, True)
             tl.debug_barrier()
             dq = mm_chunked(dq, scr, r5, row_ok, w_out_ptr, w_k, cols, D_PAD, col_ok, D,
                             BLOCK_K, EVEN_B, True, True, IN_DT, OP_DT, PRECISION)
@@ -112,10 +112,10 @@ def diru_bwd_persistent(
         # do = dzp @ W_int
         do = tl.zeros([BLOCK_B, D_PAD], ACC_DT)
         if RESIDENT:
-            do = tl.dot(operand(dzp, IN_DT, OP_DT), w_i, do, input_precision=PRECISION)
+            do = tl.dot(operand(dzp, IN_DT, OP_DT), w_i, do, input_precision=PRECISION, out_dtype=ACC_DT)
         else:
-            store_block(scr + D_PAD, r5, cols, dzp.to(IN_DT), row_ok, col_ok, EVEN_B, True)
-            store_block(scr + 4 * D_PAD, r5, cols, dr.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            store_block(scr + D_PAD, r5, cols, rn(dzp, IN_DT), row_ok, col_ok, EVEN_B, True)
+            store_block(scr + 4 * D_PAD, r5, cols, rn(dr, IN_DT), row_ok, col_ok, EVEN_B, True)
             tl.debug_barrier()
             do = mm_chunked(do, scr + D_PAD, r5, row_ok, w_int_ptr, w_k, cols, D_PAD, col_ok, D,
                             BLOCK_K, EVEN_B, True, True, IN_DT, OP_DT, PRECISION)
@@ -131,12 +131,12 @@ def diru_bwd_persistent(
         # dh_prev = dyp + dP @ W_hh   (dP = [da | ds | dr], K = 3d in three blocks)
         dh_prev = dyp
         if RESIDENT:
-            dh_prev = tl.dot(operand(da, IN_DT, OP_DT), w_a, dh_prev, input_precision=PRECISION)
-            dh_prev = tl.dot(operand(ds, IN_DT, OP_DT), w_s, dh_prev, input_precision=PRECISION)
-            dh_prev = tl.dot(operand(dr, IN_DT, OP_DT), w_r, dh_prev, input_precision=PRECISION)
+            dh_prev = tl.dot(operand(da, IN_DT, OP_DT), w_a, dh_prev, input_precision=PRECISION, out_dtype=ACC_DT)
+            dh_prev = tl.dot(operand(ds, IN_DT, OP_DT), w_s, dh_prev, input_precision=PRECISION, out_dtype=ACC_DT)
+            dh_prev = tl.dot(operand(dr, IN_DT, OP_DT), w_r, dh_prev, input_precision=PRECISION, out_dtype=ACC_DT)
         else:
-            store_block(scr + 2 * D_PAD, r5, cols, da.to(IN_DT), row_ok, col_ok, EVEN_B, True)
-            store_block(scr + 3 * D_PAD, r5, cols, ds.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            store_block(scr + 2 * D_PAD, r5, cols, rn(da, IN_DT), row_ok, col_ok, EVEN_B, True)
+            store_block(scr + 3 * D_PAD, r5, cols, rn(ds, IN_DT), row_ok, col_ok, EVEN_B, True)
             tl.debug_barrier()
             for g in tl.static_range(3):
                 dh_prev = mm_chunked(dh_prev, scr + (2 + g) * D_PAD, r5, row_ok, w_hh_ptr + g * D_PAD * D_PAD,
@@ -153,4 +153,4 @@ def diru_bwd_persistent(
         d_p_t -= B * 3 * D
         d_zp_t -= B * D
         d_yp_t -= B * D
-    store_block(d_h0_ptr, r1, cols, dh.to(d_h0_ptr.dtype.element_ty), row_ok, col_ok, EVEN_B, EVEN_D)
+    store_block(d_h0_ptr, r1, cols, rn(dh, d_h0_ptr.dtype.element_ty), row_ok, col_ok, EVEN_B, EVEN_D)

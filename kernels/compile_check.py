@@ -14,7 +14,12 @@ point of the benchmark grid). The masked variants (any other d or B) carry colum
 for the per-step loads and stores of xp, h, hs and the saved gates; at d_pad = 64..256 they
 need a few registers more than the 255 a thread has, and ptxas spills up to ~310 bytes per
 thread (fp32 at d_pad = 256; to L1, a few accesses per time step). That is tolerated up to
-MASKED_SPILL_LIMIT and reported in the table.
+MASKED_SPILL_LIMIT and reported in the table. The inference forward (no saved gates: a separate
+compiled variant; checked in float32 and bfloat16 with full tiles) spills a few bytes where the
+training one does not (fp32 at d_pad = 64 and 256 on sm_90: 12 and 8 bytes), tolerated up to
+INFERENCE_SPILL_LIMIT. Approximate instructions: only ``ex2.approx.f32``
+and ``div.full.f32`` (what ``tl.exp`` and fp32 ``/`` compile to; ``kernels/_math.py``), the two
+that tests/providers/ptx_math.py emulates at their documented 2-ulp bound.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 SHARED_LIMIT = {80: 163 * 1024, 90: 227 * 1024}
+#: The approximate PTX instructions the kernels may hold (their error bounds are emulated on CPU).
+EMULATED_APPROX = ("div.full.f32", "ex2.approx.f32")
+_APPROX_RE = re.compile(r"^\s*(?:@!?%p\d+\s+)?([a-z][a-z0-9]*(?:\.[a-z0-9]+)*\.(?:approx|full)(?:\.[a-z0-9]+)*)\s",
+                        re.M)
 
 # Pointer arguments in the accumulation dtype; "len_ptr" is int64; every other pointer has
 # the input dtype.
@@ -61,8 +70,12 @@ def kernel_specs(cfg, dtype: str, even_d: bool = True) -> List[tuple]:
                 HAS_LENGTHS=True, EVEN_B=even_d, EVEN_D=even_d)
     if cfg.persistent:
         blocks = dict(RESIDENT=cfg.mode == "resident", BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k)
-        return [("fwd_persistent", k.forward.diru_fwd_persistent, dict(meta, NEED_SAVED=True, **blocks)),
-                ("bwd_persistent", k.backward.diru_bwd_persistent, dict(meta, **blocks))]
+        specs = [("fwd_persistent", k.forward.diru_fwd_persistent, dict(meta, NEED_SAVED=True, **blocks)),
+                 ("bwd_persistent", k.backward.diru_bwd_persistent, dict(meta, **blocks))]
+        if even_d and dtype in ("float32", "bfloat16"):  # the inference forward (float16 compiles as bfloat16)
+            specs.insert(1, ("fwd_persistent_infer", k.forward.diru_fwd_persistent,
+                             dict(meta, NEED_SAVED=False, **blocks)))
+        return specs
     blocks = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k)
     s = k.step
     return [("fwd_step_gates", s.diru_fwd_step_gates, dict(meta, **blocks)),
@@ -130,6 +143,11 @@ def ptxas_usage(ptx: str) -> Dict[str, int]:
                 spill_loads=int(loads.group(1)) if loads else 0)
 
 
+def approx_instructions(ptx: str) -> List[str]:
+    """The distinct approximate-math instructions (``*.approx.*``, ``*.full.*``) in ``ptx``."""
+    return sorted(set(_APPROX_RE.findall(ptx)))
+
+
 def _compile_job(job) -> List[Dict]:
     cfg, dtype, even, arch, with_ptxas = job
     rows = []
@@ -138,7 +156,8 @@ def _compile_job(job) -> List[Dict]:
         compiled = compile_kernel(fn, constexprs, dtype, arch, cfg.num_warps, cfg.num_stages, cfg.maxnreg)
         row = dict(config=cfg.label(), mode=cfg.mode, dtype=dtype, even=even, kernel=name, arch=arch,
                    shared=int(compiled.metadata.shared), shared_limit=SHARED_LIMIT[arch],
-                   ptx_bytes=len(compiled.asm["ptx"]), cubin_bytes=len(compiled.asm["cubin"]))
+                   ptx_bytes=len(compiled.asm["ptx"]), cubin_bytes=len(compiled.asm["cubin"]),
+                   approx=approx_instructions(compiled.asm["ptx"]))
         if with_ptxas:
             row.update(ptxas_usage(compiled.asm["ptx"]))
         row["seconds"] = round(time.perf_counter() - start, 2)
@@ -171,19 +190,26 @@ def check_all(archs=(80, 90), configs=None, with_ptxas: bool = True, workers: in
 
 
 MASKED_SPILL_LIMIT = 320  # bytes per thread tolerated in the masked variants (see the module docstring)
+INFERENCE_SPILL_LIMIT = 32  # bytes per thread tolerated in the inference forward with full tiles
 
 
 def problems(rows: List[Dict]) -> List[str]:
     """What breaks the limits: shared memory over the arch's limit; any spill where d and B fill
-    the tiles; more than MASKED_SPILL_LIMIT bytes of spills in a masked variant."""
+    the tiles (INFERENCE_SPILL_LIMIT in the inference forward); more than MASKED_SPILL_LIMIT bytes of
+    spills in a masked variant; an approximate
+    instruction that is not in EMULATED_APPROX."""
     bad = []
     for r in rows:
         tag = f"{r['config']} {r['dtype']} {'even' if r['even'] else 'masked'} {r['kernel']} sm_{r['arch']}"
         if r["shared"] > r["shared_limit"]:
             bad.append(f"{tag}: shared memory {r['shared']} B > {r['shared_limit']} B")
         spill = max(r.get("spill_stores", 0), r.get("spill_loads", 0))
-        if spill > (0 if r["even"] else MASKED_SPILL_LIMIT):
+        limit = MASKED_SPILL_LIMIT if not r["even"] else INFERENCE_SPILL_LIMIT if r["kernel"].endswith("_infer") else 0
+        if spill > limit:
             bad.append(f"{tag}: spills {r['spill_stores']} B stores / {r['spill_loads']} B loads")
+        unknown = sorted(set(r.get("approx", ())) - set(EMULATED_APPROX))
+        if unknown:
+            bad.append(f"{tag}: approximate instructions {unknown} (only {list(EMULATED_APPROX)} are emulated)")
     return bad
 
 

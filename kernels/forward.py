@@ -32,7 +32,7 @@ masked steps) when NEED_SAVED.
 import triton
 import triton.language as tl
 
-from ._math import operand, sigmoid, tanh
+from ._math import operand, rn, sigmoid, tanh
 from .tiles import load_block, mm_chunked, offsets_t, store_block
 
 
@@ -92,18 +92,18 @@ def diru_fwd_persistent(
         # P = xp_t + h W_hh^T
         if RESIDENT:
             hx = operand(h, IN_DT, OP_DT)
-            a = tl.dot(hx, w_a, a, input_precision=PRECISION)
-            s_pre = tl.dot(hx, w_s, s_pre, input_precision=PRECISION)
-            r_pre = tl.dot(hx, w_r, r_pre, input_precision=PRECISION)
+            a = tl.dot(hx, w_a, a, input_precision=PRECISION, out_dtype=ACC_DT)
+            s_pre = tl.dot(hx, w_s, s_pre, input_precision=PRECISION, out_dtype=ACC_DT)
+            r_pre = tl.dot(hx, w_r, r_pre, input_precision=PRECISION, out_dtype=ACC_DT)
         else:
             for k0 in range(0, D, BLOCK_K):
                 hx = load_block(h_src + k0, r1, kr, row_ok, (k0 + kr) < D, EVEN_B, EVEN_D).to(OP_DT)
                 w = tl.load(w_hh_ptr + k0 + kr[:, None] + wt_n[None, :]).to(OP_DT)
-                a = tl.dot(hx, w, a, input_precision=PRECISION)
+                a = tl.dot(hx, w, a, input_precision=PRECISION, out_dtype=ACC_DT)
                 w = tl.load(w_hh_ptr + D_PAD * D_PAD + k0 + kr[:, None] + wt_n[None, :]).to(OP_DT)
-                s_pre = tl.dot(hx, w, s_pre, input_precision=PRECISION)
+                s_pre = tl.dot(hx, w, s_pre, input_precision=PRECISION, out_dtype=ACC_DT)
                 w = tl.load(w_hh_ptr + 2 * D_PAD * D_PAD + k0 + kr[:, None] + wt_n[None, :]).to(OP_DT)
-                r_pre = tl.dot(hx, w, r_pre, input_precision=PRECISION)
+                r_pre = tl.dot(hx, w, r_pre, input_precision=PRECISION, out_dtype=ACC_DT)
         u = tanh(a)
         s = sigmoid(s_pre)
         r = sigmoid(r_pre)
@@ -122,9 +122,9 @@ def diru_fwd_persistent(
         # z = tanh(o W_int^T + b_int)
         zp = tl.zeros([BLOCK_B, D_PAD], ACC_DT) + b_int
         if RESIDENT:
-            zp = tl.dot(operand(o, IN_DT, OP_DT), w_i, zp, input_precision=PRECISION)
+            zp = tl.dot(operand(o, IN_DT, OP_DT), w_i, zp, input_precision=PRECISION, out_dtype=ACC_DT)
         else:
-            store_block(scr, r2, cols, o.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            store_block(scr, r2, cols, rn(o, IN_DT), row_ok, col_ok, EVEN_B, True)
             tl.debug_barrier()
             zp = mm_chunked(zp, scr, r2, row_ok, w_int_ptr, kr, wt_n, 1, col_ok, D,
                             BLOCK_K, EVEN_B, True, True, IN_DT, OP_DT, PRECISION)
@@ -139,9 +139,9 @@ def diru_fwd_persistent(
         # h' = tanh(q W_out^T + b_out + h)
         y = h + b_out
         if RESIDENT:
-            y = tl.dot(operand(q, IN_DT, OP_DT), w_o, y, input_precision=PRECISION)
+            y = tl.dot(operand(q, IN_DT, OP_DT), w_o, y, input_precision=PRECISION, out_dtype=ACC_DT)
         else:
-            store_block(scr + D_PAD, r2, cols, q.to(IN_DT), row_ok, col_ok, EVEN_B, True)
+            store_block(scr + D_PAD, r2, cols, rn(q, IN_DT), row_ok, col_ok, EVEN_B, True)
             tl.debug_barrier()
             y = mm_chunked(y, scr + D_PAD, r2, row_ok, w_out_ptr, kr, wt_n, 1, col_ok, D,
                            BLOCK_K, EVEN_B, True, True, IN_DT, OP_DT, PRECISION)
@@ -150,7 +150,7 @@ def diru_fwd_persistent(
             h = tl.where(live, h_new, h)
         else:
             h = h_new
-        store_block(hs_t, r1, cols, h.to(hs_ptr.dtype.element_ty), row_ok, col_ok, EVEN_B, EVEN_D)
+        store_block(hs_t, r1, cols, rn(h, hs_ptr.dtype.element_ty), row_ok, col_ok, EVEN_B, EVEN_D)
         if not RESIDENT:
             tl.debug_barrier()  # hs[t] is the next step's h operand
             h_src = hs_t

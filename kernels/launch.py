@@ -5,8 +5,8 @@
 backend. Tensors must be contiguous (the custom ops make them so) and on one device: CUDA,
 or CPU under ``TRITON_INTERPRET=1`` (set before triton is imported).
 
-Dtypes: float32, bfloat16, float16 (state, gates and gradients in float32); float64 runs
-everywhere the interpreter does (gradcheck). fp32 products run as 3xTF32 on tensor cores
+Dtypes: float32, bfloat16, float16 (state, gates and gradients in float32); float64 under the
+interpreter (gradcheck; Triton >= 3.5, see ``FLOAT64_PROBLEM``). fp32 products run as 3xTF32 on tensor cores
 (fp32-level accuracy) unless ``torch.backends.cuda.matmul.allow_tf32`` is set (then TF32,
 like PyTorch's own matmuls); see ``config.dot_precision``.
 """
@@ -23,11 +23,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from . import backward, config as cfgs, forward, step
+from . import backward, compat, config as cfgs, forward, step
 
 _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.float16: tl.float16,
               torch.float64: tl.float64}
-SUPPORTED_DTYPES = tuple(_TL_DTYPES)
+#: Why this Triton cannot run the float64 kernels (None: it can; the interpreter is their only user).
+FLOAT64_PROBLEM = compat.float64_problem(triton.__version__)
+SUPPORTED_DTYPES = tuple(d for d in _TL_DTYPES if d != torch.float64 or FLOAT64_PROBLEM is None)
 #: True when the kernels were built by the interpreter (TRITON_INTERPRET=1 at import).
 INTERPRETED = not isinstance(forward.diru_fwd_persistent, triton.runtime.jit.JITFunction)
 
@@ -56,8 +58,9 @@ def _meta(dtype: torch.dtype) -> dict:
 
 
 def _check(dtype: torch.dtype, *tensors: Tensor) -> None:
-    if dtype not in _TL_DTYPES:
-        raise TypeError(f"diru_fast triton kernels take {', '.join(map(str, SUPPORTED_DTYPES))}; got {dtype}")
+    if dtype not in SUPPORTED_DTYPES:
+        why = f" ({FLOAT64_PROBLEM})" if dtype == torch.float64 and FLOAT64_PROBLEM else ""
+        raise TypeError(f"diru_fast triton kernels take {', '.join(map(str, SUPPORTED_DTYPES))}; got {dtype}{why}")
     device = tensors[0].device
     for t in tensors:
         if t.device != device:

@@ -25,7 +25,7 @@ Masked rows (t >= len) write zero gates / gradients and keep their state / dh.
 import triton
 import triton.language as tl
 
-from ._math import device_fn, sigmoid, tanh
+from ._math import device_fn, rn, sigmoid, tanh
 from .tiles import load_block, mm_chunked, store_block
 
 
@@ -74,7 +74,7 @@ def diru_fwd_step_gates(
     store_block(gates_ptr, r4, n, u, row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(gates_ptr + D, r4, n, s, row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(gates_ptr + 3 * D, r4, n, r, row_ok, n_ok, EVEN_B, EVEN_D)
-    store_block(o_ptr, rows * D, n, (u * s).to(IN_DT), row_ok, n_ok, EVEN_B, EVEN_D)
+    store_block(o_ptr, rows * D, n, rn(u * s, IN_DT), row_ok, n_ok, EVEN_B, EVEN_D)
 
 
 @triton.jit(do_not_specialize=["t", "B"])
@@ -98,7 +98,7 @@ def diru_fwd_step_int(
     r4 = rows * (4 * D)
     r = load_block(gates_ptr + 3 * D, r4, n, row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(gates_ptr + 2 * D, r4, n, z, row_ok, n_ok, EVEN_B, EVEN_D)
-    store_block(q_ptr, rows * D, n, (z * r).to(IN_DT), row_ok, n_ok, EVEN_B, EVEN_D)
+    store_block(q_ptr, rows * D, n, rn(z * r, IN_DT), row_ok, n_ok, EVEN_B, EVEN_D)
 
 
 @triton.jit(do_not_specialize=["t", "B"])
@@ -122,7 +122,7 @@ def diru_fwd_step_out(
                    BLOCK_K, EVEN_B, EVEN_D, EVEN_D, IN_DT, OP_DT, PRECISION)
     h = tl.where(live, tanh(y), h)
     store_block(h32_ptr, r1, n, h, row_ok, n_ok, EVEN_B, EVEN_D)
-    store_block(hs_t_ptr, r1, n, h.to(hs_t_ptr.dtype.element_ty), row_ok, n_ok, EVEN_B, EVEN_D)
+    store_block(hs_t_ptr, r1, n, rn(h, hs_t_ptr.dtype.element_ty), row_ok, n_ok, EVEN_B, EVEN_D)
 
 
 @triton.jit(do_not_specialize=["t", "B"])
@@ -203,7 +203,7 @@ def diru_bwd_step_dh(
     else:  # prologue: nothing flows back from beyond the last step
         dh = tl.zeros([BLOCK_M, BLOCK_N], ACC_DT)
     if FINAL:
-        store_block(d_h0_ptr, r1, n, dh.to(d_h0_ptr.dtype.element_ty), row_ok, n_ok, EVEN_B, EVEN_D)
+        store_block(d_h0_ptr, r1, n, rn(dh, d_h0_ptr.dtype.element_ty), row_ok, n_ok, EVEN_B, EVEN_D)
     else:
         dh += load_block(grad_prev_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D).to(ACC_DT)
         h_new = load_block(hs_prev_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D).to(ACC_DT)

@@ -76,5 +76,5 @@ def mm_chunked(acc, x_ptr, x_row_offs, row_ok, w_ptr, w_k_offs, w_n_offs, w_kstr
         k_ok = (k0 + kr) < D
         x = load_block(x_ptr + k0, x_row_offs, kr, row_ok, k_ok, EVEN_B, X_FULL)
         w = load_block(w_ptr + k0 * w_kstride, w_k_offs, w_n_offs, k_ok, n_ok, W_FULL, W_FULL)
-        acc = tl.dot(operand(x, IN_DT, OP_DT), w.to(OP_DT), acc, input_precision=PRECISION)
+        acc = tl.dot(operand(x, IN_DT, OP_DT), w.to(OP_DT), acc, input_precision=PRECISION, out_dtype=acc.dtype)
     return acc

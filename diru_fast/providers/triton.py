@@ -57,7 +57,8 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
         return f"Triton kernels do not run on {device.type} tensors"
     if dtype is not None and dtype not in dtypes:
         names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
-        return f"dtype {dtype} is not supported here (supported: {names})"
+        why = f"; {kernels.FLOAT64_PROBLEM}" if dtype == torch.float64 and kernels.FLOAT64_PROBLEM else ""
+        return f"dtype {dtype} is not supported here (supported: {names}){why}"
     return None
 
 

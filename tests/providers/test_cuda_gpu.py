@@ -5,8 +5,9 @@ bench/gpu_check.sh runs this file.
 
 Rules: float64 to 1e-10 where the backend takes float64 (cuda; triton only under the
 interpreter) with full-mode gradcheck; float32 / bfloat16 / float16 within 2x the error of
-PyTorch's own path in that dtype (backend "torch"), both against float64 on the same inputs
-(flash-attention's rule; float32 gets 8 ulp of slack for the kernels' tanh).
+PyTorch's own path in that dtype (the contract run in that dtype), both against float64 on the
+same inputs (flash-attention's rule), plus 8 ulp of float32 of slack; the inference forward
+gives the training forward's states bit for bit.
 """
 
 import pytest
@@ -88,26 +89,63 @@ def _scan_and_grads(fn, a, lengths, grad):
     return hs.detach(), grads
 
 
+def _contract_in_dtype(w, lengths):  # PyTorch's own path in the inputs' dtype
+    return contract.scan_fwd(*w.values(), lengths, False, acc=w["xp"].dtype)[0]
+
+
+# (T, B, d): every size class; d=100 streams with masks; d=256 with full 16-row tiles (B=32: the
+# fp32 configuration at 147 KB of shared memory and 255 registers) and with masked rows (B=24)
+LOW_PRECISION_SHAPES = [(50, 64, 64), (50, 16, 128), (20, 24, 256), (10, 8, 300), (30, 9, 48), (12, 16, 100),
+                        (12, 32, 256)]
+
+
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("shape", [(50, 64, 64), (50, 16, 128), (20, 24, 256), (10, 8, 300), (30, 9, 48)],
-                         ids=lambda s: "T{}-B{}-d{}".format(*s))
+@pytest.mark.parametrize("shape", LOW_PRECISION_SHAPES, ids=lambda s: "T{}-B{}-d{}".format(*s))
 def test_low_precision_within_twice_torch_error(backend, dtype, shape):
+    """CPU twins: tests/providers/test_triton.py (interpreter) and test_triton_math.py (these shapes
+    in float32 with the GPU's fp32 math emulated)."""
     _require(backend, dtype)
     T, B, d = shape
     a = _inputs(T, B, d, dtype, seed=T + d)
     lengths = _lengths(T, B)
     grad = torch.randn(T, B, d, dtype=torch.float64, device="cuda")
     hs, grads = _scan_and_grads(lambda w, l: ops.scan(*w.values(), l, backend), a, lengths, grad)
-    hs_low, grads_low = _scan_and_grads(lambda w, l: contract.scan_fwd(*w.values(), l, False, acc=w["xp"].dtype)[0], a, lengths, grad)
-    hs_ref, grads_ref = _scan_and_grads(lambda w, l: contract.scan_fwd(*w.values(), l, False, acc=w["xp"].dtype)[0],
-                                        {k: v.double() for k, v in a.items()}, lengths, grad)
+    hs_low, grads_low = _scan_and_grads(_contract_in_dtype, a, lengths, grad)
+    hs_ref, grads_ref = _scan_and_grads(_contract_in_dtype, {k: v.double() for k, v in a.items()}, lengths, grad)
     for name, got, low, ref in zip(["hs"] + list(a), [hs] + list(grads), [hs_low] + list(grads_low),
                                    [hs_ref] + list(grads_ref)):
         err = (got.double() - ref).abs().max().item()
         torch_err = (low.double() - ref).abs().max().item()
         slack = 8 * torch.finfo(torch.float32).eps * ref.abs().max().item() if dtype == torch.float32 else 1e-6
         assert err <= 2 * torch_err + slack, f"{name}: {backend} error {err:.3g} > 2x PyTorch's {torch_err:.3g}"
+
+
+# (T, B, d): resident (d=48 in 16 bit, d=16 everywhere), streamed with masks (d=48 fp32, d=100), d=256
+# with full tiles (the fp32 forward without saved gates is the variant that spills: not in the
+# compile check) and with masked rows, per step (d=300)
+# (with lengths; each is its own compiled variant) the benchmark's case: no lengths, full tiles
+INFERENCE_SHAPES = [(6, 16, 16, True), (9, 17, 48, True), (5, 16, 100, True), (4, 32, 256, True),
+                    (4, 32, 256, False), (4, 24, 256, True), (3, 5, 300, True)]
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", INFERENCE_SHAPES, ids=lambda s: "T{}-B{}-d{}-{}".format(
+    *s[:3], "lengths" if s[3] else "full"))
+def test_inference_forward_gives_the_training_states_bit_for_bit(backend, dtype, shape):
+    """need_saved=False (inference: no gates written, a different compiled variant) must produce
+    exactly the states of the training forward. CPU twin: tests/providers/test_triton.py."""
+    _require(backend, dtype)
+    T, B, d, with_lengths = shape
+    a = _inputs(T, B, d, dtype, seed=B + d)
+    lengths = _lengths(T, B) if with_lengths else None
+    hs_train, saved = torch.ops.diru_fast.scan_fwd(*a.values(), lengths, backend, True)
+    hs_infer, nothing = torch.ops.diru_fast.scan_fwd(*a.values(), lengths, backend, False)
+    torch.cuda.synchronize()
+    assert nothing.numel() == 0 and saved.shape == (T, B, 4 * d)
+    assert torch.isfinite(hs_train).all()
+    assert torch.equal(hs_infer, hs_train)
 
 
 @pytest.mark.parametrize("backend", GPU_BACKENDS)

@@ -112,7 +112,7 @@ def test_regime_low_precision_within_twice_torch_error(regime, dtype):
                                    [hs_ref] + list(grads_ref)):
         err = (got.double() - ref).abs().max().item()
         torch_err = (low.double() - ref).abs().max().item()
-        # float32: the kernels' tanh (2*sigmoid(2x)-1) is good to a few ulp, not 1: allow 8 ulp of the scale
+        # float32: the kernels' tanh and sigmoid (kernels/_math.py) are good to a few ulp, not 1: 8 ulp of the scale
         slack = 8 * torch.finfo(torch.float32).eps * ref.abs().max().item() if dtype == torch.float32 else 1e-6
         assert err <= 2 * torch_err + slack, f"{name}: kernel error {err:.3g} > 2x PyTorch's {torch_err:.3g}"
 
@@ -154,6 +154,51 @@ def test_multilayer_bidirectional_layer_every_regime():
         torch.testing.assert_close(h, h_ref, rtol=1e-12, atol=1e-12)
         for g, r in zip(grads, grads_ref):
             torch.testing.assert_close(g, r, rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_dispatcher_choice_at_d100_and_inference_states_bit_for_bit(dtype):
+    """CPU twin of tests/providers/test_cuda_gpu.py's checks of a d that is not a power of two on the
+    streamed path (d_pad = 128: masked lanes and K chunks) and of the inference forward (no gates
+    written: its own compiled variant), with the dispatcher's own configuration for each dtype."""
+    k = _kernels()
+    T, B, d = 2, 17, 100
+    a = contract_inputs(T, B, d, dtype=dtype, seed=11)
+    lengths = _lengths(T, B)
+    assert k.choose(d, str(dtype)[6:]).mode == "streamed"
+    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True)
+    hs_inf, nothing = k.scan_fwd(**a, lengths=lengths, need_saved=False)
+    assert nothing.numel() == 0 and torch.equal(hs_inf, hs)
+    if dtype == torch.float64:
+        hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True)
+        torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+        grad_hs = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        got = k.scan_bwd(grad_hs, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths)
+        want = contract.scan_bwd(grad_hs, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths)
+        for name, g, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), got, want):
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
+
+
+def test_interpreter_rounds_bfloat16_to_nearest_like_the_gpu():
+    """The kernels' conversions to bf16 (kernels/_math.py ``rn``) round to nearest even under the
+    interpreter too (whose own fp32 -> bf16 cast truncates), so the interpreter's bf16 numbers are
+    the GPU's: the stored states equal PyTorch's rounding of the float32 states."""
+    k = _kernels()
+    T, B, d = 3, 5, 20
+    a = contract_inputs(T, B, d, dtype=torch.bfloat16, seed=4)
+    hs, _ = k.scan_fwd(**a, lengths=None, need_saved=False)
+    # step 1 from h0 exactly as the kernel computes it (fp32 state, bf16 operand), rounded by torch
+    f = {key: v.float() for key, v in a.items()}
+    p = f["xp"][0] + f["h0"].bfloat16().float() @ f["w_hh"].t()
+    u, s_, r = torch.tanh(p[:, :d]), torch.sigmoid(p[:, d:2 * d]), torch.sigmoid(p[:, 2 * d:])
+    z = torch.tanh((u * s_).bfloat16().float() @ f["w_int"].t() + f["b_int"])
+    h1 = torch.tanh((z * r).bfloat16().float() @ f["w_out"].t() + f["b_out"] + f["h0"])
+    rounded, truncated = h1.bfloat16(), (h1.view(torch.int32) & ~0xFFFF).view(torch.float32).bfloat16()
+    differ = rounded != truncated  # about half the elements: there the two roundings tell apart
+    assert differ.sum() >= 10
+    # (not all of them: an fp32 state within float noise of a rounding tie may land either way)
+    assert (hs[0][differ] == rounded[differ]).float().mean() >= 0.9
 
 
 def test_nan_in_padded_steps_does_not_leak_streamed():

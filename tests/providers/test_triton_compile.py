@@ -1,6 +1,7 @@
-"""Every Triton kernel configuration the dispatcher can pick compiles for sm_80 and sm_90 without a
-GPU, fits shared memory, and does not spill (kernels/compile_check.py; it needs the compiler, not
-the interpreter, so it runs in a subprocess without TRITON_INTERPRET)."""
+"""Every Triton kernel configuration the dispatcher can pick (training and inference forward,
+backward) compiles for sm_80 and sm_90 without a GPU, fits shared memory, and does not spill
+(kernels/compile_check.py; it needs the compiler, not the interpreter, so it runs in a subprocess
+without TRITON_INTERPRET)."""
 
 import importlib
 import json
@@ -40,6 +41,14 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
     for arch in (80, 90):
         compiled = {(r["config"], r["dtype"]) for r in rows if r["arch"] == arch and r["even"]}
         assert compiled == picked, f"sm_{arch}: configs not compiled: {picked - compiled}"
+    assert {r["kernel"] for r in rows} >= {"fwd_persistent", "fwd_persistent_infer", "bwd_persistent"}
     for r in rows:
         assert r["shared"] <= r["shared_limit"]
-        assert r["registers"] > 0 and (not r["even"] or r["spill_stores"] == 0), r
+        if r["kernel"].endswith("_infer"):  # the inference forward: a few bytes tolerated (compile_check.py)
+            assert r["registers"] > 0 and r["spill_stores"] <= (32 if r["even"] else 320), r
+        else:
+            assert r["registers"] > 0 and (not r["even"] or r["spill_stores"] == 0), r
+        # the approximate instructions are exactly the ones tests/providers/ptx_math.py emulates: every
+        # forward kernel (tanh, sigmoid: exp and a division) holds both, the backwards (saved gates) none
+        expected = ["div.full.f32", "ex2.approx.f32"] if r["kernel"].startswith("fwd") else []
+        assert r["approx"] == expected, r
