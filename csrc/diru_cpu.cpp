@@ -9,20 +9,39 @@
 //   scan_bwd(grad_hs [T,B,d], h0 [B,d], hs [T,B,d], saved [T,B,4d], w_hh, w_int, w_out,
 //            lengths | None) -> (d_p [T,B,3d], d_zp [T,B,d], d_yp [T,B,d], d_h0 [B,d])
 //
+// and, for inference, one step of a cell with its input projection in the same call:
+//
+//   cell_step(x [B,n], h [B,d] | None, w_ih [3d,n], b_ih [3d] | None, w_hh, w_int, b_int | None,
+//             w_out, b_out | None) -> h' [B,d]
+//   scan_fwd_x(x [T,B,n], h0, w_ih, b_ih | None, w_hh, w_int, b_int, w_out, b_out, lengths | None)
+//       -> hs [T,B,d]: an inference forward that projects each step's input inside the time loop,
+//          so the [T, B, 3d] projections are never written to memory
+//
 // Threads: the batch is split into min(at::get_num_threads(), B) slices of consecutive rows,
-// one per thread (at::parallel_for); each runs the whole time loop on its rows, calling a
-// single-threaded BLAS per step (SequentialBlas). The split depends only on B and the thread
-// count, so results are deterministic for a given thread count.
+// one per thread (at::parallel_for); each runs the whole time loop on its rows. float32 runs
+// the packed micro-kernel products (diru_cpu_gemm.h) on AVX-512/AVX2 machines, BLAS calls
+// elsewhere and for calls of fewer than 8 rows x steps; a batch smaller than the thread count
+// (d >= 96) is split by output units instead, with a barrier at each of a step's three
+// dependent products. The split depends only on B, d and the thread count, so results are
+// deterministic for a given thread count.
 // Poisoning: with env DIRU_FAST_POISON=1 every tensor allocated here is NaN-filled first, so
 // an element the kernel forgets to write shows up in the tests.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
+#include <memory>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "diru_cpu_kernels.h"
 
@@ -74,13 +93,87 @@ void for_batch_slices(int64_t B, const F& body) {
   });
 }
 
+// The packed weights of one float32 call on a packing ISA (diru_cpu_gemm.h): the products this
+// direction needs, packed once, shared read-only by every thread.
+struct PackedCall {
+  at::Tensor storage;
+  PackedWeights w{};
+};
+
+PackedCall pack_weights(const F32Kernels& k, const Weights<float>& weights, std::initializer_list<int> products) {
+  PackedCall call;
+  int64_t total = 0, offsets[kProducts] = {0};
+  for (int p : products) {
+    const ProductShape<float> s = product_shape(weights, p);
+    offsets[p] = total;
+    total += k.packed_size(s.k, s.n, s.blocks);
+  }
+  call.storage = at::empty({total}, at::TensorOptions().dtype(at::kFloat));
+  float* base = call.storage.data_ptr<float>();
+  for (int p : products) {
+    const ProductShape<float> s = product_shape(weights, p);
+    k.pack(s.w, s.k, s.n, s.transposed, s.blocks, base + offsets[p]);
+    call.w.panels[p] = base + offsets[p];
+    call.w.k[p] = s.k;
+    call.w.nb[p] = s.n / s.blocks;
+    call.w.blocks[p] = s.blocks;
+  }
+  return call;
+}
+
+// Packing costs about one row-step of the products: a call of fewer rows x steps keeps the
+// weights as they are (BLAS products), e.g. one streaming step.
+constexpr int64_t kMinRowStepsToPack = 8;
+// Column split (threads share every step's products by output units) when the batch leaves
+// threads idle and a step is long enough for three barriers: measured crossover on the
+// project's 2-core VM between d = 64 (slower split) and d = 128 (faster).
+constexpr int64_t kMinUnitsToSplit = 96;
+
+bool use_column_split(const F32Kernels& k, const ScanArgs<float>& a, int threads) {
+#if defined(_OPENMP)
+  return threads > 1 && a.B < threads && a.d >= kMinUnitsToSplit && a.d >= 2 * k.panel_width;
+#else
+  (void)k, (void)a, (void)threads;
+  return false;
+#endif
+}
+
+void run_fwd_column_split(const F32Kernels& k, const ScanArgs<float>& a, const PackedWeights& w, float* scratch,
+                          int threads) {
+#if defined(_OPENMP)
+  std::unique_ptr<SpinBarrier> barrier;
+#pragma omp parallel num_threads(threads)
+  {
+    const int team = omp_get_num_threads(), tid = omp_get_thread_num();
+#pragma omp single
+    barrier.reset(new SpinBarrier(team));  // the end of `single` is a barrier: all see it
+    const int64_t nr = k.panel_width, panels = (a.d + nr - 1) / nr;
+    const int64_t p0 = panels * tid / team, p1 = panels * (tid + 1) / team;
+    k.fwd_cols(a, w, std::min(a.d, p0 * nr), std::min(a.d, p1 * nr), scratch, *barrier);
+  }
+#else
+  (void)k, (void)a, (void)w, (void)scratch, (void)threads;
+#endif
+}
+
 template <typename T>
 void run_fwd(ScanArgs<T>& a, T* scratch);
 template <>
 void run_fwd<float>(ScanArgs<float>& a, float* scratch) {
-  for_batch_slices(a.B, [&](int64_t r0, int64_t r1) {
-    scan_fwd_rows_f32(a, r0, r1, scratch + r0 * kFwdScratch * a.d);
-  });
+  const F32Kernels& k = f32_kernels(active_isa());
+  if (k.pack == nullptr || a.T_steps * a.B < kMinRowStepsToPack) {
+    for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.fwd_unpacked(a, r0, r1, scratch + r0 * kFwdScratch * a.d); });
+    return;
+  }
+  const PackedCall packed =
+      a.x != nullptr ? pack_weights(k, {a.d, a.w_hh, a.w_int, a.w_out, a.w_ih, a.n}, {kFwdHH, kFwdInt, kFwdOut, kFwdIH})
+                     : pack_weights(k, {a.d, a.w_hh, a.w_int, a.w_out}, {kFwdHH, kFwdInt, kFwdOut});
+  const int threads = at::get_num_threads();
+  if (use_column_split(k, a, threads)) {
+    run_fwd_column_split(k, a, packed.w, scratch, threads);
+    return;
+  }
+  for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.fwd(a, packed.w, r0, r1, scratch + r0 * kFwdScratch * a.d); });
 }
 template <>
 void run_fwd<double>(ScanArgs<double>& a, double* scratch) {
@@ -93,15 +186,48 @@ template <typename T>
 void run_bwd(ScanArgs<T>& a, T* scratch);
 template <>
 void run_bwd<float>(ScanArgs<float>& a, float* scratch) {
-  for_batch_slices(a.B, [&](int64_t r0, int64_t r1) {
-    scan_bwd_rows_f32(a, r0, r1, scratch + r0 * kBwdScratch * a.d);
-  });
+  const F32Kernels& k = f32_kernels(active_isa());
+  if (k.pack == nullptr || a.T_steps * a.B < kMinRowStepsToPack) {
+    for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.bwd_unpacked(a, r0, r1, scratch + r0 * kBwdScratch * a.d); });
+    return;
+  }
+  const PackedCall packed = pack_weights(k, {a.d, a.w_hh, a.w_int, a.w_out}, {kBwdOut, kBwdInt, kBwdHH});
+  for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.bwd(a, packed.w, r0, r1, scratch + r0 * kBwdScratch * a.d); });
 }
 template <>
 void run_bwd<double>(ScanArgs<double>& a, double* scratch) {
   for_batch_slices(a.B, [&](int64_t r0, int64_t r1) {
     scan_bwd_rows_f64(a, r0, r1, scratch + r0 * kBwdScratch * a.d);
   });
+}
+
+// A per-thread buffer that grows as needed: one streaming step allocates only its output.
+template <typename T>
+T* thread_buffer(int64_t size, int which) {
+  thread_local std::vector<T> buffers[2];
+  std::vector<T>& b = buffers[which];
+  if (static_cast<int64_t>(b.size()) < size) b.resize(size);
+  if (poison_enabled()) std::fill(b.begin(), b.begin() + size, std::numeric_limits<T>::quiet_NaN());
+  return b.data();
+}
+
+template <typename T>
+const T* zeros(int64_t size) {
+  thread_local std::vector<T> z;
+  if (static_cast<int64_t>(z.size()) < size) z.assign(size, T(0));
+  return z.data();
+}
+
+template <typename T>
+void run_step(ScanArgs<T>& a, T* scratch);
+template <>
+void run_step<float>(ScanArgs<float>& a, float* scratch) {
+  const F32Kernels& k = f32_kernels(active_isa());
+  for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.fwd_unpacked(a, r0, r1, scratch + r0 * kFwdScratch * a.d); });
+}
+template <>
+void run_step<double>(ScanArgs<double>& a, double* scratch) {
+  for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { scan_fwd_rows_f64(a, r0, r1, scratch + r0 * kFwdScratch * a.d); });
 }
 
 }  // namespace
@@ -152,6 +278,58 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp_in, const at::T
     run_fwd<scalar_t>(a, scratch.data_ptr<scalar_t>());
   });
   return {hs, saved};
+}
+
+at::Tensor scan_fwd_x(const at::Tensor& x_in, const at::Tensor& h0_in, const at::Tensor& w_ih_in,
+                      const c10::optional<at::Tensor>& b_ih_in, const at::Tensor& w_hh_in, const at::Tensor& w_int_in,
+                      const at::Tensor& b_int_in, const at::Tensor& w_out_in, const at::Tensor& b_out_in,
+                      const c10::optional<at::Tensor>& lengths_in) {
+  check_dtype(x_in, "x");
+  TORCH_CHECK(x_in.dim() == 3, "diru_fast cpu kernel: x must be [T, B, n], got shape ", x_in.sizes());
+  TORCH_CHECK(h0_in.dim() == 2, "diru_fast cpu kernel: h0 must be [B, d], got shape ", h0_in.sizes());
+  const int64_t T = x_in.size(0), B = x_in.size(1), n = x_in.size(2), d = h0_in.size(1);
+  const auto dtype = x_in.scalar_type();
+  check_tensor(h0_in, "h0", dtype, {B, d});
+  check_tensor(w_ih_in, "w_ih", dtype, {3 * d, n});
+  check_tensor(w_hh_in, "w_hh", dtype, {3 * d, d});
+  check_tensor(w_int_in, "w_int", dtype, {d, d});
+  check_tensor(b_int_in, "b_int", dtype, {d});
+  check_tensor(w_out_in, "w_out", dtype, {d, d});
+  check_tensor(b_out_in, "b_out", dtype, {d});
+  at::Tensor b_ih;
+  if (b_ih_in.has_value() && b_ih_in->defined()) {
+    check_tensor(*b_ih_in, "b_ih", dtype, {3 * d});
+    b_ih = b_ih_in->contiguous();
+  }
+  at::Tensor lengths = check_lengths(lengths_in, B);
+  at::Tensor x = x_in.contiguous(), h0 = h0_in.contiguous(), w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
+  at::Tensor w_int = w_int_in.contiguous(), b_int = b_int_in.contiguous();
+  at::Tensor w_out = w_out_in.contiguous(), b_out = b_out_in.contiguous();
+  at::Tensor hs = alloc({T, B, d}, x.options());
+  if (T == 0 || B == 0 || d == 0) return hs;
+  at::Tensor scratch = alloc({B * kFwdScratch * d}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(dtype, "diru_cpu_scan_fwd_x", [&] {
+    ScanArgs<scalar_t> a{};
+    a.T_steps = T;
+    a.B = B;
+    a.d = d;
+    a.xp = nullptr;
+    a.x = x.data_ptr<scalar_t>();
+    a.w_ih = w_ih.data_ptr<scalar_t>();
+    a.b_ih = b_ih.defined() ? b_ih.data_ptr<scalar_t>() : zeros<scalar_t>(3 * d);
+    a.n = n;
+    a.h0 = h0.data_ptr<scalar_t>();
+    a.w_hh = w_hh.data_ptr<scalar_t>();
+    a.w_int = w_int.data_ptr<scalar_t>();
+    a.b_int = b_int.data_ptr<scalar_t>();
+    a.w_out = w_out.data_ptr<scalar_t>();
+    a.b_out = b_out.data_ptr<scalar_t>();
+    a.len = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
+    a.hs = hs.data_ptr<scalar_t>();
+    a.saved = nullptr;
+    run_fwd<scalar_t>(a, scratch.data_ptr<scalar_t>());
+  });
+  return hs;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
@@ -208,6 +386,66 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
   return {d_p, d_zp, d_yp, d_h0};
 }
 
+at::Tensor cell_step(const at::Tensor& x_in, const c10::optional<at::Tensor>& h_in, const at::Tensor& w_ih_in,
+                     const c10::optional<at::Tensor>& b_ih_in, const at::Tensor& w_hh_in, const at::Tensor& w_int_in,
+                     const c10::optional<at::Tensor>& b_int_in, const at::Tensor& w_out_in,
+                     const c10::optional<at::Tensor>& b_out_in) {
+  check_dtype(x_in, "x");
+  TORCH_CHECK(x_in.dim() == 2, "diru_fast cpu kernel: x must be [B, n], got shape ", x_in.sizes());
+  TORCH_CHECK(w_hh_in.dim() == 2, "diru_fast cpu kernel: w_hh must be [3d, d], got shape ", w_hh_in.sizes());
+  const int64_t B = x_in.size(0), n = x_in.size(1), d = w_hh_in.size(1);
+  const auto dtype = x_in.scalar_type();
+  check_tensor(x_in, "x", dtype, {B, n});
+  check_tensor(w_ih_in, "w_ih", dtype, {3 * d, n});
+  check_tensor(w_hh_in, "w_hh", dtype, {3 * d, d});
+  check_tensor(w_int_in, "w_int", dtype, {d, d});
+  check_tensor(w_out_in, "w_out", dtype, {d, d});
+  auto optional = [&](const c10::optional<at::Tensor>& t, const char* name, int64_t size) {
+    if (!t.has_value() || !t->defined()) return at::Tensor();
+    check_tensor(*t, name, dtype, {size});
+    return t->contiguous();
+  };
+  at::Tensor h;  // None: the zero state
+  if (h_in.has_value() && h_in->defined()) {
+    check_tensor(*h_in, "h", dtype, {B, d});
+    h = h_in->contiguous();
+  }
+  at::Tensor b_ih = optional(b_ih_in, "b_ih", 3 * d), b_int = optional(b_int_in, "b_int", d);
+  at::Tensor b_out = optional(b_out_in, "b_out", d);
+  at::Tensor x = x_in.contiguous(), w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
+  at::Tensor w_int = w_int_in.contiguous(), w_out = w_out_in.contiguous();
+  at::Tensor out = alloc({B, d}, x.options());
+  if (B == 0 || d == 0) return out;
+
+  AT_DISPATCH_FLOATING_TYPES(dtype, "diru_cpu_cell_step", [&] {
+    // xp [B, 3d] = x w_ih^T + b_ih, into a per-thread buffer beside the step's own scratch
+    scalar_t* xp = thread_buffer<scalar_t>(B * 3 * d, 0);
+    gemm_rm<scalar_t>(false, true, B, 3 * d, n, scalar_t(1), x.data_ptr<scalar_t>(), n, w_ih.data_ptr<scalar_t>(), n,
+                      scalar_t(0), xp, 3 * d);
+    if (b_ih.defined()) {
+      const scalar_t* b = b_ih.data_ptr<scalar_t>();
+      for (int64_t i = 0; i < B; ++i)
+        for (int64_t j = 0; j < 3 * d; ++j) xp[i * 3 * d + j] += b[j];
+    }
+    ScanArgs<scalar_t> a{};
+    a.T_steps = 1;
+    a.B = B;
+    a.d = d;
+    a.xp = xp;
+    a.h0 = h.defined() ? h.data_ptr<scalar_t>() : zeros<scalar_t>(B * d);
+    a.w_hh = w_hh.data_ptr<scalar_t>();
+    a.w_int = w_int.data_ptr<scalar_t>();
+    a.b_int = b_int.defined() ? b_int.data_ptr<scalar_t>() : zeros<scalar_t>(d);
+    a.w_out = w_out.data_ptr<scalar_t>();
+    a.b_out = b_out.defined() ? b_out.data_ptr<scalar_t>() : zeros<scalar_t>(d);
+    a.len = nullptr;
+    a.hs = out.data_ptr<scalar_t>();
+    a.saved = nullptr;
+    run_step<scalar_t>(a, thread_buffer<scalar_t>(B * kFwdScratch * d, 1));
+  });
+  return out;
+}
+
 }  // namespace diru_cpu
 
 // DIRU_CSRC_HASH: the hash of the C++ sources this module was built from (setup.py and the JIT
@@ -229,7 +467,36 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scan_bwd", &diru_cpu::scan_bwd, "DIRU backward scan over one layer and direction",
         py::arg("grad_hs"), py::arg("h0"), py::arg("hs"), py::arg("saved"), py::arg("w_hh"), py::arg("w_int"),
         py::arg("w_out"), py::arg("lengths"), py::call_guard<py::gil_scoped_release>());
+  m.def("scan_fwd_x", &diru_cpu::scan_fwd_x,
+        "inference forward over one layer and direction with the input projection inside the time loop",
+        py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("b_ih"), py::arg("w_hh"), py::arg("w_int"),
+        py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("lengths"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("cell_step", &diru_cpu::cell_step, "one inference step of a cell, its input projection included",
+        py::arg("x"), py::arg("h"), py::arg("w_ih"), py::arg("b_ih"), py::arg("w_hh"), py::arg("w_int"),
+        py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::call_guard<py::gil_scoped_release>());
   m.def("blas_linked", &diru_cpu::blas_linked, "whether torch's BLAS (sgemm_/dgemm_) is callable directly");
+  m.def("isa", [] { return std::string(diru_cpu::f32_kernels(diru_cpu::active_isa()).name); },
+        "the instruction set of the float32 kernels: 'avx512', 'avx2' (packed micro-kernel products) or 'blas'");
+  m.def("supported_isas", [] {
+    std::vector<std::string> names;
+    for (auto isa : {diru_cpu::Isa::kAvx512, diru_cpu::Isa::kAvx2, diru_cpu::Isa::kBlas})
+      if (diru_cpu::isa_supported(isa)) names.push_back(diru_cpu::f32_kernels(isa).name);
+    return names;
+  }, "the float32 instruction sets this CPU and build run, widest first");
+  m.def(
+      "set_isa",
+      [](const std::string& name) {
+        diru_cpu::Isa isa = name == "avx512" ? diru_cpu::Isa::kAvx512 : name == "avx2" ? diru_cpu::Isa::kAvx2
+                                                                                      : diru_cpu::Isa::kBlas;
+        TORCH_CHECK(name == "avx512" || name == "avx2" || name == "blas",
+                    "diru_fast cpu kernel: unknown instruction set '", name, "' (avx512, avx2, blas)");
+        TORCH_CHECK(diru_cpu::isa_supported(isa), "diru_fast cpu kernel: this CPU or build does not run ", name);
+        std::string previous = diru_cpu::f32_kernels(diru_cpu::active_isa()).name;
+        diru_cpu::active_isa() = isa;
+        return previous;
+      },
+      "use instruction set 'avx512', 'avx2' or 'blas' for float32 (tests, tuning); returns the previous one");
   m.def(
       "set_use_blas",
       [](bool enabled) { return diru_cpu::use_blas_flag().exchange(enabled); },

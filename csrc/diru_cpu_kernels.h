@@ -16,10 +16,13 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 
 #include "diru_cpu_blas.h"
+#include "diru_cpu_gemm.h"
 #include "diru_cpu_math.h"
 
 namespace diru_cpu {
@@ -27,7 +30,11 @@ namespace diru_cpu {
 template <typename T>
 struct ScanArgs {
   int64_t T_steps, B, d;
-  const T* xp;
+  const T* xp;  // [T, B, 3d]; null when the kernel projects x itself (inference):
+  const T* x = nullptr;     // [T, B, n]
+  const T* w_ih = nullptr;  // [3d, n]
+  const T* b_ih = nullptr;  // [3d]
+  int64_t n = 0;
   const T* h0;
   const T* w_hh;
   const T* w_int;
@@ -54,68 +61,91 @@ DIRU_INLINE void for_lanes(int64_t n, F&& body) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Forward over rows [r0, r1) of every step. scratch: (r1 - r0) * 6d elements (kFwdScratch).
+// Forward over rows [r0, r1) and units [u.c0, u.c1) of every step. Two ways to share a call:
+//   batch slices:  each thread owns rows [r0, r1) and all d units; scratch is its own; sync() is a
+//                  no-op (rows are independent in the recurrence).
+//   column split:  each thread owns units [c0, c1) of every product (and of the state) for all
+//                  rows; scratch is shared; sync() is a barrier of all threads, at the three points
+//                  where a product needs every unit of its input (o, q, then h_t for the next step).
+// scratch: (r1 - r0) * 10d elements (kFwdScratch). prod: the per-step products (diru_cpu_gemm.h).
 // ------------------------------------------------------------------------------------------
-template <typename T, typename L>
-DIRU_INLINE void scan_fwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* scratch) {
+template <typename T, typename L, typename P, typename Sync>
+DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, int64_t r1, UnitRange u,
+                               T* scratch, const Sync& sync) {
   using V = typename L::value;
   const int64_t d = a.d, B = a.B, R = r1 - r0;
   const int64_t d3 = 3 * d, d4 = 4 * d;
+  const int64_t c0 = u.c0, width = u.c1 - u.c0;
   T* pbuf = scratch;            // [R, 3d]  h_{t-1} W_hh^T
   T* obuf = pbuf + R * d3;      // [R, d]   o = u * s
-  T* rbuf = obuf + R * d;       // [R, d]   r (only when nothing is saved)
-  T* ybuf = rbuf + R * d;       // [R, d]   o W_int^T, then (z * r) W_out^T
-  const bool save = a.saved != nullptr;
+  T* qbuf = obuf + R * d;       // [R, d]   q = z * r
+  T* rbuf = qbuf + R * d;       // [R, d]   r (only when nothing is saved)
+  T* ybuf = rbuf + R * d;       // [R, d]   o W_int^T, then q W_out^T
+  T* xbuf = ybuf + R * d;       // [R, 3d]  x_t W_ih^T + b_ih (when the kernel projects x itself)
+  const bool save = a.saved != nullptr, project = a.x != nullptr;
 
   for (int64_t t = 0; t < a.T_steps; ++t) {
     const T* h_prev = t == 0 ? a.h0 + r0 * d : a.hs + ((t - 1) * B + r0) * d;  // [R, d]
-    const T* xp_t = a.xp + (t * B + r0) * d3;                                   // [R, 3d]
     T* h_t = a.hs + (t * B + r0) * d;                                            // [R, d]
     T* sv_t = save ? a.saved + (t * B + r0) * d4 : nullptr;                      // [R, 4d]
+    const T* xp_t = project ? xbuf : a.xp + (t * B + r0) * d3;                 // [R, 3d]
+    if (project) {  // this step's input projection only: it stays in cache
+      prod(kFwdIH, R, a.x + (t * B + r0) * a.n, a.n, xbuf, d3, u);
+      for (int64_t i = 0; i < R; ++i)
+        for (int64_t g = 0; g < 3; ++g) {
+          T* xr = xbuf + i * d3 + g * d + c0;
+          const T* b = a.b_ih + g * d + c0;
+          for_lanes<L>(width, [&](int64_t j, int c) { L::store(xr + j, L::load(xr + j, c) + L::load(b + j, c), c); });
+        }
+    }
 
     // P = h_{t-1} W_hh^T; then u, s, r and o = u * s
-    gemm_rm<T>(false, true, R, d3, d, T(1), h_prev, d, a.w_hh, d, T(0), pbuf, d3);
+    prod(kFwdHH, R, h_prev, d, pbuf, d3, u);
     for (int64_t i = 0; i < R; ++i) {
-      const T* p = pbuf + i * d3;
-      const T* x = xp_t + i * d3;
-      T* o = obuf + i * d;
-      T* u_out = save ? sv_t + i * d4 : nullptr;
-      T* r_out = save ? sv_t + i * d4 + 3 * d : rbuf + i * d;
-      for_lanes<L>(d, [&](int64_t j, int c) {
-        V u = L::tanh(L::load(p + j, c) + L::load(x + j, c));
+      const T* p = pbuf + i * d3 + c0;
+      const T* x = xp_t + i * d3 + c0;
+      T* o = obuf + i * d + c0;
+      T* u_out = save ? sv_t + i * d4 + c0 : nullptr;
+      T* r_out = save ? sv_t + i * d4 + 3 * d + c0 : rbuf + i * d + c0;
+      for_lanes<L>(width, [&](int64_t j, int c) {
+        V uu = L::tanh(L::load(p + j, c) + L::load(x + j, c));
         V s = L::sigmoid(L::load(p + d + j, c) + L::load(x + d + j, c));
         V r = L::sigmoid(L::load(p + 2 * d + j, c) + L::load(x + 2 * d + j, c));
-        L::store(o + j, u * s, c);
+        L::store(o + j, uu * s, c);
         L::store(r_out + j, r, c);
         if (save) {
-          L::store(u_out + j, u, c);
+          L::store(u_out + j, uu, c);
           L::store(u_out + d + j, s, c);
         }
       });
     }
+    sync();
 
-    // z = tanh(o W_int^T + b_int); q = z * r (into obuf)
-    gemm_rm<T>(false, true, R, d, d, T(1), obuf, d, a.w_int, d, T(0), ybuf, d);
+    // z = tanh(o W_int^T + b_int); q = z * r
+    prod(kFwdInt, R, obuf, d, ybuf, d, u);
     for (int64_t i = 0; i < R; ++i) {
-      const T* zp = ybuf + i * d;
-      const T* r_in = save ? sv_t + i * d4 + 3 * d : rbuf + i * d;
-      T* q = obuf + i * d;
-      T* z_out = save ? sv_t + i * d4 + 2 * d : nullptr;
-      for_lanes<L>(d, [&](int64_t j, int c) {
-        V z = L::tanh(L::load(zp + j, c) + L::load(a.b_int + j, c));
+      const T* zp = ybuf + i * d + c0;
+      const T* r_in = save ? sv_t + i * d4 + 3 * d + c0 : rbuf + i * d + c0;
+      const T* bi = a.b_int + c0;
+      T* q = qbuf + i * d + c0;
+      T* z_out = save ? sv_t + i * d4 + 2 * d + c0 : nullptr;
+      for_lanes<L>(width, [&](int64_t j, int c) {
+        V z = L::tanh(L::load(zp + j, c) + L::load(bi + j, c));
         L::store(q + j, z * L::load(r_in + j, c), c);
         if (save) L::store(z_out + j, z, c);
       });
     }
+    sync();
 
     // h_t = tanh(q W_out^T + b_out + h_{t-1})
-    gemm_rm<T>(false, true, R, d, d, T(1), obuf, d, a.w_out, d, T(0), ybuf, d);
+    prod(kFwdOut, R, qbuf, d, ybuf, d, u);
     for (int64_t i = 0; i < R; ++i) {
-      const T* y = ybuf + i * d;
-      const T* hp = h_prev + i * d;
-      T* h = h_t + i * d;
-      for_lanes<L>(d, [&](int64_t j, int c) {
-        L::store(h + j, L::tanh(L::load(y + j, c) + L::load(a.b_out + j, c) + L::load(hp + j, c)), c);
+      const T* y = ybuf + i * d + c0;
+      const T* hp = h_prev + i * d + c0;
+      const T* bo = a.b_out + c0;
+      T* h = h_t + i * d + c0;
+      for_lanes<L>(width, [&](int64_t j, int c) {
+        L::store(h + j, L::tanh(L::load(y + j, c) + L::load(bo + j, c) + L::load(hp + j, c)), c);
       });
     }
 
@@ -124,18 +154,58 @@ DIRU_INLINE void scan_fwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* 
     if (a.len != nullptr) {
       for (int64_t i = 0; i < R; ++i) {
         if (t < a.len[r0 + i]) continue;
-        std::memcpy(h_t + i * d, h_prev + i * d, sizeof(T) * d);
-        if (save) std::fill(sv_t + i * d4, sv_t + (i + 1) * d4, T(0));
+        std::memcpy(h_t + i * d + c0, h_prev + i * d + c0, sizeof(T) * width);
+        if (save) {
+          for (int64_t g = 0; g < 4; ++g) std::fill(sv_t + i * d4 + g * d + c0, sv_t + i * d4 + g * d + c0 + width, T(0));
+        }
       }
     }
+    sync();
   }
+}
+
+struct NoSync {
+  DIRU_INLINE void operator()() const {}
+};
+
+// A barrier for the threads of one column-split call (all running at once: one OpenMP team).
+// Sense-reversing: the last thread to arrive resets the count and flips the phase the others spin
+// on. A few hundred nanoseconds on this project's machines, three times per step.
+class SpinBarrier {
+ public:
+  explicit SpinBarrier(int threads) : threads_(threads) {}
+  void wait() {
+    const int phase = phase_.load(std::memory_order_relaxed);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == threads_) {
+      arrived_.store(0, std::memory_order_relaxed);
+      phase_.store(phase + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; phase_.load(std::memory_order_acquire) == phase; ++spins) {
+      if (spins > 4000) std::this_thread::yield();  // a descheduled peer: stop burning its core
+#if defined(__x86_64__) || defined(__i386__)
+      else __builtin_ia32_pause();
+#endif
+    }
+  }
+
+ private:
+  const int threads_;
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<int> phase_{0};
+};
+
+// Forward over rows [r0, r1) of every step, all units (batch slices).
+template <typename T, typename L, typename P>
+DIRU_INLINE void scan_fwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, int64_t r1, T* scratch) {
+  scan_fwd_part<T, L>(a, prod, r0, r1, UnitRange{0, a.d}, scratch, NoSync{});
 }
 
 // ------------------------------------------------------------------------------------------
 // Backward over rows [r0, r1), reverse time. scratch: (r1 - r0) * 3d elements (kBwdScratch).
 // ------------------------------------------------------------------------------------------
-template <typename T, typename L>
-DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* scratch) {
+template <typename T, typename L, typename P>
+DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, int64_t r1, T* scratch) {
   using V = typename L::value;
   const int64_t d = a.d, B = a.B, R = r1 - r0;
   const int64_t d3 = 3 * d, d4 = 4 * d;
@@ -167,7 +237,7 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* 
     }
 
     // dq = dyp W_out; dzp = dq r (1 - z^2); dr_pre = dq z r (1 - r)
-    gemm_rm<T>(false, false, R, d, d, T(1), dyp_t, d, a.w_out, d, T(0), dq, d);
+    prod(kBwdOut, R, dyp_t, d, dq, d);
     for (int64_t i = 0; i < R; ++i) {
       const T* q = dq + i * d;
       const T* sv = sv_t + i * d4;
@@ -183,7 +253,7 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* 
     }
 
     // do = dzp W_int; da = do s (1 - u^2); ds_pre = do u s (1 - s)
-    gemm_rm<T>(false, false, R, d, d, T(1), dzp_t, d, a.w_int, d, T(0), dq, d);
+    prod(kBwdInt, R, dzp_t, d, dq, d);
     for (int64_t i = 0; i < R; ++i) {
       const T* dov = dq + i * d;
       const T* sv = sv_t + i * d4;
@@ -200,7 +270,7 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* 
     // dh_{t-1} = dyp + dP W_hh. The product goes to scratch and is added after: a BLAS call with
     // beta = 1 accumulates into the O(1) state gradient term by term, which for few rows (MKL's
     // small-matrix path) loses several bits against rounding the product once.
-    gemm_rm<T>(false, false, R, d, d3, T(1), dp_t, d3, a.w_hh, d, T(0), dq, d);
+    prod(kBwdHH, R, dp_t, d3, dq, d);
     for (int64_t i = 0; i < R; ++i) {
       const T* y = dyp_t + i * d;
       const T* pw = dq + i * d;
@@ -223,14 +293,44 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, int64_t r0, int64_t r1, T* 
   std::memcpy(a.d_h0 + r0 * d, dh, sizeof(T) * R * d);
 }
 
-// Non-inline entry points, one per dtype (defined in diru_cpu_kernels.cpp; the float32 ones
-// are compiled for several ISAs and picked at load time).
-void scan_fwd_rows_f32(const ScanArgs<float>& a, int64_t r0, int64_t r1, float* scratch);
-void scan_bwd_rows_f32(const ScanArgs<float>& a, int64_t r0, int64_t r1, float* scratch);
+// Non-inline entry points (defined in diru_cpu_kernels.cpp). float32 runs on one of three
+// instruction sets, picked once at load time (best_isa) or forced (DIRU_FAST_CPU_ISA / set_isa):
+// the packed micro-kernel products on AVX-512 or AVX2, or BLAS calls. float64 always uses BLAS.
+enum class Isa : int { kBlas = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// The packed weights of one call, for the packed ISAs: product p's panels and shape.
+struct PackedWeights {
+  const float* panels[kProducts];
+  int64_t k[kProducts], nb[kProducts], blocks[kProducts];
+};
+
+struct F32Kernels {
+  Isa isa;
+  const char* name;
+  int64_t panel_width;  // NR: column-split threads own multiples of it (0: this ISA does not pack)
+  int64_t (*packed_size)(int64_t k, int64_t n, int64_t blocks);
+  void (*pack)(const float* w, int64_t k, int64_t n, bool transposed, int64_t blocks, float* out);
+  // batch slices [r0, r1), packed products
+  void (*fwd)(const ScanArgs<float>& a, const PackedWeights& w, int64_t r0, int64_t r1, float* scratch);
+  void (*bwd)(const ScanArgs<float>& a, const PackedWeights& w, int64_t r0, int64_t r1, float* scratch);
+  // batch slices [r0, r1), BLAS products with this ISA's elementwise code (calls too small to pack for)
+  void (*fwd_unpacked)(const ScanArgs<float>& a, int64_t r0, int64_t r1, float* scratch);
+  void (*bwd_unpacked)(const ScanArgs<float>& a, int64_t r0, int64_t r1, float* scratch);
+  // column split: called by each thread of one team (all running at once) for its units [c0, c1);
+  // scratch is shared (B * kFwdScratch * d), the barrier is the team's
+  void (*fwd_cols)(const ScanArgs<float>& a, const PackedWeights& w, int64_t c0, int64_t c1, float* scratch,
+                   SpinBarrier& barrier);
+};
+
+Isa best_isa();                       // the widest this CPU (and this build) runs
+bool isa_supported(Isa isa);
+const F32Kernels& f32_kernels(Isa isa);
+Isa& active_isa();                     // what the launcher uses (best_isa() unless overridden)
+
 void scan_fwd_rows_f64(const ScanArgs<double>& a, int64_t r0, int64_t r1, double* scratch);
 void scan_bwd_rows_f64(const ScanArgs<double>& a, int64_t r0, int64_t r1, double* scratch);
 
-constexpr int64_t kFwdScratch = 6;  // scratch per row, in units of d
+constexpr int64_t kFwdScratch = 10;  // scratch per row, in units of d: p (3), o, q, r, y, x W_ih^T (3)
 constexpr int64_t kBwdScratch = 3;  // dh, dh_next, dq
 
 }  // namespace diru_cpu

@@ -24,6 +24,8 @@ and expose::
     unsupported_reason(device, dtype) -> str | None
     FIX: str                                      # what the user runs to get it
     scan_fwd(...), scan_bwd(...)                  # the contract's two functions
+    cell_step(...)                                # optional: one inference step in one call
+    scan_fwd_x(...)                               # optional: an inference forward that projects x itself
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ same n, d, dtype (``diru_fast.baselines.LSTMModel`` = ``nn.LSTM`` + the same lin
 - ``train``: one training step (forward + MSE + backward, gradients filled, no optimizer) and
   ``infer``: one no-grad forward, of ``DIRU``, at the shapes
   ``prototype`` (B=32, T=50, n=1, d=64, k=4: the prototype's own) and ``large`` (B=32, T=200, n=1, d=128);
+  ``infer`` also on one long sequence, B=1, T=1000: ``long64`` (n=1, d=64) and ``long256`` (n=16, d=256);
 - ``step``: one streaming step of ``DIRUCell`` (vs ``nn.LSTMCell``) under ``torch.inference_mode()``,
   B=1, at ``stream64`` (n=1, d=64) and ``stream256`` (n=16, d=256);
 - ``epoch``: one prototype-size training epoch with Adam (800 training sequences in batches of 32,
@@ -47,13 +48,15 @@ from .modules import DIRU, DIRUCell
 SHAPES: Dict[str, Dict[str, int]] = {
     "prototype": dict(B=32, T=50, n=1, d=64, k=4),
     "large": dict(B=32, T=200, n=1, d=128, k=4),
+    "long64": dict(B=1, T=1000, n=1, d=64, k=4),
+    "long256": dict(B=1, T=1000, n=16, d=256, k=4),
     "stream64": dict(B=1, T=1, n=1, d=64, k=4),
     "stream256": dict(B=1, T=1, n=16, d=256, k=4),
 }
 MODES = ("train", "infer", "step", "epoch")
 CASES: List[Tuple[str, str]] = [  # (shape, mode), in report order
     ("prototype", "train"), ("prototype", "infer"), ("large", "train"), ("large", "infer"),
-    ("stream64", "step"), ("stream256", "step"), ("prototype", "epoch"),
+    ("long64", "infer"), ("long256", "infer"), ("stream64", "step"), ("stream256", "step"), ("prototype", "epoch"),
 ]
 EPOCH_TRAIN, EPOCH_VAL = 800, 200  # sequences per prototype-size epoch
 BASELINE = "lstm"
@@ -251,6 +254,37 @@ def markdown_table(records: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def case_flops(impl: str, shape: str, mode: str) -> float:
+    """Floating-point operations of one ``step`` of a case, counting each model's own multiply-adds
+    (2 FLOPs each) in its products: per row and step, a DIRU forward does 5d² + 3dn of them and an
+    LSTM 4d² + 4dn; a training step adds the backward's recurrence and the weight gradients
+    (DIRU 10d² + 3dn, LSTM 8d² + 4dn). Gate math and the linear head are not counted."""
+    s = SHAPES[shape]
+    n, d = s["n"], s["d"]
+    fwd, bwd = ((4 * d * d + 4 * d * n), (8 * d * d + 4 * d * n)) if impl == BASELINE else \
+        ((5 * d * d + 3 * d * n), (10 * d * d + 3 * d * n))
+    rows = s["B"] * s["T"]
+    if mode == "train":
+        return 2.0 * rows * (fwd + bwd)
+    if mode == "epoch":
+        return 2.0 * s["T"] * (EPOCH_TRAIN * (fwd + bwd) + EPOCH_VAL * fwd)
+    return 2.0 * rows * fwd  # infer, step
+
+
+def gflops_table(records: List[Dict[str, object]]) -> str:
+    """Achieved GFLOP/s of each case (see case_flops): what bounds a case, as a number."""
+    impls = [BASELINE] + sorted({r["impl"] for r in records} - {BASELINE}, key=_impl_order)
+    lines = ["| shape | mode | " + " | ".join(impls) + " |", "|---|---|" + "---|" * len(impls)]
+    for shape, mode in CASES:
+        row = {r["impl"]: r for r in records if r["shape"] == shape and r["mode"] == mode}
+        if not row:
+            continue
+        cells = [f"{case_flops(i, shape, mode) / float(row[i]['median_s']) / 1e9:.1f}" if i in row else "–"
+                 for i in impls]
+        lines.append(f"| {_shape_label(shape, mode)} | {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def ratio_vs_baseline(record: Dict[str, object], baseline_median_s: float) -> float:
     """The record's time over the baseline's: the median of per-round ratios where the suite paired
     each round with a baseline round (``ratio_vs_lstm``), else the ratio of the two medians."""
@@ -279,7 +313,9 @@ def write_report(records: List[Dict[str, object]], out_dir: Path, name: str,
     env = environment()
     payload = {"environment": env, "records": records, "scaling": scaling or [], **(extra or {})}
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2))
-    md = [f"# Benchmark: {name}", "", f"`{json.dumps(env)}`", "", markdown_table(records)]
+    md = [f"# Benchmark: {name}", "", f"`{json.dumps(env)}`", "", markdown_table(records), "",
+          "Achieved GFLOP/s (each model's own multiply-adds in its products, 2 FLOPs each; gate math and",
+          "the head not counted):", "", gflops_table(records)]
     if extra:
         md += ["", "```", json.dumps(extra, indent=2), "```"]
     if scaling:

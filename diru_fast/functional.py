@@ -8,21 +8,33 @@
 Weights come in the fused layout of :mod:`diru_fast.weights`. Except on the "reference" backend,
 the input projections of all steps are one GEMM (``F.linear`` over [T, B, n]) before the
 recurrence; the recurrence runs on the kernel contract (:mod:`diru_fast.scan.contract`, backend
-"torch") or on a compiled kernel through :mod:`diru_fast.scan.ops`.
+"torch") or on a compiled kernel, through :func:`diru_fast.scan.ops.scan`, which also picks its form
+while ``torch.compile``, ``torch.export``, ONNX or ``torch.jit.trace`` trace it.
+
+**Autocast.** DIRU is on autocast's float32 list: inside ``torch.autocast`` (CPU or CUDA, any
+dtype), :func:`diru` and :func:`diru_scan` cast their floating-point inputs, state and weights that
+are not float64 to float32 and run with autocast off. So a DIRU layer under autocast computes what
+it computes without it, for a float32 model: the same numbers and float32 outputs and states (a
+16-bit input, e.g. from an autocast layer before it, is accepted), and gradients reach the
+parameters in their own dtype. The custom ops declare the same rule
+(:mod:`diru_fast.scan.ops`), so compiled and exported graphs run under autocast too.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.utils._pytree import tree_map
 
+from . import _tracing
 from . import _validation as v
-from .backends import resolve_backend
-from .scan import contract, ops
+from .backends import get_provider, resolve_backend
+from .scan import ops
 from .scan.reference_scan import reference_scan
 from .weights import CellWeights
 
@@ -31,6 +43,32 @@ __all__ = ["diru", "diru_scan", "diru_cell"]
 Lengths = Union[Tensor, Sequence[int], None]
 
 
+def _to_float32(t):
+    if isinstance(t, Tensor) and t.is_floating_point() and t.dtype != torch.float64:
+        return t.float()
+    return t
+
+
+def float32_under_autocast(fn):
+    """Run ``fn(input, ...)`` as autocast runs the ops of its float32 list: when autocast is on for
+    the input's device type, floating-point tensor arguments other than float64 ones (the input, a
+    PackedSequence's data, the state, every weight) are cast to float32 and ``fn`` runs with autocast
+    off. Outside autocast it is ``fn``."""
+
+    @functools.wraps(fn)
+    def wrapper(input, *args, **kwargs):
+        data = input.data if isinstance(input, PackedSequence) else input
+        device_type = data.device.type if isinstance(data, Tensor) else None
+        if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+            return fn(input, *args, **kwargs)
+        input, args, kwargs = tree_map(_to_float32, (input, args, kwargs))
+        with torch.autocast(device_type, enabled=False):
+            return fn(input, *args, **kwargs)
+
+    return wrapper
+
+
+@float32_under_autocast
 def diru_scan(
     x: Tensor,  # [T, B, n]
     weights: CellWeights,
@@ -41,6 +79,7 @@ def diru_scan(
     backend: str = "auto",
 ) -> Tensor:  # hs: [T, B, d]; steps past a sequence's length repeat its last state
     """One layer and direction over a whole (time-major) sequence."""
+    _tracing.check_exportable()
     x = v.check_input(x, "x", (3,))
     v.check_feature_size(x, "x", weights.input_size)
     v.check_matches_params(x, "x", weights.w_hh)
@@ -64,21 +103,31 @@ def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optiona
                num_compartments: int, backend: str) -> Tensor:
     # x: [T, B, n] (padded steps already zero) -> hs: [T, B, d]
     batch, d = x.shape[1], w.hidden_size
+    if x.shape[0] == 1 and lengths is None:  # one step, e.g. a streaming caller: the fused step if any
+        step = _fused_step(backend, x[0], w, h0)
+        if step is not None:
+            return step(x[0], h0, w.w_ih, w.b_ih, w.w_hh, w.w_int, w.b_int, w.w_out, w.b_out).unsqueeze(0)
     if h0 is None:
         h0 = x.new_zeros(batch, d)
-    if backend == "reference":
+    projecting = _fused_step(backend, x, w, h0, "scan_fwd_x")
+    if projecting is not None:  # inference on a kernel that projects each step's input itself
+        b_int = w.b_int if w.b_int is not None else w.w_int.new_zeros(d)
+        b_out = w.b_out if w.b_out is not None else w.w_out.new_zeros(d)
+        return projecting(x, h0, w.w_ih, w.b_ih, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths)
+    mode = _tracing.mode()  # first: under the TorchScript-based ONNX exporter it raises, naming what works
+    if backend == "reference" and mode == "eager":
         return reference_scan(x, w, h0, lengths, num_compartments)
+    # (traced, "reference" runs as "torch": the same function, see diru_fast.scan.ops.scan)
     # [T, B, 3d]: the x-projections of all steps, one GEMM. A time-major view of batch-first input
     # is made contiguous first: F.linear on the strided view falls back to a batched matmul
-    # (measured 2x slower than copying x, which is the smallest tensor here). Under autocast the GEMM
-    # may run in a lower precision; the recurrence runs in the parameters' dtype.
+    # (measured 2x slower than copying x, which is the smallest tensor here). Under autocast
+    # (float32_under_autocast) the layer runs in float32 with autocast off; a caller that enters
+    # without it gets the GEMM's lower-precision result cast back to the parameters' dtype.
     xp = F.linear(x.contiguous(), w.w_ih, w.b_ih)
     if xp.dtype != w.w_hh.dtype:
         xp = xp.to(w.w_hh.dtype)
     b_int = w.b_int if w.b_int is not None else w.w_int.new_zeros(d)
     b_out = w.b_out if w.b_out is not None else w.w_out.new_zeros(d)
-    if backend == "torch":
-        return contract.scan_fwd(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, False)[0]
     return ops.scan(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, backend)
 
 
@@ -92,6 +141,7 @@ def _reverse(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     return x.gather(0, index.unsqueeze(2).expand_as(x))
 
 
+@float32_under_autocast
 def diru(
     input: Union[Tensor, PackedSequence],
     weights: Sequence[Sequence[CellWeights]],
@@ -125,6 +175,7 @@ def diru(
         ``(output, h_n)``: output ``[T, B, directions * d]`` (batch-first / unbatched /
         packed like the input), ``h_n: [layers * directions, B, d]``.
     """
+    _tracing.check_exportable()
     num_layers = len(weights)
     if num_layers == 0:
         raise ValueError("weights must hold at least one layer")
@@ -202,6 +253,7 @@ def _repack(x: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
     return PackedSequence(packed.data, packed.batch_sizes, like.sorted_indices, like.unsorted_indices)
 
 
+@float32_under_autocast
 def diru_cell(
     input: Tensor,  # [B, n] or [n]
     weights: CellWeights,
@@ -211,6 +263,7 @@ def diru_cell(
     backend: str = "auto",
 ) -> Tensor:  # h': [B, d] or [d]
     """One DIRU step, ``torch.nn.GRUCell``-style."""
+    _tracing.check_exportable()
     x = v.check_input(input, "input", (1, 2))
     v.check_feature_size(x, "input", weights.input_size)
     v.check_matches_params(x, "input", weights.w_hh)
@@ -224,5 +277,22 @@ def diru_cell(
         v.check_state(hx, "hx", (weights.hidden_size,) if unbatched else (batch, weights.hidden_size), weights.w_hh)
         hx = hx.unsqueeze(0) if unbatched else hx
     resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype)
-    h = _run_layer(x.unsqueeze(0), weights, hx, None, num_compartments, resolved)[0]
+    step = _fused_step(resolved, x, weights, hx)
+    if step is not None:
+        h = step(x, hx, weights.w_ih, weights.b_ih, weights.w_hh, weights.w_int, weights.b_int, weights.w_out,
+                 weights.b_out)
+    else:
+        h = _run_layer(x.unsqueeze(0), weights, hx, None, num_compartments, resolved)[0]
     return h.squeeze(0) if unbatched else h
+
+
+def _fused_step(backend: str, x: Tensor, w: CellWeights, hx: Optional[Tensor], name: str = "cell_step"):
+    """The provider's inference function ``name`` (``cell_step``: one step in one call; ``scan_fwd_x``:
+    a sequence with the input projection inside the time loop), when this call needs no autograd
+    graph and the provider has one; else None. Traced or exported (torch.compile / export / ONNX /
+    jit.trace) and under torch.func transforms, ops.scan picks the form instead."""
+    if backend in ("torch", "reference") or _tracing.mode() != "eager" or _tracing.transforms_active():
+        return None
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, hx, *w)):
+        return None
+    return getattr(get_provider(backend), name, None)

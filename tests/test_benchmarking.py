@@ -38,6 +38,16 @@ def test_saved_activation_bytes_scale_with_sequence_length(monkeypatch):
     assert short > 0 and 1.6 < long / short < 2.4
 
 
+def test_flop_counts_follow_the_arithmetic():
+    d, n = bm.SHAPES["large"]["d"], bm.SHAPES["large"]["n"]
+    diru, lstm = bm.case_flops("cpu", "large", "infer"), bm.case_flops("lstm", "large", "infer")
+    assert diru == 2 * 32 * 200 * (5 * d * d + 3 * d * n) and lstm == 2 * 32 * 200 * (4 * d * d + 4 * d * n)
+    assert bm.case_flops("cpu", "large", "train") == 2 * 32 * 200 * (15 * d * d + 6 * d * n)
+    table = bm.gflops_table([{"impl": "lstm", "shape": "large", "mode": "infer", "median_s": lstm / 1e11},
+                             {"impl": "cpu", "shape": "large", "mode": "infer", "median_s": diru / 5e10}])
+    assert "| 100.0 | 50.0 |" in table
+
+
 def test_linear_fit_r2():
     assert abs(bm.linear_fit_r2([1, 2, 3, 4], [2, 4, 6, 8]) - 1.0) < 1e-12
     assert bm.linear_fit_r2([1, 2, 3, 4], [1, 16, 81, 256]) < 0.95

@@ -137,3 +137,15 @@ def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved):
 def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths):
     """The contract's scan_bwd (diru_fast.scan.contract) on the C++ kernel."""
     return tuple(extension().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths))
+
+
+def scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths):
+    """An inference forward ``x [T, B, n] -> hs [T, B, d]`` that projects each step's input inside the
+    time loop (the contract's scan_fwd on ``xp = x W_ih^T + b_ih`` without writing xp to memory)."""
+    return _extension.scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths)
+
+
+def cell_step(x, h, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out):
+    """One inference step, ``x [B, n], h [B, d] | None -> h' [B, d]``, in one call: the input
+    projection, the three products and the gates (no autograd graph, nothing saved)."""
+    return _extension.cell_step(x, h, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out)
