@@ -26,6 +26,7 @@ from typing import Optional
 
 import torch
 
+from . import require_options
 from .. import _build
 
 FIX = (
@@ -129,13 +130,19 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
     return None
 
 
-def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved):
+OPTIONS = frozenset()  # the contract's options these kernels fuse (diru_fast.providers)
+
+
+def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
+             mask=None):
     """The contract's scan_fwd (diru_fast.scan.contract) on the C++ kernel."""
+    require_options("cpu", OPTIONS, activation, compartment_of, mask)
     return tuple(extension().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved))
 
 
-def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths):
+def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None):
     """The contract's scan_bwd (diru_fast.scan.contract) on the C++ kernel."""
+    require_options("cpu", OPTIONS, activation, compartment_of, mask)
     return tuple(extension().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths))
 
 

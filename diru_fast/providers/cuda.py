@@ -12,6 +12,8 @@ from typing import Optional
 
 import torch
 
+from . import require_options
+
 FIX = ("build the extension where PyTorch has CUDA and nvcc is on PATH: `python csrc/cuda/build.py` "
        "in a source checkout, or reinstall with `pip install --no-build-isolation .`")
 
@@ -42,9 +44,15 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
     return None
 
 
-def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved):
+OPTIONS = frozenset()  # the contract's options these kernels fuse (diru_fast.providers)
+
+
+def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
+             mask=None):
+    require_options("cuda", OPTIONS, activation, compartment_of, mask)
     return _ext().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
 
 
-def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths):
+def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None):
+    require_options("cuda", OPTIONS, activation, compartment_of, mask)
     return _ext().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)

@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from . import require_options
+
 FIX = ("pip install triton (it ships with the CUDA builds of PyTorch); the kernels run on CUDA GPUs, "
        "or on CPU tensors under TRITON_INTERPRET=1 set before triton is imported (slow, for tests)")
 
@@ -62,9 +64,15 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
     return None
 
 
-def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved):
+OPTIONS = frozenset()  # the contract's options these kernels fuse (diru_fast.providers)
+
+
+def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
+             mask=None):
+    require_options("triton", OPTIONS, activation, compartment_of, mask)
     return _kernels().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
 
 
-def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths):
+def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None):
+    require_options("triton", OPTIONS, activation, compartment_of, mask)
     return _kernels().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)

@@ -18,25 +18,43 @@ derivation)::
     z = tanh((u*s) W_int^T + b_int)
     h_t = tanh((z*r) W_out^T + b_out + h_{t-1})
 
+Options (docs/MATH.md, "Options"; the defaults give the plain cell above)::
+
+    activation="relu":       u = relu(a) instead of tanh(a)
+    compartment_of [d] long: attention over the k compartments. P_t has k more columns, the
+                             attention logits e (their x part in xp, their h part in W_hh's last
+                             k rows): P_t = [a | s_pre | r_pre | e]  [B, 3d+k],
+                             alpha = softmax(e) [B, k], and unit j's compartment output is scaled
+                             by k * alpha[compartment_of[j]] (zero logits: the plain cell)
+    mask [T, B, d]:          compartment dropout, o_t <- o_t * mask_t (values 0 or 1/(1-p), drawn
+                             by the caller), after the attention scaling
+    o = u * s * k * alpha[:, compartment_of] * mask_t        (each factor only where its option is on)
+    z = tanh(o W_int^T + b_int)
+
 Variable lengths: where ``t >= lengths[b]`` row b's step is skipped: ``h_t = h_{t-1}``
 (selected, never blended arithmetically, so a NaN in a padded step cannot leak), its saved
 gates are written as zeros, and in the backward its per-step gradients are exactly zero while
 the state gradient passes through unchanged.
 
-scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved) -> (hs, saved)
-    xp     [T, B, 3d]  the input projections of all steps (x W_ih^T + b_ih), any float dtype
-    h0     [B, d]      initial state (dtype of xp)
-    hs     [T, B, d]   h_1..h_T, dtype of xp
-    saved  [T, B, 4d]  acc dtype: [u | s | z | r] per step, for the backward;
-                       shape [0] when need_saved is False (inference)
+scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
+         activation="tanh", compartment_of=None, mask=None) -> (hs, saved)
+    xp     [T, B, 3d+k] the input projections of all steps (x W_ih^T + b_ih), any float dtype;
+                        k = 0 without attention
+    h0     [B, d]       initial state (dtype of xp)
+    w_hh   [3d+k, d]
+    hs     [T, B, d]    h_1..h_T, dtype of xp
+    saved  [T, B, 4d+k] acc dtype: [u | s | z | r | alpha] per step, for the backward;
+                        shape [0] when need_saved is False (inference)
+    mask   [T, B, d]    acc dtype, or None
 
-scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths) -> (d_p, d_zp, d_yp, d_h0)
+scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
+         activation="tanh", compartment_of=None, mask=None) -> (d_p, d_zp, d_yp, d_h0)
     grad_hs [T, B, d]  dL/dh_t from outside the recurrence (dtype of hs)
-    d_p     [T, B, 3d] acc: dL/dP_t (= dL/dxp_t, and the rows of the w_hh gradient)
-    d_zp    [T, B, d]  acc: dL/d((u*s) W_int^T + b_int)       (integration pre-activation)
+    d_p     [T, B, 3d+k] acc: dL/dP_t (= dL/dxp_t, and the rows of the w_hh gradient)
+    d_zp    [T, B, d]  acc: dL/d(o W_int^T + b_int)           (integration pre-activation)
     d_yp    [T, B, d]  acc: dL/d((z*r) W_out^T + b_out + h)   (output pre-activation)
     d_h0    [B, d]     dtype of h0
-    Beyond the kernels' interface, this statement also takes ``grad_saved [T, B, 4d]``, a
+    Beyond the kernels' interface, this statement also takes ``grad_saved [T, B, 4d+k]``, a
     gradient w.r.t. the saved gates (second-order terms reach the forward through them).
 """
 
@@ -61,18 +79,67 @@ def live_steps(lengths: Optional[Tensor], steps: int) -> Optional[Tuple[Tensor, 
     return (t.unsqueeze(1) < lengths.unsqueeze(0)).unsqueeze(2).unbind(0)
 
 
+ACTIVATIONS = ("tanh", "relu")
+
+
+def activate(activation: str, a: Tensor) -> Tensor:
+    """The compartment nonlinearity ``u = act(a)``."""
+    if activation == "tanh":
+        return torch.tanh(a)
+    if activation == "relu":
+        return torch.relu(a)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def activation_slope(activation: str, u: Tensor) -> Tensor:
+    """``act'(a)`` from ``u = act(a)``: ``1 - u^2`` (tanh), ``[u > 0]`` (relu, 0 at a = 0 as in torch)."""
+    if activation == "tanh":
+        return 1 - u * u
+    return (u > 0).to(u.dtype)
+
+
+def compartment_scale(alpha: Tensor, compartment_of: Tensor) -> Tensor:
+    """Per unit, ``k * alpha[compartment_of[j]]``: ``alpha [..., k] -> [..., d]``."""
+    return alpha.shape[-1] * alpha.index_select(-1, compartment_of)
+
+
+def compartment_sum(v: Tensor, compartment_of: Tensor, k: int) -> Tensor:
+    """Per compartment, the sum of ``v``'s units: ``[B, d] -> [B, k]`` (differentiable)."""
+    return v.new_zeros(v.shape[0], k).index_add(1, compartment_of, v)
+
+
+def integration_input(saved: Tensor, d: int, compartment_of: Optional[Tensor], mask: Optional[Tensor]) -> Tensor:
+    """The compartment outputs ``o = u * s (* k alpha_c) (* mask)`` of every step from ``saved``:
+    ``[T, B, 4d+k] -> [T, B, d]`` (zero on padded steps, whose saved gates are zero)."""
+    o = saved[..., :d] * saved[..., d:2 * d]
+    if compartment_of is not None:
+        o = o * compartment_scale(saved[..., 4 * d:], compartment_of)
+    if mask is not None:
+        o = o * mask.to(o.dtype)
+    return o
+
+
 def step(xp_t: Tensor, h: Tensor, w_hh_t: Tensor, w_int_t: Tensor, b_int: Tensor, w_out_t: Tensor,
-         b_out: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One step, all in acc: ``(xp_t [B, 3d], h_{t-1} [B, d])`` and the transposed weights
-    (``w_hh_t [d, 3d]``, ``w_int_t``, ``w_out_t [d, d]``) -> ``(h_t, u, s, z, r)``, each ``[B, d]``.
-    :func:`scan_fwd` loops over it; :mod:`diru_fast.scan.loop` runs it as the body of one traced loop."""
+         b_out: Tensor, activation: str = "tanh", compartment_of: Optional[Tensor] = None,
+         mask_t: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """One step, all in acc: ``(xp_t [B, 3d+k], h_{t-1} [B, d])`` and the transposed weights
+    (``w_hh_t [d, 3d+k]``, ``w_int_t``, ``w_out_t [d, d]``) -> ``(h_t, u, s, z, r, alpha)``, each
+    ``[B, d]`` but ``alpha [B, k]`` (None without attention). :func:`scan_fwd` loops over it;
+    :mod:`diru_fast.scan.loop` runs it as the body of one traced loop."""
     d = h.shape[-1]
-    p = torch.addmm(xp_t, h, w_hh_t)  # [B, 3d]
-    a, s_pre, r_pre = p.split(d, dim=1)
-    u, s, r = torch.tanh(a), torch.sigmoid(s_pre), torch.sigmoid(r_pre)
-    z = torch.tanh(torch.addmm(b_int, u * s, w_int_t))
+    p = torch.addmm(xp_t, h, w_hh_t)  # [B, 3d+k]
+    a, s_pre, r_pre = p[:, :d], p[:, d:2 * d], p[:, 2 * d:3 * d]
+    u, s, r = activate(activation, a), torch.sigmoid(s_pre), torch.sigmoid(r_pre)
+    o = u * s
+    alpha = None
+    if compartment_of is not None:
+        alpha = torch.softmax(p[:, 3 * d:], dim=1)  # [B, k]
+        o = o * compartment_scale(alpha, compartment_of)
+    if mask_t is not None:
+        o = o * mask_t
+    z = torch.tanh(torch.addmm(b_int, o, w_int_t))
     h_new = torch.tanh(torch.addmm(b_out, z * r, w_out_t) + h)
-    return h_new, u, s, z, r
+    return h_new, u, s, z, r, alpha
 
 
 def scan_fwd(
@@ -85,6 +152,9 @@ def scan_fwd(
     b_out: Tensor,
     lengths: Optional[Tensor],
     need_saved: bool,
+    activation: str = "tanh",
+    compartment_of: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
     *,
     acc: Optional[torch.dtype] = None,
 ) -> Tuple[Tensor, Tensor]:
@@ -98,11 +168,13 @@ def scan_fwd(
     hs: List[Tensor] = []
     saved: List[Tensor] = []
     for t, xp_t in enumerate(xp.unbind(0)):  # unbind: per-step views whose gradients autograd stacks once
-        h_new, u, s, z, r = step(xp_t.to(acc), h, w_hh_t, w_int_t, b_int, w_out_t, b_out)
+        mask_t = None if mask is None else mask[t].to(acc)
+        h_new, u, s, z, r, alpha = step(xp_t.to(acc), h, w_hh_t, w_int_t, b_int, w_out_t, b_out, activation,
+                                        compartment_of, mask_t)
         if live is not None:
             h_new = torch.where(live[t], h_new, h)
         if need_saved:
-            gates = torch.cat([u, s, z, r], dim=1)  # [B, 4d]
+            gates = torch.cat([u, s, z, r] + ([] if alpha is None else [alpha]), dim=1)  # [B, 4d+k]
             saved.append(gates if live is None else torch.where(live[t], gates, torch.zeros_like(gates)))
         hs.append(h_new)
         h = h_new
@@ -119,9 +191,13 @@ def scan_bwd(
     w_int: Tensor,
     w_out: Tensor,
     lengths: Optional[Tensor],
+    activation: str = "tanh",
+    compartment_of: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
     grad_saved: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     steps, batch, d = hs.shape
+    k = saved.shape[-1] - 4 * d if compartment_of is not None else 0
     acc = saved.dtype
     w_hh, w_int, w_out = w_hh.to(acc), w_int.to(acc), w_out.to(acc)
     live = live_steps(lengths, steps)
@@ -132,20 +208,31 @@ def scan_bwd(
     for t in range(steps - 1, -1, -1):
         dh = dh + grad_hs[t].to(acc)
         h_new = hs[t].to(acc)
-        u, s, z, r = saved[t].split(d, dim=1)
+        u, s, z, r = saved[t, :, :4 * d].split(d, dim=1)
         dyp = dh * (1 - h_new * h_new)
         dq = dyp @ w_out  # dL/d(z*r)
         dz, dr = dq * r, dq * z
         if grad_saved is not None:
-            g_u, g_s, g_z, g_r = grad_saved[t].to(acc).split(d, dim=1)
+            g_u, g_s, g_z, g_r = grad_saved[t, :, :4 * d].to(acc).split(d, dim=1)
             dz, dr = dz + g_z, dr + g_r
         dzp = dz * (1 - z * z)
         dr_pre = dr * r * (1 - r)
-        do = dzp @ w_int  # dL/d(u*s)
-        du, ds = do * s, do * u
+        do = dzp @ w_int  # dL/do, o = u*s*(k alpha_c)*mask
+        if mask is not None:
+            do = do * mask[t].to(acc)
+        dus = do  # dL/d(u*s)
+        if k:
+            alpha = saved[t, :, 4 * d:]
+            dus = do * compartment_scale(alpha, compartment_of)
+            d_alpha = k * compartment_sum(do * u * s, compartment_of, k)  # [B, k]
+            if grad_saved is not None:
+                d_alpha = d_alpha + grad_saved[t, :, 4 * d:].to(acc)
+            de = alpha * (d_alpha - (alpha * d_alpha).sum(dim=1, keepdim=True))  # softmax backward
+        du, ds = dus * s, dus * u
         if grad_saved is not None:
             du, ds = du + g_u, ds + g_s
-        dp = torch.cat([du * (1 - u * u), ds * s * (1 - s), dr_pre], dim=1)
+        parts = [du * activation_slope(activation, u), ds * s * (1 - s), dr_pre]
+        dp = torch.cat(parts + [de] if k else parts, dim=1)  # [B, 3d+k]
         dh_prev = dyp + dp @ w_hh
         if live is not None:
             dp = torch.where(live[t], dp, torch.zeros_like(dp))
@@ -163,6 +250,9 @@ def scan_jvp(
     primals: Tuple[Tensor, ...],
     tangents: Tuple[Optional[Tensor], ...],
     lengths: Optional[Tensor],
+    activation: str = "tanh",
+    compartment_of: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Forward mode: the tangents of ``scan_fwd``'s ``(hs, saved)`` along ``tangents``.
 
@@ -171,12 +261,15 @@ def scan_jvp(
     for ``torch.func.jvp`` / ``jacfwd`` / ``torch.autograd.forward_ad``. Written with differentiable
     operations, by the chain rule through each step (docs/MATH.md, "Forward mode")::
 
-        dP  = dxp_t + dh W_hh^T + h dW_hh^T                  = [da | ds_pre | dr_pre]
-        du  = (1 - u^2) da    ds = s (1 - s) ds_pre    dr = r (1 - r) dr_pre
-        dz  = (1 - z^2) ((du s + u ds) W_int^T + (u s) dW_int^T + db_int)
+        dP  = dxp_t + dh W_hh^T + h dW_hh^T                  = [da | ds_pre | dr_pre | de]
+        du  = act'(a) da    ds = s (1 - s) ds_pre    dr = r (1 - r) dr_pre
+        dalpha = alpha (de - <alpha, de>)        (attention; g = k alpha_c * mask per unit)
+        do  = ((du s + u ds) g + u s dg)
+        dz  = (1 - z^2) (do W_int^T + o dW_int^T + db_int)
         dh' = (1 - h'^2) ((dz r + z dr) W_out^T + (z r) dW_out^T + db_out + dh)
 
-    Padded steps keep the state's tangent and have zero gate tangents.
+    The tangent of ``saved_t`` is ``[du | ds | dz | dr | dalpha]``. Padded steps keep the state's
+    tangent and have zero gate tangents. The dropout mask is a constant.
     """
     xp, h0, w_hh, w_int, b_int, w_out, b_out = primals
     acc = acc_dtype(xp.dtype)
@@ -191,15 +284,26 @@ def scan_jvp(
     d_hs: List[Tensor] = []
     d_saved: List[Tensor] = []
     for t in range(steps):
-        h_new, u, s, z, r = step(xp[t].to(acc), h, w_hh_t, w_int_t, b_int, w_out_t, b_out)
-        dp = t_xp[t] + dh @ w_hh_t + h @ t_w_hh_t  # [B, 3d]
-        da, ds_pre, dr_pre = dp.split(d, dim=1)
-        du, ds, dr = (1 - u * u) * da, s * (1 - s) * ds_pre, r * (1 - r) * dr_pre
-        o = u * s
-        dz = (1 - z * z) * ((du * s + u * ds) @ w_int_t + o @ t_w_int_t + t_b_int)
+        mask_t = None if mask is None else mask[t].to(acc)
+        h_new, u, s, z, r, alpha = step(xp[t].to(acc), h, w_hh_t, w_int_t, b_int, w_out_t, b_out, activation,
+                                        compartment_of, mask_t)
+        dp = t_xp[t] + dh @ w_hh_t + h @ t_w_hh_t  # [B, 3d+k]
+        da, ds_pre, dr_pre = dp[:, :d], dp[:, d:2 * d], dp[:, 2 * d:3 * d]
+        du, ds, dr = activation_slope(activation, u) * da, s * (1 - s) * ds_pre, r * (1 - r) * dr_pre
+        o, do = u * s, du * s + u * ds
+        tangent_gates = [du, ds]
+        if alpha is not None:
+            de = dp[:, 3 * d:]
+            d_alpha = alpha * (de - (alpha * de).sum(dim=1, keepdim=True))
+            g, dg = compartment_scale(alpha, compartment_of), compartment_scale(d_alpha, compartment_of)
+            o, do = o * g, do * g + o * dg
+        if mask_t is not None:
+            o, do = o * mask_t, do * mask_t
+        dz = (1 - z * z) * (do @ w_int_t + o @ t_w_int_t + t_b_int)
         q = z * r
         dh_new = (1 - h_new * h_new) * ((dz * r + z * dr) @ w_out_t + q @ t_w_out_t + t_b_out + dh)
-        gates = torch.cat([du, ds, dz, dr], dim=1)  # [B, 4d]
+        tangent_gates += [dz, dr] + ([] if alpha is None else [d_alpha])
+        gates = torch.cat(tangent_gates, dim=1)  # [B, 4d+k]
         if live is not None:
             h_new = torch.where(live[t], h_new, h)
             dh_new = torch.where(live[t], dh_new, dh)

@@ -154,7 +154,7 @@ class Scan(torch.autograd.Function):
                                              and not _tracing.transforms_active(grad_hs)):
             step_grads = kernel_bwd(grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths, ctx.backend)
         else:
-            step_grads = contract.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, grad_saved)
+            step_grads = contract.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, grad_saved=grad_saved)
         return (*input_grads(ctx.needs_input_grad, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out),
                 None, None)
 
