@@ -272,15 +272,23 @@ def case_flops(impl: str, shape: str, mode: str) -> float:
 
 
 def gflops_table(records: List[Dict[str, object]]) -> str:
-    """Achieved GFLOP/s of each case (see case_flops): what bounds a case, as a number."""
+    """Achieved GFLOP/s of each case (see case_flops): what bounds a case, as a number. A model's
+    time is its ratio to the baseline times the baseline's median (the paired ratio where the suite
+    paired rounds), so the two columns agree with the ratios even when the machine's speed drifted
+    between the two benchmarks' medians."""
     impls = [BASELINE] + sorted({r["impl"] for r in records} - {BASELINE}, key=_impl_order)
     lines = ["| shape | mode | " + " | ".join(impls) + " |", "|---|---|" + "---|" * len(impls)]
     for shape, mode in CASES:
         row = {r["impl"]: r for r in records if r["shape"] == shape and r["mode"] == mode}
         if not row:
             continue
-        cells = [f"{case_flops(i, shape, mode) / float(row[i]['median_s']) / 1e9:.1f}" if i in row else "–"
-                 for i in impls]
+        base = row.get(BASELINE, {}).get("median_s")
+
+        def seconds(impl: str) -> float:
+            r = row[impl]
+            return ratio_vs_baseline(r, base) * float(base) if base and impl != BASELINE else float(r["median_s"])
+
+        cells = [f"{case_flops(i, shape, mode) / seconds(i) / 1e9:.1f}" if i in row else "–" for i in impls]
         lines.append(f"| {_shape_label(shape, mode)} | {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -315,7 +323,7 @@ def write_report(records: List[Dict[str, object]], out_dir: Path, name: str,
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2))
     md = [f"# Benchmark: {name}", "", f"`{json.dumps(env)}`", "", markdown_table(records), "",
           "Achieved GFLOP/s (each model's own multiply-adds in its products, 2 FLOPs each; gate math and",
-          "the head not counted):", "", gflops_table(records)]
+          "the head not counted; a model's time is its paired ratio times the torch.nn median):", "", gflops_table(records)]
     if extra:
         md += ["", "```", json.dumps(extra, indent=2), "```"]
     if scaling:

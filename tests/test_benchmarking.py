@@ -46,6 +46,11 @@ def test_flop_counts_follow_the_arithmetic():
     table = bm.gflops_table([{"impl": "lstm", "shape": "large", "mode": "infer", "median_s": lstm / 1e11},
                              {"impl": "cpu", "shape": "large", "mode": "infer", "median_s": diru / 5e10}])
     assert "| 100.0 | 50.0 |" in table
+    # with a paired ratio the model's time is ratio x the baseline's median: here 1.6 x (lstm / 1e11 s)
+    paired = bm.gflops_table([{"impl": "lstm", "shape": "large", "mode": "infer", "median_s": lstm / 1e11},
+                              {"impl": "cpu", "shape": "large", "mode": "infer", "median_s": 1.0,
+                               "ratio_vs_lstm": 1.6 * diru / lstm}])
+    assert "| 100.0 | 62.5 |" in paired
 
 
 def test_linear_fit_r2():
