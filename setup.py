@@ -121,7 +121,9 @@ setup(
         # Not pinned higher here: CUDA builds of torch pin their own triton, and a GPU image must keep it.
         "test": ["pytest>=7", "pytest-benchmark>=4", "triton>=3.0", "expecttest", "tqdm", "matplotlib",
                  "scipy", "statsmodels", "pandas", "scikit-learn", "onnx>=1.17", "onnxscript>=0.5",
-                 "onnxruntime>=1.20"],
+                 "onnxruntime>=1.20", "lightning>=2.4"],
+        # diru_fast.lightning.DIRURegressor (README: PyTorch Lightning)
+        "lightning": ["lightning>=2.4"],
         # torch.onnx.export(model, args, dynamo=True) and checking the model in onnxruntime (README: Export)
         "onnx": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
         "bench": ["pytest-benchmark>=4", "matplotlib"],
