@@ -66,17 +66,54 @@ void check_shared(int64_t bytes, const at::Tensor& like, int64_t d) {
               "; use backend='triton' or 'torch' for this size");
 }
 
-// xp [T, B, 3d], h0 [B, d], w_hh [3d, d], w_int [d, d], b_int [d], w_out [d, d], b_out [d], lengths [B] int64
-// -> hs [T, B, d] (dtype of xp), saved [T, B, 4d] (acc; [0] when need_saved is false)
+// The contract's options (diru_fast/scan/contract.py) for T steps, B rows, hidden size d, k compartments:
+// activation "tanh" | "relu"; compartment_of [d] int32 with values in [0, k) (None: no attention, k = 0);
+// mask [T, B, d] in the accumulation dtype (None: no dropout).
+diru_fast::cuda::Options options(const std::string& activation, const std::optional<at::Tensor>& compartment_of,
+                                 const std::optional<at::Tensor>& mask, const at::Tensor& like, int64_t steps,
+                                 int64_t batch, int64_t d, int64_t k) {
+  diru_fast::cuda::Options opts;
+  TORCH_CHECK(activation == "tanh" || activation == "relu",
+              "diru_fast cuda: activation must be 'tanh' or 'relu', got '", activation, "'");
+  opts.relu = activation == "relu";
+  if (compartment_of.has_value()) {
+    const at::Tensor& comp = *compartment_of;
+    check(comp, "compartment_of", like, {d}, false);
+    TORCH_CHECK(comp.scalar_type() == at::kInt, "diru_fast cuda: compartment_of must be int32, got ",
+                comp.scalar_type());
+    TORCH_CHECK(k >= 1, "diru_fast cuda: attention needs at least one compartment (k = ", k, ")");
+    const auto range = at::aminmax(comp);  // the kernels index shared memory with these: checked once per call
+    TORCH_CHECK(std::get<0>(range).item<int32_t>() >= 0 && std::get<1>(range).item<int32_t>() < k,
+                "diru_fast cuda: compartment_of must hold values in [0, ", k, ")");
+    opts.k = k;
+    opts.compartment_of = comp.data_ptr<int32_t>();
+  } else {
+    TORCH_CHECK(k == 0, "diru_fast cuda: ", k, " extra columns (attention logits) but no compartment_of");
+  }
+  if (mask.has_value()) {
+    check(*mask, "mask", like, {steps, batch, d}, false);
+    TORCH_CHECK(mask->scalar_type() == acc_type(like.scalar_type()), "diru_fast cuda: mask must be ",
+                acc_type(like.scalar_type()), ", got ", mask->scalar_type());
+    opts.mask = mask->data_ptr();
+  }
+  return opts;
+}
+
+// xp [T, B, 3d+k], h0 [B, d], w_hh [3d+k, d], w_int [d, d], b_int [d], w_out [d, d], b_out [d], lengths [B] int64,
+// options (above) -> hs [T, B, d] (dtype of xp), saved [T, B, 4d+k] (acc; [0] when need_saved is false)
 std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp, const at::Tensor& h0, const at::Tensor& w_hh,
                                             const at::Tensor& w_int, const at::Tensor& b_int, const at::Tensor& w_out,
                                             const at::Tensor& b_out, const std::optional<at::Tensor>& lengths,
-                                            bool need_saved) {
-  TORCH_CHECK(xp.dim() == 3 && h0.dim() == 2, "diru_fast cuda: xp must be [T, B, 3d] and h0 [B, d]");
+                                            bool need_saved, const std::string& activation,
+                                            const std::optional<at::Tensor>& compartment_of,
+                                            const std::optional<at::Tensor>& mask) {
+  TORCH_CHECK(xp.dim() == 3 && h0.dim() == 2, "diru_fast cuda: xp must be [T, B, 3d+k] and h0 [B, d]");
   const int64_t steps = xp.size(0), batch = xp.size(1), d = h0.size(1);
-  check(xp, "xp", xp, {steps, batch, 3 * d}, true);
+  const int64_t k = xp.size(2) - 3 * d;
+  TORCH_CHECK(k >= 0, "diru_fast cuda: xp must be [T, B, 3d+k] with d = ", d, ", got ", xp.sizes());
+  check(xp, "xp", xp, {steps, batch, 3 * d + k}, true);
   check(h0, "h0", xp, {batch, d}, true);
-  check(w_hh, "w_hh", xp, {3 * d, d}, true);
+  check(w_hh, "w_hh", xp, {3 * d + k, d}, true);
   check(w_int, "w_int", xp, {d, d}, true);
   check(b_int, "b_int", xp, {d}, true);
   check(w_out, "w_out", xp, {d, d}, true);
@@ -84,42 +121,48 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp, const at::Tens
   const DType dtype = dtype_of(xp);
   const c10::cuda::CUDAGuard guard(xp.device());
   const int64_t* lens = lengths_ptr(lengths, xp, batch);
+  const diru_fast::cuda::Options opts = options(activation, compartment_of, mask, xp, steps, batch, d, k);
   at::Tensor hs = alloc({steps, batch, d}, xp.options());
-  at::Tensor saved = need_saved ? alloc({steps, batch, 4 * d}, xp.options().dtype(acc_type(xp.scalar_type())))
+  at::Tensor saved = need_saved ? alloc({steps, batch, 4 * d + k}, xp.options().dtype(acc_type(xp.scalar_type())))
                                 : alloc({0}, xp.options().dtype(acc_type(xp.scalar_type())));
   if (steps == 0 || batch == 0) return {hs, saved};
-  check_shared(diru_fast::cuda::fwd_shared_bytes(dtype, d), xp, d);
-  // The forward reads W^T (coalesced along the output unit): d x 3d / d x d copies, tiny next to the scan.
+  check_shared(diru_fast::cuda::fwd_shared_bytes(dtype, d, k), xp, d);
+  // The forward reads W^T (coalesced along the output unit): d x (3d+k) / d x d copies, tiny next to the scan.
   const at::Tensor w_hh_t = w_hh.t().contiguous(), w_int_t = w_int.t().contiguous(), w_out_t = w_out.t().contiguous();
   C10_CUDA_CHECK(diru_fast::cuda::scan_fwd(dtype, xp.data_ptr(), h0.data_ptr(), w_hh_t.data_ptr(), w_int_t.data_ptr(),
                                            b_int.data_ptr(), w_out_t.data_ptr(), b_out.data_ptr(), lens, hs.data_ptr(),
-                                           need_saved ? saved.data_ptr() : nullptr, steps, batch, d,
+                                           need_saved ? saved.data_ptr() : nullptr, steps, batch, d, opts,
                                            c10::cuda::getCurrentCUDAStream()));
   return {hs, saved};
 }
 
-// grad_hs [T, B, d], h0 [B, d], hs [T, B, d], saved [T, B, 4d] acc, w_hh [3d, d], w_int [d, d], w_out [d, d],
-// lengths [B] int64 -> d_p [T, B, 3d], d_zp [T, B, d], d_yp [T, B, d] (acc), d_h0 [B, d] (dtype of h0)
+// grad_hs [T, B, d], h0 [B, d], hs [T, B, d], saved [T, B, 4d+k] acc, w_hh [3d+k, d], w_int [d, d], w_out [d, d],
+// lengths [B] int64, options (above) -> d_p [T, B, 3d+k], d_zp [T, B, d], d_yp [T, B, d] (acc), d_h0 [B, d]
+// (dtype of h0)
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     const at::Tensor& grad_hs, const at::Tensor& h0, const at::Tensor& hs, const at::Tensor& saved,
     const at::Tensor& w_hh, const at::Tensor& w_int, const at::Tensor& w_out,
-    const std::optional<at::Tensor>& lengths) {
-  TORCH_CHECK(hs.dim() == 3, "diru_fast cuda: hs must be [T, B, d]");
+    const std::optional<at::Tensor>& lengths, const std::string& activation,
+    const std::optional<at::Tensor>& compartment_of, const std::optional<at::Tensor>& mask) {
+  TORCH_CHECK(hs.dim() == 3 && saved.dim() == 3, "diru_fast cuda: hs must be [T, B, d] and saved [T, B, 4d+k]");
   const int64_t steps = hs.size(0), batch = hs.size(1), d = hs.size(2);
+  const int64_t k = saved.size(2) - 4 * d;
+  TORCH_CHECK(k >= 0, "diru_fast cuda: saved must be [T, B, 4d+k] with d = ", d, ", got ", saved.sizes());
   check(hs, "hs", hs, {steps, batch, d}, true);
   check(grad_hs, "grad_hs", hs, {steps, batch, d}, true);
   check(h0, "h0", hs, {batch, d}, true);
-  check(saved, "saved", hs, {steps, batch, 4 * d}, false);
+  check(saved, "saved", hs, {steps, batch, 4 * d + k}, false);
   TORCH_CHECK(saved.scalar_type() == acc_type(hs.scalar_type()), "diru_fast cuda: saved must be ",
               acc_type(hs.scalar_type()), ", got ", saved.scalar_type());
-  check(w_hh, "w_hh", hs, {3 * d, d}, true);
+  check(w_hh, "w_hh", hs, {3 * d + k, d}, true);
   check(w_int, "w_int", hs, {d, d}, true);
   check(w_out, "w_out", hs, {d, d}, true);
   const DType dtype = dtype_of(hs);
   const c10::cuda::CUDAGuard guard(hs.device());
   const int64_t* lens = lengths_ptr(lengths, hs, batch);
+  const diru_fast::cuda::Options opts = options(activation, compartment_of, mask, hs, steps, batch, d, k);
   const auto acc = hs.options().dtype(acc_type(hs.scalar_type()));
-  at::Tensor d_p = alloc({steps, batch, 3 * d}, acc);
+  at::Tensor d_p = alloc({steps, batch, 3 * d + k}, acc);
   at::Tensor d_zp = alloc({steps, batch, d}, acc);
   at::Tensor d_yp = alloc({steps, batch, d}, acc);
   at::Tensor d_h0 = alloc({batch, d}, h0.options());
@@ -127,10 +170,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     d_h0.zero_();
     return {d_p, d_zp, d_yp, d_h0};
   }
-  check_shared(diru_fast::cuda::bwd_shared_bytes(dtype, d), hs, d);
+  check_shared(diru_fast::cuda::bwd_shared_bytes(dtype, d, k), hs, d);
   C10_CUDA_CHECK(diru_fast::cuda::scan_bwd(dtype, grad_hs.data_ptr(), hs.data_ptr(), saved.data_ptr(),
                                            w_hh.data_ptr(), w_int.data_ptr(), w_out.data_ptr(), lens, d_p.data_ptr(),
-                                           d_zp.data_ptr(), d_yp.data_ptr(), d_h0.data_ptr(), steps, batch, d,
+                                           d_zp.data_ptr(), d_yp.data_ptr(), d_h0.data_ptr(), steps, batch, d, opts,
                                            c10::cuda::getCurrentCUDAStream()));
   return {d_p, d_zp, d_yp, d_h0};
 }
@@ -141,7 +184,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "diru_fast CUDA kernels: persistent DIRU scan forward/backward (see diru_fast/scan/contract.py)";
   m.def("scan_fwd", &scan_fwd, "forward scan of one layer/direction", py::arg("xp"), py::arg("h0"), py::arg("w_hh"),
         py::arg("w_int"), py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("lengths"),
-        py::arg("need_saved"));
+        py::arg("need_saved"), py::arg("activation") = "tanh", py::arg("compartment_of") = py::none(),
+        py::arg("mask") = py::none());
   m.def("scan_bwd", &scan_bwd, "reverse-time backward of one layer/direction", py::arg("grad_hs"), py::arg("h0"),
-        py::arg("hs"), py::arg("saved"), py::arg("w_hh"), py::arg("w_int"), py::arg("w_out"), py::arg("lengths"));
+        py::arg("hs"), py::arg("saved"), py::arg("w_hh"), py::arg("w_int"), py::arg("w_out"), py::arg("lengths"),
+        py::arg("activation") = "tanh", py::arg("compartment_of") = py::none(), py::arg("mask") = py::none());
 }

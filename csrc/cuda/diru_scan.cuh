@@ -9,6 +9,10 @@
 //   u = tanh(a), s = sigmoid(s_pre), r = sigmoid(r_pre), z = tanh((u*s) W_int^T + b_int)
 //   h_t = tanh((z*r) W_out^T + b_out + h_{t-1});  steps t >= lengths[b] keep h (selected).
 //
+// With the contract's options (struct Options below; k = 0 without attention):
+//   P_t = [a | s_pre | r_pre | e] (k attention logits e), alpha = softmax(e) [B, k], u = relu(a) or tanh(a),
+//   o = u * s (* k alpha[compartment_of[j]]) (* mask_t), z = tanh(o W_int^T + b_int).
+//
 // All pointers are device pointers to contiguous row-major tensors on `stream`'s device.
 #pragma once
 
@@ -21,39 +25,51 @@ namespace cuda {
 
 enum class DType { kFloat32, kFloat64, kFloat16, kBFloat16 };
 
+// The contract's options; all off (the default) is the plain cell, run by its own instantiation.
+struct Options {
+  bool relu = false;                       // u = relu(a) instead of tanh(a)
+  int64_t k = 0;                           // attention over k compartments (0: off)
+  const int32_t* compartment_of = nullptr; // [d] int32, values in [0, k), when k > 0
+  const void* mask = nullptr;              // [T, B, d] acc, the dropout mask, or nullptr
+  bool any() const { return relu || k > 0 || mask != nullptr; }
+};
+
 // Forward, one launch for the whole sequence (persistent: each block owns kRows batch rows
 // and loops over time with its state in shared memory).
-//   xp      [T, B, 3d] dtype     input projections of all steps
+//   xp      [T, B, 3d+k] dtype   input projections of all steps
 //   h0      [B, d]     dtype
-//   w_hh_t  [d, 3d]    dtype     W_hh transposed (coalesced reads along the output unit)
+//   w_hh_t  [d, 3d+k]  dtype     W_hh transposed (coalesced reads along the output unit)
 //   w_int_t [d, d]     dtype     W_int transposed
 //   b_int   [d]        dtype
 //   w_out_t [d, d]     dtype     W_out transposed
 //   b_out   [d]        dtype
 //   lengths [B] int64 or nullptr (all steps valid)
 //   hs      [T, B, d]  dtype     out
-//   saved   [T, B, 4d] acc       out, u | s | z | r (zeros on masked steps); nullptr: inference
+//   saved   [T, B, 4d+k] acc     out, u | s | z | r | alpha (zeros on masked steps); nullptr: inference
 cudaError_t scan_fwd(DType dtype, const void* xp, const void* h0, const void* w_hh_t, const void* w_int_t,
                      const void* b_int, const void* w_out_t, const void* b_out, const int64_t* lengths,
-                     void* hs, void* saved, int64_t steps, int64_t batch, int64_t d, cudaStream_t stream);
+                     void* hs, void* saved, int64_t steps, int64_t batch, int64_t d, const Options& opts,
+                     cudaStream_t stream);
 
 // Backward, one launch, reverse time (same row ownership as the forward).
 //   grad_hs [T, B, d]  dtype     dL/dh_t from outside the recurrence
 //   hs      [T, B, d]  dtype
-//   saved   [T, B, 4d] acc
-//   w_hh    [3d, d], w_int [d, d], w_out [d, d]   dtype, as stored (not transposed)
-//   d_p     [T, B, 3d] acc       out: dL/dP_t
+//   saved   [T, B, 4d+k] acc
+//   w_hh    [3d+k, d], w_int [d, d], w_out [d, d]   dtype, as stored (not transposed)
+//   d_p     [T, B, 3d+k] acc     out: dL/dP_t (the last k columns: dL/de)
 //   d_zp    [T, B, d]  acc       out: dL/d(integration pre-activation)
 //   d_yp    [T, B, d]  acc       out: dL/d(output pre-activation)
 //   d_h0    [B, d]     dtype     out
 cudaError_t scan_bwd(DType dtype, const void* grad_hs, const void* hs, const void* saved, const void* w_hh,
                      const void* w_int, const void* w_out, const int64_t* lengths, void* d_p, void* d_zp,
-                     void* d_yp, void* d_h0, int64_t steps, int64_t batch, int64_t d, cudaStream_t stream);
+                     void* d_yp, void* d_h0, int64_t steps, int64_t batch, int64_t d, const Options& opts,
+                     cudaStream_t stream);
 
-// Dynamic shared memory (bytes) the forward / backward need for hidden size d and `dtype`;
-// the bindings refuse sizes beyond the device's per-block limit with a clear error.
-int64_t fwd_shared_bytes(DType dtype, int64_t d);
-int64_t bwd_shared_bytes(DType dtype, int64_t d);
+// Dynamic shared memory (bytes) the forward / backward need for hidden size d, k attention
+// compartments (0: off) and `dtype`; the bindings refuse sizes beyond the device's per-block
+// limit with a clear error.
+int64_t fwd_shared_bytes(DType dtype, int64_t d, int64_t k);
+int64_t bwd_shared_bytes(DType dtype, int64_t d, int64_t k);
 
 }  // namespace cuda
 }  // namespace diru_fast

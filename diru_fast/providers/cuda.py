@@ -3,6 +3,10 @@
 The same persistent forward / reverse-time backward as the Triton kernels, on CUDA cores,
 for machines with CUDA but without Triton. CUDA tensors in float32, float64, float16,
 bfloat16. Built by setup.py only where PyTorch has CUDA; never compiled at import.
+
+The kernels fuse all the contract's options (``activation="relu"``, attention over compartments,
+the dropout mask): a call with any of them runs a second compiled instantiation of the same
+kernels, so the plain cell's code is the one it was before the options.
 """
 
 from __future__ import annotations
@@ -44,15 +48,24 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
     return None
 
 
-OPTIONS = frozenset()  # the contract's options these kernels fuse (diru_fast.providers)
+OPTIONS = frozenset({"relu", "attention", "dropout"})  # the contract's options these kernels fuse
+
+
+def _kernel_options(activation, compartment_of, mask):
+    """The options as the extension takes them: compartment_of [d] as int32 (the kernels' index
+    type), mask [T, B, d] contiguous; None stays None."""
+    comp = None if compartment_of is None else compartment_of.to(torch.int32).contiguous()
+    return activation, comp, None if mask is None else mask.contiguous()
 
 
 def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
              mask=None):
     require_options("cuda", OPTIONS, activation, compartment_of, mask)
-    return _ext().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
+    return _ext().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
+                           *_kernel_options(activation, compartment_of, mask))
 
 
 def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None):
     require_options("cuda", OPTIONS, activation, compartment_of, mask)
-    return _ext().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)
+    return _ext().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
+                           *_kernel_options(activation, compartment_of, mask))

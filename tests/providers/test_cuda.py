@@ -1,6 +1,8 @@
-"""The CUDA C++ backend where no GPU is needed: the sources compile for sm_80 and sm_90, and the
-provider says why it is unavailable. Its numbers on a GPU: tests/providers/test_cuda_gpu.py
-(the CPU twin of those checks is the conformance suite, tests/scan/test_ops.py)."""
+"""The CUDA C++ backend where no GPU is needed: the sources compile for sm_80 and sm_90, the
+kernels' own source runs on the CPU (cuda_host_harness.cpp: one host thread per CUDA thread)
+against the float64 contract, plain and with every option, and the provider says why it is
+unavailable. Its numbers on a GPU: tests/providers/test_cuda_gpu.py (the CPU twins of those checks
+are the harness cases here and the conformance suite, tests/scan/test_ops.py)."""
 
 import os
 import re
@@ -37,11 +39,13 @@ def test_kernel_source_compiles_for_sm80_and_sm90(tmp_path):
     assert out.returncode == 0, out.stderr[-4000:]
     log = out.stdout + out.stderr
     kernels = re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", log)
-    names = {(("fwd" if "fwd_kernel" in k else "bwd"), arch) for k, arch in kernels}
-    assert names == {("fwd", "sm_80"), ("bwd", "sm_80"), ("fwd", "sm_90"), ("bwd", "sm_90")}
-    assert len(kernels) == 16  # 2 kernels x 4 dtypes x 2 archs
+    # the plain instantiation (kOpt = false, mangled Lb0E) and the options one (Lb1E) of each
+    names = {(("fwd" if "fwd_kernel" in k else "bwd"), ("opt" if "Lb1E" in k else "plain"), arch)
+             for k, arch in kernels}
+    assert names == {(f, o, a) for f in ("fwd", "bwd") for o in ("plain", "opt") for a in ("sm_80", "sm_90")}
+    assert len(kernels) == 32  # 2 kernels x 2 instantiations x 4 dtypes x 2 archs
     spills = [int(n) for n in re.findall(r"(\d+) bytes spill stores", log)]
-    assert len(spills) == 16 and max(spills) == 0, log[-4000:]
+    assert len(spills) == 32 and max(spills) == 0, log[-4000:]
 
 
 def _cuda_include():
@@ -106,6 +110,15 @@ def test_provider_rejects_cpu_tensors_and_bad_dtypes():
     assert provider.unsupported_reason(torch.device("cuda"), torch.bfloat16) is None
 
 
+def test_provider_fuses_every_option():
+    """The kernels fuse all the contract's options (their numbers: the CPU harness cases below and
+    tests/providers/test_cuda_gpu.py)."""
+    from diru_fast.providers import ALL_OPTIONS
+    from diru_fast.providers import cuda as provider
+
+    assert provider.OPTIONS == ALL_OPTIONS
+
+
 def test_package_imports_without_the_extension():
     code = "import diru_fast, sys; assert 'diru_fast._cuda' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -136,3 +149,110 @@ def test_auto_order_on_cuda_tensors_is_triton_then_cuda_then_torch(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert backends.resolve_backend("auto", cuda, torch.float32) == "torch"  # warned once only
+
+
+# ---- the kernels' source run on the CPU (tests/providers/cuda_host_harness.cpp) -----------------
+
+HARNESS_SOURCE = Path(__file__).resolve().parent / "cuda_host_harness.cpp"
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    if shutil.which("g++") is None or NVCC is None:
+        pytest.skip("g++ and the CUDA toolkit's headers (nvcc) are needed to run the kernel source on the CPU")
+    exe = tmp_path_factory.mktemp("harness") / "cuda_host_harness"
+    cmd = ["g++", "-std=c++20", "-O1", "-pthread", "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+           "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", f"-I{_cuda_include()}", f"-I{CUDA_DIR}", str(HARNESS_SOURCE),
+           "-o", str(exe)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return exe
+
+
+def _write(folder, name, t):
+    (folder / name).write_bytes(t.contiguous().numpy().tobytes())
+
+
+def _read(folder, name, shape):
+    import numpy as np
+
+    return torch.from_numpy(np.fromfile(folder / name, dtype=np.float64)).reshape(shape)
+
+
+def _harness(exe, mode, opt, folder, threads):
+    out = subprocess.run([str(exe), mode, "1" if opt else "0", str(folder), str(threads)], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-4000:]
+
+
+# (T, B, d, sizes, dropout, activation, lengths, threads, instantiation): T=1 / B=1, odd B (3, 5: a
+# partial block; 9: three blocks), d=48 and d=300 (a thread owns two units), unequal compartments, a
+# compartment map that is not contiguous ("shuffled"), 16 and 32 threads per block (each thread
+# several units), and the options instantiation with every option off
+HARNESS_CASES = [
+    (7, 3, 48, None, None, None, True, 0, "plain"),
+    (3, 5, 300, None, None, None, True, 0, "plain"),
+    (1, 1, 4, None, None, None, False, 0, "plain"),
+    (7, 3, 48, None, None, None, True, 0, "opt"),
+    (7, 3, 48, None, None, "relu", True, 0, "opt"),
+    (6, 5, 48, [5, 7, 12, 24], None, None, True, 0, "opt"),
+    (6, 3, 48, [16, 16, 16], None, None, False, 16, "opt"),
+    (5, 9, 24, "shuffled", None, None, True, 0, "opt"),
+    (7, 3, 48, None, 0.3, None, True, 0, "opt"),
+    (5, 5, 24, [5, 7, 12], 0.3, "relu", True, 32, "opt"),
+    (1, 1, 4, [1, 3], 0.5, "relu", False, 0, "opt"),
+    (3, 5, 300, [100, 120, 80], 0.2, "relu", True, 0, "opt"),
+]
+
+
+@pytest.mark.parametrize("case", HARNESS_CASES, ids=lambda c: "T{}-B{}-d{}-{}-p{}-{}-{}-t{}-{}".format(
+    *c[:3], "x".join(map(str, c[3])) if isinstance(c[3], list) else c[3], *c[4:]))
+def test_kernel_source_on_cpu_matches_contract(harness, case, tmp_path):
+    """The kernels of diru_scan_kernels.cuh, compiled by g++ and run one host thread per CUDA
+    thread (shared memory NaN-filled, outputs NaN-poisoned), give the float64 contract's forward
+    (states, saved gates; the inference forward the same states) and backward to 1e-12."""
+    from diru_fast.scan import contract
+    from tests.helpers import contract_inputs
+
+    T, B, d, sizes, dropout, activation, with_lengths, threads, inst = case
+    shuffled = sizes == "shuffled"
+    a, opts = contract_inputs(T, B, d, sizes=[7, 9, 8] if shuffled else sizes, dropout=dropout,
+                              activation=activation or "tanh")
+    if shuffled:  # the same compartments, their units spread over the hidden vector
+        opts["compartment_of"] = opts["compartment_of"][torch.randperm(d, generator=torch.Generator().manual_seed(3))]
+    k = 0 if opts["compartment_of"] is None else int(opts["compartment_of"].max()) + 1
+    lengths = torch.tensor([max(1, T - (7 * b) % T) for b in range(B)]) if with_lengths else None
+    meta = [T, B, d, k, int(opts["activation"] == "relu"), int(lengths is not None), int(opts["mask"] is not None)]
+    for n in ("xp", "h0", "b_int", "b_out"):
+        _write(tmp_path, n, a[n])
+    for n in ("w_hh", "w_int", "w_out"):
+        _write(tmp_path, n + "_t", a[n].t())  # the forward takes W^T, as the bindings pass it
+        _write(tmp_path, n, a[n])
+    if lengths is not None:
+        _write(tmp_path, "lengths", lengths)
+    if k:
+        _write(tmp_path, "compartment_of", opts["compartment_of"].to(torch.int32))
+    if opts["mask"] is not None:
+        _write(tmp_path, "mask", opts["mask"])
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
+
+    (tmp_path / "meta.txt").write_text(" ".join(map(str, meta + [0])))
+    _harness(harness, "fwd", inst == "opt", tmp_path, threads)
+    hs_infer = _read(tmp_path, "hs", (T, B, d))
+    (tmp_path / "meta.txt").write_text(" ".join(map(str, meta + [1])))
+    _harness(harness, "fwd", inst == "opt", tmp_path, threads)
+    hs, saved = _read(tmp_path, "hs", (T, B, d)), _read(tmp_path, "saved", (T, B, 4 * d + k))
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+    assert torch.equal(hs_infer, hs)
+
+    grad = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    _write(tmp_path, "grad_hs", grad)
+    _write(tmp_path, "hs", hs_ref)
+    _write(tmp_path, "saved", saved_ref)
+    _harness(harness, "bwd", inst == "opt", tmp_path, threads)
+    want = contract.scan_bwd(grad, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts)
+    shapes = [(T, B, 3 * d + k), (T, B, d), (T, B, d), (B, d)]
+    for name, shape, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), shapes, want):
+        torch.testing.assert_close(_read(tmp_path, name, shape), w, rtol=1e-12, atol=1e-12,
+                                   msg=lambda m, name=name: f"{name}: {m}")

@@ -21,7 +21,7 @@ from tests.helpers import random_cell
 
 CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (CPU twins: tests/scan/test_ops.py, "
-                                                 "tests/providers/test_triton.py)")
+                                                 "tests/providers/test_triton.py, tests/providers/test_cuda.py)")
 GPU_BACKENDS = ["triton", "cuda"]
 
 
@@ -176,3 +176,123 @@ def test_auto_picks_triton_then_cuda_on_gpu():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert diru_fast.backends.resolve_backend("auto", torch.device("cuda"), torch.float32) == expected
+
+
+# ---- the contract's options (activation, attention over compartments, dropout mask) on "cuda" ----
+# Called on the provider itself (diru_fast.providers.cuda), which fuses them all. CPU twin: the
+# kernels' source run on the CPU against the contract, tests/providers/test_cuda.py
+# (test_kernel_source_on_cpu_matches_contract), at these option sets.
+
+def _option_inputs(T, B, d, dtype, sizes, dropout, activation, seed=0):
+    """contract_inputs on the GPU in ``dtype`` (the mask in the accumulation dtype)."""
+    from tests.helpers import contract_inputs
+
+    a, opts = contract_inputs(T, B, d, sizes=sizes, dropout=dropout, activation=activation or "tanh", seed=seed)
+    a = {k: v.to(device="cuda", dtype=dtype) for k, v in a.items()}
+    opts = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in opts.items()}
+    if opts["mask"] is not None:
+        opts["mask"] = opts["mask"].to(contract.acc_dtype(dtype))
+    return a, opts
+
+
+# (T, B, d, sizes, dropout, activation): T=1 / B=1, odd B, unequal compartments, each option alone
+# and all together, d=300 (a thread owns two units)
+OPTION_CASES = [(1, 1, 4, [1, 3], 0.5, "relu"), (7, 3, 48, [5, 7, 12, 24], None, None),
+                (7, 3, 48, None, None, "relu"), (7, 3, 48, None, 0.3, None), (5, 17, 64, [16, 16, 32], 0.3, "relu"),
+                (4, 16, 100, [33, 33, 34], None, None), (3, 5, 300, [100, 120, 80], 0.2, "relu")]
+
+
+def _option_id(c):
+    return "T{}-B{}-d{}-k{}-p{}-{}".format(*c[:3], len(c[3]) if c[3] else 0, c[4], c[5] or "tanh")
+
+
+@pytest.mark.parametrize("case", OPTION_CASES, ids=_option_id)
+def test_cuda_options_float64_match_contract(case):
+    from diru_fast.providers import cuda as provider
+
+    _require("cuda", torch.float64)
+    T, B, d, sizes, dropout, activation = case
+    a, opts = _option_inputs(T, B, d, torch.float64, sizes, dropout, activation, seed=d)
+    lengths = _lengths(T, B)
+    hs, saved = provider.scan_fwd(*a.values(), lengths, True, **opts)
+    hs_infer, nothing = provider.scan_fwd(*a.values(), lengths, False, **opts)
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-10, atol=1e-10)
+    assert nothing.numel() == 0 and torch.equal(hs_infer, hs)
+    grad = torch.randn(T, B, d, dtype=torch.float64, device="cuda")
+    got = provider.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts)
+    want = contract.scan_bwd(grad, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts)
+    for name, g, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), got, want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
+
+
+class _ProviderScan(torch.autograd.Function):
+    """(xp, h0) -> hs on the cuda provider, its backward the provider's d_p (= dL/dxp) and d_h0:
+    gradcheck then compares the kernels' backward with finite differences of their forward."""
+
+    @staticmethod
+    def forward(ctx, xp, h0, w, lengths, opts):
+        from diru_fast.providers import cuda as provider
+
+        hs, saved = provider.scan_fwd(xp, h0, *w, lengths, True, **opts)
+        ctx.save_for_backward(h0, hs, saved)
+        ctx.w, ctx.lengths, ctx.opts = w, lengths, opts
+        return hs
+
+    @staticmethod
+    def backward(ctx, grad_hs):
+        from diru_fast.providers import cuda as provider
+
+        h0, hs, saved = ctx.saved_tensors
+        w_hh, w_int, _, w_out, _ = ctx.w
+        d_p, _, _, d_h0 = provider.scan_bwd(grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, ctx.lengths,
+                                            **ctx.opts)
+        return d_p, d_h0, None, None, None
+
+
+@pytest.mark.parametrize("case", [(3, 2, 6, [2, 4], 0.5, "tanh"), (3, 3, 5, [1, 3, 1], None, "tanh"),
+                                  (2, 2, 4, None, 0.5, "tanh")], ids=_option_id)
+def test_cuda_options_gradcheck_float64_full_mode(case):
+    """relu's kink makes finite differences unreliable: tanh here, relu by the contract comparison above."""
+    _require("cuda", torch.float64)
+    T, B, d, sizes, dropout, activation = case
+    a, opts = _option_inputs(T, B, d, torch.float64, sizes, dropout, activation, seed=5)
+    lengths = torch.tensor([T, 1, 2][:B], device="cuda")
+    w = tuple(a[k] for k in ("w_hh", "w_int", "b_int", "w_out", "b_out"))
+    xp, h0 = a["xp"].clone().requires_grad_(), a["h0"].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, h: _ProviderScan.apply(x, h, w, lengths, opts), [xp, h0],
+                                    fast_mode=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", [(30, 9, 48, [5, 7, 12, 24], 0.3, "relu"), (12, 16, 100, [33, 33, 34], None, None),
+                                  (12, 32, 256, [64, 128, 64], 0.2, "relu")], ids=_option_id)
+def test_cuda_options_low_precision_within_twice_torch_error(dtype, case):
+    """The module's rule (above) on the provider's outputs: hs, and the backward's d_p and d_h0 from
+    each path's own forward, against the float64 contract on the same inputs."""
+    from diru_fast.providers import cuda as provider
+
+    _require("cuda", dtype)
+    T, B, d, sizes, dropout, activation = case
+    a, opts = _option_inputs(T, B, d, dtype, sizes, dropout, activation, seed=T + d)
+    lengths = _lengths(T, B)
+    grad = torch.randn(T, B, d, dtype=torch.float64, device="cuda")
+    a64 = {k: v.double() for k, v in a.items()}
+    opts64 = dict(opts, mask=None if opts["mask"] is None else opts["mask"].double())
+    w = ("w_hh", "w_int", "w_out")
+
+    def outputs(fwd, bwd, inp, o):
+        hs, saved = fwd(*inp.values(), lengths, True, **o)
+        d_p, _, _, d_h0 = bwd(grad.to(hs.dtype), inp["h0"], hs, saved, *(inp[k] for k in w), lengths, **o)
+        return hs, d_p, d_h0
+
+    got = outputs(provider.scan_fwd, provider.scan_bwd, a, opts)
+    low = outputs(lambda *x, **o: contract.scan_fwd(*x, **o, acc=dtype), contract.scan_bwd, a, opts)
+    ref = outputs(contract.scan_fwd, contract.scan_bwd, a64, opts64)
+    for name, g, lo, r in zip(("hs", "d_p", "d_h0"), got, low, ref):
+        err = (g.double() - r).abs().max().item()
+        torch_err = (lo.double() - r).abs().max().item()
+        slack = 8 * torch.finfo(torch.float32).eps * r.abs().max().item() if dtype == torch.float32 else 1e-6
+        assert err <= 2 * torch_err + slack, f"{name}: cuda error {err:.3g} > 2x PyTorch's {torch_err:.3g}"
+

@@ -1,0 +1,389 @@
+// The diru_fast CUDA kernels themselves (diru_scan.cu launches them): kept in a header of their
+// own so that a CPU harness can run this very code, one host thread per CUDA thread, against the
+// kernel contract (tests/providers/test_cuda.py). Included in one translation unit only.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace diru_fast {
+namespace cuda {
+namespace {
+
+
+constexpr int kRows = 4;  // batch rows per block
+constexpr int kThreads = 256;  // most threads per block; fewer for small d (one thread per hidden unit)
+
+unsigned threads_for(int64_t d) {
+  const int64_t warps = (d + 31) / 32;
+  return static_cast<unsigned>(warps * 32 < kThreads ? warps * 32 : kThreads);
+}
+
+template <typename T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+
+// Explicit conversions: torch builds CUDA code with __CUDA_NO_HALF_CONVERSIONS__ and friends.
+__device__ __forceinline__ float to_acc(float x) { return x; }
+__device__ __forceinline__ double to_acc(double x) { return x; }
+__device__ __forceinline__ float to_acc(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T from_acc(float x);
+template <> __device__ __forceinline__ float from_acc<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_acc<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <typename T> __device__ __forceinline__ T from_acc(double x);
+template <> __device__ __forceinline__ double from_acc<double>(double x) { return x; }
+
+__device__ __forceinline__ float tanh_(float x) { return tanhf(x); }
+__device__ __forceinline__ double tanh_(double x) { return tanh(x); }
+__device__ __forceinline__ float sigmoid_(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ double sigmoid_(double x) { return 1.0 / (1.0 + exp(-x)); }
+__device__ __forceinline__ float exp_(float x) { return expf(x); }
+__device__ __forceinline__ double exp_(double x) { return exp(x); }
+
+// The compartment nonlinearity u = act(a) and its slope act'(a) from u (relu: [u > 0], 0 at a = 0;
+// a NaN passes through relu as in torch).
+template <typename acc_t> __device__ __forceinline__ acc_t activate_(bool relu, acc_t a) {
+  return relu ? (a < acc_t(0) ? acc_t(0) : a) : tanh_(a);
+}
+template <typename acc_t> __device__ __forceinline__ acc_t slope_(bool relu, acc_t u) {
+  return relu ? (u > acc_t(0) ? acc_t(1) : acc_t(0)) : acc_t(1) - u * u;
+}
+
+// Row b's length in the block starting at batch row row0 (0 for rows past the batch).
+__device__ __forceinline__ int64_t row_length(const int64_t* lengths, int64_t row0, int b, int nrows, int64_t steps) {
+  return b < nrows ? (lengths ? lengths[row0 + b] : steps) : 0;
+}
+
+// Forward. Shared memory (acc): h_s, o_s, q_s, r_s, each [kRows][d]; with kOpt also alpha_s
+// [kRows][k]. kOpt = false is the plain cell (relu, k, comp, mask unused; pw = 3d, sw = 4d).
+template <typename scalar_t, bool kOpt>
+__global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
+    const scalar_t* __restrict__ xp,       // [T, B, 3d+k]
+    const scalar_t* __restrict__ h0,       // [B, d]
+    const scalar_t* __restrict__ w_hh_t,   // [d, 3d+k]
+    const scalar_t* __restrict__ w_int_t,  // [d, d]
+    const scalar_t* __restrict__ b_int,    // [d]
+    const scalar_t* __restrict__ w_out_t,  // [d, d]
+    const scalar_t* __restrict__ b_out,    // [d]
+    const int64_t* __restrict__ lengths,   // [B] or nullptr
+    scalar_t* __restrict__ hs,             // [T, B, d]
+    typename Acc<scalar_t>::type* __restrict__ saved,  // [T, B, 4d+k] or nullptr
+    int64_t steps, int64_t batch, int64_t d,
+    bool relu,                             // kOpt: u = relu(a) instead of tanh(a)
+    int64_t k,                             // kOpt: attention over k compartments (0: off)
+    const int32_t* __restrict__ comp,      // kOpt, k > 0: [d] compartment of each unit
+    const typename Acc<scalar_t>::type* __restrict__ mask) {  // kOpt: [T, B, d] dropout mask or nullptr
+  using acc_t = typename Acc<scalar_t>::type;
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* h_s = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* o_s = h_s + kRows * d;
+  acc_t* q_s = o_s + kRows * d;
+  acc_t* r_s = q_s + kRows * d;
+  acc_t* alpha_s = r_s + kRows * d;  // kOpt: [kRows][k]
+  const int64_t kx = kOpt ? k : 0;  // the attention logits' extra columns in xp, w_hh_t and saved
+  const int64_t pw = 3 * d + kx;    // row width of xp and w_hh_t
+  const int64_t sw = 4 * d + kx;    // row width of saved
+
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const int nrows = static_cast<int>(batch - row0 < kRows ? batch - row0 : kRows);
+  int64_t len[kRows];
+#pragma unroll
+  for (int b = 0; b < kRows; ++b) {
+    len[b] = (b < nrows) ? (lengths ? lengths[row0 + b] : steps) : 0;
+  }
+  for (int64_t i = threadIdx.x; i < kRows * d; i += blockDim.x) {
+    const int b = static_cast<int>(i / d);
+    h_s[i] = (b < nrows) ? to_acc(h0[(row0 + b) * d + i % d]) : acc_t(0);
+  }
+  __syncthreads();
+
+  for (int64_t t = 0; t < steps; ++t) {
+    const scalar_t* xp_t = xp + (t * batch + row0) * pw;
+    acc_t* sv_t = saved ? saved + (t * batch + row0) * sw : nullptr;
+    if (kOpt && k > 0) {
+      // attention logits e = xp_t[:, 3d:] + h W_hh[3d:]^T [kRows][k], then alpha = softmax(e) per row
+      for (int64_t j = threadIdx.x; j < k; j += blockDim.x) {
+        acc_t e[kRows];
+#pragma unroll
+        for (int b = 0; b < kRows; ++b) e[b] = (b < nrows) ? to_acc(xp_t[b * pw + 3 * d + j]) : acc_t(0);
+        for (int64_t i = 0; i < d; ++i) {
+          const acc_t w = to_acc(w_hh_t[i * pw + 3 * d + j]);
+#pragma unroll
+          for (int b = 0; b < kRows; ++b) e[b] += h_s[b * d + i] * w;
+        }
+#pragma unroll
+        for (int b = 0; b < kRows; ++b) alpha_s[b * k + j] = e[b];
+      }
+      __syncthreads();
+      for (int b = threadIdx.x; b < kRows; b += blockDim.x) {
+        acc_t* al = alpha_s + b * k;
+        acc_t mx = al[0];
+        for (int64_t j = 1; j < k; ++j) mx = al[j] > mx ? al[j] : mx;
+        acc_t sum = acc_t(0);
+        for (int64_t j = 0; j < k; ++j) {
+          al[j] = exp_(al[j] - mx);
+          sum += al[j];
+        }
+        const bool live = t < row_length(lengths, row0, b, nrows, steps);  // (len[b]: b is not unrolled here)
+        for (int64_t j = 0; j < k; ++j) {
+          al[j] = al[j] / sum;
+          if (sv_t && b < nrows) sv_t[b * sw + 4 * d + j] = live ? al[j] : acc_t(0);
+        }
+      }
+      __syncthreads();
+    }
+    // P = xp_t + h W_hh^T -> u, s, r; o = u*s (* k alpha_c) (* mask)
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+      acc_t a[kRows], sp[kRows], rp[kRows];
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) {
+        const bool ok = b < nrows;
+        a[b] = ok ? to_acc(xp_t[b * pw + c]) : acc_t(0);
+        sp[b] = ok ? to_acc(xp_t[b * pw + d + c]) : acc_t(0);
+        rp[b] = ok ? to_acc(xp_t[b * pw + 2 * d + c]) : acc_t(0);
+      }
+      for (int64_t i = 0; i < d; ++i) {
+        // row i of w_hh_t starts at i * pw = i * 3d + i * kx (written so for the plain cell's code)
+        const acc_t wa = to_acc(w_hh_t[i * 3 * d + i * kx + c]);
+        const acc_t ws = to_acc(w_hh_t[i * 3 * d + i * kx + d + c]);
+        const acc_t wr = to_acc(w_hh_t[i * 3 * d + i * kx + 2 * d + c]);
+#pragma unroll
+        for (int b = 0; b < kRows; ++b) {
+          const acc_t hk = h_s[b * d + i];
+          a[b] += hk * wa;
+          sp[b] += hk * ws;
+          rp[b] += hk * wr;
+        }
+      }
+      const int32_t cc = (kOpt && k > 0) ? comp[c] : 0;
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) {
+        const bool live = t < len[b];
+        const acc_t u = kOpt ? activate_(relu, a[b]) : tanh_(a[b]), s = sigmoid_(sp[b]), r = sigmoid_(rp[b]);
+        acc_t o = u * s;
+        if (kOpt && k > 0) o = o * (acc_t(k) * alpha_s[b * k + cc]);
+        if (kOpt && mask && b < nrows) o = o * mask[(t * batch + row0 + b) * d + c];
+        o_s[b * d + c] = o;
+        r_s[b * d + c] = r;
+        if (sv_t && b < nrows) {
+          sv_t[b * sw + c] = live ? u : acc_t(0);
+          sv_t[b * sw + d + c] = live ? s : acc_t(0);
+          sv_t[b * sw + 3 * d + c] = live ? r : acc_t(0);
+        }
+      }
+    }
+    __syncthreads();
+    // z = tanh(o W_int^T + b_int); q = z*r
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+      acc_t zp[kRows];
+      const acc_t bias = to_acc(b_int[c]);
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) zp[b] = bias;
+      for (int64_t i = 0; i < d; ++i) {
+        const acc_t w = to_acc(w_int_t[i * d + c]);
+#pragma unroll
+        for (int b = 0; b < kRows; ++b) zp[b] += o_s[b * d + i] * w;
+      }
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) {
+        const acc_t z = tanh_(zp[b]);
+        q_s[b * d + c] = z * r_s[b * d + c];
+        if (sv_t && b < nrows) sv_t[b * sw + 2 * d + c] = (t < len[b]) ? z : acc_t(0);
+      }
+    }
+    __syncthreads();
+    // h' = tanh(q W_out^T + b_out + h), selected on live rows (each thread its own columns of h_s)
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+      acc_t y[kRows];
+      const acc_t bias = to_acc(b_out[c]);
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) y[b] = bias + h_s[b * d + c];
+      for (int64_t i = 0; i < d; ++i) {
+        const acc_t w = to_acc(w_out_t[i * d + c]);
+#pragma unroll
+        for (int b = 0; b < kRows; ++b) y[b] += q_s[b * d + i] * w;
+      }
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) {
+        if (t < len[b]) h_s[b * d + c] = tanh_(y[b]);
+        if (b < nrows) hs[(t * batch + row0 + b) * d + c] = from_acc<scalar_t>(h_s[b * d + c]);
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// Backward. Shared memory (acc): dh_s, dyp_s, dzp_s [kRows][d] and dp_s [kRows][3d+k]; with kOpt
+// and k > 0 also v_s [kRows][d] (do*u*s per unit) and dalpha_s [kRows][k]. kOpt = false is the
+// plain cell (relu, k, comp, mask unused; pw = 3d, sw = 4d).
+template <typename scalar_t, bool kOpt>
+__global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
+    const scalar_t* __restrict__ grad_hs,  // [T, B, d]
+    const scalar_t* __restrict__ hs,       // [T, B, d]
+    const typename Acc<scalar_t>::type* __restrict__ saved,  // [T, B, 4d+k]
+    const scalar_t* __restrict__ w_hh,     // [3d+k, d]
+    const scalar_t* __restrict__ w_int,    // [d, d]
+    const scalar_t* __restrict__ w_out,    // [d, d]
+    const int64_t* __restrict__ lengths,   // [B] or nullptr
+    typename Acc<scalar_t>::type* __restrict__ d_p,   // [T, B, 3d+k]
+    typename Acc<scalar_t>::type* __restrict__ d_zp,  // [T, B, d]
+    typename Acc<scalar_t>::type* __restrict__ d_yp,  // [T, B, d]
+    scalar_t* __restrict__ d_h0,           // [B, d]
+    int64_t steps, int64_t batch, int64_t d,
+    bool relu,                             // kOpt: u = relu(a) instead of tanh(a)
+    int64_t k,                             // kOpt: attention over k compartments (0: off)
+    const int32_t* __restrict__ comp,      // kOpt, k > 0: [d] compartment of each unit
+    const typename Acc<scalar_t>::type* __restrict__ mask) {  // kOpt: [T, B, d] dropout mask or nullptr
+  using acc_t = typename Acc<scalar_t>::type;
+  const int64_t kx = kOpt ? k : 0;  // the attention logits' extra columns in d_p, w_hh (rows) and saved
+  const int64_t pw = 3 * d + kx;    // row width of d_p (and rows of w_hh)
+  const int64_t sw = 4 * d + kx;    // row width of saved
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* dh_s = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* dyp_s = dh_s + kRows * d;
+  acc_t* dzp_s = dyp_s + kRows * d;
+  acc_t* dp_s = dzp_s + kRows * d;  // [kRows][3d+k]
+  acc_t* v_s = dp_s + kRows * pw;   // kOpt, k > 0: [kRows][d]
+  acc_t* dalpha_s = v_s + kRows * d;  // kOpt, k > 0: [kRows][k]
+
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
+  const int nrows = static_cast<int>(batch - row0 < kRows ? batch - row0 : kRows);
+  int64_t len[kRows];
+#pragma unroll
+  for (int b = 0; b < kRows; ++b) {
+    len[b] = (b < nrows) ? (lengths ? lengths[row0 + b] : steps) : 0;
+  }
+  for (int64_t i = threadIdx.x; i < kRows * d; i += blockDim.x) dh_s[i] = acc_t(0);
+  __syncthreads();
+
+  for (int64_t t = steps - 1; t >= 0; --t) {
+    const int64_t base = t * batch + row0;  // first row of this block at step t
+    const acc_t* sv_t = saved + base * sw;
+    // dh += grad_hs[t]; dyp = dh (1 - h'^2)
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) {
+        acc_t dyp = acc_t(0);
+        if (b < nrows) {
+          const acc_t dh = dh_s[b * d + c] + to_acc(grad_hs[(base + b) * d + c]);
+          const acc_t h = to_acc(hs[(base + b) * d + c]);
+          dh_s[b * d + c] = dh;
+          if (t < len[b]) dyp = dh * (acc_t(1) - h * h);
+          d_yp[(base + b) * d + c] = dyp;
+        }
+        dyp_s[b * d + c] = dyp;
+      }
+    }
+    __syncthreads();
+    // dq = dyp @ W_out -> dzp, dr
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+      acc_t dq[kRows];
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) dq[b] = acc_t(0);
+      for (int64_t i = 0; i < d; ++i) {
+        const acc_t w = to_acc(w_out[i * d + c]);
+#pragma unroll
+        for (int b = 0; b < kRows; ++b) dq[b] += dyp_s[b * d + i] * w;
+      }
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) {
+        acc_t dzp = acc_t(0), dr = acc_t(0);
+        if (b < nrows && t < len[b]) {
+          const acc_t z = sv_t[b * sw + 2 * d + c], r = sv_t[b * sw + 3 * d + c];
+          dzp = dq[b] * r * (acc_t(1) - z * z);
+          dr = dq[b] * z * r * (acc_t(1) - r);
+        }
+        dzp_s[b * d + c] = dzp;
+        dp_s[b * pw + 2 * d + c] = dr;
+        if (b < nrows) {
+          d_zp[(base + b) * d + c] = dzp;
+          d_p[(base + b) * pw + 2 * d + c] = dr;
+        }
+      }
+    }
+    __syncthreads();
+    // do = dzp @ W_int (* mask) -> dus = do (* k alpha_c) -> da, ds; v = do*u*s for dL/dalpha
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+      acc_t dout[kRows];
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) dout[b] = acc_t(0);
+      for (int64_t i = 0; i < d; ++i) {
+        const acc_t w = to_acc(w_int[i * d + c]);
+#pragma unroll
+        for (int b = 0; b < kRows; ++b) dout[b] += dzp_s[b * d + i] * w;
+      }
+      const int32_t cc = (kOpt && k > 0) ? comp[c] : 0;
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) {
+        acc_t da = acc_t(0), ds = acc_t(0), v = acc_t(0);
+        if (b < nrows && t < len[b]) {
+          const acc_t u = sv_t[b * sw + c], s = sv_t[b * sw + d + c];
+          acc_t dus = dout[b];
+          if (kOpt && mask) dus = dus * mask[(base + b) * d + c];
+          if (kOpt && k > 0) {
+            v = dus * u * s;
+            dus = dus * (acc_t(k) * sv_t[b * sw + 4 * d + cc]);
+          }
+          da = dus * s * (kOpt ? slope_(relu, u) : acc_t(1) - u * u);
+          ds = dus * u * s * (acc_t(1) - s);
+        }
+        dp_s[b * pw + c] = da;
+        dp_s[b * pw + d + c] = ds;
+        if (kOpt && k > 0) v_s[b * d + c] = v;
+        if (b < nrows) {
+          d_p[(base + b) * pw + c] = da;
+          d_p[(base + b) * pw + d + c] = ds;
+        }
+      }
+    }
+    __syncthreads();
+    if (kOpt && k > 0) {
+      // dL/dalpha = k * per-compartment sums of v; de = alpha (dalpha - <alpha, dalpha>) (softmax
+      // backward), one thread per row, summing its units in order (deterministic)
+      for (int b = threadIdx.x; b < kRows; b += blockDim.x) {
+        acc_t* dal = dalpha_s + b * k;
+        const acc_t* al = sv_t + b * sw + 4 * d;
+        const bool live = t < row_length(lengths, row0, b, nrows, steps);  // (len[b]: b is not unrolled here)
+        for (int64_t j = 0; j < k; ++j) dal[j] = acc_t(0);
+        for (int64_t i = 0; i < d; ++i) dal[comp[i]] += v_s[b * d + i];
+        acc_t dot = acc_t(0);
+        if (live) {
+          for (int64_t j = 0; j < k; ++j) dot += al[j] * (acc_t(k) * dal[j]);
+        }
+        for (int64_t j = 0; j < k; ++j) {
+          const acc_t de = live ? al[j] * (acc_t(k) * dal[j] - dot) : acc_t(0);
+          dp_s[b * pw + 3 * d + j] = de;
+          if (b < nrows) d_p[(base + b) * pw + 3 * d + j] = de;
+        }
+      }
+      __syncthreads();
+    }
+    // dh_{t-1} = where(live, dyp + dP @ W_hh, dh) (each thread its own columns of dh_s)
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
+      acc_t acc[kRows];
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) acc[b] = dyp_s[b * d + c];
+      for (int64_t i = 0; i < pw; ++i) {
+        const acc_t w = to_acc(w_hh[i * d + c]);
+#pragma unroll
+        for (int b = 0; b < kRows; ++b) acc[b] += dp_s[b * pw + i] * w;
+      }
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) {
+        if (t < len[b]) dh_s[b * d + c] = acc[b];
+      }
+    }
+    __syncthreads();
+  }
+  for (int64_t i = threadIdx.x; i < static_cast<int64_t>(nrows) * d; i += blockDim.x) {
+    d_h0[row0 * d + i] = from_acc<scalar_t>(dh_s[i]);
+  }
+}
+
+}  // namespace
+}  // namespace cuda
+}  // namespace diru_fast
