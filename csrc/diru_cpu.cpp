@@ -4,18 +4,25 @@
 // Implements the two functions of the kernel contract (diru_fast/scan/contract.py) for CPU
 // tensors of float32 / float64:
 //
-//   scan_fwd(xp [T,B,3d], h0 [B,d], w_hh [3d,d], w_int [d,d], b_int [d], w_out [d,d], b_out [d],
-//            lengths [B] int64 | None, need_saved) -> (hs [T,B,d], saved [T,B,4d] | [0])
-//   scan_bwd(grad_hs [T,B,d], h0 [B,d], hs [T,B,d], saved [T,B,4d], w_hh, w_int, w_out,
-//            lengths | None) -> (d_p [T,B,3d], d_zp [T,B,d], d_yp [T,B,d], d_h0 [B,d])
+//   scan_fwd(xp [T,B,3d+k], h0 [B,d], w_hh [3d+k,d], w_int [d,d], b_int [d], w_out [d,d], b_out [d],
+//            lengths [B] int64 | None, need_saved, activation, compartment_of, mask)
+//       -> (hs [T,B,d], saved [T,B,4d+k] | [0])
+//   scan_bwd(grad_hs [T,B,d], h0 [B,d], hs [T,B,d], saved [T,B,4d+k], w_hh, w_int, w_out,
+//            lengths | None, activation, compartment_of, mask)
+//       -> (d_p [T,B,3d+k], d_zp [T,B,d], d_yp [T,B,d], d_h0 [B,d])
 //
 // and, for inference, one step of a cell with its input projection in the same call:
 //
-//   cell_step(x [B,n], h [B,d] | None, w_ih [3d,n], b_ih [3d] | None, w_hh, w_int, b_int | None,
-//             w_out, b_out | None) -> h' [B,d]
-//   scan_fwd_x(x [T,B,n], h0, w_ih, b_ih | None, w_hh, w_int, b_int, w_out, b_out, lengths | None)
+//   cell_step(x [B,n], h [B,d] | None, w_ih [3d+k,n], b_ih [3d+k] | None, w_hh, w_int, b_int | None,
+//             w_out, b_out | None, activation, compartment_of) -> h' [B,d]
+//   scan_fwd_x(x [T,B,n], h0, w_ih, b_ih | None, w_hh, w_int, b_int, w_out, b_out, lengths | None,
+//              activation, compartment_of)
 //       -> hs [T,B,d]: an inference forward that projects each step's input inside the time loop,
 //          so the [T, B, 3d] projections are never written to memory
+//
+// The options (docs/MATH.md, "Options"; all off by default): activation 0 = tanh, 1 = relu;
+// compartment_of [d] int64 | None turns attention on, with k = w_hh.size(0) - 3d logits (values in
+// [0, k)); mask [T,B,d] | None (the input dtype) is the compartment dropout mask.
 //
 // Threads: the batch is split into min(at::get_num_threads(), B) slices of consecutive rows,
 // one per thread (at::parallel_for); each runs the whole time loop on its rows. float32 runs
@@ -80,6 +87,46 @@ at::Tensor check_lengths(const c10::optional<at::Tensor>& lengths, int64_t B) {
   if (!lengths.has_value() || !lengths->defined()) return at::Tensor();
   check_tensor(*lengths, "lengths", at::kLong, {B});
   return lengths->contiguous();
+}
+
+bool defined(const c10::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+// The options of a call, checked: relu, the attention logits k (0: none) with compartment_of, the mask.
+struct Options {
+  bool relu = false;
+  int64_t k = 0;
+  at::Tensor comp, mask;  // undefined where off
+};
+
+// k: w_hh's rows beyond 3d when compartment_of is given (it must then be at least 1), else 0.
+Options check_options(int64_t activation, const c10::optional<at::Tensor>& compartment_of,
+                      const c10::optional<at::Tensor>& mask, const at::Tensor& w_hh, int64_t d) {
+  TORCH_CHECK(activation == 0 || activation == 1,
+              "diru_fast cpu kernel: activation must be 0 (tanh) or 1 (relu), got ", activation);
+  Options o;
+  o.relu = activation == 1;
+  if (defined(compartment_of)) {
+    TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) > 3 * d,
+                "diru_fast cpu kernel: with compartment_of, w_hh must be [3d+k, d] with k >= 1, got shape ",
+                w_hh.sizes());
+    o.k = w_hh.size(0) - 3 * d;
+    check_tensor(*compartment_of, "compartment_of", at::kLong, {d});
+    o.comp = compartment_of->contiguous();
+    const int64_t* c = o.comp.data_ptr<int64_t>();
+    for (int64_t j = 0; j < d; ++j)
+      TORCH_CHECK(c[j] >= 0 && c[j] < o.k, "diru_fast cpu kernel: compartment_of[", j, "] = ", c[j],
+                  " is not in [0, ", o.k, ")");
+  }
+  if (defined(mask)) o.mask = *mask;  // its shape and dtype are checked by the caller
+  return o;
+}
+
+template <typename T>
+void set_options(ScanArgs<T>& a, const Options& o) {
+  a.relu = o.relu;
+  a.k = o.k;
+  a.comp = o.k > 0 ? o.comp.data_ptr<int64_t>() : nullptr;
+  a.mask = o.mask.defined() ? o.mask.data_ptr<T>() : nullptr;
 }
 
 // Run body(r0, r1) on every slice of the batch, one slice per thread, each with a
@@ -236,15 +283,23 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp_in, const at::T
                                             const at::Tensor& w_hh_in, const at::Tensor& w_int_in,
                                             const at::Tensor& b_int_in, const at::Tensor& w_out_in,
                                             const at::Tensor& b_out_in, const c10::optional<at::Tensor>& lengths_in,
-                                            bool need_saved) {
+                                            bool need_saved, int64_t activation,
+                                            const c10::optional<at::Tensor>& compartment_of,
+                                            const c10::optional<at::Tensor>& mask_in) {
   check_dtype(xp_in, "xp");
-  TORCH_CHECK(xp_in.dim() == 3, "diru_fast cpu kernel: xp must be [T, B, 3d], got shape ", xp_in.sizes());
+  TORCH_CHECK(xp_in.dim() == 3, "diru_fast cpu kernel: xp must be [T, B, 3d+k], got shape ", xp_in.sizes());
   TORCH_CHECK(h0_in.dim() == 2, "diru_fast cpu kernel: h0 must be [B, d], got shape ", h0_in.sizes());
   const int64_t T = xp_in.size(0), B = xp_in.size(1), d = h0_in.size(1);
   const auto dtype = xp_in.scalar_type();
-  check_tensor(xp_in, "xp", dtype, {T, B, 3 * d});
+  Options options = check_options(activation, compartment_of, mask_in, w_hh_in, d);
+  const int64_t k = options.k;
+  check_tensor(xp_in, "xp", dtype, {T, B, 3 * d + k});
   check_tensor(h0_in, "h0", dtype, {B, d});
-  check_tensor(w_hh_in, "w_hh", dtype, {3 * d, d});
+  check_tensor(w_hh_in, "w_hh", dtype, {3 * d + k, d});
+  if (options.mask.defined()) {
+    check_tensor(options.mask, "mask", dtype, {T, B, d});
+    options.mask = options.mask.contiguous();
+  }
   check_tensor(w_int_in, "w_int", dtype, {d, d});
   check_tensor(b_int_in, "b_int", dtype, {d});
   check_tensor(w_out_in, "w_out", dtype, {d, d});
@@ -256,7 +311,7 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp_in, const at::T
   at::Tensor w_out = w_out_in.contiguous(), b_out = b_out_in.contiguous();
   const auto opts = xp.options();
   at::Tensor hs = alloc({T, B, d}, opts);
-  at::Tensor saved = need_saved ? alloc({T, B, 4 * d}, opts) : at::empty({0}, opts);
+  at::Tensor saved = need_saved ? alloc({T, B, 4 * d + k}, opts) : at::empty({0}, opts);
   if (T == 0 || B == 0 || d == 0) return {hs, saved};
   at::Tensor scratch = alloc({B * kFwdScratch * d}, opts);
 
@@ -275,6 +330,7 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp_in, const at::T
     a.len = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
     a.hs = hs.data_ptr<scalar_t>();
     a.saved = need_saved ? saved.data_ptr<scalar_t>() : nullptr;
+    set_options(a, options);
     run_fwd<scalar_t>(a, scratch.data_ptr<scalar_t>());
   });
   return {hs, saved};
@@ -283,22 +339,25 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp_in, const at::T
 at::Tensor scan_fwd_x(const at::Tensor& x_in, const at::Tensor& h0_in, const at::Tensor& w_ih_in,
                       const c10::optional<at::Tensor>& b_ih_in, const at::Tensor& w_hh_in, const at::Tensor& w_int_in,
                       const at::Tensor& b_int_in, const at::Tensor& w_out_in, const at::Tensor& b_out_in,
-                      const c10::optional<at::Tensor>& lengths_in) {
+                      const c10::optional<at::Tensor>& lengths_in, int64_t activation,
+                      const c10::optional<at::Tensor>& compartment_of) {
   check_dtype(x_in, "x");
   TORCH_CHECK(x_in.dim() == 3, "diru_fast cpu kernel: x must be [T, B, n], got shape ", x_in.sizes());
   TORCH_CHECK(h0_in.dim() == 2, "diru_fast cpu kernel: h0 must be [B, d], got shape ", h0_in.sizes());
   const int64_t T = x_in.size(0), B = x_in.size(1), n = x_in.size(2), d = h0_in.size(1);
   const auto dtype = x_in.scalar_type();
+  const Options options = check_options(activation, compartment_of, c10::nullopt, w_hh_in, d);
+  const int64_t k = options.k;
   check_tensor(h0_in, "h0", dtype, {B, d});
-  check_tensor(w_ih_in, "w_ih", dtype, {3 * d, n});
-  check_tensor(w_hh_in, "w_hh", dtype, {3 * d, d});
+  check_tensor(w_ih_in, "w_ih", dtype, {3 * d + k, n});
+  check_tensor(w_hh_in, "w_hh", dtype, {3 * d + k, d});
   check_tensor(w_int_in, "w_int", dtype, {d, d});
   check_tensor(b_int_in, "b_int", dtype, {d});
   check_tensor(w_out_in, "w_out", dtype, {d, d});
   check_tensor(b_out_in, "b_out", dtype, {d});
   at::Tensor b_ih;
   if (b_ih_in.has_value() && b_ih_in->defined()) {
-    check_tensor(*b_ih_in, "b_ih", dtype, {3 * d});
+    check_tensor(*b_ih_in, "b_ih", dtype, {3 * d + k});
     b_ih = b_ih_in->contiguous();
   }
   at::Tensor lengths = check_lengths(lengths_in, B);
@@ -316,7 +375,7 @@ at::Tensor scan_fwd_x(const at::Tensor& x_in, const at::Tensor& h0_in, const at:
     a.xp = nullptr;
     a.x = x.data_ptr<scalar_t>();
     a.w_ih = w_ih.data_ptr<scalar_t>();
-    a.b_ih = b_ih.defined() ? b_ih.data_ptr<scalar_t>() : zeros<scalar_t>(3 * d);
+    a.b_ih = b_ih.defined() ? b_ih.data_ptr<scalar_t>() : zeros<scalar_t>(3 * d + k);
     a.n = n;
     a.h0 = h0.data_ptr<scalar_t>();
     a.w_hh = w_hh.data_ptr<scalar_t>();
@@ -327,6 +386,7 @@ at::Tensor scan_fwd_x(const at::Tensor& x_in, const at::Tensor& h0_in, const at:
     a.len = lengths.defined() ? lengths.data_ptr<int64_t>() : nullptr;
     a.hs = hs.data_ptr<scalar_t>();
     a.saved = nullptr;
+    set_options(a, options);
     run_fwd<scalar_t>(a, scratch.data_ptr<scalar_t>());
   });
   return hs;
@@ -335,7 +395,8 @@ at::Tensor scan_fwd_x(const at::Tensor& x_in, const at::Tensor& h0_in, const at:
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     const at::Tensor& grad_hs_in, const at::Tensor& h0_in, const at::Tensor& hs_in, const at::Tensor& saved_in,
     const at::Tensor& w_hh_in, const at::Tensor& w_int_in, const at::Tensor& w_out_in,
-    const c10::optional<at::Tensor>& lengths_in) {
+    const c10::optional<at::Tensor>& lengths_in, int64_t activation, const c10::optional<at::Tensor>& compartment_of,
+    const c10::optional<at::Tensor>& mask_in) {
   check_dtype(hs_in, "hs");
   TORCH_CHECK(hs_in.dim() == 3, "diru_fast cpu kernel: hs must be [T, B, d], got shape ", hs_in.sizes());
   const int64_t T = hs_in.size(0), B = hs_in.size(1), d = hs_in.size(2);
@@ -343,10 +404,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
   check_tensor(grad_hs_in, "grad_hs", dtype, {T, B, d});
   check_tensor(h0_in, "h0", dtype, {B, d});
   TORCH_CHECK(saved_in.dim() == 3 && saved_in.size(0) == T,
-              "diru_fast cpu kernel: saved must be the [T, B, 4d] gates of a forward run with need_saved=True, "
+              "diru_fast cpu kernel: saved must be the [T, B, 4d+k] gates of a forward run with need_saved=True, "
               "got shape ", saved_in.sizes());
-  check_tensor(saved_in, "saved", dtype, {T, B, 4 * d});
-  check_tensor(w_hh_in, "w_hh", dtype, {3 * d, d});
+  Options options = check_options(activation, compartment_of, mask_in, w_hh_in, d);
+  const int64_t k = options.k;
+  check_tensor(saved_in, "saved", dtype, {T, B, 4 * d + k});
+  check_tensor(w_hh_in, "w_hh", dtype, {3 * d + k, d});
+  if (options.mask.defined()) {
+    check_tensor(options.mask, "mask", dtype, {T, B, d});
+    options.mask = options.mask.contiguous();
+  }
   check_tensor(w_int_in, "w_int", dtype, {d, d});
   check_tensor(w_out_in, "w_out", dtype, {d, d});
   at::Tensor lengths = check_lengths(lengths_in, B);
@@ -354,7 +421,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
   at::Tensor grad_hs = grad_hs_in.contiguous(), hs = hs_in.contiguous(), saved = saved_in.contiguous();
   at::Tensor w_hh = w_hh_in.contiguous(), w_int = w_int_in.contiguous(), w_out = w_out_in.contiguous();
   const auto opts = hs.options();
-  at::Tensor d_p = alloc({T, B, 3 * d}, opts);
+  at::Tensor d_p = alloc({T, B, 3 * d + k}, opts);
   at::Tensor d_zp = alloc({T, B, d}, opts);
   at::Tensor d_yp = alloc({T, B, d}, opts);
   at::Tensor d_h0 = alloc({B, d}, opts);
@@ -381,6 +448,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     a.d_zp = d_zp.data_ptr<scalar_t>();
     a.d_yp = d_yp.data_ptr<scalar_t>();
     a.d_h0 = d_h0.data_ptr<scalar_t>();
+    set_options(a, options);
     run_bwd<scalar_t>(a, scratch.data_ptr<scalar_t>());
   });
   return {d_p, d_zp, d_yp, d_h0};
@@ -389,15 +457,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
 at::Tensor cell_step(const at::Tensor& x_in, const c10::optional<at::Tensor>& h_in, const at::Tensor& w_ih_in,
                      const c10::optional<at::Tensor>& b_ih_in, const at::Tensor& w_hh_in, const at::Tensor& w_int_in,
                      const c10::optional<at::Tensor>& b_int_in, const at::Tensor& w_out_in,
-                     const c10::optional<at::Tensor>& b_out_in) {
+                     const c10::optional<at::Tensor>& b_out_in, int64_t activation,
+                     const c10::optional<at::Tensor>& compartment_of) {
   check_dtype(x_in, "x");
   TORCH_CHECK(x_in.dim() == 2, "diru_fast cpu kernel: x must be [B, n], got shape ", x_in.sizes());
-  TORCH_CHECK(w_hh_in.dim() == 2, "diru_fast cpu kernel: w_hh must be [3d, d], got shape ", w_hh_in.sizes());
+  TORCH_CHECK(w_hh_in.dim() == 2, "diru_fast cpu kernel: w_hh must be [3d+k, d], got shape ", w_hh_in.sizes());
   const int64_t B = x_in.size(0), n = x_in.size(1), d = w_hh_in.size(1);
   const auto dtype = x_in.scalar_type();
+  const Options options = check_options(activation, compartment_of, c10::nullopt, w_hh_in, d);
+  const int64_t k = options.k, d3 = 3 * d + k;
   check_tensor(x_in, "x", dtype, {B, n});
-  check_tensor(w_ih_in, "w_ih", dtype, {3 * d, n});
-  check_tensor(w_hh_in, "w_hh", dtype, {3 * d, d});
+  check_tensor(w_ih_in, "w_ih", dtype, {d3, n});
+  check_tensor(w_hh_in, "w_hh", dtype, {d3, d});
   check_tensor(w_int_in, "w_int", dtype, {d, d});
   check_tensor(w_out_in, "w_out", dtype, {d, d});
   auto optional = [&](const c10::optional<at::Tensor>& t, const char* name, int64_t size) {
@@ -410,7 +481,7 @@ at::Tensor cell_step(const at::Tensor& x_in, const c10::optional<at::Tensor>& h_
     check_tensor(*h_in, "h", dtype, {B, d});
     h = h_in->contiguous();
   }
-  at::Tensor b_ih = optional(b_ih_in, "b_ih", 3 * d), b_int = optional(b_int_in, "b_int", d);
+  at::Tensor b_ih = optional(b_ih_in, "b_ih", d3), b_int = optional(b_int_in, "b_int", d);
   at::Tensor b_out = optional(b_out_in, "b_out", d);
   at::Tensor x = x_in.contiguous(), w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
   at::Tensor w_int = w_int_in.contiguous(), w_out = w_out_in.contiguous();
@@ -418,14 +489,14 @@ at::Tensor cell_step(const at::Tensor& x_in, const c10::optional<at::Tensor>& h_
   if (B == 0 || d == 0) return out;
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "diru_cpu_cell_step", [&] {
-    // xp [B, 3d] = x w_ih^T + b_ih, into a per-thread buffer beside the step's own scratch
-    scalar_t* xp = thread_buffer<scalar_t>(B * 3 * d, 0);
-    gemm_rm<scalar_t>(false, true, B, 3 * d, n, scalar_t(1), x.data_ptr<scalar_t>(), n, w_ih.data_ptr<scalar_t>(), n,
-                      scalar_t(0), xp, 3 * d);
+    // xp [B, 3d+k] = x w_ih^T + b_ih, into a per-thread buffer beside the step's own scratch
+    scalar_t* xp = thread_buffer<scalar_t>(B * d3, 0);
+    gemm_rm<scalar_t>(false, true, B, d3, n, scalar_t(1), x.data_ptr<scalar_t>(), n, w_ih.data_ptr<scalar_t>(), n,
+                      scalar_t(0), xp, d3);
     if (b_ih.defined()) {
       const scalar_t* b = b_ih.data_ptr<scalar_t>();
       for (int64_t i = 0; i < B; ++i)
-        for (int64_t j = 0; j < 3 * d; ++j) xp[i * 3 * d + j] += b[j];
+        for (int64_t j = 0; j < d3; ++j) xp[i * d3 + j] += b[j];
     }
     ScanArgs<scalar_t> a{};
     a.T_steps = 1;
@@ -441,6 +512,7 @@ at::Tensor cell_step(const at::Tensor& x_in, const c10::optional<at::Tensor>& h_
     a.len = nullptr;
     a.hs = out.data_ptr<scalar_t>();
     a.saved = nullptr;
+    set_options(a, options);
     run_step<scalar_t>(a, thread_buffer<scalar_t>(B * kFwdScratch * d, 1));
   });
   return out;
@@ -463,18 +535,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "diru_fast: the fused DIRU CPU kernel (see csrc/diru_cpu.cpp)";
   m.def("scan_fwd", &diru_cpu::scan_fwd, "DIRU forward scan over one layer and direction",
         py::arg("xp"), py::arg("h0"), py::arg("w_hh"), py::arg("w_int"), py::arg("b_int"), py::arg("w_out"),
-        py::arg("b_out"), py::arg("lengths"), py::arg("need_saved"), py::call_guard<py::gil_scoped_release>());
+        py::arg("b_out"), py::arg("lengths"), py::arg("need_saved"), py::arg("activation") = 0,
+        py::arg("compartment_of") = py::none(), py::arg("mask") = py::none(),
+        py::call_guard<py::gil_scoped_release>());
   m.def("scan_bwd", &diru_cpu::scan_bwd, "DIRU backward scan over one layer and direction",
         py::arg("grad_hs"), py::arg("h0"), py::arg("hs"), py::arg("saved"), py::arg("w_hh"), py::arg("w_int"),
-        py::arg("w_out"), py::arg("lengths"), py::call_guard<py::gil_scoped_release>());
+        py::arg("w_out"), py::arg("lengths"), py::arg("activation") = 0, py::arg("compartment_of") = py::none(),
+        py::arg("mask") = py::none(), py::call_guard<py::gil_scoped_release>());
   m.def("scan_fwd_x", &diru_cpu::scan_fwd_x,
         "inference forward over one layer and direction with the input projection inside the time loop",
         py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("b_ih"), py::arg("w_hh"), py::arg("w_int"),
-        py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("lengths"),
-        py::call_guard<py::gil_scoped_release>());
+        py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("lengths"), py::arg("activation") = 0,
+        py::arg("compartment_of") = py::none(), py::call_guard<py::gil_scoped_release>());
   m.def("cell_step", &diru_cpu::cell_step, "one inference step of a cell, its input projection included",
         py::arg("x"), py::arg("h"), py::arg("w_ih"), py::arg("b_ih"), py::arg("w_hh"), py::arg("w_int"),
-        py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::call_guard<py::gil_scoped_release>());
+        py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("activation") = 0,
+        py::arg("compartment_of") = py::none(), py::call_guard<py::gil_scoped_release>());
   m.def("blas_linked", &diru_cpu::blas_linked, "whether torch's BLAS (sgemm_/dgemm_) is callable directly");
   m.def("isa", [] { return std::string(diru_cpu::f32_kernels(diru_cpu::active_isa()).name); },
         "the instruction set of the float32 kernels: 'avx512', 'avx2' (packed micro-kernel products) or 'blas'");

@@ -6,13 +6,22 @@
 // no synchronisation between steps. Per step a slice of R rows does three GEMMs (BLAS) and
 // three fused elementwise passes over [R, d] tiles that stay in L1/L2.
 //
-// Shapes (T steps, B batch rows, d hidden; every buffer row-major):
-//   xp     [T, B, 3d]   x W_ih^T + b_ih of every step
+// Shapes (T steps, B batch rows, d hidden, k attention logits: 0 without attention; every buffer
+// row-major):
+//   xp     [T, B, 3d+k] x W_ih^T + b_ih of every step
 //   h0     [B, d]
-//   w_hh   [3d, d]      w_int, w_out [d, d]      b_int, b_out [d]
-//   hs     [T, B, d]    saved [T, B, 4d] = u | s | z | r   (saved == nullptr: inference)
+//   w_hh   [3d+k, d]    w_int, w_out [d, d]      b_int, b_out [d]
+//   hs     [T, B, d]    saved [T, B, 4d+k] = u | s | z | r | alpha   (saved == nullptr: inference)
 //   len    [B] int64 or nullptr (every step live): row b is live at step t iff t < len[b]
-//   grad_hs [T, B, d] -> d_p [T, B, 3d], d_zp [T, B, d], d_yp [T, B, d], d_h0 [B, d]
+//   grad_hs [T, B, d] -> d_p [T, B, 3d+k], d_zp [T, B, d], d_yp [T, B, d], d_h0 [B, d]
+//
+// Options (docs/MATH.md, "Options"), each off by default at no cost to the plain cell:
+//   relu   u = relu(a) instead of tanh(a)
+//   comp   [d] int64, compartment_of (attention, k > 0): the k logits e = the last k columns of
+//          P_t; the 3d-column product stays the packed one, e's h part is k dot products per row
+//          with w_hh's last k rows (and, where the kernel projects x, e's x part likewise with
+//          w_ih's); alpha = softmax(e), unit j's output scaled by k * alpha[comp[j]]
+//   mask   [T, B, d] or nullptr: o_t <- o_t * mask_t (compartment dropout)
 #pragma once
 
 #include <algorithm>
@@ -20,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "diru_cpu_blas.h"
 #include "diru_cpu_gemm.h"
@@ -50,7 +60,32 @@ struct ScanArgs {
   T* d_zp;
   T* d_yp;
   T* d_h0;
+  // options
+  bool relu = false;
+  int64_t k = 0;                   // attention logits (0: no attention)
+  const int64_t* comp = nullptr;   // [d] compartment of each unit, when k > 0
+  const T* mask = nullptr;         // [T, B, d] or null
 };
+
+// The attention softmax in place over e[0, k) (max subtracted first).
+template <typename T>
+DIRU_INLINE void softmax_inplace(T* e, int64_t k) {
+  T m = e[0];
+  for (int64_t c = 1; c < k; ++c) m = e[c] > m ? e[c] : m;
+  T sum = T(0);
+  for (int64_t c = 0; c < k; ++c) {
+    e[c] = std::exp(e[c] - m);
+    sum += e[c];
+  }
+  for (int64_t c = 0; c < k; ++c) e[c] /= sum;
+}
+
+template <typename T>
+DIRU_INLINE T dot(const T* x, const T* y, int64_t n) {
+  T acc = T(0);
+  for (int64_t j = 0; j < n; ++j) acc += x[j] * y[j];
+  return acc;
+}
 
 // Apply `body(j, count)` over the columns [0, n) of a row in lane-width pieces.
 template <typename L, typename F>
@@ -73,8 +108,8 @@ template <typename T, typename L, typename P, typename Sync>
 DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, int64_t r1, UnitRange u,
                                T* scratch, const Sync& sync) {
   using V = typename L::value;
-  const int64_t d = a.d, B = a.B, R = r1 - r0;
-  const int64_t d3 = 3 * d, d4 = 4 * d;
+  const int64_t d = a.d, B = a.B, R = r1 - r0, k = a.k;
+  const int64_t d3 = 3 * d, d4 = 4 * d + k;  // d4: saved's row stride
   const int64_t c0 = u.c0, width = u.c1 - u.c0;
   T* pbuf = scratch;            // [R, 3d]  h_{t-1} W_hh^T
   T* obuf = pbuf + R * d3;      // [R, d]   o = u * s
@@ -83,12 +118,19 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
   T* ybuf = rbuf + R * d;       // [R, d]   o W_int^T, then q W_out^T
   T* xbuf = ybuf + R * d;       // [R, 3d]  x_t W_ih^T + b_ih (when the kernel projects x itself)
   const bool save = a.saved != nullptr, project = a.x != nullptr;
+  const int64_t xs = project ? d3 : d3 + k;  // the row stride of this step's projections
+  // Options: g [R, d], the per-unit factor of o (k alpha_c, times the mask), for this thread's
+  // units; alpha [R, k] (column split: every thread computes all of it, one writes it to saved).
+  const bool relu = a.relu, scaled = k > 0 || a.mask != nullptr;
+  std::vector<T> opt_buf(scaled ? R * (d + k) : 0);
+  T* gbuf = opt_buf.data();
+  T* abuf = gbuf + R * d;
 
   for (int64_t t = 0; t < a.T_steps; ++t) {
     const T* h_prev = t == 0 ? a.h0 + r0 * d : a.hs + ((t - 1) * B + r0) * d;  // [R, d]
     T* h_t = a.hs + (t * B + r0) * d;                                            // [R, d]
     T* sv_t = save ? a.saved + (t * B + r0) * d4 : nullptr;                      // [R, 4d]
-    const T* xp_t = project ? xbuf : a.xp + (t * B + r0) * d3;                 // [R, 3d]
+    const T* xp_t = project ? xbuf : a.xp + (t * B + r0) * xs;                 // [R, 3d(+k)]
     if (project) {  // this step's input projection only: it stays in cache
       prod(kFwdIH, R, a.x + (t * B + r0) * a.n, a.n, xbuf, d3, u);
       for (int64_t i = 0; i < R; ++i)
@@ -99,19 +141,44 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
         }
     }
 
-    // P = h_{t-1} W_hh^T; then u, s, r and o = u * s
+    // Options: alpha = softmax(e), e = xp_t[3d:] + h_{t-1} W_hh[3d:]^T; g = k alpha_c (* mask_t)
+    if (scaled) {
+      const T* mask_t = a.mask != nullptr ? a.mask + (t * B + r0) * d : nullptr;  // [R, d]
+      for (int64_t i = 0; i < R; ++i) {
+        T* g = gbuf + i * d;
+        if (k > 0) {
+          T* e = abuf + i * k;
+          for (int64_t c = 0; c < k; ++c) {
+            const T x_part = project ? a.b_ih[d3 + c] + dot(a.x + (t * B + r0 + i) * a.n, a.w_ih + (d3 + c) * a.n, a.n)
+                                     : xp_t[i * xs + d3 + c];
+            e[c] = x_part + dot(h_prev + i * d, a.w_hh + (d3 + c) * d, d);
+          }
+          softmax_inplace(e, k);
+          if (save && c0 == 0) std::memcpy(sv_t + i * d4 + 4 * d, e, sizeof(T) * k);
+          for (int64_t j = c0; j < u.c1; ++j) g[j] = T(k) * e[a.comp[j]];
+          if (mask_t != nullptr)
+            for (int64_t j = c0; j < u.c1; ++j) g[j] *= mask_t[i * d + j];
+        } else {
+          std::memcpy(g + c0, mask_t + i * d + c0, sizeof(T) * width);
+        }
+      }
+    }
+
+    // P = h_{t-1} W_hh^T; then u, s, r and o = u * s (* g)
     prod(kFwdHH, R, h_prev, d, pbuf, d3, u);
     for (int64_t i = 0; i < R; ++i) {
       const T* p = pbuf + i * d3 + c0;
-      const T* x = xp_t + i * d3 + c0;
+      const T* x = xp_t + i * xs + c0;
+      const T* gi = gbuf + i * d + c0;
       T* o = obuf + i * d + c0;
       T* u_out = save ? sv_t + i * d4 + c0 : nullptr;
       T* r_out = save ? sv_t + i * d4 + 3 * d + c0 : rbuf + i * d + c0;
       for_lanes<L>(width, [&](int64_t j, int c) {
-        V uu = L::tanh(L::load(p + j, c) + L::load(x + j, c));
+        const V pa = L::load(p + j, c) + L::load(x + j, c);
+        V uu = relu ? L::relu(pa) : L::tanh(pa);
         V s = L::sigmoid(L::load(p + d + j, c) + L::load(x + d + j, c));
         V r = L::sigmoid(L::load(p + 2 * d + j, c) + L::load(x + 2 * d + j, c));
-        L::store(o + j, uu * s, c);
+        L::store(o + j, scaled ? uu * s * L::load(gi + j, c) : uu * s, c);
         L::store(r_out + j, r, c);
         if (save) {
           L::store(u_out + j, uu, c);
@@ -157,6 +224,7 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
         std::memcpy(h_t + i * d + c0, h_prev + i * d + c0, sizeof(T) * width);
         if (save) {
           for (int64_t g = 0; g < 4; ++g) std::fill(sv_t + i * d4 + g * d + c0, sv_t + i * d4 + g * d + c0 + width, T(0));
+          if (c0 == 0) std::fill(sv_t + i * d4 + 4 * d, sv_t + (i + 1) * d4, T(0));  // alpha
         }
       }
     }
@@ -203,12 +271,18 @@ DIRU_INLINE void scan_fwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
 
 // ------------------------------------------------------------------------------------------
 // Backward over rows [r0, r1), reverse time. scratch: (r1 - r0) * 3d elements (kBwdScratch).
+// (d3, d4 below are d_p's and saved's row strides: 3d + k, 4d + k.)
 // ------------------------------------------------------------------------------------------
 template <typename T, typename L, typename P>
 DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, int64_t r1, T* scratch) {
   using V = typename L::value;
-  const int64_t d = a.d, B = a.B, R = r1 - r0;
-  const int64_t d3 = 3 * d, d4 = 4 * d;
+  const int64_t d = a.d, B = a.B, R = r1 - r0, k = a.k;
+  const int64_t d3 = 3 * d + k, d4 = 4 * d + k;  // the row strides of d_p and saved
+  const bool relu = a.relu, scaled = k > 0 || a.mask != nullptr;
+  std::vector<T> opt_buf(scaled ? 2 * d + k : 0);  // one row's g (k alpha_c * mask), do * mask, dL/dalpha
+  T* grow = opt_buf.data();
+  T* dmrow = grow + d;
+  T* darow = dmrow + d;
   T* dh = scratch;             // [R, d]  dL/dh_t (running)
   T* dh_next = dh + R * d;     // [R, d]  dL/dh_{t-1} being formed
   T* dq = dh_next + R * d;     // [R, d]  dL/d(z * r), then dL/do, then dP W_hh
@@ -218,7 +292,7 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
     const T* g_t = a.grad_hs + (t * B + r0) * d;   // [R, d]
     const T* h_t = a.hs + (t * B + r0) * d;        // [R, d]
     const T* sv_t = a.saved + (t * B + r0) * d4;   // [R, 4d]
-    T* dp_t = a.d_p + (t * B + r0) * d3;           // [R, 3d]
+    T* dp_t = a.d_p + (t * B + r0) * d3;           // [R, 3d+k]
     T* dzp_t = a.d_zp + (t * B + r0) * d;          // [R, d]
     T* dyp_t = a.d_yp + (t * B + r0) * d;          // [R, d]
 
@@ -252,17 +326,38 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
       });
     }
 
-    // do = dzp W_int; da = do s (1 - u^2); ds_pre = do u s (1 - s)
+    // do = dzp W_int; (options: do <- do * mask_t, dL/d(u s) = do * k alpha_c, dL/dalpha_c = k * the
+    // sum of do u s over compartment c's units, de = the softmax backward of it)
+    // da = dL/d(u s) s act'(a); ds_pre = dL/d(u s) u s (1 - s)
     prod(kBwdInt, R, dzp_t, d, dq, d);
     for (int64_t i = 0; i < R; ++i) {
       const T* dov = dq + i * d;
       const T* sv = sv_t + i * d4;
       T* dpa = dp_t + i * d3;
+      if (scaled) {
+        const T* mask_i = a.mask != nullptr ? a.mask + (t * B + r0 + i) * d : nullptr;
+        const T* alpha = sv + 4 * d;
+        for (int64_t j = 0; j < d; ++j) {
+          dmrow[j] = mask_i != nullptr ? dov[j] * mask_i[j] : dov[j];
+          grow[j] = k > 0 ? T(k) * alpha[a.comp[j]] : T(1);
+        }
+        if (k > 0) {
+          std::fill(darow, darow + k, T(0));
+          for (int64_t j = 0; j < d; ++j) darow[a.comp[j]] += dmrow[j] * sv[j] * sv[d + j];
+          T dot_alpha = T(0);
+          for (int64_t c = 0; c < k; ++c) {
+            darow[c] *= T(k);
+            dot_alpha += alpha[c] * darow[c];
+          }
+          for (int64_t c = 0; c < k; ++c) dpa[3 * d + c] = alpha[c] * (darow[c] - dot_alpha);
+        }
+        dov = dmrow;
+      }
       for_lanes<L>(d, [&](int64_t j, int c) {
-        V g = L::load(dov + j, c);
+        V g = scaled ? L::load(dov + j, c) * L::load(grow + j, c) : L::load(dov + j, c);
         V u = L::load(sv + j, c);
         V s = L::load(sv + d + j, c);
-        L::store(dpa + j, g * s * (L::splat(T(1)) - u * u), c);
+        L::store(dpa + j, relu ? g * s * L::positive(u) : g * s * (L::splat(T(1)) - u * u), c);
         L::store(dpa + d + j, g * u * s * (L::splat(T(1)) - s), c);
       });
     }
@@ -270,12 +365,24 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
     // dh_{t-1} = dyp + dP W_hh. The product goes to scratch and is added after: a BLAS call with
     // beta = 1 accumulates into the O(1) state gradient term by term, which for few rows (MKL's
     // small-matrix path) loses several bits against rounding the product once.
+    // With attention the product covers dP's first 3d columns (W_hh's first 3d rows, packed) and
+    // the k logits' rows add de W_hh[3d:].
     prod(kBwdHH, R, dp_t, d3, dq, d);
     for (int64_t i = 0; i < R; ++i) {
       const T* y = dyp_t + i * d;
       const T* pw = dq + i * d;
       T* n = dh_next + i * d;
-      for_lanes<L>(d, [&](int64_t j, int c) { L::store(n + j, L::load(y + j, c) + L::load(pw + j, c), c); });
+      if (k > 0) {
+        const T* de = dp_t + i * d3 + 3 * d;
+        const T* w_att = a.w_hh + 3 * d * d;  // [k, d]
+        for_lanes<L>(d, [&](int64_t j, int c) {
+          V v = L::load(pw + j, c);
+          for (int64_t e = 0; e < k; ++e) v += L::splat(de[e]) * L::load(w_att + e * d + j, c);
+          L::store(n + j, L::load(y + j, c) + v, c);
+        });
+      } else {
+        for_lanes<L>(d, [&](int64_t j, int c) { L::store(n + j, L::load(y + j, c) + L::load(pw + j, c), c); });
+      }
     }
 
     // Padded steps: zero per-step gradients, the state gradient passes through unchanged.

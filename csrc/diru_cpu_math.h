@@ -37,6 +37,8 @@ struct LaneD {
   static DIRU_INLINE value splat(scalar s) { return s; }
   static DIRU_INLINE value tanh(value x) { return std::tanh(x); }
   static DIRU_INLINE value sigmoid(value x) { return 1.0 / (1.0 + std::exp(-x)); }
+  static DIRU_INLINE value relu(value x) { return x < 0.0 ? 0.0 : x; }         // NaN stays NaN
+  static DIRU_INLINE value positive(value u) { return u > 0.0 ? 1.0 : 0.0; }  // [u > 0]: relu's slope
 };
 
 #if DIRU_CPU_HAVE_VECTOR_EXT
@@ -105,6 +107,10 @@ struct LaneF {
 
   static DIRU_INLINE value sigmoid(value x) { return 1.0f / (1.0f + exp(-x)); }
 
+  // relu(x) (NaN stays NaN: the comparison is false) and its slope [u > 0] from u = relu(a)
+  static DIRU_INLINE value relu(value x) { return select(x < 0.0f, splat(0.0f), x); }
+  static DIRU_INLINE value positive(value u) { return select(u > 0.0f, splat(1.0f), splat(0.0f)); }
+
   // tanh(x): an odd polynomial for |x| < 0.625 (where 1 - 2/(e^2x + 1) would cancel),
   // 1 - 2 / (e^{2|x|} + 1) with the sign restored elsewhere. Max error ~2 ulp.
   static DIRU_INLINE value tanh(value x) {
@@ -136,6 +142,8 @@ struct LaneF {
   static DIRU_INLINE value splat(float s) { return s; }
   static DIRU_INLINE value tanh(value x) { return std::tanh(x); }
   static DIRU_INLINE value sigmoid(value x) { return 1.0f / (1.0f + std::exp(-x)); }
+  static DIRU_INLINE value relu(value x) { return x < 0.0f ? 0.0f : x; }
+  static DIRU_INLINE value positive(value u) { return u > 0.0f ? 1.0f : 0.0f; }
 };
 #endif
 

@@ -130,29 +130,44 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
     return None
 
 
-OPTIONS = frozenset()  # the contract's options these kernels fuse (diru_fast.providers)
+OPTIONS = frozenset({"relu", "attention", "dropout"})  # the contract's options these kernels fuse (diru_fast.providers)
+
+_ACTIVATIONS = {"tanh": 0, "relu": 1}  # the kernel's activation codes
+
+
+def _activation(name: str) -> int:
+    try:
+        return _ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"activation must be one of {tuple(_ACTIVATIONS)}, got {name!r}") from None
 
 
 def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
              mask=None):
-    """The contract's scan_fwd (diru_fast.scan.contract) on the C++ kernel."""
+    """The contract's scan_fwd (diru_fast.scan.contract) on the C++ kernel, options included."""
     require_options("cpu", OPTIONS, activation, compartment_of, mask)
-    return tuple(extension().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved))
+    return tuple(extension().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
+                                      _activation(activation), compartment_of, mask))
 
 
 def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None):
-    """The contract's scan_bwd (diru_fast.scan.contract) on the C++ kernel."""
+    """The contract's scan_bwd (diru_fast.scan.contract) on the C++ kernel, options included."""
     require_options("cpu", OPTIONS, activation, compartment_of, mask)
-    return tuple(extension().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths))
+    return tuple(extension().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, _activation(activation),
+                                      compartment_of, mask))
 
 
-def scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths):
+def scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths, activation="tanh", compartment_of=None):
     """An inference forward ``x [T, B, n] -> hs [T, B, d]`` that projects each step's input inside the
-    time loop (the contract's scan_fwd on ``xp = x W_ih^T + b_ih`` without writing xp to memory)."""
-    return _extension.scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths)
+    time loop (the contract's scan_fwd on ``xp = x W_ih^T + b_ih`` without writing xp to memory; with
+    attention ``w_ih [3d+k, n]``, ``b_ih [3d+k]``, ``w_hh [3d+k, d]``; no dropout mask: inference)."""
+    return _extension.scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths,
+                                 _activation(activation), compartment_of)
 
 
-def cell_step(x, h, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out):
+def cell_step(x, h, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, activation="tanh", compartment_of=None):
     """One inference step, ``x [B, n], h [B, d] | None -> h' [B, d]``, in one call: the input
-    projection, the three products and the gates (no autograd graph, nothing saved)."""
-    return _extension.cell_step(x, h, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out)
+    projection, the three products and the gates (no autograd graph, nothing saved; the options as
+    in :func:`scan_fwd_x`)."""
+    return _extension.cell_step(x, h, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, _activation(activation),
+                                compartment_of)
