@@ -80,11 +80,39 @@ DIRU_INLINE void softmax_inplace(T* e, int64_t k) {
   for (int64_t c = 0; c < k; ++c) e[c] /= sum;
 }
 
-template <typename T>
-DIRU_INLINE T dot(const T* x, const T* y, int64_t n) {
+// The sum of a lane vector's values.
+template <typename L>
+DIRU_INLINE typename L::scalar lane_sum(typename L::value v) {
+  using T = typename L::scalar;
+  T tmp[L::kWidth];
+  std::memcpy(tmp, &v, sizeof(tmp));
   T acc = T(0);
-  for (int64_t j = 0; j < n; ++j) acc += x[j] * y[j];
+  for (int i = 0; i < L::kWidth; ++i) acc += tmp[i];
   return acc;
+}
+
+// x[0, n) . y[0, n), lane-wide partial sums (the attention logits' k dot products per row)
+template <typename L, typename T>
+DIRU_INLINE T dot(const T* x, const T* y, int64_t n) {
+  typename L::value acc = L::splat(T(0));
+  for_lanes<L>(n, [&](int64_t j, int c) { acc += L::load(x + j, c) * L::load(y + j, c); });
+  return lane_sum<L>(acc);
+}
+
+// The units of a call as runs of consecutive units in one compartment: (j0, j1, c) triples, so
+// the per-compartment factors and sums run lane-wide (compartment_of is usually contiguous: k
+// runs). Without attention, one run [0, d) of compartment -1.
+inline std::vector<int64_t> compartment_runs(const int64_t* comp, int64_t d, int64_t k) {
+  std::vector<int64_t> runs;
+  if (k == 0) return {0, d, -1};
+  for (int64_t j = 0; j < d; ++j) {
+    if (j == 0 || comp[j] != comp[j - 1]) {
+      runs.insert(runs.end(), {j, j + 1, comp[j]});
+    } else {
+      runs[runs.size() - 2] = j + 1;  // extend the current run
+    }
+  }
+  return runs;
 }
 
 // Apply `body(j, count)` over the columns [0, n) of a row in lane-width pieces.
@@ -125,6 +153,7 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
   std::vector<T> opt_buf(scaled ? R * (d + k) : 0);
   T* gbuf = opt_buf.data();
   T* abuf = gbuf + R * d;
+  const std::vector<int64_t> runs = scaled ? compartment_runs(a.comp, d, k) : std::vector<int64_t>();
 
   for (int64_t t = 0; t < a.T_steps; ++t) {
     const T* h_prev = t == 0 ? a.h0 + r0 * d : a.hs + ((t - 1) * B + r0) * d;  // [R, d]
@@ -145,21 +174,23 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
     if (scaled) {
       const T* mask_t = a.mask != nullptr ? a.mask + (t * B + r0) * d : nullptr;  // [R, d]
       for (int64_t i = 0; i < R; ++i) {
-        T* g = gbuf + i * d;
+        T* e = abuf + i * k;
         if (k > 0) {
-          T* e = abuf + i * k;
           for (int64_t c = 0; c < k; ++c) {
-            const T x_part = project ? a.b_ih[d3 + c] + dot(a.x + (t * B + r0 + i) * a.n, a.w_ih + (d3 + c) * a.n, a.n)
+            const T x_part = project ? a.b_ih[d3 + c] + dot<L>(a.x + (t * B + r0 + i) * a.n, a.w_ih + (d3 + c) * a.n, a.n)
                                      : xp_t[i * xs + d3 + c];
-            e[c] = x_part + dot(h_prev + i * d, a.w_hh + (d3 + c) * d, d);
+            e[c] = x_part + dot<L>(h_prev + i * d, a.w_hh + (d3 + c) * d, d);
           }
           softmax_inplace(e, k);
           if (save && c0 == 0) std::memcpy(sv_t + i * d4 + 4 * d, e, sizeof(T) * k);
-          for (int64_t j = c0; j < u.c1; ++j) g[j] = T(k) * e[a.comp[j]];
-          if (mask_t != nullptr)
-            for (int64_t j = c0; j < u.c1; ++j) g[j] *= mask_t[i * d + j];
-        } else {
-          std::memcpy(g + c0, mask_t + i * d + c0, sizeof(T) * width);
+        }
+        for (size_t q = 0; q < runs.size(); q += 3) {  // g over this thread's units of each run
+          const int64_t j0 = std::max(runs[q], c0), j1 = std::min(runs[q + 1], u.c1);
+          if (j0 >= j1) continue;
+          const V ka = L::splat(k > 0 ? T(k) * e[runs[q + 2]] : T(1));
+          T* g = gbuf + i * d + j0;
+          const T* m = mask_t != nullptr ? mask_t + i * d + j0 : nullptr;
+          for_lanes<L>(j1 - j0, [&](int64_t j, int c) { L::store(g + j, m != nullptr ? ka * L::load(m + j, c) : ka, c); });
         }
       }
     }
@@ -279,10 +310,10 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
   const int64_t d = a.d, B = a.B, R = r1 - r0, k = a.k;
   const int64_t d3 = 3 * d + k, d4 = 4 * d + k;  // the row strides of d_p and saved
   const bool relu = a.relu, scaled = k > 0 || a.mask != nullptr;
-  std::vector<T> opt_buf(scaled ? 2 * d + k : 0);  // one row's g (k alpha_c * mask), do * mask, dL/dalpha
-  T* grow = opt_buf.data();
-  T* dmrow = grow + d;
+  std::vector<T> opt_buf(scaled ? d + k : 0);  // one row's dL/d(u s) = do * mask * k alpha_c, and dL/dalpha
+  T* dmrow = opt_buf.data();
   T* darow = dmrow + d;
+  const std::vector<int64_t> runs = scaled ? compartment_runs(a.comp, d, k) : std::vector<int64_t>();
   T* dh = scratch;             // [R, d]  dL/dh_t (running)
   T* dh_next = dh + R * d;     // [R, d]  dL/dh_{t-1} being formed
   T* dq = dh_next + R * d;     // [R, d]  dL/d(z * r), then dL/do, then dP W_hh
@@ -337,13 +368,22 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
       if (scaled) {
         const T* mask_i = a.mask != nullptr ? a.mask + (t * B + r0 + i) * d : nullptr;
         const T* alpha = sv + 4 * d;
-        for (int64_t j = 0; j < d; ++j) {
-          dmrow[j] = mask_i != nullptr ? dov[j] * mask_i[j] : dov[j];
-          grow[j] = k > 0 ? T(k) * alpha[a.comp[j]] : T(1);
+        std::fill(darow, darow + k, T(0));
+        for (size_t q = 0; q < runs.size(); q += 3) {  // per run: dm = do * mask; dm k alpha_c; sum of dm u s
+          const int64_t j0 = runs[q], c_run = runs[q + 2];
+          const V ka = L::splat(k > 0 ? T(k) * alpha[c_run] : T(1));
+          const T* m = mask_i != nullptr ? mask_i + j0 : nullptr;
+          const T *dv = dov + j0, *uv = sv + j0, *svv = sv + d + j0;
+          T* out = dmrow + j0;
+          V acc = L::splat(T(0));
+          for_lanes<L>(runs[q + 1] - j0, [&](int64_t j, int c) {
+            const V dm = m != nullptr ? L::load(dv + j, c) * L::load(m + j, c) : L::load(dv + j, c);
+            acc += dm * L::load(uv + j, c) * L::load(svv + j, c);
+            L::store(out + j, dm * ka, c);
+          });
+          if (k > 0) darow[c_run] += lane_sum<L>(acc);
         }
         if (k > 0) {
-          std::fill(darow, darow + k, T(0));
-          for (int64_t j = 0; j < d; ++j) darow[a.comp[j]] += dmrow[j] * sv[j] * sv[d + j];
           T dot_alpha = T(0);
           for (int64_t c = 0; c < k; ++c) {
             darow[c] *= T(k);
@@ -354,7 +394,7 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
         dov = dmrow;
       }
       for_lanes<L>(d, [&](int64_t j, int c) {
-        V g = scaled ? L::load(dov + j, c) * L::load(grow + j, c) : L::load(dov + j, c);
+        V g = L::load(dov + j, c);  // dL/d(u s)
         V u = L::load(sv + j, c);
         V s = L::load(sv + d + j, c);
         L::store(dpa + j, relu ? g * s * L::positive(u) : g * s * (L::splat(T(1)) - u * u), c);
