@@ -80,15 +80,15 @@ DIRU_INLINE void softmax_inplace(T* e, int64_t k) {
   for (int64_t c = 0; c < k; ++c) e[c] /= sum;
 }
 
-// The sum of a lane vector's values.
+// The sum of a lane vector's values, as a tree (log2 of the width dependent adds, not the width).
 template <typename L>
 DIRU_INLINE typename L::scalar lane_sum(typename L::value v) {
   using T = typename L::scalar;
   T tmp[L::kWidth];
   std::memcpy(tmp, &v, sizeof(tmp));
-  T acc = T(0);
-  for (int i = 0; i < L::kWidth; ++i) acc += tmp[i];
-  return acc;
+  for (int w = L::kWidth / 2; w >= 1; w /= 2)
+    for (int i = 0; i < w; ++i) tmp[i] += tmp[i + w];
+  return tmp[0];
 }
 
 // x[0, n) . y[0, n), lane-wide partial sums (the attention logits' k dot products per row)
