@@ -43,6 +43,15 @@ Persistent kernels (one launch per layer and direction for the whole sequence):
   the interpreter. tanh / sigmoid are plain ``tl`` arithmetic (no libdevice, so the interpreter
   runs them): the fp32 tanh is an odd polynomial near 0 and the exp form beyond (``_math.py``).
 
+Options (docs/MATH.md, "Options"): every regime takes them as constexpr flags, so the plain cell
+compiles exactly as before. RELU (``u = relu(a)``, slope ``[u > 0]``); NK > 0, attention over NK
+compartments: xp / d_p rows ``3d+NK`` wide, saved ``4d+NK`` (alpha last), the logits' h part a
+``[BLOCK_B, d] x [d, K_PAD]`` product (K_PAD = power of two >= max(NK, 16), lanes >= NK masked),
+softmax, per-unit scale ``NK * alpha[compartment_of[j]]`` (a gather from the int32 [d] vector);
+backward: segment sums of ``do*u*s`` per compartment (a one-hot product), the softmax backward and
+``de @ W_hh[3d:]`` into dh (the per-step fallback adds one small launch per step for the
+cross-tile segment sums); HAS_MASK: ``o *= mask[t]`` forward, ``do *= mask[t]`` backward.
+
 Triton versions (``compat.py``): the kernels need Triton >= 3.0; the interpreter's float64
 needs 3.5, and under NumPy >= 2.4 the interpreter needs 3.7. Importing this package with an
 older one raises ImportError saying so (the "triton" backend then reports it as unavailable).

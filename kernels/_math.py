@@ -70,6 +70,37 @@ def tanh(x):
     return tl.where(x < 0.0, -t, t)
 
 
+@device_fn
+def softmax_rows(e, lane_ok):
+    """Row softmax of ``e [R, C]`` over the lanes where ``lane_ok [C]`` holds (the others: exact 0)."""
+    e = tl.where(lane_ok[None, :], e, float("-inf"))
+    p = tl.exp(e - tl.max(e, axis=1)[:, None])
+    return p / tl.sum(p, axis=1)[:, None]
+
+
+#: Up to this many compartments the streamed kernels form the attention rows' products with h
+#: (forward) and de (backward) as NK row dot products / rank-1 updates on registers, not as an MMA in
+#: the K-chunk loop (which made the fp32 d_pad = 256 forward spill ~4 KB); beyond, an MMA.
+SELECT_MAX_K = tl.constexpr(8)
+
+
+@device_fn
+def spread(alpha, comp):
+    """Per unit j, ``alpha[:, comp[j]]``: ``alpha [R, K_PAD]``, ``comp [C]`` int32 -> ``[R, C]`` (a
+    gather; lanes with comp = -1, the padded units, read compartment 0: their u, hence o, is 0)."""
+    idx = tl.maximum(comp, 0)[None, :] + tl.zeros([alpha.shape[0], comp.shape[0]], tl.int32)
+    return tl.gather(alpha, idx, 1)
+
+
+@device_fn
+def segment_sums(v, comp, kc):
+    """Per compartment c, the sum of ``v [R, C]`` over the units j with ``comp[j] == c`` -> ``[R, K_PAD]``
+    (0 in the lanes no unit belongs to): one product with the one-hot ``[C, K_PAD]`` matrix, exact
+    0/1 factors with IEEE fp32 (or fp64) FMAs (its operands in shared memory: no hoisted masks)."""
+    onehot = (comp[:, None] == kc[None, :]).to(v.dtype)  # [C, K_PAD]
+    return tl.dot(v, onehot, input_precision="ieee", out_dtype=v.dtype)
+
+
 if INTERPRETED:
     def rn(x, DT):
         """``x.to(DT)``, rounded to nearest even. The interpreter truncates fp32 -> bf16 (its numpy

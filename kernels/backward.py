@@ -15,6 +15,15 @@ h' = hs[t] and the saved gates u, s, z, r of step t::
     da    = do * s * (1 - u^2), ds = do * u * s * (1 - s)   -> d_p[t][:, :2d]
     dh    = where(t < len, dyp + [da | ds | dr] @ W_hh, dh)  (masked: passes through)
 
+Options (constexpr flags, as in the forward; docs/MATH.md "Options"): HAS_MASK multiplies
+``do`` by ``mask[t]``; RELU takes the slope ``[u > 0]`` instead of ``1 - u^2``; NK > 0 (attention)
+reads alpha from ``saved[t][:, 4d:]`` and, with ``comp`` the int32 compartment of each unit::
+
+    g      = NK * alpha[:, comp]                    (per-unit scale, [BLOCK_B, D_PAD]; _math.spread)
+    dalpha = NK * segment sums of do * u * s        (per compartment; _math.segment_sums)
+    de     = alpha * (dalpha - <alpha, dalpha>)     -> d_p[t][:, 3d:]
+    do    *= g;   dh += de @ W_e                    (W_e = W_hh's attention rows, [K_PAD, D_PAD])
+
 Masked steps write zero gradients. Weights arrive zero-padded to the tile by the launcher
 (as in the forward), so no weight load is masked. In the RESIDENT regime the weights are
 loaded once and the operands come straight from registers. In the streamed regime the left
@@ -27,7 +36,7 @@ address tensors, see ``tiles``).
 import triton
 import triton.language as tl
 
-from ._math import operand, rn
+from ._math import SELECT_MAX_K, operand, rn, segment_sums, spread
 from .tiles import load_block, mm_chunked, offsets, store_block
 
 
@@ -35,18 +44,22 @@ from .tiles import load_block, mm_chunked, offsets, store_block
 def diru_bwd_persistent(
     grad_ptr,  # [T, B, d] dL/dh_t from outside the recurrence, input dtype
     hs_ptr,  # [T, B, d] input dtype
-    saved_ptr,  # [T, B, 4d] ACC_DT: u | s | z | r
+    saved_ptr,  # [T, B, 4d+NK] ACC_DT: u | s | z | r | alpha
     w_hh_ptr,  # [3 * D_PAD, D_PAD] W_hh, each gate block zero-padded
     w_int_ptr,  # [D_PAD, D_PAD] zero-padded
     w_out_ptr,  # [D_PAD, D_PAD] zero-padded
     len_ptr,  # [B] int64 (read only if HAS_LENGTHS)
-    d_p_ptr,  # [T, B, 3d] out, ACC_DT
+    d_p_ptr,  # [T, B, 3d+NK] out, ACC_DT
     d_zp_ptr,  # [T, B, d] out, ACC_DT
     d_yp_ptr,  # [T, B, d] out, ACC_DT
     d_h0_ptr,  # [B, d] out, dtype of h0
     scratch_ptr,  # [2, B, 5 * D_PAD] input dtype: dyp | dzp | da | ds | dr operands (streamed only)
+    comp_ptr,  # [d] int32 compartment of each unit (read only if NK > 0)
+    w_e_ptr,  # [K_PAD, D_PAD] input dtype: W_hh's attention rows, zero-padded (read only if NK > 0)
+    mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK)
     T, B, D,
     HAS_LENGTHS: tl.constexpr, RESIDENT: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+    RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
     BLOCK_B: tl.constexpr, D_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -55,9 +68,13 @@ def diru_bwd_persistent(
     cols = tl.arange(0, D_PAD)  # [D_PAD]
     row_ok = rows < B
     col_ok = cols < D
-    r1 = rows * D  # row offsets into [B, d], [B, 3d], [B, 4d]
-    r3 = rows * (3 * D)
-    r4 = rows * (4 * D)
+    r1 = rows * D  # row offsets into [B, d], [B, 3d+NK], [B, 4d+NK]
+    r3 = rows * (3 * D + NK)
+    r4 = rows * (4 * D + NK)
+    if NK > 0:
+        kc = tl.arange(0, K_PAD)  # compartment lanes
+        kc_ok = kc < NK
+        comp = tl.load(comp_ptr + cols, mask=col_ok, other=-1)  # [D_PAD] int32 (-1: padded lane)
     if HAS_LENGTHS:
         length = tl.load(len_ptr + rows, mask=row_ok, other=0)
     if RESIDENT:  # W tiles [D_PAD, D_PAD] (not transposed), loaded once
@@ -67,6 +84,8 @@ def diru_bwd_persistent(
         w_r = tl.load(w_hh_ptr + 2 * D_PAD * D_PAD + wo).to(OP_DT)
         w_i = tl.load(w_int_ptr + wo).to(OP_DT)
         w_o = tl.load(w_out_ptr + wo).to(OP_DT)
+        if NK > 0:
+            w_e = tl.load(w_e_ptr + offsets(kc, cols, D_PAD)).to(OP_DT)  # [K_PAD, D_PAD]
     else:
         w_k = tl.arange(0, BLOCK_K) * D_PAD  # W chunk [BLOCK_K, D_PAD]: (k, n) -> W[k0 + k, n]
         r5 = rows * (5 * D_PAD)  # row offsets into a [B, 5 * D_PAD] scratch buffer
@@ -75,8 +94,9 @@ def diru_bwd_persistent(
     last = tl.cast(T, tl.int64) - 1
     grad_t = grad_ptr + last * B * D  # step pointers walk back one step per iteration
     hs_t = hs_ptr + last * B * D
-    sv_t = saved_ptr + last * B * 4 * D
-    d_p_t = d_p_ptr + last * B * 3 * D
+    sv_t = saved_ptr + last * B * (4 * D + NK)
+    d_p_t = d_p_ptr + last * B * (3 * D + NK)
+    mask_t = mask_ptr + last * B * D
     d_zp_t = d_zp_ptr + last * B * D
     d_yp_t = d_yp_ptr + last * B * D
     scr = scratch_ptr
@@ -121,7 +141,21 @@ def diru_bwd_persistent(
                             BLOCK_K, EVEN_B, True, True, IN_DT, OP_DT, PRECISION)
         u = load_block(sv_t, r4, cols, row_ok, col_ok, EVEN_B, EVEN_D)
         s = load_block(sv_t + D, r4, cols, row_ok, col_ok, EVEN_B, EVEN_D)
-        da = do * s * (1.0 - u * u)
+        if HAS_MASK:
+            do = do * load_block(mask_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D)
+            mask_t -= B * D
+        if NK > 0:
+            alpha = load_block(sv_t + 4 * D, r4, kc, row_ok, kc_ok, EVEN_B, False)  # [BLOCK_B, K_PAD]
+            d_alpha = NK * segment_sums(do * u * s, comp, kc)  # [BLOCK_B, K_PAD]
+            de = alpha * (d_alpha - tl.sum(alpha * d_alpha, axis=1)[:, None])  # softmax backward
+            if HAS_LENGTHS:
+                de = tl.where(live, de, 0.0)
+            store_block(d_p_t + 3 * D, r3, kc, de, row_ok, kc_ok, EVEN_B, False)
+            do = do * (NK * spread(alpha, comp))
+        if RELU:
+            da = tl.where(u > 0.0, do * s, 0.0)
+        else:
+            da = do * s * (1.0 - u * u)
         ds = do * u * s * (1.0 - s)
         if HAS_LENGTHS:
             da = tl.where(live, da, 0.0)
@@ -130,6 +164,19 @@ def diru_bwd_persistent(
         store_block(d_p_t + D, r3, cols, ds, row_ok, col_ok, EVEN_B, EVEN_D)
         # dh_prev = dyp + dP @ W_hh   (dP = [da | ds | dr], K = 3d in three blocks)
         dh_prev = dyp
+        if NK > 0:  # the attention rows: de @ W_e (K = K_PAD, one chunk)
+            if RESIDENT:
+                dh_prev = tl.dot(operand(de, IN_DT, OP_DT), w_e, dh_prev, input_precision=PRECISION, out_dtype=ACC_DT)
+            elif NK <= SELECT_MAX_K:  # few rows: rank-1 updates (no 2-D weight address to keep live)
+                de_r = rn(de, IN_DT).to(ACC_DT)
+                for c in tl.static_range(NK):
+                    w_c = tl.load(w_e_ptr + c * D_PAD + cols).to(ACC_DT)  # [D_PAD]: W_e[c, :]
+                    de_c = tl.sum(tl.where(kc[None, :] == c, de_r, 0.0), axis=1)  # [BLOCK_B]
+                    dh_prev += de_c[:, None] * w_c[None, :]
+            else:
+                w_eb = tl.load(w_e_ptr + kc[:, None] * D_PAD + cols[None, :]).to(OP_DT)
+                dh_prev = tl.dot(operand(de, IN_DT, OP_DT), w_eb, dh_prev, input_precision=PRECISION,
+                                 out_dtype=ACC_DT)
         if RESIDENT:
             dh_prev = tl.dot(operand(da, IN_DT, OP_DT), w_a, dh_prev, input_precision=PRECISION, out_dtype=ACC_DT)
             dh_prev = tl.dot(operand(ds, IN_DT, OP_DT), w_s, dh_prev, input_precision=PRECISION, out_dtype=ACC_DT)
@@ -149,8 +196,8 @@ def diru_bwd_persistent(
             dh = dh_prev
         grad_t -= B * D
         hs_t -= B * D
-        sv_t -= B * 4 * D
-        d_p_t -= B * 3 * D
+        sv_t -= B * (4 * D + NK)
+        d_p_t -= B * (3 * D + NK)
         d_zp_t -= B * D
         d_yp_t -= B * D
     store_block(d_h0_ptr, r1, cols, rn(dh, d_h0_ptr.dtype.element_ty), row_ok, col_ok, EVEN_B, EVEN_D)

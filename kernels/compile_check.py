@@ -17,7 +17,9 @@ thread (fp32 at d_pad = 256; to L1, a few accesses per time step). That is toler
 MASKED_SPILL_LIMIT and reported in the table. The inference forward (no saved gates: a separate
 compiled variant; checked in float32 and bfloat16 with full tiles) spills a few bytes where the
 training one does not (fp32 at d_pad = 64 and 256 on sm_90: 12 and 8 bytes), tolerated up to
-INFERENCE_SPILL_LIMIT. Approximate instructions: only ``ex2.approx.f32``
+INFERENCE_SPILL_LIMIT. The option variants (relu, attention with k = 4, dropout, all three;
+``option_variants``: a representative subset, with full tiles) are held to the same limits.
+Approximate instructions: only ``ex2.approx.f32``
 and ``div.full.f32`` (what ``tl.exp`` and fp32 ``/`` compile to; ``kernels/_math.py``), the two
 that tests/providers/ptx_math.py emulates at their documented 2-ulp bound.
 """
@@ -45,7 +47,31 @@ _APPROX_RE = re.compile(r"^\s*(?:@!?%p\d+\s+)?([a-z][a-z0-9]*(?:\.[a-z0-9]+)*\.(
 # Pointer arguments in the accumulation dtype; "len_ptr" is int64; every other pointer has
 # the input dtype.
 _ACC_POINTERS = {"saved_ptr", "gates_ptr", "h32_ptr", "dh32_ptr", "d_p_ptr", "d_zp_ptr", "d_yp_ptr",
-                 "saved_t_ptr", "d_p_t_ptr", "d_zp_t_ptr", "d_yp_t_ptr", "d_yp_prev_ptr"}
+                 "saved_t_ptr", "d_p_t_ptr", "d_zp_t_ptr", "d_yp_t_ptr", "d_yp_prev_ptr",
+                 "mask_ptr", "mask_t_ptr", "v_ptr"}
+#: int32 pointers (compartment_of)
+_I32_POINTERS = {"comp_ptr"}
+
+#: The option variants (kernels/forward.py "Options"): constexpr flags per name; attention with k = 4.
+OPTION_FLAGS = {
+    "none": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=False),
+    "relu": dict(RELU=True, NK=0, K_PAD=16, HAS_MASK=False),
+    "attention": dict(RELU=False, NK=4, K_PAD=16, HAS_MASK=False),
+    "dropout": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=True),
+    "all": dict(RELU=True, NK=4, K_PAD=16, HAS_MASK=True),
+}
+
+
+def option_variants(cfg, dtype: str) -> tuple:
+    """The option variants compiled for (cfg, dtype) besides "none": a representative subset (all of
+    them would about triple the check's time). Each option alone and all three at streamed d_pad =
+    256 in fp32 (the tightest register budget), resident d_pad = 64 in bf16 (the largest resident
+    tiles) and the per-step kernels in bf16; all three in streamed d_pad = 256 bf16 and per-step fp32."""
+    single = (cfg.mode == "streamed" and cfg.d_pad == 256 and dtype == "float32") or (
+        cfg.mode in ("resident", "step") and dtype == "bfloat16" and cfg.d_pad in (0, 64))
+    heavy = (cfg.mode == "streamed" and cfg.d_pad == 256 and dtype == "bfloat16") or (
+        cfg.mode == "step" and dtype == "float32")
+    return (("relu", "attention", "dropout") if single else ()) + (("all",) if heavy or single else ())
 _PTR_TYPES = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16", "float64": "*fp64"}
 
 
@@ -57,10 +83,10 @@ def _kernels():
     return importlib.import_module("diru_fast.kernels")
 
 
-def kernel_specs(cfg, dtype: str, even_d: bool = True) -> List[tuple]:
+def kernel_specs(cfg, dtype: str, even_d: bool = True, options: str = "none") -> List[tuple]:
     """(name, jit function, constexprs) for every kernel ``cfg`` launches (the variants with
     the most work: lengths on, saved gates written); ``even_d``: B and d fill the tiles
-    (no masks) or not."""
+    (no masks) or not; ``options``: a key of OPTION_FLAGS."""
     import triton.language as tl
 
     k = _kernels()
@@ -68,8 +94,11 @@ def kernel_specs(cfg, dtype: str, even_d: bool = True) -> List[tuple]:
     acc = tl.float64 if dtype == "float64" else tl.float32
     meta = dict(IN_DT=tl_dt, OP_DT=tl_dt, ACC_DT=acc, PRECISION=k.config.dot_precision(dtype),
                 HAS_LENGTHS=True, EVEN_B=even_d, EVEN_D=even_d)
+    flags = OPTION_FLAGS[options]
+    nk = dict(NK=flags["NK"])
     if cfg.persistent:
-        blocks = dict(RESIDENT=cfg.mode == "resident", BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k)
+        blocks = dict(RESIDENT=cfg.mode == "resident", BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k,
+                      **flags)
         specs = [("fwd_persistent", k.forward.diru_fwd_persistent, dict(meta, NEED_SAVED=True, **blocks)),
                  ("bwd_persistent", k.backward.diru_bwd_persistent, dict(meta, **blocks))]
         if even_d and dtype in ("float32", "bfloat16"):  # the inference forward (float16 compiles as bfloat16)
@@ -78,13 +107,18 @@ def kernel_specs(cfg, dtype: str, even_d: bool = True) -> List[tuple]:
         return specs
     blocks = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k)
     s = k.step
-    return [("fwd_step_gates", s.diru_fwd_step_gates, dict(meta, **blocks)),
-            ("fwd_step_int", s.diru_fwd_step_int, dict(meta, **blocks)),
-            ("fwd_step_out", s.diru_fwd_step_out, dict(meta, **blocks)),
-            ("bwd_step_dq", s.diru_bwd_step_dq, dict(meta, **blocks)),
-            ("bwd_step_do", s.diru_bwd_step_do, dict(meta, **blocks)),
-            ("bwd_step_dh", s.diru_bwd_step_dh, dict(meta, HAS_DOT=True, FINAL=False, **blocks)),
-            ("bwd_step_dh_final", s.diru_bwd_step_dh, dict(meta, HAS_DOT=True, FINAL=True, **blocks))]
+    specs = [("fwd_step_gates", s.diru_fwd_step_gates, dict(meta, **blocks, **flags)),
+             ("fwd_step_int", s.diru_fwd_step_int, dict(meta, **blocks, **nk)),
+             ("fwd_step_out", s.diru_fwd_step_out, dict(meta, **blocks)),
+             ("bwd_step_dq", s.diru_bwd_step_dq, dict(meta, **blocks, **nk)),
+             ("bwd_step_do", s.diru_bwd_step_do, dict(meta, **blocks, **flags)),
+             ("bwd_step_dh", s.diru_bwd_step_dh, dict(meta, HAS_DOT=True, FINAL=False, **blocks, **nk)),
+             ("bwd_step_dh_final", s.diru_bwd_step_dh, dict(meta, HAS_DOT=True, FINAL=True, **blocks, **nk))]
+    if flags["NK"]:
+        att = {key: meta[key] for key in ("HAS_LENGTHS", "EVEN_B", "EVEN_D", "ACC_DT")}
+        specs.insert(5, ("bwd_step_att", s.diru_bwd_step_att,
+                         dict(att, NK=flags["NK"], K_PAD=flags["K_PAD"], BLOCK_M=cfg.block_b, BLOCK_K=cfg.block_k)))
+    return specs
 
 
 def compile_kernel(fn, constexprs: Dict, dtype: str, arch: int, num_warps: int, num_stages: int,
@@ -100,7 +134,7 @@ def compile_kernel(fn, constexprs: Dict, dtype: str, arch: int, num_warps: int, 
         if name in constexprs:
             signature[name] = "constexpr"
         elif name.endswith("_ptr"):
-            signature[name] = "*i64" if name == "len_ptr" else (
+            signature[name] = "*i64" if name == "len_ptr" else "*i32" if name in _I32_POINTERS else (
                 "*fp64" if dtype == "float64" else "*fp32") if name in _ACC_POINTERS else _PTR_TYPES[dtype]
             attrs[(i,)] = [["tt.divisibility", 16]]
         else:
@@ -149,12 +183,12 @@ def approx_instructions(ptx: str) -> List[str]:
 
 
 def _compile_job(job) -> List[Dict]:
-    cfg, dtype, even, arch, with_ptxas = job
+    cfg, dtype, even, arch, with_ptxas, options = job
     rows = []
-    for name, fn, constexprs in kernel_specs(cfg, dtype, even):
+    for name, fn, constexprs in kernel_specs(cfg, dtype, even, options):
         start = time.perf_counter()
         compiled = compile_kernel(fn, constexprs, dtype, arch, cfg.num_warps, cfg.num_stages, cfg.maxnreg)
-        row = dict(config=cfg.label(), mode=cfg.mode, dtype=dtype, even=even, kernel=name, arch=arch,
+        row = dict(config=cfg.label(), mode=cfg.mode, dtype=dtype, even=even, options=options, kernel=name, arch=arch,
                    shared=int(compiled.metadata.shared), shared_limit=SHARED_LIMIT[arch],
                    ptx_bytes=len(compiled.asm["ptx"]), cubin_bytes=len(compiled.asm["cubin"]),
                    approx=approx_instructions(compiled.asm["ptx"]))
@@ -166,15 +200,19 @@ def _compile_job(job) -> List[Dict]:
 
 
 def jobs_for(archs=(80, 90), configs=None, with_ptxas: bool = True) -> List[tuple]:
-    """One job per (config, dtype, masks, arch): the dispatcher's configs with d and B filling
+    """One job per (config, dtype, masks, arch, options): the dispatcher's configs with d and B filling
     the tiles (no masks), and for 16-bit also the masked variant (odd d / B; the mask code
-    does not depend on the dtype, the register budget does)."""
+    does not depend on the dtype, the register budget does); the option variants of
+    ``option_variants`` with full tiles."""
     k = _kernels()
     jobs = []
     for cfg, dtype in (configs if configs is not None else k.all_configs()):
         for even in ((True, False) if dtype == "bfloat16" else (True,)):
             for arch in archs:
-                jobs.append((cfg, dtype, even, arch, with_ptxas))
+                jobs.append((cfg, dtype, even, arch, with_ptxas, "none"))
+        for options in option_variants(cfg, dtype):
+            for arch in archs:
+                jobs.append((cfg, dtype, True, arch, with_ptxas, options))
     return jobs
 
 
@@ -200,7 +238,8 @@ def problems(rows: List[Dict]) -> List[str]:
     instruction that is not in EMULATED_APPROX."""
     bad = []
     for r in rows:
-        tag = f"{r['config']} {r['dtype']} {'even' if r['even'] else 'masked'} {r['kernel']} sm_{r['arch']}"
+        tag = (f"{r['config']} {r['dtype']} {'even' if r['even'] else 'masked'} {r['kernel']} sm_{r['arch']}"
+               f" options={r.get('options', 'none')}")
         if r["shared"] > r["shared_limit"]:
             bad.append(f"{tag}: shared memory {r['shared']} B > {r['shared_limit']} B")
         spill = max(r.get("spill_stores", 0), r.get("spill_loads", 0))
@@ -221,9 +260,11 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="compile in this many processes")
     args = parser.parse_args(argv)
     rows = check_all(tuple(args.arch), with_ptxas=not args.no_ptxas, workers=args.workers)
-    print(f"{'config':32} {'dtype':9} {'masks':5} {'kernel':18} {'sm':>3} {'smem':>7} {'regs':>5} {'spill':>6}")
+    print(f"{'config':32} {'dtype':9} {'masks':5} {'options':9} {'kernel':18} {'sm':>3} {'smem':>7} {'regs':>5} "
+          f"{'spill':>6}")
     for r in rows:
-        print(f"{r['config']:32} {r['dtype']:9} {'no' if r['even'] else 'yes':5} {r['kernel']:18} {r['arch']:>3} "
+        print(f"{r['config']:32} {r['dtype']:9} {'no' if r['even'] else 'yes':5} {r['options']:9} {r['kernel']:18} "
+              f"{r['arch']:>3} "
               f"{r['shared']:>7} {r.get('registers', -1):>5} {r.get('spill_stores', 0):>6}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -80,6 +80,11 @@ def pad_hidden(d: int) -> int:
     return max(16, 1 << (int(d) - 1).bit_length())
 
 
+def pad_compartments(k: int) -> int:
+    """The power of two >= max(k, 16) the kernels tile the k attention logits to (tl.dot needs 16)."""
+    return max(16, 1 << (int(k) - 1).bit_length()) if k > 1 else 16
+
+
 _OVERRIDE: Optional[KernelConfig] = None
 
 

@@ -25,20 +25,32 @@ load is masked and the padded lanes of every product are exact zeros. Two weight
   Addresses are a moving scalar base + 1-D offsets (see ``tiles``); the scratch alternates
   between two buffers by step parity, so no 2-D address tensor is loop invariant.
 
-Outputs: ``hs[t]`` in the input dtype; ``saved[t] = [u | s | z | r]`` in ACC_DT (zeros on
+Options (constexpr flags; the defaults compile the plain cell above, docs/MATH.md "Options"):
+
+- RELU: ``u = max(a, 0)`` instead of ``tanh(a)``.
+- NK > 0 (attention over NK compartments): xp and W_hh carry NK more columns / rows, the logits
+  ``e = xp_t[:, 3d:] + h W_e^T`` ``[BLOCK_B, K_PAD]`` (W_e = W_hh's last NK rows, zero-padded by
+  the launcher to ``[K_PAD, D_PAD]``; lanes >= NK are -inf before the softmax), ``alpha =
+  softmax(e)``, and ``o *= NK * alpha[:, comp[j]]`` (``_math.spread``, a gather) with the int32
+  ``compartment_of`` vector ``comp`` (loaded once); alpha goes to ``saved[t][:, 4d:]``. The streamed
+  regime forms the logits' h part as NK row dot products with h in registers (NK <= SELECT_MAX_K;
+  an MMA in the K-chunk loop made the fp32 d_pad = 256 forward spill), resident as one more MMA.
+- HAS_MASK: ``o *= mask[t]`` (compartment dropout, after the attention scaling).
+
+Outputs: ``hs[t]`` in the input dtype; ``saved[t] = [u | s | z | r (| alpha)]`` in ACC_DT (zeros on
 masked steps) when NEED_SAVED.
 """
 
 import triton
 import triton.language as tl
 
-from ._math import operand, rn, sigmoid, tanh
+from ._math import SELECT_MAX_K, operand, rn, sigmoid, softmax_rows, spread, tanh
 from .tiles import load_block, mm_chunked, offsets_t, store_block
 
 
 @triton.jit(do_not_specialize=["T", "B"])  # no recompiles per batch size / length
 def diru_fwd_persistent(
-    xp_ptr,  # [T, B, 3d] input dtype: x W_ih^T + b_ih for all steps
+    xp_ptr,  # [T, B, 3d+NK] input dtype: x W_ih^T + b_ih for all steps
     h0_ptr,  # [B, d] input dtype
     w_hh_ptr,  # [3 * D_PAD, D_PAD] W_hh, each gate block zero-padded
     w_int_ptr,  # [D_PAD, D_PAD] zero-padded
@@ -47,10 +59,14 @@ def diru_fwd_persistent(
     b_out_ptr,  # [D_PAD] zero-padded
     len_ptr,  # [B] int64 valid steps per row (read only if HAS_LENGTHS)
     hs_ptr,  # [T, B, d] out, input dtype
-    saved_ptr,  # [T, B, 4d] out, ACC_DT: u | s | z | r (written only if NEED_SAVED)
+    saved_ptr,  # [T, B, 4d+NK] out, ACC_DT: u | s | z | r | alpha (written only if NEED_SAVED)
     scratch_ptr,  # [2, B, 2 * D_PAD] input dtype: o | q operands, one buffer per step parity (streamed only)
+    comp_ptr,  # [d] int32 compartment of each unit (read only if NK > 0)
+    w_e_ptr,  # [K_PAD, D_PAD] input dtype: W_hh's attention rows, zero-padded (read only if NK > 0)
+    mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK)
     T, B, D,
     HAS_LENGTHS: tl.constexpr, NEED_SAVED: tl.constexpr, RESIDENT: tl.constexpr,
+    RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
     EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_B: tl.constexpr, D_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
@@ -60,9 +76,13 @@ def diru_fwd_persistent(
     cols = tl.arange(0, D_PAD)  # [D_PAD]
     row_ok = rows < B
     col_ok = cols < D
-    r1 = rows * D  # row offsets into [B, d] (h0, hs[t]), [B, 3d] (xp[t]), [B, 4d] (saved[t])
-    r3 = rows * (3 * D)
-    r4 = rows * (4 * D)
+    r1 = rows * D  # row offsets into [B, d] (h0, hs[t]), [B, 3d+NK] (xp[t]), [B, 4d+NK] (saved[t])
+    r3 = rows * (3 * D + NK)
+    r4 = rows * (4 * D + NK)
+    if NK > 0:
+        kc = tl.arange(0, K_PAD)  # compartment lanes
+        kc_ok = kc < NK
+        comp = tl.load(comp_ptr + cols, mask=col_ok, other=-1)  # [D_PAD] int32 (-1: padded lane)
     h = load_block(h0_ptr, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)  # [BLOCK_B, D_PAD]
     b_int = tl.load(b_int_ptr + cols).to(ACC_DT)[None, :]
     b_out = tl.load(b_out_ptr + cols).to(ACC_DT)[None, :]
@@ -75,26 +95,35 @@ def diru_fwd_persistent(
         w_r = tl.load(w_hh_ptr + 2 * D_PAD * D_PAD + wt).to(OP_DT)
         w_i = tl.load(w_int_ptr + wt).to(OP_DT)
         w_o = tl.load(w_out_ptr + wt).to(OP_DT)
+        if NK > 0:
+            w_e = tl.load(w_e_ptr + offsets_t(cols, kc, D_PAD)).to(OP_DT)  # W_e^T [D_PAD, K_PAD]
     else:
         kr = tl.arange(0, BLOCK_K)
         wt_n = cols * D_PAD  # W^T chunk [BLOCK_K, D_PAD]: (k, n) -> W[n, k0 + k] at k0 + kr + n*D_PAD
         r2 = rows * (2 * D_PAD)  # row offsets into a [B, 2 * D_PAD] scratch buffer
+        if NK > 0:
+            wt_e = kc * D_PAD  # W_e^T chunk [BLOCK_K, K_PAD]
 
     xp_t = xp_ptr  # step pointers advance one step per iteration (64-bit pointer arithmetic)
     hs_t = hs_ptr
     sv_t = saved_ptr
     h_src = h0_ptr  # the storage-dtype copy of h_{t-1} the streamed products read: h0, then hs[t-1]
     scr = scratch_ptr  # this step's scratch buffer (alternates, so no address is loop invariant)
+    mask_t = mask_ptr
     for t in range(0, T):
         a = load_block(xp_t, r3, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
         s_pre = load_block(xp_t + D, r3, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
         r_pre = load_block(xp_t + 2 * D, r3, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
+        if NK > 0:
+            e = load_block(xp_t + 3 * D, r3, kc, row_ok, kc_ok, EVEN_B, False).to(ACC_DT)  # [BLOCK_B, K_PAD]
         # P = xp_t + h W_hh^T
         if RESIDENT:
             hx = operand(h, IN_DT, OP_DT)
             a = tl.dot(hx, w_a, a, input_precision=PRECISION, out_dtype=ACC_DT)
             s_pre = tl.dot(hx, w_s, s_pre, input_precision=PRECISION, out_dtype=ACC_DT)
             r_pre = tl.dot(hx, w_r, r_pre, input_precision=PRECISION, out_dtype=ACC_DT)
+            if NK > 0:
+                e = tl.dot(hx, w_e, e, input_precision=PRECISION, out_dtype=ACC_DT)
         else:
             for k0 in range(0, D, BLOCK_K):
                 hx = load_block(h_src + k0, r1, kr, row_ok, (k0 + kr) < D, EVEN_B, EVEN_D).to(OP_DT)
@@ -104,7 +133,18 @@ def diru_fwd_persistent(
                 s_pre = tl.dot(hx, w, s_pre, input_precision=PRECISION, out_dtype=ACC_DT)
                 w = tl.load(w_hh_ptr + 2 * D_PAD * D_PAD + k0 + kr[:, None] + wt_n[None, :]).to(OP_DT)
                 r_pre = tl.dot(hx, w, r_pre, input_precision=PRECISION, out_dtype=ACC_DT)
-        u = tanh(a)
+                if NK > SELECT_MAX_K:
+                    w = tl.load(w_e_ptr + k0 + kr[:, None] + wt_e[None, :]).to(OP_DT)
+                    e = tl.dot(hx, w, e, input_precision=PRECISION, out_dtype=ACC_DT)
+            if NK > 0 and NK <= SELECT_MAX_K:  # few logits: row dot products with h (in registers), no MMA
+                hr = rn(h, IN_DT).to(ACC_DT)
+                for c in tl.static_range(NK):
+                    w_c = tl.load(w_e_ptr + c * D_PAD + cols).to(ACC_DT)  # [D_PAD]: W_e[c, :]
+                    e += tl.where(kc[None, :] == c, tl.sum(hr * w_c[None, :], axis=1)[:, None], 0.0)
+        if RELU:
+            u = tl.maximum(a, 0.0)
+        else:
+            u = tanh(a)
         s = sigmoid(s_pre)
         r = sigmoid(r_pre)
         if HAS_LENGTHS:
@@ -118,7 +158,19 @@ def diru_fwd_persistent(
                 store_block(sv_t, r4, cols, u, row_ok, col_ok, EVEN_B, EVEN_D)
                 store_block(sv_t + D, r4, cols, s, row_ok, col_ok, EVEN_B, EVEN_D)
                 store_block(sv_t + 3 * D, r4, cols, r, row_ok, col_ok, EVEN_B, EVEN_D)
-        o = u * s  # exact zeros in the padded lanes (a = 0 there)
+        if HAS_MASK:  # o = u*s*mask (*g below); this order keeps the fp32 d_pad = 256 forward free of spills
+            o = u * (s * load_block(mask_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D))
+            mask_t += B * D
+        else:
+            o = u * s  # exact zeros in the padded lanes (a = 0 there)
+        if NK > 0:
+            alpha = softmax_rows(e, kc_ok)  # [BLOCK_B, K_PAD], zeros in lanes >= NK
+            if NEED_SAVED:
+                if HAS_LENGTHS:
+                    store_block(sv_t + 4 * D, r4, kc, tl.where(live, alpha, 0.0), row_ok, kc_ok, EVEN_B, False)
+                else:
+                    store_block(sv_t + 4 * D, r4, kc, alpha, row_ok, kc_ok, EVEN_B, False)
+            o = o * (NK * spread(alpha, comp))  # NK * alpha[:, comp[j]]
         # z = tanh(o W_int^T + b_int)
         zp = tl.zeros([BLOCK_B, D_PAD], ACC_DT) + b_int
         if RESIDENT:
@@ -134,7 +186,7 @@ def diru_fwd_persistent(
                 store_block(sv_t + 2 * D, r4, cols, tl.where(live, z, 0.0), row_ok, col_ok, EVEN_B, EVEN_D)
             else:
                 store_block(sv_t + 2 * D, r4, cols, z, row_ok, col_ok, EVEN_B, EVEN_D)
-            sv_t += B * 4 * D
+            sv_t += B * (4 * D + NK)
         q = z * r
         # h' = tanh(q W_out^T + b_out + h)
         y = h + b_out
@@ -155,5 +207,5 @@ def diru_fwd_persistent(
             tl.debug_barrier()  # hs[t] is the next step's h operand
             h_src = hs_t
             scr = scratch_ptr + ((t + 1) % 2) * (B * 2 * D_PAD)
-        xp_t += B * 3 * D
+        xp_t += B * (3 * D + NK)
         hs_t += B * D

@@ -19,13 +19,22 @@ Backward, step t (dh32: ``[B, d]`` ACC_DT, dL/dh_t carried between launches)::
             dh += grad_hs[t-1], d_yp[t-1] = dh (1 - hs[t-1]^2) (or d_h0 = dh after step 0)
 
 ``bwd_dh`` with HAS_DOT=False is the prologue that starts the recursion at t = T-1.
+
+Options (constexpr flags as in the persistent kernels; docs/MATH.md "Options"): RELU in
+fwd_gates / bwd_do; HAS_MASK multiplies o (fwd_gates) and do (bwd_do) by ``mask[t]``; NK > 0
+(attention): xp / d_p rows are 3d+NK wide and saved rows 4d+NK. fwd_gates computes the logits
+``e [BLOCK_M, K_PAD]`` of its rows (every column-tile program the same, K = d) and alpha =
+softmax(e) (stored by the programs of column tile 0), and scales its units by NK * alpha[c(j)]
+(``_math.spread``). In the backward bwd_do writes ``v = do*u*s`` ([B, d] workspace) next to da,
+ds; one more launch per step, ``bwd_att`` (grid ``(cdiv(B, BLOCK_M),)``), sums v per compartment
+and writes ``de`` to ``d_p[t][:, 3d:]``; bwd_dh adds ``de @ W_hh[3d:]`` to dh.
 Masked rows (t >= len) write zero gates / gradients and keep their state / dh.
 """
 
 import triton
 import triton.language as tl
 
-from ._math import device_fn, rn, sigmoid, tanh
+from ._math import device_fn, rn, segment_sums, sigmoid, softmax_rows, spread, tanh
 from .tiles import load_block, mm_chunked, store_block
 
 
@@ -44,20 +53,23 @@ def _tile(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, B, D, len_ptr, t, HAS_LE
 
 @triton.jit(do_not_specialize=["t", "B"])
 def diru_fwd_step_gates(
-    xp_t_ptr,  # [B, 3d] input dtype
+    xp_t_ptr,  # [B, 3d+NK] input dtype
     h_prev_ptr,  # [B, d] input dtype (h0, or hs[t-1])
-    w_hh_ptr,  # [3d, d]
+    w_hh_ptr,  # [3d+NK, d]
     len_ptr,  # [B] int64
-    gates_ptr,  # [B, 4d] out, ACC_DT: u, s, r written here (z by fwd_int)
-    o_ptr,  # [B, d] out, input dtype: o = u*s
+    gates_ptr,  # [B, 4d+NK] out, ACC_DT: u, s, r (and alpha) written here (z by fwd_int)
+    o_ptr,  # [B, d] out, input dtype: o = u*s (* NK alpha_c) (* mask_t)
+    comp_ptr,  # [d] int32 (read only if NK > 0)
+    mask_t_ptr,  # [B, d] ACC_DT (read only if HAS_MASK)
     t, B, D,
     HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+    RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, n, row_ok, n_ok, live = _tile(BLOCK_M, BLOCK_N, B, D, len_ptr, t, HAS_LENGTHS)
     kr = tl.arange(0, BLOCK_K)
-    r3 = rows * (3 * D)
+    r3 = rows * (3 * D + NK)
     a = load_block(xp_t_ptr, r3, n, row_ok, n_ok, EVEN_B, EVEN_D).to(ACC_DT)
     s_pre = load_block(xp_t_ptr + D, r3, n, row_ok, n_ok, EVEN_B, EVEN_D).to(ACC_DT)
     r_pre = load_block(xp_t_ptr + 2 * D, r3, n, row_ok, n_ok, EVEN_B, EVEN_D).to(ACC_DT)
@@ -67,14 +79,31 @@ def diru_fwd_step_gates(
                        BLOCK_K, EVEN_B, EVEN_D, EVEN_D, IN_DT, OP_DT, PRECISION)
     r_pre = mm_chunked(r_pre, h_prev_ptr, rows * D, row_ok, w_hh_ptr + 2 * D * D, kr, n * D, 1, n_ok, D,
                        BLOCK_K, EVEN_B, EVEN_D, EVEN_D, IN_DT, OP_DT, PRECISION)
-    u = tl.where(live, tanh(a), 0.0)
+    if RELU:
+        u = tl.where(live, tl.maximum(a, 0.0), 0.0)
+    else:
+        u = tl.where(live, tanh(a), 0.0)
     s = tl.where(live, sigmoid(s_pre), 0.0)
     r = tl.where(live, sigmoid(r_pre), 0.0)
-    r4 = rows * (4 * D)
+    r4 = rows * (4 * D + NK)
     store_block(gates_ptr, r4, n, u, row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(gates_ptr + D, r4, n, s, row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(gates_ptr + 3 * D, r4, n, r, row_ok, n_ok, EVEN_B, EVEN_D)
-    store_block(o_ptr, rows * D, n, rn(u * s, IN_DT), row_ok, n_ok, EVEN_B, EVEN_D)
+    o = u * s
+    if NK > 0:
+        kc = tl.arange(0, K_PAD)
+        kc_ok = kc < NK
+        e = load_block(xp_t_ptr + 3 * D, r3, kc, row_ok, kc_ok, EVEN_B, False).to(ACC_DT)  # [BLOCK_M, K_PAD]
+        e = mm_chunked(e, h_prev_ptr, rows * D, row_ok, w_hh_ptr + 3 * D * D, kr, kc * D, 1, kc_ok, D,
+                       BLOCK_K, EVEN_B, EVEN_D, False, IN_DT, OP_DT, PRECISION)
+        alpha = tl.where(live, softmax_rows(e, kc_ok), 0.0)
+        first = kc < NK * (1 - tl.minimum(tl.program_id(1), 1))  # kc_ok in column tile 0, else nothing
+        store_block(gates_ptr + 4 * D, r4, kc, alpha, row_ok, first, EVEN_B, False)
+        comp = tl.load(comp_ptr + n, mask=n_ok, other=-1)
+        o = o * (NK * spread(alpha, comp))
+    if HAS_MASK:
+        o = o * load_block(mask_t_ptr, rows * D, n, row_ok, n_ok, EVEN_B, EVEN_D)
+    store_block(o_ptr, rows * D, n, rn(o, IN_DT), row_ok, n_ok, EVEN_B, EVEN_D)
 
 
 @triton.jit(do_not_specialize=["t", "B"])
@@ -83,10 +112,10 @@ def diru_fwd_step_int(
     w_int_ptr,  # [d, d]
     b_int_ptr,  # [d]
     len_ptr,  # [B] int64
-    gates_ptr,  # [B, 4d] ACC_DT: reads r, writes z
+    gates_ptr,  # [B, 4d+NK] ACC_DT: reads r, writes z
     q_ptr,  # [B, d] out, input dtype: q = z*r
     t, B, D,
-    HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr, NK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -95,7 +124,7 @@ def diru_fwd_step_int(
     zp = mm_chunked(zp, o_ptr, rows * D, row_ok, w_int_ptr, tl.arange(0, BLOCK_K), n * D, 1, n_ok, D,
                     BLOCK_K, EVEN_B, EVEN_D, EVEN_D, IN_DT, OP_DT, PRECISION)
     z = tl.where(live, tanh(zp), 0.0)
-    r4 = rows * (4 * D)
+    r4 = rows * (4 * D + NK)
     r = load_block(gates_ptr + 3 * D, r4, n, row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(gates_ptr + 2 * D, r4, n, z, row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(q_ptr, rows * D, n, rn(z * r, IN_DT), row_ok, n_ok, EVEN_B, EVEN_D)
@@ -128,13 +157,13 @@ def diru_fwd_step_out(
 @triton.jit(do_not_specialize=["t", "B"])
 def diru_bwd_step_dq(
     d_yp_t_ptr,  # [B, d] ACC_DT
-    saved_t_ptr,  # [B, 4d] ACC_DT
+    saved_t_ptr,  # [B, 4d+NK] ACC_DT
     w_out_ptr,  # [d, d]
     len_ptr,  # [B] int64
     d_zp_t_ptr,  # [B, d] out, ACC_DT
-    d_p_t_ptr,  # [B, 3d] out, ACC_DT: dr written here
+    d_p_t_ptr,  # [B, 3d+NK] out, ACC_DT: dr written here
     t, B, D,
-    HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr, NK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -142,23 +171,27 @@ def diru_bwd_step_dq(
     dq = tl.zeros([BLOCK_M, BLOCK_N], ACC_DT)
     dq = mm_chunked(dq, d_yp_t_ptr, rows * D, row_ok, w_out_ptr, tl.arange(0, BLOCK_K) * D, n, D, n_ok, D,
                     BLOCK_K, EVEN_B, EVEN_D, EVEN_D, IN_DT, OP_DT, PRECISION)
-    r4 = rows * (4 * D)
+    r4 = rows * (4 * D + NK)
     z = load_block(saved_t_ptr + 2 * D, r4, n, row_ok, n_ok, EVEN_B, EVEN_D)
     r = load_block(saved_t_ptr + 3 * D, r4, n, row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(d_zp_t_ptr, rows * D, n, tl.where(live, dq * r * (1.0 - z * z), 0.0), row_ok, n_ok, EVEN_B, EVEN_D)
-    store_block(d_p_t_ptr + 2 * D, rows * (3 * D), n, tl.where(live, dq * z * r * (1.0 - r), 0.0),
+    store_block(d_p_t_ptr + 2 * D, rows * (3 * D + NK), n, tl.where(live, dq * z * r * (1.0 - r), 0.0),
                 row_ok, n_ok, EVEN_B, EVEN_D)
 
 
 @triton.jit(do_not_specialize=["t", "B"])
 def diru_bwd_step_do(
     d_zp_t_ptr,  # [B, d] ACC_DT
-    saved_t_ptr,  # [B, 4d] ACC_DT
+    saved_t_ptr,  # [B, 4d+NK] ACC_DT
     w_int_ptr,  # [d, d]
     len_ptr,  # [B] int64
-    d_p_t_ptr,  # [B, 3d] out, ACC_DT: da, ds written here
+    d_p_t_ptr,  # [B, 3d+NK] out, ACC_DT: da, ds written here
+    comp_ptr,  # [d] int32 (read only if NK > 0)
+    mask_t_ptr,  # [B, d] ACC_DT (read only if HAS_MASK)
+    v_ptr,  # [B, d] out, ACC_DT: v = do*u*s for bwd_att (written only if NK > 0)
     t, B, D,
     HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+    RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -166,19 +199,31 @@ def diru_bwd_step_do(
     do = tl.zeros([BLOCK_M, BLOCK_N], ACC_DT)
     do = mm_chunked(do, d_zp_t_ptr, rows * D, row_ok, w_int_ptr, tl.arange(0, BLOCK_K) * D, n, D, n_ok, D,
                     BLOCK_K, EVEN_B, EVEN_D, EVEN_D, IN_DT, OP_DT, PRECISION)
-    r4 = rows * (4 * D)
+    r4 = rows * (4 * D + NK)
     u = load_block(saved_t_ptr, r4, n, row_ok, n_ok, EVEN_B, EVEN_D)
     s = load_block(saved_t_ptr + D, r4, n, row_ok, n_ok, EVEN_B, EVEN_D)
-    r3 = rows * (3 * D)
-    store_block(d_p_t_ptr, r3, n, tl.where(live, do * s * (1.0 - u * u), 0.0), row_ok, n_ok, EVEN_B, EVEN_D)
+    if HAS_MASK:
+        do = do * load_block(mask_t_ptr, rows * D, n, row_ok, n_ok, EVEN_B, EVEN_D)
+    if NK > 0:
+        kc = tl.arange(0, K_PAD)
+        alpha = load_block(saved_t_ptr + 4 * D, r4, kc, row_ok, kc < NK, EVEN_B, False)  # [BLOCK_M, K_PAD]
+        store_block(v_ptr, rows * D, n, tl.where(live, do * u * s, 0.0), row_ok, n_ok, EVEN_B, EVEN_D)
+        comp = tl.load(comp_ptr + n, mask=n_ok, other=-1)
+        do = do * (NK * spread(alpha, comp))
+    r3 = rows * (3 * D + NK)
+    if RELU:
+        da = tl.where(u > 0.0, do * s, 0.0)
+    else:
+        da = do * s * (1.0 - u * u)
+    store_block(d_p_t_ptr, r3, n, tl.where(live, da, 0.0), row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(d_p_t_ptr + D, r3, n, tl.where(live, do * u * s * (1.0 - s), 0.0), row_ok, n_ok, EVEN_B, EVEN_D)
 
 
 @triton.jit(do_not_specialize=["t", "B"])
 def diru_bwd_step_dh(
     d_yp_t_ptr,  # [B, d] ACC_DT (step t; unused if not HAS_DOT)
-    d_p_t_ptr,  # [B, 3d] ACC_DT (step t; unused if not HAS_DOT)
-    w_hh_ptr,  # [3d, d]
+    d_p_t_ptr,  # [B, 3d+NK] ACC_DT (step t; unused if not HAS_DOT)
+    w_hh_ptr,  # [3d+NK, d]
     len_ptr,  # [B] int64
     dh32_ptr,  # [B, d] ACC_DT: dL/dh carried between steps (each program its own tile)
     grad_prev_ptr,  # [B, d] input dtype: grad_hs[t-1] (unused if FINAL)
@@ -187,7 +232,7 @@ def diru_bwd_step_dh(
     d_h0_ptr,  # [B, d] out, dtype of h0 (written only if FINAL)
     t, B, D,
     HAS_DOT: tl.constexpr, FINAL: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr, NK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -196,9 +241,13 @@ def diru_bwd_step_dh(
     if HAS_DOT:  # dh_{t-1} = where(live_t, dyp_t + dP_t @ W_hh, dh_t)
         dh = load_block(d_yp_t_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D)
         for g in tl.static_range(3):
-            dh = mm_chunked(dh, d_p_t_ptr + g * D, rows * (3 * D), row_ok, w_hh_ptr + g * D * D,
+            dh = mm_chunked(dh, d_p_t_ptr + g * D, rows * (3 * D + NK), row_ok, w_hh_ptr + g * D * D,
                             tl.arange(0, BLOCK_K) * D, n, D, n_ok, D,
                             BLOCK_K, EVEN_B, EVEN_D, EVEN_D, IN_DT, OP_DT, PRECISION)
+        if NK > 0:  # the attention rows: de @ W_hh[3d:], K = NK
+            dh = mm_chunked(dh, d_p_t_ptr + 3 * D, rows * (3 * D + NK), row_ok, w_hh_ptr + 3 * D * D,
+                            tl.arange(0, BLOCK_K) * D, n, D, n_ok, NK,
+                            BLOCK_K, EVEN_B, False, False, IN_DT, OP_DT, PRECISION)
         dh = tl.where(live, dh, load_block(dh32_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D))
     else:  # prologue: nothing flows back from beyond the last step
         dh = tl.zeros([BLOCK_M, BLOCK_N], ACC_DT)
@@ -213,3 +262,31 @@ def diru_bwd_step_dh(
             dyp = tl.where(live_prev, dyp, 0.0)
         store_block(d_yp_prev_ptr, r1, n, dyp, row_ok, n_ok, EVEN_B, EVEN_D)
         store_block(dh32_ptr, r1, n, dh, row_ok, n_ok, EVEN_B, EVEN_D)
+
+
+@triton.jit(do_not_specialize=["t", "B"])
+def diru_bwd_step_att(
+    v_ptr,  # [B, d] ACC_DT: do*u*s of step t (bwd_do)
+    saved_t_ptr,  # [B, 4d+NK] ACC_DT: alpha in the last NK columns
+    comp_ptr,  # [d] int32
+    len_ptr,  # [B] int64
+    d_p_t_ptr,  # [B, 3d+NK] out, ACC_DT: de written to the last NK columns
+    t, B, D,
+    HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+    NK: tl.constexpr, K_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACC_DT: tl.constexpr,
+):
+    """dalpha = NK * (segment sums of v per compartment), de = softmax backward; grid (cdiv(B, BLOCK_M),)."""
+    rows, _, row_ok, _, live = _tile(BLOCK_M, 16, B, D, len_ptr, t, HAS_LENGTHS)
+    kc = tl.arange(0, K_PAD)
+    kc_ok = kc < NK
+    kr = tl.arange(0, BLOCK_K)
+    d_alpha = tl.zeros([BLOCK_M, K_PAD], ACC_DT)
+    for k0 in range(0, D, BLOCK_K):
+        k_ok = (k0 + kr) < D
+        v = load_block(v_ptr + k0, rows * D, kr, row_ok, k_ok, EVEN_B, EVEN_D)  # [BLOCK_M, BLOCK_K]
+        d_alpha += segment_sums(v, tl.load(comp_ptr + k0 + kr, mask=k_ok, other=-1), kc)
+    d_alpha = NK * d_alpha
+    alpha = load_block(saved_t_ptr + 4 * D, rows * (4 * D + NK), kc, row_ok, kc_ok, EVEN_B, False)
+    de = alpha * (d_alpha - tl.sum(alpha * d_alpha, axis=1)[:, None])
+    store_block(d_p_t_ptr + 3 * D, rows * (3 * D + NK), kc, tl.where(live, de, 0.0), row_ok, kc_ok, EVEN_B, False)

@@ -64,15 +64,18 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
     return None
 
 
-OPTIONS = frozenset()  # the contract's options these kernels fuse (diru_fast.providers)
+#: The contract's options these kernels fuse (diru_fast.providers): constexpr flags of every regime.
+OPTIONS = frozenset({"relu", "attention", "dropout"})
 
 
 def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
              mask=None):
     require_options("triton", OPTIONS, activation, compartment_of, mask)
-    return _kernels().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
+    return _kernels().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
+                               activation=activation, compartment_of=compartment_of, mask=mask)
 
 
 def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None):
     require_options("triton", OPTIONS, activation, compartment_of, mask)
-    return _kernels().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)
+    return _kernels().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
+                               activation=activation, compartment_of=compartment_of, mask=mask)

@@ -1,7 +1,8 @@
 """Every Triton kernel configuration the dispatcher can pick (training and inference forward,
-backward) compiles for sm_80 and sm_90 without a GPU, fits shared memory, and does not spill
-(kernels/compile_check.py; it needs the compiler, not the interpreter, so it runs in a subprocess
-without TRITON_INTERPRET)."""
+backward) compiles for sm_80 and sm_90 without a GPU, fits shared memory, and does not spill; so do
+the option variants (relu, attention with k = 4, dropout, all three) of the representative subset
+``compile_check.option_variants`` names (kernels/compile_check.py; it needs the compiler, not the
+interpreter, so it runs in a subprocess without TRITON_INTERPRET)."""
 
 import importlib
 import json
@@ -37,11 +38,20 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rows = json.loads(out_json.read_text())
     config = importlib.import_module("diru_fast.kernels.config")  # the dispatcher's table
+    check = importlib.import_module("diru_fast.kernels.compile_check")
     picked = {(cfg.label(), dtype) for cfg, dtype in config.all_configs()}
+    variants = {(cfg.label(), dtype, o) for cfg, dtype in config.all_configs()
+                for o in check.option_variants(cfg, dtype)}
+    assert {o for _, _, o in variants} == {"relu", "attention", "dropout", "all"}
+    assert {cfg.split("-")[0] for cfg, _, o in variants if o == "all"} == {"resident", "streamed", "step"}
     for arch in (80, 90):
-        compiled = {(r["config"], r["dtype"]) for r in rows if r["arch"] == arch and r["even"]}
+        compiled = {(r["config"], r["dtype"]) for r in rows
+                    if r["arch"] == arch and r["even"] and r["options"] == "none"}
         assert compiled == picked, f"sm_{arch}: configs not compiled: {picked - compiled}"
-    assert {r["kernel"] for r in rows} >= {"fwd_persistent", "fwd_persistent_infer", "bwd_persistent"}
+        with_options = {(r["config"], r["dtype"], r["options"]) for r in rows
+                        if r["arch"] == arch and r["options"] != "none"}
+        assert with_options == variants, f"sm_{arch}: option variants not compiled: {variants - with_options}"
+    assert {r["kernel"] for r in rows} >= {"fwd_persistent", "fwd_persistent_infer", "bwd_persistent", "bwd_step_att"}
     for r in rows:
         assert r["shared"] <= r["shared_limit"]
         if r["kernel"].endswith("_infer"):  # the inference forward: a few bytes tolerated (compile_check.py)

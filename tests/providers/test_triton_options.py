@@ -1,0 +1,155 @@
+"""The Triton kernels' fused options (relu, attention over compartments, compartment dropout) under
+TRITON_INTERPRET=1, every regime the dispatcher can pick (resident, streamed, per-step) forced as in
+tests/providers/test_triton.py, against the kernel contract (diru_fast.scan.contract): float64 to
+1e-12 (forward, inference forward, backward, lengths, odd shapes and unequal compartments), float32 /
+16-bit within the rule test_triton.py uses (error <= 2x PyTorch's own error in that dtype)."""
+
+import importlib
+
+import pytest
+import torch
+
+import diru_fast
+from diru_fast.scan import contract
+from tests.helpers import contract_inputs
+
+pytestmark = pytest.mark.skipif("triton" not in diru_fast.available_backends("cpu"),
+                                reason="triton is not installed (or TRITON_INTERPRET=1 was not set before import)")
+
+REGIMES = ["resident", "streamed", "step"]
+# option sets: each alone and all three (attention with the sizes of the case)
+OPTION_SETS = {"relu": dict(activation="relu"), "attention": dict(attention=True),
+               "dropout": dict(dropout=0.3), "all": dict(activation="relu", attention=True, dropout=0.3)}
+# (T, B, d, compartment sizes): T=1 B=1 unequal sizes; k=3 at d=48 (masked lanes); B=17 (two row
+# tiles); 17 compartments (K_PAD = 32); B=16 d=32 (no masks at all)
+CASES = [(1, 1, 24, [5, 7, 12]), (4, 3, 48, [10, 17, 21]), (3, 17, 24, [5, 7, 12]),
+         (2, 3, 40, [2] * 17 + [6]), (2, 16, 32, [16, 16])]
+
+
+def _kernels():
+    return importlib.import_module("diru_fast.kernels")
+
+
+def _config(regime, d):
+    k = _kernels()
+    return {"resident": k.KernelConfig("resident", k.pad_hidden(d), block_b=16, block_k=k.pad_hidden(d)),
+            "streamed": k.KernelConfig("streamed", k.pad_hidden(d), block_b=16, block_k=16),
+            "step": k.KernelConfig("step", 0, block_b=16, block_k=16, block_n=16)}[regime]
+
+
+def _lengths(T, B):
+    return torch.tensor([max(1, T - (3 * b) % T) for b in range(B)])
+
+
+def _inputs(T, B, d, sizes, option_set, dtype=torch.float64, seed=0):
+    o = OPTION_SETS[option_set]
+    return contract_inputs(T, B, d, dtype=dtype, seed=seed, sizes=sizes if o.get("attention") else None,
+                           dropout=o.get("dropout"), activation=o.get("activation"))
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "T{}-B{}-d{}-k{}".format(c[0], c[1], c[2], len(c[3])))
+@pytest.mark.parametrize("option_set", list(OPTION_SETS))
+@pytest.mark.parametrize("regime", REGIMES)
+def test_options_match_contract_float64(regime, option_set, case, with_lengths):
+    k = _kernels()
+    T, B, d, sizes = case
+    a, opts = _inputs(T, B, d, sizes, option_set, seed=T * B + d)
+    lengths = _lengths(T, B) if with_lengths else None
+    cfg = _config(regime, d)
+    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg, **opts)
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+    hs_inf, saved_inf = k.scan_fwd(**a, lengths=lengths, need_saved=False, config=cfg, **opts)
+    assert saved_inf.numel() == 0 and torch.equal(hs_inf, hs)
+    grad_hs = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    got = k.scan_bwd(grad_hs, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, config=cfg, **opts)
+    want = contract.scan_bwd(grad_hs, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts)
+    for name, g, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
+    if lengths is not None:
+        for b, length in enumerate(lengths.tolist()):
+            assert torch.all(saved[length:, b] == 0) and torch.all(got[0][length:, b] == 0)
+
+
+def _fwd_and_grads(fwd, a, opts, lengths, grad):
+    """hs and the gradients of <hs, grad> w.r.t. xp and h0 from ``fwd(xp, h0) -> hs``."""
+    xp, h0 = (a[key].detach().clone().requires_grad_() for key in ("xp", "h0"))
+    hs = fwd(xp, h0)
+    return [hs.detach()] + list(torch.autograd.grad((hs.double() * grad).sum(), [xp, h0]))
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_all_options_low_precision_within_twice_torch_error(regime, dtype):
+    """relu + attention + dropout: hs and dL/dxp (d_p, all 3d+k columns), dL/dh0 within 2x the error of
+    PyTorch's own path in ``dtype`` (the contract run in that dtype), both against float64 on the same
+    rounded inputs (the rule of tests/providers/test_triton.py)."""
+    k = _kernels()
+    T, B, d, sizes = 5, 3, 24, [5, 7, 12]
+    a, opts = _inputs(T, B, d, sizes, "all", dtype=dtype, seed=3)
+    lengths = _lengths(T, B)
+    grad = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    cfg = _config(regime, d)
+    w = {key: a[key] for key in ("w_hh", "w_int", "b_int", "w_out", "b_out")}
+    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg, **opts)
+    d_p, _, _, d_h0 = k.scan_bwd(grad.to(dtype), a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths,
+                                 config=cfg, **opts)
+    got = [hs, d_p, d_h0]
+
+    def torch_path(acc, weights, options):
+        return lambda xp, h0: contract.scan_fwd(xp, h0, *weights.values(), lengths, False, **options, acc=acc)[0]
+
+    low = _fwd_and_grads(torch_path(dtype, w, opts), a, opts, lengths, grad)
+    a64 = {key: v.double() for key, v in a.items()}
+    opts64 = dict(opts, mask=opts["mask"].double())
+    ref = _fwd_and_grads(torch_path(torch.float64, {key: a64[key] for key in w}, opts64), a64, opts64, lengths, grad)
+    assert hs.dtype == dtype and d_h0.dtype == dtype
+    for name, g, lo, r in zip(("hs", "xp", "h0"), got, low, ref):
+        err = (g.double() - r).abs().max().item()
+        torch_err = (lo.double() - r).abs().max().item()
+        slack = 8 * torch.finfo(torch.float32).eps * r.abs().max().item() if dtype == torch.float32 else 1e-6
+        assert err <= 2 * torch_err + slack, f"{name}: kernel error {err:.3g} > 2x PyTorch's {torch_err:.3g}"
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_options_off_are_the_plain_kernels_bit_for_bit(regime):
+    """The defaults (tanh, no attention, no mask) spelled out give exactly the plain call's numbers."""
+    k = _kernels()
+    T, B, d = 3, 5, 20
+    a = contract_inputs(T, B, d, dtype=torch.float32, seed=7)
+    cfg = _config(regime, d)
+    hs, saved = k.scan_fwd(**a, lengths=None, need_saved=True, config=cfg)
+    hs2, saved2 = k.scan_fwd(**a, lengths=None, need_saved=True, config=cfg, activation="tanh",
+                             compartment_of=None, mask=None)
+    assert saved.shape == (T, B, 4 * d) and torch.equal(hs, hs2) and torch.equal(saved, saved2)
+    grad = torch.randn(T, B, d, generator=torch.Generator().manual_seed(0))
+    plain = k.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], None, config=cfg)
+    spelled = k.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], None, config=cfg,
+                         activation="tanh", compartment_of=None, mask=None)
+    assert plain[0].shape == (T, B, 3 * d) and all(torch.equal(x, y) for x, y in zip(plain, spelled))
+
+
+def test_provider_fuses_every_option_and_passes_them_through():
+    from diru_fast.providers import triton as provider
+
+    assert provider.OPTIONS == {"relu", "attention", "dropout"}
+    T, B, d = 2, 3, 12
+    a, opts = contract_inputs(T, B, d, sizes=[3, 4, 5], dropout=0.25, activation="relu", seed=2)
+    hs, saved = provider.scan_fwd(*a.values(), None, True, **opts)
+    hs_ref, saved_ref = contract.scan_fwd(*a.values(), None, True, **opts)
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(T, B, d, dtype=torch.float64)
+    got = provider.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], None, **opts)
+    want = contract.scan_bwd(grad, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], None, **opts)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_activation_is_rejected():
+    k = _kernels()
+    a = contract_inputs(2, 2, 4)
+    with pytest.raises(ValueError, match="activation"):
+        k.scan_fwd(**a, lengths=None, need_saved=False, activation="gelu")
