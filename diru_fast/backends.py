@@ -13,7 +13,10 @@ Backends:
 ==============  =====================================================================
 
 An explicitly requested backend that cannot run raises :class:`BackendUnavailableError`
-saying why and how to fix it. ``"auto"`` never falls back silently: the first time it has to
+saying why and how to fix it. The same holds for the options (``activation="relu"``, attention,
+compartment dropout; docs/MATH.md "Options"): a kernel provider runs a call only if its ``OPTIONS``
+list every option the call uses. Else ``"auto"`` falls back to ``"torch"`` (one warning naming the
+option and the backend) and an explicit backend raises, naming the option. ``"auto"`` never falls back silently: the first time it has to
 pass over a fused backend for a (device, dtype) it warns once, naming the reason.
 
 The compiled backends ("triton", "cuda", "cpu") are *kernel providers*: modules in
@@ -26,6 +29,7 @@ and expose::
     scan_fwd(...), scan_bwd(...)                  # the contract's two functions
     cell_step(...)                                # optional: one inference step in one call
     scan_fwd_x(...)                               # optional: an inference forward that projects x itself
+    OPTIONS: frozenset                            # the options its kernels fuse (absent: none)
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import os
 import sys
 import warnings
 from types import ModuleType
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, FrozenSet, List, Optional, Tuple, Union
 
 import torch
 
@@ -166,9 +170,38 @@ def _constant_under_compile(fn):
     return fn
 
 
+def provider_options(name: str) -> FrozenSet[str]:
+    """The options backend ``name`` runs: all of them on "torch" / "reference", else its
+    provider's ``OPTIONS``."""
+    if name in ("torch", "reference"):
+        return frozenset({"relu", "attention", "dropout"})
+    return getattr(get_provider(name), "OPTIONS", frozenset())
+
+
 @_constant_under_compile
-def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
-    """The backend a call with these inputs runs on (see the module docstring for the rules)."""
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype,
+                    options: FrozenSet[str] = frozenset()) -> str:
+    """The backend a call with these inputs runs on (see the module docstring for the rules);
+    ``options``: those the call uses (:func:`diru_fast.providers.options_in_use`)."""
+    name, explicit = _resolve(backend, device, dtype)
+    if not options or name in ("torch", "reference"):
+        return name
+    missing = options - provider_options(name)
+    if not missing:
+        return name
+    what = ", ".join(repr(o) for o in sorted(missing))
+    if explicit:
+        raise BackendUnavailableError(
+            f"backend {name!r} does not fuse the option(s) {what}: its kernels run the plain cell only. "
+            f"Use backend='auto' (falls back to 'torch' for these options) or backend='torch'.")
+    _warn_once((torch.device(device).type, dtype, name, frozenset(missing)),
+               f"diru_fast: backend 'auto' uses 'torch' (the slower pure-PyTorch path) instead of {name!r}, "
+               f"whose kernels do not fuse the option(s) {what}. This warning is shown once.")
+    return "torch"
+
+
+def _resolve(backend: str, device: torch.device, dtype: torch.dtype) -> Tuple[str, bool]:
+    """``(the backend, whether it was asked for explicitly)``, options aside."""
     check_backend_name(backend)
     source = "backend="
     if backend == "auto":
@@ -185,18 +218,18 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
                 f"{source}{backend!r} cannot run on {device.type} tensors of {dtype}: {reason}. "
                 f"Use backend='auto' to fall back, or one of {available_backends(device)}."
             )
-        return backend
+        return backend, True
     reasons = []
     for name in _AUTO_ORDER.get(device.type, ()):
         reason = why_unavailable(name, device, dtype)
         if reason is None:
             if reasons:
                 _warn_once((device.type, dtype, name), _fallback_message(device, dtype, reasons, name))
-            return name
+            return name, False
         reasons.append((name, reason))
     if reasons:  # a fused kernel exists for this device kind, but not here / not for this dtype
         _warn_once((device.type, dtype, "torch"), _fallback_message(device, dtype, reasons, "torch"))
-    return "torch"
+    return "torch", False
 
 
 def _fallback_message(device: torch.device, dtype: torch.dtype, reasons: list, chosen: str) -> str:

@@ -18,12 +18,31 @@ it computes without it, for a float32 model: the same numbers and float32 output
 16-bit input, e.g. from an autocast layer before it, is accepted), and gradients reach the
 parameters in their own dtype. The custom ops declare the same rule
 (:mod:`diru_fast.scan.ops`), so compiled and exported graphs run under autocast too.
+
+**Options** (docs/MATH.md, "Options"; every function takes them as keywords, the defaults give the
+plain cell):
+
+- ``activation="tanh" | "relu"``: the compartment nonlinearity;
+- ``compartment_sizes=[m_0, ..., m_{k-1}]``: unequal compartments summing to d (``num_compartments``
+  then defaults to k; a different one is a ValueError);
+- attention over the compartments is on when the weights hold its k rows (``w_ih [3d+k, n]``,
+  ``w_hh [3d+k, d]``, ``b_ih [3d+k]``, :mod:`diru_fast.weights`);
+- ``compartment_dropout=p`` with ``training=True``: inverted dropout on the compartment outputs.
+  The mask ``[T, B, d]`` (values 0 or 1/(1-p), acc dtype) is drawn with torch's RNG by
+  :func:`draw_compartment_mask`, one draw per layer and direction, in the order layer 0 forward,
+  layer 0 reverse, layer 1 forward, ...; row t of a direction's mask applies to the t-th step that
+  direction runs (for the reverse direction: counted from each sequence's last step). Every
+  backend, "reference" included, applies the same mask, so one seed gives the same numbers on all.
+
+A compiled backend runs a call only if it fuses every option the call uses (its provider's
+``OPTIONS``); else "auto" falls back to "torch" with one warning and an explicit backend raises
+(:func:`diru_fast.backends.resolve_backend`).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,13 +53,66 @@ from torch.utils._pytree import tree_map
 from . import _tracing
 from . import _validation as v
 from .backends import get_provider, resolve_backend
+from .providers import options_in_use
+from .reference import check_options
 from .scan import ops
+from .scan.contract import acc_dtype
 from .scan.reference_scan import reference_scan
-from .weights import CellWeights
+from .weights import CellWeights, attention_rows
 
-__all__ = ["diru", "diru_scan", "diru_cell"]
+__all__ = ["diru", "diru_scan", "diru_cell", "draw_compartment_mask", "compartment_index"]
 
 Lengths = Union[Tensor, Sequence[int], None]
+
+
+class _Options(NamedTuple):
+    """One call's options, validated: the compartment sizes, the activation, ``compartment_of``
+    (``[d]`` int64 when attention is on, else None) and the dropout probability in effect (0 in eval)."""
+
+    sizes: Tuple[int, ...]
+    activation: str
+    compartment_of: Optional[Tensor]
+    dropout: float
+
+    def used(self, like: Tensor):
+        """The options this call needs from a backend (diru_fast.providers.options_in_use)."""
+        if self.activation == "tanh" and self.compartment_of is None and not self.dropout:
+            return frozenset()
+        return options_in_use(self.activation, self.compartment_of, like if self.dropout else None)
+
+
+def compartment_index(compartment_sizes: Sequence[int], device=None) -> Tensor:
+    """``compartment_of [d]`` int64: the compartment of each unit, for sizes ``[m_0, ..., m_{k-1}]``."""
+    units = [c for c, m in enumerate(compartment_sizes) for _ in range(m)]  # from a list: works on "meta" too
+    return torch.tensor(units, dtype=torch.int64, device=device)
+
+
+def draw_compartment_mask(steps: int, batch: int, hidden_size: int, p: float, dtype: torch.dtype,
+                          device) -> Tensor:
+    """A compartment-dropout mask ``[T, B, d]``: each element 1/(1-p) with probability 1-p, else 0,
+    in ``dtype``, drawn with torch's RNG (one ``bernoulli_`` over the whole tensor)."""
+    keep = torch.empty(steps, batch, hidden_size, dtype=dtype, device=device).bernoulli_(1.0 - p)
+    return keep.mul_(1.0 / (1.0 - p))
+
+
+def _check_options(w: CellWeights, num_compartments: Optional[int], compartment_sizes: Optional[Sequence[int]],
+                   activation: str, compartment_dropout: float, training: bool,
+                   compartment_of: Optional[Tensor]) -> _Options:
+    d = int(w.hidden_size)  # an int also while jit.trace records sizes
+    if num_compartments is None and compartment_sizes is None:
+        num_compartments = 1
+    if (activation == "tanh" and compartment_sizes is None and not compartment_dropout and compartment_of is None
+            and isinstance(num_compartments, int) and int(w.w_hh.shape[0]) == 3 * d):
+        return _Options(check_options(d, num_compartments, None), "tanh", None, 0.0)  # the plain cell
+    sizes = check_options(d, num_compartments, compartment_sizes, activation, compartment_dropout)
+    k = int(attention_rows(w))
+    if k and k != len(sizes):
+        raise ValueError(f"the weights hold {k} attention rows (w_hh [3d+{k}, d]) but the cell has {len(sizes)} "
+                         f"compartments")
+    if k and compartment_of is None:
+        compartment_of = compartment_index(sizes, w.w_hh.device)
+    return _Options(sizes, activation, compartment_of if k else None,
+                    float(compartment_dropout) if training else 0.0)
 
 
 def _to_float32(t):
@@ -75,10 +147,17 @@ def diru_scan(
     h0: Optional[Tensor] = None,  # [B, d]
     lengths: Lengths = None,  # [B]
     *,
-    num_compartments: int = 1,
+    num_compartments: Optional[int] = None,
     backend: str = "auto",
+    activation: str = "tanh",
+    compartment_sizes: Optional[Sequence[int]] = None,
+    compartment_dropout: float = 0.0,
+    training: bool = False,
+    compartment_of: Optional[Tensor] = None,
 ) -> Tensor:  # hs: [T, B, d]; steps past a sequence's length repeat its last state
-    """One layer and direction over a whole (time-major) sequence."""
+    """One layer and direction over a whole (time-major) sequence. ``num_compartments`` (default 1,
+    or ``len(compartment_sizes)``) and the options: see the module docstring (``compartment_of``: a
+    precomputed ``[d]`` index of ``compartment_sizes``, e.g. a module's buffer)."""
     _tracing.check_exportable()
     x = v.check_input(x, "x", (3,))
     v.check_feature_size(x, "x", weights.input_size)
@@ -89,10 +168,20 @@ def diru_scan(
     d = weights.hidden_size
     v.check_state(h0, "h0", (batch, d), weights.w_hh)
     lengths = v.check_lengths(lengths, steps, batch, x.device)
-    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype)
+    opts = _check_options(weights, num_compartments, compartment_sizes, activation, compartment_dropout, training,
+                          compartment_of)
+    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype, opts.used(x))
     if lengths is not None:
         x = x.masked_fill(_padding(lengths, steps).unsqueeze(2), 0.0)
-    return _run_layer(x, weights, h0, lengths, num_compartments, resolved)
+    mask = _mask(opts, x, d)
+    return _run_layer(x, weights, h0, lengths, opts, resolved, mask)
+
+
+def _mask(opts: _Options, x: Tensor, d: int) -> Optional[Tensor]:
+    # x: [T, B, n] -> the compartment-dropout mask [T, B, d] in acc, or None
+    if not opts.dropout:
+        return None
+    return draw_compartment_mask(x.shape[0], x.shape[1], d, opts.dropout, acc_dtype(x.dtype), x.device)
 
 
 def _padding(lengths: Tensor, steps: int) -> Tensor:  # [T, B] bool, True on padded steps
@@ -100,25 +189,28 @@ def _padding(lengths: Tensor, steps: int) -> Tensor:  # [T, B] bool, True on pad
 
 
 def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optional[Tensor],
-               num_compartments: int, backend: str) -> Tensor:
-    # x: [T, B, n] (padded steps already zero) -> hs: [T, B, d]
+               opts: _Options, backend: str, mask: Optional[Tensor] = None) -> Tensor:
+    # x: [T, B, n] (padded steps already zero), mask: [T, B, d] or None -> hs: [T, B, d]
     batch, d = x.shape[1], w.hidden_size
-    if x.shape[0] == 1 and lengths is None:  # one step, e.g. a streaming caller: the fused step if any
+    plain = opts.activation == "tanh" and opts.compartment_of is None
+    # the kernels' own inference paths take the options as keywords, passed only when one is on
+    kw = {} if plain else {"activation": opts.activation, "compartment_of": opts.compartment_of}
+    if x.shape[0] == 1 and lengths is None and mask is None:  # one step, e.g. streaming: the fused step if any
         step = _fused_step(backend, x[0], w, h0)
         if step is not None:
-            return step(x[0], h0, w.w_ih, w.b_ih, w.w_hh, w.w_int, w.b_int, w.w_out, w.b_out).unsqueeze(0)
+            return step(x[0], h0, w.w_ih, w.b_ih, w.w_hh, w.w_int, w.b_int, w.w_out, w.b_out, **kw).unsqueeze(0)
     if h0 is None:
         h0 = x.new_zeros(batch, d)
-    projecting = _fused_step(backend, x, w, h0, "scan_fwd_x")
+    projecting = None if mask is not None else _fused_step(backend, x, w, h0, "scan_fwd_x")
     if projecting is not None:  # inference on a kernel that projects each step's input itself
         b_int = w.b_int if w.b_int is not None else w.w_int.new_zeros(d)
         b_out = w.b_out if w.b_out is not None else w.w_out.new_zeros(d)
-        return projecting(x, h0, w.w_ih, w.b_ih, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths)
+        return projecting(x, h0, w.w_ih, w.b_ih, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, **kw)
     mode = _tracing.mode()  # first: under the TorchScript-based ONNX exporter it raises, naming what works
     if backend == "reference" and mode == "eager":
-        return reference_scan(x, w, h0, lengths, num_compartments)
+        return reference_scan(x, w, h0, lengths, opts.sizes, opts.activation, mask)
     # (traced, "reference" runs as "torch": the same function, see diru_fast.scan.ops.scan)
-    # [T, B, 3d]: the x-projections of all steps, one GEMM. A time-major view of batch-first input
+    # [T, B, 3d+k]: the x-projections of all steps, one GEMM. A time-major view of batch-first input
     # is made contiguous first: F.linear on the strided view falls back to a batched matmul
     # (measured 2x slower than copying x, which is the smallest tensor here). Under autocast
     # (float32_under_autocast) the layer runs in float32 with autocast off; a caller that enters
@@ -128,7 +220,10 @@ def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optiona
         xp = xp.to(w.w_hh.dtype)
     b_int = w.b_int if w.b_int is not None else w.w_int.new_zeros(d)
     b_out = w.b_out if w.b_out is not None else w.w_out.new_zeros(d)
-    return ops.scan(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, backend)
+    if plain and mask is None:
+        return ops.scan(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, backend)
+    return ops.scan(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, backend, opts.activation,
+                    opts.compartment_of, mask)
 
 
 def _reverse(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
@@ -151,9 +246,13 @@ def diru(
     batch_first: bool = False,
     dropout: float = 0.0,
     training: bool = False,
-    num_compartments: int = 1,
+    num_compartments: Optional[int] = None,
     backend: str = "auto",
     check_finite: bool = False,
+    activation: str = "tanh",
+    compartment_sizes: Optional[Sequence[int]] = None,
+    compartment_dropout: float = 0.0,
+    compartment_of: Optional[Tensor] = None,
 ) -> Tuple[Union[Tensor, PackedSequence], Tensor]:
     """A multi-layer (optionally bidirectional) DIRU over a sequence, ``torch.nn.GRU``-style.
 
@@ -170,6 +269,9 @@ def diru(
         dropout: dropout on the outputs of every layer but the last, when ``training``.
         check_finite: raise ValueError if the input holds NaN/Inf (costs a device sync).
             Without it, NaN/Inf propagate to the outputs of the affected sequences only.
+        num_compartments, activation, compartment_sizes, compartment_dropout, compartment_of:
+            the options, see the module docstring (the same for every layer; compartment dropout
+            acts when ``training``).
 
     Returns:
         ``(output, h_n)``: output ``[T, B, directions * d]`` (batch-first / unbatched /
@@ -214,7 +316,10 @@ def diru(
     lengths = v.check_lengths(lengths, steps, batch, x.device)
     if check_finite:
         v.check_finite(x, "input")
-    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype)
+    opts = [[_check_options(w, num_compartments, compartment_sizes, activation, compartment_dropout, training,
+                            compartment_of) for w in layer_weights] for layer_weights in weights]
+    used = frozenset().union(*(o.used(x) for per_layer in opts for o in per_layer))
+    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype, used)
 
     pad = None if lengths is None else _padding(lengths, steps).unsqueeze(2)  # [T, B, 1]
     h_n: List[Tensor] = []
@@ -225,7 +330,9 @@ def diru(
         for direction, w in enumerate(layer_weights):
             state = None if hx is None else hx[layer * directions + direction]
             xin = x if direction == 0 else _reverse(x, lengths)
-            hs = _run_layer(xin, w, state, lengths, num_compartments, resolved)  # [T, B, d]
+            o = opts[layer][direction]
+            mask = _mask(o, xin, w.hidden_size)  # [T, B, d] or None; drawn in layer, direction order
+            hs = _run_layer(xin, w, state, lengths, o, resolved, mask)  # [T, B, d]
             h_n.append(hs[-1])  # padded steps repeat the state: the last row is h at its own end
             outputs.append(hs if direction == 0 else _reverse(hs, lengths))
         x = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
@@ -259,10 +366,16 @@ def diru_cell(
     weights: CellWeights,
     hx: Optional[Tensor] = None,  # [B, d] or [d]
     *,
-    num_compartments: int = 1,
+    num_compartments: Optional[int] = None,
     backend: str = "auto",
+    activation: str = "tanh",
+    compartment_sizes: Optional[Sequence[int]] = None,
+    compartment_dropout: float = 0.0,
+    training: bool = False,
+    compartment_of: Optional[Tensor] = None,
 ) -> Tensor:  # h': [B, d] or [d]
-    """One DIRU step, ``torch.nn.GRUCell``-style."""
+    """One DIRU step, ``torch.nn.GRUCell``-style (the options: see the module docstring; the
+    dropout mask is ``[1, B, d]``, one step's)."""
     _tracing.check_exportable()
     x = v.check_input(input, "input", (1, 2))
     v.check_feature_size(x, "input", weights.input_size)
@@ -276,13 +389,18 @@ def diru_cell(
             raise TypeError(f"hx must be a torch.Tensor or None, got {type(hx).__name__}")
         v.check_state(hx, "hx", (weights.hidden_size,) if unbatched else (batch, weights.hidden_size), weights.w_hh)
         hx = hx.unsqueeze(0) if unbatched else hx
-    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype)
-    step = _fused_step(resolved, x, weights, hx)
+    opts = _check_options(weights, num_compartments, compartment_sizes, activation, compartment_dropout, training,
+                          compartment_of)
+    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype, opts.used(x))
+    mask = _mask(opts, x.unsqueeze(0), weights.hidden_size)  # [1, B, d] or None
+    plain = opts.activation == "tanh" and opts.compartment_of is None
+    step = None if mask is not None else _fused_step(resolved, x, weights, hx)
     if step is not None:
+        kw = {} if plain else {"activation": opts.activation, "compartment_of": opts.compartment_of}
         h = step(x, hx, weights.w_ih, weights.b_ih, weights.w_hh, weights.w_int, weights.b_int, weights.w_out,
-                 weights.b_out)
+                 weights.b_out, **kw)
     else:
-        h = _run_layer(x.unsqueeze(0), weights, hx, None, num_compartments, resolved)[0]
+        h = _run_layer(x.unsqueeze(0), weights, hx, None, opts, resolved, mask)[0]
     return h.squeeze(0) if unbatched else h
 
 

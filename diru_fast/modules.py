@@ -8,12 +8,19 @@ attribute, so module tools (``prune``, ``weight_norm``, ``parametrize``) act on 
 It then runs :mod:`diru_fast.functional` on the backend chosen by ``backend=`` (see
 :mod:`diru_fast.backends`). Checkpoints in the prototype's per-compartment format load into every
 module, and ``DIRU`` writes that format (see :mod:`diru_fast.state_dict`).
+
+Options (keywords of every module, docs/MATH.md "Options"; the defaults give the plain cell, its
+numbers, parameters and checkpoint keys): ``activation="tanh" | "relu"``; ``compartment_sizes=[m_0,
+..., m_{k-1}]`` (unequal compartments summing to ``hidden_size``; fixes ``num_compartments``);
+``compartment_attention=True`` (k more rows in ``weight_ih``, ``weight_hh``, ``bias_ih`` of every
+cell; prototype keys ``compartment_attention.{weight,bias}``; the non-persistent buffer
+``compartment_of [d]`` indexes each unit's compartment); ``compartment_dropout=p`` (training only).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -35,10 +42,10 @@ _PARAM_ORDER = ("weight_ih", "weight_hh", "weight_int", "weight_out", "bias_ih",
 
 
 def _register_cell(module: nn.Module, suffix: str, input_size: int, hidden_size: int, bias: bool,
-                   factory: Dict[str, object], none_for_no_bias: bool) -> Tuple[Optional[str], ...]:
-    """Register one cell's fused parameters as ``{role}{suffix}``; return their names in
-    :data:`~diru_fast.weights.ROLES` order (None for an absent bias)."""
-    shapes = fused_shapes(input_size, hidden_size)
+                   factory: Dict[str, object], none_for_no_bias: bool, attention: int = 0) -> Tuple[Optional[str], ...]:
+    """Register one cell's fused parameters as ``{role}{suffix}`` (``attention``: k attention rows);
+    return their names in :data:`~diru_fast.weights.ROLES` order (None for an absent bias)."""
+    shapes = fused_shapes(input_size, hidden_size, attention)
     for role in _PARAM_ORDER:
         if role.startswith("bias") and not bias:
             if none_for_no_bias:
@@ -61,8 +68,57 @@ def _cell_weights(module: nn.Module, names: Tuple[Optional[str], ...]) -> CellWe
     return CellWeights(*(_read(module, name) for name in names))
 
 
-def _equal_sizes(hidden_size: int, num_compartments: int) -> Tuple[int, ...]:
-    return (hidden_size // num_compartments,) * num_compartments
+def _setup_options(module: nn.Module, input_size: int, hidden_size: int, num_compartments: Optional[int],
+                   compartment_sizes: Optional[Sequence[int]], activation: str, compartment_attention: bool,
+                   compartment_dropout: float, device) -> Tuple[int, ...]:
+    """Validate and store a module's options; return its compartment sizes."""
+    reference.check_sizes(input_size, hidden_size, 1)
+    sizes = reference.check_options(hidden_size, num_compartments, compartment_sizes, activation,
+                                    compartment_dropout, compartment_attention)
+    module.num_compartments = len(sizes)
+    module.compartment_sizes = sizes
+    module.activation = activation
+    module.compartment_attention = compartment_attention
+    module.compartment_dropout = float(compartment_dropout)
+    index = Fd.compartment_index(sizes, device) if compartment_attention else None
+    module.register_buffer("compartment_of", index, persistent=False)  # [d] int64, or None
+    return sizes
+
+
+def _refill_compartment_index(module: nn.Module) -> None:
+    """Rewrite ``compartment_of`` from the sizes: after ``to_empty()`` (meta-device init) the
+    buffer holds uninitialised memory, and ``reset_parameters()`` is the documented next step."""
+    index = module.compartment_of
+    if index is not None and index.device.type != "meta":
+        with torch.no_grad():
+            index.copy_(Fd.compartment_index(module.compartment_sizes))
+
+
+def _option_kwargs(module: nn.Module) -> Dict[str, object]:
+    """The functional keywords of a module's options (only the non-default ones)."""
+    kw: Dict[str, object] = {"num_compartments": module.num_compartments}
+    if module.activation != "tanh":
+        kw["activation"] = module.activation
+    if len(set(module.compartment_sizes)) > 1:
+        kw["compartment_sizes"] = module.compartment_sizes
+    if module.compartment_dropout:
+        kw["compartment_dropout"] = module.compartment_dropout
+    if module.compartment_of is not None:
+        kw["compartment_of"] = module.compartment_of
+    return kw
+
+
+def _options_repr(module: nn.Module) -> str:
+    s = ""
+    if module.activation != "tanh":
+        s += f", activation={module.activation!r}"
+    if len(set(module.compartment_sizes)) > 1:
+        s += f", compartment_sizes={list(module.compartment_sizes)}"
+    if module.compartment_attention:
+        s += ", compartment_attention=True"
+    if module.compartment_dropout:
+        s += f", compartment_dropout={module.compartment_dropout}"
+    return s
 
 
 class DIRUCell(nn.Module):
@@ -79,40 +135,44 @@ class DIRUCell(nn.Module):
     __prepare_scriptable__ = _tracing.refuse_script  # see DIRULayer
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
-                 num_compartments: int = 4, backend: str = "auto"):
+                 num_compartments: Optional[int] = None, backend: str = "auto", activation: str = "tanh",
+                 compartment_sizes: Optional[Sequence[int]] = None, compartment_attention: bool = False,
+                 compartment_dropout: float = 0.0):
         super().__init__()
-        self.compartment_size = reference.check_sizes(input_size, hidden_size, num_compartments)
+        sizes = _setup_options(self, input_size, hidden_size, num_compartments, compartment_sizes, activation,
+                               compartment_attention, compartment_dropout, device)
+        self.compartment_size = sizes[0] if len(set(sizes)) == 1 else None  # None: unequal sizes
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = v.check_bool("bias", bias)
-        self.num_compartments = num_compartments
         self.backend = check_backend_name(backend)
         self._names = _register_cell(self, "", input_size, hidden_size, bias, {"device": device, "dtype": dtype},
-                                     none_for_no_bias=True)
+                                     none_for_no_bias=True, attention=len(sizes) if compartment_attention else 0)
         self.reset_parameters()
         install_prototype_loading(self)
 
     def reset_parameters(self) -> None:
         """Draw the parameters as the prototype's cell does (same numbers after the same seed)."""
-        init_prototype_(self.cell_weights(), _equal_sizes(self.hidden_size, self.num_compartments))
+        _refill_compartment_index(self)
+        init_prototype_(self.cell_weights(), self.compartment_sizes)
 
     def cell_weights(self) -> CellWeights:
         """The tensors the forward uses, in the fused layout."""
         return _cell_weights(self, self._names)
 
     def _prototype_cells(self) -> List[PrototypeKeys]:
-        return [cell_keys("", "", self.input_size, self.hidden_size,
-                          _equal_sizes(self.hidden_size, self.num_compartments), self.bias)]
+        return [cell_keys("", "", self.input_size, self.hidden_size, self.compartment_sizes, self.bias,
+                          self.compartment_attention)]
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        return Fd.diru_cell(input, self.cell_weights(), hx, num_compartments=self.num_compartments,
-                            backend=self.backend)
+        return Fd.diru_cell(input, self.cell_weights(), hx, backend=self.backend, training=self.training,
+                            **_option_kwargs(self))
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         if not self.bias:
             s += ", bias=False"
-        return s + f", num_compartments={self.num_compartments}, backend={self.backend!r}"
+        return s + f", num_compartments={self.num_compartments}{_options_repr(self)}, backend={self.backend!r}"
 
 
 class DIRULayer(nn.Module):
@@ -136,10 +196,12 @@ class DIRULayer(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None, *, num_compartments: int = 4, backend: str = "auto",
-                 check_finite: bool = False):
+                 device=None, dtype=None, *, num_compartments: Optional[int] = None, backend: str = "auto",
+                 check_finite: bool = False, activation: str = "tanh", compartment_sizes: Optional[Sequence[int]] = None,
+                 compartment_attention: bool = False, compartment_dropout: float = 0.0):
         super().__init__()
-        reference.check_sizes(input_size, hidden_size, num_compartments)
+        sizes = _setup_options(self, input_size, hidden_size, num_compartments, compartment_sizes, activation,
+                               compartment_attention, compartment_dropout, device)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = v.check_int("num_layers", num_layers)
@@ -147,7 +209,6 @@ class DIRULayer(nn.Module):
         self.batch_first = v.check_bool("batch_first", batch_first)
         self.dropout = v.check_dropout(dropout)
         self.bidirectional = v.check_bool("bidirectional", bidirectional)
-        self.num_compartments = num_compartments
         self.backend = check_backend_name(backend)
         self.check_finite = v.check_bool("check_finite", check_finite)
         if self.dropout > 0 and num_layers == 1:
@@ -163,7 +224,8 @@ class DIRULayer(nn.Module):
             per_layer = []
             for direction in range(directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                per_layer.append(_register_cell(self, suffix, n, hidden_size, bias, factory, none_for_no_bias=False))
+                per_layer.append(_register_cell(self, suffix, n, hidden_size, bias, factory, none_for_no_bias=False,
+                                                attention=len(sizes) if compartment_attention else 0))
                 names = [role + suffix for role in _PARAM_ORDER if bias or not role.startswith("bias")]
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
@@ -178,10 +240,10 @@ class DIRULayer(nn.Module):
     def reset_parameters(self) -> None:
         """Draw every layer's parameters as the prototype's cells do, in release 0.1's order (each
         forward layer, then each reverse one), so a seed gives the same numbers as before."""
-        sizes = _equal_sizes(self.hidden_size, self.num_compartments)
+        _refill_compartment_index(self)
         for direction in range(self.num_directions):
             for layer in range(self.num_layers):
-                init_prototype_(self.cell_weights(layer, direction), sizes)
+                init_prototype_(self.cell_weights(layer, direction), self.compartment_sizes)
 
     def cell_weights(self, layer: int = 0, direction: int = 0) -> CellWeights:
         """The tensors the forward uses for one layer and direction, in the fused layout."""
@@ -201,14 +263,13 @@ class DIRULayer(nn.Module):
         read, so there is nothing to compact."""
 
     def _prototype_cells(self) -> List[PrototypeKeys]:
-        sizes = _equal_sizes(self.hidden_size, self.num_compartments)
         cells = []
         for layer in range(self.num_layers):
             n = self.input_size if layer == 0 else self.hidden_size * self.num_directions
             for direction, (src, suffix) in enumerate((("cells", ""), ("cells_reverse", "_reverse"))):
                 if direction < self.num_directions:
-                    cells.append(cell_keys(f"{src}.{layer}.", f"_l{layer}{suffix}", n, self.hidden_size, sizes,
-                                           self.bias))
+                    cells.append(cell_keys(f"{src}.{layer}.", f"_l{layer}{suffix}", n, self.hidden_size,
+                                           self.compartment_sizes, self.bias, self.compartment_attention))
         return cells
 
     def forward(self, input: Union[Tensor, PackedSequence], hx: Optional[Tensor] = None,
@@ -222,8 +283,8 @@ class DIRULayer(nn.Module):
             hx = h0
         weights = [[_cell_weights(self, names) for names in per_layer] for per_layer in self._names]
         return Fd.diru(input, weights, hx, lengths, batch_first=self.batch_first, dropout=self.dropout,
-                       training=self.training, num_compartments=self.num_compartments, backend=self.backend,
-                       check_finite=self.check_finite)
+                       training=self.training, backend=self.backend, check_finite=self.check_finite,
+                       **_option_kwargs(self))
 
     # torch.jit.script cannot compile the forward; it asks this first and gets the supported paths
     __prepare_scriptable__ = _tracing.refuse_script
@@ -240,7 +301,7 @@ class DIRULayer(nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
-        return s + f", num_compartments={self.num_compartments}, backend={self.backend!r}"
+        return s + f", num_compartments={self.num_compartments}{_options_repr(self)}, backend={self.backend!r}"
 
 
 class DIRU(nn.Module):
@@ -256,19 +317,23 @@ class DIRU(nn.Module):
     those and the fused keys of ``named_parameters()`` (``rnn.weight_ih_l0``, ...).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, num_compartments: int = 4,
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, num_compartments: Optional[int] = None,
                  num_layers: int = 1, return_sequences: bool = False, *, backend: str = "auto",
-                 check_finite: bool = False, device=None, dtype=None):
+                 check_finite: bool = False, device=None, dtype=None, activation: str = "tanh",
+                 compartment_sizes: Optional[Sequence[int]] = None, compartment_attention: bool = False,
+                 compartment_dropout: float = 0.0):
         super().__init__()
         v.check_int("output_size", output_size)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.output_size = output_size
-        self.num_compartments = num_compartments
         self.num_layers = num_layers
         self.return_sequences = v.check_bool("return_sequences", return_sequences)
         self.rnn = DIRULayer(input_size, hidden_size, num_layers, batch_first=True, device=device, dtype=dtype,
-                             num_compartments=num_compartments, backend=backend, check_finite=check_finite)
+                             num_compartments=num_compartments, backend=backend, check_finite=check_finite,
+                             activation=activation, compartment_sizes=compartment_sizes,
+                             compartment_attention=compartment_attention, compartment_dropout=compartment_dropout)
+        self.num_compartments = self.rnn.num_compartments
         self.fc_out = nn.Linear(hidden_size, output_size, device=device, dtype=dtype)
         install_prototype_loading(self)
         install_prototype_writing(self)
@@ -290,11 +355,10 @@ class DIRU(nn.Module):
         self.rnn.check_finite = v.check_bool("check_finite", value)
 
     def _prototype_cells(self) -> List[PrototypeKeys]:
-        sizes = _equal_sizes(self.hidden_size, self.num_compartments)
         cells = []
         for layer in range(self.num_layers):
             keys = cell_keys(f"cells.{layer}.", f"_l{layer}", self.input_size if layer == 0 else self.hidden_size,
-                             self.hidden_size, sizes, True)
+                             self.hidden_size, self.rnn.compartment_sizes, True, self.rnn.compartment_attention)
             cells.append(keys._replace(dst={role: "rnn." + name for role, name in keys.dst.items()}))
         return cells
 

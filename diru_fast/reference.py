@@ -13,19 +13,64 @@ prototype's own code::
     cells.{l}.integration.{weight,bias}       [d, d], [d]
     cells.{l}.global_gate.{weight,bias}       [d, n + d], [d]
     cells.{l}.output_proj.{weight,bias}       [d, d], [d]
+    cells.{l}.compartment_attention.{weight,bias}  [k, n + d], [k]   (compartment_attention=True)
     fc_out.{weight,bias}                      [out, d], [out]
+
+The options (docs/MATH.md, "Options"), as the prototype's README describes them:
+``activation="relu"`` (``nn.ReLU`` instead of ``nn.Tanh`` in each dendrite), ``compartment_sizes``
+(unequal compartments), ``compartment_attention`` (an ``nn.Linear(n + d, k)`` whose softmax over the
+k compartments scales each compartment's output by ``k * alpha_c``) and ``compartment_dropout``
+(dropout on the concatenated compartment outputs, after the attention scaling).
 
 Nothing here is fast on purpose: one Python step per time step, one per compartment.
 """
 
 from __future__ import annotations
 
+from typing import Optional, Sequence, Tuple
+
 import torch
 from torch import nn
 
 from .baselines import LSTMModel  # the prototype's baseline; defined with the other baselines
 
-__all__ = ["DendriteCompartment", "DIRUCell", "DIRU", "LSTMModel", "check_sizes"]
+__all__ = ["DendriteCompartment", "DIRUCell", "DIRU", "LSTMModel", "check_sizes", "check_options"]
+
+ACTIVATIONS = ("tanh", "relu")
+
+
+def check_options(hidden_size: int, num_compartments: Optional[int], compartment_sizes: Optional[Sequence[int]],
+                  activation: str = "tanh", compartment_dropout: float = 0.0,
+                  compartment_attention: bool = False) -> Tuple[int, ...]:
+    """Validate the options; return the compartment sizes (equal ones, ``d / k`` each, without
+    ``compartment_sizes``). ``num_compartments`` None: 4, or ``len(compartment_sizes)``."""
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if not isinstance(compartment_attention, bool):
+        raise TypeError(f"compartment_attention must be a bool, got {type(compartment_attention).__name__}")
+    p = compartment_dropout
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise ValueError(f"compartment_dropout must be a number in [0, 1), got {p!r}")
+    if compartment_sizes is None:
+        k = 4 if num_compartments is None else num_compartments
+        check_sizes(1, hidden_size, k)
+        return (hidden_size // k,) * k
+    if isinstance(compartment_sizes, (str, bytes)) or not hasattr(compartment_sizes, "__len__"):
+        raise TypeError(f"compartment_sizes must be a sequence of ints, got {type(compartment_sizes).__name__}")
+    sizes = tuple(compartment_sizes)
+    if not sizes:
+        raise ValueError("compartment_sizes must hold at least one size")
+    for m in sizes:
+        if isinstance(m, bool) or not isinstance(m, int):
+            raise TypeError(f"compartment_sizes must hold ints, got {compartment_sizes!r}")
+        if m <= 0:
+            raise ValueError(f"compartment_sizes must be positive, got {list(sizes)}")
+    if sum(sizes) != hidden_size:
+        raise ValueError(f"compartment_sizes {list(sizes)} sum to {sum(sizes)}, not hidden_size ({hidden_size})")
+    if num_compartments is not None and num_compartments != len(sizes):
+        raise ValueError(f"num_compartments ({num_compartments}) disagrees with compartment_sizes {list(sizes)} "
+                         f"({len(sizes)} compartments); pass one of them")
+    return sizes
 
 
 def check_sizes(input_size: int, hidden_size: int, num_compartments: int) -> int:
@@ -51,12 +96,13 @@ class DendriteCompartment(nn.Module):
     """One dendrite c with m units.
 
     a_c = W_x x + W_h h + b          (local pre-activation)
-    u_c = tanh(a_c)                  (local nonlinearity)
+    u_c = tanh(a_c)                  (local nonlinearity; relu with activation="relu")
     s_c = sigmoid(gate([x; h]))      (voltage-gated channel)
     o_c = u_c * s_c
     """
 
-    def __init__(self, input_size: int, compartment_size: int, hidden_size: int, bias: bool = True):
+    def __init__(self, input_size: int, compartment_size: int, hidden_size: int, bias: bool = True,
+                 activation: str = "tanh"):
         super().__init__()
         self.W_x = nn.Linear(input_size, compartment_size, bias=False)
         self.W_h = nn.Linear(hidden_size, compartment_size, bias=False)
@@ -65,7 +111,7 @@ class DendriteCompartment(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.gate = nn.Linear(input_size + hidden_size, compartment_size, bias=bias)
-        self.activation = nn.Tanh()
+        self.activation = nn.ReLU() if activation == "relu" else nn.Tanh()
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         # x: [B, n], h: [B, d] -> o_c: [B, m]
@@ -80,29 +126,54 @@ class DendriteCompartment(nn.Module):
 class DIRUCell(nn.Module):
     """One DIRU step: k dendrites, somatic integration, global gate, output projection.
 
-    o   = [o_0; ...; o_{k-1}]
+    o     = [o_0; ...; o_{k-1}]
+    (attention)  alpha = softmax(A [x; h] + a) over the k compartments;  o_c <- k * alpha_c * o_c
+    (dropout)    o <- dropout(o)  (training only)
     z   = tanh(W_I o + b_I)
     r   = sigmoid(W_G [x; h] + b_G)
     h'  = tanh(W_O (z * r) + b_O + h)
+
+    ``forward(x, h, mask=None)``: ``mask [B, d]`` (values 0 or 1/(1-p)), when given, is the dropout
+    applied instead of drawing one (the "reference" backend passes the mask the fast paths use).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_compartments: int = 4, bias: bool = True):
+    def __init__(self, input_size: int, hidden_size: int, num_compartments: Optional[int] = None, bias: bool = True,
+                 *, activation: str = "tanh", compartment_sizes: Optional[Sequence[int]] = None,
+                 compartment_attention: bool = False, compartment_dropout: float = 0.0):
         super().__init__()
-        m = check_sizes(input_size, hidden_size, num_compartments)
+        check_sizes(input_size, hidden_size, 1)
+        sizes = check_options(hidden_size, num_compartments, compartment_sizes, activation, compartment_dropout,
+                              compartment_attention)
         self.input_size = input_size
         self.hidden_size = hidden_size
-        self.num_compartments = num_compartments
-        self.compartment_size = m
+        self.num_compartments = len(sizes)
+        self.compartment_sizes = sizes
+        self.compartment_size = sizes[0] if len(set(sizes)) == 1 else None  # None: unequal sizes
+        self.activation = activation
         self.compartments = nn.ModuleList(
-            [DendriteCompartment(input_size, m, hidden_size, bias=bias) for _ in range(num_compartments)]
+            [DendriteCompartment(input_size, m, hidden_size, bias=bias, activation=activation) for m in sizes]
         )
         self.integration = nn.Linear(hidden_size, hidden_size, bias=bias)
         self.global_gate = nn.Linear(input_size + hidden_size, hidden_size, bias=bias)
         self.output_proj = nn.Linear(hidden_size, hidden_size, bias=bias)
+        if compartment_attention:  # built last: its draws follow those of the plain cell
+            self.compartment_attention = nn.Linear(input_size + hidden_size, len(sizes), bias=bias)
+        else:
+            self.compartment_attention = None
+        self.dropout = nn.Dropout(compartment_dropout)
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        # x: [B, n], h: [B, d] -> h': [B, d]
-        o = torch.cat([compartment(x, h) for compartment in self.compartments], dim=-1)
+    def forward(self, x: torch.Tensor, h: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # x: [B, n], h: [B, d], mask: [B, d] or None -> h': [B, d]
+        outputs = [compartment(x, h) for compartment in self.compartments]  # k x [B, m_c]
+        if self.compartment_attention is not None:
+            k = len(outputs)
+            alpha = torch.softmax(self.compartment_attention(torch.cat([x, h], dim=-1)), dim=-1)  # [B, k]
+            outputs = [k * alpha[:, c:c + 1] * o_c for c, o_c in enumerate(outputs)]
+        o = torch.cat(outputs, dim=-1)
+        if mask is not None:
+            o = o * mask.to(o.dtype)
+        elif self.dropout.p > 0:
+            o = self.dropout(o)
         z = torch.tanh(self.integration(o))
         r = torch.sigmoid(self.global_gate(torch.cat([x, h], dim=-1)))
         return torch.tanh(self.output_proj(z * r) + h)
@@ -120,12 +191,21 @@ class DIRU(nn.Module):
         input_size: int,
         hidden_size: int,
         output_size: int,
-        num_compartments: int = 4,
+        num_compartments: Optional[int] = None,
         num_layers: int = 1,
         return_sequences: bool = False,
+        *,
+        activation: str = "tanh",
+        compartment_sizes: Optional[Sequence[int]] = None,
+        compartment_attention: bool = False,
+        compartment_dropout: float = 0.0,
     ):
         super().__init__()
-        check_sizes(input_size, hidden_size, num_compartments)
+        options = dict(activation=activation, compartment_sizes=compartment_sizes,
+                       compartment_attention=compartment_attention, compartment_dropout=compartment_dropout)
+        check_sizes(input_size, hidden_size, 1)
+        check_options(hidden_size, num_compartments, compartment_sizes, activation, compartment_dropout,
+                      compartment_attention)
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
             raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
         self.hidden_size = hidden_size
@@ -133,7 +213,7 @@ class DIRU(nn.Module):
         self.return_sequences = return_sequences
         self.cells = nn.ModuleList(
             [
-                DIRUCell(input_size if layer == 0 else hidden_size, hidden_size, num_compartments)
+                DIRUCell(input_size if layer == 0 else hidden_size, hidden_size, num_compartments, **options)
                 for layer in range(num_layers)
             ]
         )

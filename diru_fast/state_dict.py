@@ -37,6 +37,7 @@ class PrototypeKeys(NamedTuple):
     hidden_size: int
     compartment_sizes: Sequence[int]
     bias: bool
+    attention: bool = False  # the cell has compartment_attention.{weight,bias}
 
 
 def _size_mismatch(key: str, got: Sequence[int], want: Sequence[int]) -> str:  # PyTorch's own wording
@@ -52,7 +53,7 @@ def _convert_cell(state_dict: Dict[str, Tensor], prefix: str, cell: PrototypeKey
     dst = {role: prefix + key for role, key in cell.dst.items()}
     if any(key in state_dict for key in dst.values()):
         return []  # the fused format: nothing to convert (stray prototype keys are reported unexpected)
-    expected = prototype_shapes(cell.input_size, cell.hidden_size, cell.compartment_sizes, cell.bias)
+    expected = prototype_shapes(cell.input_size, cell.hidden_size, cell.compartment_sizes, cell.bias, cell.attention)
     present = [key for key in expected if src + key in state_dict]
     if not present:
         return []
@@ -128,9 +129,9 @@ def write_prototype_keys(state_dict: Dict[str, Tensor], prefix: str, cells: Sequ
 
 
 def cell_keys(prefix_src: str, suffix: str, input_size: int, hidden_size: int, compartment_sizes: Sequence[int],
-              bias: bool) -> PrototypeKeys:
+              bias: bool, attention: bool = False) -> PrototypeKeys:
     """A cell whose fused parameters are named ``{role}{suffix}`` and whose prototype keys start with
-    ``prefix_src``."""
+    ``prefix_src`` (``attention``: with the ``compartment_attention`` keys)."""
     roles = ROLES if bias else tuple(r for r in ROLES if not r.startswith("bias"))
     return PrototypeKeys(prefix_src, {role: role + suffix for role in roles}, input_size, hidden_size,
-                         tuple(compartment_sizes), bias)
+                         tuple(compartment_sizes), bias, attention)

@@ -12,7 +12,10 @@ described by seven tensors (n: input size, d: hidden size)::
     weight_int  [d, d],  bias_int [d]   somatic integration W_I, b_I
     weight_out  [d, d],  bias_out [d]   output projection W_O, b_O
 
-(without bias, the three bias tensors are absent). The modules hold exactly these tensors as their
+(without bias, the three bias tensors are absent). With attention over the k compartments
+(``compartment_attention=True``, docs/MATH.md "Options"), the prototype's ``nn.Linear(n + d, k)``
+``compartment_attention`` appends k rows: ``weight_ih [3d+k, n]`` (its x-columns), ``weight_hh
+[3d+k, d]`` (its h-columns), ``bias_ih [3d+k]`` (its bias). The modules hold exactly these tensors as their
 parameters; :class:`CellWeights` carries them to the functional ops. The math they feed is stated in
 ``docs/MATH.md``.
 
@@ -24,6 +27,10 @@ to one cell, are (m_c = d / k rows per compartment)::
     compartments.{c}.gate.bias     [m]
     integration.{weight,bias}      [d, d], [d]  global_gate.{weight,bias}     [d, n + d], [d]
     output_proj.{weight,bias}      [d, d], [d]
+    compartment_attention.{weight,bias}  [k, n + d], [k]   (with attention only; x first)
+
+Compartments may have unequal sizes m_c (summing to d): the rows of compartment c are the c-th
+block of m_c rows in each of the first two blocks.
 
 :func:`to_prototype` and :func:`from_prototype` convert between the two (differentiably, so the
 "reference" backend can step the prototype's cell on the fused parameters), and
@@ -69,17 +76,22 @@ class CellWeights(NamedTuple):
         return self.b_ih is not None
 
 
-def fused_shapes(input_size: int, hidden_size: int) -> Dict[str, Tuple[int, ...]]:
-    """Shape of each fused role."""
-    n, d = input_size, hidden_size
-    return {"weight_ih": (3 * d, n), "bias_ih": (3 * d,), "weight_hh": (3 * d, d), "weight_int": (d, d),
+def attention_rows(w: CellWeights) -> int:
+    """k when ``w`` holds attention rows (``w_hh [3d+k, d]``), else 0."""
+    return w.w_hh.shape[0] - 3 * w.hidden_size
+
+
+def fused_shapes(input_size: int, hidden_size: int, attention: int = 0) -> Dict[str, Tuple[int, ...]]:
+    """Shape of each fused role (``attention``: k attention rows, 0 without attention)."""
+    n, d, k = input_size, hidden_size, attention
+    return {"weight_ih": (3 * d + k, n), "bias_ih": (3 * d + k,), "weight_hh": (3 * d + k, d), "weight_int": (d, d),
             "bias_int": (d,), "weight_out": (d, d), "bias_out": (d,)}
 
 
 def prototype_shapes(input_size: int, hidden_size: int, compartment_sizes: Sequence[int],
-                     bias: bool = True) -> Dict[str, Tuple[int, ...]]:
+                     bias: bool = True, attention: bool = False) -> Dict[str, Tuple[int, ...]]:
     """The prototype's keys of one cell (relative to the cell) and their shapes, in its
-    ``state_dict`` order."""
+    ``state_dict`` order (``attention``: with the ``compartment_attention`` keys)."""
     n, d = input_size, hidden_size
     shapes: Dict[str, Tuple[int, ...]] = {}
     for c, m in enumerate(compartment_sizes):
@@ -94,6 +106,11 @@ def prototype_shapes(input_size: int, hidden_size: int, compartment_sizes: Seque
         shapes[f"{name}.weight"] = (d, cols)
         if bias:
             shapes[f"{name}.bias"] = (d,)
+    if attention:
+        k = len(compartment_sizes)
+        shapes["compartment_attention.weight"] = (k, n + d)
+        if bias:
+            shapes["compartment_attention.bias"] = (k,)
     return shapes
 
 
@@ -124,28 +141,37 @@ def to_prototype(w: CellWeights, compartment_sizes: Sequence[int]) -> Dict[str, 
     out["integration.weight"] = w.w_int
     if w.b_int is not None:
         out["integration.bias"] = w.b_int
-    out["global_gate.weight"] = torch.cat([w.w_ih[2 * d:], w.w_hh[2 * d:]], dim=1)
+    out["global_gate.weight"] = torch.cat([w.w_ih[2 * d:3 * d], w.w_hh[2 * d:3 * d]], dim=1)
     if w.b_ih is not None:
-        out["global_gate.bias"] = w.b_ih[2 * d:]
+        out["global_gate.bias"] = w.b_ih[2 * d:3 * d]
     out["output_proj.weight"] = w.w_out
     if w.b_out is not None:
         out["output_proj.bias"] = w.b_out
+    if attention_rows(w):
+        out["compartment_attention.weight"] = torch.cat([w.w_ih[3 * d:], w.w_hh[3 * d:]], dim=1)
+        if w.b_ih is not None:
+            out["compartment_attention.bias"] = w.b_ih[3 * d:]
     return out
 
 
 def from_prototype(tensors: Mapping[str, Tensor], input_size: int, compartment_sizes: Sequence[int],
                    bias: bool = True) -> CellWeights:
-    """Fused weights from the prototype's tensors of one cell (keys relative to the cell)."""
+    """Fused weights from the prototype's tensors of one cell (keys relative to the cell); with
+    ``compartment_attention.*`` keys, the attention rows are appended."""
     n = input_size
     k = len(compartment_sizes)
     comp = [f"compartments.{c}." for c in range(k)]
+    attention = "compartment_attention.weight" in tensors
     gates = [tensors[p + "gate.weight"] for p in comp] + [tensors["global_gate.weight"]]  # [m_c | d, n + d]
+    if attention:
+        gates.append(tensors["compartment_attention.weight"])  # [k, n + d]
     w_ih = torch.cat([tensors[p + "W_x.weight"] for p in comp] + [g[:, :n] for g in gates])
     w_hh = torch.cat([tensors[p + "W_h.weight"] for p in comp] + [g[:, n:] for g in gates])
     b_ih = b_int = b_out = None
     if bias:
         b_ih = torch.cat([tensors[p + "bias"] for p in comp] + [tensors[p + "gate.bias"] for p in comp]
-                         + [tensors["global_gate.bias"]])
+                         + [tensors["global_gate.bias"]]
+                         + ([tensors["compartment_attention.bias"]] if attention else []))
         b_int, b_out = tensors["integration.bias"], tensors["output_proj.bias"]
     return CellWeights(w_ih, b_ih, w_hh, tensors["integration.weight"], b_int, tensors["output_proj.weight"], b_out)
 
@@ -158,7 +184,9 @@ def init_prototype_(w: CellWeights, compartment_sizes: Sequence[int]) -> None:
     and its bias from U(-1/sqrt(fan_in), 1/sqrt(fan_in)); the compartments' own biases start at zero.
     The draws are made in the prototype's module order and shapes, on the parameters' device and
     dtype, so ``torch.manual_seed(s)`` gives the same numbers as the prototype's (and
-    ``diru_fast.reference``'s) cell built after the same seed.
+    ``diru_fast.reference``'s) cell built after the same seed. Attention rows, if any, are the
+    ``nn.Linear(n + d, k)`` that :class:`diru_fast.reference.DIRUCell` builds last (after
+    ``output_proj``), so they are drawn last.
     """
     n, d = w.input_size, w.hidden_size
     like = w.w_hh
@@ -185,10 +213,16 @@ def init_prototype_(w: CellWeights, compartment_sizes: Sequence[int]) -> None:
     for weight, bias, fan_in in ((w.w_int, w.b_int, d), (None, None, n + d), (w.w_out, w.b_out, d)):
         drawn_w, drawn_b = linear(d, fan_in)
         if weight is None:  # the global gate W_G over [x; h]
-            w.w_ih[2 * d:], w.w_hh[2 * d:] = drawn_w[:, :n], drawn_w[:, n:]
+            w.w_ih[2 * d:3 * d], w.w_hh[2 * d:3 * d] = drawn_w[:, :n], drawn_w[:, n:]
             if w.b_ih is not None:
-                w.b_ih[2 * d:] = drawn_b
+                w.b_ih[2 * d:3 * d] = drawn_b
             continue
         weight.copy_(drawn_w)
         if bias is not None:
             bias.copy_(drawn_b)
+    k = attention_rows(w)
+    if k:  # compartment_attention: nn.Linear(n + d, k), built after the cell's other modules
+        drawn_w, drawn_b = linear(k, n + d)
+        w.w_ih[3 * d:], w.w_hh[3 * d:] = drawn_w[:, :n], drawn_w[:, n:]
+        if w.b_ih is not None:
+            w.b_ih[3 * d:] = drawn_b

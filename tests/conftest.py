@@ -28,6 +28,14 @@ from diru_fast import backends  # noqa: E402
 
 backends._register_provider("contract", "tests.contract_provider")
 
+# torch.device(...) as a context manager recognises the factory functions it moves by identity, from
+# a set it builds on first use: build it now, from the real functions, so a first use inside a
+# poisoned test does not record the NaN-filling wrappers below instead (then `with torch.device("meta")`
+# would silently allocate on the CPU in every later test).
+import torch.utils._device  # noqa: E402
+
+torch.utils._device._device_constructors()
+
 _real_empty = torch.empty
 _real_empty_like = torch.empty_like
 _real_new_empty = torch.Tensor.new_empty

@@ -1,9 +1,13 @@
 """The one autograd path of the compiled backends, and the ``torch.library`` custom ops it calls.
 
-    diru_fast::scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved)
-        -> (hs [T, B, d], saved [T, B, 4d] or [0])
-    diru_fast::scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend)
-        -> (d_p [T, B, 3d], d_zp [T, B, d], d_yp [T, B, d], d_h0 [B, d])
+    diru_fast::scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved,
+                        activation="tanh", compartment_of=None, mask=None)
+        -> (hs [T, B, d], saved [T, B, 4d+k] or [0])
+    diru_fast::scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend,
+                        activation="tanh", compartment_of=None, mask=None)
+        -> (d_p [T, B, 3d+k], d_zp [T, B, d], d_yp [T, B, d], d_h0 [B, d])
+
+(k: the attention rows, 0 without attention; the options are the contract's, docs/MATH.md "Options".)
 
 Both dispatch to the kernel provider named by ``backend`` (:mod:`diru_fast.backends`); their
 semantics are those of :mod:`diru_fast.scan.contract`. Their fake implementations give shapes and
@@ -58,17 +62,22 @@ def scan_fwd(
     lengths: Optional[Tensor],
     backend: str,
     need_saved: bool,
+    activation: str = "tanh",
+    compartment_of: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
-    return _provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
+    return _provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation,
+                                       compartment_of, mask)
 
 
 @scan_fwd.register_fake
-def _scan_fwd_fake(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved):
-    steps, batch, _ = xp.shape
+def _scan_fwd_fake(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved, activation="tanh",
+                   compartment_of=None, mask=None):
+    steps, batch, width = xp.shape
     d = h0.shape[-1]
     hs = xp.new_empty(steps, batch, d)
-    if need_saved:
-        saved = xp.new_empty(steps, batch, 4 * d, dtype=acc_dtype(xp.dtype))
+    if need_saved:  # [u | s | z | r | alpha]: 4d + k, k = width - 3d attention logits
+        saved = xp.new_empty(steps, batch, d + width, dtype=acc_dtype(xp.dtype))
     else:
         saved = xp.new_empty(0, dtype=acc_dtype(xp.dtype))
     return hs, saved
@@ -85,15 +94,20 @@ def scan_bwd(
     w_out: Tensor,
     lengths: Optional[Tensor],
     backend: str,
+    activation: str = "tanh",
+    compartment_of: Optional[Tensor] = None,
+    mask: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _provider(backend).scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)
+    return _provider(backend).scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation,
+                                       compartment_of, mask)
 
 
 @scan_bwd.register_fake
-def _scan_bwd_fake(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend):
+def _scan_bwd_fake(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend, activation="tanh",
+                   compartment_of=None, mask=None):
     steps, batch, d = hs.shape
     return (
-        saved.new_empty(steps, batch, 3 * d),
+        saved.new_empty(steps, batch, w_hh.shape[0]),  # [T, B, 3d+k]
         saved.new_empty(steps, batch, d),
         saved.new_empty(steps, batch, d),
         h0.new_empty(h0.shape),
@@ -108,43 +122,60 @@ for _op in (scan_fwd, scan_bwd):
         _op.register_autocast(_device_type, torch.float32)
 
 
-def kernel_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend: str, need_saved: bool):
+def kernel_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend: str, need_saved: bool,
+               activation: str = "tanh", compartment_of: Optional[Tensor] = None, mask: Optional[Tensor] = None):
     """The provider's scan_fwd: directly in eager mode, through the custom op while tracing."""
     if torch.compiler.is_compiling():
-        return torch.ops.diru_fast.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved)
-    return get_provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
+        return torch.ops.diru_fast.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved,
+                                            activation, compartment_of, mask)
+    provider = get_provider(backend)
+    if compartment_of is None and mask is None and activation == "tanh":  # the plain cell: its own call
+        return provider.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
+    return provider.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation,
+                             compartment_of, mask)
 
 
-def kernel_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend: str):
+def kernel_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend: str, activation: str = "tanh",
+               compartment_of: Optional[Tensor] = None, mask: Optional[Tensor] = None):
     """The provider's scan_bwd: directly in eager mode, through the custom op while tracing."""
     if torch.compiler.is_compiling():
-        return torch.ops.diru_fast.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend)
-    return get_provider(backend).scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)
+        return torch.ops.diru_fast.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend,
+                                            activation, compartment_of, mask)
+    provider = get_provider(backend)
+    if compartment_of is None and mask is None and activation == "tanh":
+        return provider.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)
+    return provider.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation, compartment_of, mask)
 
 
 class Scan(torch.autograd.Function):
-    """``(xp, h0, w_hh, w_int, b_int, w_out, b_out) -> (hs, saved)`` on a kernel provider."""
+    """``(xp, h0, w_hh, w_int, b_int, w_out, b_out) -> (hs, saved)`` on a kernel provider; the
+    options (``activation``, ``compartment_of``, ``mask``) follow ``backend`` and get no gradient."""
 
     @staticmethod
-    def forward(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend):
-        return kernel_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, True)
+    def forward(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, activation="tanh", compartment_of=None,
+                mask=None):
+        return kernel_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, True, activation,
+                          compartment_of, mask)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend = inputs
+        xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend = inputs[:9]
+        activation, compartment_of, mask = (tuple(inputs[9:]) + ("tanh", None, None)[len(inputs) - 9:])
         hs, saved = output
-        ctx.set_materialize_grads(False)  # no zero-filled [T, B, 4d] gradient for `saved`
+        ctx.set_materialize_grads(False)  # no zero-filled [T, B, 4d+k] gradient for `saved`
         if torch.compiler.is_compiling():  # compiled graphs have no double backward: saved is a buffer
             ctx.mark_non_differentiable(saved)
         ctx.backend = backend
+        ctx.activation = activation
         ctx.xp_dtype = xp.dtype
-        ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths)
+        ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths, compartment_of, mask)
 
     @staticmethod
     def backward(ctx, grad_hs: Optional[Tensor], grad_saved: Optional[Tensor]):
         # hs and saved are outputs: under create_graph they come back attached to this node, so the
         # gradients computed below reach the inputs through them (and through h0 and the weights).
-        h0, hs, saved, w_hh, w_int, w_out, lengths = ctx.saved_tensors
+        h0, hs, saved, w_hh, w_int, w_out, lengths, compartment_of, mask = ctx.saved_tensors
+        options = (ctx.activation, compartment_of, mask)
         if grad_hs is None:
             grad_hs = torch.zeros_like(hs)
         # A compiled graph has no double backward (saved is marked non-differentiable there): its
@@ -152,11 +183,14 @@ class Scan(torch.autograd.Function):
         # eager mode a vmapped backward (jacrev, batched gradients) runs the contract's too.
         if torch.compiler.is_compiling() or (grad_saved is None and not torch.is_grad_enabled()
                                              and not _tracing.transforms_active(grad_hs)):
-            step_grads = kernel_bwd(grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths, ctx.backend)
+            step_grads = kernel_bwd(grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths, ctx.backend,
+                                    *options)
         else:
-            step_grads = contract.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, grad_saved=grad_saved)
-        return (*input_grads(ctx.needs_input_grad, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out),
-                None, None)
+            step_grads = contract.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, *options,
+                                           grad_saved=grad_saved)
+        grads = input_grads(ctx.needs_input_grad, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out,
+                            compartment_of, mask)
+        return (*grads, None, None) + (None,) * (len(ctx.needs_input_grad) - 9)
 
 
 class TransformableScan(Scan):
@@ -170,6 +204,7 @@ class TransformableScan(Scan):
     def setup_context(ctx, inputs, output):
         Scan.setup_context(ctx, inputs, output)
         ctx.lengths = inputs[7]  # integer: no tangent
+        ctx.options = (tuple(inputs[9:]) + ("tanh", None, None)[len(inputs) - 9:])  # no tangents
         ctx.save_for_forward(*inputs[:7])  # (xp, h0, w_hh, w_int, b_int, w_out, b_out)
 
     @staticmethod
@@ -177,29 +212,33 @@ class TransformableScan(Scan):
         """Forward mode: the tangents of ``(hs, saved)`` from those of the seven tensor inputs, by the
         contract's forward-mode statement (:func:`diru_fast.scan.contract.scan_jvp`, plain PyTorch: the
         kernels have no tangent recurrence of their own; it recomputes the forward alongside)."""
-        return contract.scan_jvp(ctx.saved_tensors, tangents[:7], ctx.lengths)
+        return contract.scan_jvp(ctx.saved_tensors, tangents[:7], ctx.lengths, *ctx.options)
 
     @staticmethod
-    def vmap(info, in_dims, xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend):
-        """The batching rule. A vmapped dimension on the data only (xp, h0, lengths) folds into the
-        kernel's batch rows: one kernel call on ``[T, V*B, ...]``. With batched weights (an ensemble of
-        V models) the kernel runs once per member and the results are stacked."""
+    def vmap(info, in_dims, xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, activation="tanh",
+             compartment_of=None, mask=None):
+        """The batching rule. A vmapped dimension on the data only (xp, h0, lengths, the dropout mask)
+        folds into the kernel's batch rows: one kernel call on ``[T, V*B, ...]``. With batched weights
+        (an ensemble of V models) the kernel runs once per member and the results are stacked."""
         size = info.batch_size
         args = (xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths)
-        dims = tuple(in_dims[:8])
-        if all(dim is None for dim in dims[2:7]):
-            xp_rows = _fold(xp, dims[0], 1, size)  # [T, V*B, 3d]
+        dims = tuple(in_dims[:8]) + (None,) * (8 - len(in_dims[:8]))
+        of_dim, mask_dim = (tuple(in_dims[10:12]) + (None, None))[:2]
+        if all(dim is None for dim in dims[2:7]) and of_dim is None:
+            xp_rows = _fold(xp, dims[0], 1, size)  # [T, V*B, 3d+k]
             h0_rows = _fold(h0, dims[1], 0, size)  # [V*B, d]
             len_rows = None if lengths is None else _fold(lengths, dims[7], 0, size)  # [V*B]
+            mask_rows = None if mask is None else _fold(mask, mask_dim, 1, size)  # [T, V*B, d]
             hs, saved = TransformableScan.apply(xp_rows, h0_rows, w_hh, w_int, b_int, w_out, b_out, len_rows,
-                                                backend)
+                                                backend, activation, compartment_of, mask_rows)
             steps, batch = hs.shape[0], hs.shape[1] // size
             return (hs.view(steps, size, batch, -1), saved.view(steps, size, batch, -1)), (1, 1)
 
         def member(a: Optional[Tensor], dim: Optional[int], i: int) -> Optional[Tensor]:
-            return a if dim is None else a.select(dim, i).contiguous()
+            return a if dim is None or a is None else a.select(dim, i).contiguous()
 
-        outs = [TransformableScan.apply(*(member(a, dim, i) for a, dim in zip(args, dims)), backend)
+        outs = [TransformableScan.apply(*(member(a, dim, i) for a, dim in zip(args, dims)), backend, activation,
+                                        member(compartment_of, of_dim, i), member(mask, mask_dim, i))
                 for i in range(size)]
         return (torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])), (0, 0)
 
@@ -214,12 +253,13 @@ def _fold(t: Tensor, dim: Optional[int], where: int, size: int) -> Tensor:
     return t.reshape(*t.shape[:where], -1, *t.shape[where + 2:]).contiguous()  # the kernels take contiguous
 
 
-def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out):
+def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, compartment_of=None, mask=None):
     """Gradients of (xp, h0, w_hh, w_int, b_int, w_out, b_out) from scan_bwd's per-step gradients:
     one GEMM per weight over all T*B rows (differentiable, for the double-backward path)."""
     d_p, d_zp, d_yp, d_h0 = step_grads
     steps, batch, d = hs.shape
     rows = steps * batch
+    width = d_p.shape[-1]  # 3d + k
     acc = d_p.dtype
     g_w_hh = g_w_int = g_b_int = g_w_out = g_b_out = None
     if need[2]:  # w_hh: sum_t dP_t^T h_{t-1}
@@ -227,22 +267,27 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out):
             # one GEMM over [h0; hs][:T]: a view of the T - 1 later steps would make the graph's shape
             # checks tell T = 2 apart from other lengths (a second graph)
             h_prev = torch.cat([h0.unsqueeze(0), hs])[:steps].reshape(rows, d)
-            g_w_hh = d_p.reshape(rows, 3 * d).t() @ h_prev.to(acc)
+            g_w_hh = d_p.reshape(rows, width).t() @ h_prev.to(acc)
         else:  # dP_0^T h0 + sum_{t>0} dP_t^T h_{t-1} (no copy of hs)
             g_w_hh = d_p[0].t() @ h0.to(acc)
             if steps > 1:
-                g_w_hh = torch.addmm(g_w_hh, d_p[1:].reshape(rows - batch, 3 * d).t(),
+                g_w_hh = torch.addmm(g_w_hh, d_p[1:].reshape(rows - batch, width).t(),
                                      hs[:-1].reshape(rows - batch, d).to(acc))
         g_w_hh = g_w_hh.to(w_hh.dtype)
-    if need[3] or need[5]:  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
+    plain = compartment_of is None and mask is None
+    if plain and (need[3] or need[5]):  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
         pairs = saved.reshape(rows, 2, 2, d)  # [u, s], [z, r]
         oq = pairs[:, :, 0] * pairs[:, :, 1]
+        o, q = oq[:, 0], oq[:, 1]
+    elif need[3] or need[5]:  # with the options: o = u*s (*k alpha_c) (*mask), q = z*r
+        o = contract.integration_input(saved, d, compartment_of, mask).reshape(rows, d)
+        q = (saved[..., 2 * d:3 * d] * saved[..., 3 * d:4 * d]).reshape(rows, d)
     if need[3]:  # w_int: sum_t dZp_t^T o_t
-        g_w_int = (d_zp.reshape(rows, d).t() @ oq[:, 0]).to(w_int.dtype)
+        g_w_int = (d_zp.reshape(rows, d).t() @ o).to(w_int.dtype)
     if need[4]:
         g_b_int = d_zp.sum(dim=(0, 1)).to(w_int.dtype)
     if need[5]:  # w_out: sum_t dYp_t^T q_t
-        g_w_out = (d_yp.reshape(rows, d).t() @ oq[:, 1]).to(w_out.dtype)
+        g_w_out = (d_yp.reshape(rows, d).t() @ q).to(w_out.dtype)
     if need[6]:
         g_b_out = d_yp.sum(dim=(0, 1)).to(w_out.dtype)
     g_xp = d_p.to(xp_dtype) if need[0] else None
@@ -251,18 +296,22 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out):
 
 
 def scan(
-    xp: Tensor,  # [T, B, 3d]
+    xp: Tensor,  # [T, B, 3d+k] (k = 0 without attention)
     h0: Tensor,  # [B, d]
-    w_hh: Tensor,  # [3d, d]
+    w_hh: Tensor,  # [3d+k, d]
     w_int: Tensor,  # [d, d]
     b_int: Tensor,  # [d]
     w_out: Tensor,  # [d, d]
     b_out: Tensor,  # [d]
     lengths: Optional[Tensor],  # [B] int64
     backend: str,
+    activation: str = "tanh",
+    compartment_of: Optional[Tensor] = None,  # [d] int64: attention (xp [T, B, 3d+k], w_hh [3d+k, d])
+    mask: Optional[Tensor] = None,  # [T, B, d] acc: compartment dropout
 ) -> Tensor:  # hs: [T, B, d]
     """Run one layer's recurrence on ``backend`` (a kernel provider, "torch", or "reference" while
-    tracing); differentiable to any order. By how the call is run (:func:`diru_fast._tracing.mode`):
+    tracing); differentiable to any order. The options are the contract's (the caller checked that
+    the provider fuses them). By how the call is run (:func:`diru_fast._tracing.mode`):
 
     - eager: the kernel, through :class:`Scan` when a gradient needs it and :class:`TransformableScan`
       under ``torch.func``; for "torch", the contract's loop differentiated by autograd;
@@ -276,17 +325,23 @@ def scan(
     mode = _tracing.mode()
     if mode == "onnx":  # an ONNX model has no backward: tracing the loop's autograd would only cost time
         args = (t.detach() for t in (xp, h0, w_hh, w_int, b_int, w_out, b_out))
-        return loop.contract_scan(*args, lengths)
+        return loop.contract_scan(*args, lengths, activation, compartment_of, mask)
+    plain = activation == "tanh" and compartment_of is None and mask is None
     if backend in ("torch", "reference"):
         if mode == "eager":
-            return contract.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, False)[0]
+            if plain:
+                return contract.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, False)[0]
+            return contract.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, False, activation,
+                                     compartment_of, mask)[0]
         backend = "torch"  # traced: the contract is the custom ops' kernel (_provider)
     args = (xp.contiguous(), h0.contiguous(), w_hh.contiguous(), w_int.contiguous(), b_int.contiguous(),
             w_out.contiguous(), b_out.contiguous(), lengths)
+    # the options ride along only when on, so a plain call's graph and custom-op call are unchanged
+    options = () if plain else (activation, compartment_of, None if mask is None else mask.contiguous())
     if mode == "jit":
-        return torch.ops.diru_fast.scan_fwd(*args, backend, False)[0]
+        return torch.ops.diru_fast.scan_fwd(*args, backend, False, *options)[0]
     if mode == "eager" and _tracing.transforms_active():
-        return TransformableScan.apply(*args, backend)[0]
+        return TransformableScan.apply(*args, backend, *options)[0]
     if torch.is_grad_enabled() and any(t.requires_grad for t in args[:7]):
-        return Scan.apply(*args, backend)[0]
-    return kernel_fwd(*args, backend, False)[0]  # inference: nothing saved for a backward
+        return Scan.apply(*args, backend, *options)[0]
+    return kernel_fwd(*args, backend, False, *options)[0]  # inference: nothing saved for a backward

@@ -2,19 +2,22 @@
 
 The fused weights are handed to the cell as its parameters (:func:`diru_fast.weights.to_prototype`
 views, through ``torch.func.functional_call``), so gradients reach the fused parameters and the
-numbers are the prototype's, step by step and compartment by compartment.
+numbers are the prototype's, step by step and compartment by compartment. The options reach the
+cell as its constructor's (``activation``, ``compartment_sizes``, attention when the weights hold
+attention rows); compartment dropout is the caller's mask ``[T, B, d]``, one row of it per step, so
+the numbers are those of the fast paths under the same draw.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .. import reference
-from ..weights import CellWeights, to_prototype
+from ..weights import CellWeights, attention_rows, to_prototype
 
 
 class _Stepper(nn.Module):
@@ -25,11 +28,12 @@ class _Stepper(nn.Module):
         super().__init__()
         self.cell = cell
 
-    def forward(self, x: Tensor, h: Tensor, lengths: Optional[Tensor]) -> Tensor:
-        # x: [T, B, n], h: [B, d] -> hs: [T, B, d]; steps past a sequence's length repeat its last state
+    def forward(self, x: Tensor, h: Tensor, lengths: Optional[Tensor], mask: Optional[Tensor] = None) -> Tensor:
+        # x: [T, B, n], h: [B, d], mask: [T, B, d] or None -> hs: [T, B, d]; steps past a sequence's
+        # length repeat its last state
         outputs = []
         for t in range(x.shape[0]):
-            h_new = self.cell(x[t], h)
+            h_new = self.cell(x[t], h) if mask is None else self.cell(x[t], h, mask[t])
             if lengths is not None:
                 h_new = torch.where((t < lengths).unsqueeze(1), h_new, h)
             outputs.append(h_new)
@@ -38,11 +42,14 @@ class _Stepper(nn.Module):
 
 
 @lru_cache(maxsize=None)
-def _stepper(input_size: int, hidden_size: int, num_compartments: int, bias: bool) -> _Stepper:
+def _stepper(input_size: int, hidden_size: int, compartment_sizes: Tuple[int, ...], bias: bool, activation: str,
+             attention: bool) -> _Stepper:
     # A shell: functional_call supplies every parameter. Built outside any torch.func transform the
-    # first call may run under (vmap refuses the random initialisation, even of meta tensors).
-    with torch.device("meta"), torch._C._DisableFuncTorch():
-        return _Stepper(reference.DIRUCell(input_size, hidden_size, num_compartments, bias=bias))
+    # first call may run under (vmap refuses the random initialisation, even of meta tensors). The
+    # CPU RNG is forked: building the shell must not move the stream the dropout masks are drawn from.
+    with torch.random.fork_rng(devices=[]), torch.device("meta"), torch._C._DisableFuncTorch():
+        return _Stepper(reference.DIRUCell(input_size, hidden_size, bias=bias, activation=activation,
+                                           compartment_sizes=compartment_sizes, compartment_attention=attention))
 
 
 def reference_scan(
@@ -50,9 +57,16 @@ def reference_scan(
     weights: CellWeights,
     h0: Tensor,  # [B, d]
     lengths: Optional[Tensor],  # [B] int64, 1 <= lengths <= T, or None
-    num_compartments: int,
+    compartment_sizes: Sequence[int],
+    activation: str = "tanh",
+    mask: Optional[Tensor] = None,  # [T, B, d]: compartment dropout, or None
 ) -> Tensor:  # hs: [T, B, d]
-    d, k = weights.hidden_size, num_compartments
-    stepper = _stepper(weights.input_size, d, k, weights.bias)
-    params = {"cell." + key: value for key, value in to_prototype(weights, [d // k] * k).items()}
-    return torch.func.functional_call(stepper, params, (x, h0, lengths))
+    """``compartment_sizes``: the k sizes (an int k: k equal ones); attention is on when the weights
+    hold its rows (:func:`diru_fast.weights.attention_rows`)."""
+    d = weights.hidden_size
+    if isinstance(compartment_sizes, int):
+        compartment_sizes = [d // compartment_sizes] * compartment_sizes
+    sizes = tuple(compartment_sizes)
+    stepper = _stepper(weights.input_size, d, sizes, weights.bias, activation, attention_rows(weights) > 0)
+    params = {"cell." + key: value for key, value in to_prototype(weights, sizes).items()}
+    return torch.func.functional_call(stepper, params, (x, h0, lengths, mask))
