@@ -12,6 +12,11 @@ asserted: the report turns the run into ratios.
 Each DIRU case also runs its torch.nn counterpart once before every timed round (pytest-benchmark's
 ``setup``, timed here), and records the median of the per-round ratios (``ratio_vs_lstm``): both
 sides of each ratio are measured seconds apart, so the drift of a shared machine cancels.
+
+``test_option``: the cell options (``diru_fast.benchmarking.OPTION_VARIANTS``: relu, attention over
+k = 4 compartments, dropout 0.1, all three) at ``OPTION_CASES`` (prototype shape, training step and
+no-grad forward) on the ``auto`` backend, each round paired the same way with a round of the plain
+DIRU (``ratio_vs_plain``); the plain DIRU itself is timed once more as the table's reference.
 """
 
 import statistics
@@ -59,3 +64,32 @@ def test_step(benchmark, impl, shape, mode):
         ratios = [t / b for t, b in zip(times, base_times[warmup:])]
         benchmark.extra_info["ratio_vs_lstm"] = statistics.median(ratios)
         benchmark.extra_info["lstm_paired_median_s"] = statistics.median(base_times[warmup:])
+
+
+OPTION_IDS = [f"{s}-{m}" for s, m in bm.OPTION_CASES]
+
+
+@pytest.mark.parametrize("shape, mode", bm.OPTION_CASES, ids=OPTION_IDS)
+@pytest.mark.parametrize("variant", list(bm.OPTION_VARIANTS))
+def test_option(benchmark, variant, shape, mode):
+    impl = bm.OPTION_BACKEND
+    case = bm.build_case(impl, shape, mode, variant=variant)
+    case.step()  # warm-up outside the timing
+    plain = None if variant == bm.PLAIN else bm.build_case(impl, shape, mode, variant=bm.PLAIN)
+    plain_times = []
+
+    def run_plain():  # untimed by pytest-benchmark: the paired round of the plain DIRU
+        if plain is not None:
+            start = time.perf_counter()
+            plain.step()
+            plain_times.append(time.perf_counter() - start)
+
+    benchmark.group = f"options-{shape}-{mode}"
+    benchmark.extra_info.update(impl=impl, shape=shape, mode=mode, threads=torch.get_num_threads(),
+                                resolved_backend=bm.resolved_backend(case), **case.info)
+    warmup = 2
+    benchmark.pedantic(case.step, setup=run_plain, rounds=20, iterations=1, warmup_rounds=warmup)
+    if plain is not None:
+        ratios = [t / b for t, b in zip(benchmark.stats.stats.data, plain_times[warmup:])]
+        benchmark.extra_info["ratio_vs_plain"] = statistics.median(ratios)
+        benchmark.extra_info["plain_paired_median_s"] = statistics.median(plain_times[warmup:])

@@ -18,6 +18,13 @@ same n, d, dtype (``diru_fast.baselines.LSTMModel`` = ``nn.LSTM`` + the same lin
 - ``epoch``: one prototype-size training epoch with Adam (800 training sequences in batches of 32,
   then 200 validation sequences without gradients), optimizer and Python overhead included.
 
+The cell options (:data:`OPTION_CASES`, :data:`OPTION_VARIANTS`): at the prototype shape, a training
+step and a no-grad forward of ``DIRU`` with ``activation="relu"``, with attention over the k = 4
+compartments, with compartment dropout 0.1, and with all three, each against the plain ``DIRU``
+(``plain``) on the same backend (default ``auto``: the backend a user gets for those options), as
+the ratio to the plain cell. The models run in the mode of their case: ``train`` in training mode
+(dropout drawn), ``infer`` in eval mode (dropout off, as at inference).
+
 Memory: the bytes autograd saves for the backward (activations; parameters excluded),
 counted once per storage through ``torch.autograd.graph.saved_tensors_hooks``.
 """
@@ -60,6 +67,17 @@ CASES: List[Tuple[str, str]] = [  # (shape, mode), in report order
 ]
 EPOCH_TRAIN, EPOCH_VAL = 800, 200  # sequences per prototype-size epoch
 BASELINE = "lstm"
+# The cell options, each timed against the plain DIRU (PLAIN) on the same backend at these cases.
+OPTION_CASES: List[Tuple[str, str]] = [("prototype", "train"), ("prototype", "infer")]
+PLAIN = "plain"
+OPTION_VARIANTS: Dict[str, Dict[str, object]] = {
+    PLAIN: {},
+    "relu": {"activation": "relu"},
+    "attention": {"compartment_attention": True},
+    "dropout": {"compartment_dropout": 0.1},
+    "all": {"activation": "relu", "compartment_attention": True, "compartment_dropout": 0.1},
+}
+OPTION_BACKEND = "auto"
 
 
 @dataclass
@@ -73,23 +91,34 @@ class Case:
     info: Dict[str, object] = field(default_factory=dict)
 
 
-def build_model(impl: str, n: int, d: int, k: int = 4, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+def build_model(impl: str, n: int, d: int, k: int = 4, dtype: torch.dtype = torch.float32,
+                options: Optional[Dict[str, object]] = None) -> torch.nn.Module:
     if impl == BASELINE:
         return LSTMModel(n, d, 1).to(dtype)
-    return DIRU(n, d, 1, num_compartments=k, backend=impl).to(dtype)
+    return DIRU(n, d, 1, num_compartments=k, backend=impl, **(options or {})).to(dtype)
 
 
-def build_case(impl: str, shape: str, mode: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> Case:
-    """A ready-to-time step of ``impl`` at ``SHAPES[shape]`` in ``mode`` (one of :data:`MODES`)."""
+def build_case(impl: str, shape: str, mode: str, dtype: torch.dtype = torch.float32, seed: int = 0,
+               variant: Optional[str] = None) -> Case:
+    """A ready-to-time step of ``impl`` at ``SHAPES[shape]`` in ``mode`` (one of :data:`MODES`);
+    ``variant`` (a key of :data:`OPTION_VARIANTS`; modes ``train``/``infer``): DIRU with those cell
+    options, in training mode for ``train`` and in eval mode for ``infer``."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if variant is not None and (variant not in OPTION_VARIANTS or mode not in ("train", "infer")
+                                or impl == BASELINE):
+        raise ValueError(f"an option variant ({', '.join(OPTION_VARIANTS)}) is a DIRU train/infer case, got "
+                         f"{impl!r} {mode!r} {variant!r}")
     s = SHAPES[shape]
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     info = dict(s, dtype=str(dtype).replace("torch.", ""))
     if mode == "step":
         return _streaming_case(impl, shape, s, dtype, gen, info)
-    model = build_model(impl, s["n"], s["d"], s["k"], dtype)
+    model = build_model(impl, s["n"], s["d"], s["k"], dtype, OPTION_VARIANTS[variant] if variant else None)
+    if variant is not None:
+        model.train(mode == "train")
+        info.update(variant=variant, options=dict(OPTION_VARIANTS[variant]))
     rows = EPOCH_TRAIN + EPOCH_VAL if mode == "epoch" else s["B"]
     x = torch.randn(rows, s["T"], s["n"], generator=gen, dtype=dtype)
     y = torch.randn(rows, 1, generator=gen, dtype=dtype)
@@ -223,8 +252,14 @@ def environment() -> Dict[str, object]:
     }
 
 
+def _main_records(records: List[Dict[str, object]]) -> List[Dict[str, object]]:
+    """The backend-vs-torch.nn records (not the option variants: :func:`options_table`)."""
+    return [r for r in records if r.get("variant") is None]
+
+
 def markdown_table(records: List[Dict[str, object]]) -> str:
     """Rows: (shape, mode); for each impl the median ms and its ratio to LSTM in the same run."""
+    records = _main_records(records)
     impls = [BASELINE] + sorted({r["impl"] for r in records} - {BASELINE}, key=_impl_order)
     lines = ["| shape | mode | " + " | ".join(impls) + " |", "|---|---|" + "---|" * len(impls)]
     for shape, mode in CASES:
@@ -276,6 +311,7 @@ def gflops_table(records: List[Dict[str, object]]) -> str:
     time is its ratio to the baseline times the baseline's median (the paired ratio where the suite
     paired rounds), so the two columns agree with the ratios even when the machine's speed drifted
     between the two benchmarks' medians."""
+    records = _main_records(records)
     impls = [BASELINE] + sorted({r["impl"] for r in records} - {BASELINE}, key=_impl_order)
     lines = ["| shape | mode | " + " | ".join(impls) + " |", "|---|---|" + "---|" * len(impls)]
     for shape, mode in CASES:
@@ -290,6 +326,41 @@ def gflops_table(records: List[Dict[str, object]]) -> str:
 
         cells = [f"{case_flops(i, shape, mode) / seconds(i) / 1e9:.1f}" if i in row else "–" for i in impls]
         lines.append(f"| {_shape_label(shape, mode)} | {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratio_vs_plain(record: Dict[str, object], plain_median_s: Optional[float]) -> Optional[float]:
+    """An option variant's time over the plain DIRU's: the median of per-round ratios where the suite
+    paired rounds (``ratio_vs_plain``), else the ratio of the two medians."""
+    paired = record.get("ratio_vs_plain")
+    if paired is not None:
+        return float(paired)
+    return float(record["median_s"]) / plain_median_s if plain_median_s else None
+
+
+def options_table(records: List[Dict[str, object]]) -> str:
+    """The cell options against the plain DIRU on the same backend: rows (shape, mode, backend), for
+    each variant the median ms, its ratio to the plain cell and the backend it resolved to ("" when
+    there are no option records)."""
+    opt = [r for r in records if r.get("variant") is not None]
+    if not opt:
+        return ""
+    variants = [v for v in OPTION_VARIANTS if any(r["variant"] == v for r in opt)]
+    lines = ["| shape | mode | backend | " + " | ".join(variants) + " |", "|---|---|---|" + "---|" * len(variants)]
+    for shape, mode in OPTION_CASES:
+        for impl in sorted({r["impl"] for r in opt if r["shape"] == shape and r["mode"] == mode}):
+            row = {r["variant"]: r for r in opt if r["shape"] == shape and r["mode"] == mode and r["impl"] == impl}
+            plain = row.get(PLAIN, {}).get("median_s")
+            cells = []
+            for v in variants:
+                r = row.get(v)
+                if r is None:
+                    cells.append("–")
+                    continue
+                notes = [] if v == PLAIN or not plain else [f"{ratio_vs_plain(r, plain):.2f}×"]
+                notes += [str(r["resolved_backend"])] if r.get("resolved_backend") else []
+                cells.append(f"{1e3 * float(r['median_s']):.2f} ms" + (f" ({', '.join(notes)})" if notes else ""))
+            lines.append(f"| {_shape_label(shape, mode)} | {mode} | {impl} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -324,6 +395,10 @@ def write_report(records: List[Dict[str, object]], out_dir: Path, name: str,
     md = [f"# Benchmark: {name}", "", f"`{json.dumps(env)}`", "", markdown_table(records), "",
           "Achieved GFLOP/s (each model's own multiply-adds in its products, 2 FLOPs each; gate math and",
           "the head not counted; a model's time is its paired ratio times the torch.nn median):", "", gflops_table(records)]
+    options = options_table(records)
+    if options:
+        md += ["", "The cell options against the plain DIRU on the same backend (time, ratio to the plain cell: "
+               "the median of paired rounds where the suite paired them; the backend each resolved to):", "", options]
     if extra:
         md += ["", "```", json.dumps(extra, indent=2), "```"]
     if scaling:
@@ -365,6 +440,7 @@ def _plot(records, scaling, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:  # plots are optional; the JSON and markdown carry the numbers
         return
+    records = _main_records(records)
     panels = 1 + (2 if scaling else 0)
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2), squeeze=False)
     ax = axes[0][0]
@@ -417,6 +493,34 @@ def run(impls: Sequence[str], cases: Sequence[Tuple[str, str]], min_run_time: fl
     return records
 
 
+def resolved_backend(case: Case) -> str:
+    """The backend a DIRU case's model runs on (``auto`` resolved for the options it uses)."""
+    from .backends import resolve_backend
+    from .providers import options_in_use
+
+    rnn = case.model.rnn
+    used = options_in_use(rnn.activation, rnn.compartment_of if rnn.compartment_attention else None,
+                          case.x if (rnn.compartment_dropout and case.model.training) else None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return resolve_backend(rnn.backend, case.x.device, case.x.dtype, used)
+
+
+def run_options(impls: Sequence[str], cases: Sequence[Tuple[str, str]], min_run_time: float,
+                progress: Callable[[str], None] = print) -> List[Dict[str, object]]:
+    """Every :data:`OPTION_VARIANTS` at ``cases`` on each DIRU backend in ``impls`` (unpaired medians)."""
+    records = []
+    for shape, mode in cases:
+        for impl in impls:
+            for variant in OPTION_VARIANTS:
+                case = build_case(impl, shape, mode, variant=variant)
+                rec = {"impl": impl, "shape": shape, "mode": mode, **case.info,
+                       "resolved_backend": resolved_backend(case), **time_case(case, min_run_time)}
+                progress(f"{shape:9s} {mode:5s} {impl:6s} {variant:9s} {1e3 * rec['median_s']:9.2f} ms")
+                records.append(rec)
+    return records
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="diru_fast bench", description=(
         "Time DIRU backends against torch.nn (LSTM, LSTMCell) on CPU: training step, no-grad forward, "
@@ -430,6 +534,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per case")
     parser.add_argument("--scaling", action="store_true", help="also time the T and B scaling series")
+    parser.add_argument("--options", action="store_true",
+                        help="also time the cell options (relu, attention, dropout, all) against the plain DIRU")
     parser.add_argument("--quick", action="store_true",
                         help="prototype shape, training step and forward only, short timings, no reference")
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
@@ -444,6 +550,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         impls = [i for i in impls if i != "reference"]
     cases = [(s, m) for s, m in CASES if s in args.shapes and m in args.modes]
     records = run(impls, cases, args.min_time)
+    if args.options:
+        records += run_options([OPTION_BACKEND], [c for c in OPTION_CASES if c in cases], args.min_time)
     scaling = None
     if args.scaling:
         scaling = []

@@ -77,3 +77,59 @@ def test_cli_quick_run(tmp_path, monkeypatch):
     monkeypatch.setitem(bm.SHAPES, "prototype", dict(B=2, T=3, n=1, d=8, k=4))
     assert bm.main(["--quick", "--impls", "lstm", "torch", "--out", str(tmp_path), "--min-time", "0.01"]) == 0
     assert "torch" in (tmp_path / "cpu.md").read_text()
+
+
+def test_option_cases_build_the_options_in_the_mode_of_their_case(monkeypatch):
+    monkeypatch.setitem(bm.SHAPES, "prototype", dict(B=2, T=3, n=1, d=8, k=4))
+    assert set(bm.OPTION_VARIANTS) == {"plain", "relu", "attention", "dropout", "all"}
+    for variant, options in bm.OPTION_VARIANTS.items():
+        for mode in ("train", "infer"):
+            case = bm.build_case("torch", "prototype", mode, variant=variant)
+            rnn = case.model.rnn
+            assert rnn.activation == options.get("activation", "tanh")
+            assert rnn.compartment_attention == options.get("compartment_attention", False)
+            assert rnn.compartment_dropout == options.get("compartment_dropout", 0.0)
+            assert rnn.num_compartments == 4 and case.model.training == (mode == "train")
+            assert case.info["variant"] == variant and case.info["options"] == options
+            case.step()
+            if mode == "train":
+                assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in case.model.parameters())
+            assert bm.resolved_backend(case) in __import__("diru_fast").available_backends("cpu")
+    assert bm.resolved_backend(bm.build_case("torch", "prototype", "train", variant="all")) == "torch"
+    for bad in (dict(impl="lstm", mode="train", variant="relu"), dict(impl="torch", mode="step", variant="relu"),
+                dict(impl="torch", mode="train", variant="gelu")):
+        try:
+            bm.build_case(bad["impl"], "prototype", bad["mode"], variant=bad["variant"])
+        except ValueError as exc:
+            assert "option variant" in str(exc)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+
+
+def test_options_table_uses_the_paired_ratio_and_stays_out_of_the_main_tables():
+    records = [
+        {"impl": "lstm", "shape": "prototype", "mode": "train", "median_s": 0.002},
+        {"impl": "cpu", "shape": "prototype", "mode": "train", "median_s": 0.003, "ratio_vs_lstm": 1.4},
+        {"impl": "auto", "variant": "plain", "shape": "prototype", "mode": "train", "median_s": 0.004,
+         "resolved_backend": "cpu"},
+        {"impl": "auto", "variant": "relu", "shape": "prototype", "mode": "train", "median_s": 0.010,
+         "resolved_backend": "torch", "ratio_vs_plain": 2.25},
+        {"impl": "auto", "variant": "attention", "shape": "prototype", "mode": "train", "median_s": 0.006,
+         "resolved_backend": "cpu"},  # unpaired: the ratio of the medians
+    ]
+    table = bm.options_table(records)
+    assert "| prototype B=32 T=50 d=64 | train | auto | 4.00 ms (cpu) | 10.00 ms (2.25×, torch) | " \
+           "6.00 ms (1.50×, cpu) |" in table
+    main = bm.markdown_table(records)
+    assert "auto" not in main and "(1.40×)" in main and "auto" not in bm.gflops_table(records)
+    assert bm.options_table(records[:2]) == ""
+
+
+def test_cli_quick_run_with_options(tmp_path, monkeypatch):
+    monkeypatch.setitem(bm.SHAPES, "prototype", dict(B=2, T=3, n=1, d=8, k=4))
+    assert bm.main(["--quick", "--options", "--impls", "lstm", "torch", "--out", str(tmp_path),
+                    "--min-time", "0.01"]) == 0
+    data = json.loads((tmp_path / "cpu.json").read_text())
+    variants = {(r["variant"], r["mode"]) for r in data["records"] if r.get("variant")}
+    assert variants == {(v, m) for v in bm.OPTION_VARIANTS for m in ("train", "infer")}
+    assert "| plain | relu | attention | dropout | all |" in (tmp_path / "cpu.md").read_text()

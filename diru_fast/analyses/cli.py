@@ -5,7 +5,10 @@ by :mod:`diru_fast.cli`).
 options are its config's fields, e.g. ``--seeds 5 --epochs 10``), write ``<out>/<analysis>.json`` and
 ``<out>/<analysis>.png``, and rewrite the report (default ``<out>/ANALYSES.md``) from every JSON in
 ``<out>``. ``analyses`` runs all four at their defaults (or ``--only`` some), or with
-``--report-only`` just rewrites the report. Everything runs on the CPU.
+``--report-only`` just rewrites the report. Everything runs on the CPU. DIRU's cell options
+(``--activation``, ``--compartment-attention``, ``--compartment-sizes``, ``--compartment-dropout``:
+:mod:`diru_fast.experiments.options`) go to every DIRU an analysis trains (also under ``analyses``)
+and are recorded in its config (``config.options``).
 
 ``--out`` defaults to a folder of its own, ``diru_analyses/``: run from the repository root, the
 analyses never write over the committed ``results/`` unless asked to
@@ -60,7 +63,7 @@ HELP = {
     "memory_capacity": "memory-task error vs delay for k = 1, 2, 4, 8 compartments at a fixed parameter count",
     "real_data": "DIRU vs LSTM vs GRU at equal parameters on sklearn digits and statsmodels sunspots",
 }
-_SKIP = {"backend"}  # a shared option
+_SKIP = {"backend", "options"}  # shared options (DIRU's cell options: diru_fast.experiments.options)
 FIELD_HELP = {
     "ks": "numbers of compartments k", "seeds": "number of seeds", "first_seed": "the first seed",
     "n_train": "training sequences", "n_val": "validation sequences", "seq_len": "sequence length T",
@@ -93,6 +96,9 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
                         "diru_fast.available_backends())")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figure")
+    from ..experiments.options import add_option_arguments
+
+    add_option_arguments(p)
 
 
 def _value_type(name: str, kind: type):
@@ -134,11 +140,22 @@ def _add_config_fields(p: argparse.ArgumentParser, config_cls) -> None:
 def _config(name: str, args: argparse.Namespace, *, at_defaults: bool = False):
     """The analysis' config from the options (``at_defaults``: only --backend); a combination it
     cannot run (e.g. a k that does not divide the hidden size) is a usage error, raised here."""
+    from ..experiments.options import options_from_args
+
     config_cls, _ = _spec(name)
     values = {} if at_defaults else {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
                                      if f.name not in _SKIP and hasattr(args, f.name)}
+    import torch
+
+    from ..backends import BackendUnavailableError, resolve_backend
+
+    options = options_from_args(args)
     try:
-        return config_cls(backend=args.backend, **values)
+        resolve_backend(args.backend, torch.device("cpu"), torch.float32, options.in_use())
+    except BackendUnavailableError as exc:
+        usage_error(args, f"--backend {args.backend}: {exc}")
+    try:
+        return config_cls(backend=args.backend, options=options, **values)
     except ValueError as exc:
         usage_error(args, str(exc))
 
@@ -162,7 +179,7 @@ def run_analysis(name: str, config, out: Path, report: Optional[Path], *, comman
     result = run(config, progress=say)
     result["meta"] = dict(environment(command, threads), wall_s=time.perf_counter() - start,
                           device_type="cpu", diru_backend=resolve_backend(config.backend, torch.device("cpu"),
-                                                                          torch.float32))
+                                                                          torch.float32, config.options.in_use()))
     out = Path(out)
     write_json(out / f"{name}.json", result)
     written = [out / f"{name}.json"]
@@ -224,12 +241,27 @@ def _run_all(args: argparse.Namespace) -> int:
     for name in names:  # every missing package is reported before the first analysis starts
         _require_for(name, plots=not args.no_plots)
     set_threads(args.threads)
+    options = _option_flags(args)
     for command, name, config in zip(args.only, names, configs):
         run_analysis(name, config, args.out, _report(args),
-                     command=f"python -m diru_fast {command} --threads {args.threads}", threads=args.threads,
+                     command=f"python -m diru_fast {command}{options} --threads {args.threads}", threads=args.threads,
                      quiet=args.quiet, plots=not args.no_plots)
     _print_verdicts(args.out)
     return 0
+
+
+def _option_flags(args: argparse.Namespace) -> str:
+    """The cell options of ``args`` as command-line flags (" --compartment-attention ..."; "" when plain)."""
+    from ..experiments.options import options_from_args
+
+    flags = []
+    for key, value in options_from_args(args).kwargs().items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        else:
+            flags.append(f"{flag} {','.join(map(str, value)) if isinstance(value, list) else value}")
+    return "".join(" " + f for f in flags)
 
 
 def _adder(name: str) -> Callable[[argparse.ArgumentParser], None]:

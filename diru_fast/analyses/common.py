@@ -29,24 +29,39 @@ from ..baselines import RNNModel
 from ..experiments.datasets import MemoryDataset
 from ..experiments.io import atomic_write_text
 from ..experiments.models import build_model
+from ..experiments.options import DIRUOptions
 from ..experiments.study import derive_seed
 from ..experiments.training import History, TrainConfig, train
 from ..modules import DIRU
 
-__all__ = ["RNNModel", "ANALYSIS_MODELS", "build", "prototype_copy", "memory_delay", "standardised_memory",
-           "fit", "fisher_combined_p", "environment", "write_json", "read_json", "Timer"]
+__all__ = ["RNNModel", "ANALYSIS_MODELS", "build", "model_options", "prototype_copy", "memory_delay",
+           "standardised_memory", "fit", "fisher_combined_p", "environment", "write_json", "read_json", "Timer"]
 
 ANALYSIS_MODELS = ("diru", "lstm", "gru", "rnn")
 
 
 def build(kind: str, input_size: int, hidden_size: int, output_size: int, *, num_compartments: int = 4,
-          backend: str = "auto") -> nn.Module:
+          backend: str = "auto", options: Optional[DIRUOptions] = None) -> nn.Module:
     """A fresh model: the study's ``diru``/``lstm``/``gru`` (:func:`~..experiments.models.build_model`)
-    or the vanilla tanh ``rnn``; initialisation draws from torch's global RNG."""
+    or the vanilla tanh ``rnn``; initialisation draws from torch's global RNG. ``options`` (DIRU's
+    cell options) go to DIRU only."""
     if kind == "rnn":
         return RNNModel(input_size, hidden_size, output_size)
     return build_model(kind, input_size, hidden_size, output_size, num_compartments=num_compartments,
-                       backend=backend)
+                       backend=backend, options=options)
+
+
+def model_options(model: nn.Module) -> DIRUOptions:
+    """The cell options of a DIRU (fast: its layer's; reference: its first cell's)."""
+    if isinstance(model, reference.DIRU):
+        cell = model.cells[0]
+        sizes = tuple(cell.compartment_sizes)
+        return DIRUOptions(cell.activation, None if cell.compartment_size is not None else sizes,
+                           cell.compartment_attention is not None, float(cell.dropout.p))
+    layer = model.rnn
+    sizes = tuple(layer.compartment_sizes)
+    return DIRUOptions(layer.activation, None if len(set(sizes)) == 1 else sizes,
+                       bool(layer.compartment_attention), float(layer.compartment_dropout))
 
 
 def prototype_copy(model: nn.Module) -> reference.DIRU:
@@ -62,9 +77,13 @@ def prototype_copy(model: nn.Module) -> reference.DIRU:
     # On the meta device nothing is drawn (every tensor is loaded below); fork_rng keeps the global
     # generator as it was even where a tensor is made elsewhere.
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        opts = model.rnn
         copy = reference.DIRU(model.input_size, model.hidden_size, model.output_size,
-                              num_compartments=model.num_compartments, num_layers=model.num_layers,
-                              return_sequences=model.return_sequences)
+                              num_compartments=None, num_layers=model.num_layers,
+                              return_sequences=model.return_sequences, activation=opts.activation,
+                              compartment_sizes=list(opts.compartment_sizes),
+                              compartment_attention=bool(opts.compartment_attention),
+                              compartment_dropout=float(opts.compartment_dropout))
     copy = copy.to_empty(device=like.device).to(dtype=like.dtype)
     copy.load_state_dict(model.state_dict())
     return copy

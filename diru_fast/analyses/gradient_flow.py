@@ -46,6 +46,7 @@ from .. import reference
 from ..baselines import GRUModel, LSTMModel, RNNModel
 from ..experiments.claims import INCONCLUSIVE, verdict_above_zero, verdict_within_band
 from ..experiments.models import count_params
+from ..experiments.options import DIRUOptions
 from ..experiments.stats import t_interval
 from ..experiments.study import derive_seed
 from ..modules import DIRU as FastDIRU
@@ -81,7 +82,7 @@ def model_step(model: nn.Module) -> ModelStep:
     if isinstance(model, (FastDIRU, reference.DIRU)):
         if model.num_layers != 1:
             raise ValueError("gradient flow is measured on one-layer DIRUs")
-        cell = prototype_copy(model).cells[0]
+        cell = prototype_copy(model).cells[0].eval()  # eval: no compartment dropout in the Jacobians
         return ModelStep(cell, cell.hidden_size, cell.hidden_size, model.fc_out)
     if isinstance(model, LSTMModel):
         lstm = model.lstm
@@ -191,9 +192,11 @@ class GradientFlowConfig:
     n_probe: int = 64  # validation sequences the Jacobians are averaged over
     norm: str = "2"  # "2" (spectral) or "fro"
     backend: str = "auto"
+    options: DIRUOptions = DIRUOptions()  # DIRU's cell options (the other models ignore them)
 
     def __post_init__(self):
         self.models = tuple(self.models)
+        self.options.check(self.hidden_size, self.num_compartments)
         unknown = [m for m in self.models if m not in ANALYSIS_MODELS]
         if unknown or not self.models:
             raise ValueError(f"models must be among {ANALYSIS_MODELS}, got {list(self.models)}")
@@ -227,7 +230,7 @@ def run_gradient_flow(config: GradientFlowConfig, progress=None) -> Dict[str, An
         for kind in config.models:
             torch.manual_seed(derive_seed("gradient-flow", seed, "init"))
             model = build(kind, 1, config.hidden_size, 1, num_compartments=config.num_compartments,
-                          backend=config.backend)
+                          backend=config.backend, options=config.options)
             with Timer() as timer:
                 init = _curve(model, probe, config.norm)
                 history = fit(model, train_set, val_set, epochs=config.epochs, batch_size=config.batch_size,

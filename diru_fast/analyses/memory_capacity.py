@@ -37,6 +37,7 @@ import torch
 
 from ..experiments.claims import INCONCLUSIVE, verdict_within_band
 from ..experiments.models import count_params
+from ..experiments.options import DIRUOptions
 from ..experiments.study import derive_seed
 from .common import Timer, build, fit, memory_delay, standardised_memory
 
@@ -59,11 +60,18 @@ class MemoryCapacityConfig:
     lr: float = 1e-3
     rnn_reference: bool = True  # also train a vanilla tanh RNN of the same d
     backend: str = "auto"
+    options: DIRUOptions = DIRUOptions()  # DIRU's cell options (not the RNN reference's)
 
     def __post_init__(self):
         self.ks, self.seq_lens = tuple(self.ks), tuple(self.seq_lens)
+        sizes = self.options.compartment_sizes
+        if sizes is not None:
+            if self.ks != (len(sizes),):
+                raise ValueError(f"compartment sizes {','.join(map(str, sizes))} fix k = {len(sizes)}: pass ks "
+                                 f"{len(sizes)} alone, got {list(self.ks)}")
+            self.options.check(self.hidden_size, len(sizes))
         for k in self.ks:
-            if k < 1 or self.hidden_size % k:
+            if k < 1 or (sizes is None and self.hidden_size % k):
                 raise ValueError(f"every k must be positive and divide hidden_size {self.hidden_size}; got {k}")
         for name in ("seeds", "n_train", "n_val", "epochs"):
             if getattr(self, name) < 1:
@@ -86,7 +94,8 @@ def run_memory_capacity(config: MemoryCapacityConfig, progress=None) -> Dict[str
             train_set, val_set, _ = standardised_memory(config.n_train, config.n_val, seq_len, seed)
             for kind, k in kinds:
                 torch.manual_seed(derive_seed("memory-capacity", seed, seq_len, "init"))
-                model = build(kind, 1, config.hidden_size, 1, num_compartments=k or 1, backend=config.backend)
+                model = build(kind, 1, config.hidden_size, 1, num_compartments=k or 1, backend=config.backend,
+                              options=config.options)
                 with Timer() as timer:
                     history = fit(model, train_set, val_set, epochs=config.epochs, batch_size=config.batch_size,
                                   lr=config.lr, shuffle_seed=derive_seed("memory-capacity", seed, seq_len, "shuffle"))

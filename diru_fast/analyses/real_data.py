@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import TensorDataset
 
 from ..experiments.claims import verdict_above_zero
 from ..experiments.models import BASELINES, count_params, diru_params, matched_hidden_size
+from ..experiments.options import DIRUOptions
 from ..experiments.stats import mean_std, relative_improvement
 from ..experiments.study import derive_seed
 from ..experiments.training import predict
@@ -120,9 +121,13 @@ class RealDataConfig:
     batch_size: int = 32
     lr: float = 1e-3
     backend: str = "auto"
+    options: DIRUOptions = DIRUOptions()  # DIRU's cell options (the baselines ignore them)
 
     def __post_init__(self):
         self.datasets = tuple(self.datasets)
+        for name in self.datasets:
+            if name in ("digits", "sunspots"):
+                self.options.check(getattr(self, f"{name}_hidden"), self.num_compartments)
         unknown = [d for d in self.datasets if d not in DATASETS]
         if unknown or not self.datasets:
             raise ValueError(f"datasets must be among {DATASETS}, got {list(self.datasets)}")
@@ -136,8 +141,8 @@ class RealDataConfig:
         return d
 
 
-def _variants(n: int, d: int, out: int, k: int) -> List[Dict[str, Any]]:
-    target = diru_params(n, d, out, k)
+def _variants(n: int, d: int, out: int, k: int, options: Optional[DIRUOptions] = None) -> List[Dict[str, Any]]:
+    target = diru_params(n, d, out, k, options)
     return [{"key": "diru", "kind": "diru", "hidden_size": d, "label": f"DIRU (d={d}, k={k})"}] + [
         {"key": f"{b}_matched", "kind": b, "hidden_size": (h := matched_hidden_size(b, target, n, out)),
          "label": f"{b.upper()} (d={h}, matched)"} for b in BASELINES]
@@ -165,11 +170,11 @@ def run_real_data(config: RealDataConfig, progress=None) -> Dict[str, Any]:
                 train_set, val_set, info = load_sunspots(config.sunspots_window, config.val_fraction)
             data_info[name] = info
             n, out = info["input_size"], (10 if classify else 1)
-            variants[name] = _variants(n, d, out, config.num_compartments)
+            variants[name] = _variants(n, d, out, config.num_compartments, config.options)
             for v in variants[name]:
                 torch.manual_seed(derive_seed(name, seed, "init"))
                 model = build(v["kind"], n, v["hidden_size"], out, num_compartments=config.num_compartments,
-                              backend=config.backend)
+                              backend=config.backend, options=config.options)
                 with Timer() as timer:
                     history = fit(model, train_set, val_set, epochs=epochs, batch_size=config.batch_size, lr=config.lr,
                                   shuffle_seed=derive_seed(name, seed, "shuffle"),

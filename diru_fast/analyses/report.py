@@ -69,6 +69,25 @@ def _meta(result: Dict[str, Any]) -> str:
             f"wall time {_f(m.get('wall_s'), 3)} s.")
 
 
+def _options_clause(cfg: Dict[str, Any]) -> str:
+    """DIRU's cell options of a run, as a clause (", with attention over compartments"; "" when plain)."""
+    o = cfg.get("options") or {}
+    parts = []
+    if o.get("activation", "tanh") != "tanh":
+        parts.append(f"{o['activation']} activation")
+    if o.get("compartment_sizes"):
+        parts.append("compartment sizes " + ",".join(map(str, o["compartment_sizes"])))
+    if o.get("compartment_attention"):
+        parts.append("attention over compartments")
+    if o.get("compartment_dropout"):
+        parts.append(f"compartment dropout {o['compartment_dropout']:g}")
+    return (", with " + ", ".join(parts)) if parts else ""
+
+
+def _attention(cfg: Dict[str, Any]) -> bool:
+    return bool((cfg.get("options") or {}).get("compartment_attention"))
+
+
 def _figure(name: str, fig_dir: str) -> str:
     return f"![{name}]({fig_dir}/{name}.png)"
 
@@ -81,7 +100,7 @@ def section_specialization(result: Dict[str, Any], fig_dir: str) -> str:
     bands = ", ".join(f"f{i + 1} [{lo:g}, {hi:g}]" for i, (lo, hi) in enumerate(result["bands"]))
     lines = [
         f"**Claim.** {specialization.CLAIM}.", "",
-        "**Measurement.** DIRU (d = {d}) trained on the multi-frequency sine task (the prototype's: {n} training / "
+        "**Measurement.** DIRU (d = {d}{opts}) trained on the multi-frequency sine task (the prototype's: {n} training / "
         "{v} validation sequences, T = {T}, Adam lr {lr:g}, batch {b}, {e} epochs, MSE) for k ∈ {{{ks}}} and seeds "
         "{s0}..{s1}. For each compartment c we take its output o_c(t) on the validation sequences (the reference "
         "compartment math along the model's own state trajectory), the power of each unit's o_c in the task's "
@@ -92,7 +111,8 @@ def section_specialization(result: Dict[str, Any], fig_dir: str) -> str:
         "compartments are index blocks of the d units, so the index is compared with {perm} random "
         "partitions of the same units into k groups of d/k (the permutation null), before training "
         "(random initialisation, the same model) and after.".format(
-            d=cfg["hidden_size"], n=cfg["n_train"], v=cfg["n_val"], T=cfg["seq_len"], lr=cfg["lr"], b=cfg["batch_size"],
+            d=cfg["hidden_size"], opts=_options_clause(cfg), n=cfg["n_train"], v=cfg["n_val"], T=cfg["seq_len"],
+            lr=cfg["lr"], b=cfg["batch_size"],
             e=cfg["epochs"], ks=", ".join(map(str, cfg["ks"])), s0=cfg["first_seed"],
             s1=cfg["first_seed"] + cfg["seeds"] - 1, bands=bands, burn=cfg["burn_in"], perm=cfg["n_perm"]), "",
         "| k | seeds | index at init | index trained | null mean trained | units sorted by frequency (trained) "
@@ -121,6 +141,19 @@ def section_specialization(result: Dict[str, Any], fig_dir: str) -> str:
         "permutation p-values of the trained network is < 0.05 and the excess z grows with training (95% CI of "
         "trained − init above 0); does not hold if at no k the trained compartments are more specialized than "
         "random groups of the same units (every Fisher p ≥ 0.05); otherwise inconclusive.", "",
+        _why_specialization(cfg),
+    ]
+    return "\n".join(lines)
+
+
+def _why_specialization(cfg: Dict[str, Any]) -> str:
+    if _attention(cfg):
+        return ("**Why.** With attention over compartments each compartment's output is scaled by its own "
+                "softmax weight k·α_c(x, h), one per compartment block, so the blocks are no longer exchangeable "
+                "with other groupings of the units: the permutation test asks whether the blocks the attention "
+                "acts on differ in frequency content more than groupings the model does not single out. (o_c "
+                "here is the scaled output the integration sees.)")
+    return (
         "**Why.** The DIRU math does not depend on k: stacking the compartments' W_x, W_h, bias and gate rows "
         "gives exactly the k = 1 cell, and every block is initialised from the same distribution. Permuting the "
         "d dendrite units (the rows of W_x, W_h, b and G and the columns of W_I alike) maps the network to an "
@@ -130,9 +163,7 @@ def section_specialization(result: Dict[str, Any], fig_dir: str) -> str:
         "percentile). Individual units can still differ in "
         "frequency content (the \"units sorted by frequency\" column shows how different k groups *could* "
         "be); the compartment boundaries just do not follow those differences. All profiles mirror the "
-        "input's own spectrum (dominated by f1).",
-    ]
-    return "\n".join(lines)
+        "input's own spectrum (dominated by f1).")
 
 
 def section_gradient_flow(result: Dict[str, Any], fig_dir: str) -> str:
@@ -221,12 +252,13 @@ def section_memory_capacity(result: Dict[str, Any], fig_dir: str) -> str:
     lines = [
         f"**Claim.** {memory_capacity.CLAIM}.", "",
         "**Measurement.** The standardised memory task (as above: NMSE 1 = nothing remembered) with delay "
-        "T − 5 ∈ {{{dl}}} steps (T ∈ {{{T}}}), DIRU with d = {d} and k ∈ {{{ks}}} compartments — the same "
+        "T − 5 ∈ {{{dl}}} steps (T ∈ {{{T}}}), DIRU with d = {d}{opts} and k ∈ {{{ks}}} compartments — {same}"
         "parameter count for every k ({params}) — trained with the same recipe (Adam lr {lr:g}, batch {b}, "
         "{e} epochs, {n} training / {v} validation sequences), seeds {s0}..{s1}; a tanh RNN of the same d as "
         "the \"standard RNN\" reference. Error: validation NMSE after the last epoch.".format(
             dl=", ".join(map(str, delays)), T=", ".join(map(str, cfg["seq_lens"])), d=cfg["hidden_size"],
-            ks=", ".join(map(str, cfg["ks"])),
+            ks=", ".join(map(str, cfg["ks"])), opts=_options_clause(cfg),
+            same="the same " if len({tuple(v) for v in result["params_by_k"].values()}) == 1 else "not the same ",
             params=", ".join(f"k={k}: {v[0]:,}" for k, v in result["params_by_k"].items() if v),
             lr=cfg["lr"], b=cfg["batch_size"], e=cfg["epochs"], n=cfg["n_train"], v=cfg["n_val"],
             s0=cfg["first_seed"], s1=cfg["first_seed"] + cfg["seeds"] - 1), "",
@@ -268,13 +300,22 @@ def section_memory_capacity(result: Dict[str, Any], fig_dir: str) -> str:
         f"**Verdict: {s['verdict']}.** Rule: if the error grows with the delay in the tested range (g's CI above 0), "
         "holds if b's CI lies inside [−2g, −g/2], does not hold if it lies entirely outside, else inconclusive; "
         "if the error does not grow with the delay the test has no power (inconclusive).", "",
-        "**Why.** At fixed d the k compartments are a block split of one d-unit dendrite: the same function "
-        "class, the same parameter count and the same initial distribution for every k. So DIRU(k) for "
-        "different k are one model family and differences across k are seed noise; the F-test and the "
-        "Friedman test above are tests of exactly that. The prototype's \"~k× capacity\" has no mechanism "
-        "behind it." + _rnn_note(result),
+        _why_memory(cfg) + _rnn_note(result),
     ]
     return "\n".join(lines)
+
+
+def _why_memory(cfg: Dict[str, Any]) -> str:
+    if _attention(cfg):
+        return ("**Why.** With attention over compartments k matters to the math: the softmax weights scale "
+                "the k compartment blocks against each other (k(n + d + 1) more parameters), so DIRU(k) are "
+                "different function classes, and the F-test and the Friedman test above ask whether that changes "
+                "the error at any delay.")
+    return ("**Why.** At fixed d the k compartments are a block split of one d-unit dendrite: the same function "
+            "class, the same parameter count and the same initial distribution for every k. So DIRU(k) for "
+            "different k are one model family and differences across k are seed noise; the F-test and the "
+            "Friedman test above are tests of exactly that. The prototype's \"~k× capacity\" has no mechanism "
+            "behind it.")
 
 
 def _rnn_note(result: Dict[str, Any]) -> str:

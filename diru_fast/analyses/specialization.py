@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from .. import reference
 from ..experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 from ..experiments.datasets import HORIZON, SineDataset
+from ..experiments.options import DIRUOptions
 from ..experiments.stats import mean_std, t_interval
 from ..experiments.study import derive_seed
 from ..functional import diru_scan
@@ -71,8 +72,9 @@ def _layer_trajectory(model: nn.Module, layer: int, x: Tensor) -> Tensor:
     the model computes them: a fast DIRU runs its layer's fused weights on its backend (the op its
     :class:`~diru_fast.DIRULayer` runs per layer), the reference DIRU steps its cell."""
     if isinstance(model, FastDIRU):
-        hs = diru_scan(x.transpose(0, 1), model.rnn.cell_weights(layer), num_compartments=model.num_compartments,
-                       backend=model.backend)  # [T, B, d]
+        rnn = model.rnn  # its cell options; no dropout (training=False: the trained cell's mean behaviour)
+        hs = diru_scan(x.transpose(0, 1), rnn.cell_weights(layer), compartment_sizes=list(rnn.compartment_sizes),
+                       activation=rnn.activation, backend=model.backend)  # [T, B, d]
         return hs.transpose(0, 1)
     cell = model.cells[layer]
     h = x.new_zeros(x.shape[0], cell.hidden_size)
@@ -89,7 +91,9 @@ def compartment_outputs(model: nn.Module, x: Tensor, layer: int = 0) -> Tuple[Te
 
     ``x [B, T, n]`` -> ``(o [B, T, k, m], h [B, T, d])`` with ``o[:, t, c] = o_c(x_t, h_{t-1})`` (the
     reference :class:`~diru_fast.reference.DendriteCompartment` math, h_0 = 0) and ``h[:, t] = h_t``
-    the state after step t, computed by the model's own path (its backend for fast modules).
+    the state after step t, computed by the model's own path (its backend for fast modules). With
+    attention over compartments, ``o_c`` is the scaled output ``k * alpha_c * o_c`` the integration
+    sees; compartment dropout is off (the cell in eval mode).
     """
     if not isinstance(model, (FastDIRU, reference.DIRU)):
         raise TypeError(f"expected a DIRU (fast or reference), got {type(model).__name__}")
@@ -103,7 +107,12 @@ def compartment_outputs(model: nn.Module, x: Tensor, layer: int = 0) -> Tuple[Te
     batch, steps, d = h.shape
     h_prev = torch.cat([h.new_zeros(batch, 1, d), h[:, :-1]], 1)
     xs, hs = inp.reshape(batch * steps, -1), h_prev.reshape(batch * steps, d)
+    if cell.compartment_size is None:
+        raise ValueError("compartment_outputs needs equal compartments (no compartment_sizes)")
     o = torch.stack([comp(xs, hs) for comp in cell.compartments], 1)  # [B*T, k, m]
+    if cell.compartment_attention is not None:  # o_c <- k * alpha_c * o_c, alpha: [B*T, k]
+        alpha = torch.softmax(cell.compartment_attention(torch.cat([xs, hs], -1)), -1)
+        o = cell.num_compartments * alpha.unsqueeze(-1) * o
     return o.view(batch, steps, cell.num_compartments, cell.compartment_size), h
 
 
@@ -256,9 +265,13 @@ class SpecializationConfig:
     n_perm: int = 1000  # random partitions in the permutation null
     burn_in: int = 10  # first steps left out of the spectra (transient from h_0 = 0)
     backend: str = "auto"
+    options: DIRUOptions = DIRUOptions()  # DIRU's cell options (equal compartments only)
 
     def __post_init__(self):
         self.ks = tuple(self.ks)
+        if self.options.compartment_sizes is not None:
+            raise ValueError("the specialization analysis compares k equal compartments (index blocks of the d "
+                             "units); compartment sizes are not supported here")
         for k in self.ks:
             if k < 2 or self.hidden_size % k:
                 raise ValueError(f"every k must be >= 2 and divide hidden_size {self.hidden_size}; got {k}")
@@ -295,7 +308,8 @@ def run_specialization(config: SpecializationConfig, progress=None) -> Dict[str,
         input_profile = (input_power / input_power.sum()).tolist()
         for k in config.ks:
             torch.manual_seed(derive_seed("sine", seed, "init"))
-            model = build("diru", 1, config.hidden_size, 1, num_compartments=k, backend=config.backend)
+            model = build("diru", 1, config.hidden_size, 1, num_compartments=k, backend=config.backend,
+                          options=config.options)
             with Timer() as timer:
                 init = _measure(model, val_set.x, dt, k, config, seed)
                 history = fit(model, train_set, val_set, epochs=config.epochs, batch_size=config.batch_size,

@@ -14,6 +14,7 @@ from typing import Dict
 
 from .._subcommand import (Subcommand, backend_name, device_name, non_negative_int, positive_float, positive_int,
                            remember_parser, require, set_threads, usage_error)
+from .options import add_option_arguments, options_from_args
 
 __all__ = ["SUBCOMMANDS", "DEMO_DEFAULTS"]
 
@@ -55,8 +56,9 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
     p.add_argument("--n-val", type=positive_int, default=get("n_val"), help="validation sequences")
     p.add_argument("--seq-len", type=positive_int, default=get("seq_len"), help="sequence length T")
     p.add_argument("--hidden", type=positive_int, default=get("hidden_size"), help="hidden size of every model")
-    p.add_argument("--compartments", type=positive_int, default=get("num_compartments"),
-                   help="DIRU compartments k (must divide --hidden)")
+    p.add_argument("--compartments", type=positive_int, default=argparse.SUPPRESS,
+                   help=f"DIRU compartments k (must divide --hidden); {get('num_compartments')}, or the number "
+                        "of --compartment-sizes, when left out")
     p.add_argument("--batch-size", type=positive_int, default=get("batch_size"), help="mini-batch size")
     p.add_argument("--lr", type=positive_float, default=get("lr"), help="Adam learning rate")
     p.add_argument("--epochs", type=positive_int, default=get("epochs"),
@@ -69,6 +71,8 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
     p.add_argument("--resume", action="store_true", help="reuse finished runs of an earlier results.json in --out")
     p.add_argument("--verbose", action="store_true", help="also a progress bar per run")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    add_option_arguments(p)
+    p.set_defaults(default_compartments=get("num_compartments"))
 
 
 def _study_config(args: argparse.Namespace):
@@ -82,12 +86,25 @@ def _study_config(args: argparse.Namespace):
                            first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val, seq_len=args.seq_len,
                            hidden_size=args.hidden, num_compartments=args.compartments, batch_size=args.batch_size,
                            lr=args.lr, epochs=args.epochs, match_params=args.match_params, backend=args.backend,
-                           device=args.device)
+                           device=args.device, options=options_from_args(args))
     except ValueError as exc:
         usage_error(args, str(exc))
 
 
 def _check_compartments(args: argparse.Namespace) -> None:
+    """Resolve ``args.compartments`` (left out: the default, or the number of --compartment-sizes) and
+    check it against --hidden and --compartment-sizes."""
+    sizes, given = args.compartment_sizes, getattr(args, "compartments", None)
+    if sizes is not None:
+        if given is not None and given != len(sizes):
+            usage_error(args, f"--compartments {given} disagrees with --compartment-sizes "
+                              f"{','.join(map(str, sizes))} ({len(sizes)} compartments): pass one of them")
+        if sum(sizes) != args.hidden:
+            usage_error(args, f"--compartment-sizes {','.join(map(str, sizes))} sum to {sum(sizes)}, "
+                              f"not --hidden {args.hidden}")
+        args.compartments = len(sizes)
+        return
+    args.compartments = args.default_compartments if given is None else given
     if args.hidden % args.compartments:
         usage_error(args, f"--compartments {args.compartments} must divide --hidden {args.hidden}")
 
@@ -100,7 +117,8 @@ def _check_backend_on_device(args: argparse.Namespace, dtype: str = "float32") -
     from .distributed import resolve_device
 
     try:
-        resolve_backend(args.backend, resolve_device(args.device), getattr(torch, dtype))
+        resolve_backend(args.backend, resolve_device(args.device), getattr(torch, dtype),
+                        options_from_args(args).in_use())
     except BackendUnavailableError as exc:
         usage_error(args, f"--backend {args.backend} --device {args.device}: {exc}")
 
@@ -171,7 +189,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-val", type=positive_int, default=200, help="validation sequences")
     p.add_argument("--seq-len", type=positive_int, default=50, help="sequence length T")
     p.add_argument("--hidden", type=positive_int, default=64, help="hidden size")
-    p.add_argument("--compartments", type=positive_int, default=4, help="DIRU compartments k (must divide --hidden)")
+    p.add_argument("--compartments", type=positive_int, default=argparse.SUPPRESS,
+                   help="DIRU compartments k (must divide --hidden); 4, or the number of --compartment-sizes, "
+                        "when left out")
     p.add_argument("--batch-size", type=positive_int, default=32, help="global batch (split over torchrun ranks)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     p.add_argument("--epochs", type=positive_int, default=50, help="total epochs (a resumed run continues up to it)")
@@ -181,6 +201,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume-from", type=Path, default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--save-all-ranks", action="store_true",
                    help="under torchrun, every rank writes checkpoint.rank<r>.pt (to check they agree)")
+    add_option_arguments(p)
+    p.set_defaults(default_compartments=4)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -198,6 +220,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.model == "diru":
         _check_compartments(args)
         _check_backend_on_device(args, args.dtype)
+    else:
+        args.compartments = getattr(args, "compartments", args.default_compartments)
     if args.resume_from is not None and not args.resume_from.is_file():
         usage_error(args, f"--resume-from {args.resume_from}: no such file")
     require([] if args.quiet else ["tqdm"], "`train` with a progress bar (see --quiet)")
@@ -215,7 +239,8 @@ def _run_train(args: argparse.Namespace) -> int:
             ckpt = load_checkpoint(args.resume_from, map_location=ctx.device, lr=args.lr)
             model, spec, optimizer, history = ckpt["model"], ckpt["spec"], ckpt["optimizer"], ckpt["history"]
         else:
-            spec = ModelSpec(args.model, 1, args.hidden, 1, args.compartments, args.backend)
+            spec = ModelSpec.create(args.model, 1, args.hidden, 1, args.compartments, args.backend,
+                                    options_from_args(args))
             torch.manual_seed(derive_seed(args.task, args.seed, "init"))
             model = spec.build().to(device=ctx.device, dtype=dtype)
             optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -223,7 +248,8 @@ def _run_train(args: argparse.Namespace) -> int:
                           shuffle_seed=derive_seed(args.task, args.seed, "shuffle"), patience=args.patience or None,
                           progress=not args.quiet, desc=f"{args.task}/{spec.kind}")
         history = train(model, train_set, val_set, cfg, ctx=ctx, optimizer=optimizer, history=history)
-        extra = {"task": args.task, "seed": args.seed, "world_size": ctx.world_size, "command": args.command_line}
+        extra = {"task": args.task, "seed": args.seed, "world_size": ctx.world_size, "command": args.command_line,
+                 "model_spec": spec.to_dict()}
         if args.save_all_ranks:
             save_checkpoint(args.out / f"checkpoint.rank{ctx.rank}.pt", model, spec, optimizer, history, extra)
         if ctx.is_main:

@@ -12,13 +12,14 @@ comparison at equal size is one flag away (``--match-params``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..baselines import GRUModel, LSTMModel
 from ..modules import DIRU
+from .options import DIRUOptions
 
 __all__ = ["GRUModel", "MODELS", "BASELINES", "ModelSpec", "build_model", "count_params",
            "matched_hidden_size", "diru_params"]
@@ -29,11 +30,16 @@ BASELINES = ("lstm", "gru")
 
 
 def build_model(name: str, input_size: int, hidden_size: int, output_size: int, *,
-                num_compartments: int = 4, backend: str = "auto") -> nn.Module:
-    """A fresh model ``name`` (one of MODELS); initialisation draws from torch's global RNG."""
+                num_compartments: int = 4, backend: str = "auto",
+                options: Optional[DIRUOptions] = None) -> nn.Module:
+    """A fresh model ``name`` (one of MODELS); initialisation draws from torch's global RNG.
+    ``options`` (the cell options) go to DIRU only; the baselines ignore them."""
+    diru_kwargs = (options or DIRUOptions()).kwargs()
+    if "compartment_sizes" in diru_kwargs:  # the sizes give k
+        num_compartments = None
     builders: Dict[str, Callable[[], nn.Module]] = {
         "diru": lambda: DIRU(input_size, hidden_size, output_size, num_compartments=num_compartments,
-                             backend=backend),
+                             backend=backend, **diru_kwargs),
         "lstm": lambda: LSTMModel(input_size, hidden_size, output_size),
         "gru": lambda: GRUModel(input_size, hidden_size, output_size),
     }
@@ -72,11 +78,20 @@ def matched_hidden_size(name: str, target_params: int, input_size: int, output_s
         d += 1
 
 
-def diru_params(input_size: int, hidden_size: int, output_size: int, num_compartments: int = 4) -> int:
-    """DIRU's parameter count, counted on a model built on the meta device (no memory, no RNG)."""
-    with torch.device("meta"):
+def diru_params(input_size: int, hidden_size: int, output_size: int, num_compartments: int = 4,
+                options: Optional[DIRUOptions] = None) -> int:
+    """DIRU's parameter count, counted on a model built on the meta device (no memory, no RNG); with
+    cell options (whose unit-to-compartment index is built from real tensors) on the CPU, the global
+    RNG left as it was."""
+    def count() -> int:
         return count_params(build_model("diru", input_size, hidden_size, output_size,
-                                        num_compartments=num_compartments, backend="torch"))
+                                        num_compartments=num_compartments, backend="torch", options=options))
+
+    if options is None or options.plain:
+        with torch.device("meta"):
+            return count()
+    with torch.random.fork_rng(devices=[]):
+        return count()
 
 
 @dataclass(frozen=True)
@@ -89,10 +104,32 @@ class ModelSpec:
     output_size: int = 1
     num_compartments: int = 4
     backend: str = "auto"  # DIRU's backend= (ignored by the baselines)
+    # DIRU's cell options (DIRUOptions; ignored by the baselines, and left at their defaults for them)
+    activation: str = "tanh"
+    compartment_sizes: Optional[Tuple[int, ...]] = None
+    compartment_attention: bool = False
+    compartment_dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.compartment_sizes is not None:  # a list read back from a checkpoint's dict
+            object.__setattr__(self, "compartment_sizes", tuple(self.compartment_sizes))
+
+    @property
+    def options(self) -> DIRUOptions:
+        return DIRUOptions(self.activation, self.compartment_sizes, self.compartment_attention,
+                           self.compartment_dropout)
+
+    @classmethod
+    def create(cls, kind: str, input_size: int, hidden_size: int, output_size: int, num_compartments: int,
+               backend: str = "auto", options: Optional[DIRUOptions] = None) -> "ModelSpec":
+        """A spec with ``options`` recorded for DIRU (a baseline's spec keeps the defaults)."""
+        opts = (options or DIRUOptions()) if kind == "diru" else DIRUOptions()
+        return cls(kind, input_size, hidden_size, output_size, num_compartments, backend, opts.activation,
+                   opts.compartment_sizes, opts.compartment_attention, opts.compartment_dropout)
 
     def build(self) -> nn.Module:
         return build_model(self.kind, self.input_size, self.hidden_size, self.output_size,
-                           num_compartments=self.num_compartments, backend=self.backend)
+                           num_compartments=self.num_compartments, backend=self.backend, options=self.options)
 
     def to_dict(self) -> dict:
         return asdict(self)

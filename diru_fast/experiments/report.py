@@ -269,6 +269,21 @@ def _pct_interval(iv: Interval) -> str:
     return f"{_pct(iv.estimate)} [95% CI {_pct(iv.low)}, {_pct(iv.high)}]"
 
 
+def _options_text(config: Dict[str, Any]) -> str:
+    """DIRU's cell options off their defaults, as a clause ("" for the plain cell)."""
+    o = config.get("options") or {}
+    parts = []
+    if o.get("compartment_sizes"):
+        parts.append("of sizes " + ",".join(map(str, o["compartment_sizes"])))
+    if o.get("activation", "tanh") != "tanh":
+        parts.append(f"{o['activation']} activation")
+    if o.get("compartment_attention"):
+        parts.append("attention over compartments")
+    if o.get("compartment_dropout"):
+        parts.append(f"compartment dropout {o['compartment_dropout']:g}")
+    return (" (" + ", ".join(parts) + "; the baselines are plain nn.LSTM/nn.GRU)") if parts else ""
+
+
 def _sizes_text(config: Dict[str, Any]) -> str:
     return {"off": f"prototype sizes: every model at hidden size {config['hidden_size']}",
             "on": f"parameter-matched: DIRU at hidden size {config['hidden_size']}, baselines resized to "
@@ -369,7 +384,7 @@ def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU:
         f"- DIRU backend actually used: **{backends}**. Backends compute the same function up to float "
         "rounding; over 50 epochs that rounding can move a single run (seen on the chaotic Lorenz task), so "
         "compare MSEs across backends as distributions over seeds. Epoch times depend on the backend.",
-        f"- Models: {_sizes_text(cfg)}. DIRU has {cfg['num_compartments']} compartments.",
+        f"- Models: {_sizes_text(cfg)}. DIRU has {cfg['num_compartments']} compartments{_options_text(cfg)}.",
         f"- Data: {cfg['n_train']} training / {cfg['n_val']} validation sequences of length {cfg['seq_len']}, "
         f"new data for every seed; seeds {', '.join(map(str, seeds))} ({len(seeds)}).",
         f"- Training: Adam lr {cfg['lr']:g}, MSE, batch {cfg['batch_size']}, {cfg['epochs']} epochs, no early "

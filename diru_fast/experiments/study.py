@@ -36,6 +36,7 @@ from .datasets import TASKS, make_dataset
 from .distributed import DistContext
 from .io import atomic_write_text
 from .models import BASELINES, MODELS, ModelSpec, count_params, diru_params, matched_hidden_size
+from .options import DIRUOptions
 from .training import TrainConfig, predict, train
 
 __all__ = ["StudyConfig", "Variant", "variants", "derive_seed", "run_one", "run_study", "load_results",
@@ -66,9 +67,15 @@ class StudyConfig:
     backend: str = "auto"  # DIRU's backend
     device: str = "auto"
     keep_predictions: int = 64  # validation predictions kept per run, for plots
+    options: DIRUOptions = DIRUOptions()  # DIRU's cell options (the baselines ignore them)
 
     def __post_init__(self):
         self.tasks, self.models = tuple(self.tasks), tuple(self.models)
+        if isinstance(self.options, dict):
+            self.options = DIRUOptions.from_dict(self.options)
+        if self.options.compartment_sizes is not None:  # the sizes give k
+            self.options.check(self.hidden_size, len(self.options.compartment_sizes))
+            self.num_compartments = len(self.options.compartment_sizes)
         unknown = [t for t in self.tasks if t not in TASKS] + [m for m in self.models if m not in MODELS]
         if unknown:
             raise ValueError(f"unknown task/model {unknown}; tasks: {', '.join(TASKS)}; models: {', '.join(MODELS)}")
@@ -94,6 +101,7 @@ class StudyConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "StudyConfig":
+        """From :meth:`to_dict` (a config written before the cell options has the plain cell's)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -115,7 +123,8 @@ class Variant:
 def variants(config: StudyConfig) -> List[Variant]:
     """The model variants a study trains, DIRU first."""
     out = []
-    target = diru_params(1, config.hidden_size, 1, config.num_compartments) if "diru" in config.models else None
+    target = (diru_params(1, config.hidden_size, 1, config.num_compartments, config.options)
+              if "diru" in config.models else None)
     for kind in config.models:
         if kind == "diru" or config.match_params in ("off", "both"):
             out.append(Variant(kind, kind, config.hidden_size))
@@ -133,7 +142,7 @@ def derive_seed(*parts: object) -> int:
 def _backend_used(config: StudyConfig, kind: str, device: torch.device) -> str:
     if kind != "diru":
         return f"nn.{kind.upper()}" + (" (cuDNN)" if device.type == "cuda" else "")
-    return resolve_backend(config.backend, device, torch.float32)
+    return resolve_backend(config.backend, device, torch.float32, config.options.in_use())
 
 
 def run_one(config: StudyConfig, variant: Variant, task: str, seed: int, *,
@@ -144,7 +153,8 @@ def run_one(config: StudyConfig, variant: Variant, task: str, seed: int, *,
              "init": derive_seed(task, seed, "init"), "shuffle": derive_seed(task, seed, "shuffle")}
     train_set = make_dataset(task, config.n_train, config.seq_len, seeds["train_data"])
     val_set = make_dataset(task, config.n_val, config.seq_len, seeds["val_data"])
-    spec = ModelSpec(variant.kind, 1, variant.hidden_size, 1, config.num_compartments, config.backend)
+    spec = ModelSpec.create(variant.kind, 1, variant.hidden_size, 1, config.num_compartments, config.backend,
+                            config.options)
     torch.manual_seed(seeds["init"])
     model = spec.build().to(ctx.device)
     tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
@@ -244,7 +254,7 @@ def run_study(config: StudyConfig, out_dir: Optional[Path] = None, *, ctx: Optio
                                "variants": [dict(asdict(v), label=v.label) for v in var], "runs": []}
     if resume and out_dir is not None and (Path(out_dir) / RESULTS_JSON).exists():
         old = load_results(out_dir)
-        if old["config"] != results["config"]:
+        if StudyConfig.from_dict(old["config"]).to_dict() != results["config"]:
             raise ValueError(f"{out_dir}/{RESULTS_JSON} was made with another configuration; "
                              "use another --out, or drop --resume to start over")
         results["runs"] = [r for r in old["runs"] if (r["seed"], r["task"], r["model"]) in set(todo)]
