@@ -59,15 +59,21 @@ OPTION_FLAGS = {
     "attention": dict(RELU=False, NK=4, K_PAD=16, HAS_MASK=False),
     "dropout": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=True),
     "all": dict(RELU=True, NK=4, K_PAD=16, HAS_MASK=True),
+    # more than 8 compartments: the streamed regime's attention products become matrix products
+    "attention18": dict(RELU=False, NK=18, K_PAD=32, HAS_MASK=False),
+    "all18": dict(RELU=True, NK=18, K_PAD=32, HAS_MASK=True),
 }
 
 
-def option_variants(cfg, dtype: str) -> tuple:
-    """The option variants compiled for (cfg, dtype) besides "none": a representative subset (all of
-    them would take about five times the plain check's time; this one about 3/4 of it). Each option
+def option_variants(cfg, dtype: str, every: bool = False) -> tuple:
+    """The option variants compiled for (cfg, dtype) besides "none". ``every``: all of them, k = 4
+    and k = 18 (``--all-options``: about five times the plain check's time, not run in CI). Otherwise
+    a representative subset (about 3/4 of the plain check's time, run by the test suite). Each option
     alone and all three at streamed d_pad = 256 in fp32 (the tightest register budget: dropout alone
     is where a spill showed up); all three at resident d_pad = 64, streamed d_pad = 256 and per-step
     in bf16 (the most work per regime)."""
+    if every:
+        return tuple(name for name in OPTION_FLAGS if name != "none")
     if cfg.mode == "streamed" and cfg.d_pad == 256 and dtype == "float32":
         return ("relu", "attention", "dropout", "all")
     if dtype == "bfloat16" and ((cfg.mode == "resident" and cfg.d_pad == 64) or cfg.d_pad == 256
@@ -203,7 +209,7 @@ def _compile_job(job) -> List[Dict]:
     return rows
 
 
-def jobs_for(archs=(80, 90), configs=None, with_ptxas: bool = True) -> List[tuple]:
+def jobs_for(archs=(80, 90), configs=None, with_ptxas: bool = True, every_option: bool = False) -> List[tuple]:
     """One job per (config, dtype, masks, arch, options): the dispatcher's configs with d and B filling
     the tiles (no masks), and for 16-bit also the masked variant (odd d / B; the mask code
     does not depend on the dtype, the register budget does); the option variants of
@@ -214,15 +220,16 @@ def jobs_for(archs=(80, 90), configs=None, with_ptxas: bool = True) -> List[tupl
         for even in ((True, False) if dtype == "bfloat16" else (True,)):
             for arch in archs:
                 jobs.append((cfg, dtype, even, arch, with_ptxas, "none"))
-        for options in option_variants(cfg, dtype):
+        for options in option_variants(cfg, dtype, every_option):
             for arch in archs:
                 jobs.append((cfg, dtype, True, arch, with_ptxas, options))
     return jobs
 
 
-def check_all(archs=(80, 90), configs=None, with_ptxas: bool = True, workers: int = 1) -> List[Dict]:
+def check_all(archs=(80, 90), configs=None, with_ptxas: bool = True, workers: int = 1,
+              every_option: bool = False) -> List[Dict]:
     """Compile every job of ``jobs_for``; one result row per kernel."""
-    jobs = jobs_for(archs, configs, with_ptxas)
+    jobs = jobs_for(archs, configs, with_ptxas, every_option)
     if workers <= 1:
         return [row for job in jobs for row in _compile_job(job)]
     import multiprocessing
@@ -262,8 +269,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the result rows here")
     parser.add_argument("--no-ptxas", action="store_true", help="skip the ptxas -v register report")
     parser.add_argument("--workers", type=int, default=1, help="compile in this many processes")
+    parser.add_argument("--all-options", action="store_true",
+                        help="every option variant (k = 4 and k = 18) for every config, not the test suite's subset")
     args = parser.parse_args(argv)
-    rows = check_all(tuple(args.arch), with_ptxas=not args.no_ptxas, workers=args.workers)
+    rows = check_all(tuple(args.arch), with_ptxas=not args.no_ptxas, workers=args.workers,
+                     every_option=args.all_options)
     print(f"{'config':32} {'dtype':9} {'masks':5} {'options':9} {'kernel':18} {'sm':>3} {'smem':>7} {'regs':>5} "
           f"{'spill':>6}")
     for r in rows:

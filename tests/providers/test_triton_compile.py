@@ -62,3 +62,20 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
         # forward kernel (tanh, sigmoid: exp and a division) holds both, the backwards (saved gates) none
         expected = ["div.full.f32", "ex2.approx.f32"] if r["kernel"].startswith("fwd") else []
         assert r["approx"] == expected, r
+
+
+def test_all_options_run_compiles_every_variant_of_every_config():
+    """``compile_check.py --all-options`` (run by hand, not in CI: about five times the suite's check)
+    compiles every option variant, k = 4 and k = 18, for every config; the suite's subset is smaller."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("compile_check", ROOT / "kernels" / "compile_check.py")
+    cc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cc)
+    every = set(cc.OPTION_FLAGS) - {"none"}
+    assert {"attention18", "all18"} <= every and cc.OPTION_FLAGS["all18"]["K_PAD"] >= 18
+    for mode, d_pad, dtype in (("resident", 64, "float32"), ("streamed", 256, "float32"), ("step", 512, "float16")):
+        cfg = SimpleNamespace(mode=mode, d_pad=d_pad)
+        assert set(cc.option_variants(cfg, dtype, every=True)) == every
+        assert set(cc.option_variants(cfg, dtype)) < every
