@@ -99,15 +99,22 @@ def override(cfg: Optional[KernelConfig]) -> Iterator[None]:
         _OVERRIDE = previous
 
 
-def choose(d: int, dtype: str) -> KernelConfig:
-    """The configuration for hidden size ``d`` and input dtype name ``dtype`` (the batch size does not
-    change it: a launch takes as many 16-row programs as the batch needs)."""
+#: Attention over more compartments than this turns the streamed kernels' attention products into
+#: matrix products, which spill about 1 KB per thread at d_pad >= 128 (compile_check.py
+#: --all-options): such calls run the per-step kernels instead.
+STREAMED_ATTENTION_MAX_K = 8
+
+
+def choose(d: int, dtype: str, compartments: int = 0) -> KernelConfig:
+    """The configuration for hidden size ``d``, input dtype name ``dtype`` and ``compartments``
+    attention compartments (0: no attention). The batch size does not change it: a launch takes as
+    many 16-row programs as the batch needs."""
     if _OVERRIDE is not None:
         return _OVERRIDE
     d_pad = pad_hidden(d)
     if d_pad <= RESIDENT_MAX_D[dtype]:
         return KernelConfig("resident", d_pad, block_b=16, block_k=d_pad, num_warps=2 if d_pad == 16 else 4)
-    if d_pad <= STREAMED_MAX_D:
+    if d_pad <= STREAMED_MAX_D and not (d_pad >= 128 and compartments > STREAMED_ATTENTION_MAX_K):
         # num_stages >= 2 software-pipelines the K-chunk loops (cp.async prefetch of the next weight
         # and operand chunks: the streamed products are L2-latency bound without it)
         stages = 4 if (dtype in ("float32", "float64") and d_pad == 256) else 3

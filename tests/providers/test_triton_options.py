@@ -153,3 +153,21 @@ def test_unknown_activation_is_rejected():
     a = contract_inputs(2, 2, 4)
     with pytest.raises(ValueError, match="activation"):
         k.scan_fwd(**a, lengths=None, need_saved=False, activation="gelu")
+
+
+def test_dispatcher_sends_many_compartments_at_large_d_to_the_per_step_kernels():
+    """More than 8 attention compartments at d_pad >= 128 run the per-step kernels (the streamed ones
+    would spill: kernels/config.py), and agree with the contract."""
+    k = _kernels()
+    T, B, d, sizes = 1, 1, 128, [7] * 17 + [9]
+    assert k.choose(d, "float64", len(sizes)).mode == "step"
+    a, opts = contract_inputs(T, B, d, seed=5, sizes=sizes)
+    hs, saved = k.scan_fwd(**a, lengths=None, need_saved=True, **opts)
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=None, need_saved=True, **opts)
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+    grad_hs = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    got = k.scan_bwd(grad_hs, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], None, **opts)
+    want = contract.scan_bwd(grad_hs, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], None, **opts)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
