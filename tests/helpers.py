@@ -4,6 +4,8 @@ kernel contract in ``diru_fast.scan.contract``), never from a copy of the math o
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 import diru_fast
@@ -84,3 +86,19 @@ def contract_inputs(T, B, d, dtype=torch.float64, seed=0, *, sizes=None, dropout
         keep = torch.rand(T, B, d, generator=g, dtype=torch.float64) >= dropout
         opts["mask"] = (keep / (1 - dropout)).to(dtype if dtype == torch.float64 else torch.float32)
     return a, opts
+
+
+@contextmanager
+def cpu_isa(name, threads):
+    """Run the block on the C++ kernel's ``name`` instruction-set path (``set_isa``) with ``threads``
+    torch threads; both are restored after it."""
+    from diru_fast.providers import cpu
+
+    ext = cpu.extension()
+    previous, old_threads = ext.set_isa(name), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        ext.set_isa(previous)
+        torch.set_num_threads(old_threads)

@@ -11,14 +11,12 @@ float32 error, worst element at most four times), forward and backward, with len
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
 import torch
 
 from diru_fast.providers import cpu
 from diru_fast.scan import contract
-from tests.helpers import contract_inputs
+from tests.helpers import contract_inputs, cpu_isa
 
 HAVE_KERNEL = cpu.unavailable_reason() is None
 pytestmark = pytest.mark.skipif(not HAVE_KERNEL, reason=f"C++ CPU kernel unavailable here: {cpu.unavailable_reason()}")
@@ -34,18 +32,6 @@ CASES = {
     "column-split-d100": (7, 1, 100, 2),   # units not a multiple of the panel width
     "single-row": (10, 1, 64, 1),          # one row, packed (the one-row multi-panel kernel)
 }
-
-
-@contextmanager
-def _isa(name, threads):
-    ext = cpu.extension()
-    previous, old_threads = ext.set_isa(name), torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        ext.set_isa(previous)
-        torch.set_num_threads(old_threads)
 
 
 def _run(a, lengths, grad, need_saved=True):
@@ -75,7 +61,7 @@ def test_float32_paths_meet_the_float32_rule(isa, case, with_lengths):
     g64 = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
     want = _contract(a64, lengths, g64)
     pytorch32 = _contract(a32, lengths, g64.float())
-    with _isa(isa, threads):
+    with cpu_isa(isa, threads):
         ours = _run(a32, lengths, g64.float())
         again = _run(a32, lengths, g64.float())
         inference = _run(a32, lengths, g64.float(), need_saved=False)
@@ -109,7 +95,7 @@ def test_inference_forward_projecting_x_itself(isa, case, n):
     pytorch32 = contract.scan_fwd((x @ w_ih.t() + b_ih).float(), lengths=lengths, need_saved=False,
                                   **{k: v.float() for k, v in rest.items()})[0]
     r32 = {k: v.float() for k, v in rest.items()}
-    with _isa(isa, threads):
+    with cpu_isa(isa, threads):
         got = cpu.scan_fwd_x(x.float(), r32["h0"], w_ih.float(), b_ih.float(), r32["w_hh"], r32["w_int"],
                              r32["b_int"], r32["w_out"], r32["b_out"], lengths)
     e_ours, e_torch = got.double() - want, pytorch32.double() - want
@@ -126,9 +112,9 @@ def test_column_split_equals_batch_slices_to_rounding(isa):
     a different order of panels, so equal up to float32 rounding."""
     T, B, d = 20, 1, 160
     a = {k: v.float() for k, v in contract_inputs(T, B, d, seed=5).items()}
-    with _isa(isa, 2):
+    with cpu_isa(isa, 2):
         split = _run(a, None, None, need_saved=False)[0]
-    with _isa(isa, 1):
+    with cpu_isa(isa, 1):
         single = _run(a, None, None, need_saved=False)[0]
     torch.testing.assert_close(split, single, rtol=0, atol=1e-6)
 

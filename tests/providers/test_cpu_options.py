@@ -7,14 +7,12 @@ NaN-poisoned (the conftest sets DIRU_FAST_POISON=1).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
 import torch
 
 from diru_fast.providers import cpu
 from diru_fast.scan import contract
-from tests.helpers import contract_inputs
+from tests.helpers import contract_inputs, cpu_isa
 
 HAVE_KERNEL = cpu.unavailable_reason() is None
 pytestmark = pytest.mark.skipif(not HAVE_KERNEL, reason=f"C++ CPU kernel unavailable here: {cpu.unavailable_reason()}")
@@ -64,18 +62,6 @@ def _inputs(T, B, d, option_set, seed, dtype=torch.float64):
 
 def _lengths(T, B):
     return torch.tensor([max(1, T - (3 * b) % T) for b in range(B)])
-
-
-@contextmanager
-def _isa(name, threads):
-    ext = cpu.extension()
-    previous, old_threads = ext.set_isa(name), torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        ext.set_isa(previous)
-        torch.set_num_threads(old_threads)
 
 
 def _cpu(a, opts, lengths, grad, need_saved=True):
@@ -141,7 +127,7 @@ def test_float32_paths_meet_the_float32_rule(isa, case, option_set):
     g64 = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
     want = _contract(a64, opts64, lengths, g64)
     pytorch32 = _contract(a32, opts32, lengths, g64.float())
-    with _isa(isa, threads):
+    with cpu_isa(isa, threads):
         ours = _cpu(a32, opts32, lengths, g64.float())
         again = _cpu(a32, opts32, lengths, g64.float())
         inference = _cpu(a32, opts32, lengths, None, need_saved=False)
@@ -158,9 +144,9 @@ def test_options_column_split_equals_batch_slices_to_rounding(isa):
     T, B, d = 20, 1, 160
     a, opts = _inputs(T, B, d, "all", seed=5, dtype=torch.float32)
     args = [a[k] for k in ("xp", "h0", "w_hh", "w_int", "b_int", "w_out", "b_out")]
-    with _isa(isa, 2):
+    with cpu_isa(isa, 2):
         split = cpu.scan_fwd(*args, None, True, **opts)
-    with _isa(isa, 1):
+    with cpu_isa(isa, 1):
         single = cpu.scan_fwd(*args, None, True, **opts)
     for s, o in zip(split, single):  # hs, saved (alpha included)
         torch.testing.assert_close(s, o, rtol=0, atol=1e-6)
@@ -176,7 +162,7 @@ def test_options_off_are_the_plain_cell_bit_for_bit(isa):
     grad = torch.randn(T, B, d, dtype=dtype, generator=torch.Generator().manual_seed(1))
     zero_logits = dict(a, xp=torch.cat([a["xp"], a["xp"].new_zeros(T, B, k)], 2),
                        w_hh=torch.cat([a["w_hh"], a["w_hh"].new_zeros(k, d)], 0))
-    with _isa("blas" if isa == "float64" else isa, 2):
+    with cpu_isa("blas" if isa == "float64" else isa, 2):
         plain = _cpu(a, {}, None, grad)
         explicit = _cpu(a, dict(activation="tanh", compartment_of=None, mask=None), None, grad)
         ones = _cpu(a, dict(mask=torch.ones(T, B, d, dtype=dtype)), None, grad)
@@ -218,7 +204,7 @@ def test_scan_fwd_x_with_options(isa, case, option_set):
     r32 = {key: v.float() for key, v in rest.items()}
     pytorch32 = contract.scan_fwd((x @ w_ih.t() + b_ih).float(), lengths=lengths, need_saved=False, **r32, **opts)[0]
     names = ("w_hh", "w_int", "b_int", "w_out", "b_out")
-    with _isa(isa, threads):
+    with cpu_isa(isa, threads):
         got = cpu.scan_fwd_x(x.float(), r32["h0"], w_ih.float(), b_ih.float(), *(r32[k] for k in names), lengths,
                              **opts)
     _assert_float32_rule("hs", got, pytorch32, want)
@@ -246,7 +232,7 @@ def test_cell_step_with_options(option_set, B):
     x32, r32 = x.float(), {key: v.float() for key, v in rest.items()}
     pytorch32 = contract.scan_fwd((x @ w_ih.t() + b_ih).float(), lengths=None, need_saved=False, **r32, **opts)[0][0]
     for isa in ISAS:
-        with _isa(isa, 2):
+        with cpu_isa(isa, 2):
             got32 = cpu.cell_step(x32[0], r32["h0"], w_ih.float(), b_ih.float(), *(r32[k] for k in names), **opts)
         _assert_float32_rule(f"h' on {isa}", got32, pytorch32, want)
 
