@@ -257,16 +257,25 @@ def _main_records(records: List[Dict[str, object]]) -> List[Dict[str, object]]:
     return [r for r in records if r.get("variant") is None]
 
 
-def markdown_table(records: List[Dict[str, object]]) -> str:
-    """Rows: (shape, mode); for each impl the median ms and its ratio to LSTM in the same run."""
+def _case_rows(records: List[Dict[str, object]]):
+    """The backend-vs-torch.nn tables' shared frame: ``(impls, header lines, rows)``, each row
+    ``(shape, mode, {impl: record}, baseline median or None)`` in CASES order, empty cases left out."""
     records = _main_records(records)
     impls = [BASELINE] + sorted({r["impl"] for r in records} - {BASELINE}, key=_impl_order)
-    lines = ["| shape | mode | " + " | ".join(impls) + " |", "|---|---|" + "---|" * len(impls)]
+    header = ["| shape | mode | " + " | ".join(impls) + " |", "|---|---|" + "---|" * len(impls)]
+    rows = []
     for shape, mode in CASES:
         row = {r["impl"]: r for r in records if r["shape"] == shape and r["mode"] == mode}
-        if not row:
-            continue
-        base = row.get(BASELINE, {}).get("median_s")
+        if row:
+            rows.append((shape, mode, row, row.get(BASELINE, {}).get("median_s")))
+    return impls, header, rows
+
+
+def markdown_table(records: List[Dict[str, object]]) -> str:
+    """Rows: (shape, mode); for each impl the median ms and its ratio to LSTM in the same run."""
+    impls, lines, rows = _case_rows(records)
+    records = _main_records(records)
+    for shape, mode, row, base in rows:
         cells = []
         for impl in impls:
             r = row.get(impl)
@@ -311,14 +320,8 @@ def gflops_table(records: List[Dict[str, object]]) -> str:
     time is its ratio to the baseline times the baseline's median (the paired ratio where the suite
     paired rounds), so the two columns agree with the ratios even when the machine's speed drifted
     between the two benchmarks' medians."""
-    records = _main_records(records)
-    impls = [BASELINE] + sorted({r["impl"] for r in records} - {BASELINE}, key=_impl_order)
-    lines = ["| shape | mode | " + " | ".join(impls) + " |", "|---|---|" + "---|" * len(impls)]
-    for shape, mode in CASES:
-        row = {r["impl"]: r for r in records if r["shape"] == shape and r["mode"] == mode}
-        if not row:
-            continue
-        base = row.get(BASELINE, {}).get("median_s")
+    impls, lines, rows = _case_rows(records)
+    for shape, mode, row, base in rows:
 
         def seconds(impl: str) -> float:
             r = row[impl]
