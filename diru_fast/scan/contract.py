@@ -30,6 +30,10 @@ Options (docs/MATH.md, "Options"; the defaults give the plain cell above)::
                              by the caller), after the attention scaling
     o = u * s * k * alpha[:, compartment_of] * mask_t        (each factor only where its option is on)
     z = tanh(o W_int^T + b_int)
+    decay [T, B, d]:         time decay (irregular series): each step first decays the state,
+                             hd_t = decay_t * h_{t-1} (decay_t = exp(-softplus(lambda) dt_t), computed by
+                             the caller), and uses hd_t wherever the plain step uses h_{t-1}: in P_t
+                             and in the residual. On padded steps the state is kept undecayed.
 
 Variable lengths: where ``t >= lengths[b]`` row b's step is skipped: ``h_t = h_{t-1}``
 (selected, never blended arithmetically, so a NaN in a padded step cannot leak), its saved
@@ -37,7 +41,7 @@ gates are written as zeros, and in the backward its per-step gradients are exact
 the state gradient passes through unchanged.
 
 scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
-         activation="tanh", compartment_of=None, mask=None) -> (hs, saved)
+         activation="tanh", compartment_of=None, mask=None, decay=None) -> (hs, saved)
     xp     [T, B, 3d+k] the input projections of all steps (x W_ih^T + b_ih), any float dtype;
                         k = 0 without attention
     h0     [B, d]       initial state (dtype of xp)
@@ -46,14 +50,18 @@ scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
     saved  [T, B, 4d+k] acc dtype: [u | s | z | r | alpha] per step, for the backward;
                         shape [0] when need_saved is False (inference)
     mask   [T, B, d]    acc dtype, or None
+    decay  [T, B, d]    acc dtype, or None
 
 scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
-         activation="tanh", compartment_of=None, mask=None) -> (d_p, d_zp, d_yp, d_h0)
+         activation="tanh", compartment_of=None, mask=None, decay=None) -> (d_p, d_zp, d_yp, d_h0)
     grad_hs [T, B, d]  dL/dh_t from outside the recurrence (dtype of hs)
     d_p     [T, B, 3d+k] acc: dL/dP_t (= dL/dxp_t, and the rows of the w_hh gradient)
     d_zp    [T, B, d]  acc: dL/d(o W_int^T + b_int)           (integration pre-activation)
     d_yp    [T, B, d]  acc: dL/d((z*r) W_out^T + b_out + h)   (output pre-activation)
     d_h0    [B, d]     dtype of h0
+    With decay, the state gradient carried to step t-1 is decay_t * dL/dhd_t (live rows), where
+    dL/dhd_t = d_yp_t + d_p_t W_hh; the gradient of decay itself, dL/dhd_t * h_{t-1}, and the w_hh
+    gradient sum_t d_p_t^T hd_t are formed from the outputs (:func:`decayed_states`), not by the kernel.
     Beyond the kernels' interface, this statement also takes ``grad_saved [T, B, 4d+k]``, a
     gradient w.r.t. the saved gates (second-order terms reach the forward through them).
 """
@@ -119,6 +127,21 @@ def integration_input(saved: Tensor, d: int, compartment_of: Optional[Tensor], m
     return o
 
 
+def decayed_states(h0: Tensor, hs: Tensor, decay: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The state each step starts from, before and after its decay: ``(h_prev, hd)``, both
+    ``[T, B, d]`` (``h_prev_t = h_{t-1}``, ``hd_t = decay_t * h_{t-1}``; ``hd is h_prev`` without decay).
+    With them, the gradients the kernels leave to the caller (differentiable)::
+
+        dL/dhd_t    = d_yp_t + d_p_t W_hh          (zero on padded steps: d_p, d_yp are zero there)
+        dL/ddecay_t = dL/dhd_t * h_{t-1}
+        dL/dW_hh    = sum_t d_p_t^T hd_t
+    """
+    h_prev = torch.cat([h0.unsqueeze(0).to(hs.dtype), hs[:-1]]) if hs.shape[0] > 1 else h0.unsqueeze(0).to(hs.dtype)
+    if decay is None:
+        return h_prev, h_prev
+    return h_prev, h_prev * decay.to(h_prev.dtype)
+
+
 def step(xp_t: Tensor, h: Tensor, w_hh_t: Tensor, w_int_t: Tensor, b_int: Tensor, w_out_t: Tensor,
          b_out: Tensor, activation: str = "tanh", compartment_of: Optional[Tensor] = None,
          mask_t: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
@@ -155,6 +178,7 @@ def scan_fwd(
     activation: str = "tanh",
     compartment_of: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
+    decay: Optional[Tensor] = None,
     *,
     acc: Optional[torch.dtype] = None,
 ) -> Tuple[Tensor, Tensor]:
@@ -169,10 +193,11 @@ def scan_fwd(
     saved: List[Tensor] = []
     for t, xp_t in enumerate(xp.unbind(0)):  # unbind: per-step views whose gradients autograd stacks once
         mask_t = None if mask is None else mask[t].to(acc)
-        h_new, u, s, z, r, alpha = step(xp_t.to(acc), h, w_hh_t, w_int_t, b_int, w_out_t, b_out, activation,
+        hd = h if decay is None else h * decay[t].to(acc)  # the decayed state the step reads
+        h_new, u, s, z, r, alpha = step(xp_t.to(acc), hd, w_hh_t, w_int_t, b_int, w_out_t, b_out, activation,
                                         compartment_of, mask_t)
         if live is not None:
-            h_new = torch.where(live[t], h_new, h)
+            h_new = torch.where(live[t], h_new, h)  # a padded step keeps the undecayed state
         if need_saved:
             gates = torch.cat([u, s, z, r] + ([] if alpha is None else [alpha]), dim=1)  # [B, 4d+k]
             saved.append(gates if live is None else torch.where(live[t], gates, torch.zeros_like(gates)))
@@ -194,6 +219,7 @@ def scan_bwd(
     activation: str = "tanh",
     compartment_of: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
+    decay: Optional[Tensor] = None,
     grad_saved: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     steps, batch, d = hs.shape
@@ -233,7 +259,9 @@ def scan_bwd(
             du, ds = du + g_u, ds + g_s
         parts = [du * activation_slope(activation, u), ds * s * (1 - s), dr_pre]
         dp = torch.cat(parts + [de] if k else parts, dim=1)  # [B, 3d+k]
-        dh_prev = dyp + dp @ w_hh
+        dh_prev = dyp + dp @ w_hh  # dL/dhd_t, the gradient of the (decayed) state the step read
+        if decay is not None:
+            dh_prev = dh_prev * decay[t].to(acc)
         if live is not None:
             dp = torch.where(live[t], dp, torch.zeros_like(dp))
             dzp = torch.where(live[t], dzp, torch.zeros_like(dzp))
@@ -253,6 +281,8 @@ def scan_jvp(
     activation: str = "tanh",
     compartment_of: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
+    decay: Optional[Tensor] = None,
+    t_decay: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Forward mode: the tangents of ``scan_fwd``'s ``(hs, saved)`` along ``tangents``.
 
@@ -268,6 +298,8 @@ def scan_jvp(
         dz  = (1 - z^2) (do W_int^T + o dW_int^T + db_int)
         dh' = (1 - h'^2) ((dz r + z dr) W_out^T + (z r) dW_out^T + db_out + dh)
 
+    With time decay the step reads ``hd = decay_t h`` with tangent ``dhd = decay_t dh + h t_decay_t``
+    in place of ``h`` and ``dh`` above (``t_decay``: the tangent of ``decay``, None: zero).
     The tangent of ``saved_t`` is ``[du | ds | dz | dr | dalpha]``. Padded steps keep the state's
     tangent and have zero gate tangents. The dropout mask is a constant.
     """
@@ -285,9 +317,14 @@ def scan_jvp(
     d_saved: List[Tensor] = []
     for t in range(steps):
         mask_t = None if mask is None else mask[t].to(acc)
-        h_new, u, s, z, r, alpha = step(xp[t].to(acc), h, w_hh_t, w_int_t, b_int, w_out_t, b_out, activation,
+        hd, dhd = h, dh  # the state the step reads and its tangent
+        if decay is not None:
+            hd, dhd = h * decay[t].to(acc), dh * decay[t].to(acc)
+            if t_decay is not None:
+                dhd = dhd + h * t_decay[t].to(acc)
+        h_new, u, s, z, r, alpha = step(xp[t].to(acc), hd, w_hh_t, w_int_t, b_int, w_out_t, b_out, activation,
                                         compartment_of, mask_t)
-        dp = t_xp[t] + dh @ w_hh_t + h @ t_w_hh_t  # [B, 3d+k]
+        dp = t_xp[t] + dhd @ w_hh_t + hd @ t_w_hh_t  # [B, 3d+k]
         da, ds_pre, dr_pre = dp[:, :d], dp[:, d:2 * d], dp[:, 2 * d:3 * d]
         du, ds, dr = activation_slope(activation, u) * da, s * (1 - s) * ds_pre, r * (1 - r) * dr_pre
         o, do = u * s, du * s + u * ds
@@ -301,7 +338,7 @@ def scan_jvp(
             o, do = o * mask_t, do * mask_t
         dz = (1 - z * z) * (do @ w_int_t + o @ t_w_int_t + t_b_int)
         q = z * r
-        dh_new = (1 - h_new * h_new) * ((dz * r + z * dr) @ w_out_t + q @ t_w_out_t + t_b_out + dh)
+        dh_new = (1 - h_new * h_new) * ((dz * r + z * dr) @ w_out_t + q @ t_w_out_t + t_b_out + dhd)
         tangent_gates += [dz, dr] + ([] if alpha is None else [d_alpha])
         gates = torch.cat(tangent_gates, dim=1)  # [B, 4d+k]
         if live is not None:

@@ -50,20 +50,22 @@ def contract_scan(
     activation: str = "tanh",
     compartment_of: Optional[Tensor] = None,  # [d] int64: attention (xp [T, B, 3d+k])
     mask: Optional[Tensor] = None,  # [T, B, d]: compartment dropout (an exported model is in eval: None)
+    decay: Optional[Tensor] = None,  # [T, B, d]: time decay of the state before each step
 ) -> Tensor:  # hs: [T, B, d], dtype of xp
     """The contract's forward (``scan_fwd(..., need_saved=False)[0]``) as one traced loop."""
     acc = contract.acc_dtype(xp.dtype)
     w_hh_t, w_int_t, w_out_t = w_hh.to(acc).t(), w_int.to(acc).t(), w_out.to(acc).t()
     b_int, b_out = b_int.to(acc), b_out.to(acc)
 
-    def body(h: Tensor, xs):  # h [B, d] acc; xp_t [B, 3d+k], live_t [B, 1] (, mask_t [B, d]) -> (h_t, h_t)
+    def body(h: Tensor, xs):  # h [B, d] acc; xp_t [B, 3d+k], live_t [B, 1] (, mask_t, decay_t [B, d]) -> (h_t, h_t)
         xp_t, live_t = xs[0], xs[1]
-        mask_t = xs[2].to(acc) if len(xs) > 2 else None
-        h_new = contract.step(xp_t.to(acc), h, w_hh_t, w_int_t, b_int, w_out_t, b_out, activation, compartment_of,
+        mask_t = xs[2].to(acc) if mask is not None else None
+        hd = h * xs[-1].to(acc) if decay is not None else h
+        h_new = contract.step(xp_t.to(acc), hd, w_hh_t, w_int_t, b_int, w_out_t, b_out, activation, compartment_of,
                               mask_t)[0]
         h_new = torch.where(live_t, h_new, h)
         return h_new, h_new.clone()  # the carry and the step's output may not alias
 
-    xs = (xp, _live(lengths, xp.shape[0], xp)) + (() if mask is None else (mask,))
+    xs = (xp, _live(lengths, xp.shape[0], xp)) + (() if mask is None else (mask,)) + (() if decay is None else (decay,))
     _, hs = _hop_scan()(body, h0.to(acc), xs)
     return hs.to(xp.dtype)

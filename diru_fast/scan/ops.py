@@ -1,10 +1,10 @@
 """The one autograd path of the compiled backends, and the ``torch.library`` custom ops it calls.
 
     diru_fast::scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved,
-                        activation="tanh", compartment_of=None, mask=None)
+                        activation="tanh", compartment_of=None, mask=None, decay=None)
         -> (hs [T, B, d], saved [T, B, 4d+k] or [0])
     diru_fast::scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend,
-                        activation="tanh", compartment_of=None, mask=None)
+                        activation="tanh", compartment_of=None, mask=None, decay=None)
         -> (d_p [T, B, 3d+k], d_zp [T, B, d], d_yp [T, B, d], d_h0 [B, d])
 
 (k: the attention rows, 0 without attention; the options are the contract's, docs/MATH.md "Options".)
@@ -50,6 +50,17 @@ def _provider(backend: str):
     return contract if backend == "torch" else get_provider(backend)
 
 
+def _option_args(activation: str, compartment_of: Optional[Tensor], mask: Optional[Tensor],
+                 decay: Optional[Tensor]) -> tuple:
+    """The options as a provider's trailing arguments: none for the plain cell (its own call), and
+    ``decay`` only when it is on (a provider without time decay keeps its signature)."""
+    if decay is not None:
+        return activation, compartment_of, mask, decay
+    if compartment_of is None and mask is None and activation == "tanh":
+        return ()
+    return activation, compartment_of, mask
+
+
 @torch.library.custom_op("diru_fast::scan_fwd", mutates_args=())
 def scan_fwd(
     xp: Tensor,
@@ -65,14 +76,15 @@ def scan_fwd(
     activation: str = "tanh",
     compartment_of: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
+    decay: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
-    return _provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation,
-                                       compartment_of, mask)
+    return _provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
+                                       *_option_args(activation, compartment_of, mask, decay))
 
 
 @scan_fwd.register_fake
 def _scan_fwd_fake(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved, activation="tanh",
-                   compartment_of=None, mask=None):
+                   compartment_of=None, mask=None, decay=None):
     steps, batch, width = xp.shape
     d = h0.shape[-1]
     hs = xp.new_empty(steps, batch, d)
@@ -97,14 +109,15 @@ def scan_bwd(
     activation: str = "tanh",
     compartment_of: Optional[Tensor] = None,
     mask: Optional[Tensor] = None,
+    decay: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _provider(backend).scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation,
-                                       compartment_of, mask)
+    return _provider(backend).scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
+                                       *_option_args(activation, compartment_of, mask, decay))
 
 
 @scan_bwd.register_fake
 def _scan_bwd_fake(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend, activation="tanh",
-                   compartment_of=None, mask=None):
+                   compartment_of=None, mask=None, decay=None):
     steps, batch, d = hs.shape
     return (
         saved.new_empty(steps, batch, w_hh.shape[0]),  # [T, B, 3d+k]
@@ -123,44 +136,42 @@ for _op in (scan_fwd, scan_bwd):
 
 
 def kernel_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend: str, need_saved: bool,
-               activation: str = "tanh", compartment_of: Optional[Tensor] = None, mask: Optional[Tensor] = None):
+               activation: str = "tanh", compartment_of: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+               decay: Optional[Tensor] = None):
     """The provider's scan_fwd: directly in eager mode, through the custom op while tracing."""
     if torch.compiler.is_compiling():
         return torch.ops.diru_fast.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, need_saved,
-                                            activation, compartment_of, mask)
-    provider = get_provider(backend)
-    if compartment_of is None and mask is None and activation == "tanh":  # the plain cell: its own call
-        return provider.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved)
-    return provider.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation,
-                             compartment_of, mask)
+                                            activation, compartment_of, mask, decay)
+    return _provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
+                                       *_option_args(activation, compartment_of, mask, decay))
 
 
 def kernel_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend: str, activation: str = "tanh",
-               compartment_of: Optional[Tensor] = None, mask: Optional[Tensor] = None):
+               compartment_of: Optional[Tensor] = None, mask: Optional[Tensor] = None,
+               decay: Optional[Tensor] = None):
     """The provider's scan_bwd: directly in eager mode, through the custom op while tracing."""
     if torch.compiler.is_compiling():
         return torch.ops.diru_fast.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend,
-                                            activation, compartment_of, mask)
-    provider = get_provider(backend)
-    if compartment_of is None and mask is None and activation == "tanh":
-        return provider.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths)
-    return provider.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation, compartment_of, mask)
+                                            activation, compartment_of, mask, decay)
+    return _provider(backend).scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
+                                       *_option_args(activation, compartment_of, mask, decay))
 
 
 class Scan(torch.autograd.Function):
     """``(xp, h0, w_hh, w_int, b_int, w_out, b_out) -> (hs, saved)`` on a kernel provider; the
-    options (``activation``, ``compartment_of``, ``mask``) follow ``backend`` and get no gradient."""
+    options (``activation``, ``compartment_of``, ``mask``, ``decay``) follow ``backend``; of them
+    only ``decay`` (time decay, ``[T, B, d]``) gets a gradient."""
 
     @staticmethod
     def forward(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, activation="tanh", compartment_of=None,
-                mask=None):
+                mask=None, decay=None):
         return kernel_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, True, activation,
-                          compartment_of, mask)
+                          compartment_of, mask, decay)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend = inputs[:9]
-        activation, compartment_of, mask = (tuple(inputs[9:]) + ("tanh", None, None)[len(inputs) - 9:])
+        activation, compartment_of, mask, decay = _options(inputs)
         hs, saved = output
         ctx.set_materialize_grads(False)  # no zero-filled [T, B, 4d+k] gradient for `saved`
         if torch.compiler.is_compiling():  # compiled graphs have no double backward: saved is a buffer
@@ -168,14 +179,14 @@ class Scan(torch.autograd.Function):
         ctx.backend = backend
         ctx.activation = activation
         ctx.xp_dtype = xp.dtype
-        ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths, compartment_of, mask)
+        ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths, compartment_of, mask, decay)
 
     @staticmethod
     def backward(ctx, grad_hs: Optional[Tensor], grad_saved: Optional[Tensor]):
         # hs and saved are outputs: under create_graph they come back attached to this node, so the
         # gradients computed below reach the inputs through them (and through h0 and the weights).
-        h0, hs, saved, w_hh, w_int, w_out, lengths, compartment_of, mask = ctx.saved_tensors
-        options = (ctx.activation, compartment_of, mask)
+        h0, hs, saved, w_hh, w_int, w_out, lengths, compartment_of, mask, decay = ctx.saved_tensors
+        options = (ctx.activation, compartment_of, mask, decay)
         if grad_hs is None:
             grad_hs = torch.zeros_like(hs)
         # A compiled graph has no double backward (saved is marked non-differentiable there): its
@@ -188,9 +199,13 @@ class Scan(torch.autograd.Function):
         else:
             step_grads = contract.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, *options,
                                            grad_saved=grad_saved)
-        grads = input_grads(ctx.needs_input_grad, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out,
-                            compartment_of, mask)
-        return (*grads, None, None) + (None,) * (len(ctx.needs_input_grad) - 9)
+        need = ctx.needs_input_grad
+        grads = input_grads(need, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, compartment_of, mask,
+                            decay)
+        g_decay = None
+        if decay is not None and len(need) > 12 and need[12]:
+            g_decay = decay_grad(step_grads, h0, hs, w_hh).to(decay.dtype)
+        return (*grads, None, None) + (None, None, None, g_decay)[:len(need) - 9]
 
 
 class TransformableScan(Scan):
@@ -204,33 +219,36 @@ class TransformableScan(Scan):
     def setup_context(ctx, inputs, output):
         Scan.setup_context(ctx, inputs, output)
         ctx.lengths = inputs[7]  # integer: no tangent
-        ctx.options = (tuple(inputs[9:]) + ("tanh", None, None)[len(inputs) - 9:])  # no tangents
-        ctx.save_for_forward(*inputs[:7])  # (xp, h0, w_hh, w_int, b_int, w_out, b_out)
+        ctx.options = _options(inputs)[:3]  # no tangents
+        ctx.save_for_forward(*inputs[:7], _options(inputs)[3])  # (xp, h0, w_hh, w_int, b_int, w_out, b_out, decay)
 
     @staticmethod
     def jvp(ctx, *tangents):
         """Forward mode: the tangents of ``(hs, saved)`` from those of the seven tensor inputs, by the
         contract's forward-mode statement (:func:`diru_fast.scan.contract.scan_jvp`, plain PyTorch: the
         kernels have no tangent recurrence of their own; it recomputes the forward alongside)."""
-        return contract.scan_jvp(ctx.saved_tensors, tangents[:7], ctx.lengths, *ctx.options)
+        primals, decay = ctx.saved_tensors[:7], ctx.saved_tensors[7]
+        t_decay = tangents[12] if len(tangents) > 12 else None
+        return contract.scan_jvp(primals, tangents[:7], ctx.lengths, *ctx.options, decay, t_decay)
 
     @staticmethod
     def vmap(info, in_dims, xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, activation="tanh",
-             compartment_of=None, mask=None):
+             compartment_of=None, mask=None, decay=None):
         """The batching rule. A vmapped dimension on the data only (xp, h0, lengths, the dropout mask)
         folds into the kernel's batch rows: one kernel call on ``[T, V*B, ...]``. With batched weights
         (an ensemble of V models) the kernel runs once per member and the results are stacked."""
         size = info.batch_size
         args = (xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths)
         dims = tuple(in_dims[:8]) + (None,) * (8 - len(in_dims[:8]))
-        of_dim, mask_dim = (tuple(in_dims[10:12]) + (None, None))[:2]
+        of_dim, mask_dim, decay_dim = (tuple(in_dims[10:13]) + (None, None, None))[:3]
         if all(dim is None for dim in dims[2:7]) and of_dim is None:
             xp_rows = _fold(xp, dims[0], 1, size)  # [T, V*B, 3d+k]
             h0_rows = _fold(h0, dims[1], 0, size)  # [V*B, d]
             len_rows = None if lengths is None else _fold(lengths, dims[7], 0, size)  # [V*B]
             mask_rows = None if mask is None else _fold(mask, mask_dim, 1, size)  # [T, V*B, d]
+            decay_rows = None if decay is None else _fold(decay, decay_dim, 1, size)  # [T, V*B, d]
             hs, saved = TransformableScan.apply(xp_rows, h0_rows, w_hh, w_int, b_int, w_out, b_out, len_rows,
-                                                backend, activation, compartment_of, mask_rows)
+                                                backend, activation, compartment_of, mask_rows, decay_rows)
             steps, batch = hs.shape[0], hs.shape[1] // size
             return (hs.view(steps, size, batch, -1), saved.view(steps, size, batch, -1)), (1, 1)
 
@@ -238,7 +256,8 @@ class TransformableScan(Scan):
             return a if dim is None or a is None else a.select(dim, i).contiguous()
 
         outs = [TransformableScan.apply(*(member(a, dim, i) for a, dim in zip(args, dims)), backend, activation,
-                                        member(compartment_of, of_dim, i), member(mask, mask_dim, i))
+                                        member(compartment_of, of_dim, i), member(mask, mask_dim, i),
+                                        member(decay, decay_dim, i))
                 for i in range(size)]
         return (torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])), (0, 0)
 
@@ -253,16 +272,35 @@ def _fold(t: Tensor, dim: Optional[int], where: int, size: int) -> Tensor:
     return t.reshape(*t.shape[:where], -1, *t.shape[where + 2:]).contiguous()  # the kernels take contiguous
 
 
-def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, compartment_of=None, mask=None):
+def _options(inputs) -> tuple:
+    """``(activation, compartment_of, mask, decay)`` from :class:`Scan`'s inputs (defaults where absent)."""
+    return (tuple(inputs[9:]) + ("tanh", None, None, None)[len(inputs) - 9:])[:4]
+
+
+def decay_grad(step_grads, h0: Tensor, hs: Tensor, w_hh: Tensor) -> Tensor:
+    """``dL/ddecay [T, B, d]`` from scan_bwd's per-step gradients: ``(d_yp + d_p W_hh) * h_{t-1}``, one
+    GEMM over all T*B rows (:func:`diru_fast.scan.contract.decayed_states`; zero on padded steps)."""
+    d_p, _, d_yp, _ = step_grads
+    h_prev, _ = contract.decayed_states(h0, hs, None)
+    d_hd = torch.addmm(d_yp.reshape(-1, d_yp.shape[-1]), d_p.reshape(-1, d_p.shape[-1]), w_hh.to(d_p.dtype))
+    return d_hd.view_as(d_yp) * h_prev.to(d_hd.dtype)  # [T, B, d]
+
+
+def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, compartment_of=None, mask=None,
+                decay=None):
     """Gradients of (xp, h0, w_hh, w_int, b_int, w_out, b_out) from scan_bwd's per-step gradients:
-    one GEMM per weight over all T*B rows (differentiable, for the double-backward path)."""
+    one GEMM per weight over all T*B rows (differentiable, for the double-backward path). With time
+    decay the w_hh gradient is over the decayed states ``hd_t = decay_t * h_{t-1}``."""
     d_p, d_zp, d_yp, d_h0 = step_grads
     steps, batch, d = hs.shape
     rows = steps * batch
     width = d_p.shape[-1]  # 3d + k
     acc = d_p.dtype
     g_w_hh = g_w_int = g_b_int = g_w_out = g_b_out = None
-    if need[2]:  # w_hh: sum_t dP_t^T h_{t-1}
+    if need[2] and decay is not None:  # w_hh: sum_t dP_t^T hd_t
+        _, hd = contract.decayed_states(h0, hs, decay)
+        g_w_hh = (d_p.reshape(rows, width).t() @ hd.reshape(rows, d).to(acc)).to(w_hh.dtype)
+    elif need[2]:  # w_hh: sum_t dP_t^T h_{t-1}
         if torch.compiler.is_compiling():
             # one GEMM over [h0; hs][:T]: a view of the T - 1 later steps would make the graph's shape
             # checks tell T = 2 apart from other lengths (a second graph)
@@ -308,6 +346,7 @@ def scan(
     activation: str = "tanh",
     compartment_of: Optional[Tensor] = None,  # [d] int64: attention (xp [T, B, 3d+k], w_hh [3d+k, d])
     mask: Optional[Tensor] = None,  # [T, B, d] acc: compartment dropout
+    decay: Optional[Tensor] = None,  # [T, B, d] acc: time decay of the state before each step
 ) -> Tensor:  # hs: [T, B, d]
     """Run one layer's recurrence on ``backend`` (a kernel provider, "torch", or "reference" while
     tracing); differentiable to any order. The options are the contract's (the caller checked that
@@ -325,23 +364,26 @@ def scan(
     mode = _tracing.mode()
     if mode == "onnx":  # an ONNX model has no backward: tracing the loop's autograd would only cost time
         args = (t.detach() for t in (xp, h0, w_hh, w_int, b_int, w_out, b_out))
-        return loop.contract_scan(*args, lengths, activation, compartment_of, mask)
-    plain = activation == "tanh" and compartment_of is None and mask is None
+        return loop.contract_scan(*args, lengths, activation, compartment_of, mask,
+                                  None if decay is None else decay.detach())
+    plain = activation == "tanh" and compartment_of is None and mask is None and decay is None
     if backend in ("torch", "reference"):
         if mode == "eager":
             if plain:
                 return contract.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, False)[0]
             return contract.scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, False, activation,
-                                     compartment_of, mask)[0]
+                                     compartment_of, mask, decay)[0]
         backend = "torch"  # traced: the contract is the custom ops' kernel (_provider)
     args = (xp.contiguous(), h0.contiguous(), w_hh.contiguous(), w_int.contiguous(), b_int.contiguous(),
             w_out.contiguous(), b_out.contiguous(), lengths)
     # the options ride along only when on, so a plain call's graph and custom-op call are unchanged
     options = () if plain else (activation, compartment_of, None if mask is None else mask.contiguous())
+    if decay is not None:
+        options += (decay.contiguous(),)
     if mode == "jit":
         return torch.ops.diru_fast.scan_fwd(*args, backend, False, *options)[0]
     if mode == "eager" and _tracing.transforms_active():
         return TransformableScan.apply(*args, backend, *options)[0]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in args[:7]):
+    if torch.is_grad_enabled() and any(t.requires_grad for t in args[:7] + options[3:]):
         return Scan.apply(*args, backend, *options)[0]
     return kernel_fwd(*args, backend, False, *options)[0]  # inference: nothing saved for a backward

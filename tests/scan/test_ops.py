@@ -172,4 +172,8 @@ def test_eager_and_traced_runs_share_one_autograd_formula(backend, with_lengths,
     (hs_eager, g_eager), (hs_op, g_op) = results
     torch.testing.assert_close(hs_eager, hs_op, rtol=0, atol=0)
     for name, x, y in zip(names, g_eager, g_op):
-        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=lambda m: f"{name}: {m}")
+        # w_hh's gradient is one GEMM over [h0; hs] while tracing and h0's term plus a GEMM over hs
+        # in eager mode (ops.input_grads): the BLAS may round the two sums differently (seen on
+        # Intel AVX-512, not on AMD Zen 4), so it is compared to float64 rounding, the rest exactly
+        tol = {"rtol": 1e-13, "atol": 1e-15} if name == "w_hh" else {"rtol": 0, "atol": 0}
+        torch.testing.assert_close(x, y, **tol, msg=lambda m: f"{name}: {m}")
