@@ -94,6 +94,30 @@ def check_lengths(lengths: Union[Tensor, Sequence[int], None], steps: int, batch
     return lengths.to(device=device, dtype=torch.int64)
 
 
+def check_dt(dt: object, shape: Sequence[int], like: Tensor, live: Optional[Tensor] = None) -> Tensor:
+    """Validate time decay's ``dt`` (the time since each step's previous observation): a real tensor
+    of ``shape`` on ``like``'s device, finite and >= 0 where ``live`` (a bool mask of ``shape``, None:
+    everywhere; padded steps are not read). Returns it in ``like``'s floating dtype."""
+    if not isinstance(dt, Tensor):
+        raise InvalidInputTypeError(f"dt must be a torch.Tensor, got {type(dt).__name__}")
+    if dt.is_complex() or dt.dtype == torch.bool:
+        raise InvalidInputTypeError(f"dt must hold real numbers, got {dt.dtype}")
+    if tuple(dt.shape) != tuple(shape):
+        raise InvalidInputError(f"dt must have shape {tuple(shape)} (one gap per step and sequence), "
+                                f"got {tuple(dt.shape)}")
+    if dt.device != like.device:
+        raise InvalidInputError(f"dt is on {dt.device} but the input is on {like.device}")
+    dt = dt.to(like.dtype)
+    ok = torch.isfinite(dt) & (dt >= 0)
+    if live is not None:
+        ok = ok | ~live
+    if torch.compiler.is_compiling():  # reading the values would break the graph
+        torch._assert_async(ok.all(), "dt must be finite and >= 0")
+    elif dt.numel() and not bool(ok.all()):
+        raise InvalidInputError("dt must be finite and >= 0 (the time since the previous observation)")
+    return dt
+
+
 def check_finite(x: Tensor, name: str) -> None:
     if not bool(torch.isfinite(x).all()):
         raise InvalidInputError(f"{name} contains NaN or Inf (check_finite=True)")

@@ -34,6 +34,17 @@ plain cell):
   direction runs (for the reverse direction: counted from each sequence's last step). Every
   backend, "reference" included, applies the same mask, so one seed gives the same numbers on all.
 
+**Time decay** (irregular series, docs/THEORY.md): given a cell's ``decay_rate`` (lambda, ``[d]``),
+each step first decays the state with the time since the previous observation,
+``h <- exp(-softplus(lambda) * dt_t) * h``, and runs on the decayed state. ``dt`` is ``[T, B]`` for
+:func:`diru_scan`, ``[T, B]`` or ``[B, T]`` (``batch_first``) for :func:`diru`, ``[B]`` for
+:func:`diru_cell`; None means 1 everywhere; it must be finite and >= 0 (ValueError), and ``dt``
+without ``decay_rate`` is a ValueError. Padded steps do not decay the state (their ``dt`` is not
+read). The reverse direction of a bidirectional layer crosses the gap ``dt_{t+1}`` when it moves from
+step t+1 to step t, and does not decay its initial state. The factors ``[T, B, d]`` are formed once
+per layer and direction (:func:`diru_fast.scan.contract.decay_factor`); the kernels apply them inside
+each step.
+
 A compiled backend runs a call only if it fuses every option the call uses (its provider's
 ``OPTIONS``); else "auto" falls back to "torch" with one warning and an explicit backend raises
 (:func:`diru_fast.backends.resolve_backend`).
@@ -56,7 +67,7 @@ from .backends import get_provider, resolve_backend
 from .providers import options_in_use
 from .reference import check_options
 from .scan import ops
-from .scan.contract import acc_dtype
+from .scan.contract import acc_dtype, decay_factor
 from .scan.reference_scan import reference_scan
 from .weights import CellWeights, attention_rows
 
@@ -154,10 +165,13 @@ def diru_scan(
     compartment_dropout: float = 0.0,
     training: bool = False,
     compartment_of: Optional[Tensor] = None,
+    decay_rate: Optional[Tensor] = None,  # [d]: time decay's lambda
+    dt: Optional[Tensor] = None,  # [T, B]
 ) -> Tensor:  # hs: [T, B, d]; steps past a sequence's length repeat its last state
     """One layer and direction over a whole (time-major) sequence. ``num_compartments`` (default 1,
     or ``len(compartment_sizes)``) and the options: see the module docstring (``compartment_of``: a
-    precomputed ``[d]`` index of ``compartment_sizes``, e.g. a module's buffer)."""
+    precomputed ``[d]`` index of ``compartment_sizes``, e.g. a module's buffer; ``decay_rate`` and
+    ``dt``: time decay)."""
     _tracing.check_exportable()
     x = v.check_input(x, "x", (3,))
     v.check_feature_size(x, "x", weights.input_size)
@@ -170,11 +184,54 @@ def diru_scan(
     lengths = v.check_lengths(lengths, steps, batch, x.device)
     opts = _check_options(weights, num_compartments, compartment_sizes, activation, compartment_dropout, training,
                           compartment_of)
-    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype, opts.used(x))
+    dt = _check_decay(decay_rate, dt, (steps, batch), weights, lengths)
+    resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype, _used(opts, x, decay_rate))
     if lengths is not None:
         x = x.masked_fill(_padding(lengths, steps).unsqueeze(2), 0.0)
     mask = _mask(opts, x, d)
-    return _run_layer(x, weights, h0, lengths, opts, resolved, mask)
+    return _run_layer(x, weights, h0, lengths, opts, resolved, mask, decay_rate, dt)
+
+
+def _used(opts: _Options, like: Tensor, decay_rate: Optional[Tensor]):
+    """The options a call needs from a backend, time decay included."""
+    used = opts.used(like)
+    return used | {"time_decay"} if decay_rate is not None else used
+
+
+def _check_decay(decay_rate: Optional[Tensor], dt: Optional[Tensor], shape: Tuple[int, ...], w: CellWeights,
+                 lengths: Optional[Tensor]) -> Optional[Tensor]:
+    """Validate time decay's arguments; return ``dt`` (``shape``, the weights' dtype, 0 on padded
+    steps) or None (``dt`` None: 1 everywhere, formed by :func:`_direction_dt`)."""
+    if decay_rate is None:
+        if dt is not None:
+            raise v.InvalidInputError("dt was given but time decay is off (construct the module with "
+                                      "time_decay=True, or pass decay_rate)")
+        return None
+    d = w.hidden_size
+    if not isinstance(decay_rate, Tensor) or tuple(decay_rate.shape) != (d,):
+        got = tuple(decay_rate.shape) if isinstance(decay_rate, Tensor) else type(decay_rate).__name__
+        raise v.InvalidInputError(f"decay_rate must be a tensor of shape ({d},), got {got}")
+    v.check_matches_params(decay_rate, "decay_rate", w.w_hh)
+    if dt is None:
+        return None
+    live = None if lengths is None else ~_padding(lengths, shape[0]) if len(shape) == 2 else None
+    dt = v.check_dt(dt, shape, w.w_hh, live)
+    return dt if live is None else dt.masked_fill(~live, 0.0)
+
+
+def _direction_dt(dt: Optional[Tensor], steps: int, batch: int, lengths: Optional[Tensor], like: Tensor,
+                  reverse: bool = False) -> Tensor:
+    """The gap each step of one direction decays by, ``[T, B]`` in that direction's step order (0 on
+    padded steps; ``dt`` None: 1). The reverse direction moves from step t+1 to step t, so it crosses
+    ``dt_{t+1}`` there, and nothing at its first step (each sequence's last: ``dt_L`` is padding or
+    past the end)."""
+    if dt is None:
+        dt = like.new_ones(steps, batch)
+        if lengths is not None:
+            dt = dt.masked_fill(_padding(lengths, steps), 0.0)
+    if reverse:
+        dt = _reverse(torch.cat([dt[1:], dt.new_zeros(1, batch)]).unsqueeze(2), lengths).squeeze(2)
+    return dt
 
 
 def _mask(opts: _Options, x: Tensor, d: int) -> Optional[Tensor]:
@@ -189,19 +246,34 @@ def _padding(lengths: Tensor, steps: int) -> Tensor:  # [T, B] bool, True on pad
 
 
 def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optional[Tensor],
-               opts: _Options, backend: str, mask: Optional[Tensor] = None) -> Tensor:
-    # x: [T, B, n] (padded steps already zero), mask: [T, B, d] or None -> hs: [T, B, d]
+               opts: _Options, backend: str, mask: Optional[Tensor] = None, decay_rate: Optional[Tensor] = None,
+               dt: Optional[Tensor] = None, reverse: bool = False) -> Tensor:
+    # x: [T, B, n] (padded steps already zero), mask: [T, B, d] or None, decay_rate: [d] or None,
+    # dt: [T, B] (0 on padded steps) or None -> hs: [T, B, d]
     batch, d = x.shape[1], w.hidden_size
+    decay = None
+    if decay_rate is not None:
+        dt = _direction_dt(dt, x.shape[0], batch, lengths, decay_rate, reverse)  # [T, B]
+        acc = acc_dtype(x.dtype)
+        decay = decay_factor(decay_rate.to(acc), dt.to(acc))  # [T, B, d]
+        if x.shape[0] == 1:  # one step (every row live): decay the state, then the plain step
+            if h0 is not None:
+                h0 = (h0 * decay[0]).to(h0.dtype)
+            decay = None
+        elif backend == "reference" and _tracing.mode() == "eager":
+            # the reference cell forms the factors itself, from its own statement of the decay
+            return reference_scan(x, w, h0 if h0 is not None else x.new_zeros(batch, d), lengths, opts.sizes,
+                                  opts.activation, mask, decay_rate, dt)
     plain = opts.activation == "tanh" and opts.compartment_of is None
     # the kernels' own inference paths take the options as keywords, passed only when one is on
     kw = {} if plain else {"activation": opts.activation, "compartment_of": opts.compartment_of}
-    if x.shape[0] == 1 and lengths is None and mask is None:  # one step, e.g. streaming: the fused step if any
+    if x.shape[0] == 1 and lengths is None and mask is None and decay is None:  # one step, e.g. streaming
         step = _fused_step(backend, x[0], w, h0)
         if step is not None:
             return step(x[0], h0, w.w_ih, w.b_ih, w.w_hh, w.w_int, w.b_int, w.w_out, w.b_out, **kw).unsqueeze(0)
     if h0 is None:
         h0 = x.new_zeros(batch, d)
-    projecting = None if mask is not None else _fused_step(backend, x, w, h0, "scan_fwd_x")
+    projecting = None if mask is not None or decay is not None else _fused_step(backend, x, w, h0, "scan_fwd_x")
     if projecting is not None:  # inference on a kernel that projects each step's input itself
         b_int = w.b_int if w.b_int is not None else w.w_int.new_zeros(d)
         b_out = w.b_out if w.b_out is not None else w.w_out.new_zeros(d)
@@ -220,10 +292,10 @@ def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optiona
         xp = xp.to(w.w_hh.dtype)
     b_int = w.b_int if w.b_int is not None else w.w_int.new_zeros(d)
     b_out = w.b_out if w.b_out is not None else w.w_out.new_zeros(d)
-    if plain and mask is None:
+    if plain and mask is None and decay is None:
         return ops.scan(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, backend)
     return ops.scan(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, backend, opts.activation,
-                    opts.compartment_of, mask)
+                    opts.compartment_of, mask, decay)
 
 
 def _reverse(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
@@ -253,6 +325,8 @@ def diru(
     compartment_sizes: Optional[Sequence[int]] = None,
     compartment_dropout: float = 0.0,
     compartment_of: Optional[Tensor] = None,
+    decay_rates: Optional[Sequence[Sequence[Tensor]]] = None,
+    dt: Union[Tensor, PackedSequence, None] = None,
 ) -> Tuple[Union[Tensor, PackedSequence], Tensor]:
     """A multi-layer (optionally bidirectional) DIRU over a sequence, ``torch.nn.GRU``-style.
 
@@ -272,6 +346,9 @@ def diru(
         num_compartments, activation, compartment_sizes, compartment_dropout, compartment_of:
             the options, see the module docstring (the same for every layer; compartment dropout
             acts when ``training``).
+        decay_rates: time decay: ``decay_rates[layer][direction]`` (lambda ``[d]``), or None (off).
+        dt: the time since each step's previous observation, ``[T, B]`` (``[B, T]`` if
+            ``batch_first``; ``[T]`` unbatched; a PackedSequence packed like ``input``); None: 1.
 
     Returns:
         ``(output, h_n)``: output ``[T, B, directions * d]`` (batch-first / unbatched /
@@ -293,15 +370,26 @@ def diru(
         if lengths is not None:
             raise v.InvalidInputError("pass either a PackedSequence or lengths, not both")
         x, lengths = pad_packed_sequence(input)  # [T, B, n] in the caller's batch order
+        if dt is not None:
+            if not isinstance(dt, PackedSequence) or not torch.equal(dt.batch_sizes, input.batch_sizes):
+                raise v.InvalidInputError("with a PackedSequence input, dt must be a PackedSequence packed the "
+                                          "same way (the same lengths and order)")
+            dt = pad_packed_sequence(dt)[0]  # [T, B]
     else:
+        if isinstance(dt, PackedSequence):
+            raise v.InvalidInputError("dt is a PackedSequence but the input is not")
         x = v.check_input(input, "input", (2, 3))
         unbatched = x.dim() == 2
         if unbatched:
             if lengths is not None:
                 raise v.InvalidInputError("lengths needs batched input (an unbatched sequence has one length)")
             x = x.unsqueeze(1)
+            if isinstance(dt, Tensor) and dt.dim() == 1:
+                dt = dt.unsqueeze(1)  # [T] -> [T, 1]
         elif batch_first:
             x = x.transpose(0, 1)
+            if isinstance(dt, Tensor) and dt.dim() == 2:
+                dt = dt.transpose(0, 1)  # [B, T] -> [T, B]
     v.check_feature_size(x, "input", first.input_size)
     v.check_matches_params(x, "input", first.w_hh)
     steps, batch, _ = x.shape
@@ -319,6 +407,22 @@ def diru(
     opts = [[_check_options(w, num_compartments, compartment_sizes, activation, compartment_dropout, training,
                             compartment_of) for w in layer_weights] for layer_weights in weights]
     used = frozenset().union(*(o.used(x) for per_layer in opts for o in per_layer))
+    if decay_rates is not None:
+        if len(decay_rates) != num_layers or any(len(r) != directions for r in decay_rates):
+            raise ValueError("decay_rates must hold one tensor per layer and direction, like weights")
+        for layer_weights, layer_rates in zip(weights, decay_rates):
+            for w, rate in zip(layer_weights, layer_rates):
+                _check_decay(rate, None, (steps, batch), w, lengths)
+        try:
+            dt = _check_decay(decay_rates[0][0], dt, (steps, batch), first, lengths)
+        except v.InvalidInputError as exc:
+            if batch_first and not unbatched and "shape" in str(exc):
+                raise v.InvalidInputError(f"dt must have shape {(batch, steps)} (batch_first: one gap per "
+                                          f"sequence and step), got {tuple(dt.transpose(0, 1).shape)}") from None
+            raise
+        used = used | {"time_decay"}
+    else:
+        _check_decay(None, dt, (steps, batch), first, lengths)
     resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype, used)
 
     pad = None if lengths is None else _padding(lengths, steps).unsqueeze(2)  # [T, B, 1]
@@ -332,7 +436,8 @@ def diru(
             xin = x if direction == 0 else _reverse(x, lengths)
             o = opts[layer][direction]
             mask = _mask(o, xin, w.hidden_size)  # [T, B, d] or None; drawn in layer, direction order
-            hs = _run_layer(xin, w, state, lengths, o, resolved, mask)  # [T, B, d]
+            rate = None if decay_rates is None else decay_rates[layer][direction]
+            hs = _run_layer(xin, w, state, lengths, o, resolved, mask, rate, dt, reverse=direction == 1)  # [T, B, d]
             h_n.append(hs[-1])  # padded steps repeat the state: the last row is h at its own end
             outputs.append(hs if direction == 0 else _reverse(hs, lengths))
         x = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
@@ -373,9 +478,12 @@ def diru_cell(
     compartment_dropout: float = 0.0,
     training: bool = False,
     compartment_of: Optional[Tensor] = None,
+    decay_rate: Optional[Tensor] = None,  # [d]: time decay's lambda
+    dt: Optional[Tensor] = None,  # [B] or [] (unbatched); None: 1
 ) -> Tensor:  # h': [B, d] or [d]
     """One DIRU step, ``torch.nn.GRUCell``-style (the options: see the module docstring; the
-    dropout mask is ``[1, B, d]``, one step's)."""
+    dropout mask is ``[1, B, d]``, one step's). With time decay the state ``hx`` first decays by
+    ``exp(-softplus(decay_rate) * dt)``; the step then runs on any backend as the plain step."""
     _tracing.check_exportable()
     x = v.check_input(input, "input", (1, 2))
     v.check_feature_size(x, "input", weights.input_size)
@@ -391,6 +499,12 @@ def diru_cell(
         hx = hx.unsqueeze(0) if unbatched else hx
     opts = _check_options(weights, num_compartments, compartment_sizes, activation, compartment_dropout, training,
                           compartment_of)
+    if unbatched and isinstance(dt, Tensor) and dt.dim() == 0:
+        dt = dt.unsqueeze(0)  # [] -> [1]
+    dt = _check_decay(decay_rate, dt, (batch,), weights, None)
+    if decay_rate is not None and hx is not None:  # [B, d]: the decayed state the step reads
+        gap = dt if dt is not None else hx.new_ones(batch, dtype=decay_rate.dtype)
+        hx = (hx * decay_factor(decay_rate, gap)).to(hx.dtype)
     resolved = "torch" if batch == 0 else resolve_backend(backend, x.device, x.dtype, opts.used(x))
     mask = _mask(opts, x.unsqueeze(0), weights.hidden_size)  # [1, B, d] or None
     plain = opts.activation == "tanh" and opts.compartment_of is None

@@ -14,7 +14,9 @@ numbers, parameters and checkpoint keys): ``activation="tanh" | "relu"``; ``comp
 ..., m_{k-1}]`` (unequal compartments summing to ``hidden_size``; fixes ``num_compartments``);
 ``compartment_attention=True`` (k more rows in ``weight_ih``, ``weight_hh``, ``bias_ih`` of every
 cell; prototype keys ``compartment_attention.{weight,bias}``; the non-persistent buffer
-``compartment_of [d]`` indexes each unit's compartment); ``compartment_dropout=p`` (training only).
+``compartment_of [d]`` indexes each unit's compartment); ``compartment_dropout=p`` (training only);
+``time_decay=True`` (irregular series: a parameter ``decay_rate [d]`` per cell, prototype key
+``decay_rate``, and a ``dt=`` argument of ``forward``; see :mod:`diru_fast.functional`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from . import reference
 from .backends import check_backend_name
 from .functional import Lengths
 from .state_dict import PrototypeKeys, cell_keys, install_prototype_loading, install_prototype_writing
-from .weights import ROLES, CellWeights, fused_shapes, init_prototype_
+from .weights import ROLES, CellWeights, fused_shapes, init_decay_rate_, init_prototype_
 
 __all__ = ["DIRUCell", "DIRULayer", "DIRU"]
 
@@ -70,9 +72,10 @@ def _cell_weights(module: nn.Module, names: Tuple[Optional[str], ...]) -> CellWe
 
 def _setup_options(module: nn.Module, input_size: int, hidden_size: int, num_compartments: Optional[int],
                    compartment_sizes: Optional[Sequence[int]], activation: str, compartment_attention: bool,
-                   compartment_dropout: float, device) -> Tuple[int, ...]:
+                   compartment_dropout: float, device, time_decay: bool = False) -> Tuple[int, ...]:
     """Validate and store a module's options; return its compartment sizes."""
     reference.check_sizes(input_size, hidden_size, 1)
+    module.time_decay = v.check_bool("time_decay", time_decay)
     sizes = reference.check_options(hidden_size, num_compartments, compartment_sizes, activation,
                                     compartment_dropout, compartment_attention)
     module.num_compartments = len(sizes)
@@ -108,6 +111,14 @@ def _option_kwargs(module: nn.Module) -> Dict[str, object]:
     return kw
 
 
+def _register_decay_rate(module: nn.Module, name: str, hidden_size: int, factory: Dict[str, object]) -> Optional[str]:
+    """With time decay, register the cell's ``decay_rate [d]`` as ``name``; return the name (else None)."""
+    if not module.time_decay:
+        return None
+    module.register_parameter(name, nn.Parameter(torch.empty(hidden_size, **factory)))
+    return name
+
+
 def _options_repr(module: nn.Module) -> str:
     s = ""
     if module.activation != "tanh":
@@ -118,6 +129,8 @@ def _options_repr(module: nn.Module) -> str:
         s += ", compartment_attention=True"
     if module.compartment_dropout:
         s += f", compartment_dropout={module.compartment_dropout}"
+    if module.time_decay:
+        s += ", time_decay=True"
     return s
 
 
@@ -128,8 +141,9 @@ class DIRUCell(nn.Module):
 
     Parameters (fused layout, :mod:`diru_fast.weights`): ``weight_ih [3d, n]``, ``weight_hh [3d, d]``,
     ``weight_int [d, d]``, ``weight_out [d, d]`` and, with ``bias``, ``bias_ih [3d]``, ``bias_int [d]``,
-    ``bias_out [d]``. ``load_state_dict`` also reads the prototype's cell keys
-    (``compartments.{c}.W_x.weight``, ...).
+    ``bias_out [d]``; with ``time_decay``, ``decay_rate [d]`` and ``forward(input, hx, dt=None)``
+    (``dt [B]`` or a scalar unbatched: the time since the previous step; None: 1). ``load_state_dict``
+    also reads the prototype's cell keys (``compartments.{c}.W_x.weight``, ...).
     """
 
     __prepare_scriptable__ = _tracing.refuse_script  # see DIRULayer
@@ -137,10 +151,10 @@ class DIRUCell(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None, *,
                  num_compartments: Optional[int] = None, backend: str = "auto", activation: str = "tanh",
                  compartment_sizes: Optional[Sequence[int]] = None, compartment_attention: bool = False,
-                 compartment_dropout: float = 0.0):
+                 compartment_dropout: float = 0.0, time_decay: bool = False):
         super().__init__()
         sizes = _setup_options(self, input_size, hidden_size, num_compartments, compartment_sizes, activation,
-                               compartment_attention, compartment_dropout, device)
+                               compartment_attention, compartment_dropout, device, time_decay)
         self.compartment_size = sizes[0] if len(set(sizes)) == 1 else None  # None: unequal sizes
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -148,6 +162,9 @@ class DIRUCell(nn.Module):
         self.backend = check_backend_name(backend)
         self._names = _register_cell(self, "", input_size, hidden_size, bias, {"device": device, "dtype": dtype},
                                      none_for_no_bias=True, attention=len(sizes) if compartment_attention else 0)
+        self._decay_name = _register_decay_rate(self, "decay_rate", hidden_size, {"device": device, "dtype": dtype})
+        if self._decay_name is None:
+            self.register_parameter("decay_rate", None)
         self.reset_parameters()
         install_prototype_loading(self)
 
@@ -155,6 +172,8 @@ class DIRUCell(nn.Module):
         """Draw the parameters as the prototype's cell does (same numbers after the same seed)."""
         _refill_compartment_index(self)
         init_prototype_(self.cell_weights(), self.compartment_sizes)
+        if self.decay_rate is not None:
+            init_decay_rate_(self.decay_rate)
 
     def cell_weights(self) -> CellWeights:
         """The tensors the forward uses, in the fused layout."""
@@ -162,11 +181,13 @@ class DIRUCell(nn.Module):
 
     def _prototype_cells(self) -> List[PrototypeKeys]:
         return [cell_keys("", "", self.input_size, self.hidden_size, self.compartment_sizes, self.bias,
-                          self.compartment_attention)]
+                          self.compartment_attention, self.time_decay)]
 
-    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        return Fd.diru_cell(input, self.cell_weights(), hx, backend=self.backend, training=self.training,
-                            **_option_kwargs(self))
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None, dt: Optional[Tensor] = None) -> Tensor:
+        kw = _option_kwargs(self)
+        if self.time_decay:
+            kw["decay_rate"] = _read(self, self._decay_name)
+        return Fd.diru_cell(input, self.cell_weights(), hx, backend=self.backend, training=self.training, dt=dt, **kw)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -190,18 +211,20 @@ class DIRULayer(nn.Module):
     names them plus DIRU's own somatic integration and output projection: ``weight_ih_l{k}``,
     ``weight_hh_l{k}``, ``weight_int_l{k}``, ``weight_out_l{k}``, ``bias_ih_l{k}``, ``bias_int_l{k}``,
     ``bias_out_l{k}`` (see :mod:`diru_fast.weights`); ``all_weights`` and ``_flat_weights_names`` list
-    them. ``load_state_dict`` also reads the prototype-style keys of release 0.1
-    (``cells.{k}.compartments.{c}.W_x.weight``, ..., ``cells_reverse.{k}....``).
+    them. With ``time_decay``: ``decay_rate_l{k}`` (``_reverse``) ``[d]`` per cell, and
+    ``forward(..., dt=None)`` takes the time since each step's previous observation, ``[T, B]``
+    (``[B, T]`` if ``batch_first``; None: 1). ``load_state_dict`` also reads the prototype-style keys of
+    release 0.1 (``cells.{k}.compartments.{c}.W_x.weight``, ..., ``cells_reverse.{k}....``).
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, num_compartments: Optional[int] = None, backend: str = "auto",
                  check_finite: bool = False, activation: str = "tanh", compartment_sizes: Optional[Sequence[int]] = None,
-                 compartment_attention: bool = False, compartment_dropout: float = 0.0):
+                 compartment_attention: bool = False, compartment_dropout: float = 0.0, time_decay: bool = False):
         super().__init__()
         sizes = _setup_options(self, input_size, hidden_size, num_compartments, compartment_sizes, activation,
-                               compartment_attention, compartment_dropout, device)
+                               compartment_attention, compartment_dropout, device, time_decay)
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = v.check_int("num_layers", num_layers)
@@ -219,6 +242,7 @@ class DIRULayer(nn.Module):
         self._names: List[List[Tuple[Optional[str], ...]]] = []  # [layer][direction], ROLES order
         self._flat_weights_names: List[str] = []
         self._all_weights: List[List[str]] = []
+        self._decay_names: List[List[Optional[str]]] = []  # [layer][direction]
         for layer in range(num_layers):
             n = input_size if layer == 0 else hidden_size * directions
             per_layer = []
@@ -230,6 +254,8 @@ class DIRULayer(nn.Module):
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
             self._names.append(per_layer)
+            self._decay_names.append([_register_decay_rate(self, f"decay_rate_l{layer}" + ("_reverse" if direction else ""),
+                                                           hidden_size, factory) for direction in range(directions)])
         self.reset_parameters()
         install_prototype_loading(self)
 
@@ -244,6 +270,8 @@ class DIRULayer(nn.Module):
         for direction in range(self.num_directions):
             for layer in range(self.num_layers):
                 init_prototype_(self.cell_weights(layer, direction), self.compartment_sizes)
+        for name in (n for per_layer in self._decay_names for n in per_layer if n is not None):
+            init_decay_rate_(getattr(self, name))
 
     def cell_weights(self, layer: int = 0, direction: int = 0) -> CellWeights:
         """The tensors the forward uses for one layer and direction, in the fused layout."""
@@ -269,12 +297,13 @@ class DIRULayer(nn.Module):
             for direction, (src, suffix) in enumerate((("cells", ""), ("cells_reverse", "_reverse"))):
                 if direction < self.num_directions:
                     cells.append(cell_keys(f"{src}.{layer}.", f"_l{layer}{suffix}", n, self.hidden_size,
-                                           self.compartment_sizes, self.bias, self.compartment_attention))
+                                           self.compartment_sizes, self.bias, self.compartment_attention,
+                                           self.time_decay))
         return cells
 
     def forward(self, input: Union[Tensor, PackedSequence], hx: Optional[Tensor] = None,
-                lengths: Lengths = None, *, h0: Optional[Tensor] = None
-                ) -> Tuple[Union[Tensor, PackedSequence], Tensor]:
+                lengths: Lengths = None, *, h0: Optional[Tensor] = None,
+                dt: Union[Tensor, PackedSequence, None] = None) -> Tuple[Union[Tensor, PackedSequence], Tensor]:
         if h0 is not None:
             warnings.warn("DIRULayer(..., h0=...) is deprecated: pass the initial state as hx, as for nn.GRU",
                           FutureWarning, stacklevel=2)
@@ -282,9 +311,11 @@ class DIRULayer(nn.Module):
                 raise v.InvalidInputError("pass the initial state once: hx or h0, not both")
             hx = h0
         weights = [[_cell_weights(self, names) for names in per_layer] for per_layer in self._names]
+        kw = _option_kwargs(self)
+        if self.time_decay:
+            kw["decay_rates"] = [[_read(self, name) for name in per_layer] for per_layer in self._decay_names]
         return Fd.diru(input, weights, hx, lengths, batch_first=self.batch_first, dropout=self.dropout,
-                       training=self.training, backend=self.backend, check_finite=self.check_finite,
-                       **_option_kwargs(self))
+                       training=self.training, backend=self.backend, check_finite=self.check_finite, dt=dt, **kw)
 
     # torch.jit.script cannot compile the forward; it asks this first and gets the supported paths
     __prepare_scriptable__ = _tracing.refuse_script
@@ -309,7 +340,9 @@ class DIRU(nn.Module):
 
     ``model(x)`` with ``x: [B, T, n]`` returns ``[B, output_size]`` from the last layer's
     last state, or ``[B, T, output_size]`` with ``return_sequences=True`` (constructor
-    default, overridable per call). ``lengths`` takes each sequence's own last state.
+    default, overridable per call). ``lengths`` takes each sequence's own last state. With
+    ``time_decay=True``, ``model(x, dt=dt)`` takes ``dt: [B, T]``, the time since each step's previous
+    observation (None: 1); each cell's ``decay_rate`` is saved as ``cells.{l}.decay_rate``.
 
     Submodules: ``rnn`` (a batch-first :class:`DIRULayer`) and ``fc_out``. ``state_dict()`` writes the
     prototype's keys (``cells.{l}.compartments.{c}.W_x.weight``, ..., ``fc_out.{weight,bias}``), so
@@ -321,7 +354,7 @@ class DIRU(nn.Module):
                  num_layers: int = 1, return_sequences: bool = False, *, backend: str = "auto",
                  check_finite: bool = False, device=None, dtype=None, activation: str = "tanh",
                  compartment_sizes: Optional[Sequence[int]] = None, compartment_attention: bool = False,
-                 compartment_dropout: float = 0.0):
+                 compartment_dropout: float = 0.0, time_decay: bool = False):
         super().__init__()
         v.check_int("output_size", output_size)
         self.input_size = input_size
@@ -332,7 +365,8 @@ class DIRU(nn.Module):
         self.rnn = DIRULayer(input_size, hidden_size, num_layers, batch_first=True, device=device, dtype=dtype,
                              num_compartments=num_compartments, backend=backend, check_finite=check_finite,
                              activation=activation, compartment_sizes=compartment_sizes,
-                             compartment_attention=compartment_attention, compartment_dropout=compartment_dropout)
+                             compartment_attention=compartment_attention, compartment_dropout=compartment_dropout,
+                             time_decay=time_decay)
         self.num_compartments = self.rnn.num_compartments
         self.fc_out = nn.Linear(hidden_size, output_size, device=device, dtype=dtype)
         install_prototype_loading(self)
@@ -358,15 +392,18 @@ class DIRU(nn.Module):
         cells = []
         for layer in range(self.num_layers):
             keys = cell_keys(f"cells.{layer}.", f"_l{layer}", self.input_size if layer == 0 else self.hidden_size,
-                             self.hidden_size, self.rnn.compartment_sizes, True, self.rnn.compartment_attention)
+                             self.hidden_size, self.rnn.compartment_sizes, True, self.rnn.compartment_attention,
+                             self.rnn.time_decay)
             cells.append(keys._replace(dst={role: "rnn." + name for role, name in keys.dst.items()}))
         return cells
 
-    def forward(self, x: Tensor, lengths: Lengths = None, return_sequences: Optional[bool] = None) -> Tensor:
+    def forward(self, x: Tensor, lengths: Lengths = None, return_sequences: Optional[bool] = None,
+                dt: Optional[Tensor] = None) -> Tensor:
+        # x: [B, T, n], dt: [B, T] or None -> [B, output_size] (or [B, T, output_size])
         if not isinstance(x, Tensor) or x.dim() != 3:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise v.InvalidInputError(f"DIRU expects x of shape (batch, seq, input_size), got {shape}")
-        output, h_n = self.rnn(x, lengths=lengths)
+        output, h_n = self.rnn(x, lengths=lengths, dt=dt)
         if self.return_sequences if return_sequences is None else return_sequences:
             return self.fc_out(output)  # [B, T, output_size]
         return self.fc_out(h_n[-1])  # [B, output_size]

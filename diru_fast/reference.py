@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .baselines import LSTMModel  # the prototype's baseline; defined with the other baselines
+from .weights import init_decay_rate_
 
 __all__ = ["DendriteCompartment", "DIRUCell", "DIRU", "LSTMModel", "check_sizes", "check_options"]
 
@@ -133,15 +134,21 @@ class DIRUCell(nn.Module):
     r   = sigmoid(W_G [x; h] + b_G)
     h'  = tanh(W_O (z * r) + b_O + h)
 
-    ``forward(x, h, mask=None)``: ``mask [B, d]`` (values 0 or 1/(1-p)), when given, is the dropout
-    applied instead of drawing one (the "reference" backend passes the mask the fast paths use).
+    ``forward(x, h, mask=None, dt=None)``: ``mask [B, d]`` (values 0 or 1/(1-p)), when given, is the
+    dropout applied instead of drawing one (the "reference" backend passes the mask the fast paths use).
+
+    With ``time_decay=True`` (irregular series, docs/THEORY.md) the state first decays with the time
+    ``dt [B]`` (None: 1) since the previous observation, ``h <- exp(-softplus(decay_rate) * dt) * h``,
+    and the step above runs on the decayed state; ``decay_rate [d]`` is the cell's parameter.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_compartments: Optional[int] = None, bias: bool = True,
                  *, activation: str = "tanh", compartment_sizes: Optional[Sequence[int]] = None,
-                 compartment_attention: bool = False, compartment_dropout: float = 0.0):
+                 compartment_attention: bool = False, compartment_dropout: float = 0.0, time_decay: bool = False):
         super().__init__()
         check_sizes(input_size, hidden_size, 1)
+        if not isinstance(time_decay, bool):
+            raise TypeError(f"time_decay must be a bool, got {type(time_decay).__name__}")
         sizes = check_options(hidden_size, num_compartments, compartment_sizes, activation, compartment_dropout,
                               compartment_attention)
         self.input_size = input_size
@@ -161,9 +168,21 @@ class DIRUCell(nn.Module):
         else:
             self.compartment_attention = None
         self.dropout = nn.Dropout(compartment_dropout)
+        self.time_decay = time_decay
+        if time_decay:  # drawn without the RNG: the other parameters keep their draws
+            self.decay_rate = nn.Parameter(torch.empty(hidden_size))
+            init_decay_rate_(self.decay_rate)
+        else:
+            self.register_parameter("decay_rate", None)
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        # x: [B, n], h: [B, d], mask: [B, d] or None -> h': [B, d]
+    def forward(self, x: torch.Tensor, h: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                dt: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # x: [B, n], h: [B, d], mask: [B, d] or None, dt: [B] or None -> h': [B, d]
+        if self.decay_rate is not None:
+            gap = torch.ones_like(h[:, :1]) if dt is None else dt.to(h.dtype).unsqueeze(-1)  # [B, 1]
+            h = torch.exp(-torch.nn.functional.softplus(self.decay_rate) * gap) * h
+        elif dt is not None:
+            raise ValueError("dt was given to a cell without time_decay (construct it with time_decay=True)")
         outputs = [compartment(x, h) for compartment in self.compartments]  # k x [B, m_c]
         if self.compartment_attention is not None:
             k = len(outputs)
@@ -199,10 +218,12 @@ class DIRU(nn.Module):
         compartment_sizes: Optional[Sequence[int]] = None,
         compartment_attention: bool = False,
         compartment_dropout: float = 0.0,
+        time_decay: bool = False,
     ):
         super().__init__()
         options = dict(activation=activation, compartment_sizes=compartment_sizes,
-                       compartment_attention=compartment_attention, compartment_dropout=compartment_dropout)
+                       compartment_attention=compartment_attention, compartment_dropout=compartment_dropout,
+                       time_decay=time_decay)
         check_sizes(input_size, hidden_size, 1)
         check_options(hidden_size, num_compartments, compartment_sizes, activation, compartment_dropout,
                       compartment_attention)
@@ -219,7 +240,9 @@ class DIRU(nn.Module):
         )
         self.fc_out = nn.Linear(hidden_size, output_size)
 
-    def forward(self, x: torch.Tensor, return_sequences: bool | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_sequences: bool | None = None,
+                dt: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # x: [B, T, n], dt: [B, T] (time decay: the gap before each observation) or None
         if x.dim() != 3:
             raise ValueError(f"DIRU expects x of shape (batch, seq, input), got {tuple(x.shape)}")
         batch, steps, _ = x.shape
@@ -228,7 +251,7 @@ class DIRU(nn.Module):
         for t in range(steps):
             inp = x[:, t]
             for layer, cell in enumerate(self.cells):
-                h[layer] = cell(inp, h[layer])
+                h[layer] = cell(inp, h[layer]) if dt is None else cell(inp, h[layer], dt=dt[:, t])
                 inp = h[layer]
             outputs.append(inp)
         if self.return_sequences if return_sequences is None else return_sequences:

@@ -66,9 +66,16 @@ def _convert_cell(state_dict: Dict[str, Tensor], prefix: str, cell: PrototypeKey
         elif tuple(value.shape) != shape:
             error_msgs.append(_size_mismatch(src + key, value.shape, shape))
             complete = False
+    decay_key = dst.pop("decay_rate", None)  # time decay: the prototype-style key {src}decay_rate
+    if decay_key is not None:
+        if src + "decay_rate" in state_dict:
+            state_dict[decay_key] = state_dict.pop(src + "decay_rate")
+        else:
+            missing_keys.append(src + "decay_rate")
+            complete = False
     tensors = {key: state_dict.pop(src + key) for key in present}
     if not complete:
-        return list(dst.values())
+        return list(dst.values()) + ([] if decay_key is None else [decay_key])
     fused = from_prototype(tensors, cell.input_size, cell.compartment_sizes, cell.bias)
     for role, value in zip(ROLES, fused):
         if value is not None:
@@ -121,7 +128,10 @@ def write_prototype_keys(state_dict: Dict[str, Tensor], prefix: str, cells: Sequ
             continue
         keep_vars = isinstance(state_dict[keys["weight_hh"]], nn.Parameter)
         fused = CellWeights(*(state_dict.pop(keys[role]) if role in keys else None for role in ROLES))
-        for key, value in to_prototype(fused, cell.compartment_sizes).items():
+        converted = to_prototype(fused, cell.compartment_sizes)
+        if "decay_rate" in keys:
+            converted["decay_rate"] = state_dict.pop(keys["decay_rate"])
+        for key, value in converted.items():
             rest[prefix + cell.src + key] = value if keep_vars else value.detach().clone()
     others = {key: state_dict.pop(key) for key in list(state_dict) if key.startswith(prefix)}
     state_dict.update(rest)  # the prototype's order: its cells, then the rest (its head)
@@ -129,9 +139,12 @@ def write_prototype_keys(state_dict: Dict[str, Tensor], prefix: str, cells: Sequ
 
 
 def cell_keys(prefix_src: str, suffix: str, input_size: int, hidden_size: int, compartment_sizes: Sequence[int],
-              bias: bool, attention: bool = False) -> PrototypeKeys:
+              bias: bool, attention: bool = False, time_decay: bool = False) -> PrototypeKeys:
     """A cell whose fused parameters are named ``{role}{suffix}`` and whose prototype keys start with
-    ``prefix_src`` (``attention``: with the ``compartment_attention`` keys)."""
+    ``prefix_src`` (``attention``: with the ``compartment_attention`` keys; ``time_decay``: with the
+    parameter ``decay_rate{suffix}``, key ``decay_rate``)."""
     roles = ROLES if bias else tuple(r for r in ROLES if not r.startswith("bias"))
-    return PrototypeKeys(prefix_src, {role: role + suffix for role in roles}, input_size, hidden_size,
-                         tuple(compartment_sizes), bias, attention)
+    dst = {role: role + suffix for role in roles}
+    if time_decay:
+        dst["decay_rate"] = "decay_rate" + suffix
+    return PrototypeKeys(prefix_src, dst, input_size, hidden_size, tuple(compartment_sizes), bias, attention)

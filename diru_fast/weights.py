@@ -45,7 +45,8 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["CellWeights", "ROLES", "to_prototype", "from_prototype", "prototype_shapes", "init_prototype_"]
+__all__ = ["CellWeights", "ROLES", "to_prototype", "from_prototype", "prototype_shapes", "init_prototype_",
+           "init_decay_rate_"]
 
 # The fused tensors of one cell, in the order CellWeights holds them.
 ROLES: Tuple[str, ...] = ("weight_ih", "bias_ih", "weight_hh", "weight_int", "bias_int", "weight_out", "bias_out")
@@ -226,3 +227,19 @@ def init_prototype_(w: CellWeights, compartment_sizes: Sequence[int]) -> None:
         w.w_ih[3 * d:], w.w_hh[3 * d:] = drawn_w[:, :n], drawn_w[:, n:]
         if w.b_ih is not None:
             w.b_ih[3 * d:] = drawn_b
+
+
+#: The time constants a fresh ``decay_rate`` spans: rates softplus(lambda) from 1e-2 to 1 per unit of dt.
+DECAY_RATE_RANGE: Tuple[float, float] = (1e-2, 1.0)
+
+
+def init_decay_rate_(decay_rate: Tensor) -> None:
+    """Initialise time decay's ``decay_rate`` (lambda, ``[d]``) in place, without the RNG: the rates
+    ``softplus(lambda_j)`` spread geometrically over :data:`DECAY_RATE_RANGE`, so the units start with
+    memories from about 1 to about 100 units of dt (each unit keeps ``exp(-rate_j dt)`` of its state)."""
+    lo, hi = DECAY_RATE_RANGE
+    d = decay_rate.shape[0]
+    with torch.no_grad():
+        rates = torch.logspace(math.log10(lo), math.log10(hi), d, dtype=torch.float64) if d > 1 else (
+            torch.full((d,), math.sqrt(lo * hi), dtype=torch.float64))
+        decay_rate.copy_(torch.log(torch.expm1(rates)))  # the inverse of softplus

@@ -127,6 +127,12 @@ def integration_input(saved: Tensor, d: int, compartment_of: Optional[Tensor], m
     return o
 
 
+def decay_factor(decay_rate: Tensor, dt: Tensor) -> Tensor:
+    """Time decay's per-step factors, the caller's part of the option: ``exp(-softplus(lambda) * dt)``,
+    ``decay_rate [d]`` (lambda) and ``dt [T, B]`` -> ``[T, B, d]`` (``dt`` 0 on padded steps: factor 1)."""
+    return torch.exp(-torch.nn.functional.softplus(decay_rate) * dt.unsqueeze(-1))
+
+
 def decayed_states(h0: Tensor, hs: Tensor, decay: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     """The state each step starts from, before and after its decay: ``(h_prev, hd)``, both
     ``[T, B, d]`` (``h_prev_t = h_{t-1}``, ``hd_t = decay_t * h_{t-1}``; ``hd is h_prev`` without decay).

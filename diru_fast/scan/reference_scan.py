@@ -28,12 +28,13 @@ class _Stepper(nn.Module):
         super().__init__()
         self.cell = cell
 
-    def forward(self, x: Tensor, h: Tensor, lengths: Optional[Tensor], mask: Optional[Tensor] = None) -> Tensor:
-        # x: [T, B, n], h: [B, d], mask: [T, B, d] or None -> hs: [T, B, d]; steps past a sequence's
-        # length repeat its last state
+    def forward(self, x: Tensor, h: Tensor, lengths: Optional[Tensor], mask: Optional[Tensor] = None,
+                dt: Optional[Tensor] = None) -> Tensor:
+        # x: [T, B, n], h: [B, d], mask: [T, B, d] or None, dt: [T, B] (time decay) or None -> hs: [T, B, d];
+        # steps past a sequence's length repeat its last state (undecayed)
         outputs = []
         for t in range(x.shape[0]):
-            h_new = self.cell(x[t], h) if mask is None else self.cell(x[t], h, mask[t])
+            h_new = self.cell(x[t], h, None if mask is None else mask[t], None if dt is None else dt[t])
             if lengths is not None:
                 h_new = torch.where((t < lengths).unsqueeze(1), h_new, h)
             outputs.append(h_new)
@@ -43,13 +44,14 @@ class _Stepper(nn.Module):
 
 @lru_cache(maxsize=None)
 def _stepper(input_size: int, hidden_size: int, compartment_sizes: Tuple[int, ...], bias: bool, activation: str,
-             attention: bool) -> _Stepper:
+             attention: bool, time_decay: bool = False) -> _Stepper:
     # A shell: functional_call supplies every parameter. Built outside any torch.func transform the
     # first call may run under (vmap refuses the random initialisation, even of meta tensors). The
     # CPU RNG is forked: building the shell must not move the stream the dropout masks are drawn from.
     with torch.random.fork_rng(devices=[]), torch.device("meta"), torch._C._DisableFuncTorch():
         return _Stepper(reference.DIRUCell(input_size, hidden_size, bias=bias, activation=activation,
-                                           compartment_sizes=compartment_sizes, compartment_attention=attention))
+                                           compartment_sizes=compartment_sizes, compartment_attention=attention,
+                                           time_decay=time_decay))
 
 
 def reference_scan(
@@ -60,13 +62,21 @@ def reference_scan(
     compartment_sizes: Sequence[int],
     activation: str = "tanh",
     mask: Optional[Tensor] = None,  # [T, B, d]: compartment dropout, or None
+    decay_rate: Optional[Tensor] = None,  # [d]: time decay's lambda, or None
+    dt: Optional[Tensor] = None,  # [T, B]: the gap each step decays by (0 on padded steps)
 ) -> Tensor:  # hs: [T, B, d]
     """``compartment_sizes``: the k sizes (an int k: k equal ones); attention is on when the weights
-    hold its rows (:func:`diru_fast.weights.attention_rows`)."""
+    hold its rows (:func:`diru_fast.weights.attention_rows`); time decay when ``decay_rate`` is given
+    (the cell decays the state by its own statement of the decay)."""
     d = weights.hidden_size
     if isinstance(compartment_sizes, int):
         compartment_sizes = [d // compartment_sizes] * compartment_sizes
     sizes = tuple(compartment_sizes)
-    stepper = _stepper(weights.input_size, d, sizes, weights.bias, activation, attention_rows(weights) > 0)
+    decays = decay_rate is not None
+    stepper = _stepper(weights.input_size, d, sizes, weights.bias, activation, attention_rows(weights) > 0, decays)
     params = {"cell." + key: value for key, value in to_prototype(weights, sizes).items()}
-    return torch.func.functional_call(stepper, params, (x, h0, lengths, mask))
+    if decays:
+        params["cell.decay_rate"] = decay_rate
+        if dt is None:
+            dt = x.new_ones(x.shape[0], x.shape[1], dtype=decay_rate.dtype)
+    return torch.func.functional_call(stepper, params, (x, h0, lengths, mask, dt if decays else None))
