@@ -68,10 +68,11 @@ void check_shared(int64_t bytes, const at::Tensor& like, int64_t d) {
 
 // The contract's options (diru_fast/scan/contract.py) for T steps, B rows, hidden size d, k compartments:
 // activation "tanh" | "relu"; compartment_of [d] int32 with values in [0, k) (None: no attention, k = 0);
-// mask [T, B, d] in the accumulation dtype (None: no dropout).
+// mask [T, B, d] in the accumulation dtype (None: no dropout); decay [T, B, d] in the accumulation dtype,
+// the factors decay_t = exp(-softplus(lambda) dt_t) (None: no time decay).
 diru_fast::cuda::Options options(const std::string& activation, const std::optional<at::Tensor>& compartment_of,
-                                 const std::optional<at::Tensor>& mask, const at::Tensor& like, int64_t steps,
-                                 int64_t batch, int64_t d, int64_t k) {
+                                 const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& decay,
+                                 const at::Tensor& like, int64_t steps, int64_t batch, int64_t d, int64_t k) {
   diru_fast::cuda::Options opts;
   TORCH_CHECK(activation == "tanh" || activation == "relu",
               "diru_fast cuda: activation must be 'tanh' or 'relu', got '", activation, "'");
@@ -95,6 +96,12 @@ diru_fast::cuda::Options options(const std::string& activation, const std::optio
                 acc_type(like.scalar_type()), ", got ", mask->scalar_type());
     opts.mask = mask->data_ptr();
   }
+  if (decay.has_value()) {
+    check(*decay, "decay", like, {steps, batch, d}, false);
+    TORCH_CHECK(decay->scalar_type() == acc_type(like.scalar_type()), "diru_fast cuda: decay must be ",
+                acc_type(like.scalar_type()), ", got ", decay->scalar_type());
+    opts.decay = decay->data_ptr();
+  }
   return opts;
 }
 
@@ -105,7 +112,8 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp, const at::Tens
                                             const at::Tensor& b_out, const std::optional<at::Tensor>& lengths,
                                             bool need_saved, const std::string& activation,
                                             const std::optional<at::Tensor>& compartment_of,
-                                            const std::optional<at::Tensor>& mask) {
+                                            const std::optional<at::Tensor>& mask,
+                                            const std::optional<at::Tensor>& decay) {
   TORCH_CHECK(xp.dim() == 3 && h0.dim() == 2, "diru_fast cuda: xp must be [T, B, 3d+k] and h0 [B, d]");
   const int64_t steps = xp.size(0), batch = xp.size(1), d = h0.size(1);
   const int64_t k = xp.size(2) - 3 * d;
@@ -120,7 +128,7 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp, const at::Tens
   const DType dtype = dtype_of(xp);
   const c10::cuda::CUDAGuard guard(xp.device());
   const int64_t* lens = lengths_ptr(lengths, xp, batch);
-  const diru_fast::cuda::Options opts = options(activation, compartment_of, mask, xp, steps, batch, d, k);
+  const diru_fast::cuda::Options opts = options(activation, compartment_of, mask, decay, xp, steps, batch, d, k);
   at::Tensor hs = alloc({steps, batch, d}, xp.options());
   at::Tensor saved = need_saved ? alloc({steps, batch, 4 * d + k}, xp.options().dtype(acc_type(xp.scalar_type())))
                                 : alloc({0}, xp.options().dtype(acc_type(xp.scalar_type())));
@@ -137,12 +145,14 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp, const at::Tens
 
 // grad_hs [T, B, d], h0 [B, d], hs [T, B, d], saved [T, B, 4d+k] acc, w_hh [3d+k, d], w_int [d, d], w_out [d, d],
 // lengths [B] int64, options (above) -> d_p [T, B, 3d+k], d_zp [T, B, d], d_yp [T, B, d] (acc), d_h0 [B, d]
-// (dtype of h0)
+// (dtype of h0). With decay the state gradient carried to step t-1 is decay_t * (d_yp_t + d_p_t W_hh) on live
+// rows; the gradients of decay and of w_hh over the decayed states are formed by the caller from these outputs.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     const at::Tensor& grad_hs, const at::Tensor& h0, const at::Tensor& hs, const at::Tensor& saved,
     const at::Tensor& w_hh, const at::Tensor& w_int, const at::Tensor& w_out,
     const std::optional<at::Tensor>& lengths, const std::string& activation,
-    const std::optional<at::Tensor>& compartment_of, const std::optional<at::Tensor>& mask) {
+    const std::optional<at::Tensor>& compartment_of, const std::optional<at::Tensor>& mask,
+    const std::optional<at::Tensor>& decay) {
   TORCH_CHECK(hs.dim() == 3 && saved.dim() == 3, "diru_fast cuda: hs must be [T, B, d] and saved [T, B, 4d+k]");
   const int64_t steps = hs.size(0), batch = hs.size(1), d = hs.size(2);
   const int64_t k = saved.size(2) - 4 * d;
@@ -159,7 +169,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
   const DType dtype = dtype_of(hs);
   const c10::cuda::CUDAGuard guard(hs.device());
   const int64_t* lens = lengths_ptr(lengths, hs, batch);
-  const diru_fast::cuda::Options opts = options(activation, compartment_of, mask, hs, steps, batch, d, k);
+  const diru_fast::cuda::Options opts = options(activation, compartment_of, mask, decay, hs, steps, batch, d, k);
   const auto acc = hs.options().dtype(acc_type(hs.scalar_type()));
   at::Tensor d_p = alloc({steps, batch, 3 * d + k}, acc);
   at::Tensor d_zp = alloc({steps, batch, d}, acc);
@@ -184,8 +194,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scan_fwd", &scan_fwd, "forward scan of one layer/direction", py::arg("xp"), py::arg("h0"), py::arg("w_hh"),
         py::arg("w_int"), py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("lengths"),
         py::arg("need_saved"), py::arg("activation") = "tanh", py::arg("compartment_of") = py::none(),
-        py::arg("mask") = py::none());
+        py::arg("mask") = py::none(), py::arg("decay") = py::none());
   m.def("scan_bwd", &scan_bwd, "reverse-time backward of one layer/direction", py::arg("grad_hs"), py::arg("h0"),
         py::arg("hs"), py::arg("saved"), py::arg("w_hh"), py::arg("w_int"), py::arg("w_out"), py::arg("lengths"),
-        py::arg("activation") = "tanh", py::arg("compartment_of") = py::none(), py::arg("mask") = py::none());
+        py::arg("activation") = "tanh", py::arg("compartment_of") = py::none(), py::arg("mask") = py::none(),
+        py::arg("decay") = py::none());
 }

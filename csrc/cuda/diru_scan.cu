@@ -14,8 +14,10 @@
 // (kOpt = true); the plain cell keeps the first, its code as it was. With attention the forward
 // computes the k logits first (threads over compartments), then one thread per row takes their
 // softmax (two more __syncthreads); the backward sums dL/dalpha per compartment and runs the
-// softmax backward one thread per row (one more __syncthreads) before dh_{t-1}. The kernels
-// themselves are in diru_scan_kernels.cuh.
+// softmax backward one thread per row (one more __syncthreads) before dh_{t-1}. Time decay costs
+// no __syncthreads: the forward decays each state where it is written (for the next step), the
+// backward scales the carried state gradient where it is written. The kernels themselves are in
+// diru_scan_kernels.cuh.
 #include "diru_scan.cuh"
 
 #include <type_traits>
@@ -43,7 +45,7 @@ cudaError_t launch_fwd(const void* xp, const void* h0, const void* w_hh_t, const
       static_cast<const scalar_t*>(w_int_t), static_cast<const scalar_t*>(b_int),
       static_cast<const scalar_t*>(w_out_t), static_cast<const scalar_t*>(b_out), lengths,
       static_cast<scalar_t*>(hs), static_cast<acc_t*>(saved), steps, batch, d, opts.relu, opts.k,
-      opts.compartment_of, static_cast<const acc_t*>(opts.mask));
+      opts.compartment_of, static_cast<const acc_t*>(opts.mask), static_cast<const acc_t*>(opts.decay));
   return cudaGetLastError();
 }
 
@@ -64,7 +66,7 @@ cudaError_t launch_bwd(const void* grad_hs, const void* hs, const void* saved, c
       static_cast<const scalar_t*>(w_hh), static_cast<const scalar_t*>(w_int), static_cast<const scalar_t*>(w_out),
       lengths, static_cast<acc_t*>(d_p), static_cast<acc_t*>(d_zp), static_cast<acc_t*>(d_yp),
       static_cast<scalar_t*>(d_h0), steps, batch, d, opts.relu, opts.k, opts.compartment_of,
-      static_cast<const acc_t*>(opts.mask));
+      static_cast<const acc_t*>(opts.mask), static_cast<const acc_t*>(opts.decay));
   return cudaGetLastError();
 }
 

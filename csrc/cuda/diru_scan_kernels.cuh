@@ -59,7 +59,10 @@ __device__ __forceinline__ int64_t row_length(const int64_t* lengths, int64_t ro
 }
 
 // Forward. Shared memory (acc): h_s, o_s, q_s, r_s, each [kRows][d]; with kOpt also alpha_s
-// [kRows][k]. kOpt = false is the plain cell (relu, k, comp, mask unused; pw = 3d, sw = 4d).
+// [kRows][k]. kOpt = false is the plain cell (relu, k, comp, mask, decay unused; pw = 3d, sw = 4d).
+// With decay, h_s holds the decayed state hd_t = decay_t * h_{t-1} during step t on rows live at
+// t (padded rows keep h_{t-1}, whose step is discarded): the step's last loop writes h_t to hs and
+// then decays it by decay_{t+1} in place, so no extra __syncthreads is needed.
 template <typename scalar_t, bool kOpt>
 __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
     const scalar_t* __restrict__ xp,       // [T, B, 3d+k]
@@ -76,7 +79,8 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
     bool relu,                             // kOpt: u = relu(a) instead of tanh(a)
     int64_t k,                             // kOpt: attention over k compartments (0: off)
     const int32_t* __restrict__ comp,      // kOpt, k > 0: [d] compartment of each unit
-    const typename Acc<scalar_t>::type* __restrict__ mask) {  // kOpt: [T, B, d] dropout mask or nullptr
+    const typename Acc<scalar_t>::type* __restrict__ mask,    // kOpt: [T, B, d] dropout mask or nullptr
+    const typename Acc<scalar_t>::type* __restrict__ decay) {  // kOpt: [T, B, d] time decay or nullptr
   using acc_t = typename Acc<scalar_t>::type;
   extern __shared__ unsigned char smem_raw[];
   acc_t* h_s = reinterpret_cast<acc_t*>(smem_raw);
@@ -97,7 +101,11 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
   }
   for (int64_t i = threadIdx.x; i < kRows * d; i += blockDim.x) {
     const int b = static_cast<int>(i / d);
-    h_s[i] = (b < nrows) ? to_acc(h0[(row0 + b) * d + i % d]) : acc_t(0);
+    acc_t h = (b < nrows) ? to_acc(h0[(row0 + b) * d + i % d]) : acc_t(0);
+    if (kOpt && decay && steps > 0 && row_length(lengths, row0, b, nrows, steps) > 0) {
+      h = h * decay[row0 * d + i];  // hd_0 = decay_0 * h0 ([0, row0 + b, i % d])
+    }
+    h_s[i] = h;
   }
   __syncthreads();
 
@@ -196,7 +204,8 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
       }
     }
     __syncthreads();
-    // h' = tanh(q W_out^T + b_out + h), selected on live rows (each thread its own columns of h_s)
+    // h' = tanh(q W_out^T + b_out + h), selected on live rows (each thread its own columns of h_s);
+    // with decay, then h_s = decay_{t+1} * h' on rows live at t+1 (the next step's hd)
     for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
       acc_t y[kRows];
       const acc_t bias = to_acc(b_out[c]);
@@ -211,6 +220,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
       for (int b = 0; b < kRows; ++b) {
         if (t < len[b]) h_s[b * d + c] = tanh_(y[b]);
         if (b < nrows) hs[(t * batch + row0 + b) * d + c] = from_acc<scalar_t>(h_s[b * d + c]);
+        if (kOpt && decay && t + 1 < len[b]) h_s[b * d + c] *= decay[((t + 1) * batch + row0 + b) * d + c];
       }
     }
     __syncthreads();
@@ -219,7 +229,9 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
 
 // Backward. Shared memory (acc): dh_s, dyp_s, dzp_s [kRows][d] and dp_s [kRows][3d+k]; with kOpt
 // and k > 0 also v_s [kRows][d] (do*u*s per unit) and dalpha_s [kRows][k]. kOpt = false is the
-// plain cell (relu, k, comp, mask unused; pw = 3d, sw = 4d).
+// plain cell (relu, k, comp, mask, decay unused; pw = 3d, sw = 4d). With decay the state gradient
+// carried to step t-1 on live rows is decay_t * dL/dhd_t (hd_t = decay_t * h_{t-1}, the state the
+// step read); padded rows pass it through unchanged.
 template <typename scalar_t, bool kOpt>
 __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
     const scalar_t* __restrict__ grad_hs,  // [T, B, d]
@@ -237,7 +249,8 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
     bool relu,                             // kOpt: u = relu(a) instead of tanh(a)
     int64_t k,                             // kOpt: attention over k compartments (0: off)
     const int32_t* __restrict__ comp,      // kOpt, k > 0: [d] compartment of each unit
-    const typename Acc<scalar_t>::type* __restrict__ mask) {  // kOpt: [T, B, d] dropout mask or nullptr
+    const typename Acc<scalar_t>::type* __restrict__ mask,    // kOpt: [T, B, d] dropout mask or nullptr
+    const typename Acc<scalar_t>::type* __restrict__ decay) {  // kOpt: [T, B, d] time decay or nullptr
   using acc_t = typename Acc<scalar_t>::type;
   const int64_t kx = kOpt ? k : 0;  // the attention logits' extra columns in d_p, w_hh (rows) and saved
   const int64_t pw = 3 * d + kx;    // row width of d_p (and rows of w_hh)
@@ -362,7 +375,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
       }
       __syncthreads();
     }
-    // dh_{t-1} = where(live, dyp + dP @ W_hh, dh) (each thread its own columns of dh_s)
+    // dh_{t-1} = where(live, dyp + dP @ W_hh (* decay_t), dh) (each thread its own columns of dh_s)
     for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
       acc_t acc[kRows];
 #pragma unroll
@@ -374,7 +387,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
       }
 #pragma unroll
       for (int b = 0; b < kRows; ++b) {
-        if (t < len[b]) dh_s[b * d + c] = acc[b];
+        if (t < len[b]) dh_s[b * d + c] = (kOpt && decay) ? acc[b] * decay[(base + b) * d + c] : acc[b];
       }
     }
     __syncthreads();

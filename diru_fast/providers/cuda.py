@@ -5,7 +5,7 @@ for machines with CUDA but without Triton. CUDA tensors in float32, float64, flo
 bfloat16. Built by setup.py only where PyTorch has CUDA; never compiled at import.
 
 The kernels fuse all the contract's options (``activation="relu"``, attention over compartments,
-the dropout mask): a call with any of them runs a second compiled instantiation of the same
+the dropout mask, time decay): a call with any of them runs a second compiled instantiation of the same
 kernels, so the plain cell's code is the one it was before the options.
 """
 
@@ -48,24 +48,26 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
     return None
 
 
-OPTIONS = frozenset({"relu", "attention", "dropout"})  # the contract's options these kernels fuse
+OPTIONS = frozenset({"relu", "attention", "dropout", "time_decay"})  # the contract's options these kernels fuse
 
 
-def _kernel_options(activation, compartment_of, mask):
+def _kernel_options(activation, compartment_of, mask, decay):
     """The options as the extension takes them: compartment_of [d] as int32 (the kernels' index
-    type), mask [T, B, d] contiguous; None stays None."""
+    type), mask and decay [T, B, d] contiguous; None stays None."""
     comp = None if compartment_of is None else compartment_of.to(torch.int32).contiguous()
-    return activation, comp, None if mask is None else mask.contiguous()
+    contiguous = lambda t: None if t is None else t.contiguous()  # noqa: E731
+    return activation, comp, contiguous(mask), contiguous(decay)
 
 
 def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
-             mask=None):
-    require_options("cuda", OPTIONS, activation, compartment_of, mask)
+             mask=None, decay=None):
+    require_options("cuda", OPTIONS, activation, compartment_of, mask, decay)
     return _ext().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
-                           *_kernel_options(activation, compartment_of, mask))
+                           *_kernel_options(activation, compartment_of, mask, decay))
 
 
-def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None):
-    require_options("cuda", OPTIONS, activation, compartment_of, mask)
+def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None,
+             decay=None):
+    require_options("cuda", OPTIONS, activation, compartment_of, mask, decay)
     return _ext().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
-                           *_kernel_options(activation, compartment_of, mask))
+                           *_kernel_options(activation, compartment_of, mask, decay))

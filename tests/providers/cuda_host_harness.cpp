@@ -9,8 +9,9 @@
 //
 //   cuda_host_harness fwd|bwd OPT DIR THREADS
 //     OPT: 0 = the plain instantiation (kOpt = false), 1 = the options one
-//     DIR: folder with meta.txt ("T B d k relu has_lengths has_mask need_saved") and the inputs as
-//          raw native-endian files (float64; lengths int64; compartment_of int32), outputs written there
+//     DIR: folder with meta.txt ("T B d k relu has_lengths has_mask has_decay need_saved") and the inputs
+//          as raw native-endian files (float64; lengths int64; compartment_of int32; mask, decay
+//          [T,B,d] float64 where on), outputs written there
 //     THREADS: threads per block, 0 = the launchers' threads_for(d)
 //   fwd reads xp [T,B,3d+k], h0 [B,d], w_hh_t [d,3d+k], w_int_t [d,d], b_int [d], w_out_t [d,d], b_out [d]
 //       (the transposes the bindings pass), writes hs [T,B,d] and saved [T,B,4d+k] (if need_saved)
@@ -100,10 +101,14 @@ int main(int argc, char** argv) {
   if (argc != 5) { std::fprintf(stderr, "usage: %s fwd|bwd OPT DIR THREADS\n", argv[0]); return 2; }
   const std::string mode = argv[1], dir = argv[3];
   const bool opt = std::string(argv[2]) == "1";
-  int64_t T, B, d, k, relu, has_lengths, has_mask, need_saved;
+  int64_t T, B, d, k, relu, has_lengths, has_mask, has_decay, need_saved;
   {
     std::ifstream meta(dir + "/meta.txt");
-    if (!(meta >> T >> B >> d >> k >> relu >> has_lengths >> has_mask >> need_saved)) return 2;
+    if (!(meta >> T >> B >> d >> k >> relu >> has_lengths >> has_mask >> has_decay >> need_saved)) return 2;
+  }
+  if (!opt && (k > 0 || relu || has_mask || has_decay)) {
+    std::fprintf(stderr, "the plain instantiation (OPT 0) takes no option\n");
+    return 2;
   }
   const unsigned threads = std::atoi(argv[4]) > 0 ? static_cast<unsigned>(std::atoi(argv[4]))
                                                    : diru_fast::cuda::threads_for(d);
@@ -111,9 +116,11 @@ int main(int argc, char** argv) {
   std::vector<int64_t> lengths = has_lengths ? load<int64_t>(dir, "lengths", B) : std::vector<int64_t>();
   std::vector<int32_t> comp = k > 0 ? load<int32_t>(dir, "compartment_of", d) : std::vector<int32_t>();
   std::vector<double> mask = has_mask ? load<double>(dir, "mask", T * B * d) : std::vector<double>();
+  std::vector<double> decay = has_decay ? load<double>(dir, "decay", T * B * d) : std::vector<double>();
   const int64_t* lens = has_lengths ? lengths.data() : nullptr;
   const int32_t* cp = k > 0 ? comp.data() : nullptr;
   const double* mk = has_mask ? mask.data() : nullptr;
+  const double* dk = has_decay ? decay.data() : nullptr;
   if (mode == "fwd") {
     auto xp = load<double>(dir, "xp", T * B * pw), h0 = load<double>(dir, "h0", B * d);
     auto w_hh_t = load<double>(dir, "w_hh_t", d * pw), w_int_t = load<double>(dir, "w_int_t", d * d);
@@ -125,11 +132,11 @@ int main(int argc, char** argv) {
       if (opt) {
         diru_fast::cuda::diru_fwd_kernel<double, true>(xp.data(), h0.data(), w_hh_t.data(), w_int_t.data(),
                                                        b_int.data(), w_out_t.data(), b_out.data(), lens, hs.data(), sv,
-                                                       T, B, d, relu != 0, k, cp, mk);
+                                                       T, B, d, relu != 0, k, cp, mk, dk);
       } else {
         diru_fast::cuda::diru_fwd_kernel<double, false>(xp.data(), h0.data(), w_hh_t.data(), w_int_t.data(),
                                                         b_int.data(), w_out_t.data(), b_out.data(), lens, hs.data(),
-                                                        sv, T, B, d, false, 0, nullptr, nullptr);
+                                                        sv, T, B, d, false, 0, nullptr, nullptr, nullptr);
       }
     });
     store(dir, "hs", hs);
@@ -143,11 +150,12 @@ int main(int argc, char** argv) {
       if (opt) {
         diru_fast::cuda::diru_bwd_kernel<double, true>(grad_hs.data(), hs.data(), saved.data(), w_hh.data(),
                                                        w_int.data(), w_out.data(), lens, d_p.data(), d_zp.data(),
-                                                       d_yp.data(), d_h0.data(), T, B, d, relu != 0, k, cp, mk);
+                                                       d_yp.data(), d_h0.data(), T, B, d, relu != 0, k, cp, mk, dk);
       } else {
         diru_fast::cuda::diru_bwd_kernel<double, false>(grad_hs.data(), hs.data(), saved.data(), w_hh.data(),
                                                         w_int.data(), w_out.data(), lens, d_p.data(), d_zp.data(),
-                                                        d_yp.data(), d_h0.data(), T, B, d, false, 0, nullptr, nullptr);
+                                                        d_yp.data(), d_h0.data(), T, B, d, false, 0, nullptr, nullptr,
+                                                        nullptr);
       }
     });
     store(dir, "d_p", d_p);

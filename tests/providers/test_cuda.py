@@ -185,28 +185,54 @@ def _harness(exe, mode, opt, folder, threads):
     assert out.returncode == 0, out.stderr[-4000:]
 
 
-# (T, B, d, sizes, dropout, activation, lengths, threads, instantiation): T=1 / B=1, odd B (3, 5: a
-# partial block; 9: three blocks), d=48 and d=300 (a thread owns two units), unequal compartments, a
-# compartment map that is not contiguous ("shuffled"), 16 and 32 threads per block (each thread
-# several units), and the options instantiation with every option off
+def time_decay(T, B, d, lengths=None, seed=0):
+    """Time-decay factors as a caller forms them, ``decay_t = exp(-softplus(lambda) dt_t)`` [T, B, d]
+    float64 (lambda [d], irregular intervals dt [T, B, 1] from 0 to about 3), NaN on padded steps
+    (t >= lengths[b]): the kernels must keep those rows' state undecayed, never reading them."""
+    g = torch.Generator().manual_seed(seed)
+    lam = torch.randn(d, generator=g, dtype=torch.float64)
+    dt = -torch.log(torch.rand(T, B, 1, generator=g, dtype=torch.float64))  # exponential intervals
+    decay = torch.exp(-torch.nn.functional.softplus(lam) * dt)
+    if lengths is not None:
+        padded = torch.arange(T).unsqueeze(1) >= lengths.cpu().unsqueeze(0)  # [T, B]
+        decay[padded] = float("nan")
+    return decay
+
+
+# (T, B, d, sizes, dropout, activation, decay, lengths, threads, instantiation): T=1 / B=1, odd B (3,
+# 5: a partial block; 9: three blocks), d=48 and d=300 (a thread owns two units), unequal
+# compartments, a compartment map that is not contiguous ("shuffled"), 16 and 32 threads per block
+# (each thread several units), the options instantiation with every option off, and time decay
+# alone and with each other option (attention k=3, relu, dropout) and all of them (T=8, B=3: rows of
+# lengths 8, 1 and 2, most steps padded)
 HARNESS_CASES = [
-    (7, 3, 48, None, None, None, True, 0, "plain"),
-    (3, 5, 300, None, None, None, True, 0, "plain"),
-    (1, 1, 4, None, None, None, False, 0, "plain"),
-    (7, 3, 48, None, None, None, True, 0, "opt"),
-    (7, 3, 48, None, None, "relu", True, 0, "opt"),
-    (6, 5, 48, [5, 7, 12, 24], None, None, True, 0, "opt"),
-    (6, 3, 48, [16, 16, 16], None, None, False, 16, "opt"),
-    (5, 9, 24, "shuffled", None, None, True, 0, "opt"),
-    (7, 3, 48, None, 0.3, None, True, 0, "opt"),
-    (5, 5, 24, [5, 7, 12], 0.3, "relu", True, 32, "opt"),
-    (1, 1, 4, [1, 3], 0.5, "relu", False, 0, "opt"),
-    (3, 5, 300, [100, 120, 80], 0.2, "relu", True, 0, "opt"),
+    (7, 3, 48, None, None, None, False, True, 0, "plain"),
+    (3, 5, 300, None, None, None, False, True, 0, "plain"),
+    (1, 1, 4, None, None, None, False, False, 0, "plain"),
+    (7, 3, 48, None, None, None, False, True, 0, "opt"),
+    (7, 3, 48, None, None, "relu", False, True, 0, "opt"),
+    (6, 5, 48, [5, 7, 12, 24], None, None, False, True, 0, "opt"),
+    (6, 3, 48, [16, 16, 16], None, None, False, False, 16, "opt"),
+    (5, 9, 24, "shuffled", None, None, False, True, 0, "opt"),
+    (7, 3, 48, None, 0.3, None, False, True, 0, "opt"),
+    (5, 5, 24, [5, 7, 12], 0.3, "relu", False, True, 32, "opt"),
+    (1, 1, 4, [1, 3], 0.5, "relu", False, False, 0, "opt"),
+    (3, 5, 300, [100, 120, 80], 0.2, "relu", False, True, 0, "opt"),
+    (8, 3, 48, None, None, None, True, True, 0, "opt"),
+    (8, 3, 48, None, None, None, True, False, 0, "opt"),
+    (1, 1, 4, None, None, None, True, False, 0, "opt"),
+    (1, 3, 48, None, None, None, True, True, 0, "opt"),
+    (6, 5, 48, [16, 16, 16], None, None, True, True, 16, "opt"),
+    (8, 3, 48, None, None, "relu", True, True, 0, "opt"),
+    (8, 3, 48, None, 0.3, None, True, True, 0, "opt"),
+    (5, 9, 24, [5, 7, 12], 0.3, "relu", True, True, 32, "opt"),
+    (3, 5, 300, [100, 120, 80], 0.2, "relu", True, True, 0, "opt"),
 ]
 
 
-@pytest.mark.parametrize("case", HARNESS_CASES, ids=lambda c: "T{}-B{}-d{}-{}-p{}-{}-{}-t{}-{}".format(
-    *c[:3], "x".join(map(str, c[3])) if isinstance(c[3], list) else c[3], *c[4:]))
+@pytest.mark.parametrize("case", HARNESS_CASES, ids=lambda c: "T{}-B{}-d{}-{}-p{}-{}-{}-{}-t{}-{}".format(
+    *c[:3], "x".join(map(str, c[3])) if isinstance(c[3], list) else c[3], c[4], c[5],
+    "decay" if c[6] else "nodecay", *c[7:]))
 def test_kernel_source_on_cpu_matches_contract(harness, case, tmp_path):
     """The kernels of diru_scan_kernels.cuh, compiled by g++ and run one host thread per CUDA
     thread (shared memory NaN-filled, outputs NaN-poisoned), give the float64 contract's forward
@@ -214,7 +240,7 @@ def test_kernel_source_on_cpu_matches_contract(harness, case, tmp_path):
     from diru_fast.scan import contract
     from tests.helpers import contract_inputs
 
-    T, B, d, sizes, dropout, activation, with_lengths, threads, inst = case
+    T, B, d, sizes, dropout, activation, with_decay, with_lengths, threads, inst = case
     shuffled = sizes == "shuffled"
     a, opts = contract_inputs(T, B, d, sizes=[7, 9, 8] if shuffled else sizes, dropout=dropout,
                               activation=activation or "tanh")
@@ -222,7 +248,11 @@ def test_kernel_source_on_cpu_matches_contract(harness, case, tmp_path):
         opts["compartment_of"] = opts["compartment_of"][torch.randperm(d, generator=torch.Generator().manual_seed(3))]
     k = 0 if opts["compartment_of"] is None else int(opts["compartment_of"].max()) + 1
     lengths = torch.tensor([max(1, T - (7 * b) % T) for b in range(B)]) if with_lengths else None
-    meta = [T, B, d, k, int(opts["activation"] == "relu"), int(lengths is not None), int(opts["mask"] is not None)]
+    if with_decay:
+        opts["decay"] = time_decay(T, B, d, lengths, seed=T + B + d)
+        _write(tmp_path, "decay", opts["decay"])
+    meta = [T, B, d, k, int(opts["activation"] == "relu"), int(lengths is not None), int(opts["mask"] is not None),
+            int(with_decay)]
     for n in ("xp", "h0", "b_int", "b_out"):
         _write(tmp_path, n, a[n])
     for n in ("w_hh", "w_int", "w_out"):

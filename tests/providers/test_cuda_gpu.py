@@ -178,32 +178,44 @@ def test_auto_picks_triton_then_cuda_on_gpu():
         assert diru_fast.backends.resolve_backend("auto", torch.device("cuda"), torch.float32) == expected
 
 
-# ---- the contract's options (activation, attention over compartments, dropout mask) on "cuda" ----
-# Called on the provider itself (diru_fast.providers.cuda), which fuses them all. CPU twin: the
-# kernels' source run on the CPU against the contract, tests/providers/test_cuda.py
+# ---- the contract's options (activation, attention over compartments, dropout mask, time decay) ----
+# on "cuda", called on the provider itself (diru_fast.providers.cuda), which fuses them all. CPU
+# twin: the kernels' source run on the CPU against the contract, tests/providers/test_cuda.py
 # (test_kernel_source_on_cpu_matches_contract), at these option sets.
 
-def _option_inputs(T, B, d, dtype, sizes, dropout, activation, seed=0):
-    """contract_inputs on the GPU in ``dtype`` (the mask in the accumulation dtype)."""
+def _option_inputs(T, B, d, dtype, sizes, dropout, activation, decay=False, lengths=None, seed=0):
+    """contract_inputs on the GPU in ``dtype`` (the mask in the accumulation dtype); with ``decay``
+    also time-decay factors (tests/providers/test_cuda.py's time_decay: NaN on the steps that
+    ``lengths`` pads) in the accumulation dtype."""
     from tests.helpers import contract_inputs
+    from tests.providers.test_cuda import time_decay
 
     a, opts = contract_inputs(T, B, d, sizes=sizes, dropout=dropout, activation=activation or "tanh", seed=seed)
     a = {k: v.to(device="cuda", dtype=dtype) for k, v in a.items()}
     opts = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in opts.items()}
     if opts["mask"] is not None:
         opts["mask"] = opts["mask"].to(contract.acc_dtype(dtype))
+    if decay:
+        opts["decay"] = time_decay(T, B, d, lengths, seed=seed).to(device="cuda", dtype=contract.acc_dtype(dtype))
     return a, opts
 
 
-# (T, B, d, sizes, dropout, activation): T=1 / B=1, odd B, unequal compartments, each option alone
-# and all together, d=300 (a thread owns two units)
-OPTION_CASES = [(1, 1, 4, [1, 3], 0.5, "relu"), (7, 3, 48, [5, 7, 12, 24], None, None),
-                (7, 3, 48, None, None, "relu"), (7, 3, 48, None, 0.3, None), (5, 17, 64, [16, 16, 32], 0.3, "relu"),
-                (4, 16, 100, [33, 33, 34], None, None), (3, 5, 300, [100, 120, 80], 0.2, "relu")]
+# (T, B, d, sizes, dropout, activation, decay): T=1 / B=1, odd B, unequal compartments, each option
+# alone and all together, d=300 (a thread owns two units); time decay alone (T=8, B=3: lengths 8,
+# 1, 2), with each other option and with all of them
+OPTION_CASES = [(1, 1, 4, [1, 3], 0.5, "relu", False), (7, 3, 48, [5, 7, 12, 24], None, None, False),
+                (7, 3, 48, None, None, "relu", False), (7, 3, 48, None, 0.3, None, False),
+                (5, 17, 64, [16, 16, 32], 0.3, "relu", False), (4, 16, 100, [33, 33, 34], None, None, False),
+                (3, 5, 300, [100, 120, 80], 0.2, "relu", False),
+                (8, 3, 48, None, None, None, True), (1, 1, 4, None, None, None, True),
+                (6, 5, 48, [16, 16, 16], None, None, True), (8, 3, 48, None, None, "relu", True),
+                (8, 3, 48, None, 0.3, None, True), (5, 17, 64, [16, 16, 32], 0.3, "relu", True),
+                (3, 5, 300, [100, 120, 80], 0.2, "relu", True)]
 
 
 def _option_id(c):
-    return "T{}-B{}-d{}-k{}-p{}-{}".format(*c[:3], len(c[3]) if c[3] else 0, c[4], c[5] or "tanh")
+    return "T{}-B{}-d{}-k{}-p{}-{}{}".format(*c[:3], len(c[3]) if c[3] else 0, c[4], c[5] or "tanh",
+                                             "-decay" if c[6] else "")
 
 
 @pytest.mark.parametrize("case", OPTION_CASES, ids=_option_id)
@@ -211,9 +223,9 @@ def test_cuda_options_float64_match_contract(case):
     from diru_fast.providers import cuda as provider
 
     _require("cuda", torch.float64)
-    T, B, d, sizes, dropout, activation = case
-    a, opts = _option_inputs(T, B, d, torch.float64, sizes, dropout, activation, seed=d)
+    T, B, d, sizes, dropout, activation, decay = case
     lengths = _lengths(T, B)
+    a, opts = _option_inputs(T, B, d, torch.float64, sizes, dropout, activation, decay, lengths, seed=d)
     hs, saved = provider.scan_fwd(*a.values(), lengths, True, **opts)
     hs_infer, nothing = provider.scan_fwd(*a.values(), lengths, False, **opts)
     hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
@@ -251,14 +263,16 @@ class _ProviderScan(torch.autograd.Function):
         return d_p, d_h0, None, None, None
 
 
-@pytest.mark.parametrize("case", [(3, 2, 6, [2, 4], 0.5, "tanh"), (3, 3, 5, [1, 3, 1], None, "tanh"),
-                                  (2, 2, 4, None, 0.5, "tanh")], ids=_option_id)
+@pytest.mark.parametrize("case", [(3, 2, 6, [2, 4], 0.5, "tanh", False), (3, 3, 5, [1, 3, 1], None, "tanh", False),
+                                  (2, 2, 4, None, 0.5, "tanh", False), (3, 3, 5, None, None, "tanh", True),
+                                  (3, 3, 6, [2, 4], 0.5, "tanh", True)], ids=_option_id)
 def test_cuda_options_gradcheck_float64_full_mode(case):
-    """relu's kink makes finite differences unreliable: tanh here, relu by the contract comparison above."""
+    """relu's kink makes finite differences unreliable: tanh here, relu by the contract comparison above.
+    The decay factors are constants here (their own gradient: the test below)."""
     _require("cuda", torch.float64)
-    T, B, d, sizes, dropout, activation = case
-    a, opts = _option_inputs(T, B, d, torch.float64, sizes, dropout, activation, seed=5)
+    T, B, d, sizes, dropout, activation, decay = case
     lengths = torch.tensor([T, 1, 2][:B], device="cuda")
+    a, opts = _option_inputs(T, B, d, torch.float64, sizes, dropout, activation, decay, lengths, seed=5)
     w = tuple(a[k] for k in ("w_hh", "w_int", "b_int", "w_out", "b_out"))
     xp, h0 = a["xp"].clone().requires_grad_(), a["h0"].clone().requires_grad_()
     assert torch.autograd.gradcheck(lambda x, h: _ProviderScan.apply(x, h, w, lengths, opts), [xp, h0],
@@ -266,20 +280,22 @@ def test_cuda_options_gradcheck_float64_full_mode(case):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("case", [(30, 9, 48, [5, 7, 12, 24], 0.3, "relu"), (12, 16, 100, [33, 33, 34], None, None),
-                                  (12, 32, 256, [64, 128, 64], 0.2, "relu")], ids=_option_id)
+@pytest.mark.parametrize("case", [(30, 9, 48, [5, 7, 12, 24], 0.3, "relu", False),
+                                  (12, 16, 100, [33, 33, 34], None, None, False),
+                                  (12, 32, 256, [64, 128, 64], 0.2, "relu", False), (30, 9, 48, None, None, None, True),
+                                  (12, 32, 256, [64, 128, 64], 0.2, "relu", True)], ids=_option_id)
 def test_cuda_options_low_precision_within_twice_torch_error(dtype, case):
     """The module's rule (above) on the provider's outputs: hs, and the backward's d_p and d_h0 from
     each path's own forward, against the float64 contract on the same inputs."""
     from diru_fast.providers import cuda as provider
 
     _require("cuda", dtype)
-    T, B, d, sizes, dropout, activation = case
-    a, opts = _option_inputs(T, B, d, dtype, sizes, dropout, activation, seed=T + d)
+    T, B, d, sizes, dropout, activation, decay = case
     lengths = _lengths(T, B)
+    a, opts = _option_inputs(T, B, d, dtype, sizes, dropout, activation, decay, lengths, seed=T + d)
     grad = torch.randn(T, B, d, dtype=torch.float64, device="cuda")
     a64 = {k: v.double() for k, v in a.items()}
-    opts64 = dict(opts, mask=None if opts["mask"] is None else opts["mask"].double())
+    opts64 = {k: v.double() if k in ("mask", "decay") and v is not None else v for k, v in opts.items()}
     w = ("w_hh", "w_int", "w_out")
 
     def outputs(fwd, bwd, inp, o):
@@ -296,3 +312,40 @@ def test_cuda_options_low_precision_within_twice_torch_error(dtype, case):
         slack = 8 * torch.finfo(torch.float32).eps * r.abs().max().item() if dtype == torch.float32 else 1e-6
         assert err <= 2 * torch_err + slack, f"{name}: cuda error {err:.3g} > 2x PyTorch's {torch_err:.3g}"
 
+
+
+@pytest.mark.parametrize("case", [(3, 3, 5, None, None, "tanh", True), (3, 3, 6, [2, 4], 0.5, "tanh", True)],
+                         ids=_option_id)
+def test_cuda_time_decay_gradcheck_through_the_autograd_formula(case):
+    """ops.Scan on "cuda" with time decay: every weight, xp, h0 and the decay factors themselves (their
+    gradient formed from the kernels' outputs) against finite differences, full mode, and the second
+    order. Decay finite everywhere here (finite differences perturb every entry). CPU twin: the same
+    formula on the contract, tests/scan/test_ops.py."""
+    from tests.providers.test_cuda import time_decay
+
+    _require("cuda", torch.float64)
+    T, B, d, sizes, dropout, activation, _ = case
+    lengths = torch.tensor([T, 1, 2][:B], device="cuda")
+    a, opts = _option_inputs(T, B, d, torch.float64, sizes, dropout, activation, seed=7)
+    decay = time_decay(T, B, d, None, seed=7).cuda().requires_grad_()
+    leaves = [v.clone().requires_grad_() for v in a.values()]
+
+    def run(*args):
+        return ops.Scan.apply(*args[:7], lengths, "cuda", opts["activation"], opts["compartment_of"], opts["mask"],
+                              args[7])[0]
+
+    assert torch.autograd.gradcheck(run, leaves + [decay], fast_mode=False)
+    assert torch.autograd.gradgradcheck(run, leaves + [decay])
+
+
+def test_cuda_checks_the_decay_argument():
+    """The bindings refuse a decay of the wrong shape or dtype (acc: float32 for float32 inputs)."""
+    from diru_fast.providers import cuda as provider
+
+    _require("cuda", torch.float32)
+    T, B, d = 3, 2, 8
+    a = _inputs(T, B, d, torch.float32)
+    for bad, match in ((torch.rand(T, B, d + 1, device="cuda"), "decay must have shape"),
+                       (torch.rand(T, B, d, device="cuda", dtype=torch.float16), "decay must be")):
+        with pytest.raises(RuntimeError, match=match):
+            provider.scan_fwd(*a.values(), None, True, decay=bad)
