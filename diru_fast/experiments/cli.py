@@ -53,8 +53,20 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
     p.add_argument("--first-seed", type=non_negative_int, default=get("first_seed"),
                    help="the first seed: runs use first-seed .. first-seed + seeds - 1")
     p.add_argument("--n-train", type=positive_int, default=get("n_train"), help="training sequences")
-    p.add_argument("--n-val", type=positive_int, default=get("n_val"), help="validation sequences")
+    p.add_argument("--n-val", type=positive_int, default=get("n_val"),
+                   help="validation sequences (they pick each run's best epoch)")
+    p.add_argument("--n-test", type=positive_int, default=get("n_test"),
+                   help="test sequences (they score the best epoch's weights: the primary metric)")
     p.add_argument("--seq-len", type=positive_int, default=get("seq_len"), help="sequence length T")
+    p.add_argument("--normalize", action="store_true",
+                   help="standardise inputs and targets with the training split's mean and std (MSEs are still "
+                        "reported on the raw scale); off: the prototype's raw scale")
+    p.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="DIR",
+                   help="take finished runs from these studies' results.json (same settings; DIRU runs only "
+                        "from a study with the same --backend)")
+    p.add_argument("--pool-with", type=Path, default=None, metavar="DIR",
+                   help="also write pooled-report.md: this study pooled with DIR's, a study that differs only "
+                        "in DIRU's backend (each seed's DIRU MSE: the geometric mean over the two backends)")
     p.add_argument("--hidden", type=positive_int, default=get("hidden_size"), help="hidden size of every model")
     p.add_argument("--compartments", type=positive_int, default=argparse.SUPPRESS,
                    help=f"DIRU compartments k (must divide --hidden); {get('num_compartments')}, or the number "
@@ -62,7 +74,7 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
     p.add_argument("--batch-size", type=positive_int, default=get("batch_size"), help="mini-batch size")
     p.add_argument("--lr", type=positive_float, default=get("lr"), help="Adam learning rate")
     p.add_argument("--epochs", type=positive_int, default=get("epochs"),
-                   help="training epochs per run (fixed, no early stopping)")
+                   help="training epochs per run (all are run; the best-validation epoch's weights are scored)")
     p.add_argument("--match-params", nargs="?", const="on", default=get("match_params"), choices=MATCH_CHOICES,
                    help="size the baselines to DIRU's parameter count: '--match-params' alone replaces the "
                         "default-size baselines, '--match-params both' runs both sizes")
@@ -83,7 +95,8 @@ def _study_config(args: argparse.Namespace):
     _check_backend_on_device(args)
     try:
         return StudyConfig(tasks=tuple(args.tasks), models=tuple(args.models), seeds=args.seeds,
-                           first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val, seq_len=args.seq_len,
+                           first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
+                           seq_len=args.seq_len, normalize=args.normalize,
                            hidden_size=args.hidden, num_compartments=args.compartments, batch_size=args.batch_size,
                            lr=args.lr, epochs=args.epochs, match_params=args.match_params, backend=args.backend,
                            device=args.device, options=options_from_args(args))
@@ -135,15 +148,18 @@ def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
     try:
         results = study.run_study(config, args.out, ctx=ctx, workers=args.workers, threads=args.threads,
                                   resume=args.resume, progress=not args.quiet, verbose=args.verbose,
-                                  command=args.command_line)
+                                  command=args.command_line, reuse=args.reuse)
         if not ctx.is_main:
             return 0
         path = report.write_report(results, args.out, title)
+        if args.pool_with is not None:
+            pooled = report.pool_backends(results, study.load_results(args.pool_with))
+            path = report.write_report(pooled, args.out, title + " (DIRU pooled over backends)", "pooled-report.md")
         written = [] if args.no_plots else plots.write_plots(results, args.out)
     finally:
         distributed.shutdown(ctx)
     text = report.markdown_report(results, title)
-    results_part = text[text.index("## Results"):text.index("## How to read")]
+    results_part = text[text.index("## Headline"):text.index("## Results")]
     print(results_part.rstrip())
     print(f"\nwrote {path}, {args.out / study.RESULTS_JSON}, {args.out / study.RESULTS_CSV}"
           + "".join(f", {p}" for p in written))

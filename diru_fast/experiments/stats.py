@@ -10,6 +10,16 @@ estimated on the log scale, where ratios of MSEs are symmetric and roughly norma
 
 so "+20%" means A's MSE is 0.8× B's. The interval is a Student-t interval over seeds (not a
 bootstrap: with 3-5 seeds a bootstrap has too few distinct resamples to be trusted).
+
+Tests and power (for a study's verdicts):
+
+- :func:`paired_t_p`: the two-sided p-value of the one-sample t-test of mean(r) = 0 (the test whose
+  acceptance region is the interval above: p < 0.05 exactly when the 95% CI excludes 0).
+- :func:`holm`: Holm's step-down adjustment of a family of p-values (controls the probability of any
+  false "holds" in the family at alpha, under any dependence between the tests).
+- :func:`t_power`: the power of that two-sided t-test for a standardised effect mean/sd at n seeds
+  (the noncentral t distribution, integrated numerically); :func:`seeds_for_power`: the fewest seeds
+  that reach a power.
 """
 
 from __future__ import annotations
@@ -19,7 +29,8 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 __all__ = ["mean_std", "t_cdf_two_sided", "t_quantile", "t_interval", "Interval", "ratio_interval",
-           "relative_improvement", "epochs_to_target"]
+           "relative_improvement", "epochs_to_target", "paired_t_p", "holm", "t_power", "seeds_for_power",
+           "normal_cdf"]
 
 
 def mean_std(values: Sequence[float]) -> tuple:
@@ -118,3 +129,85 @@ def epochs_to_target(curve: Sequence[float], target: float) -> Optional[int]:
         if loss <= target:
             return epoch
     return None
+
+
+def paired_t_p(differences: Sequence[float]) -> float:
+    """Two-sided p-value of the one-sample t-test that the mean of ``differences`` is 0 (nan for one
+    value; with no spread: 1.0 if every difference is 0, else 0.0)."""
+    n = len(differences)
+    if n < 2:
+        return math.nan
+    mean, std = mean_std(differences)
+    if std == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    return 1.0 - t_cdf_two_sided(mean / (std / math.sqrt(n)), n - 1)
+
+
+def holm(pvalues: Sequence[float]) -> list:
+    """Holm-adjusted p-values, in the order given: sort ascending, multiply the i-th smallest
+    (0-based) by (m - i), carry the running maximum, cap at 1. A nan stays nan and does not count
+    in m. Rejecting where the adjusted p < alpha is Holm's procedure at level alpha."""
+    finite = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m = len(finite)
+    out = [math.nan] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def t_power(effect: float, n: int, alpha: float = 0.05, steps: int = 2000) -> float:
+    """Power of the two-sided one-sample t-test at level ``alpha`` with ``n`` values when the true
+    mean is ``effect`` standard deviations from 0 (``effect`` = mean / sd of the paired differences).
+
+    T = (Z + effect·√n) / S with S = √(V/ν), V ~ χ²_ν, ν = n - 1, so
+    power = E_S[Φ(-c·S - λ) + 1 - Φ(c·S - λ)], λ = effect·√n, c = t_{1-α/2, ν};
+    the expectation over the chi distribution of √V is a Simpson sum over ``steps`` intervals.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"power needs n >= 2 values, got {n!r}")
+    if not math.isfinite(effect):
+        raise ValueError(f"effect must be finite, got {effect!r}")
+    nu = n - 1
+    c = t_quantile(1.0 - alpha, nu)
+    lam = abs(effect) * math.sqrt(n)
+    log_norm = (1.0 - nu / 2.0) * math.log(2.0) - math.lgamma(nu / 2.0)  # chi density: 2^(1-ν/2)/Γ(ν/2)
+
+    def integrand(u: float) -> float:  # u = √V, chi density u^(ν-1) e^(-u²/2) · norm
+        if u == 0.0:
+            dens = math.exp(log_norm) if nu == 1 else 0.0
+        else:
+            dens = math.exp(log_norm + (nu - 1) * math.log(u) - u * u / 2.0)
+        s = u / math.sqrt(nu)
+        return dens * (normal_cdf(-c * s - lam) + 1.0 - normal_cdf(c * s - lam))
+
+    upper = math.sqrt(nu) + 12.0  # the chi density is < 1e-30 beyond
+    h = upper / steps
+    total = integrand(0.0) + integrand(upper)
+    for j in range(1, steps):
+        total += (4.0 if j % 2 else 2.0) * integrand(j * h)
+    return min(1.0, max(0.0, total * h / 3.0))
+
+
+def seeds_for_power(effect: float, power: float = 0.8, alpha: float = 0.05, max_n: int = 10_000) -> Optional[int]:
+    """The fewest values n >= 2 at which :func:`t_power` reaches ``power`` (None: not by ``max_n``,
+    e.g. for effect 0)."""
+    if not 0.0 < power < 1.0:
+        raise ValueError(f"power must lie in (0, 1), got {power}")
+    if effect == 0.0 or t_power(effect, max_n, alpha) < power:
+        return None
+    lo, hi = 2, max_n  # power grows with n: bisect for the first n that reaches it
+    if t_power(effect, lo, alpha) >= power:
+        return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if t_power(effect, mid, alpha) >= power:
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -2,8 +2,19 @@
 
 A *run* is one (task, model variant, seed). Its seeds are derived from the study seed alone
 (:func:`derive_seed`), so the same command gives the same numbers (same backend and threads),
-and runs are *paired*: for a given seed every model sees the same training and validation
+and runs are *paired*: for a given seed every model sees the same training, validation and test
 data, the same shuffling order and the same initialisation seed.
+
+Three splits per seed: the model trains on the training set for ``epochs`` epochs; the validation
+set picks the epoch (the weights of the epoch with the lowest validation MSE are kept: early
+stopping as model selection); the test set, never seen while training or selecting, scores both the
+selected weights (``test_mse``, the study's primary metric) and the last epoch's
+(``final_test_mse``). With ``normalize`` the inputs and targets are standardised with the training
+set's mean and std (one scalar each); every MSE is still reported on the raw target scale.
+
+Trivial baselines (:mod:`.trivial`: predict the mean, least squares, the sine task's generating
+model) are fitted on each (task, seed)'s training set and scored on its test set, in
+``results["baselines"]``.
 
 Model variants: each model at the common ``hidden_size`` (the prototype's setting: 64 for all) and,
 with ``match_params`` "on" or "both", the baselines resized to DIRU's parameter count
@@ -11,7 +22,8 @@ with ``match_params`` "on" or "both", the baselines resized to DIRU's parameter 
 
 Results are rewritten atomically after every run (``results.json`` with the histories,
 ``results.csv`` with one row per run), so an interrupted study keeps what it finished and
-``resume=True`` picks up from there. Independent runs can be spread over ``workers`` local
+``resume=True`` picks up from there; ``reuse`` takes finished runs from other studies run with the
+same settings (for example the baselines of a study that differs only in DIRU's backend). Independent runs can be spread over ``workers`` local
 processes; under torchrun each run is instead trained data-parallel on all ranks (rank 0 writes).
 """
 
@@ -37,7 +49,8 @@ from .distributed import DistContext
 from .io import atomic_write_text
 from .models import BASELINES, MODELS, ModelSpec, count_params, diru_params, matched_hidden_size
 from .options import DIRUOptions
-from .training import TrainConfig, predict, train
+from .training import TrainConfig, evaluate, predict, train
+from .trivial import trivial_baselines
 
 __all__ = ["StudyConfig", "Variant", "variants", "derive_seed", "run_one", "run_study", "load_results",
            "CSV_FIELDS"]
@@ -57,6 +70,7 @@ class StudyConfig:
     first_seed: int = 0
     n_train: int = 800
     n_val: int = 200
+    n_test: int = 200  # a third split, scored with the best-validation weights (not a prototype setting)
     seq_len: int = 50
     hidden_size: int = 64
     num_compartments: int = 4
@@ -68,6 +82,7 @@ class StudyConfig:
     device: str = "auto"
     keep_predictions: int = 64  # validation predictions kept per run, for plots
     options: DIRUOptions = DIRUOptions()  # DIRU's cell options (the baselines ignore them)
+    normalize: bool = False  # standardise inputs and targets (training statistics); False: the prototype's raw scale
 
     def __post_init__(self):
         self.tasks, self.models = tuple(self.tasks), tuple(self.models)
@@ -85,7 +100,7 @@ class StudyConfig:
             raise ValueError(f"match_params must be one of {MATCH_CHOICES}, got {self.match_params!r}")
         if self.match_params != "off" and "diru" not in self.models:
             raise ValueError("match_params sizes the baselines to DIRU's parameter count: include the 'diru' model")
-        for name in ("seeds", "n_train", "n_val", "seq_len", "hidden_size", "epochs", "batch_size"):
+        for name in ("seeds", "n_train", "n_val", "n_test", "seq_len", "hidden_size", "epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -145,36 +160,85 @@ def _backend_used(config: StudyConfig, kind: str, device: torch.device) -> str:
     return resolve_backend(config.backend, device, torch.float32, config.options.in_use())
 
 
+def split_seeds(task: str, seed: int) -> Dict[str, int]:
+    """The seeds of one (task, seed): its three data splits, the initialisation and the shuffling."""
+    return {"train_data": derive_seed(task, seed, "train"), "val_data": derive_seed(task, seed, "val"),
+            "test_data": derive_seed(task, seed, "test"), "init": derive_seed(task, seed, "init"),
+            "shuffle": derive_seed(task, seed, "shuffle")}
+
+
+def make_splits(config: StudyConfig, task: str, seed: int):
+    """(train, val, test) datasets of one (task, seed), on the raw scale."""
+    s = split_seeds(task, seed)
+    return tuple(make_dataset(task, n, config.seq_len, s[key]) for n, key in
+                 ((config.n_train, "train_data"), (config.n_val, "val_data"), (config.n_test, "test_data")))
+
+
+class _Standardised(torch.utils.data.Dataset):
+    """``(x - mx) / sx, (y - my) / sy`` of a dataset, with the scalars of the training set."""
+
+    def __init__(self, ds, stats: Tuple[float, float, float, float]):
+        mx, sx, my, sy = stats
+        self.x, self.y = (ds.x - mx) / sx, (ds.y - my) / sy
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def standardisation(train_set) -> Tuple[float, float, float, float]:
+    """(mean, std) of the training inputs over every step and of the training targets."""
+    x, y = train_set.x.double(), train_set.y.double()
+    return float(x.mean()), float(x.std()), float(y.mean()), float(y.std())
+
+
 def run_one(config: StudyConfig, variant: Variant, task: str, seed: int, *,
             ctx: Optional[DistContext] = None, progress: bool = False) -> Dict[str, Any]:
     """Train one (task, variant, seed) from scratch and summarise it (a JSON-ready dict)."""
     ctx = ctx or DistContext()
-    seeds = {"train_data": derive_seed(task, seed, "train"), "val_data": derive_seed(task, seed, "val"),
-             "init": derive_seed(task, seed, "init"), "shuffle": derive_seed(task, seed, "shuffle")}
-    train_set = make_dataset(task, config.n_train, config.seq_len, seeds["train_data"])
-    val_set = make_dataset(task, config.n_val, config.seq_len, seeds["val_data"])
+    seeds = split_seeds(task, seed)
+    train_set, val_set, test_set = make_splits(config, task, seed)
+    scale = 1.0  # MSE on the training scale -> MSE on the raw target scale
+    raw_train, raw_val, raw_test = train_set, val_set, test_set
+    if config.normalize:
+        stats = standardisation(train_set)
+        scale = stats[3] ** 2
+        train_set, val_set, test_set = (_Standardised(d, stats) for d in (train_set, val_set, test_set))
     spec = ModelSpec.create(variant.kind, 1, variant.hidden_size, 1, config.num_compartments, config.backend,
                             config.options)
     torch.manual_seed(seeds["init"])
     model = spec.build().to(ctx.device)
     tcfg = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                       shuffle_seed=seeds["shuffle"], progress=progress, desc=f"{task}/{variant.key}/{seed}")
+                       shuffle_seed=seeds["shuffle"], progress=progress, desc=f"{task}/{variant.key}/{seed}",
+                       keep_best=True)
     history = train(model, train_set, val_set, tcfg, ctx=ctx)
-    preds, targets = predict(model, val_set, config.keep_predictions)
+    final_test = evaluate(model, test_set, 256, ctx) * scale
+    model.load_state_dict(history.best_state)  # the best-validation epoch's weights
+    history.best_state = None
+    best_test = evaluate(model, test_set, 256, ctx) * scale
+    preds, targets = predict(model, test_set, config.keep_predictions)
+    if config.normalize:
+        my, sy = stats[2], stats[3]
+        preds, targets = preds * sy + my, targets * sy + my
+    history.val_loss = [v * scale for v in history.val_loss]
+    history.train_loss = [v * scale for v in history.train_loss]
     timed = history.epoch_time[1:] or history.epoch_time  # the first epoch includes warm-up
-    # the validation MSE of always predicting the training targets' mean: 1.0x of it = nothing learned
-    mean_mse = float((val_set.y.double() - train_set.y.double().mean()).pow(2).mean())
+    # the MSE of always predicting the training targets' mean: 1.0x of it = nothing learned
+    mean_of = lambda ds: float((ds.y.double() - raw_train.y.double().mean()).pow(2).mean())  # noqa: E731
     return {
         "task": task, "model": variant.key, "kind": variant.kind, "label": variant.label, "seed": seed,
         "hidden_size": variant.hidden_size, "matched": variant.matched, "params": count_params(model),
         "backend": _backend_used(config, variant.kind, ctx.device), "seeds": seeds,
+        "test_mse": best_test, "final_test_mse": final_test, "best_epoch": history.best_epoch,
         "final_val_mse": history.val_loss[-1], "best_val_mse": min(history.val_loss),
         "final_train_loss": history.train_loss[-1], "mean_epoch_s": sum(timed) / len(timed),
-        "mean_predictor_mse": mean_mse,
+        "mean_predictor_mse": mean_of(raw_val), "mean_predictor_test_mse": mean_of(raw_test),
         "history": dict(history.to_dict(), epoch_time=_short(history.epoch_time),
                         train_time=_short(history.train_time)),
         "predictions": {"pred": _short(preds.squeeze(-1).tolist()), "target": _short(targets.squeeze(-1).tolist()),
-                        "first_input": _short(val_set.x[0, :, 0].tolist())},
+                        "first_input": _short(raw_test.x[0, :, 0].tolist())},
     }
 
 
@@ -194,8 +258,9 @@ def _run_in_worker(config_dict: Dict[str, Any], variant: Variant, task: str, see
     return run_one(config, variant, task, seed, ctx=DistContext(device=resolve_device(config.device)))
 
 
-CSV_FIELDS = ("task", "model", "label", "seed", "hidden_size", "params", "backend", "final_val_mse",
-              "best_val_mse", "final_train_loss", "mean_predictor_mse", "mean_epoch_s", "epochs")
+CSV_FIELDS = ("task", "model", "label", "seed", "hidden_size", "params", "backend", "test_mse", "final_test_mse",
+              "best_epoch", "final_val_mse", "best_val_mse", "final_train_loss", "mean_predictor_mse",
+              "mean_predictor_test_mse", "mean_epoch_s", "epochs")
 
 
 def results_csv(runs: Sequence[Dict[str, Any]]) -> str:
@@ -234,15 +299,41 @@ def _environment(ctx: DistContext, command: str, workers: int) -> Dict[str, Any]
     return env
 
 
+# settings that may differ between a study and one whose runs it reuses (a run records its own)
+_REUSE_FREE = ("tasks", "models", "seeds", "first_seed", "match_params", "backend", "device", "keep_predictions")
+
+
+def reusable_runs(config: StudyConfig, other: Dict[str, Any], by_key: Dict[str, Variant],
+                  todo: Sequence[Tuple[int, str, str]]) -> List[Dict[str, Any]]:
+    """The runs of ``other`` (a loaded results.json) that this study would train identically: same
+    settings but for the tasks, models, seeds and sizes asked for; the same variant size; for a DIRU
+    run also the same backend. ValueError if the settings differ otherwise."""
+    mine = {k: v for k, v in config.to_dict().items() if k not in _REUSE_FREE}
+    theirs = {k: v for k, v in StudyConfig.from_dict(other["config"]).to_dict().items() if k not in _REUSE_FREE}
+    if mine != theirs:
+        diff = sorted(k for k in mine if mine[k] != theirs.get(k))
+        raise ValueError(f"cannot reuse runs trained with other settings ({', '.join(diff)} differ)")
+    same_backend = other["config"].get("backend") == config.backend
+    wanted = set(todo)
+    return [r for r in other["runs"] if (r["seed"], r["task"], r["model"]) in wanted
+            and r["hidden_size"] == by_key[r["model"]].hidden_size and (r["kind"] != "diru" or same_backend)]
+
+
+def _train_test(config: StudyConfig, task: str, seed: int):
+    train_set, _, test_set = make_splits(config, task, seed)
+    return train_set, test_set
+
+
 def run_study(config: StudyConfig, out_dir: Optional[Path] = None, *, ctx: Optional[DistContext] = None,
               workers: int = 1, threads: int = 0, resume: bool = False, progress: bool = True,
-              verbose: bool = False, command: str = "",
+              verbose: bool = False, command: str = "", reuse: Sequence[Path] = (),
               on_run: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
     """Run every (seed, task, variant) of ``config``; write results under ``out_dir`` (rank 0).
 
     ``workers > 1`` spreads independent runs over that many local processes (each with
     ``threads`` torch threads; 0 keeps torch's default). ``resume`` reuses the finished runs of
-    an earlier results.json in ``out_dir`` made with the same configuration.
+    an earlier results.json in ``out_dir`` made with the same configuration; ``reuse`` takes the
+    runs this study needs from other results (see :func:`reusable_runs`).
     """
     ctx = ctx or DistContext()
     if workers > 1 and ctx.is_distributed:
@@ -261,6 +352,14 @@ def run_study(config: StudyConfig, out_dir: Optional[Path] = None, *, ctx: Optio
         results["meta"]["first_command"] = old["meta"].get("first_command", old["meta"].get("command"))
         results["meta"]["earlier_wall_s"] = old["meta"].get("wall_s", 0.0)  # includes its own earlier parts
     done = {(r["seed"], r["task"], r["model"]) for r in results["runs"]}
+    for path in reuse:
+        for run in reusable_runs(config, load_results(path), by_key, todo):
+            if (run["seed"], run["task"], run["model"]) not in done:
+                results["runs"].append(dict(run, reused_from=str(path)))
+                done.add((run["seed"], run["task"], run["model"]))
+    results["runs"].sort(key=lambda r: todo.index((r["seed"], r["task"], r["model"])))
+    results["baselines"] = [dict(b, task=task, seed=seed) for seed in config.seed_list for task in config.tasks
+                            for b in trivial_baselines(task, *_train_test(config, task, seed))]
     pending = [t for t in todo if t not in done]
 
     start = time.perf_counter()

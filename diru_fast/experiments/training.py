@@ -19,7 +19,7 @@ distributed), so the order of samples depends only on the seed and the epoch.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -48,6 +48,7 @@ class TrainConfig:
     progress: bool = True
     desc: str = "train"
     loss: str = "mse"  # one of LOSSES; "cross_entropy" takes class indices as targets
+    keep_best: bool = False  # keep a copy of the weights of the best-validation epoch (History.best_state)
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -70,13 +71,17 @@ class History:
     train_time: List[float] = field(default_factory=list)  # seconds: the training part alone
     local_samples: List[int] = field(default_factory=list)  # training samples this process saw (its shard)
     stopped_early: bool = False
+    best_epoch: Optional[int] = None  # 1-based epoch of the lowest validation loss (with keep_best)
+    # with keep_best: the model's state_dict after best_epoch (in memory only, never serialised)
+    best_state: Optional[Dict[str, Tensor]] = field(default=None, repr=False, compare=False)
 
     @property
     def epochs(self) -> int:
         return len(self.train_loss)
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        return {f.name: (list(v) if isinstance(v, list) else v)
+                for f in fields(self) if f.name != "best_state" for v in [getattr(self, f.name)]}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "History":
@@ -147,6 +152,9 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainC
             bar.update(1)
         if val < best:
             best, since_best = val, 0
+            if config.keep_best:
+                history.best_epoch = history.epochs
+                history.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             since_best += 1
         if config.patience is not None and since_best >= config.patience:
