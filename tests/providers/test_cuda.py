@@ -18,7 +18,8 @@ import torch
 import diru_fast
 from diru_fast import backends
 
-CUDA_DIR = Path(__file__).resolve().parents[2] / "csrc" / "cuda"
+ROOT = Path(__file__).resolve().parents[2]
+CUDA_DIR = ROOT / "csrc" / "cuda"
 NVCC = shutil.which("nvcc")
 
 
@@ -30,22 +31,27 @@ def _torch_includes():
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH: the CUDA kernel source cannot be compile-checked")
 def test_kernel_source_compiles_for_sm80_and_sm90(tmp_path):
-    cmd = [NVCC, "-c", str(CUDA_DIR / "diru_scan.cu"), "-o", str(tmp_path / "diru_scan.o"), "-std=c++17", "-O3",
-           "--expt-relaxed-constexpr", "-Xptxas", "-v", "-D__CUDA_NO_HALF_OPERATORS__",
-           "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
-           "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]
-    cmd += [f"-I{p}" for p in _torch_includes()]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    """Every kernel entry compiles for sm_80 and sm_90 without spilling (bench/cuda_compile_check.py's
+    nvcc command and ptxas report; its table: bench/results/cuda-compile.txt)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import cuda_compile_check as check
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+        sys.modules.pop("cuda_compile_check", None)
+    out = subprocess.run(check.nvcc_command(NVCC, tmp_path / "diru_scan.o"), capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     log = out.stdout + out.stderr
-    kernels = re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", log)
-    # the plain instantiation (kOpt = false, mangled Lb0E) and the options one (Lb1E) of each
-    names = {(("fwd" if "fwd_kernel" in k else "bwd"), ("opt" if "Lb1E" in k else "plain"), arch)
-             for k, arch in kernels}
-    assert names == {(f, o, a) for f in ("fwd", "bwd") for o in ("plain", "opt") for a in ("sm_80", "sm_90")}
-    assert len(kernels) == 32  # 2 kernels x 2 instantiations x 4 dtypes x 2 archs
-    spills = [int(n) for n in re.findall(r"(\d+) bytes spill stores", log)]
-    assert len(spills) == 32 and max(spills) == 0, log[-4000:]
+    rows = check.entries(log)
+    # the plain instantiation (kOpt = false) and the options one (every option, time decay included) of
+    # each kernel, for each dtype and arch
+    names = {(r["kernel"], r["inst"], r["dtype"], r["arch"]) for r in rows}
+    assert names == {(f, o, t, a) for f in ("fwd", "bwd") for o in ("plain", "opt")
+                     for t in ("float32", "float64", "float16", "bfloat16") for a in ("sm_80", "sm_90")}
+    assert len(rows) == 32  # 2 kernels x 2 instantiations x 4 dtypes x 2 archs
+    assert all(r["spill_stores"] == 0 and r["spill_loads"] == 0 for r in rows), \
+        check.table(rows)
 
 
 def _cuda_include():
