@@ -59,9 +59,10 @@ ANALYSIS_COMMANDS = {"specialization": "specialization", "gradient-flow": "gradi
                      "memory-capacity": "memory_capacity", "real-data": "real_data"}
 HELP = {
     "specialization": "do DIRU's compartments specialize to frequencies? (index vs permutation null, vs k, vs init)",
-    "gradient_flow": "||dh_T/ds_t|| vs T-t for DIRU, LSTM, GRU, tanh RNN, at init and after training",
+    "gradient_flow": "||dh_T/ds_t|| vs T-t for DIRU, LSTM (forget bias 0 and 1), GRU, tanh RNN (same d and "
+                     "matched parameters), at init and after training",
     "memory_capacity": "memory-task error vs delay for k = 1, 2, 4, 8 compartments at a fixed parameter count",
-    "real_data": "DIRU vs LSTM vs GRU at equal parameters on sklearn digits and statsmodels sunspots",
+    "real_data": "DIRU vs LSTM vs GRU at equal parameters on sklearn digits and statsmodels sunspots (rolling origin)",
 }
 _SKIP = {"backend", "options"}  # shared options (DIRU's cell options: diru_fast.experiments.options)
 FIELD_HELP = {
@@ -69,13 +70,15 @@ FIELD_HELP = {
     "n_train": "training sequences", "n_val": "validation sequences", "seq_len": "sequence length T",
     "seq_lens": "sequence lengths T (delay = T - 5)", "hidden_size": "hidden size d of every model",
     "epochs": "training epochs (fixed, no early stopping)", "batch_size": "mini-batch size", "lr": "Adam learning rate",
+    "clip": "gradient clipping: global L2 norm, every model", "lstm_control": "the LSTM control (unit selectivity)",
+    "sunspots_origins": "rolling-origin test blocks on sunspots", "sunspots_test_years": "target years per test block",
     "n_perm": "random partitions in the permutation null", "burn_in": "first steps left out of the spectra",
-    "models": "models: diru, lstm, gru, rnn", "num_compartments": "DIRU compartments k",
+    "models": "models: diru, lstm, lstm_fb1, gru, rnn, rnn_matched", "num_compartments": "DIRU compartments k",
     "n_probe": "validation sequences the Jacobians are averaged over", "norm": "matrix norm: 2 (spectral) or fro",
     "rnn_reference": "the tanh-RNN reference curve", "datasets": "data sets: digits, sunspots",
     "digits_hidden": "DIRU hidden size on digits", "digits_epochs": "epochs on digits",
     "sunspots_hidden": "DIRU hidden size on sunspots", "sunspots_epochs": "epochs on sunspots",
-    "sunspots_window": "past years per sunspot window", "val_fraction": "validation share of the data",
+    "sunspots_window": "past years per sunspot window", "val_fraction": "validation share of the digits",
 }
 # Fields whose values come from a list (the name of that tuple in the config's module), and the
 # integer fields that may be 0; every other int field must be positive, every float field too.
@@ -89,6 +92,9 @@ def _add_shared(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for <analysis>.json and .png")
     p.add_argument("--report", type=Path, default=REPORT_IN_OUT,
                    help="markdown report rewritten from every analysis JSON in --out")
+    p.add_argument("--variant", type=Path, action="append", default=[], metavar="DIR",
+                   help="also report the analyses in DIR (the same analyses run with other DIRU cell options, "
+                        "e.g. results/analyses-attention) under each plain one; repeatable")
     p.add_argument("--threads", type=non_negative_int, default=1,
                    help="torch threads (0: torch's default); 1 is fastest for these small models")
     p.add_argument("--backend", type=backend_name, default="auto",
@@ -165,7 +171,7 @@ def _report(args: argparse.Namespace) -> Path:
 
 
 def run_analysis(name: str, config, out: Path, report: Optional[Path], *, command: str = "", threads: int = 1,
-                 quiet: bool = False, plots: bool = True) -> Dict[str, Any]:
+                 quiet: bool = False, plots: bool = True, variants=()) -> Dict[str, Any]:
     """Run analysis ``name`` with ``config``; write its JSON (and figure) under ``out``; rewrite ``report``."""
     import torch
 
@@ -188,7 +194,7 @@ def run_analysis(name: str, config, out: Path, report: Optional[Path], *, comman
 
         written.append(write_plot(result, out))
     if report is not None:
-        written.append(write_analyses_report(out, report))
+        written.append(write_analyses_report(out, report, variants))
     if not quiet:
         print(f"[{name}] wrote " + ", ".join(map(str, written)) + f" ({time.perf_counter() - start:.0f} s)")
     return result
@@ -207,7 +213,7 @@ def _runner(name: str) -> Callable[[argparse.Namespace], int]:
         _require_for(name, plots=not args.no_plots)
         set_threads(args.threads)
         run_analysis(name, config, args.out, _report(args), command=args.command_line,
-                     threads=args.threads, quiet=args.quiet, plots=not args.no_plots)
+                     threads=args.threads, quiet=args.quiet, plots=not args.no_plots, variants=args.variant)
         _print_verdicts(args.out)
         return 0
 
@@ -232,7 +238,7 @@ def _run_all(args: argparse.Namespace) -> int:
     from .report import write_analyses_report
 
     if args.report_only:
-        path = write_analyses_report(args.out, _report(args))
+        path = write_analyses_report(args.out, _report(args), args.variant)
         print(f"wrote {path}")
         _print_verdicts(args.out)
         return 0
@@ -245,7 +251,7 @@ def _run_all(args: argparse.Namespace) -> int:
     for command, name, config in zip(args.only, names, configs):
         run_analysis(name, config, args.out, _report(args),
                      command=f"python -m diru_fast {command}{options} --threads {args.threads}", threads=args.threads,
-                     quiet=args.quiet, plots=not args.no_plots)
+                     quiet=args.quiet, plots=not args.no_plots, variants=args.variant)
     _print_verdicts(args.out)
     return 0
 

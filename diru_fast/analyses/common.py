@@ -1,6 +1,14 @@
-"""Pieces the analyses share: the standardised memory task, model building (the study's models and
-a vanilla tanh RNN), the prototype-structured copy of a DIRU, quiet training, Fisher's combination
-of p-values, and the metadata and JSON files they write.
+"""Pieces the analyses share: the standardised memory task, model building (the study's models, a
+vanilla tanh RNN, an LSTM with forget-gate bias 1), the prototype-structured copy of a DIRU, quiet
+training with gradient clipping, the tests every verdict uses (paired t-tests, Holm's correction,
+power, Fisher's combination of p-values), and the metadata and JSON files they write.
+
+Tests and corrections (:func:`paired_test`, :func:`holm`, :func:`decide`). A rule "the 95% t-interval
+of a paired difference lies above c" is the two-sided t-test of mean = c at level 0.05 (rejected with
+the estimate above c). With several comparisons in one analysis (its *family*), each comparison's
+decisive p-value (the test that would settle its verdict) is Holm-adjusted over the family, and the
+verdict is settled only when the adjusted p is below 0.05; the 95% intervals shown stay unadjusted.
+With a single comparison Holm changes nothing and the rule is the interval rule.
 
 The standardised memory task is the prototype's variable-delay memory task (the second of its three
 toy tasks, :class:`~diru_fast.experiments.datasets.MemoryDataset`) with its input
@@ -18,11 +26,14 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from .. import reference
 from ..baselines import RNNModel
@@ -30,25 +41,60 @@ from ..experiments.datasets import MemoryDataset
 from ..experiments.io import atomic_write_text
 from ..experiments.models import build_model
 from ..experiments.options import DIRUOptions
+from ..experiments.stats import t_cdf_two_sided, t_interval
 from ..experiments.study import derive_seed
-from ..experiments.training import History, TrainConfig, train
+from ..experiments.training import evaluate
 from ..modules import DIRU
 
-__all__ = ["RNNModel", "ANALYSIS_MODELS", "build", "model_options", "prototype_copy", "memory_delay",
-           "standardised_memory", "fit", "fisher_combined_p", "environment", "write_json", "read_json", "Timer"]
+__all__ = ["RNNModel", "ANALYSIS_MODELS", "CLIP_NORM", "build", "rnn_params", "matched_rnn_hidden",
+           "set_forget_bias", "model_options", "prototype_copy", "memory_delay", "standardised_memory", "fit",
+           "FitHistory", "first_epoch_below", "fisher_combined_p", "paired_test", "holm", "decide", "power_paired_t",
+           "detectable_effect", "environment", "write_json", "read_json", "Timer"]
 
-ANALYSIS_MODELS = ("diru", "lstm", "gru", "rnn")
+# The models the analyses train: the study's three, the vanilla tanh RNN, and two controls: an LSTM with
+# forget-gate bias 1 ("lstm_fb1") and a tanh RNN resized to DIRU's parameter count ("rnn_matched", sized
+# by the analysis: build() takes the hidden size it is given).
+ANALYSIS_MODELS = ("diru", "lstm", "lstm_fb1", "gru", "rnn", "rnn_matched")
+CLIP_NORM = 1.0  # every analysis clips every model's gradient to this global L2 norm
 
 
 def build(kind: str, input_size: int, hidden_size: int, output_size: int, *, num_compartments: int = 4,
           backend: str = "auto", options: Optional[DIRUOptions] = None) -> nn.Module:
     """A fresh model: the study's ``diru``/``lstm``/``gru`` (:func:`~..experiments.models.build_model`)
-    or the vanilla tanh ``rnn``; initialisation draws from torch's global RNG. ``options`` (DIRU's
-    cell options) go to DIRU only."""
-    if kind == "rnn":
+    or the vanilla tanh ``rnn`` (also ``rnn_matched``: the same model at the hidden size given), or
+    ``lstm_fb1``: the LSTM with its forget-gate bias set to 1 after the default initialisation
+    (:func:`set_forget_bias`); initialisation draws from torch's global RNG. ``options`` (DIRU's cell
+    options) go to DIRU only."""
+    if kind in ("rnn", "rnn_matched"):
         return RNNModel(input_size, hidden_size, output_size)
+    if kind == "lstm_fb1":
+        return set_forget_bias(build_model("lstm", input_size, hidden_size, output_size), 1.0)
     return build_model(kind, input_size, hidden_size, output_size, num_compartments=num_compartments,
                        backend=backend, options=options)
+
+
+def set_forget_bias(model: nn.Module, value: float) -> nn.Module:
+    """Set an LSTM model's forget-gate bias to ``value`` (b_ih's forget rows = value, b_hh's = 0: their
+    sum is what the gate sees). torch orders the gates i, f, g, o."""
+    lstm = model.lstm
+    d = lstm.hidden_size
+    with torch.no_grad():
+        for layer in range(lstm.num_layers):
+            getattr(lstm, f"bias_ih_l{layer}")[d:2 * d].fill_(value)
+            getattr(lstm, f"bias_hh_l{layer}")[d:2 * d].zero_()
+    return model
+
+
+def rnn_params(input_size: int, hidden_size: int, output_size: int) -> int:
+    """Parameters of :class:`RNNModel`: d(n + d + 2) for the recurrence, (d + 1)·out for the head."""
+    return hidden_size * (input_size + hidden_size + 2) + (hidden_size + 1) * output_size
+
+
+def matched_rnn_hidden(target_params: int, input_size: int, output_size: int) -> int:
+    """The tanh RNN hidden size whose parameter count is closest to ``target_params``."""
+    best = min(range(1, 4 * int(math.sqrt(target_params)) + 2),
+               key=lambda h: (abs(rnn_params(input_size, h, output_size) - target_params), h))
+    return best
 
 
 def model_options(model: nn.Module) -> DIRUOptions:
@@ -109,11 +155,50 @@ def standardised_memory(n_train: int, n_val: int, seq_len: int, seed: int,
     return train_set, val_set, {"target_mean": mean, "target_std": std, "input_scale": 1.0 / MemoryDataset.VOCAB}
 
 
+@dataclass
+class FitHistory:
+    train_loss: List[float] = field(default_factory=list)  # per epoch: mean training loss over samples
+    val_loss: List[float] = field(default_factory=list)  # per epoch: validation loss after the epoch
+    clipped: List[float] = field(default_factory=list)  # per epoch: share of steps whose gradient was clipped
+
+
 def fit(model: nn.Module, train_set, val_set, *, epochs: int, batch_size: int = 32, lr: float = 1e-3,
-        shuffle_seed: int = 0, loss: str = "mse") -> History:
-    """Adam + ``loss`` for ``epochs`` epochs, no progress bar (the study's :func:`train`)."""
-    return train(model, train_set, val_set, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr,
-                                                        shuffle_seed=shuffle_seed, progress=False, loss=loss))
+        shuffle_seed: int = 0, loss: str = "mse", clip: Optional[float] = CLIP_NORM) -> FitHistory:
+    """Adam (torch's defaults) + ``loss`` ("mse" or "cross_entropy") for ``epochs`` fixed epochs of
+    shuffled mini-batches; before every step the gradient is clipped to global L2 norm ``clip``
+    (``None``: no clipping). The order of samples depends only on ``shuffle_seed`` and the epoch."""
+    if loss not in ("mse", "cross_entropy"):
+        raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"clip must be positive or None, got {clip!r}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = FitHistory()
+    for epoch in range(epochs):
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
+            derive_seed("fit", shuffle_seed, epoch))).tolist()
+        model.train()
+        total, seen, clipped, steps = 0.0, 0, 0, 0
+        for x, y in DataLoader(train_set, batch_size=batch_size, sampler=order):
+            optimizer.zero_grad(set_to_none=True)
+            out = model(x)
+            value = F.cross_entropy(out, y) if loss == "cross_entropy" else F.mse_loss(out, y)
+            value.backward()
+            if clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+                clipped += int(float(norm) > clip)
+            optimizer.step()
+            total += float(value.detach()) * len(x)
+            seen += len(x)
+            steps += 1
+        history.train_loss.append(total / seen)
+        history.val_loss.append(evaluate(model, val_set, batch_size, loss=loss))
+        history.clipped.append(clipped / steps)
+    return history
+
+
+def first_epoch_below(curve: Sequence[float], threshold: float) -> Optional[int]:
+    """The first epoch (1-based) whose value is below ``threshold``; None if none is."""
+    return next((i + 1 for i, v in enumerate(curve) if v < threshold), None)
 
 
 def fisher_combined_p(p_values: Sequence[float]) -> float:
@@ -131,6 +216,81 @@ def fisher_combined_p(p_values: Sequence[float]) -> float:
         term *= half / i
         total += term
     return min(1.0, math.exp(-half) * total)
+
+
+def paired_test(values: Sequence[float], null: float = 0.0) -> Dict[str, float]:
+    """Two-sided one-sample t-test of mean(values) = ``null`` (values: paired differences, one per seed).
+
+    Returns the mean, the 95% t-interval, t, the degrees of freedom and p; p is nan with fewer than
+    two values and 0 when every value equals the mean but not ``null``. The 95% interval excludes
+    ``null`` exactly when p < 0.05.
+    """
+    n = len(values)
+    if n < 2:
+        mean = float(values[0]) if values else math.nan
+        return {"mean": mean, "low": math.nan, "high": math.nan, "n": n, "t": math.nan, "df": 0, "p": math.nan}
+    iv = t_interval(list(values))
+    sd = math.sqrt(sum((v - iv.estimate) ** 2 for v in values) / (n - 1))
+    se = sd / math.sqrt(n)
+    if se == 0:
+        t = 0.0 if iv.estimate == null else math.copysign(math.inf, iv.estimate - null)
+    else:
+        t = (iv.estimate - null) / se
+    p = 0.0 if math.isinf(t) else max(0.0, 1.0 - t_cdf_two_sided(t, n - 1))
+    return {"mean": iv.estimate, "low": iv.low, "high": iv.high, "n": n, "t": t, "df": n - 1, "p": p}
+
+
+def holm(p_values: Sequence[float]) -> List[float]:
+    """Holm's step-down adjusted p-values (same order as given): the i-th smallest of m p-values is
+    multiplied by m - i + 1 (i from 1), capped at 1, and made non-decreasing along that order. A nan
+    (no test) stays nan and does not count in m."""
+    finite = [i for i, p in enumerate(p_values) if p is not None and math.isfinite(p)]
+    m = len(finite)
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(sorted(finite, key=lambda j: p_values[j])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = running
+    return out
+
+
+def decide(tests: Sequence[Dict[str, Any]], alpha: float = 0.05) -> List[str]:
+    """Verdicts of a family: each test has ``p`` (its decisive p-value) and ``if_significant`` (the
+    verdict it settles when significant); Holm-adjusts the p's over the family (stored in each test as
+    ``p_holm``) and returns ``if_significant`` where ``p_holm < alpha``, else "inconclusive"."""
+    adjusted = holm([t["p"] for t in tests])
+    out = []
+    for t, p in zip(tests, adjusted):
+        t["p_holm"] = p
+        out.append(t["if_significant"] if math.isfinite(p) and p < alpha else "inconclusive")
+    return out
+
+
+def power_paired_t(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided one-sample t-test (level ``alpha``, n values of standard deviation
+    ``sd``) against a true mean difference ``effect``: P(|T| > t_crit), T noncentral t with n - 1
+    degrees of freedom and noncentrality effect·√n / sd."""
+    from scipy.stats import nct, t as student_t
+
+    if n < 2 or not sd > 0:
+        return math.nan
+    crit = float(student_t.ppf(1 - alpha / 2, n - 1))
+    nc = effect * math.sqrt(n) / sd
+    return float(nct.sf(crit, n - 1, nc) + nct.cdf(-crit, n - 1, nc))
+
+
+def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """The smallest mean difference the test of :func:`power_paired_t` detects with ``power``
+    (bisection on the effect); nan without a spread."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    lo, hi = 0.0, sd
+    while power_paired_t(hi, sd, n, alpha) < power:
+        hi *= 2
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if power_paired_t(mid, sd, n, alpha) < power else (lo, mid)
+    return hi
 
 
 def environment(command: str, threads: int) -> Dict[str, Any]:

@@ -19,7 +19,7 @@ __all__ = ["plot_specialization", "plot_gradient_flow", "plot_memory_capacity", 
            "write_plot"]
 
 _COLORS = {"diru": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "rnn": "tab:gray",
-           "lstm_matched": "tab:blue", "gru_matched": "tab:green"}
+           "lstm_fb1": "tab:cyan", "rnn_matched": "k", "lstm_matched": "tab:blue", "gru_matched": "tab:green"}
 _K_COLORS = {1: "tab:purple", 2: "tab:orange", 4: "tab:red", 8: "tab:brown"}
 
 
@@ -103,7 +103,8 @@ def plot_gradient_flow(result: Dict[str, Any], path: Path) -> Path:
             curves = np.array([r[phase]["mean"] for r in rs])  # [seeds, lags]
             lags = np.arange(curves.shape[1])
             slope = result["summary"]["slopes"][kind][phase][0]
-            ax.plot(lags, curves.mean(0), color=_COLORS[kind], label=f"{kind.upper()} ({slope:+.3f}/step)")
+            ax.plot(lags, curves.mean(0), color=_COLORS[kind], ls="--" if kind.endswith(("_fb1", "_matched")) else "-",
+                    label=f"{kind.upper()} ({slope:+.3f}/step)")
             ax.fill_between(lags, curves.min(0), curves.max(0), color=_COLORS[kind], alpha=0.2, lw=0)
         ax.set_xlabel("lag T - t (steps)")
         ax.set_title(("at initialisation" if phase == "init" else "after training") +
@@ -126,9 +127,11 @@ def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
     delays = sorted({r["delay"] for r in runs})
     fig, ax = plt.subplots(figsize=(7, 4.6))
     groups = [(f"DIRU k={k}", "diru", k) for k in result["config"]["ks"]] + \
-        ([("tanh RNN (reference)", "rnn", None)] if any(r["model"] == "rnn" for r in runs) else [])
+        ([("tanh RNN, same d (reference)", "rnn", None)] if any(r["model"] == "rnn" for r in runs) else []) + \
+        ([("tanh RNN, DIRU's parameters (reference)", "rnn_matched", None)]
+         if any(r["model"] == "rnn_matched" for r in runs) else [])
     for i, (label, kind, k) in enumerate(groups):
-        color = _K_COLORS.get(k, "0.5") if kind == "diru" else "0.3"
+        color = _K_COLORS.get(k, "0.5") if kind == "diru" else ("0.3" if kind == "rnn" else "k")
         xs, means = [], []
         for dl in delays:
             vals = [r["val_nmse"] for r in runs if r["model"] == kind and r["k"] == k and r["delay"] == dl]
@@ -138,7 +141,7 @@ def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
             ax.scatter([dl + off] * len(vals), vals, color=color, s=12, alpha=0.5)
             xs.append(dl)
             means.append(math.exp(sum(math.log(max(v, 1e-12)) for v in vals) / len(vals)))
-        ax.plot(xs, means, color=color, ls="--" if kind == "rnn" else "-", marker="o", label=label)
+        ax.plot(xs, means, color=color, ls="-" if kind == "diru" else "--", marker="o", label=label)
     ax.axhline(1.0, color="k", ls=":", lw=1, label="predict the mean (NMSE 1)")
     ax.set_yscale("log")
     ax.set_xlabel("delay: steps from the first stored value to the recall marker")
@@ -174,13 +177,17 @@ def plot_real_data(result: Dict[str, Any], path: Path) -> Path:
             ax.scatter([i] * len(vals), vals, color="k", s=10, zorder=3)
         if dataset == "sunspots":
             info = result["data"]["sunspots"]
-            ax.axhline(info["persistence_mse"], color="k", ls=":", lw=1, label="persistence forecast")
+            blocks = list(info.get("blocks", {"all": info}).values())
+            ax.axhline(sum(b["persistence_mse"] for b in blocks) / len(blocks), color="k", ls=":", lw=1,
+                       label="persistence forecast (mean over test blocks)")
             ax.legend(fontsize=7)
         ax.set_xticks(range(len(vs)))
         ax.set_xticklabels([v["label"].replace(" (", "\n(") for v in vs], fontsize=7)
         ax.set_ylabel(label)
         n = len({r["seed"] for r in result["runs"] if r["dataset"] == dataset})
-        ax.set_title(f"{dataset} ({n} seeds; dots: seeds)", fontsize=9)
+        nb = len({r.get("block") for r in result["runs"] if r["dataset"] == dataset})
+        ax.set_title(f"{dataset} ({n} seeds" + (f" × {nb} test blocks" if dataset == "sunspots" else "")
+                     + "; dots: runs)", fontsize=9)
         if key == "accuracy":
             lo = min(r[key] for r in result["runs"] if r["dataset"] == dataset)
             ax.set_ylim(max(0.0, lo - 0.03), 1.0)

@@ -32,7 +32,7 @@ def test_config_options_come_from_the_config_fields():
     args = cli.build_parser().parse_args(["memory-capacity", "--ks", "1", "8", "--no-rnn-reference"])
     assert args.ks == [1, 8] and args.rnn_reference is False and args.threads == 1
     args = cli.build_parser().parse_args(["gradient-flow"])
-    assert args.models == ["diru", "lstm", "gru", "rnn"] and args.norm == "2" and args.seeds >= 3
+    assert args.models == ["diru", "lstm", "lstm_fb1", "gru", "rnn", "rnn_matched"] and args.norm == "2" and args.seeds >= 3
     assert cli.build_parser().parse_args(["real-data"]).seeds >= 3
 
 
@@ -67,7 +67,8 @@ def test_results_have_the_promised_contents(tiny_results):
     run = spec["runs"][0]
     assert 0 < run["trained"]["p_value"] <= 1 and len(run["trained"]["profiles"]) == run["k"]
     flow = json.loads((out / "gradient_flow.json").read_text())
-    assert {r["model"] for r in flow["runs"]} == {"diru", "lstm", "gru", "rnn"}
+    assert {r["model"] for r in flow["runs"]} == {"diru", "lstm", "lstm_fb1", "gru", "rnn", "rnn_matched"}
+    assert len(flow["summary"]["tests"]) == 8 and all("p_holm" in t for t in flow["summary"]["tests"])
     assert len(flow["runs"][0]["init"]["mean"]) == 14 and flow["runs"][0]["init"]["mean"][0] == 0.0
     mem = json.loads((out / "memory_capacity.json").read_text())
     assert len(set(sum(mem["params_by_k"].values(), []))) == 1  # one parameter count for every k

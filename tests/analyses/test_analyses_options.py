@@ -59,6 +59,24 @@ def test_attention_runs_are_recorded(tmp_path):
     rnn = [r for r in mem["runs"] if r["model"] == "rnn"]
     assert rnn and rnn[0]["params"] == sum(p.numel() for p in build("rnn", n, d, 1).parameters())
     assert "## 1. Compartments specialize" in (tmp_path / "ANALYSES.md").read_text()
+    assert spec["summary"]["exchangeable"] is False  # attention singles the blocks out
+    matched = [r for r in mem["runs"] if r["model"] == "rnn_matched"]
+    assert matched and abs(matched[0]["params"] - mem["params_by_k"]["1"][0]) <= 2 * matched[0]["hidden_size"] + 4
+
+
+def test_variant_folders_are_reported_under_each_analysis(tmp_path):
+    """The attention runs are generated into the main report from their own JSON (--variant)."""
+    plain, att = tmp_path / "plain", tmp_path / "att"
+    assert cli.main(["specialization", "--out", str(plain), "--quiet", "--no-plots", "--backend", "torch"] + TINY_SPEC) == 0
+    assert cli.main(["specialization", "--out", str(att), "--quiet", "--no-plots", "--backend", "torch",
+                     "--compartment-attention"] + TINY_SPEC) == 0
+    report = tmp_path / "A.md"
+    assert cli.main(["analyses", "--report-only", "--out", str(plain), "--report", str(report), "--variant", str(att)]) == 0
+    text = report.read_text()
+    assert text.count("### 1b. Compartments specialize to different frequencies, with attention over compartments") == 1
+    assert "| … with attention over compartments: compartments specialize" in text
+    assert "](att/specialization.png)" in text and "--compartment-attention" in text
+    assert text.count("**Verdict: does not hold** (by the symmetry argument).") == 1  # the plain cell only
 
 
 @pytest.mark.parametrize("options", [DIRUOptions(compartment_attention=True),

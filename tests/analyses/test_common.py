@@ -28,3 +28,28 @@ def test_prototype_copy_of_a_reference_diru_is_itself():
     assert prototype_copy(model) is model
     with pytest.raises(TypeError):
         prototype_copy(torch.nn.Linear(2, 2))
+
+
+def test_fit_clips_every_step_to_the_norm():
+    """With a tiny clip every step is clipped (recorded per epoch) and the run differs from the
+    unclipped one; a clip never reached gives the unclipped run exactly."""
+    import copy
+
+    from diru_fast.analyses.common import build, fit
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 5, 2), torch.randn(16, 1)
+    data = torch.utils.data.TensorDataset(x, y)
+    model = build("gru", 2, 4, 1)
+    clipped, free = copy.deepcopy(model), copy.deepcopy(model)
+    h = fit(clipped, data, data, epochs=2, batch_size=8, clip=1e-6)
+    assert h.clipped == [1.0, 1.0] and len(h.val_loss) == 2 and len(h.train_loss) == 2
+    h2 = fit(free, data, data, epochs=2, batch_size=8, clip=None)
+    assert h2.clipped == [0.0, 0.0]
+    huge = copy.deepcopy(model)
+    h3 = fit(huge, data, data, epochs=2, batch_size=8, clip=1e9)  # never reached: the same run as no clipping
+    assert h3.clipped == [0.0, 0.0] and h3.val_loss == h2.val_loss
+    assert all(torch.equal(a, b) for a, b in zip(huge.parameters(), free.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(clipped.parameters(), free.parameters()))
+    with pytest.raises(ValueError, match="clip"):
+        fit(model, data, data, epochs=1, clip=0.0)

@@ -88,16 +88,64 @@ def test_model_step_rejects_what_it_cannot_measure():
             G.model_step(two_layers)
 
 
-def test_verdict_rules():
-    def comp(vs_rnn, vs_lstm):
-        return {"vs_rnn": vs_rnn, "vs_lstm": vs_lstm}
+def _test(claim, mean, low, high, p, if_significant):
+    return {"claim": claim, "mean": mean, "low": low, "high": high, "p": p, "if_significant": if_significant}
 
-    v = G.verdicts({"init": comp([0.2, 0.1, 0.3, 5], [0.0, -0.01, 0.01, 5]),
-                    "trained": comp([0.2, 0.15, 0.25, 5], [0.005, -0.015, 0.018, 5])})
-    assert v["better_than_rnn"] == HOLDS and v["comparable_to_lstm"] == HOLDS
-    v = G.verdicts({"init": comp([-0.2, -0.3, -0.1, 5], [0.2, 0.1, 0.3, 5]),
-                    "trained": comp([-0.2, -0.3, -0.05, 5], [0.2, 0.15, 0.25, 5])})
-    assert v["better_than_rnn"] == DOES_NOT_HOLD and v["comparable_to_lstm"] == DOES_NOT_HOLD
-    v = G.verdicts({"init": comp([0.2, 0.1, 0.3, 5], None), "trained": comp([0.1, -0.1, 0.3, 5], None)})
-    assert v["better_than_rnn"] == INCONCLUSIVE and v["comparable_to_lstm"] == INCONCLUSIVE
-    assert v["per_phase"]["init"]["better_than_rnn"] == HOLDS
+
+def test_verdict_rules_apply_holm_over_the_family():
+    rnn, lstm = "better_than_rnn", "comparable_to_lstm"
+    tests = [_test(rnn, 0.2, 0.1, 0.3, 0.001, HOLDS), _test(rnn, 0.2, 0.1, 0.3, 0.002, HOLDS),
+             _test(lstm, 0.0, -0.01, 0.01, 0.003, HOLDS), _test(lstm, 0.01, -0.01, 0.015, 0.004, HOLDS)]
+    v = G.verdicts(tests)
+    assert v["better_than_rnn"] == HOLDS and v["comparable_to_lstm"] == HOLDS and v["family_size"] == 4
+    assert [t["p_holm"] for t in tests] == pytest.approx([0.004, 0.006, 0.006, 0.006])
+    # p = 0.03 alone would settle it; after Holm over four tests (0.03 * 2, the 3rd and 4th smallest) it does not
+    tests = [_test(rnn, -0.2, -0.3, -0.1, 0.03, DOES_NOT_HOLD), _test(rnn, -0.2, -0.3, -0.1, 0.03, DOES_NOT_HOLD),
+             _test(lstm, 0.2, 0.1, 0.3, 0.001, DOES_NOT_HOLD), _test(lstm, 0.2, 0.1, 0.3, 0.001, DOES_NOT_HOLD)]
+    v = G.verdicts(tests)
+    assert [t["p_holm"] for t in tests] == pytest.approx([0.06, 0.06, 0.004, 0.004])
+    assert tests[0]["verdict"] == INCONCLUSIVE
+    assert v["better_than_rnn"] == INCONCLUSIVE and v["comparable_to_lstm"] == DOES_NOT_HOLD
+
+
+def test_band_test_is_the_interval_rule():
+    """Inside the band: the larger p of the two tests against the edges; outside: the nearer edge's."""
+    band = (-0.02, 0.02)
+    inside = G.band_test([0.001, -0.002, 0.0, 0.003, -0.001], band)
+    assert inside["if_significant"] == HOLDS and inside["p"] < 0.05
+    assert band[0] < inside["low"] and inside["high"] < band[1]
+    outside = G.band_test([0.2, 0.21, 0.19, 0.2], band)
+    assert outside["if_significant"] == DOES_NOT_HOLD and outside["p"] < 0.05 and outside["low"] > band[1]
+    straddle = G.band_test([0.0, 0.04, -0.03, 0.03], band)
+    assert straddle["p"] >= 0.05  # the interval crosses an edge: not settled
+
+
+def test_summarize_compares_diru_with_every_control():
+    runs = []
+    for seed in range(3):
+        for kind, (si, st) in {"diru": (0.0, 0.02), "rnn": (-0.2, -0.2), "rnn_matched": (-0.21, -0.19),
+                               "lstm": (-0.18, -0.19), "lstm_fb1": (-0.05, -0.04), "gru": (-0.17, -0.17)}.items():
+            jitter = 0.001 * seed
+            runs.append({"model": kind, "seed": seed, "val_nmse": 1.0, "learned_epoch": None,
+                         "init": {"slope": si + jitter}, "trained": {"slope": st - jitter}})
+    s = G.summarize(runs, ("diru", "lstm", "lstm_fb1", "gru", "rnn", "rnn_matched"))
+    keys = {(t["claim"], t["baseline"], t["phase"]) for t in s["tests"]}
+    assert len(s["tests"]) == 8 and ("comparable_to_lstm", "lstm_fb1", "trained") in keys
+    assert s["verdicts"]["better_than_rnn"] == HOLDS and s["verdicts"]["comparable_to_lstm"] == DOES_NOT_HOLD
+    one = next(t for t in s["tests"] if t["baseline"] == "rnn" and t["phase"] == "init")
+    assert one["mean"] == pytest.approx(0.198)  # mean over seeds of |-0.2 + j| - |j|, j = 0, 0.001, 0.002
+
+
+def test_controls_are_what_they_claim():
+    from diru_fast.analyses.common import matched_rnn_hidden, rnn_params
+    from diru_fast.experiments.models import count_params
+
+    torch.manual_seed(0)
+    fb1 = build("lstm_fb1", 1, 5, 1)
+    gate = (fb1.lstm.bias_ih_l0 + fb1.lstm.bias_hh_l0).detach()
+    assert torch.equal(gate[5:10], torch.ones(5)) and not torch.equal(gate[:5], torch.ones(5))
+    config = G.GradientFlowConfig(seeds=1, hidden_size=64)
+    h = G.hidden_size_of("rnn_matched", config)
+    assert h == 143 and rnn_params(1, 143, 1) == count_params(build("rnn", 1, 143, 1)) == 21022
+    assert abs(rnn_params(1, h, 1) - 21057) <= abs(rnn_params(1, h + 1, 1) - 21057)  # the closest size
+    assert matched_rnn_hidden(rnn_params(3, 17, 2), 3, 2) == 17

@@ -166,8 +166,59 @@ class Gain:
 
 
 def test_verdict_rule():
+    # exchangeable compartments: does not hold by the symmetry argument, whatever the p-values say
     assert S.verdict(per_k([0.3, 0.5, 0.9]), Gain(-1.0)) == DOES_NOT_HOLD
-    assert S.verdict(per_k([0.01, 0.001, 0.02]), Gain(0.5)) == HOLDS
-    assert S.verdict(per_k([0.01, 0.001, 0.02]), Gain(-0.5)) == INCONCLUSIVE  # no more specialized than at init
-    assert S.verdict(per_k([0.01, 0.5, 0.9]), Gain(0.5)) == INCONCLUSIVE
+    assert S.verdict(per_k([0.01, 0.001, 0.02]), Gain(0.5)) == DOES_NOT_HOLD
+    # attention: the permutation test asks a real question; a non-significant p is not "does not hold"
+    assert S.verdict(per_k([0.3, 0.5, 0.9]), Gain(-1.0), is_exchangeable=False) == INCONCLUSIVE
+    assert S.verdict(per_k([0.01, 0.001, 0.02]), Gain(0.5), is_exchangeable=False) == HOLDS
+    assert S.verdict(per_k([0.01, 0.001, 0.02]), Gain(-0.5), is_exchangeable=False) == INCONCLUSIVE
+    assert S.verdict(per_k([0.01, 0.5, 0.9]), Gain(0.5), is_exchangeable=False) == INCONCLUSIVE
     assert math.isclose(fisher_combined_p([1.0, 1.0]), 1.0)
+
+
+def test_exchangeable_only_without_attention_or_sizes():
+    assert S.exchangeable({}) and S.exchangeable({"activation": "relu", "compartment_dropout": 0.1})
+    assert not S.exchangeable({"compartment_attention": True})
+    assert not S.exchangeable({"compartment_sizes": [2, 6]})
+
+
+def test_unit_diversity_by_hand():
+    """Two units with disjoint one-band profiles: H([1/2, 1/2, 0]) - 0 = 1 bit; equal profiles: 0;
+    units [1, 0] and [1/2, 1/2]: H([3/4, 1/4]) - (0 + 1)/2 = 0.811278 - 0.5."""
+    assert S.unit_diversity(torch.tensor([[3.0, 0.0, 0.0], [0.0, 5.0, 0.0]], dtype=torch.float64)) == \
+        pytest.approx(1.0, abs=1e-12)
+    assert S.unit_diversity(torch.tensor([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]], dtype=torch.float64)) == \
+        pytest.approx(0.0, abs=1e-12)
+    expect = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25)) - 0.5
+    assert S.unit_diversity(torch.tensor([[2.0, 0.0], [1.0, 1.0]], dtype=torch.float64)) == pytest.approx(expect, abs=1e-12)
+
+
+def test_unit_diversity_is_blind_to_the_unit_order():
+    g = torch.Generator().manual_seed(0)
+    power = torch.rand(12, 3, generator=g, dtype=torch.float64)
+    assert S.unit_diversity(power) == pytest.approx(S.unit_diversity(power[torch.randperm(12, generator=g)]), abs=1e-14)
+
+
+def test_permutation_p_is_uniform_for_exchangeable_groups():
+    """The symmetry argument in miniature: units drawn iid, the block partition is one random
+    partition among many, so its permutation p is (close to) uniform over repeated draws."""
+    g = torch.Generator().manual_seed(1)
+    ps = [S.permutation_test(torch.rand(16, 3, generator=g, dtype=torch.float64), 4, n_perm=99, seed=i)["p_value"]
+          for i in range(200)]
+    assert 0.4 < sum(ps) / len(ps) < 0.6
+    assert 0.02 < sum(p <= 0.1 for p in ps) / len(ps) < 0.2
+
+
+def test_selectivity_tests_pair_by_seed_and_apply_holm():
+    runs = [{"seed": s, "k": k, "init": {"diversity_h": 0.01 * (1 + 0.1 * s)},
+             "trained": {"diversity_h": 0.02 * (1 + 0.1 * s) * (1 + 0.01 * k)}} for s in range(4) for k in (2, 4)]
+    controls = [{"model": "lstm", "seed": s, "init": {"diversity_h": 0.01}, "trained": {"diversity_h": 0.02 + 0.01 * s}}
+                for s in range(4)]
+    out = S.selectivity_tests(runs, controls)
+    by = {t["baseline"]: t for t in out["tests"]}
+    assert set(by) == {"lstm_trained", "diru_init"}
+    # DIRU trained / init per seed: (1 + 0.01 k) * 2 averaged over k = 2 * 1.03 (the seed factor cancels)
+    assert math.exp(by["diru_init"]["mean"]) == pytest.approx(2.06, rel=1e-9)
+    assert by["diru_init"]["verdict"] == "higher" and by["diru_init"]["p_holm"] <= 2 * by["diru_init"]["p"]
+    assert by["lstm_trained"]["detectable_ratio"] > 1
