@@ -292,4 +292,7 @@ SUBCOMMANDS: Dict[str, Subcommand] = {
                     "claims. Start it under torchrun to train every run data-parallel."),
     "train": Subcommand("train one model on one task (checkpoint + history); DDP under torchrun",
                         _add_train, _run_train),
+    "irregular": Subcommand("irregularly sampled series: DIRU's Δt feature vs time decay vs LSTM/GRU over seeds",
+                            lambda p: _irregular().add_arguments(p), lambda args: _irregular().main(args)),
 }
+_irregular = lambda: __import__("diru_fast.experiments.irregular", fromlist=["main"])  # noqa: E731
