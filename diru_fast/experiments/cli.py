@@ -159,7 +159,7 @@ def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
     finally:
         distributed.shutdown(ctx)
     text = report.markdown_report(results, title)
-    results_part = text[text.index("## Headline"):text.index("## Results")]
+    results_part = text[text.index("## Headline"):text.index("## Power")]
     print(results_part.rstrip())
     print(f"\nwrote {path}, {args.out / study.RESULTS_JSON}, {args.out / study.RESULTS_CSV}"
           + "".join(f", {p}" for p in written))

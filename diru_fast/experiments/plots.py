@@ -2,11 +2,12 @@
 
 - ``curves.png``:      per task, validation (solid, band = min..max over seeds) and training
                        (dashed, mean) loss against epoch, log scale.
-- ``predictions.png``: per task, one validation input with its target and every model's
-                       prediction (top), and predicted vs true target over the kept validation
-                       samples (bottom); first seed of the study.
-- ``summary.png``:     per task, final validation MSE (mean, error bars = std over seeds) with
-                       the prototype's claimed DIRU / LSTM values marked; mean epoch time per model.
+- ``predictions.png``: per task, one test input with its target and every model's prediction
+                       (best-validation epoch's weights; top), and predicted vs true target over
+                       the kept test samples (bottom); first seed of the study.
+- ``summary.png``:     per task, test MSE at the best-validation epoch (mean, error bars = std over
+                       seeds) with the prototype's claimed DIRU / LSTM values and the best trivial
+                       baseline marked; mean epoch time per model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Dict, List
 
 from . import claims as C
 from .io import atomic_path
-from .report import group_runs, summary_rows, tasks_run, variants_run
+from .report import baseline_rows, group_runs, summary_rows, tasks_run, variants_run
 
 __all__ = ["write_plots", "PLOT_FILES"]
 
@@ -125,9 +126,13 @@ def plot_summary(results: Dict[str, Any], path: Path) -> Path:
     for ax, task in zip(axes[0], tasks):
         task_rows = {r["model"]: r for r in rows if r["task"] == task}
         keys = [v["key"] for v in variants if v["key"] in task_rows]
-        means = [task_rows[k]["final"][0] for k in keys]
-        stds = [task_rows[k]["final"][1] if task_rows[k]["n"] > 1 else 0.0 for k in keys]
+        means = [task_rows[k]["test"][0] for k in keys]
+        stds = [task_rows[k]["test"][1] if task_rows[k]["n"] > 1 else 0.0 for k in keys]
         ax.bar(range(len(keys)), means, yerr=stds, capsize=4, color=[_COLORS.get(k) for k in keys])
+        trivial = [b for b in baseline_rows(results) if b["task"] == task and b["name"] != "sine_oracle"]
+        if trivial:
+            b = min(trivial, key=lambda b: b["mse"][0])
+            ax.axhline(b["mse"][0], color="0.4", ls="--", lw=1, label=f"{b['label']} (trivial)")
         claim = C.MSE_CLAIMS.get(task) if comparable else None
         if claim is not None:
             for key, value in (("diru", claim.diru_mse), ("lstm", claim.lstm_mse)):
@@ -137,9 +142,9 @@ def plot_summary(results: Dict[str, Any], path: Path) -> Path:
                             label="prototype's claim" if key == "diru" else None)
         ax.set_xticks(range(len(keys)))
         ax.set_xticklabels([task_rows[k]["label"].replace(" (", "\n(") for k in keys], fontsize=7)
-        ax.set_ylabel("final validation MSE")
+        ax.set_ylabel("test MSE (best-validation epoch)")
         ax.set_title(f"{task} (mean ± std, {task_rows[keys[0]]['n']} seeds)")
-        if claim is not None:
+        if claim is not None or trivial:
             ax.legend(fontsize=7)
     ax = axes[0][-1]
     keys = [v["key"] for v in variants]

@@ -2,7 +2,8 @@
 
 - :func:`train` runs epochs of shuffled mini-batches and records, per epoch, the training
   loss (mean over the epoch's samples), the validation MSE and the wall time (training +
-  validation). Fixed epochs by default; ``patience`` turns on early stopping. A tqdm bar
+  validation). Fixed epochs by default; ``patience`` turns on early stopping; ``keep_best``
+  keeps a copy of the best-validation epoch's weights (``History.best_state``, ``best_epoch``). A tqdm bar
   shows progress unless ``progress=False``. Under torchrun (see :mod:`.distributed`) the
   model runs in DistributedDataParallel, each rank taking its share of every global batch.
 - :func:`evaluate` (MSE over a dataset, or the mean cross-entropy with ``loss="cross_entropy"``)

@@ -81,3 +81,48 @@ def test_setting_differences():
     assert C.setting_differences(same) == []
     diffs = C.setting_differences(dict(same, n_train=256, epochs=12))
     assert len(diffs) == 2 and any("n_train 256" in d for d in diffs)
+
+
+def test_paired_t_p_matches_scipy():
+    from diru_fast.experiments.stats import paired_t_p
+
+    for values in ([0.3, -0.1, 0.25, 0.4, 0.05], [-0.2, -0.25, -0.1], [1.0, -1.0, 0.5, -0.4, 0.2, 0.1, -0.3]):
+        assert paired_t_p(values) == pytest.approx(scipy_stats.ttest_1samp(values, 0.0).pvalue, rel=1e-9)
+    assert paired_t_p([0.0, 0.0, 0.0]) == 1.0 and paired_t_p([2.0, 2.0]) == 0.0
+    assert math.isnan(paired_t_p([1.0]))
+
+
+def test_holm_by_hand():
+    from diru_fast.experiments.stats import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): 4 x 0.005 = 0.02, 3 x 0.01 = 0.03, 2 x 0.03 = 0.06,
+    # 1 x 0.04 = 0.04 -> raised to the running maximum 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == [pytest.approx(0.03), pytest.approx(0.06), pytest.approx(0.06),
+                                              pytest.approx(0.02)]
+    assert holm([0.5, 0.9]) == [pytest.approx(1.0), pytest.approx(1.0)]  # capped at 1
+    out = holm([0.02, math.nan, 0.01])  # a nan is left out of m
+    assert math.isnan(out[1]) and out[0] == pytest.approx(0.02) and out[2] == pytest.approx(0.02)
+    assert holm([]) == []
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 10, 39])
+@pytest.mark.parametrize("effect", [0.0, 0.25, -0.9, 1.5])
+def test_t_power_matches_the_noncentral_t(n, effect):
+    from diru_fast.experiments.stats import t_power
+
+    crit = scipy_stats.t.ppf(0.975, n - 1)
+    nc = abs(effect) * math.sqrt(n)
+    expected = scipy_stats.nct.sf(crit, n - 1, nc) + scipy_stats.nct.cdf(-crit, n - 1, nc)
+    assert t_power(effect, n) == pytest.approx(expected, abs=2e-7)
+
+
+def test_seeds_for_power():
+    from diru_fast.experiments.stats import seeds_for_power, t_power
+
+    # the textbook case: a one-sample t-test needs 10 values for 80% power at effect 1.0 (0.803 at n = 10)
+    assert seeds_for_power(1.0) == 10 and t_power(1.0, 9) < 0.8 <= t_power(1.0, 10)
+    n = seeds_for_power(-0.46)  # the sign does not matter
+    assert t_power(0.46, n - 1) < 0.8 <= t_power(0.46, n)
+    assert seeds_for_power(0.0) is None and t_power(0.0, 7) == pytest.approx(0.05, abs=1e-7)
+    with pytest.raises(ValueError):
+        t_power(1.0, 1)

@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from diru_fast.experiments.models import count_params, build_model
 from diru_fast.experiments.study import StudyConfig, derive_seed, load_results, run_study, variants
@@ -80,3 +81,56 @@ def test_process_pool_gives_the_same_numbers(tmp_path):
     pooled = run_study(config, tmp_path, progress=False, workers=2, threads=1)
     assert _finals(pooled) == _finals(serial)
     assert [r["model"] for r in pooled["runs"]] == [r["model"] for r in serial["runs"]]
+
+
+def test_runs_score_the_best_validation_epoch_on_a_test_split(tmp_path):
+    from diru_fast.experiments import trivial
+    from diru_fast.experiments.study import make_splits
+
+    config = StudyConfig(**dict(TINY, tasks=("lorenz",), models=("diru", "gru"), epochs=3))
+    res = run_study(config, None, progress=False)
+    for r in res["runs"]:
+        val = r["history"]["val_loss"]
+        assert r["best_epoch"] == val.index(min(val)) + 1 and r["best_val_mse"] == min(val)
+        assert r["test_mse"] > 0 and r["final_test_mse"] > 0
+        if r["best_epoch"] == len(val):  # the best epoch is the last: the same weights
+            assert r["test_mse"] == pytest.approx(r["final_test_mse"], rel=1e-6)
+        assert r["seeds"]["test_data"] not in (r["seeds"]["train_data"], r["seeds"]["val_data"])
+    train, _, test = make_splits(config, "lorenz", 0)
+    by_name = {b["name"]: b["mse"] for b in res["baselines"] if b["seed"] == 0}
+    assert by_name["mean"] == pytest.approx(float((test.y.double() - train.y.double().mean()).pow(2).mean()))
+    assert by_name["ls_last10"] == pytest.approx(trivial.least_squares_mse(train, test, 10))
+    run0 = next(r for r in res["runs"] if r["seed"] == 0)
+    assert run0["mean_predictor_test_mse"] == pytest.approx(by_name["mean"])
+
+
+def test_normalize_standardises_with_training_statistics():
+    from diru_fast.experiments.study import _Standardised, make_splits, standardisation
+
+    config = StudyConfig(**dict(TINY, tasks=("memory",), models=("lstm",), seeds=1, normalize=True))
+    train, val, _ = make_splits(config, "memory", 0)
+    stats = standardisation(train)
+    z = _Standardised(train, stats)
+    assert float(z.x.double().mean()) == pytest.approx(0.0, abs=1e-6)
+    assert float(z.y.double().std()) == pytest.approx(1.0, rel=1e-5)
+    zv = _Standardised(val, stats)  # the validation split uses the training statistics
+    assert torch.allclose(zv.y * stats[3] + stats[2], val.y, atol=1e-5)
+    res = run_study(config, None, progress=False)
+    (run,) = res["runs"]
+    # MSEs come back on the raw scale: not learned in 2 epochs, the model stays near the mean's MSE
+    assert 0.3 < run["final_val_mse"] / run["mean_predictor_mse"] < 3.0
+    assert res["config"]["normalize"] is True
+
+
+def test_reuse_takes_matching_runs_and_refuses_other_settings(tmp_path):
+    base = StudyConfig(**dict(TINY, tasks=("sine",), models=("diru", "lstm"), seeds=1))
+    first = run_study(base, tmp_path, progress=False)
+    other = StudyConfig(**dict(TINY, tasks=("sine",), models=("diru", "lstm"), seeds=1, backend="reference"))
+    trained = []
+    second = run_study(other, None, progress=False, reuse=[tmp_path], on_run=trained.append)
+    assert [r["model"] for r in trained] == ["diru"]  # DIRU on another backend: trained again
+    lstm = [r for r in second["runs"] if r["model"] == "lstm"]
+    assert lstm[0]["reused_from"] == str(tmp_path)
+    assert lstm[0]["test_mse"] == next(r["test_mse"] for r in first["runs"] if r["model"] == "lstm")
+    with pytest.raises(ValueError, match="epochs differ"):
+        run_study(StudyConfig(**dict(TINY, tasks=("sine",), epochs=3)), None, progress=False, reuse=[tmp_path])
