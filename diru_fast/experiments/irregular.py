@@ -617,8 +617,19 @@ def _gap_table(results: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def initial_decay_rates(hidden_size: int) -> Dict[str, float]:
+    """The summary of ``softplus(λ)`` of a fresh time-decay cell (its initialisation uses no RNG)."""
+    from ..weights import init_decay_rate_
+
+    lam = torch.empty(hidden_size, dtype=torch.float64)
+    init_decay_rate_(lam)
+    return _rate_summary(F.softplus(lam).tolist())
+
+
 def _decay_text(results: Dict[str, Any]) -> str:
-    out = []
+    init = initial_decay_rates(results["config"]["hidden_size"])
+    out = [f"At initialisation the rates spread geometrically: median {init['median']:.3g}, range "
+           f"[{init['min']:.3g}, {init['max']:.3g}] per unit of mean gap.", ""]
     for r in summary_rows(results):
         if r["decay_median"] is not None:
             runs = [x for x in results["runs"] if x["task"] == r["task"] and x["model"] == r["model"]]
@@ -628,7 +639,7 @@ def _decay_text(results: Dict[str, Any]) -> str:
                        f"gap (mean over seeds; all units of all seeds within [{lo:.3g}, {hi:.3g}]): the state "
                        f"keeps exp(-{r['decay_median']:.3g}) = {math.exp(-r['decay_median']):.3g} of itself over "
                        "a mean gap.")
-    return "\n".join(out) or "(no time-decay model in this run)"
+    return "\n".join(out) if len(out) > 2 else "(no time-decay model in this run)"
 
 
 def _verdict_text(results: Dict[str, Any], comps: List[Dict[str, Any]]) -> str:
@@ -646,6 +657,16 @@ def _verdict_text(results: Dict[str, Any], comps: List[Dict[str, Any]]) -> str:
             text.append(f"best trivial predictor: {_label(floor)} ({rows[floor]['test'].estimate:.4g}); models "
                         "whose improvement over it has a 95% CI entirely above 0: "
                         + (", ".join(beats) if beats else "none"))
+        short = min((k for k in TRIVIAL if k in rows), key=lambda k: rows[k]["bins"][0], default=None)
+        if short is not None:
+            worse = [rows[k]["label"] for k in trained if rows[k]["bins"][0] > rows[short]["bins"][0]]
+            text.append(f"at query gaps < {GAP_BINS[0]:g}, {_label(short)} ({rows[short]['bins'][0]:.3g}) has a lower "
+                        f"mean MSE than {len(worse)} of the {len(trained)} trained models")
+        capped = sum(rows[k]["capped"] for k in trained)
+        if capped:
+            text.append(f"{capped} of {sum(rows[k]['n'] for k in trained)} trained runs ended at the "
+                        f"{results['config']['max_epochs']}-epoch cap (patience not exhausted), so this compares "
+                        "the models at that training budget")
         for c in comps:
             if c["task"] == task and c["b"] == "diru_feature":
                 text.append(f"{_label(c['a'])} vs {_label(c['b'])}: {_pct(c['improvement'])}, Holm p "
@@ -666,6 +687,7 @@ def markdown_report(results: Dict[str, Any], title: str = TITLE) -> str:
     parts = [
         f"# {title}", "",
         f"Command: `{meta.get('command') or '(library call)'}`", "",
+        *([f"Note: {meta['note']}", ""] if meta.get("note") else []),
         f"- Ran on: cpu, {meta.get('device')} with {meta.get('cpu_count')} cores (shared), {meta.get('threads')} "
         f"torch thread(s); torch {meta.get('torch')}, Python {meta.get('python')}, diru_fast {meta.get('diru_fast')} "
         f"(commit {meta.get('commit') or '?'}), {meta.get('timestamp')}; "
