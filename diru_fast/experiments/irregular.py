@@ -78,11 +78,11 @@ from ..modules import DIRU
 from .datasets import LorenzDataset, SineDataset
 from .io import atomic_path, atomic_write_text
 from .models import count_params, matched_hidden_size
-from .stats import Interval, mean_std, relative_improvement, t_cdf_two_sided, t_interval
+from .stats import Interval, holm, mean_std, paired_t_p, relative_improvement, t_interval
 from .study import derive_seed
 
 __all__ = ["IrregularDataset", "IRREGULAR_TASKS", "MODEL_VARIANTS", "TRIVIAL", "COMPARISONS", "IrregularConfig",
-           "IrregularModel", "build_variant", "holm", "paired_test", "trivial_predictions", "run_one",
+           "IrregularModel", "build_variant", "paired_test", "trivial_predictions", "run_one",
            "run_irregular", "comparisons", "markdown_report", "add_arguments", "main"]
 
 IRREGULAR_TASKS = ("sine", "lorenz")
@@ -425,25 +425,8 @@ def _trivial_rows(task: str, seed: int, train_set, test_set) -> List[Dict[str, A
 
 def paired_test(a: Sequence[float], b: Sequence[float]) -> Tuple[Interval, float]:
     """A's relative improvement over B (paired by seed, 95% CI) and the two-sided paired t-test's
-    p-value on the log ratios (nan with one pair, 0 or 1 when every log ratio is the same)."""
-    imp = relative_improvement(a, b)
-    r = [math.log(x / y) for x, y in zip(a, b)]
-    if len(r) < 2:
-        return imp, math.nan
-    mean, sd = mean_std(r)
-    if sd == 0:
-        return imp, 1.0 if mean == 0 else 0.0
-    return imp, 1.0 - t_cdf_two_sided(mean / (sd / math.sqrt(len(r))), len(r) - 1)
-
-
-def holm(p_values: Sequence[float]) -> List[float]:
-    """Holm's step-down adjusted p-values, in the input order (nan stays nan and is not counted)."""
-    idx = sorted((i for i, p in enumerate(p_values) if not math.isnan(p)), key=lambda i: p_values[i])
-    m, out, running = len(idx), [math.nan] * len(p_values), 0.0
-    for rank, i in enumerate(idx):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        out[i] = running
-    return out
+    p-value on the same log ratios (:func:`~.stats.paired_t_p`; nan with one pair)."""
+    return relative_improvement(a, b), paired_t_p([math.log(x / y) for x, y in zip(a, b)])
 
 
 def _by(runs: Sequence[Dict[str, Any]], task: str, model: str) -> Dict[int, float]:
