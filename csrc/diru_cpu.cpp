@@ -5,10 +5,10 @@
 // tensors of float32 / float64:
 //
 //   scan_fwd(xp [T,B,3d+k], h0 [B,d], w_hh [3d+k,d], w_int [d,d], b_int [d], w_out [d,d], b_out [d],
-//            lengths [B] int64 | None, need_saved, activation, compartment_of, mask)
+//            lengths [B] int64 | None, need_saved, activation, compartment_of, mask, decay)
 //       -> (hs [T,B,d], saved [T,B,4d+k] | [0])
 //   scan_bwd(grad_hs [T,B,d], h0 [B,d], hs [T,B,d], saved [T,B,4d+k], w_hh, w_int, w_out,
-//            lengths | None, activation, compartment_of, mask)
+//            lengths | None, activation, compartment_of, mask, decay)
 //       -> (d_p [T,B,3d+k], d_zp [T,B,d], d_yp [T,B,d], d_h0 [B,d])
 //
 // and, for inference, one step of a cell with its input projection in the same call:
@@ -22,7 +22,8 @@
 //
 // The options (docs/MATH.md, "Options"; all off by default): activation 0 = tanh, 1 = relu;
 // compartment_of [d] int64 | None turns attention on, with k = w_hh.size(0) - 3d logits (values in
-// [0, k)); mask [T,B,d] | None (the input dtype) is the compartment dropout mask.
+// [0, k)); mask [T,B,d] | None (the input dtype) is the compartment dropout mask; decay [T,B,d] | None
+// (the input dtype) the time-decay factors of each step's state.
 //
 // Threads: the batch is split into min(at::get_num_threads(), B) slices of consecutive rows,
 // one per thread (at::parallel_for); each runs the whole time loop on its rows. float32 runs
@@ -95,8 +96,21 @@ bool defined(const c10::optional<at::Tensor>& t) { return t.has_value() && t->de
 struct Options {
   bool relu = false;
   int64_t k = 0;
-  at::Tensor comp, mask;  // undefined where off
+  at::Tensor comp, mask, decay;  // undefined where off
 };
+
+// The per-step option tensors mask and decay: [T, B, d] of the call's dtype, made contiguous.
+void check_step_options(Options& o, const c10::optional<at::Tensor>& decay, at::ScalarType dtype, int64_t T,
+                        int64_t B, int64_t d) {
+  if (o.mask.defined()) {
+    check_tensor(o.mask, "mask", dtype, {T, B, d});
+    o.mask = o.mask.contiguous();
+  }
+  if (defined(decay)) {
+    check_tensor(*decay, "decay", dtype, {T, B, d});
+    o.decay = decay->contiguous();
+  }
+}
 
 // k: w_hh's rows beyond 3d when compartment_of is given (it must then be at least 1), else 0.
 Options check_options(int64_t activation, const c10::optional<at::Tensor>& compartment_of,
@@ -127,6 +141,7 @@ void set_options(ScanArgs<T>& a, const Options& o) {
   a.k = o.k;
   a.comp = o.k > 0 ? o.comp.data_ptr<int64_t>() : nullptr;
   a.mask = o.mask.defined() ? o.mask.data_ptr<T>() : nullptr;
+  a.decay = o.decay.defined() ? o.decay.data_ptr<T>() : nullptr;
 }
 
 // Run body(r0, r1) on every slice of the batch, one slice per thread, each with a
@@ -285,7 +300,8 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp_in, const at::T
                                             const at::Tensor& b_out_in, const c10::optional<at::Tensor>& lengths_in,
                                             bool need_saved, int64_t activation,
                                             const c10::optional<at::Tensor>& compartment_of,
-                                            const c10::optional<at::Tensor>& mask_in) {
+                                            const c10::optional<at::Tensor>& mask_in,
+                                            const c10::optional<at::Tensor>& decay_in) {
   check_dtype(xp_in, "xp");
   TORCH_CHECK(xp_in.dim() == 3, "diru_fast cpu kernel: xp must be [T, B, 3d+k], got shape ", xp_in.sizes());
   TORCH_CHECK(h0_in.dim() == 2, "diru_fast cpu kernel: h0 must be [B, d], got shape ", h0_in.sizes());
@@ -296,10 +312,7 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp_in, const at::T
   check_tensor(xp_in, "xp", dtype, {T, B, 3 * d + k});
   check_tensor(h0_in, "h0", dtype, {B, d});
   check_tensor(w_hh_in, "w_hh", dtype, {3 * d + k, d});
-  if (options.mask.defined()) {
-    check_tensor(options.mask, "mask", dtype, {T, B, d});
-    options.mask = options.mask.contiguous();
-  }
+  check_step_options(options, decay_in, dtype, T, B, d);
   check_tensor(w_int_in, "w_int", dtype, {d, d});
   check_tensor(b_int_in, "b_int", dtype, {d});
   check_tensor(w_out_in, "w_out", dtype, {d, d});
@@ -396,7 +409,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     const at::Tensor& grad_hs_in, const at::Tensor& h0_in, const at::Tensor& hs_in, const at::Tensor& saved_in,
     const at::Tensor& w_hh_in, const at::Tensor& w_int_in, const at::Tensor& w_out_in,
     const c10::optional<at::Tensor>& lengths_in, int64_t activation, const c10::optional<at::Tensor>& compartment_of,
-    const c10::optional<at::Tensor>& mask_in) {
+    const c10::optional<at::Tensor>& mask_in, const c10::optional<at::Tensor>& decay_in) {
   check_dtype(hs_in, "hs");
   TORCH_CHECK(hs_in.dim() == 3, "diru_fast cpu kernel: hs must be [T, B, d], got shape ", hs_in.sizes());
   const int64_t T = hs_in.size(0), B = hs_in.size(1), d = hs_in.size(2);
@@ -410,10 +423,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
   const int64_t k = options.k;
   check_tensor(saved_in, "saved", dtype, {T, B, 4 * d + k});
   check_tensor(w_hh_in, "w_hh", dtype, {3 * d + k, d});
-  if (options.mask.defined()) {
-    check_tensor(options.mask, "mask", dtype, {T, B, d});
-    options.mask = options.mask.contiguous();
-  }
+  check_step_options(options, decay_in, dtype, T, B, d);
   check_tensor(w_int_in, "w_int", dtype, {d, d});
   check_tensor(w_out_in, "w_out", dtype, {d, d});
   at::Tensor lengths = check_lengths(lengths_in, B);
@@ -536,12 +546,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("scan_fwd", &diru_cpu::scan_fwd, "DIRU forward scan over one layer and direction",
         py::arg("xp"), py::arg("h0"), py::arg("w_hh"), py::arg("w_int"), py::arg("b_int"), py::arg("w_out"),
         py::arg("b_out"), py::arg("lengths"), py::arg("need_saved"), py::arg("activation") = 0,
-        py::arg("compartment_of") = py::none(), py::arg("mask") = py::none(),
+        py::arg("compartment_of") = py::none(), py::arg("mask") = py::none(), py::arg("decay") = py::none(),
         py::call_guard<py::gil_scoped_release>());
   m.def("scan_bwd", &diru_cpu::scan_bwd, "DIRU backward scan over one layer and direction",
         py::arg("grad_hs"), py::arg("h0"), py::arg("hs"), py::arg("saved"), py::arg("w_hh"), py::arg("w_int"),
         py::arg("w_out"), py::arg("lengths"), py::arg("activation") = 0, py::arg("compartment_of") = py::none(),
-        py::arg("mask") = py::none(), py::call_guard<py::gil_scoped_release>());
+        py::arg("mask") = py::none(), py::arg("decay") = py::none(), py::call_guard<py::gil_scoped_release>());
   m.def("scan_fwd_x", &diru_cpu::scan_fwd_x,
         "inference forward over one layer and direction with the input projection inside the time loop",
         py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("b_ih"), py::arg("w_hh"), py::arg("w_int"),

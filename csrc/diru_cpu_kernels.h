@@ -22,6 +22,10 @@
 //          with w_hh's last k rows (and, where the kernel projects x, e's x part likewise with
 //          w_ih's); alpha = softmax(e), unit j's output scaled by k * alpha[comp[j]]
 //   mask   [T, B, d] or nullptr: o_t <- o_t * mask_t (compartment dropout)
+//   decay  [T, B, d] or nullptr: time decay, the step reads hd = decay_t * h_{t-1} wherever it reads
+//          h_{t-1} (the products, the logits, the residual); a padded step keeps h_{t-1} undecayed.
+//          Backward: the state gradient carried to step t-1 is decay_t * (dyp + dP W_hh)
+//          (docs/THEORY.md §1.6, §2.3).
 #pragma once
 
 #include <algorithm>
@@ -65,6 +69,7 @@ struct ScanArgs {
   int64_t k = 0;                   // attention logits (0: no attention)
   const int64_t* comp = nullptr;   // [d] compartment of each unit, when k > 0
   const T* mask = nullptr;         // [T, B, d] or null
+  const T* decay = nullptr;        // [T, B, d] or null
 };
 
 // The attention softmax in place over e[0, k) (max subtracted first).
@@ -154,9 +159,19 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
   T* gbuf = opt_buf.data();
   T* abuf = gbuf + R * d;
   const std::vector<int64_t> runs = scaled ? compartment_runs(a.comp, d, k) : std::vector<int64_t>();
+  // Time decay: this thread's copy of the decayed state hd [R, d] (column split: all units, the
+  // products read whole rows)
+  std::vector<T> decay_buf(a.decay != nullptr ? R * d : 0);
 
   for (int64_t t = 0; t < a.T_steps; ++t) {
     const T* h_prev = t == 0 ? a.h0 + r0 * d : a.hs + ((t - 1) * B + r0) * d;  // [R, d]
+    const T* h_in = h_prev;  // the state the step reads: h_{t-1}, or hd = decay_t * h_{t-1}
+    if (a.decay != nullptr) {
+      const T* dec = a.decay + (t * B + r0) * d;
+      T* hd = decay_buf.data();
+      for_lanes<L>(R * d, [&](int64_t j, int c) { L::store(hd + j, L::load(dec + j, c) * L::load(h_prev + j, c), c); });
+      h_in = hd;
+    }
     T* h_t = a.hs + (t * B + r0) * d;                                            // [R, d]
     T* sv_t = save ? a.saved + (t * B + r0) * d4 : nullptr;                      // [R, 4d]
     const T* xp_t = project ? xbuf : a.xp + (t * B + r0) * xs;                 // [R, 3d(+k)]
@@ -179,7 +194,7 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
           for (int64_t c = 0; c < k; ++c) {
             const T x_part = project ? a.b_ih[d3 + c] + dot<L>(a.x + (t * B + r0 + i) * a.n, a.w_ih + (d3 + c) * a.n, a.n)
                                      : xp_t[i * xs + d3 + c];
-            e[c] = x_part + dot<L>(h_prev + i * d, a.w_hh + (d3 + c) * d, d);
+            e[c] = x_part + dot<L>(h_in + i * d, a.w_hh + (d3 + c) * d, d);
           }
           softmax_inplace(e, k);
           if (save && c0 == 0) std::memcpy(sv_t + i * d4 + 4 * d, e, sizeof(T) * k);
@@ -195,8 +210,8 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
       }
     }
 
-    // P = h_{t-1} W_hh^T; then u, s, r and o = u * s (* g)
-    prod(kFwdHH, R, h_prev, d, pbuf, d3, u);
+    // P = h_{t-1} W_hh^T (hd with time decay); then u, s, r and o = u * s (* g)
+    prod(kFwdHH, R, h_in, d, pbuf, d3, u);
     for (int64_t i = 0; i < R; ++i) {
       const T* p = pbuf + i * d3 + c0;
       const T* x = xp_t + i * xs + c0;
@@ -235,11 +250,11 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
     }
     sync();
 
-    // h_t = tanh(q W_out^T + b_out + h_{t-1})
+    // h_t = tanh(q W_out^T + b_out + h_{t-1}) (hd with time decay)
     prod(kFwdOut, R, qbuf, d, ybuf, d, u);
     for (int64_t i = 0; i < R; ++i) {
       const T* y = ybuf + i * d + c0;
-      const T* hp = h_prev + i * d + c0;
+      const T* hp = h_in + i * d + c0;
       const T* bo = a.b_out + c0;
       T* h = h_t + i * d + c0;
       for_lanes<L>(width, [&](int64_t j, int c) {
@@ -247,8 +262,8 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
       });
     }
 
-    // Padded steps (t >= len[b]): keep the state (selected, so nothing computed leaks) and
-    // save zero gates.
+    // Padded steps (t >= len[b]): keep the state, undecayed (selected, so nothing computed leaks),
+    // and save zero gates.
     if (a.len != nullptr) {
       for (int64_t i = 0; i < R; ++i) {
         if (t < a.len[r0 + i]) continue;
@@ -407,6 +422,7 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
     // small-matrix path) loses several bits against rounding the product once.
     // With attention the product covers dP's first 3d columns (W_hh's first 3d rows, packed) and
     // the k logits' rows add de W_hh[3d:].
+    // Time decay: that sum is dL/dhd, and dh_{t-1} = decay_t * dL/dhd (applied below).
     prod(kBwdHH, R, dp_t, d3, dq, d);
     for (int64_t i = 0; i < R; ++i) {
       const T* y = dyp_t + i * d;
@@ -422,6 +438,10 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
         });
       } else {
         for_lanes<L>(d, [&](int64_t j, int c) { L::store(n + j, L::load(y + j, c) + L::load(pw + j, c), c); });
+      }
+      if (a.decay != nullptr) {
+        const T* dec = a.decay + (t * B + r0 + i) * d;
+        for_lanes<L>(d, [&](int64_t j, int c) { L::store(n + j, L::load(n + j, c) * L::load(dec + j, c), c); });
       }
     }
 

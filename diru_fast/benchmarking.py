@@ -20,7 +20,8 @@ same n, d, dtype (``diru_fast.baselines.LSTMModel`` = ``nn.LSTM`` + the same lin
 
 The cell options (:data:`OPTION_CASES`, :data:`OPTION_VARIANTS`): at the prototype shape, a training
 step and a no-grad forward of ``DIRU`` with ``activation="relu"``, with attention over the k = 4
-compartments, with compartment dropout 0.1, and with all three, each against the plain ``DIRU``
+compartments, with compartment dropout 0.1, with all three, and with time decay (``dt`` None: a gap of 1
+at every step, the same arithmetic as given gaps), each against the plain ``DIRU``
 (``plain``) on the same backend (default ``auto``: the backend a user gets for those options), as
 the ratio to the plain cell. The models run in the mode of their case: ``train`` in training mode
 (dropout drawn), ``infer`` in eval mode (dropout off, as at inference).
@@ -76,6 +77,7 @@ OPTION_VARIANTS: Dict[str, Dict[str, object]] = {
     "attention": {"compartment_attention": True},
     "dropout": {"compartment_dropout": 0.1},
     "all": {"activation": "relu", "compartment_attention": True, "compartment_dropout": 0.1},
+    "time_decay": {"time_decay": True},
 }
 OPTION_BACKEND = "auto"
 
@@ -503,7 +505,8 @@ def resolved_backend(case: Case) -> str:
 
     rnn = case.model.rnn
     used = options_in_use(rnn.activation, rnn.compartment_of if rnn.compartment_attention else None,
-                          case.x if (rnn.compartment_dropout and case.model.training) else None)
+                          case.x if (rnn.compartment_dropout and case.model.training) else None,
+                          case.x if rnn.time_decay else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return resolve_backend(rnn.backend, case.x.device, case.x.dtype, used)

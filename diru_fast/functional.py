@@ -34,7 +34,7 @@ plain cell):
   direction runs (for the reverse direction: counted from each sequence's last step). Every
   backend, "reference" included, applies the same mask, so one seed gives the same numbers on all.
 
-**Time decay** (irregular series, docs/THEORY.md): given a cell's ``decay_rate`` (lambda, ``[d]``),
+**Time decay** (irregular series, docs/THEORY.md §1.6): given a cell's ``decay_rate`` (lambda, ``[d]``),
 each step first decays the state with the time since the previous observation,
 ``h <- exp(-softplus(lambda) * dt_t) * h``, and runs on the decayed state. ``dt`` is ``[T, B]`` for
 :func:`diru_scan`, ``[T, B]`` or ``[B, T]`` (``batch_first``) for :func:`diru`, ``[B]`` for

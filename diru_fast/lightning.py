@@ -9,8 +9,10 @@
     lightning.Trainer(max_epochs=10).fit(model, train_loader, val_loader)
     model = DIRURegressor.load_from_checkpoint(path)   # rebuilt from the saved hyperparameters
 
-Batches are ``(x, y)`` or ``(x, y, lengths)``: ``x: [B, T, n]`` (batch first, as for ``DIRU``),
-``y: [B, output_size]`` (or ``[B, T, output_size]`` with ``return_sequences=True``), ``lengths: [B]``.
+Batches are ``(x, y)``, ``(x, y, lengths)`` or ``(x, y, lengths, dt)``, or a dict with those keys
+(``lengths`` and ``dt`` optional): ``x: [B, T, n]`` (batch first, as for ``DIRU``), ``y: [B, output_size]``
+(or ``[B, T, output_size]`` with ``return_sequences=True``), ``lengths: [B]`` (None in a dict: full
+length), ``dt: [B, T]`` the time since each step's previous observation, for ``time_decay=True``.
 The loss is the mean squared error; ``train_loss`` is logged per step and epoch, ``val_loss`` and
 ``test_loss`` per epoch; the optimizer is Adam at ``lr``. Devices, precision and multi-process
 training are the Trainer's job (the module holds no device state of its own).
@@ -18,7 +20,7 @@ training are the Trainer's job (the module holds no device state of its own).
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import lightning
 import torch
@@ -27,7 +29,7 @@ from torch.nn import functional as F
 
 from .modules import DIRU
 
-Batch = Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, Tensor]]
+Batch = Union[Tuple[Tensor, ...], Dict[str, Tensor]]
 
 __all__ = ["DIRURegressor"]
 
@@ -53,14 +55,23 @@ class DIRURegressor(lightning.LightningModule):
         self.lr = float(lr)
         self.model = DIRU(input_size, hidden_size, output_size, num_compartments, **module_kwargs)
 
-    def forward(self, x: Tensor, lengths: Optional[Tensor] = None) -> Tensor:
-        # x: [B, T, n] -> [B, output_size] (or [B, T, output_size] with return_sequences)
-        return self.model(x, lengths)
+    def forward(self, x: Tensor, lengths: Optional[Tensor] = None, dt: Optional[Tensor] = None) -> Tensor:
+        # x: [B, T, n], dt: [B, T] or None -> [B, output_size] (or [B, T, output_size] with return_sequences)
+        return self.model(x, lengths) if dt is None else self.model(x, lengths, dt=dt)
+
+    @staticmethod
+    def _unpack(batch: Batch) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+        """``(x, y, lengths, dt)`` of a batch (absent ones None)."""
+        if isinstance(batch, dict):
+            return batch["x"], batch.get("y"), batch.get("lengths"), batch.get("dt")
+        if isinstance(batch, Tensor):
+            return batch, None, None, None
+        x, y, *rest = tuple(batch) + (None,) * max(0, 2 - len(batch))
+        return x, y, rest[0] if rest else None, rest[1] if len(rest) > 1 else None
 
     def _loss(self, batch: Batch) -> Tuple[Tensor, int]:
-        x, y, *rest = batch
-        lengths = rest[0] if rest else None
-        return F.mse_loss(self(x, lengths), y), x.shape[0]
+        x, y, lengths, dt = self._unpack(batch)
+        return F.mse_loss(self(x, lengths, dt), y), x.shape[0]
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, size = self._loss(batch)
@@ -78,9 +89,8 @@ class DIRURegressor(lightning.LightningModule):
         return loss
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        x, *rest = batch if isinstance(batch, (tuple, list)) else (batch,)
-        lengths = rest[1] if len(rest) > 1 else None
-        return self(x, lengths)
+        x, _, lengths, dt = self._unpack(batch)
+        return self(x, lengths, dt)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)

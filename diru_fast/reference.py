@@ -137,7 +137,7 @@ class DIRUCell(nn.Module):
     ``forward(x, h, mask=None, dt=None)``: ``mask [B, d]`` (values 0 or 1/(1-p)), when given, is the
     dropout applied instead of drawing one (the "reference" backend passes the mask the fast paths use).
 
-    With ``time_decay=True`` (irregular series, docs/THEORY.md) the state first decays with the time
+    With ``time_decay=True`` (irregular series, docs/THEORY.md §1.6) the state first decays with the time
     ``dt [B]`` (None: 1) since the previous observation, ``h <- exp(-softplus(decay_rate) * dt) * h``,
     and the step above runs on the decayed state; ``decay_rate [d]`` is the cell's parameter.
     """

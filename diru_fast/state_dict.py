@@ -51,7 +51,7 @@ def _convert_cell(state_dict: Dict[str, Tensor], prefix: str, cell: PrototypeKey
     there. Returns the fused keys it could not build (their prototype keys were reported instead)."""
     src = prefix + cell.src
     dst = {role: prefix + key for role, key in cell.dst.items()}
-    if any(key in state_dict for key in dst.values()):
+    if any(dst[role] in state_dict for role in ROLES if role in dst):
         return []  # the fused format: nothing to convert (stray prototype keys are reported unexpected)
     expected = prototype_shapes(cell.input_size, cell.hidden_size, cell.compartment_sizes, cell.bias, cell.attention)
     present = [key for key in expected if src + key in state_dict]

@@ -1,6 +1,6 @@
 """The fused weight layout every fast path uses, and how it maps to the prototype's parameters.
 
-A DIRU cell's math does not depend on how its d units are split into compartments: the k
+A DIRU cell's math does not depend on how its d units are split into compartments (docs/THEORY.md §4): the k
 dendrites stacked are one d-unit dendrite with block-stacked weights. So one layer is
 described by seven tensors (n: input size, d: hidden size)::
 
@@ -236,7 +236,8 @@ DECAY_RATE_RANGE: Tuple[float, float] = (1e-2, 1.0)
 def init_decay_rate_(decay_rate: Tensor) -> None:
     """Initialise time decay's ``decay_rate`` (lambda, ``[d]``) in place, without the RNG: the rates
     ``softplus(lambda_j)`` spread geometrically over :data:`DECAY_RATE_RANGE`, so the units start with
-    memories from about 1 to about 100 units of dt (each unit keeps ``exp(-rate_j dt)`` of its state)."""
+    memories from about 1 to about 100 units of dt (each unit keeps ``exp(-rate_j dt)`` of its state;
+    docs/THEORY.md §1.6)."""
     lo, hi = DECAY_RATE_RANGE
     d = decay_rate.shape[0]
     with torch.no_grad():

@@ -63,12 +63,14 @@ def reference_sequence(x, h0, cell, lengths=None, reverse=False):
     return hs, torch.stack(h_last)
 
 
-def contract_inputs(T, B, d, dtype=torch.float64, seed=0, *, sizes=None, dropout=None, activation=None):
+def contract_inputs(T, B, d, dtype=torch.float64, seed=0, *, sizes=None, dropout=None, activation=None,
+                    decay=False):
     """Random inputs of the kernel contract's scan_fwd (xp, h0, weights), drawn in float64 then cast.
 
     With any of the options (``sizes``: compartment sizes, which turn attention on; ``dropout``: p of
-    a random mask; ``activation``) it returns ``(inputs, options)``, the options as scan_fwd's
-    keywords (``activation``, ``compartment_of``, ``mask``)."""
+    a random mask; ``activation``; ``decay``: random time-decay factors in [0.2, 1]) it returns
+    ``(inputs, options)``, the options as scan_fwd's keywords (``activation``, ``compartment_of``,
+    ``mask``, and ``decay`` when it is on)."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
     scale = d ** -0.5
@@ -76,7 +78,7 @@ def contract_inputs(T, B, d, dtype=torch.float64, seed=0, *, sizes=None, dropout
     a = dict(xp=r(T, B, 3 * d + k), h0=r(B, d) * 0.5, w_hh=r(3 * d + k, d) * scale, w_int=r(d, d) * scale,
              b_int=r(d) * 0.1, w_out=r(d, d) * scale, b_out=r(d) * 0.1)
     a = {key: v.to(dtype) for key, v in a.items()}
-    if sizes is None and dropout is None and activation is None:
+    if sizes is None and dropout is None and activation is None and not decay:
         return a
     opts = dict(activation=activation or "tanh", compartment_of=None, mask=None)
     if sizes is not None:
@@ -85,6 +87,9 @@ def contract_inputs(T, B, d, dtype=torch.float64, seed=0, *, sizes=None, dropout
     if dropout:
         keep = torch.rand(T, B, d, generator=g, dtype=torch.float64) >= dropout
         opts["mask"] = (keep / (1 - dropout)).to(dtype if dtype == torch.float64 else torch.float32)
+    if decay:
+        factors = 0.2 + 0.8 * torch.rand(T, B, d, generator=g, dtype=torch.float64)
+        opts["decay"] = factors.to(dtype if dtype == torch.float64 else torch.float32)
     return a, opts
 
 

@@ -81,7 +81,7 @@ def test_cli_quick_run(tmp_path, monkeypatch):
 
 def test_option_cases_build_the_options_in_the_mode_of_their_case(monkeypatch):
     monkeypatch.setitem(bm.SHAPES, "prototype", dict(B=2, T=3, n=1, d=8, k=4))
-    assert set(bm.OPTION_VARIANTS) == {"plain", "relu", "attention", "dropout", "all"}
+    assert set(bm.OPTION_VARIANTS) == {"plain", "relu", "attention", "dropout", "all", "time_decay"}
     for variant, options in bm.OPTION_VARIANTS.items():
         for mode in ("train", "infer"):
             case = bm.build_case("torch", "prototype", mode, variant=variant)
@@ -89,6 +89,7 @@ def test_option_cases_build_the_options_in_the_mode_of_their_case(monkeypatch):
             assert rnn.activation == options.get("activation", "tanh")
             assert rnn.compartment_attention == options.get("compartment_attention", False)
             assert rnn.compartment_dropout == options.get("compartment_dropout", 0.0)
+            assert rnn.time_decay == options.get("time_decay", False)
             assert rnn.num_compartments == 4 and case.model.training == (mode == "train")
             assert case.info["variant"] == variant and case.info["options"] == options
             case.step()

@@ -72,6 +72,34 @@ def test_checkpoint_reload_gives_identical_outputs(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_time_decay_dict_batches_with_dt_train_and_reload(tmp_path):
+    """An irregularly sampled sine (exponential gaps dt) in dict batches: the model trains with
+    time_decay, and the checkpoint reloads with decay_rate and gives the same outputs."""
+    lightning.seed_everything(2, workers=True)
+    g = torch.Generator().manual_seed(2)
+    n, steps = 64, 12
+    dt = torch.empty(n, steps + 1).exponential_(generator=g)
+    t = dt.cumsum(1)
+    wave = torch.sin(0.5 * t + 6.28 * torch.rand(n, 1, generator=g))
+    rows = [{"x": wave[i, :steps, None], "y": wave[i, steps:], "dt": dt[i, :steps]} for i in range(n)]
+    loader = DataLoader(rows, batch_size=16)
+    model = DIRURegressor(1, 8, 1, num_compartments=2, lr=1e-2, time_decay=True)
+    trainer = _trainer(tmp_path, epochs=3)
+    before = trainer.validate(model, loader, verbose=False)[0]["val_loss"]
+    trainer.fit(model, loader, loader)
+    assert trainer.callback_metrics["val_loss"].item() < before
+    path = tmp_path / "decay.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = DIRURegressor.load_from_checkpoint(path)
+    assert loaded.model.rnn.time_decay
+    batch = next(iter(loader))
+    model.eval()
+    loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch["x"], None, batch["dt"]), model(batch["x"], None, batch["dt"]),
+                                   rtol=0, atol=0)
+
+
 def test_bad_learning_rate_is_refused():
     with pytest.raises(ValueError, match="lr"):
         DIRURegressor(1, 8, 1, lr=0)

@@ -77,9 +77,9 @@ def test_parameters_are_the_fused_tensors_the_kernels_read():
     seen = []
     original = diru_fast.functional._run_layer
 
-    def spy(x, weights, *args):
+    def spy(x, weights, *args, **kwargs):
         seen.append(weights)
-        return original(x, weights, *args)
+        return original(x, weights, *args, **kwargs)
 
     diru_fast.functional._run_layer = spy
     try:

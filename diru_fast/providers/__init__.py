@@ -3,7 +3,7 @@ of ``diru_fast.scan.contract`` (see ``diru_fast.backends`` for the interface).
 
 The contract's options (``activation``, ``compartment_of`` for attention over compartments, ``mask``
 for compartment dropout, ``decay`` for time decay) reach every provider's ``scan_fwd`` / ``scan_bwd``
-as their last four arguments (``decay`` only when it is on). A provider lists the options its kernels fuse in ``OPTIONS`` (a subset of
+as their last four arguments (``decay`` only when it is on; time decay: docs/THEORY.md §1.6, §2.3). A provider lists the options its kernels fuse in ``OPTIONS`` (a subset of
 :data:`ALL_OPTIONS`); :func:`options_in_use` names those a call needs.
 """
 

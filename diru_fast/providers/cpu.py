@@ -130,7 +130,7 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
     return None
 
 
-OPTIONS = frozenset({"relu", "attention", "dropout"})  # the contract's options these kernels fuse (diru_fast.providers)
+OPTIONS = frozenset({"relu", "attention", "dropout", "time_decay"})  # the contract's options these kernels fuse (diru_fast.providers)
 
 _ACTIVATIONS = {"tanh": 0, "relu": 1}  # the kernel's activation codes
 
@@ -143,18 +143,19 @@ def _activation(name: str) -> int:
 
 
 def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
-             mask=None):
+             mask=None, decay=None):
     """The contract's scan_fwd (diru_fast.scan.contract) on the C++ kernel, options included."""
-    require_options("cpu", OPTIONS, activation, compartment_of, mask)
+    require_options("cpu", OPTIONS, activation, compartment_of, mask, decay)
     return tuple(extension().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
-                                      _activation(activation), compartment_of, mask))
+                                      _activation(activation), compartment_of, mask, decay))
 
 
-def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None):
+def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None,
+             decay=None):
     """The contract's scan_bwd (diru_fast.scan.contract) on the C++ kernel, options included."""
-    require_options("cpu", OPTIONS, activation, compartment_of, mask)
+    require_options("cpu", OPTIONS, activation, compartment_of, mask, decay)
     return tuple(extension().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, _activation(activation),
-                                      compartment_of, mask))
+                                      compartment_of, mask, decay))
 
 
 def scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths, activation="tanh", compartment_of=None):

@@ -11,7 +11,7 @@ rows. Kernels are tested output for output against this file, and it serves twic
 
 Notation (d hidden size, T steps, B batch rows; acc = float32 for 16-bit inputs, else the
 input dtype; all arithmetic in acc, the state h kept in acc between steps; docs/MATH.md has the
-derivation)::
+derivation, docs/THEORY.md §1–2 names the function that computes each term)::
 
     P_t   = xp_t + h_{t-1} W_hh^T                      = [a | s_pre | r_pre]     [B, 3d]
     u = tanh(a)   s = sigmoid(s_pre)   r = sigmoid(r_pre)
@@ -33,7 +33,8 @@ Options (docs/MATH.md, "Options"; the defaults give the plain cell above)::
     decay [T, B, d]:         time decay (irregular series): each step first decays the state,
                              hd_t = decay_t * h_{t-1} (decay_t = exp(-softplus(lambda) dt_t), computed by
                              the caller), and uses hd_t wherever the plain step uses h_{t-1}: in P_t
-                             and in the residual. On padded steps the state is kept undecayed.
+                             and in the residual. On padded steps the state is kept undecayed
+                             (docs/THEORY.md §1.6).
 
 Variable lengths: where ``t >= lengths[b]`` row b's step is skipped: ``h_t = h_{t-1}``
 (selected, never blended arithmetically, so a NaN in a padded step cannot leak), its saved
@@ -61,7 +62,8 @@ scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
     d_h0    [B, d]     dtype of h0
     With decay, the state gradient carried to step t-1 is decay_t * dL/dhd_t (live rows), where
     dL/dhd_t = d_yp_t + d_p_t W_hh; the gradient of decay itself, dL/dhd_t * h_{t-1}, and the w_hh
-    gradient sum_t d_p_t^T hd_t are formed from the outputs (:func:`decayed_states`), not by the kernel.
+    gradient sum_t d_p_t^T hd_t are formed from the outputs (:func:`decayed_states`), not by the kernel
+    (docs/THEORY.md §2.3).
     Beyond the kernels' interface, this statement also takes ``grad_saved [T, B, 4d+k]``, a
     gradient w.r.t. the saved gates (second-order terms reach the forward through them).
 """
@@ -129,14 +131,15 @@ def integration_input(saved: Tensor, d: int, compartment_of: Optional[Tensor], m
 
 def decay_factor(decay_rate: Tensor, dt: Tensor) -> Tensor:
     """Time decay's per-step factors, the caller's part of the option: ``exp(-softplus(lambda) * dt)``,
-    ``decay_rate [d]`` (lambda) and ``dt [T, B]`` -> ``[T, B, d]`` (``dt`` 0 on padded steps: factor 1)."""
+    ``decay_rate [d]`` (lambda) and ``dt [T, B]`` -> ``[T, B, d]`` (``dt`` 0 on padded steps: factor 1;
+    docs/THEORY.md §1.6)."""
     return torch.exp(-torch.nn.functional.softplus(decay_rate) * dt.unsqueeze(-1))
 
 
 def decayed_states(h0: Tensor, hs: Tensor, decay: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     """The state each step starts from, before and after its decay: ``(h_prev, hd)``, both
     ``[T, B, d]`` (``h_prev_t = h_{t-1}``, ``hd_t = decay_t * h_{t-1}``; ``hd is h_prev`` without decay).
-    With them, the gradients the kernels leave to the caller (differentiable)::
+    With them, the gradients the kernels leave to the caller (differentiable; docs/THEORY.md §2.3)::
 
         dL/dhd_t    = d_yp_t + d_p_t W_hh          (zero on padded steps: d_p, d_yp are zero there)
         dL/ddecay_t = dL/dhd_t * h_{t-1}
@@ -295,7 +298,7 @@ def scan_jvp(
     ``primals`` and ``tangents`` are ``(xp, h0, w_hh, w_int, b_int, w_out, b_out)`` (a tangent may be
     None: zero). The kernels do not implement it; :class:`diru_fast.scan.ops.TransformableScan` runs it
     for ``torch.func.jvp`` / ``jacfwd`` / ``torch.autograd.forward_ad``. Written with differentiable
-    operations, by the chain rule through each step (docs/MATH.md, "Forward mode")::
+    operations, by the chain rule through each step (docs/MATH.md, "Forward mode"; docs/THEORY.md §2.6)::
 
         dP  = dxp_t + dh W_hh^T + h dW_hh^T                  = [da | ds_pre | dr_pre | de]
         du  = act'(a) da    ds = s (1 - s) ds_pre    dr = r (1 - r) dr_pre

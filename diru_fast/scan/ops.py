@@ -17,7 +17,7 @@ dtypes, so ``torch.compile`` and ``torch.export`` trace through them without gra
 Its forward and backward call the provider directly in eager mode (the custom-op dispatch costs
 ~50 us a call, a fifth of the CPU kernel's time at the prototype's shape) and the custom ops while
 tracing. The backward turns the per-step pre-activation gradients into weight gradients with one
-GEMM per weight over all T*B rows. When the backward itself must be differentiable
+GEMM per weight over all T*B rows (its steps: docs/THEORY.md §2). When the backward itself must be differentiable
 (``create_graph=True``: gradient penalties, Hessian-vector products, MAML) or a gradient reaches
 the saved gates (the second-order pass), it runs the contract's differentiable ``scan_bwd`` on the
 saved tensors instead of the kernel, so higher derivatives are exact, not silently partial.
@@ -279,7 +279,8 @@ def _options(inputs) -> tuple:
 
 def decay_grad(step_grads, h0: Tensor, hs: Tensor, w_hh: Tensor) -> Tensor:
     """``dL/ddecay [T, B, d]`` from scan_bwd's per-step gradients: ``(d_yp + d_p W_hh) * h_{t-1}``, one
-    GEMM over all T*B rows (:func:`diru_fast.scan.contract.decayed_states`; zero on padded steps)."""
+    GEMM over all T*B rows (:func:`diru_fast.scan.contract.decayed_states`; zero on padded steps;
+    docs/THEORY.md §2.3)."""
     d_p, _, d_yp, _ = step_grads
     h_prev, _ = contract.decayed_states(h0, hs, None)
     d_hd = torch.addmm(d_yp.reshape(-1, d_yp.shape[-1]), d_p.reshape(-1, d_p.shape[-1]), w_hh.to(d_p.dtype))
@@ -290,7 +291,7 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, c
                 decay=None):
     """Gradients of (xp, h0, w_hh, w_int, b_int, w_out, b_out) from scan_bwd's per-step gradients:
     one GEMM per weight over all T*B rows (differentiable, for the double-backward path). With time
-    decay the w_hh gradient is over the decayed states ``hd_t = decay_t * h_{t-1}``."""
+    decay the w_hh gradient is over the decayed states ``hd_t = decay_t * h_{t-1}`` (docs/THEORY.md §2.4)."""
     d_p, d_zp, d_yp, d_h0 = step_grads
     steps, batch, d = hs.shape
     rows = steps * batch
