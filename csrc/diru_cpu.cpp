@@ -16,7 +16,7 @@
 //   cell_step(x [B,n], h [B,d] | None, w_ih [3d+k,n], b_ih [3d+k] | None, w_hh, w_int, b_int | None,
 //             w_out, b_out | None, activation, compartment_of) -> h' [B,d]
 //   scan_fwd_x(x [T,B,n], h0, w_ih, b_ih | None, w_hh, w_int, b_int, w_out, b_out, lengths | None,
-//              activation, compartment_of)
+//              activation, compartment_of, decay)
 //       -> hs [T,B,d]: an inference forward that projects each step's input inside the time loop,
 //          so the [T, B, 3d] projections are never written to memory
 //
@@ -353,14 +353,15 @@ at::Tensor scan_fwd_x(const at::Tensor& x_in, const at::Tensor& h0_in, const at:
                       const c10::optional<at::Tensor>& b_ih_in, const at::Tensor& w_hh_in, const at::Tensor& w_int_in,
                       const at::Tensor& b_int_in, const at::Tensor& w_out_in, const at::Tensor& b_out_in,
                       const c10::optional<at::Tensor>& lengths_in, int64_t activation,
-                      const c10::optional<at::Tensor>& compartment_of) {
+                      const c10::optional<at::Tensor>& compartment_of, const c10::optional<at::Tensor>& decay_in) {
   check_dtype(x_in, "x");
   TORCH_CHECK(x_in.dim() == 3, "diru_fast cpu kernel: x must be [T, B, n], got shape ", x_in.sizes());
   TORCH_CHECK(h0_in.dim() == 2, "diru_fast cpu kernel: h0 must be [B, d], got shape ", h0_in.sizes());
   const int64_t T = x_in.size(0), B = x_in.size(1), n = x_in.size(2), d = h0_in.size(1);
   const auto dtype = x_in.scalar_type();
-  const Options options = check_options(activation, compartment_of, c10::nullopt, w_hh_in, d);
+  Options options = check_options(activation, compartment_of, c10::nullopt, w_hh_in, d);
   const int64_t k = options.k;
+  check_step_options(options, decay_in, dtype, T, B, d);
   check_tensor(h0_in, "h0", dtype, {B, d});
   check_tensor(w_ih_in, "w_ih", dtype, {3 * d + k, n});
   check_tensor(w_hh_in, "w_hh", dtype, {3 * d + k, d});
@@ -556,7 +557,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "inference forward over one layer and direction with the input projection inside the time loop",
         py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("b_ih"), py::arg("w_hh"), py::arg("w_int"),
         py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("lengths"), py::arg("activation") = 0,
-        py::arg("compartment_of") = py::none(), py::call_guard<py::gil_scoped_release>());
+        py::arg("compartment_of") = py::none(), py::arg("decay") = py::none(), py::call_guard<py::gil_scoped_release>());
   m.def("cell_step", &diru_cpu::cell_step, "one inference step of a cell, its input projection included",
         py::arg("x"), py::arg("h"), py::arg("w_ih"), py::arg("b_ih"), py::arg("w_hh"), py::arg("w_int"),
         py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("activation") = 0,

@@ -273,10 +273,12 @@ def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optiona
             return step(x[0], h0, w.w_ih, w.b_ih, w.w_hh, w.w_int, w.b_int, w.w_out, w.b_out, **kw).unsqueeze(0)
     if h0 is None:
         h0 = x.new_zeros(batch, d)
-    projecting = None if mask is not None or decay is not None else _fused_step(backend, x, w, h0, "scan_fwd_x")
+    projecting = None if mask is not None else _fused_step(backend, x, w, h0, "scan_fwd_x", decay)
     if projecting is not None:  # inference on a kernel that projects each step's input itself
         b_int = w.b_int if w.b_int is not None else w.w_int.new_zeros(d)
         b_out = w.b_out if w.b_out is not None else w.w_out.new_zeros(d)
+        if decay is not None:
+            kw = {"activation": opts.activation, "compartment_of": opts.compartment_of, "decay": decay}
         return projecting(x, h0, w.w_ih, w.b_ih, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, **kw)
     mode = _tracing.mode()  # first: under the TorchScript-based ONNX exporter it raises, naming what works
     if backend == "reference" and mode == "eager":
@@ -518,13 +520,14 @@ def diru_cell(
     return h.squeeze(0) if unbatched else h
 
 
-def _fused_step(backend: str, x: Tensor, w: CellWeights, hx: Optional[Tensor], name: str = "cell_step"):
+def _fused_step(backend: str, x: Tensor, w: CellWeights, hx: Optional[Tensor], name: str = "cell_step",
+                decay: Optional[Tensor] = None):
     """The provider's inference function ``name`` (``cell_step``: one step in one call; ``scan_fwd_x``:
     a sequence with the input projection inside the time loop), when this call needs no autograd
     graph and the provider has one; else None. Traced or exported (torch.compile / export / ONNX /
     jit.trace) and under torch.func transforms, ops.scan picks the form instead."""
     if backend in ("torch", "reference") or _tracing.mode() != "eager" or _tracing.transforms_active():
         return None
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, hx, *w)):
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, hx, decay, *w)):
         return None
     return getattr(get_provider(backend), name, None)

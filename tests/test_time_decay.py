@@ -249,6 +249,22 @@ def test_gradcheck_layer_with_dt(backend):
     assert torch.autograd.gradcheck(fn, (x, dt, *params))
 
 
+@pytest.mark.parametrize("backend", MODULE_BACKENDS)
+def test_inference_paths_equal_the_training_path(backend):
+    """Under no_grad the cpu kernel projects x inside the time loop (scan_fwd_x, decay fused there too)
+    and a one-step call decays hx before the fused step: the same numbers as the autograd path."""
+    layer = randomize_(diru_fast.DIRULayer(2, 12, dtype=F64, backend=backend, num_compartments=3, time_decay=True))
+    x, dt, lengths = torch.randn(6, 3, 2, dtype=F64), _gaps(6, 3), torch.tensor([6, 2, 5])
+    h0 = torch.randn(1, 3, 12, dtype=F64)
+    for args in ((x, h0), (x[:1], h0)):
+        for kw in (dict(dt=dt[:args[0].shape[0]]), dict(dt=dt[:args[0].shape[0]], lengths=lengths.clamp(max=args[0].shape[0]))):
+            train_out, train_h = layer(*args, **kw)
+            with torch.no_grad():
+                out, h = layer(*args, **kw)
+            torch.testing.assert_close(out, train_out, **TOL)
+            torch.testing.assert_close(h, train_h, **TOL)
+
+
 def test_dt_none_means_one_everywhere():
     model = _model("torch")
     x = torch.randn(2, 5, 2, dtype=F64)

@@ -158,12 +158,13 @@ def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="ta
                                       compartment_of, mask, decay))
 
 
-def scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths, activation="tanh", compartment_of=None):
+def scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths, activation="tanh", compartment_of=None,
+               decay=None):
     """An inference forward ``x [T, B, n] -> hs [T, B, d]`` that projects each step's input inside the
     time loop (the contract's scan_fwd on ``xp = x W_ih^T + b_ih`` without writing xp to memory; with
     attention ``w_ih [3d+k, n]``, ``b_ih [3d+k]``, ``w_hh [3d+k, d]``; no dropout mask: inference)."""
     return _extension.scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths,
-                                 _activation(activation), compartment_of)
+                                 _activation(activation), compartment_of, decay)
 
 
 def cell_step(x, h, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, activation="tanh", compartment_of=None):
