@@ -180,7 +180,8 @@ def _streaming_case(impl: str, shape: str, s: Dict[str, int], dtype: torch.dtype
 
 
 def saved_activation_bytes(case: Case) -> int:
-    """Bytes autograd keeps for the backward of one forward (unique storages, parameters excluded)."""
+    """Bytes autograd keeps for the backward of one forward (unique storages, parameters excluded;
+    the per-row-step breakdown: docs/THEORY.md §3.3)."""
     param_storages = {p.untyped_storage().data_ptr() for p in case.model.parameters()}
     seen: Dict[int, int] = {}
 
@@ -302,7 +303,7 @@ def markdown_table(records: List[Dict[str, object]]) -> str:
 
 def case_flops(impl: str, shape: str, mode: str) -> float:
     """Floating-point operations of one ``step`` of a case, counting each model's own multiply-adds
-    (2 FLOPs each) in its products: per row and step, a DIRU forward does 5d² + 3dn of them and an
+    (2 FLOPs each; counts: docs/THEORY.md §3.1) in its products: per row and step, a DIRU forward does 5d² + 3dn of them and an
     LSTM 4d² + 4dn; a training step adds the backward's recurrence and the weight gradients
     (DIRU 10d² + 3dn, LSTM 8d² + 4dn). Gate math and the linear head are not counted."""
     s = SHAPES[shape]

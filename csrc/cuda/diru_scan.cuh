@@ -13,7 +13,7 @@
 //   P_t = [a | s_pre | r_pre | e] (k attention logits e), alpha = softmax(e) [B, k], u = relu(a) or tanh(a),
 //   o = u * s (* k alpha[compartment_of[j]]) (* mask_t), z = tanh(o W_int^T + b_int);
 //   time decay: the step reads hd_t = decay_t * h_{t-1} in place of h_{t-1} (in P_t and in the
-//   residual of h_t); steps t >= lengths[b] keep the undecayed h_{t-1}.
+//   residual of h_t); steps t >= lengths[b] keep the undecayed h_{t-1} (docs/THEORY.md §1.6).
 //
 // All pointers are device pointers to contiguous row-major tensors on `stream`'s device.
 #pragma once
@@ -64,7 +64,7 @@ cudaError_t scan_fwd(DType dtype, const void* xp, const void* h0, const void* w_
 //   d_yp    [T, B, d]  acc       out: dL/d(output pre-activation)
 //   d_h0    [B, d]     dtype     out
 // With time decay (opts.decay) the state gradient carried from step t to t-1 on live rows is
-// decay_t * (d_yp_t + d_p_t W_hh); the gradient of decay itself is left to the caller.
+// decay_t * (d_yp_t + d_p_t W_hh); the gradient of decay itself is left to the caller (docs/THEORY.md §2.3).
 cudaError_t scan_bwd(DType dtype, const void* grad_hs, const void* hs, const void* saved, const void* w_hh,
                      const void* w_int, const void* w_out, const int64_t* lengths, void* d_p, void* d_zp,
                      void* d_yp, void* d_h0, int64_t steps, int64_t batch, int64_t d, const Options& opts,

@@ -62,7 +62,7 @@ __device__ __forceinline__ int64_t row_length(const int64_t* lengths, int64_t ro
 // [kRows][k]. kOpt = false is the plain cell (relu, k, comp, mask, decay unused; pw = 3d, sw = 4d).
 // With decay, h_s holds the decayed state hd_t = decay_t * h_{t-1} during step t on rows live at
 // t (padded rows keep h_{t-1}, whose step is discarded): the step's last loop writes h_t to hs and
-// then decays it by decay_{t+1} in place, so no extra __syncthreads is needed.
+// then decays it by decay_{t+1} in place, so no extra __syncthreads is needed (docs/THEORY.md §1.6).
 template <typename scalar_t, bool kOpt>
 __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
     const scalar_t* __restrict__ xp,       // [T, B, 3d+k]
@@ -231,7 +231,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
 // and k > 0 also v_s [kRows][d] (do*u*s per unit) and dalpha_s [kRows][k]. kOpt = false is the
 // plain cell (relu, k, comp, mask, decay unused; pw = 3d, sw = 4d). With decay the state gradient
 // carried to step t-1 on live rows is decay_t * dL/dhd_t (hd_t = decay_t * h_{t-1}, the state the
-// step read); padded rows pass it through unchanged.
+// step read); padded rows pass it through unchanged (docs/THEORY.md §2.3).
 template <typename scalar_t, bool kOpt>
 __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
     const scalar_t* __restrict__ grad_hs,  // [T, B, d]
