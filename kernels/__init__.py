@@ -50,7 +50,11 @@ compartments: xp / d_p rows ``3d+NK`` wide, saved ``4d+NK`` (alpha last), the lo
 softmax, per-unit scale ``NK * alpha[compartment_of[j]]`` (a gather from the int32 [d] vector);
 backward: segment sums of ``do*u*s`` per compartment (a one-hot product), the softmax backward and
 ``de @ W_hh[3d:]`` into dh (the per-step fallback adds one small launch per step for the
-cross-tile segment sums); HAS_MASK: ``o *= mask[t]`` forward, ``do *= mask[t]`` backward.
+cross-tile segment sums); HAS_MASK: ``o *= mask[t]`` forward, ``do *= mask[t]`` backward; HAS_DECAY
+(time decay, ``decay [T, B, d]`` in ACC_DT): the step reads ``hd = decay[t] * h`` in its W_hh products
+and its residual (the streamed forward writes the rounded hd to a third scratch slot in place of
+reading hs[t-1]; per step, fwd_out writes the next step's rounded hd for the gates to read), masked
+steps keep the undecayed h, and the backward carries ``decay[t] * dL/dhd`` to step t-1 on live rows.
 
 Triton versions (``compat.py``): the kernels need Triton >= 3.0; the interpreter's float64
 needs 3.5, and under NumPy >= 2.4 the interpreter needs 3.7. Importing this package with an

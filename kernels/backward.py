@@ -24,6 +24,9 @@ reads alpha from ``saved[t][:, 4d:]`` and, with ``comp`` the int32 compartment o
     de     = alpha * (dalpha - <alpha, dalpha>)     -> d_p[t][:, 3d:]
     do    *= g;   dh += de @ W_e                    (W_e = W_hh's attention rows, [K_PAD, D_PAD])
 
+HAS_DECAY (time decay; the forward read ``hd = decay[t] * h``): what the step computes above is
+dL/dhd; the state gradient carried to step t-1 is ``where(t < len, decay[t] * (dyp + dP @ W_hh), dh)``.
+
 Masked steps write zero gradients. Weights arrive zero-padded to the tile by the launcher
 (as in the forward), so no weight load is masked. In the RESIDENT regime the weights are
 loaded once and the operands come straight from registers. In the streamed regime the left
@@ -57,9 +60,11 @@ def diru_bwd_persistent(
     comp_ptr,  # [d] int32 compartment of each unit (read only if NK > 0)
     w_e_ptr,  # [K_PAD, D_PAD] input dtype: W_hh's attention rows, zero-padded (read only if NK > 0)
     mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK)
+    decay_ptr,  # [T, B, d] ACC_DT time decay (read only if HAS_DECAY)
     T, B, D,
     HAS_LENGTHS: tl.constexpr, RESIDENT: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
     RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
+    HAS_DECAY: tl.constexpr,
     BLOCK_B: tl.constexpr, D_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -97,6 +102,7 @@ def diru_bwd_persistent(
     sv_t = saved_ptr + last * B * (4 * D + NK)
     d_p_t = d_p_ptr + last * B * (3 * D + NK)
     mask_t = mask_ptr + last * B * D
+    decay_t = decay_ptr + last * B * D
     d_zp_t = d_zp_ptr + last * B * D
     d_yp_t = d_yp_ptr + last * B * D
     scr = scratch_ptr
@@ -190,6 +196,9 @@ def diru_bwd_persistent(
                                      w_k, cols, D_PAD, col_ok, D, BLOCK_K, EVEN_B, True, True,
                                      IN_DT, OP_DT, PRECISION)
             scr = scratch_ptr + ((i + 1) % 2) * (B * 5 * D_PAD)
+        if HAS_DECAY:  # dh_prev is dL/dhd; the state h_{t-1} reached the step through hd = decay[t] * h_{t-1}
+            dh_prev = dh_prev * load_block(decay_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D)
+            decay_t -= B * D
         if HAS_LENGTHS:
             dh = tl.where(live, dh_prev, dh)
         else:

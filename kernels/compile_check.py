@@ -17,8 +17,9 @@ thread (fp32 at d_pad = 256; to L1, a few accesses per time step). That is toler
 MASKED_SPILL_LIMIT and reported in the table. The inference forward (no saved gates: a separate
 compiled variant; checked in float32 and bfloat16 with full tiles) spills a few bytes where the
 training one does not (fp32 at d_pad = 64 and 256 on sm_90: 12 and 8 bytes), tolerated up to
-INFERENCE_SPILL_LIMIT. The option variants (relu, attention with k = 4, dropout, all three;
-``option_variants``: a representative subset, with full tiles) are held to the same limits.
+INFERENCE_SPILL_LIMIT. The option variants (relu, attention with k = 4, dropout, time decay, all
+three, all four; ``option_variants``: a representative subset, with full tiles) are held to the same
+limits.
 Approximate instructions: only ``ex2.approx.f32``
 and ``div.full.f32`` (what ``tl.exp`` and fp32 ``/`` compile to; ``kernels/_math.py``), the two
 that tests/providers/ptx_math.py emulates at their documented 2-ulp bound.
@@ -48,38 +49,42 @@ _APPROX_RE = re.compile(r"^\s*(?:@!?%p\d+\s+)?([a-z][a-z0-9]*(?:\.[a-z0-9]+)*\.(
 # the input dtype.
 _ACC_POINTERS = {"saved_ptr", "gates_ptr", "h32_ptr", "dh32_ptr", "d_p_ptr", "d_zp_ptr", "d_yp_ptr",
                  "saved_t_ptr", "d_p_t_ptr", "d_zp_t_ptr", "d_yp_t_ptr", "d_yp_prev_ptr",
-                 "mask_ptr", "mask_t_ptr", "v_ptr"}
+                 "mask_ptr", "mask_t_ptr", "v_ptr", "decay_ptr", "decay_t_ptr", "decay_next_ptr"}
 #: int32 pointers (compartment_of)
 _I32_POINTERS = {"comp_ptr"}
 
 #: The option variants (kernels/forward.py "Options"): constexpr flags per name; attention with k = 4.
+#: "all" is relu + attention + dropout; "all_decay" adds time decay to them.
 OPTION_FLAGS = {
-    "none": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=False),
-    "relu": dict(RELU=True, NK=0, K_PAD=16, HAS_MASK=False),
-    "attention": dict(RELU=False, NK=4, K_PAD=16, HAS_MASK=False),
-    "dropout": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=True),
-    "all": dict(RELU=True, NK=4, K_PAD=16, HAS_MASK=True),
+    "none": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=False, HAS_DECAY=False),
+    "relu": dict(RELU=True, NK=0, K_PAD=16, HAS_MASK=False, HAS_DECAY=False),
+    "attention": dict(RELU=False, NK=4, K_PAD=16, HAS_MASK=False, HAS_DECAY=False),
+    "dropout": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=True, HAS_DECAY=False),
+    "decay": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=False, HAS_DECAY=True),
+    "all": dict(RELU=True, NK=4, K_PAD=16, HAS_MASK=True, HAS_DECAY=False),
+    "all_decay": dict(RELU=True, NK=4, K_PAD=16, HAS_MASK=True, HAS_DECAY=True),
     # more than 8 compartments: the streamed regime's attention products become matrix products
-    "attention18": dict(RELU=False, NK=18, K_PAD=32, HAS_MASK=False),
-    "all18": dict(RELU=True, NK=18, K_PAD=32, HAS_MASK=True),
+    "attention18": dict(RELU=False, NK=18, K_PAD=32, HAS_MASK=False, HAS_DECAY=False),
+    "all18": dict(RELU=True, NK=18, K_PAD=32, HAS_MASK=True, HAS_DECAY=False),
 }
 
 
 def option_variants(cfg, dtype: str, every: bool = False) -> tuple:
     """The option variants compiled for (cfg, dtype) besides "none". ``every``: all of them, k = 4
-    and k = 18 (``--all-options``: about five times the plain check's time, not run in CI). Otherwise
-    a representative subset (about 3/4 of the plain check's time, run by the test suite). Each option
-    alone and all three at streamed d_pad = 256 in fp32 (the tightest register budget: dropout alone
-    is where a spill showed up); all three at resident d_pad = 64, streamed d_pad = 256 and per-step
-    in bf16 (the most work per regime)."""
+    and k = 18 (``--all-options``: about six times the plain check's time, not run in CI). Otherwise
+    a representative subset (about the plain check's time, run by the test suite). Each option
+    alone (time decay too) and all three at streamed d_pad = 256 in fp32 (the tightest register
+    budget: dropout alone is where a spill showed up); all three and all four (with time decay) at
+    resident d_pad = 64, streamed d_pad = 256 and per-step in bf16 (the most work per regime). All
+    four in fp32 at streamed d_pad = 256 spill 8 bytes on sm_90 (``--all-options`` reports it)."""
     if every:  # k = 18 only where the dispatcher can pick the config for it (config.choose)
         large_k = cfg.mode == "streamed" and cfg.d_pad >= 128
         return tuple(name for name in OPTION_FLAGS if name != "none" and not (large_k and name.endswith("18")))
     if cfg.mode == "streamed" and cfg.d_pad == 256 and dtype == "float32":
-        return ("relu", "attention", "dropout", "all")
+        return ("relu", "attention", "dropout", "decay", "all")
     if dtype == "bfloat16" and ((cfg.mode == "resident" and cfg.d_pad == 64) or cfg.d_pad == 256
                                 or cfg.mode == "step"):
-        return ("all",)
+        return ("all", "all_decay")
     return ()
 
 
@@ -107,6 +112,8 @@ def kernel_specs(cfg, dtype: str, even_d: bool = True, options: str = "none") ->
                 HAS_LENGTHS=True, EVEN_B=even_d, EVEN_D=even_d)
     flags = OPTION_FLAGS[options]
     nk = dict(NK=flags["NK"])
+    decay = dict(HAS_DECAY=flags["HAS_DECAY"])
+    no_decay = {key: v for key, v in flags.items() if key != "HAS_DECAY"}
     if cfg.persistent:
         blocks = dict(RESIDENT=cfg.mode == "resident", BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k,
                       **flags)
@@ -118,13 +125,14 @@ def kernel_specs(cfg, dtype: str, even_d: bool = True, options: str = "none") ->
         return specs
     blocks = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k)
     s = k.step
-    specs = [("fwd_step_gates", s.diru_fwd_step_gates, dict(meta, **blocks, **flags)),
+    specs = [("fwd_step_gates", s.diru_fwd_step_gates, dict(meta, **blocks, **no_decay)),
              ("fwd_step_int", s.diru_fwd_step_int, dict(meta, **blocks, **nk)),
-             ("fwd_step_out", s.diru_fwd_step_out, dict(meta, **blocks)),
+             ("fwd_step_out", s.diru_fwd_step_out, dict(meta, **blocks, **decay)),
              ("bwd_step_dq", s.diru_bwd_step_dq, dict(meta, **blocks, **nk)),
-             ("bwd_step_do", s.diru_bwd_step_do, dict(meta, **blocks, **flags)),
-             ("bwd_step_dh", s.diru_bwd_step_dh, dict(meta, HAS_DOT=True, FINAL=False, **blocks, **nk)),
-             ("bwd_step_dh_final", s.diru_bwd_step_dh, dict(meta, HAS_DOT=True, FINAL=True, **blocks, **nk))]
+             ("bwd_step_do", s.diru_bwd_step_do, dict(meta, **blocks, **no_decay)),
+             ("bwd_step_dh", s.diru_bwd_step_dh, dict(meta, HAS_DOT=True, FINAL=False, **blocks, **nk, **decay)),
+             ("bwd_step_dh_final", s.diru_bwd_step_dh,
+              dict(meta, HAS_DOT=True, FINAL=True, **blocks, **nk, **decay))]
     if flags["NK"]:
         att = {key: meta[key] for key in ("HAS_LENGTHS", "EVEN_B", "EVEN_D", "ACC_DT")}
         specs.insert(5, ("bwd_step_att", s.diru_bwd_step_att,

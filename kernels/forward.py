@@ -36,6 +36,11 @@ Options (constexpr flags; the defaults compile the plain cell above, docs/MATH.m
   regime forms the logits' h part as NK row dot products with h in registers (NK <= SELECT_MAX_K;
   an MMA in the K-chunk loop made the fp32 d_pad = 256 forward spill), resident as one more MMA.
 - HAS_MASK: ``o *= mask[t]`` (compartment dropout, after the attention scaling).
+- HAS_DECAY (time decay): the step reads ``hd = decay[t] * h`` instead of h, in the products with
+  W_hh (and W_e) and in the residual (``h' = tanh(q W_out^T + b_out + hd)``); a masked step keeps the
+  undecayed h. RESIDENT forms hd in registers; streamed writes it (rounded to the storage dtype) to a
+  third D_PAD-wide scratch slot, read back after a barrier in place of hs[t-1] (still three barriers
+  per step: hs[t] is no longer an operand), and reloads the decay tile for the residual.
 
 Outputs: ``hs[t]`` in the input dtype; ``saved[t] = [u | s | z | r (| alpha)]`` in ACC_DT (zeros on
 masked steps) when NEED_SAVED.
@@ -44,8 +49,18 @@ masked steps) when NEED_SAVED.
 import triton
 import triton.language as tl
 
-from ._math import SELECT_MAX_K, operand, rn, sigmoid, softmax_rows, spread, tanh
+from ._math import SELECT_MAX_K, device_fn, operand, rn, sigmoid, softmax_rows, spread, tanh
 from .tiles import load_block, mm_chunked, offsets_t, store_block
+
+
+@device_fn
+def _select_logits(e, hr, w_e_ptr, cols, kc, NK: tl.constexpr, D_PAD: tl.constexpr, ACC_DT: tl.constexpr):
+    """``e [BLOCK_B, K_PAD] += hr W_e^T`` as NK row dot products with ``hr`` (the rounded state in
+    registers, ``[BLOCK_B, D_PAD]``): few logits need no MMA."""
+    for c in tl.static_range(NK):
+        w_c = tl.load(w_e_ptr + c * D_PAD + cols).to(ACC_DT)  # [D_PAD]: W_e[c, :]
+        e += tl.where(kc[None, :] == c, tl.sum(hr * w_c[None, :], axis=1)[:, None], 0.0)
+    return e
 
 
 @triton.jit(do_not_specialize=["T", "B"])  # no recompiles per batch size / length
@@ -60,13 +75,15 @@ def diru_fwd_persistent(
     len_ptr,  # [B] int64 valid steps per row (read only if HAS_LENGTHS)
     hs_ptr,  # [T, B, d] out, input dtype
     saved_ptr,  # [T, B, 4d+NK] out, ACC_DT: u | s | z | r | alpha (written only if NEED_SAVED)
-    scratch_ptr,  # [2, B, 2 * D_PAD] input dtype: o | q operands, one buffer per step parity (streamed only)
+    scratch_ptr,  # [2, B, SCR_W] input dtype: o | q (| hd) operands, one buffer per step parity (streamed only)
     comp_ptr,  # [d] int32 compartment of each unit (read only if NK > 0)
     w_e_ptr,  # [K_PAD, D_PAD] input dtype: W_hh's attention rows, zero-padded (read only if NK > 0)
     mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK)
+    decay_ptr,  # [T, B, d] ACC_DT time decay (read only if HAS_DECAY)
     T, B, D,
     HAS_LENGTHS: tl.constexpr, NEED_SAVED: tl.constexpr, RESIDENT: tl.constexpr,
     RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
+    HAS_DECAY: tl.constexpr,
     EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_B: tl.constexpr, D_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
@@ -100,7 +117,8 @@ def diru_fwd_persistent(
     else:
         kr = tl.arange(0, BLOCK_K)
         wt_n = cols * D_PAD  # W^T chunk [BLOCK_K, D_PAD]: (k, n) -> W[n, k0 + k] at k0 + kr + n*D_PAD
-        r2 = rows * (2 * D_PAD)  # row offsets into a [B, 2 * D_PAD] scratch buffer
+        SCR_W: tl.constexpr = (3 if HAS_DECAY else 2) * D_PAD  # scratch row: o | q (| hd)
+        r2 = rows * SCR_W  # row offsets into a [B, SCR_W] scratch buffer
         if NK > 0:
             wt_e = kc * D_PAD  # W_e^T chunk [BLOCK_K, K_PAD]
 
@@ -110,15 +128,28 @@ def diru_fwd_persistent(
     h_src = h0_ptr  # the storage-dtype copy of h_{t-1} the streamed products read: h0, then hs[t-1]
     scr = scratch_ptr  # this step's scratch buffer (alternates, so no address is loop invariant)
     mask_t = mask_ptr
+    decay_t = decay_ptr
     for t in range(0, T):
+        if HAS_DECAY:  # hd = decay[t] * h, the state this step reads (h itself is kept for masked rows)
+            hd = h * load_block(decay_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D)
+            if not RESIDENT:  # the products' operand: rounded hd in the scratch's third slot
+                hr = rn(hd, IN_DT)
+                store_block(scr + 2 * D_PAD, r2, cols, hr, row_ok, col_ok, EVEN_B, True)
+                if NK > 0 and NK <= SELECT_MAX_K:  # the logits' h part now, while nothing else is live
+                    e = load_block(xp_t + 3 * D, r3, kc, row_ok, kc_ok, EVEN_B, False).to(ACC_DT)
+                    e = _select_logits(e, hr.to(ACC_DT), w_e_ptr, cols, kc, NK, D_PAD, ACC_DT)
+                tl.debug_barrier()
         a = load_block(xp_t, r3, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
         s_pre = load_block(xp_t + D, r3, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
         r_pre = load_block(xp_t + 2 * D, r3, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
-        if NK > 0:
+        if NK > 0 and not (HAS_DECAY and not RESIDENT and NK <= SELECT_MAX_K):
             e = load_block(xp_t + 3 * D, r3, kc, row_ok, kc_ok, EVEN_B, False).to(ACC_DT)  # [BLOCK_B, K_PAD]
         # P = xp_t + h W_hh^T
         if RESIDENT:
-            hx = operand(h, IN_DT, OP_DT)
+            if HAS_DECAY:
+                hx = operand(hd, IN_DT, OP_DT)
+            else:
+                hx = operand(h, IN_DT, OP_DT)
             a = tl.dot(hx, w_a, a, input_precision=PRECISION, out_dtype=ACC_DT)
             s_pre = tl.dot(hx, w_s, s_pre, input_precision=PRECISION, out_dtype=ACC_DT)
             r_pre = tl.dot(hx, w_r, r_pre, input_precision=PRECISION, out_dtype=ACC_DT)
@@ -126,7 +157,10 @@ def diru_fwd_persistent(
                 e = tl.dot(hx, w_e, e, input_precision=PRECISION, out_dtype=ACC_DT)
         else:
             for k0 in range(0, D, BLOCK_K):
-                hx = load_block(h_src + k0, r1, kr, row_ok, (k0 + kr) < D, EVEN_B, EVEN_D).to(OP_DT)
+                if HAS_DECAY:
+                    hx = load_block(scr + 2 * D_PAD + k0, r2, kr, row_ok, kr >= 0, EVEN_B, True).to(OP_DT)
+                else:
+                    hx = load_block(h_src + k0, r1, kr, row_ok, (k0 + kr) < D, EVEN_B, EVEN_D).to(OP_DT)
                 w = tl.load(w_hh_ptr + k0 + kr[:, None] + wt_n[None, :]).to(OP_DT)
                 a = tl.dot(hx, w, a, input_precision=PRECISION, out_dtype=ACC_DT)
                 w = tl.load(w_hh_ptr + D_PAD * D_PAD + k0 + kr[:, None] + wt_n[None, :]).to(OP_DT)
@@ -136,11 +170,8 @@ def diru_fwd_persistent(
                 if NK > SELECT_MAX_K:
                     w = tl.load(w_e_ptr + k0 + kr[:, None] + wt_e[None, :]).to(OP_DT)
                     e = tl.dot(hx, w, e, input_precision=PRECISION, out_dtype=ACC_DT)
-            if NK > 0 and NK <= SELECT_MAX_K:  # few logits: row dot products with h (in registers), no MMA
-                hr = rn(h, IN_DT).to(ACC_DT)
-                for c in tl.static_range(NK):
-                    w_c = tl.load(w_e_ptr + c * D_PAD + cols).to(ACC_DT)  # [D_PAD]: W_e[c, :]
-                    e += tl.where(kc[None, :] == c, tl.sum(hr * w_c[None, :], axis=1)[:, None], 0.0)
+            if NK > 0 and NK <= SELECT_MAX_K and not HAS_DECAY:  # few logits: row dot products with h, no MMA
+                e = _select_logits(e, rn(h, IN_DT).to(ACC_DT), w_e_ptr, cols, kc, NK, D_PAD, ACC_DT)
         if RELU:
             u = tl.maximum(a, 0.0)
         else:
@@ -188,8 +219,15 @@ def diru_fwd_persistent(
                 store_block(sv_t + 2 * D, r4, cols, z, row_ok, col_ok, EVEN_B, EVEN_D)
             sv_t += B * (4 * D + NK)
         q = z * r
-        # h' = tanh(q W_out^T + b_out + h)
-        y = h + b_out
+        # h' = tanh(q W_out^T + b_out + h)   (hd with time decay)
+        if HAS_DECAY:
+            if RESIDENT:
+                y = hd + b_out
+            else:  # the decay tile again (short live ranges)
+                y = h * load_block(decay_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D) + b_out
+            decay_t += B * D
+        else:
+            y = h + b_out
         if RESIDENT:
             y = tl.dot(operand(q, IN_DT, OP_DT), w_o, y, input_precision=PRECISION, out_dtype=ACC_DT)
         else:
@@ -204,8 +242,9 @@ def diru_fwd_persistent(
             h = h_new
         store_block(hs_t, r1, cols, rn(h, hs_ptr.dtype.element_ty), row_ok, col_ok, EVEN_B, EVEN_D)
         if not RESIDENT:
-            tl.debug_barrier()  # hs[t] is the next step's h operand
-            h_src = hs_t
-            scr = scratch_ptr + ((t + 1) % 2) * (B * 2 * D_PAD)
+            if not HAS_DECAY:
+                tl.debug_barrier()  # hs[t] is the next step's h operand
+                h_src = hs_t
+            scr = scratch_ptr + ((t + 1) % 2) * (B * SCR_W)
         xp_t += B * (3 * D + NK)
         hs_t += B * D

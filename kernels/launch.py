@@ -88,18 +88,22 @@ def _plan(config: Optional[cfgs.KernelConfig], d: int, batch: int, dtype: torch.
 
 
 def _options(activation: str, compartment_of: Optional[Tensor], mask: Optional[Tensor], k: int,
-             acc: torch.dtype, placeholder: Tensor):
-    """The option constexprs (RELU, NK, K_PAD, HAS_MASK) and pointers (compartment_of as int32 [d],
-    mask [T, B, d] in acc); an option that is off gets a placeholder pointer its kernel never reads.
-    All options off: the same constexprs every plain launch has (one compiled variant)."""
+             acc: torch.dtype, placeholder: Tensor, decay: Optional[Tensor] = None):
+    """The option constexprs (RELU, NK, K_PAD, HAS_MASK, HAS_DECAY) and pointers (compartment_of as
+    int32 [d], mask and decay [T, B, d] in acc); an option that is off gets a placeholder pointer its
+    kernel never reads. All options off: the same constexprs every plain launch has (one compiled
+    variant)."""
     if activation not in ("tanh", "relu"):
         raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
     nk = k if compartment_of is not None else 0
     comp = compartment_of.to(torch.int32).contiguous() if nk else placeholder
     if mask is not None:
         mask = mask.to(acc).contiguous()
-    flags = dict(RELU=activation == "relu", NK=nk, K_PAD=cfgs.pad_compartments(nk), HAS_MASK=mask is not None)
-    return flags, comp, (mask if mask is not None else placeholder)
+    if decay is not None:
+        decay = decay.to(acc).contiguous()
+    flags = dict(RELU=activation == "relu", NK=nk, K_PAD=cfgs.pad_compartments(nk), HAS_MASK=mask is not None,
+                 HAS_DECAY=decay is not None)
+    return flags, comp, (mask if mask is not None else placeholder), (decay if decay is not None else placeholder)
 
 
 def _attention_rows(w_hh: Tensor, d: int, nk: int, d_pad: int, k_pad: int, placeholder: Tensor):
@@ -124,6 +128,7 @@ def scan_fwd(
     activation: str = "tanh",
     compartment_of: Optional[Tensor] = None,  # [d] int64
     mask: Optional[Tensor] = None,  # [T, B, d] acc dtype
+    decay: Optional[Tensor] = None,  # [T, B, d] acc dtype
     config: Optional[cfgs.KernelConfig] = None,
 ) -> Tuple[Tensor, Tensor]:  # hs [T, B, d], saved [T, B, 4d+k] (or [0])
     steps, batch, width = xp.shape
@@ -138,24 +143,25 @@ def scan_fwd(
     if steps == 0 or batch == 0:
         return hs, saved
     cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k)
-    flags, comp, mask_p = _options(activation, compartment_of, mask, k, acc, placeholder=hs)
+    flags, comp, mask_p, decay_p = _options(activation, compartment_of, mask, k, acc, placeholder=hs, decay=decay)
     meta.update(flags)
     with _device_guard(device):
         if cfg.persistent:
             _check_pad(cfg, d)
             w_hh, w_e = _attention_rows(w_hh, d, k, cfg.d_pad, flags["K_PAD"], placeholder=hs)
             w_hh, w_int, b_int, w_out, b_out = _pad_weights(cfg.d_pad, w_hh, w_int, b_int, w_out, b_out)
-            scratch = _scratch((2, batch, 2 * cfg.d_pad), dtype, device) if cfg.mode == "streamed" else hs
+            width = (3 if flags["HAS_DECAY"] else 2) * cfg.d_pad  # o | q (| hd) operands
+            scratch = _scratch((2, batch, width), dtype, device) if cfg.mode == "streamed" else hs
             grid = (triton.cdiv(batch, cfg.block_b),)
             forward.diru_fwd_persistent[grid](
                 xp, h0, w_hh, w_int, b_int, w_out, b_out, lens, hs, saved if need_saved else hs, scratch,
-                comp, w_e, mask_p,
+                comp, w_e, mask_p, decay_p,
                 steps, batch, d, NEED_SAVED=need_saved, RESIDENT=cfg.mode == "resident",
                 BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
         else:
             _fwd_steps(xp, h0, w_hh, w_int, b_int, w_out, b_out, lens, hs, saved, need_saved, cfg, meta,
-                       comp, mask_p if flags["HAS_MASK"] else None)
+                       comp, mask_p if flags["HAS_MASK"] else None, decay_p if flags["HAS_DECAY"] else None)
     return hs, saved
 
 
@@ -190,7 +196,8 @@ def _check_pad(cfg: cfgs.KernelConfig, d: int) -> None:
         raise ValueError(f"kernel config {cfg.label()} holds d <= {cfg.d_pad}, got d={d}")
 
 
-def _fwd_steps(xp, h0, w_hh, w_int, b_int, w_out, b_out, lens, hs, saved, need_saved, cfg, meta, comp, mask):
+def _fwd_steps(xp, h0, w_hh, w_int, b_int, w_out, b_out, lens, hs, saved, need_saved, cfg, meta, comp, mask,
+               decay):
     steps, batch, d = hs.shape
     nk = meta["NK"]
     acc = saved.dtype
@@ -201,15 +208,20 @@ def _fwd_steps(xp, h0, w_hh, w_int, b_int, w_out, b_out, lens, hs, saved, need_s
     grid = (triton.cdiv(batch, cfg.block_b), triton.cdiv(d, cfg.block_n))
     tiles = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
                  num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
+    tiles = {key: v for key, v in tiles.items() if key != "HAS_DECAY"}
     plain = {key: v for key, v in tiles.items() if key not in ("RELU", "K_PAD", "HAS_MASK")}
-    out_tiles = {key: v for key, v in plain.items() if key != "NK"}
+    out_tiles = dict({key: v for key, v in plain.items() if key != "NK"}, HAS_DECAY=decay is not None)
+    # time decay: the gates' h operand is rn(decay[t] * h_{t-1}), which fwd_out writes for the next step
+    hd = None if decay is None else (h32 * decay[0]).to(xp.dtype)
     for t in range(steps):
         gates = saved[t] if need_saved else work
-        h_prev = h0 if t == 0 else hs[t - 1]
+        h_prev = hd if decay is not None else h0 if t == 0 else hs[t - 1]
         step.diru_fwd_step_gates[grid](xp[t], h_prev, w_hh, lens, gates, o_buf, comp,
                                        hs if mask is None else mask[t], t, batch, d, **tiles)
         step.diru_fwd_step_int[grid](o_buf, w_int, b_int, lens, gates, q_buf, t, batch, d, **plain)
-        step.diru_fwd_step_out[grid](q_buf, w_out, b_out, lens, h32, hs[t], t, batch, d, **out_tiles)
+        decay_t, decay_next = (hs, hs) if decay is None else (decay[t], decay[min(t + 1, steps - 1)])
+        step.diru_fwd_step_out[grid](q_buf, w_out, b_out, lens, h32, hs[t], decay_t, decay_next,
+                                     hs if hd is None else hd, t, batch, d, **out_tiles)
 
 
 def scan_bwd(
@@ -224,6 +236,7 @@ def scan_bwd(
     activation: str = "tanh",
     compartment_of: Optional[Tensor] = None,  # [d] int64
     mask: Optional[Tensor] = None,  # [T, B, d] acc dtype
+    decay: Optional[Tensor] = None,  # [T, B, d] acc dtype
     config: Optional[cfgs.KernelConfig] = None,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:  # d_p [T, B, 3d+k], d_zp, d_yp [T, B, d], d_h0 [B, d]
     steps, batch, d = hs.shape
@@ -241,7 +254,7 @@ def scan_bwd(
             d_h0.zero_()
         return d_p, d_zp, d_yp, d_h0
     cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k)
-    flags, comp, mask_p = _options(activation, compartment_of, mask, k, acc, placeholder=hs)
+    flags, comp, mask_p, decay_p = _options(activation, compartment_of, mask, k, acc, placeholder=hs, decay=decay)
     meta.update(flags)
     with _device_guard(device):
         if cfg.persistent:
@@ -252,17 +265,18 @@ def scan_bwd(
             grid = (triton.cdiv(batch, cfg.block_b),)
             backward.diru_bwd_persistent[grid](
                 grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, scratch,
-                comp, w_e, mask_p,
+                comp, w_e, mask_p, decay_p,
                 steps, batch, d, RESIDENT=cfg.mode == "resident",
                 BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k,
                 num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
         else:
             _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, cfg, meta,
-                       comp, mask_p if flags["HAS_MASK"] else None)
+                       comp, mask_p if flags["HAS_MASK"] else None, decay_p if flags["HAS_DECAY"] else None)
     return d_p, d_zp, d_yp, d_h0
 
 
-def _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, cfg, meta, comp, mask):
+def _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, cfg, meta, comp, mask,
+               decay):
     steps, batch, d = hs.shape
     nk = meta["NK"]
     dh32 = _empty((batch, d), saved.dtype, hs.device)  # dL/dh carried between steps
@@ -270,13 +284,15 @@ def _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_
     grid = (triton.cdiv(batch, cfg.block_b), triton.cdiv(d, cfg.block_n))
     tiles = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
                  num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
+    tiles = {key: v for key, v in tiles.items() if key != "HAS_DECAY"}
     plain = {key: v for key, v in tiles.items() if key not in ("RELU", "K_PAD", "HAS_MASK")}
+    dh_tiles = dict(plain, HAS_DECAY=meta["HAS_DECAY"])
     att = dict(HAS_LENGTHS=meta["HAS_LENGTHS"], EVEN_B=meta["EVEN_B"], EVEN_D=meta["EVEN_D"], NK=nk,
                K_PAD=meta["K_PAD"], BLOCK_M=cfg.block_b, BLOCK_K=cfg.block_k, ACC_DT=meta["ACC_DT"],
                num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     last = steps - 1  # prologue: dh = grad_hs[T-1], d_yp[T-1]
     step.diru_bwd_step_dh[grid](d_yp[last], d_p[last], w_hh, lens, dh32, grad_hs[last], hs[last], d_yp[last],
-                                d_h0, steps, batch, d, HAS_DOT=False, FINAL=False, **plain)
+                                d_h0, hs, steps, batch, d, HAS_DOT=False, FINAL=False, **dh_tiles)
     for t in range(last, -1, -1):
         step.diru_bwd_step_dq[grid](d_yp[t], saved[t], w_out, lens, d_zp[t], d_p[t], t, batch, d, **plain)
         step.diru_bwd_step_do[grid](d_zp[t], saved[t], w_int, lens, d_p[t], comp, hs if mask is None else mask[t], v,
@@ -285,4 +301,5 @@ def _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_
             step.diru_bwd_step_att[(grid[0],)](v, saved[t], comp, lens, d_p[t], t, batch, d, **att)
         prev = max(t - 1, 0)  # unused when FINAL
         step.diru_bwd_step_dh[grid](d_yp[t], d_p[t], w_hh, lens, dh32, grad_hs[prev], hs[prev], d_yp[prev],
-                                    d_h0, t, batch, d, HAS_DOT=True, FINAL=t == 0, **plain)
+                                    d_h0, hs if decay is None else decay[t], t, batch, d, HAS_DOT=True,
+                                    FINAL=t == 0, **dh_tiles)

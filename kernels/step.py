@@ -21,7 +21,11 @@ Backward, step t (dh32: ``[B, d]`` ACC_DT, dL/dh_t carried between launches)::
 ``bwd_dh`` with HAS_DOT=False is the prologue that starts the recursion at t = T-1.
 
 Options (constexpr flags as in the persistent kernels; docs/MATH.md "Options"): RELU in
-fwd_gates / bwd_do; HAS_MASK multiplies o (fwd_gates) and do (bwd_do) by ``mask[t]``; NK > 0
+fwd_gates / bwd_do; HAS_MASK multiplies o (fwd_gates) and do (bwd_do) by ``mask[t]``; HAS_DECAY
+(time decay, ``hd = decay[t] * h_{t-1}``): fwd_out adds hd to its residual (masked rows keep the
+undecayed h32) and writes the next step's operand ``rn(h_t * decay[t+1])`` to the buffer fwd_gates
+reads as its h (the launcher forms the first one, ``rn(h0 * decay[0])``), so fwd_gates itself is the
+plain kernel; bwd_dh carries ``decay[t] * (d_yp[t] + d_p[t] @ W_hh)`` on live rows; NK > 0
 (attention): xp / d_p rows are 3d+NK wide and saved rows 4d+NK. fwd_gates computes the logits
 ``e [BLOCK_M, K_PAD]`` of its rows (every column-tile program the same, K = d) and alpha =
 softmax(e) (stored by the programs of column tile 0), and scales its units by NK * alpha[c(j)]
@@ -54,7 +58,7 @@ def _tile(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, B, D, len_ptr, t, HAS_LE
 @triton.jit(do_not_specialize=["t", "B"])
 def diru_fwd_step_gates(
     xp_t_ptr,  # [B, 3d+NK] input dtype
-    h_prev_ptr,  # [B, d] input dtype (h0, or hs[t-1])
+    h_prev_ptr,  # [B, d] input dtype: h0, or hs[t-1] (time decay: the decayed operand fwd_out wrote)
     w_hh_ptr,  # [3d+NK, d]
     len_ptr,  # [B] int64
     gates_ptr,  # [B, 4d+NK] out, ACC_DT: u, s, r (and alpha) written here (z by fwd_int)
@@ -138,20 +142,30 @@ def diru_fwd_step_out(
     len_ptr,  # [B] int64
     h32_ptr,  # [B, d] ACC_DT state: read h_{t-1}, write h_t (each program its own tile)
     hs_t_ptr,  # [B, d] out, input dtype
+    decay_t_ptr,  # [B, d] ACC_DT: decay[t] (read only if HAS_DECAY)
+    decay_next_ptr,  # [B, d] ACC_DT: decay[t+1] (read only if HAS_DECAY)
+    hd_next_ptr,  # [B, d] out, input dtype: the next step's h operand rn(h_t * decay[t+1]) (if HAS_DECAY)
     t, B, D,
-    HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr, HAS_DECAY: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, n, row_ok, n_ok, live = _tile(BLOCK_M, BLOCK_N, B, D, len_ptr, t, HAS_LENGTHS)
     r1 = rows * D
     h = load_block(h32_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D)
-    y = h + tl.load(b_out_ptr + n, mask=n_ok, other=0.0).to(ACC_DT)[None, :]
+    if HAS_DECAY:  # the residual adds hd = decay[t] * h_{t-1}; masked rows keep h_{t-1} itself
+        y = h * load_block(decay_t_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D)
+    else:
+        y = h
+    y = y + tl.load(b_out_ptr + n, mask=n_ok, other=0.0).to(ACC_DT)[None, :]
     y = mm_chunked(y, q_ptr, r1, row_ok, w_out_ptr, tl.arange(0, BLOCK_K), n * D, 1, n_ok, D,
                    BLOCK_K, EVEN_B, EVEN_D, EVEN_D, IN_DT, OP_DT, PRECISION)
     h = tl.where(live, tanh(y), h)
     store_block(h32_ptr, r1, n, h, row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(hs_t_ptr, r1, n, rn(h, hs_t_ptr.dtype.element_ty), row_ok, n_ok, EVEN_B, EVEN_D)
+    if HAS_DECAY:
+        hd = h * load_block(decay_next_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D)
+        store_block(hd_next_ptr, r1, n, rn(hd, IN_DT), row_ok, n_ok, EVEN_B, EVEN_D)
 
 
 @triton.jit(do_not_specialize=["t", "B"])
@@ -230,15 +244,17 @@ def diru_bwd_step_dh(
     hs_prev_ptr,  # [B, d] input dtype: hs[t-1] (unused if FINAL)
     d_yp_prev_ptr,  # [B, d] out, ACC_DT: d_yp[t-1] (unused if FINAL)
     d_h0_ptr,  # [B, d] out, dtype of h0 (written only if FINAL)
+    decay_t_ptr,  # [B, d] ACC_DT: decay[t] (read only if HAS_DOT and HAS_DECAY)
     t, B, D,
     HAS_DOT: tl.constexpr, FINAL: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr, NK: tl.constexpr,
+    HAS_DECAY: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
     rows, n, row_ok, n_ok, live = _tile(BLOCK_M, BLOCK_N, B, D, len_ptr, t, HAS_LENGTHS)
     r1 = rows * D
-    if HAS_DOT:  # dh_{t-1} = where(live_t, dyp_t + dP_t @ W_hh, dh_t)
+    if HAS_DOT:  # dh_{t-1} = where(live_t, dyp_t + dP_t @ W_hh, dh_t)   (times decay[t] with HAS_DECAY)
         dh = load_block(d_yp_t_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D)
         for g in tl.static_range(3):
             dh = mm_chunked(dh, d_p_t_ptr + g * D, rows * (3 * D + NK), row_ok, w_hh_ptr + g * D * D,
@@ -248,6 +264,8 @@ def diru_bwd_step_dh(
             dh = mm_chunked(dh, d_p_t_ptr + 3 * D, rows * (3 * D + NK), row_ok, w_hh_ptr + 3 * D * D,
                             tl.arange(0, BLOCK_K) * D, n, D, n_ok, NK,
                             BLOCK_K, EVEN_B, False, False, IN_DT, OP_DT, PRECISION)
+        if HAS_DECAY:
+            dh = dh * load_block(decay_t_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D)
         dh = tl.where(live, dh, load_block(dh32_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D))
     else:  # prologue: nothing flows back from beyond the last step
         dh = tl.zeros([BLOCK_M, BLOCK_N], ACC_DT)

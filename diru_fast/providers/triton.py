@@ -65,17 +65,18 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
 
 
 #: The contract's options these kernels fuse (diru_fast.providers): constexpr flags of every regime.
-OPTIONS = frozenset({"relu", "attention", "dropout"})
+OPTIONS = frozenset({"relu", "attention", "dropout", "time_decay"})
 
 
 def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
-             mask=None):
-    require_options("triton", OPTIONS, activation, compartment_of, mask)
+             mask=None, decay=None):
+    require_options("triton", OPTIONS, activation, compartment_of, mask, decay)
     return _kernels().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
-                               activation=activation, compartment_of=compartment_of, mask=mask)
+                               activation=activation, compartment_of=compartment_of, mask=mask, decay=decay)
 
 
-def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None):
-    require_options("triton", OPTIONS, activation, compartment_of, mask)
+def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None,
+             decay=None):
+    require_options("triton", OPTIONS, activation, compartment_of, mask, decay)
     return _kernels().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
-                               activation=activation, compartment_of=compartment_of, mask=mask)
+                               activation=activation, compartment_of=compartment_of, mask=mask, decay=decay)

@@ -1,7 +1,7 @@
 """Every Triton kernel configuration the dispatcher can pick (training and inference forward,
 backward) compiles for sm_80 and sm_90 without a GPU, fits shared memory, and does not spill; so do
-the option variants (relu, attention with k = 4, dropout, all three) of the representative subset
-``compile_check.option_variants`` names (kernels/compile_check.py; it needs the compiler, not the
+the option variants (relu, attention with k = 4, dropout, time decay, all three, all four) of the
+representative subset ``compile_check.option_variants`` names (kernels/compile_check.py; it needs the compiler, not the
 interpreter, so it runs in a subprocess without TRITON_INTERPRET)."""
 
 import importlib
@@ -42,8 +42,9 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
     picked = {(cfg.label(), dtype) for cfg, dtype in config.all_configs()}
     variants = {(cfg.label(), dtype, o) for cfg, dtype in config.all_configs()
                 for o in check.option_variants(cfg, dtype)}
-    assert {o for _, _, o in variants} == {"relu", "attention", "dropout", "all"}
-    assert {cfg.split("-")[0] for cfg, _, o in variants if o == "all"} == {"resident", "streamed", "step"}
+    assert {o for _, _, o in variants} == {"relu", "attention", "dropout", "decay", "all", "all_decay"}
+    for everything in ("all", "all_decay"):  # every option at once, in each regime
+        assert {cfg.split("-")[0] for cfg, _, o in variants if o == everything} == {"resident", "streamed", "step"}
     for arch in (80, 90):
         compiled = {(r["config"], r["dtype"]) for r in rows
                     if r["arch"] == arch and r["even"] and r["options"] == "none"}
@@ -74,7 +75,8 @@ def test_all_options_run_compiles_every_variant_of_every_config():
     cc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cc)
     every = set(cc.OPTION_FLAGS) - {"none"}
-    assert {"attention18", "all18"} <= every and cc.OPTION_FLAGS["all18"]["K_PAD"] >= 18
+    assert {"attention18", "all18", "decay", "all_decay"} <= every and cc.OPTION_FLAGS["all18"]["K_PAD"] >= 18
+    assert cc.OPTION_FLAGS["all_decay"] == dict(cc.OPTION_FLAGS["all"], HAS_DECAY=True)
     for mode, d_pad, dtype in (("resident", 64, "float32"), ("streamed", 64, "float32"), ("step", 512, "float16")):
         cfg = SimpleNamespace(mode=mode, d_pad=d_pad)
         assert set(cc.option_variants(cfg, dtype, every=True)) == every

@@ -134,7 +134,7 @@ def test_options_off_are_the_plain_kernels_bit_for_bit(regime):
 def test_provider_fuses_every_option_and_passes_them_through():
     from diru_fast.providers import triton as provider
 
-    assert provider.OPTIONS == {"relu", "attention", "dropout"}
+    assert provider.OPTIONS == {"relu", "attention", "dropout", "time_decay"}
     T, B, d = 2, 3, 12
     a, opts = contract_inputs(T, B, d, sizes=[3, 4, 5], dropout=0.25, activation="relu", seed=2)
     hs, saved = provider.scan_fwd(*a.values(), None, True, **opts)

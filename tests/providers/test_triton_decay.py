@@ -1,0 +1,236 @@
+"""Time decay in the Triton kernels under TRITON_INTERPRET=1, every regime the dispatcher can pick
+(resident, streamed, per-step; forced as in tests/providers/test_triton_options.py), against the kernel
+contract (diru_fast.scan.contract, ``decay [T, B, d]``: the step reads ``hd = decay_t * h_{t-1}``):
+float64 to 1e-12 (forward, inference forward, backward; T=1, B=1, B=3, B=17, d=48, k=3, lengths),
+alone and with relu, attention and dropout; float32 / bfloat16 within the rule of test_triton.py
+(error <= 2x PyTorch's own error in that dtype); decay = 1 gives the plain kernels' numbers bit for
+bit; padded steps never let their decay in; float64 gradcheck through ``ops.Scan`` w.r.t. every input
+and the decay."""
+
+import importlib
+
+import pytest
+import torch
+
+import diru_fast
+from diru_fast.scan import contract, ops
+from tests.helpers import contract_inputs
+
+pytestmark = pytest.mark.skipif("triton" not in diru_fast.available_backends("cpu"),
+                                reason="triton is not installed (or TRITON_INTERPRET=1 was not set before import)")
+
+REGIMES = ["resident", "streamed", "step"]
+# decay alone, with each option, with all three
+OPTION_SETS = {"decay": dict(), "relu": dict(activation="relu"), "attention": dict(attention=True),
+               "dropout": dict(dropout=0.3), "all": dict(activation="relu", attention=True, dropout=0.3)}
+# (T, B, d, compartment sizes): T=1 B=1; k=3 at d=48 (masked lanes); B=17 (two row tiles);
+# B=16 d=32 (no masks at all)
+CASES = [(1, 1, 24, [5, 7, 12]), (4, 3, 48, [10, 17, 21]), (3, 17, 24, [5, 7, 12]), (2, 16, 32, [16, 16])]
+D48 = CASES[1]
+
+
+def _kernels():
+    return importlib.import_module("diru_fast.kernels")
+
+
+def _config(regime, d):
+    k = _kernels()
+    return {"resident": k.KernelConfig("resident", k.pad_hidden(d), block_b=16, block_k=k.pad_hidden(d)),
+            "streamed": k.KernelConfig("streamed", k.pad_hidden(d), block_b=16, block_k=16),
+            "step": k.KernelConfig("step", 0, block_b=16, block_k=16, block_n=16)}[regime]
+
+
+def _lengths(T, B):
+    return torch.tensor([max(1, T - (3 * b) % T) for b in range(B)])
+
+
+def _decay(T, B, d, dtype=torch.float64, seed=0):
+    """``exp(-softplus(lambda) dt)`` as a caller forms it: a rate per unit, irregular gaps per row
+    and step (some zero: decay exactly 1)."""
+    g = torch.Generator().manual_seed(100 + seed)
+    lam = torch.randn(d, generator=g, dtype=torch.float64)
+    dt = torch.rand(T, B, 1, generator=g, dtype=torch.float64) * 2
+    if T * B > 1:
+        dt[0, 0] = 0.0
+    return torch.exp(-torch.nn.functional.softplus(lam) * dt).to(contract.acc_dtype(dtype))
+
+
+def _inputs(T, B, d, sizes, option_set, dtype=torch.float64, seed=0):
+    """(inputs, options) of scan_fwd with ``decay`` among the options."""
+    o = OPTION_SETS[option_set]
+    a, opts = contract_inputs(T, B, d, dtype=dtype, seed=seed, sizes=sizes if o.get("attention") else None,
+                              dropout=o.get("dropout"), activation=o.get("activation") or "tanh")
+    return a, dict(opts, decay=_decay(T, B, d, dtype, seed))
+
+
+def _check_float64(regime, case, option_set, lengths, poison_padded=False):
+    k = _kernels()
+    T, B, d, sizes = case
+    a, opts = _inputs(T, B, d, sizes, option_set, seed=T * B + d)
+    if poison_padded:  # a padded step keeps the undecayed state: its decay must never be read into it
+        padded = torch.arange(T)[:, None] >= lengths[None, :]
+        opts["decay"] = opts["decay"].masked_fill(padded[..., None], float("nan"))
+    cfg = _config(regime, d)
+    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg, **opts)
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+    hs_inf, saved_inf = k.scan_fwd(**a, lengths=lengths, need_saved=False, config=cfg, **opts)
+    assert saved_inf.numel() == 0 and torch.equal(hs_inf, hs)
+    grad_hs = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    got = k.scan_bwd(grad_hs, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, config=cfg, **opts)
+    want = contract.scan_bwd(grad_hs, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts)
+    for name, g, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
+    if lengths is not None:
+        for b, length in enumerate(lengths.tolist()):
+            assert torch.all(saved[length:, b] == 0) and torch.all(got[0][length:, b] == 0)
+            if length < T:  # padded steps: the state and its gradient pass through undecayed
+                assert torch.equal(hs[length:, b], hs[length - 1, b].expand(T - length, d))
+    # the decay is in effect: the plain cell's states differ
+    plain = {key: v for key, v in opts.items() if key != "decay"}
+    assert not torch.allclose(contract.scan_fwd(**a, lengths=lengths, need_saved=False, **plain)[0], hs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "T{}-B{}-d{}-k{}".format(c[0], c[1], c[2], len(c[3])))
+@pytest.mark.parametrize("regime", REGIMES)
+def test_decay_alone_matches_contract_float64(regime, case):
+    _check_float64(regime, case, "decay", None)
+
+
+# the NaN decay of padded steps runs through their (discarded) arithmetic: numpy says so
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "T{}-B{}-d{}-k{}".format(c[0], c[1], c[2], len(c[3])))
+@pytest.mark.parametrize("regime", REGIMES)
+def test_decay_with_every_option_and_lengths_matches_contract_float64(regime, case):
+    """relu + attention + dropout + decay, lengths; the padded steps' decay is NaN (never used)."""
+    T, B = case[:2]
+    _check_float64(regime, case, "all", _lengths(T, B), poison_padded=True)
+
+
+@pytest.mark.parametrize("option_set", ["relu", "attention", "dropout"])
+@pytest.mark.parametrize("regime", REGIMES)
+def test_decay_with_each_option_matches_contract_float64(regime, option_set):
+    T, B = D48[:2]
+    _check_float64(regime, D48, option_set, _lengths(T, B))
+
+
+@pytest.mark.parametrize("d, mode", [(20, "resident"), (100, "streamed"), (300, "step")])
+def test_dispatcher_choice_with_decay_matches_contract_float64(d, mode):
+    """The dispatcher's own configuration (no override) at a d of each size class, masked lanes."""
+    k = _kernels()
+    T, B = 2, 2
+    assert k.choose(d, "float64").mode == mode
+    a = contract_inputs(T, B, d, seed=d)
+    decay = _decay(T, B, d, seed=d)
+    lengths = torch.tensor([2, 1])
+    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, decay=decay)
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, decay=decay)
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+    grad_hs = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    got = k.scan_bwd(grad_hs, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, decay=decay)
+    want = contract.scan_bwd(grad_hs, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths,
+                             decay=decay)
+    for name, g, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
+
+
+def _fwd_and_grads(fwd, a, lengths, grad):
+    """hs and the gradients of <hs, grad> w.r.t. xp and h0 from ``fwd(xp, h0) -> hs``."""
+    xp, h0 = (a[key].detach().clone().requires_grad_() for key in ("xp", "h0"))
+    hs = fwd(xp, h0)
+    return [hs.detach()] + list(torch.autograd.grad((hs.double() * grad).sum(), [xp, h0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("regime", REGIMES)
+def test_decay_low_precision_within_twice_torch_error(regime, dtype):
+    """decay + relu + attention + dropout, lengths: hs, dL/dxp (all 3d+k columns of d_p), dL/dh0 within
+    2x the error of PyTorch's own path in ``dtype`` (the contract run in that dtype), both against
+    float64 on the same rounded inputs (the rule of tests/providers/test_triton.py)."""
+    k = _kernels()
+    T, B, d, sizes = 5, 3, 24, [5, 7, 12]
+    a, opts = _inputs(T, B, d, sizes, "all", dtype=dtype, seed=3)
+    assert opts["decay"].dtype == torch.float32  # the accumulation dtype, as the contract states
+    lengths = _lengths(T, B)
+    grad = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    cfg = _config(regime, d)
+    w = {key: a[key] for key in ("w_hh", "w_int", "b_int", "w_out", "b_out")}
+    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg, **opts)
+    d_p, _, _, d_h0 = k.scan_bwd(grad.to(dtype), a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths,
+                                 config=cfg, **opts)
+    got = [hs, d_p, d_h0]
+
+    def torch_path(acc, weights, options):
+        return lambda xp, h0: contract.scan_fwd(xp, h0, *weights.values(), lengths, False, **options, acc=acc)[0]
+
+    low = _fwd_and_grads(torch_path(dtype, w, opts), a, lengths, grad)
+    a64 = {key: v.double() for key, v in a.items()}
+    opts64 = dict(opts, mask=opts["mask"].double(), decay=opts["decay"].double())
+    ref = _fwd_and_grads(torch_path(torch.float64, {key: a64[key] for key in w}, opts64), a64, lengths, grad)
+    assert hs.dtype == dtype and d_h0.dtype == dtype
+    for name, g, lo, r in zip(("hs", "xp", "h0"), got, low, ref):
+        err = (g.double() - r).abs().max().item()
+        torch_err = (lo.double() - r).abs().max().item()
+        slack = 8 * torch.finfo(torch.float32).eps * r.abs().max().item() if dtype == torch.float32 else 1e-6
+        assert err <= 2 * torch_err + slack, f"{name}: kernel error {err:.3g} > 2x PyTorch's {torch_err:.3g}"
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_decay_of_one_is_the_plain_kernels_bit_for_bit(regime):
+    """decay = 1 everywhere (float32, lengths): exactly the numbers of the call without decay (hd = h)."""
+    k = _kernels()
+    T, B, d = 3, 5, 20
+    a = contract_inputs(T, B, d, dtype=torch.float32, seed=7)
+    lengths = _lengths(T, B)
+    cfg = _config(regime, d)
+    ones = torch.ones(T, B, d)
+    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg)
+    hs1, saved1 = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg, decay=ones)
+    assert torch.equal(hs, hs1) and torch.equal(saved, saved1)
+    grad = torch.randn(T, B, d, generator=torch.Generator().manual_seed(0))
+    plain = k.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, config=cfg)
+    decayed = k.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, config=cfg,
+                         decay=ones)
+    assert all(torch.equal(x, y) for x, y in zip(plain, decayed))
+
+
+@pytest.mark.parametrize("regime, fast", [("resident", False), ("streamed", True), ("step", True)],
+                         ids=["resident-full", "streamed-fast", "step-fast"])
+def test_decay_gradcheck_float64(regime, fast):
+    """gradcheck through ``ops.Scan`` on the "triton" provider (its kernel backward) w.r.t. xp, h0,
+    every weight and the decay, with attention (k = 2), a dropout mask and lengths: full mode (every
+    input perturbed) in the resident regime, fast mode (random projections) in the slower two, whose
+    kernel gradients the float64 tests above hold to the contract's."""
+    k = _kernels()
+    T, B, d, sizes = 2, 2, 2, [1, 1]  # tiny: full mode perturbs every input, and the interpreter is slow
+    a, opts = _inputs(T, B, d, sizes, "all", seed=11)
+    lengths = torch.tensor([2, 1])
+    leaves = [v.detach().clone().requires_grad_() for v in list(a.values()) + [opts["decay"]]]
+
+    def run(xp, h0, w_hh, w_int, b_int, w_out, b_out, decay):
+        return ops.Scan.apply(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, "triton", opts["activation"],
+                              opts["compartment_of"], opts["mask"], decay)[0]
+
+    with k.config.override(_config(regime, d)):
+        assert torch.autograd.gradcheck(run, leaves, fast_mode=fast)
+
+
+def test_provider_fuses_time_decay_and_passes_it_through():
+    from diru_fast.providers import triton as provider
+
+    assert "time_decay" in provider.OPTIONS
+    T, B, d = 3, 2, 12
+    a, opts = _inputs(T, B, d, [3, 4, 5], "all", seed=2)
+    lengths = torch.tensor([3, 2])
+    hs, saved = provider.scan_fwd(*a.values(), lengths, True, *opts.values())
+    hs_ref, saved_ref = contract.scan_fwd(*a.values(), lengths, True, *opts.values())
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(T, B, d, dtype=torch.float64)
+    got = provider.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, *opts.values())
+    want = contract.scan_bwd(grad, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths,
+                             *opts.values())
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
