@@ -218,8 +218,8 @@ def _why_specialization(cfg: Dict[str, Any]) -> str:
     return (
         "**Why (the symmetry argument).** Every DIRU parameter belongs to one dendrite unit: a row of W_x, W_h, "
         "the bias and the gate, and a column of W_I. The default initialisation draws the units iid (nn.Linear's "
-        "bound depends on the fan-in, not on m), and Adam updates every parameter elementwise, so it commutes "
-        "with permuting the units. Permuting the d units therefore maps a training run to an equally likely one "
+        "bound depends on the fan-in, not on m), and Adam updates every parameter elementwise (global-norm "
+        "clipping scales every gradient by one factor), so training commutes with permuting the units. Permuting the d units therefore maps a training run to an equally likely one "
         "in which the compartment blocks hold a random partition of the units: the blocks are exchangeable with "
         "any other grouping, their index is a draw from the permutation null and the p-value is uniform — by "
         "construction, whatever the units learn. That is a theorem about the model, not a measurement; the "

@@ -33,7 +33,7 @@ per seed), and measures the index, its null, its p-value and the unit diversity 
 The symmetry argument. Without attention and with equal compartments, every parameter belongs to one
 dendrite unit (a row of W_x, W_h, b, G and a column of W_I) and the units are drawn iid; permuting the
 units maps the network to an equivalent one with the same initial distribution, and Adam (elementwise)
-commutes with the permutation. So after any training the compartment blocks are exchangeable with any
+and global-norm gradient clipping (one factor for every gradient) commute with the permutation. So after any training the compartment blocks are exchangeable with any
 other grouping of the d units into k groups of m: the block index is a draw from the permutation
 null and the permutation p is uniform *by construction*, whatever the units learn. The permutation
 test then measures nothing about the claim; the verdict rests on the argument (:func:`exchangeable`),
