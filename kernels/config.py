@@ -104,17 +104,24 @@ def override(cfg: Optional[KernelConfig]) -> Iterator[None]:
 #: --all-options): such calls run the per-step kernels instead.
 STREAMED_ATTENTION_MAX_K = 8
 
+#: With attention, dropout and time decay all on, the float32/float64 streamed forward at this d_pad
+#: spills a few bytes per thread on sm_90 (compile_check.py --all-options, variant all_decay): such
+#: calls run the per-step kernels instead.
+STREAMED_ALL_OPTIONS_MAX_D = 128
 
-def choose(d: int, dtype: str, compartments: int = 0) -> KernelConfig:
+
+def choose(d: int, dtype: str, compartments: int = 0, crowded: bool = False) -> KernelConfig:
     """The configuration for hidden size ``d``, input dtype name ``dtype`` and ``compartments``
-    attention compartments (0: no attention). The batch size does not change it: a launch takes as
-    many 16-row programs as the batch needs."""
+    attention compartments (0: no attention); ``crowded``: attention, dropout and time decay are all
+    on. The batch size does not change it: a launch takes as many 16-row programs as the batch needs."""
     if _OVERRIDE is not None:
         return _OVERRIDE
     d_pad = pad_hidden(d)
     if d_pad <= RESIDENT_MAX_D[dtype]:
         return KernelConfig("resident", d_pad, block_b=16, block_k=d_pad, num_warps=2 if d_pad == 16 else 4)
-    if d_pad <= STREAMED_MAX_D and not (d_pad >= 128 and compartments > STREAMED_ATTENTION_MAX_K):
+    spills = (d_pad >= 128 and compartments > STREAMED_ATTENTION_MAX_K) or (
+        crowded and dtype in ("float32", "float64") and d_pad > STREAMED_ALL_OPTIONS_MAX_D)
+    if d_pad <= STREAMED_MAX_D and not spills:
         # num_stages >= 2 software-pipelines the K-chunk loops (cp.async prefetch of the next weight
         # and operand chunks: the streamed products are L2-latency bound without it)
         stages = 4 if (dtype in ("float32", "float64") and d_pad == 256) else 3

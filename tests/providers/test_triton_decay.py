@@ -234,3 +234,22 @@ def test_provider_fuses_time_decay_and_passes_it_through():
                              *opts.values())
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_dispatcher_sends_every_option_with_decay_at_d256_float32_to_the_per_step_kernels():
+    """Attention + dropout + decay spill in the float32/float64 streamed forward at d_pad 256 on sm_90
+    (bench/results/triton-compile-decay.txt): the dispatcher runs those calls per step; fewer options,
+    or 16-bit inputs, keep the streamed kernels. The routed call matches the contract."""
+    k = _kernels()
+    assert k.choose(200, "float32", 3, crowded=True).mode == "step"
+    assert k.choose(200, "float64", 3, crowded=True).mode == "step"
+    assert k.choose(200, "bfloat16", 3, crowded=True).mode == "streamed"
+    assert k.choose(200, "float32", 3).mode == "streamed"
+    assert k.choose(100, "float32", 3, crowded=True).mode == "streamed"
+    T, B, d = 2, 2, 200
+    a, opts = _inputs(T, B, d, [60, 70, 70], "all")
+    lengths = torch.tensor([2, 1])
+    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
