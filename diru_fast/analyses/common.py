@@ -41,7 +41,7 @@ from ..experiments.datasets import MemoryDataset
 from ..experiments.io import atomic_write_text
 from ..experiments.models import build_model
 from ..experiments.options import DIRUOptions
-from ..experiments.stats import t_cdf_two_sided, t_interval
+from ..experiments.stats import holm, t_cdf_two_sided, t_interval, t_power
 from ..experiments.study import derive_seed
 from ..experiments.training import evaluate
 from ..modules import DIRU
@@ -240,20 +240,6 @@ def paired_test(values: Sequence[float], null: float = 0.0) -> Dict[str, float]:
     return {"mean": iv.estimate, "low": iv.low, "high": iv.high, "n": n, "t": t, "df": n - 1, "p": p}
 
 
-def holm(p_values: Sequence[float]) -> List[float]:
-    """Holm's step-down adjusted p-values (same order as given): the i-th smallest of m p-values is
-    multiplied by m - i + 1 (i from 1), capped at 1, and made non-decreasing along that order. A nan
-    (no test) stays nan and does not count in m."""
-    finite = [i for i, p in enumerate(p_values) if p is not None and math.isfinite(p)]
-    m = len(finite)
-    out = [math.nan] * len(p_values)
-    running = 0.0
-    for rank, i in enumerate(sorted(finite, key=lambda j: p_values[j])):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        out[i] = running
-    return out
-
-
 def decide(tests: Sequence[Dict[str, Any]], alpha: float = 0.05) -> List[str]:
     """Verdicts of a family: each test has ``p`` (its decisive p-value) and ``if_significant`` (the
     verdict it settles when significant); Holm-adjusts the p's over the family (stored in each test as
@@ -268,15 +254,11 @@ def decide(tests: Sequence[Dict[str, Any]], alpha: float = 0.05) -> List[str]:
 
 def power_paired_t(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
     """Power of the two-sided one-sample t-test (level ``alpha``, n values of standard deviation
-    ``sd``) against a true mean difference ``effect``: P(|T| > t_crit), T noncentral t with n - 1
-    degrees of freedom and noncentrality effect·√n / sd."""
-    from scipy.stats import nct, t as student_t
-
+    ``sd``) against a true mean difference ``effect`` (:func:`diru_fast.experiments.stats.t_power` of
+    the standardised effect ``effect / sd``); nan with fewer than two values or no spread."""
     if n < 2 or not sd > 0:
         return math.nan
-    crit = float(student_t.ppf(1 - alpha / 2, n - 1))
-    nc = effect * math.sqrt(n) / sd
-    return float(nct.sf(crit, n - 1, nc) + nct.cdf(-crit, n - 1, nc))
+    return t_power(effect / sd, n, alpha)
 
 
 def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:

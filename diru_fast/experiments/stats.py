@@ -146,8 +146,9 @@ def paired_t_p(differences: Sequence[float]) -> float:
 def holm(pvalues: Sequence[float]) -> list:
     """Holm-adjusted p-values, in the order given: sort ascending, multiply the i-th smallest
     (0-based) by (m - i), carry the running maximum, cap at 1. A nan stays nan and does not count
-    in m. Rejecting where the adjusted p < alpha is Holm's procedure at level alpha."""
-    finite = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    in m (so does None: no test). Rejecting where the adjusted p < alpha is Holm's procedure at
+    level alpha."""
+    finite = sorted((p, i) for i, p in enumerate(pvalues) if p is not None and math.isfinite(p))
     m = len(finite)
     out = [math.nan] * len(pvalues)
     running = 0.0
