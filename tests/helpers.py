@@ -107,3 +107,28 @@ def cpu_isa(name, threads):
     finally:
         ext.set_isa(previous)
         torch.set_num_threads(old_threads)
+
+
+def assert_kernel_matches_contract(kernels, a, opts, lengths, config, tol=1e-12):
+    """A kernel module's scan_fwd (training and inference) and scan_bwd at ``config`` against the
+    float64 contract, options ``opts`` included: every output to ``tol``; padded steps' saved gates
+    and d_p zero. Returns ``(hs, saved, (d_p, d_zp, d_yp, d_h0))`` of the kernel."""
+    from diru_fast.scan import contract
+
+    T, B, d = a["xp"].shape[0], a["xp"].shape[1], a["h0"].shape[-1]
+    hs, saved = kernels.scan_fwd(**a, lengths=lengths, need_saved=True, config=config, **opts)
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
+    torch.testing.assert_close(hs, hs_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(saved, saved_ref, rtol=tol, atol=tol)
+    hs_inf, saved_inf = kernels.scan_fwd(**a, lengths=lengths, need_saved=False, config=config, **opts)
+    assert saved_inf.numel() == 0 and torch.equal(hs_inf, hs)
+    grad_hs = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    weights = (a["w_hh"], a["w_int"], a["w_out"])
+    got = kernels.scan_bwd(grad_hs, a["h0"], hs, saved, *weights, lengths, config=config, **opts)
+    want = contract.scan_bwd(grad_hs, a["h0"], hs_ref, saved_ref, *weights, lengths, **opts)
+    for name, g, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), got, want):
+        torch.testing.assert_close(g, w, rtol=tol, atol=tol, msg=lambda m, name=name: f"{name}: {m}")
+    if lengths is not None:
+        for b, length in enumerate(lengths.tolist()):
+            assert torch.all(saved[length:, b] == 0) and torch.all(got[0][length:, b] == 0)
+    return hs, saved, got

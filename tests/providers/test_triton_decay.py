@@ -14,7 +14,7 @@ import torch
 
 import diru_fast
 from diru_fast.scan import contract, ops
-from tests.helpers import contract_inputs
+from tests.helpers import assert_kernel_matches_contract, contract_inputs
 
 pytestmark = pytest.mark.skipif("triton" not in diru_fast.available_backends("cpu"),
                                 reason="triton is not installed (or TRITON_INTERPRET=1 was not set before import)")
@@ -70,21 +70,9 @@ def _check_float64(regime, case, option_set, lengths, poison_padded=False):
     if poison_padded:  # a padded step keeps the undecayed state: its decay must never be read into it
         padded = torch.arange(T)[:, None] >= lengths[None, :]
         opts["decay"] = opts["decay"].masked_fill(padded[..., None], float("nan"))
-    cfg = _config(regime, d)
-    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg, **opts)
-    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
-    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
-    hs_inf, saved_inf = k.scan_fwd(**a, lengths=lengths, need_saved=False, config=cfg, **opts)
-    assert saved_inf.numel() == 0 and torch.equal(hs_inf, hs)
-    grad_hs = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    got = k.scan_bwd(grad_hs, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, config=cfg, **opts)
-    want = contract.scan_bwd(grad_hs, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts)
-    for name, g, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), got, want):
-        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
+    hs, saved, got = assert_kernel_matches_contract(k, a, opts, lengths, _config(regime, d))
     if lengths is not None:
         for b, length in enumerate(lengths.tolist()):
-            assert torch.all(saved[length:, b] == 0) and torch.all(got[0][length:, b] == 0)
             if length < T:  # padded steps: the state and its gradient pass through undecayed
                 assert torch.equal(hs[length:, b], hs[length - 1, b].expand(T - length, d))
     # the decay is in effect: the plain cell's states differ
