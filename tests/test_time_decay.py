@@ -409,3 +409,27 @@ def test_compile_and_export_with_dt(backend):
     torch.testing.assert_close(compiled(x, dt=dt), model(x, dt=dt), rtol=1e-5, atol=1e-6)
     exported = torch.export.export(copy.deepcopy(model), (x,), {"dt": dt})
     torch.testing.assert_close(exported.module()(x, dt=dt), model(x, dt=dt), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.no_poison
+def test_onnx_export_with_dt(tmp_path):
+    """DIRU(time_decay) with dt as a second graph input: the ONNX loop run by onnxruntime at several
+    B and T against the eager model."""
+    import warnings
+
+    import onnxruntime
+
+    model = randomize_(diru_fast.DIRU(2, 8, 1, num_compartments=2, time_decay=True, backend="cpu"), seed=4).eval()
+    path = tmp_path / "decay.onnx"
+    dims = {0: torch.export.Dim("B"), 1: torch.export.Dim("T")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (torch.randn(3, 5, 2),), kwargs={"dt": _gaps(3, 5).float()}, dynamo=True,
+                                    verbose=False, dynamic_shapes={"x": dims, "dt": dims})
+    program.save(str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    for B, T in [(1, 1), (3, 5), (2, 9)]:
+        x, dt = torch.randn(B, T, 2), _gaps(B, T, seed=T).float()
+        (got,) = session.run(None, dict(zip(names, (x.numpy(), dt.numpy()))))
+        torch.testing.assert_close(torch.from_numpy(got), model(x, dt=dt), rtol=1e-5, atol=1e-5)
