@@ -398,9 +398,12 @@ def write_report(records: List[Dict[str, object]], out_dir: Path, name: str,
     env = environment()
     payload = {"environment": env, "records": records, "scaling": scaling or [], **(extra or {})}
     (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2))
-    md = [f"# Benchmark: {name}", "", f"`{json.dumps(env)}`", "", markdown_table(records), "",
-          "Achieved GFLOP/s (each model's own multiply-adds in its products, 2 FLOPs each; gate math and",
-          "the head not counted; a model's time is its paired ratio times the torch.nn median):", "", gflops_table(records)]
+    md = [f"# Benchmark: {name}", "", f"`{json.dumps(env)}`"]
+    if any(r.get("variant") is None for r in records):  # the backend-vs-torch.nn cases (an options-only run has none)
+        md += ["", markdown_table(records), "",
+               "Achieved GFLOP/s (each model's own multiply-adds in its products, 2 FLOPs each; gate math and",
+               "the head not counted; a model's time is its paired ratio times the torch.nn median):", "",
+               gflops_table(records)]
     options = options_table(records)
     if options:
         md += ["", "The cell options against the plain DIRU on the same backend (time, ratio to the plain cell: "
