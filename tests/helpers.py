@@ -132,3 +132,34 @@ def assert_kernel_matches_contract(kernels, a, opts, lengths, config, tol=1e-12)
         for b, length in enumerate(lengths.tolist()):
             assert torch.all(saved[length:, b] == 0) and torch.all(got[0][length:, b] == 0)
     return hs, saved, got
+
+
+def assert_kernel_within_twice_torch_error(kernels, a, opts, lengths, config, dtype):
+    """A kernel module's hs, dL/dxp (every column of d_p) and dL/dh0 in a low-precision ``dtype``
+    within 2x the error of PyTorch's own path in that dtype (the contract run with acc = ``dtype``),
+    both against the contract in float64 on the same rounded inputs; ``opts``: the contract's option
+    keywords (mask and decay in the accumulation dtype)."""
+    from diru_fast.scan import contract
+
+    T, B, d = a["xp"].shape[0], a["xp"].shape[1], a["h0"].shape[-1]
+    grad = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    names = ("w_hh", "w_int", "b_int", "w_out", "b_out")
+    hs, saved = kernels.scan_fwd(**a, lengths=lengths, need_saved=True, config=config, **opts)
+    d_p, _, _, d_h0 = kernels.scan_bwd(grad.to(dtype), a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"],
+                                       lengths, config=config, **opts)
+
+    def contract_run(inputs, options, acc):  # [hs, dL/dxp, dL/dh0] of the contract's autograd
+        xp, h0 = (inputs[key].detach().clone().requires_grad_() for key in ("xp", "h0"))
+        out = contract.scan_fwd(xp, h0, *(inputs[key] for key in names), lengths, False, **options, acc=acc)[0]
+        return [out.detach()] + list(torch.autograd.grad((out.double() * grad).sum(), [xp, h0]))
+
+    low = contract_run(a, opts, dtype)
+    ref = contract_run({key: v.double() for key, v in a.items()},
+                       {key: v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                        for key, v in opts.items()}, torch.float64)
+    assert hs.dtype == dtype and d_h0.dtype == dtype
+    for name, g, lo, r in zip(("hs", "xp", "h0"), [hs, d_p, d_h0], low, ref):
+        err = (g.double() - r).abs().max().item()
+        torch_err = (lo.double() - r).abs().max().item()
+        slack = 8 * torch.finfo(torch.float32).eps * r.abs().max().item() if dtype == torch.float32 else 1e-6
+        assert err <= 2 * torch_err + slack, f"{name}: kernel error {err:.3g} > 2x PyTorch's {torch_err:.3g}"

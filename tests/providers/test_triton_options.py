@@ -11,7 +11,7 @@ import torch
 
 import diru_fast
 from diru_fast.scan import contract
-from tests.helpers import assert_kernel_matches_contract, contract_inputs
+from tests.helpers import assert_kernel_matches_contract, assert_kernel_within_twice_torch_error, contract_inputs
 
 pytestmark = pytest.mark.skipif("triton" not in diru_fast.available_backends("cpu"),
                                 reason="triton is not installed (or TRITON_INTERPRET=1 was not set before import)")
@@ -59,13 +59,6 @@ def test_options_match_contract_float64(regime, option_set, case, with_lengths):
     assert_kernel_matches_contract(k, a, opts, lengths, _config(regime, d))
 
 
-def _fwd_and_grads(fwd, a, opts, lengths, grad):
-    """hs and the gradients of <hs, grad> w.r.t. xp and h0 from ``fwd(xp, h0) -> hs``."""
-    xp, h0 = (a[key].detach().clone().requires_grad_() for key in ("xp", "h0"))
-    hs = fwd(xp, h0)
-    return [hs.detach()] + list(torch.autograd.grad((hs.double() * grad).sum(), [xp, h0]))
-
-
 @pytest.mark.parametrize("regime", REGIMES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 def test_all_options_low_precision_within_twice_torch_error(regime, dtype):
@@ -75,28 +68,7 @@ def test_all_options_low_precision_within_twice_torch_error(regime, dtype):
     k = _kernels()
     T, B, d, sizes = 5, 3, 24, [5, 7, 12]
     a, opts = _inputs(T, B, d, sizes, "all", dtype=dtype, seed=3)
-    lengths = _lengths(T, B)
-    grad = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    cfg = _config(regime, d)
-    w = {key: a[key] for key in ("w_hh", "w_int", "b_int", "w_out", "b_out")}
-    hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg, **opts)
-    d_p, _, _, d_h0 = k.scan_bwd(grad.to(dtype), a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths,
-                                 config=cfg, **opts)
-    got = [hs, d_p, d_h0]
-
-    def torch_path(acc, weights, options):
-        return lambda xp, h0: contract.scan_fwd(xp, h0, *weights.values(), lengths, False, **options, acc=acc)[0]
-
-    low = _fwd_and_grads(torch_path(dtype, w, opts), a, opts, lengths, grad)
-    a64 = {key: v.double() for key, v in a.items()}
-    opts64 = dict(opts, mask=opts["mask"].double())
-    ref = _fwd_and_grads(torch_path(torch.float64, {key: a64[key] for key in w}, opts64), a64, opts64, lengths, grad)
-    assert hs.dtype == dtype and d_h0.dtype == dtype
-    for name, g, lo, r in zip(("hs", "xp", "h0"), got, low, ref):
-        err = (g.double() - r).abs().max().item()
-        torch_err = (lo.double() - r).abs().max().item()
-        slack = 8 * torch.finfo(torch.float32).eps * r.abs().max().item() if dtype == torch.float32 else 1e-6
-        assert err <= 2 * torch_err + slack, f"{name}: kernel error {err:.3g} > 2x PyTorch's {torch_err:.3g}"
+    assert_kernel_within_twice_torch_error(k, a, opts, _lengths(T, B), _config(regime, d), dtype)
 
 
 @pytest.mark.parametrize("regime", REGIMES)
