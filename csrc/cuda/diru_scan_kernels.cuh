@@ -58,6 +58,18 @@ __device__ __forceinline__ int64_t row_length(const int64_t* lengths, int64_t ro
   return b < nrows ? (lengths ? lengths[row0 + b] : steps) : 0;
 }
 
+// One output column of a matrix product for the block's kRows rows: acc[b] += sum_{i < n} in_s[b * in_ld + i] *
+// w[i * ld + col] (in_s in shared memory; w row-major in global memory, one load per i for all rows).
+template <typename acc_t, typename scalar_t>
+__device__ __forceinline__ void add_column(acc_t (&acc)[kRows], const acc_t* in_s, int64_t in_ld, const scalar_t* w,
+                                           int64_t ld, int64_t col, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const acc_t wi = to_acc(w[i * ld + col]);
+#pragma unroll
+    for (int b = 0; b < kRows; ++b) acc[b] += in_s[b * in_ld + i] * wi;
+  }
+}
+
 // Forward. Shared memory (acc): h_s, o_s, q_s, r_s, each [kRows][d]; with kOpt also alpha_s
 // [kRows][k]. kOpt = false is the plain cell (relu, k, comp, mask, decay unused; pw = 3d, sw = 4d).
 // With decay, h_s holds the decayed state hd_t = decay_t * h_{t-1} during step t on rows live at
@@ -118,11 +130,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
         acc_t e[kRows];
 #pragma unroll
         for (int b = 0; b < kRows; ++b) e[b] = (b < nrows) ? to_acc(xp_t[b * pw + 3 * d + j]) : acc_t(0);
-        for (int64_t i = 0; i < d; ++i) {
-          const acc_t w = to_acc(w_hh_t[i * pw + 3 * d + j]);
-#pragma unroll
-          for (int b = 0; b < kRows; ++b) e[b] += h_s[b * d + i] * w;
-        }
+        add_column(e, h_s, d, w_hh_t, pw, 3 * d + j, d);
 #pragma unroll
         for (int b = 0; b < kRows; ++b) alpha_s[b * k + j] = e[b];
       }
@@ -191,11 +199,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
       const acc_t bias = to_acc(b_int[c]);
 #pragma unroll
       for (int b = 0; b < kRows; ++b) zp[b] = bias;
-      for (int64_t i = 0; i < d; ++i) {
-        const acc_t w = to_acc(w_int_t[i * d + c]);
-#pragma unroll
-        for (int b = 0; b < kRows; ++b) zp[b] += o_s[b * d + i] * w;
-      }
+      add_column(zp, o_s, d, w_int_t, d, c, d);
 #pragma unroll
       for (int b = 0; b < kRows; ++b) {
         const acc_t z = tanh_(zp[b]);
@@ -211,11 +215,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
       const acc_t bias = to_acc(b_out[c]);
 #pragma unroll
       for (int b = 0; b < kRows; ++b) y[b] = bias + h_s[b * d + c];
-      for (int64_t i = 0; i < d; ++i) {
-        const acc_t w = to_acc(w_out_t[i * d + c]);
-#pragma unroll
-        for (int b = 0; b < kRows; ++b) y[b] += q_s[b * d + i] * w;
-      }
+      add_column(y, q_s, d, w_out_t, d, c, d);
 #pragma unroll
       for (int b = 0; b < kRows; ++b) {
         if (t < len[b]) h_s[b * d + c] = tanh_(y[b]);
@@ -297,11 +297,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
       acc_t dq[kRows];
 #pragma unroll
       for (int b = 0; b < kRows; ++b) dq[b] = acc_t(0);
-      for (int64_t i = 0; i < d; ++i) {
-        const acc_t w = to_acc(w_out[i * d + c]);
-#pragma unroll
-        for (int b = 0; b < kRows; ++b) dq[b] += dyp_s[b * d + i] * w;
-      }
+      add_column(dq, dyp_s, d, w_out, d, c, d);
 #pragma unroll
       for (int b = 0; b < kRows; ++b) {
         acc_t dzp = acc_t(0), dr = acc_t(0);
@@ -324,11 +320,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
       acc_t dout[kRows];
 #pragma unroll
       for (int b = 0; b < kRows; ++b) dout[b] = acc_t(0);
-      for (int64_t i = 0; i < d; ++i) {
-        const acc_t w = to_acc(w_int[i * d + c]);
-#pragma unroll
-        for (int b = 0; b < kRows; ++b) dout[b] += dzp_s[b * d + i] * w;
-      }
+      add_column(dout, dzp_s, d, w_int, d, c, d);
       const int32_t cc = (kOpt && k > 0) ? comp[c] : 0;
 #pragma unroll
       for (int b = 0; b < kRows; ++b) {
@@ -380,11 +372,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
       acc_t acc[kRows];
 #pragma unroll
       for (int b = 0; b < kRows; ++b) acc[b] = dyp_s[b * d + c];
-      for (int64_t i = 0; i < pw; ++i) {
-        const acc_t w = to_acc(w_hh[i * d + c]);
-#pragma unroll
-        for (int b = 0; b < kRows; ++b) acc[b] += dp_s[b * pw + i] * w;
-      }
+      add_column(acc, dp_s, pw, w_hh, d, c, pw);
 #pragma unroll
       for (int b = 0; b < kRows; ++b) {
         if (t < len[b]) dh_s[b * d + c] = (kOpt && decay) ? acc[b] * decay[(base + b) * d + c] : acc[b];
