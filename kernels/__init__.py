@@ -56,8 +56,8 @@ and its residual (the streamed forward writes the rounded hd to a third scratch 
 reading hs[t-1]; per step, fwd_out writes the next step's rounded hd for the gates to read), masked
 steps keep the undecayed h, and the backward carries ``decay[t] * dL/dhd`` to step t-1 on live rows.
 
-Triton versions (``compat.py``): the kernels need Triton >= 3.0; the interpreter's float64
-needs 3.5, and under NumPy >= 2.4 the interpreter needs 3.7. Importing this package with an
+Triton versions (``compat.py``): the kernels need Triton >= 3.0, attention 3.3 (``tl.gather``;
+older ones leave it out of ``OPTIONS``); the interpreter's float64 needs 3.5, and under NumPy >= 2.4 the interpreter needs 3.7. Importing this package with an
 older one raises ImportError saying so (the "triton" backend then reports it as unavailable).
 Every ``tl.dot`` names ``out_dtype=ACC_DT``: Triton 3.5 and 3.7 (checked) take a float64 accumulator only then.
 
@@ -111,7 +111,9 @@ compat.check(_triton.__version__, compat.interpreting(_triton), compat.installed
 
 from . import config  # noqa: E402
 from .config import KernelConfig, all_configs, choose, pad_hidden  # noqa: E402
-from .launch import FLOAT64_PROBLEM, INTERPRETED, SUPPORTED_DTYPES, scan_bwd, scan_fwd  # noqa: E402
+from .launch import (ATTENTION_PROBLEM, FLOAT64_PROBLEM, INTERPRETED, OPTIONS, SUPPORTED_DTYPES,  # noqa: E402
+                     scan_bwd, scan_fwd, tf32_allowed)
 
 __all__ = ["KernelConfig", "all_configs", "choose", "compat", "config", "pad_hidden", "INTERPRETED",
-           "SUPPORTED_DTYPES", "FLOAT64_PROBLEM", "scan_fwd", "scan_bwd"]
+           "SUPPORTED_DTYPES", "FLOAT64_PROBLEM", "ATTENTION_PROBLEM", "OPTIONS", "scan_fwd", "scan_bwd",
+           "tf32_allowed"]

@@ -7,8 +7,8 @@ or CPU under ``TRITON_INTERPRET=1`` (set before triton is imported).
 
 Dtypes: float32, bfloat16, float16 (state, gates and gradients in float32); float64 under the
 interpreter (gradcheck; Triton >= 3.5, see ``FLOAT64_PROBLEM``). fp32 products run as 3xTF32 on tensor cores
-(fp32-level accuracy) unless ``torch.backends.cuda.matmul.allow_tf32`` is set (then TF32,
-like PyTorch's own matmuls); see ``config.dot_precision``.
+(fp32-level accuracy) unless PyTorch allows TF32 matmuls (then TF32, like PyTorch's own matmuls;
+:func:`tf32_allowed` reads the setting); see ``config.dot_precision``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.floa
               torch.float64: tl.float64}
 #: Why this Triton cannot run the float64 kernels (None: it can; the interpreter is their only user).
 FLOAT64_PROBLEM = compat.float64_problem(triton.__version__)
+#: Why this Triton cannot run attention over compartments (None: it can; ``tl.gather`` is from 3.3 on).
+ATTENTION_PROBLEM = compat.attention_problem(triton.__version__)
+#: The contract's options these kernels fuse (constexpr flags of every regime).
+OPTIONS = compat.fused_options(triton.__version__)
 SUPPORTED_DTYPES = tuple(d for d in _TL_DTYPES if d != torch.float64 or FLOAT64_PROBLEM is None)
 #: True when the kernels were built by the interpreter (TRITON_INTERPRET=1 at import).
 INTERPRETED = not isinstance(forward.diru_fwd_persistent, triton.runtime.jit.JITFunction)
@@ -46,14 +50,26 @@ def _empty(shape, dtype, device) -> Tensor:
     return out
 
 
+def tf32_allowed() -> bool:
+    """Whether PyTorch allows TF32 in fp32 matmuls: ``torch.backends.cuda.matmul.fp32_precision`` (the
+    API of PyTorch >= 2.9: "tf32" / "ieee", set directly or inherited from
+    ``torch.backends.fp32_precision``) when it says so, else the legacy ``allow_tf32`` flag. Reading the
+    legacy flag after the new API set the precision raises in PyTorch, so it is read only when the new
+    one is absent or "none"."""
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    if precision in ("tf32", "ieee"):
+        return precision == "tf32"
+    return bool(matmul.allow_tf32)
+
+
 def _meta(dtype: torch.dtype) -> dict:
     """The dtype constexprs: storage, dot operand, accumulation dtypes and fp32 dot precision."""
     in_dt = _TL_DTYPES[dtype]
     acc = tl.float64 if dtype == torch.float64 else tl.float32
     # The interpreter's dot cannot multiply bf16/fp16: hand it the (already rounded) operands in fp32.
     op_dt = acc if (INTERPRETED and dtype in (torch.bfloat16, torch.float16)) else in_dt
-    precision = cfgs.dot_precision(str(dtype).replace("torch.", ""), INTERPRETED,
-                                   torch.backends.cuda.matmul.allow_tf32)
+    precision = cfgs.dot_precision(str(dtype).replace("torch.", ""), INTERPRETED, tf32_allowed())
     return dict(IN_DT=in_dt, OP_DT=op_dt, ACC_DT=acc, PRECISION=precision)
 
 
@@ -95,6 +111,8 @@ def _options(activation: str, compartment_of: Optional[Tensor], mask: Optional[T
     variant)."""
     if activation not in ("tanh", "relu"):
         raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+    if compartment_of is not None and ATTENTION_PROBLEM:
+        raise NotImplementedError(ATTENTION_PROBLEM)
     nk = k if compartment_of is not None else 0
     comp = compartment_of.to(torch.int32).contiguous() if nk else placeholder
     if mask is not None:

@@ -263,3 +263,32 @@ def test_provider_reports_what_it_supports():
     assert provider.unsupported_reason(torch.device("cpu"), torch.float64) is None
     assert "not supported" in provider.unsupported_reason(torch.device("cpu"), torch.int64)
     assert "do not run on meta" in provider.unsupported_reason(torch.device("meta"), torch.float32)
+
+
+@pytest.mark.parametrize("setting", ["global", "matmul", "legacy"])
+def test_runs_under_every_tf32_api(setting):
+    """torch.backends.fp32_precision = "tf32" (PyTorch >= 2.9's API) made the legacy allow_tf32 read
+    raise in every Triton call; the launcher reads the new API where it is set, the legacy flag
+    otherwise. Each case sets and restores through one API only (PyTorch refuses to read a mix)."""
+    k = _kernels()
+    backends = torch.backends
+    new = setting != "legacy"
+    saved = (backends.fp32_precision, backends.cuda.matmul.fp32_precision) if new else backends.cuda.matmul.allow_tf32
+    try:
+        if setting == "global":
+            backends.fp32_precision = "tf32"
+        elif setting == "matmul":
+            backends.cuda.matmul.fp32_precision = "tf32"
+        else:
+            backends.cuda.matmul.allow_tf32 = True
+        assert k.tf32_allowed() is True
+        a = contract_inputs(2, 1, 4)
+        hs, _ = k.scan_fwd(**a, lengths=None, need_saved=False)
+        want = contract.scan_fwd(**{n: v.double() for n, v in a.items()}, lengths=None, need_saved=False)[0]
+        torch.testing.assert_close(hs.double(), want)
+    finally:
+        if new:
+            backends.fp32_precision, backends.cuda.matmul.fp32_precision = saved
+        else:
+            backends.cuda.matmul.allow_tf32 = saved
+    assert k.tf32_allowed() is False
