@@ -230,7 +230,11 @@ def _direction_dt(dt: Optional[Tensor], steps: int, batch: int, lengths: Optiona
         if lengths is not None:
             dt = dt.masked_fill(_padding(lengths, steps), 0.0)
     if reverse:
-        dt = _reverse(torch.cat([dt[1:], dt.new_zeros(1, batch)]).unsqueeze(2), lengths).squeeze(2)
+        # [T, B]: dt_{t+1} at row t, 0 at row T-1 (a roll, not cat(dt[1:], 0): the slice's T-1 rows
+        # made export specialise a dynamic T)
+        last = torch.arange(steps, device=dt.device).unsqueeze(1) == steps - 1  # [T, 1]
+        ahead = dt.roll(-1, 0).masked_fill(last, 0.0)
+        dt = _reverse(ahead.unsqueeze(2), lengths).squeeze(2)
     return dt
 
 
@@ -373,9 +377,10 @@ def diru(
             raise v.InvalidInputError("pass either a PackedSequence or lengths, not both")
         x, lengths = pad_packed_sequence(input)  # [T, B, n] in the caller's batch order
         if dt is not None:
-            if not isinstance(dt, PackedSequence) or not torch.equal(dt.batch_sizes, input.batch_sizes):
+            if not isinstance(dt, PackedSequence) or not _packed_alike(dt, input):
                 raise v.InvalidInputError("with a PackedSequence input, dt must be a PackedSequence packed the "
-                                          "same way (the same lengths and order)")
+                                          "same way (the same lengths in the same order: equal batch_sizes and "
+                                          "sorted_indices)")
             dt = pad_packed_sequence(dt)[0]  # [T, B]
     else:
         if isinstance(dt, PackedSequence):
@@ -454,6 +459,20 @@ def diru(
     if unbatched:
         return x.squeeze(1), h_last.squeeze(1)
     return (x.transpose(0, 1) if batch_first else x), h_last
+
+
+def _packed_alike(a: PackedSequence, b: PackedSequence) -> bool:
+    """Whether ``a`` and ``b`` hold sequences of the same lengths in the same order: the sorted
+    lengths (``batch_sizes``) and the permutation to that order (``sorted_indices``, None: the
+    identity) are equal."""
+    if a.batch_sizes.shape != b.batch_sizes.shape or not torch.equal(a.batch_sizes, b.batch_sizes):
+        return False
+
+    def order(p: PackedSequence) -> Tensor:
+        batch = int(p.batch_sizes[0]) if p.batch_sizes.numel() else 0
+        return torch.arange(batch) if p.sorted_indices is None else p.sorted_indices.cpu()
+
+    return torch.equal(order(a), order(b))
 
 
 def _repack(x: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:

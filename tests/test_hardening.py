@@ -1,0 +1,139 @@
+"""Regression tests of hardening fixes, each on every CPU backend where it applies:
+
+- input checks under ``torch.func.vmap`` (per-sample gradients over ``(x, dt)``), where an invalid
+  ``dt`` gives that sample NaN instead of a silently wrong number;
+- every backend from several Python threads on one module gives the serial numbers;
+- a ``dt`` PackedSequence must be packed like the input (same lengths in the same order);
+- ``torch.export`` with a dynamic T of a bidirectional layer with time decay;
+- the dtype rule of ``dt`` (converted to the parameters' dtype; bool refused).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch.export import Dim
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import diru_fast
+from diru_fast import DIRULayer
+from tests.helpers import randomize_
+
+F64 = torch.float64
+BACKENDS = [b for b in ("cpu", "torch", "reference") if b in diru_fast.available_backends("cpu")]
+
+
+def _layer(backend, **kw):
+    kw.setdefault("time_decay", True)
+    kw.setdefault("num_compartments", 2)
+    return randomize_(DIRULayer(3, 4, batch_first=True, backend=backend, dtype=F64, **kw), seed=3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_vmap_per_sample_grads_over_x_and_dt(backend):
+    layer = _layer(backend, bidirectional=True)
+    params = {k: p.detach() for k, p in layer.named_parameters()}
+    x, dt = torch.randn(3, 4, 3, dtype=F64), torch.rand(3, 4, dtype=F64)
+
+    def loss(p, xi, dti):  # one sample: xi [T, n], dti [T]
+        out, _ = torch.func.functional_call(layer, p, (xi[None],), {"dt": dti[None]})
+        return out.square().sum()
+
+    grads = torch.func.vmap(torch.func.grad(loss, argnums=(1, 2)), in_dims=(None, 0, 0))(params, x, dt)
+    for i in range(3):
+        want = torch.func.grad(loss, argnums=(1, 2))(params, x[i], dt[i])
+        torch.testing.assert_close(grads[0][i], want[0], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grads[1][i], want[1], rtol=1e-10, atol=1e-12)
+    # under vmap the values cannot raise: an invalid gap poisons its own sample only
+    bad = dt.clone()
+    bad[1, 2] = -1.0
+    out = torch.func.vmap(lambda xi, dti: layer(xi[None], dt=dti[None])[0][0])(x, bad)
+    assert out[1].isnan().any() and not out[0].isnan().any() and not out[2].isnan().any()
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        layer(x, dt=bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_is_thread_safe(backend):
+    layer = _layer(backend, compartment_attention=True, compartment_sizes=[1, 3], num_compartments=None)
+    g = torch.Generator().manual_seed(0)
+    inputs = [(torch.randn(2, 3, 3, dtype=F64, generator=g), torch.rand(2, 3, dtype=F64, generator=g))
+              for _ in range(4)]
+    serial = [layer(x, dt=dt)[0] for x, dt in inputs]
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for r in range(6):
+                j = (i + r) % len(inputs)
+                results[(i, r)] = (j, layer(inputs[j][0], dt=inputs[j][1])[0])
+        except Exception as exc:  # reported below, with the thread's error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(results) == 24
+    for j, out in results.values():
+        assert torch.equal(out, serial[j])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_dt_must_be_packed_like_the_input(backend):
+    layer = randomize_(DIRULayer(3, 4, num_compartments=2, backend=backend, dtype=F64, time_decay=True), seed=3)
+    x, dt = torch.randn(5, 3, 3, dtype=F64), torch.rand(5, 3, dtype=F64)
+    lengths = [5, 2, 4]
+    packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out, _ = layer(packed, dt=pack_padded_sequence(dt, lengths, enforce_sorted=False))
+    want, _ = layer(x, None, torch.tensor(lengths), dt=dt)
+    torch.testing.assert_close(torch.nn.utils.rnn.pad_packed_sequence(out)[0], want, rtol=1e-12, atol=1e-12)
+    for other in ([2, 5, 4], [5, 4, 2], [5, 2, 3]):  # same batch_sizes but another order; other lengths
+        with pytest.raises(ValueError, match="packed the same way"):
+            layer(packed, dt=pack_padded_sequence(dt, other, enforce_sorted=False))
+    # sorted input packed without a permutation: a dt packed with the identity permutation matches
+    ordered = [5, 4, 2]
+    sorted_packed = pack_padded_sequence(x, ordered)
+    a = layer(sorted_packed, dt=pack_padded_sequence(dt, ordered))[0].data
+    b = layer(sorted_packed, dt=pack_padded_sequence(dt, ordered, enforce_sorted=False))[0].data
+    torch.testing.assert_close(a, b)
+
+
+class _WithDt(torch.nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x, dt, lengths):
+        return self.layer(x, None, lengths, dt=dt)
+
+
+@pytest.mark.no_poison
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_export_dynamic_length_of_a_bidirectional_layer_with_time_decay(backend):
+    model = _WithDt(randomize_(DIRULayer(3, 4, bidirectional=True, time_decay=True, backend=backend, dtype=F64),
+                               seed=2)).eval()
+    B, T = Dim("B"), Dim("T")
+    example = (torch.randn(5, 2, 3, dtype=F64), torch.rand(5, 2, dtype=F64), torch.tensor([5, 3]))
+    program = torch.export.export(model, example, dynamic_shapes=({0: T, 1: B}, {0: T, 1: B}, {0: B}))
+    for steps, batch in ((2, 1), (7, 3)):
+        args = (torch.randn(steps, batch, 3, dtype=F64), torch.rand(steps, batch, dtype=F64),
+                torch.tensor([steps - b % steps for b in range(batch)]))
+        for got, want in zip(program.module()(*args), model(*args)):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dt_is_converted_to_the_parameters_dtype(backend):
+    layer = _layer(backend)
+    x = torch.randn(2, 4, 3, dtype=F64)
+    gaps = torch.tensor([[1, 2, 0, 3], [4, 1, 1, 2]])
+    want = layer(x, dt=gaps.to(F64))[0]
+    for dt in (gaps, gaps.to(torch.int32), gaps.float(), gaps.half()):  # exact in float64
+        assert torch.equal(layer(x, dt=dt)[0], want)
+    with pytest.raises(TypeError, match="real numbers"):
+        layer(x, dt=gaps.bool())
