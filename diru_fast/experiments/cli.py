@@ -58,9 +58,24 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
     p.add_argument("--n-test", type=positive_int, default=get("n_test"),
                    help="test sequences (they score the best epoch's weights: the primary metric)")
     p.add_argument("--seq-len", type=positive_int, default=get("seq_len"), help="sequence length T")
-    p.add_argument("--normalize", action="store_true",
-                   help="standardise inputs and targets with the training split's mean and std (MSEs are still "
-                        "reported on the raw scale); off: the prototype's raw scale")
+    p.add_argument("--raw-scale", action="store_true",
+                   help="train on the raw scale (the prototype's); default: inputs and targets standardised with "
+                        "the training split's mean and std, MSEs in standardised units with raw units beside")
+    p.add_argument("--normalize", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old commands
+    p.add_argument("--prototype", action="store_true",
+                   help="the prototype's literal recipe: raw scale, Adam lr --lr for every model (no tuning), no "
+                        "clipping, --epochs fixed epochs (50 unless given), DIRU vs LSTM vs GRU")
+    p.add_argument("--lr-grid", type=positive_float, nargs="+", default=list(get("lr_grid")), metavar="LR",
+                   help="Adam learning rates tried per (task, model), picked on validation over the tuning seeds; "
+                        "one value: no tuning")
+    p.add_argument("--tune-seeds", type=positive_int, default=get("tune_seeds"),
+                   help="tuning seeds per learning rate (disjoint from the test seeds)")
+    p.add_argument("--tune-first-seed", type=non_negative_int, default=get("tune_first_seed"),
+                   help="the first tuning seed")
+    p.add_argument("--clip", type=float, default=get("clip_norm"),
+                   help="clip the gradients' global norm to this before each step (0: off)")
+    p.add_argument("--patience", type=non_negative_int, default=get("patience"),
+                   help="early stopping: epochs without a better validation MSE (0: train every epoch)")
     p.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="DIR",
                    help="take finished runs from these studies' results.json (same settings; DIRU runs only "
                         "from a study with the same --backend)")
@@ -72,9 +87,11 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
                    help=f"DIRU compartments k (must divide --hidden); {get('num_compartments')}, or the number "
                         "of --compartment-sizes, when left out")
     p.add_argument("--batch-size", type=positive_int, default=get("batch_size"), help="mini-batch size")
-    p.add_argument("--lr", type=positive_float, default=get("lr"), help="Adam learning rate")
+    p.add_argument("--lr", type=positive_float, default=get("lr"),
+                   help="Adam learning rate of --prototype (or with a one-value --lr-grid, use that)")
     p.add_argument("--epochs", type=positive_int, default=get("epochs"),
-                   help="training epochs per run (all are run; the best-validation epoch's weights are scored)")
+                   help="the epoch cap per run (early stopping usually ends a run first; the best-validation "
+                        "epoch's weights are scored)")
     p.add_argument("--match-params", nargs="?", const="on", default=get("match_params"), choices=MATCH_CHOICES,
                    help="size the baselines to DIRU's parameter count: '--match-params' alone replaces the "
                         "default-size baselines, '--match-params both' runs both sizes")
@@ -93,13 +110,27 @@ def _study_config(args: argparse.Namespace):
 
     _check_compartments(args)
     _check_backend_on_device(args)
+    if args.raw_scale and args.normalize:
+        usage_error(args, "--raw-scale and --normalize contradict each other (standardised is the default)")
+    kwargs = dict(tasks=tuple(args.tasks), models=tuple(args.models), seeds=args.seeds,
+                  first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
+                  seq_len=args.seq_len, normalize=not args.raw_scale, hidden_size=args.hidden,
+                  num_compartments=args.compartments, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
+                  match_params=args.match_params, backend=args.backend, device=args.device,
+                  options=options_from_args(args), lr_grid=tuple(args.lr_grid), tune_seeds=args.tune_seeds,
+                  tune_first_seed=args.tune_first_seed, clip_norm=args.clip, patience=args.patience)
     try:
-        return StudyConfig(tasks=tuple(args.tasks), models=tuple(args.models), seeds=args.seeds,
-                           first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-                           seq_len=args.seq_len, normalize=args.normalize,
-                           hidden_size=args.hidden, num_compartments=args.compartments, batch_size=args.batch_size,
-                           lr=args.lr, epochs=args.epochs, match_params=args.match_params, backend=args.backend,
-                           device=args.device, options=options_from_args(args))
+        if args.prototype:
+            given = {k: kwargs[k] for k in ("tasks", "seeds", "first_seed", "n_test", "seq_len", "hidden_size",
+                                            "num_compartments", "batch_size", "lr", "match_params", "backend",
+                                            "device", "options")}
+            if "--models" in getattr(args, "command_line", ""):
+                given["models"] = kwargs["models"]
+            for opt, key in (("--epochs", "epochs"), ("--n-train", "n_train"), ("--n-val", "n_val")):
+                if opt in getattr(args, "command_line", ""):
+                    given[key] = kwargs[key]
+            return StudyConfig.prototype(**given)
+        return StudyConfig(**kwargs)
     except ValueError as exc:
         usage_error(args, str(exc))
 
