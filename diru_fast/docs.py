@@ -178,21 +178,23 @@ def _bench(path: str, root: Path) -> dict:
 
 
 def case_label(r: dict) -> str:
-    """A benchmark case in words: ``training step, B=32 T=50 d=64``."""
+    """A benchmark case in words: ``training step, B=32 T=50 d=64`` (the dtype named unless float32)."""
     mode = r["mode"]
+    dtype = "" if r.get("dtype", "float32") == "float32" else f", {r['dtype']}"
     if mode == "step":
-        return f"{MODE_LABEL[mode]}, B={r['B']} n={r['n']} d={r['d']}"
+        return f"{MODE_LABEL[mode]}, B={r['B']} n={r['n']} d={r['d']}{dtype}"
     if mode == "infer" and r.get("B") == 1:
-        return f"one long sequence, B=1 T={r['T']} n={r['n']} d={r['d']}"
-    return f"{MODE_LABEL.get(mode, mode)}, B={r['B']} T={r['T']} d={r['d']}"
+        return f"one long sequence, B=1 T={r['T']} n={r['n']} d={r['d']}{dtype}"
+    return f"{MODE_LABEL.get(mode, mode)}, B={r['B']} T={r['T']} d={r['d']}{dtype}"
 
 
-def paired_ratios(data: dict) -> Dict[Tuple[str, str], Dict[str, dict]]:
-    """(shape, mode) -> {impl: record} of a bench result's backend-vs-torch.nn cases, in file order."""
-    cases: Dict[Tuple[str, str], Dict[str, dict]] = {}
+def paired_ratios(data: dict) -> Dict[Tuple[str, str, str], Dict[str, dict]]:
+    """(shape, mode, dtype) -> {impl: record} of a bench result's backend-vs-torch.nn cases, in file
+    order."""
+    cases: Dict[Tuple[str, str, str], Dict[str, dict]] = {}
     for r in data["records"]:
         if r.get("variant") is None:
-            cases.setdefault((r["shape"], r["mode"]), {})[r["impl"]] = r
+            cases.setdefault((r["shape"], r["mode"], r.get("dtype", "float32")), {})[r["impl"]] = r
     return cases
 
 
