@@ -76,9 +76,20 @@ PROTOTYPE_SETTINGS: Dict[str, Any] = dict(n_train=800, n_val=200, seq_len=50, hi
 
 
 def setting_differences(config: Dict[str, Any]) -> List[str]:
-    """``"name X (prototype: Y)"`` for every study setting that differs from the prototype's."""
-    return [f"{k} {config[k]:g} (prototype: {v:g})" for k, v in PROTOTYPE_SETTINGS.items()
-            if k in config and config[k] != v]
+    """``"name X (prototype: Y)"`` for every study setting that differs from the prototype's, the
+    protocol first (scaling, tuning, clipping, early stopping)."""
+    out = []
+    if config.get("normalize"):
+        out.append("standardised data (prototype: raw scale)")
+    if len(config.get("lr_grid") or ()) > 1:
+        out.append("lr tuned per model from a grid (prototype: 1e-3 for every model)")
+    if config.get("clip_norm"):
+        out.append(f"gradient clipping at {config['clip_norm']:g} (prototype: none)")
+    if config.get("patience"):
+        out.append(f"early stopping, patience {config['patience']} (prototype: fixed epochs)")
+    tuned = len(config.get("lr_grid") or ()) > 1
+    return out + [f"{k} {config[k]:g} (prototype: {v:g})" for k, v in PROTOTYPE_SETTINGS.items()
+                  if k in config and config[k] != v and not (k == "lr" and tuned)]
 
 
 # "Average Epoch Time (CPU): DIRU ~0.15s, LSTM ~0.12s, Overhead ~25%"

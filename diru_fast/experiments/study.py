@@ -90,7 +90,7 @@ class StudyConfig:
     num_compartments: int = 4
     batch_size: int = 32
     lr: float = 1e-3  # used when lr_grid is empty (no tuning)
-    epochs: int = 80  # the cap; early stopping (patience) usually ends a run before it
+    epochs: int = 50  # the cap (the prototype's epoch count); early stopping usually ends a run before it
     match_params: str = "off"  # "off", "on" or "both" (see the module docstring)
     backend: str = "auto"  # DIRU's backend
     device: str = "auto"

@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_LR_GRID", "DEFAULT_CLIP_NORM", "DEFAULT_PATIENCE", "log_grid
 # Adam learning rates, half a decade apart: 3e-4 .. 3e-2 (5 values)
 DEFAULT_LR_GRID: Tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 DEFAULT_CLIP_NORM = 1.0  # gradient clipping (global L2 norm), the same for every model
-DEFAULT_PATIENCE = 15  # early stopping: epochs without a better validation loss (memory tasks plateau first)
+DEFAULT_PATIENCE = 12  # early stopping: epochs without a better validation loss (memory tasks plateau first)
 
 
 def log_grid(low: float, high: float, n: int) -> Tuple[float, ...]:

@@ -85,7 +85,7 @@ def test_epoch_time_claim():
 
 
 def test_report_says_what_was_run(tmp_path):
-    prototype_cfg = StudyConfig(tasks=("sine",), models=("diru", "lstm"), match_params="both")
+    prototype_cfg = StudyConfig.prototype(tasks=("sine",), models=("diru", "lstm"), match_params="both")
     res = _results({("sine", "diru"): [0.5, 0.6], ("sine", "lstm"): [1.0, 1.2],
                     ("sine", "lstm_matched"): [0.9, 1.0]}, config=prototype_cfg)
     text = report.write_report(res, tmp_path).read_text()
@@ -93,17 +93,22 @@ def test_report_says_what_was_run(tmp_path):
     assert "LSTM (d=71, matched)" in text and "Not the prototype's settings" not in text
     assert "Holm-adjusted" in text and "torch" in text
     assert text.index("## Rules (fixed before the runs)") < text.index("## Headline")
-    small = StudyConfig(tasks=("sine",), models=("diru", "lstm"), n_train=100, epochs=5)
+    assert "the raw scale" in text and "not tuned" in text
+    small = StudyConfig.prototype(tasks=("sine",), models=("diru", "lstm"), n_train=100, epochs=5)
     text = report.markdown_report(_results({("sine", "diru"): [0.5, 0.6], ("sine", "lstm"): [1.0, 1.2]},
                                            config=small))
     assert "Not the prototype's settings" in text and "n_train 100 (prototype: 800)" in text
+    tuned = report.markdown_report(_results({("sine", "diru"): [0.5, 0.6], ("sine", "lstm"): [1.0, 1.2]},
+                                            config=StudyConfig(tasks=("sine",), models=("diru", "lstm"))))
+    assert "standardised" in tuned and "learning rate picked from the grid" in tuned
+    assert "Not the prototype's settings" in tuned and "standardised data (prototype: raw scale)" in tuned
 
 
 def test_plots_are_written(tmp_path):
     res = _results({(t, m): [0.5 + 0.1 * s for s in range(3)] for t in ("sine", "memory", "lorenz")
                     for m in ("diru", "lstm", "gru")})
     paths = write_plots(res, tmp_path)
-    assert [p.name for p in paths] == list(PLOT_FILES)
+    assert [p.name for p in paths] == [f for f in PLOT_FILES if f != "tuning.png"]  # no tuning trials here
     for p in paths:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -118,7 +123,7 @@ def test_models_that_only_predict_the_mean_are_flagged():
     comps = {c["baseline"]: c for c in report.comparisons(res)}
     assert comps["lstm"]["not_learned"] == ["DIRU", "LSTM (d=64)"] and comps["gru"]["not_learned"] == ["DIRU"]
     text = report.markdown_report(res)
-    assert "0.965 (not learned)" in text and "0.150 |" in text
+    assert "0.965 (not learned)" in text and "0.15 |" in text
     claim = next(r for r in report.claim_rows(res) if r["claim"].startswith("memory: DIRU beats"))
     assert "DIRU and LSTM (d=64) did not learn the task" in claim["measured"]
 
