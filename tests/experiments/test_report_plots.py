@@ -190,3 +190,24 @@ def test_trivial_baselines_are_tabled():
     assert rows[0]["mse"][0] == pytest.approx(0.3) and rows[0]["n"] == 2
     text = report.markdown_report(res)
     assert "*least squares on the last 10 inputs*" in text and "0.3 (least squares on the last 10 inputs)" in text
+
+
+def test_a_pair_where_neither_learned_never_holds_and_one_learned_says_so():
+    # mean-predictor MSE is 10: 9.x is not learned (> 0.3x), 1.x is learned; DIRU is clearly better in every pair
+    res = _results({("memory", "diru"): [9.0, 9.1, 8.9], ("memory", "lstm"): [9.9, 9.95, 9.97],
+                    ("sine", "diru"): [1.0, 1.1, 0.9], ("sine", "lstm"): [9.9, 9.95, 9.97],
+                    ("lorenz", "diru"): [9.0, 9.1, 8.9], ("lorenz", "lstm"): [1.0, 1.1, 0.9]},
+                   config=StudyConfig(models=("diru", "lstm")))
+    res["baselines"] = [{"task": t, "seed": s, "name": n, "mse": m, "mse_raw": m} for t in ("sine", "memory", "lorenz")
+                        for s in range(3) for n, m in (("mean", 10.0), ("ls_last10", 5.0))]
+    comps = {c["task"]: c for c in report.comparisons(res)}
+    assert comps["memory"]["verdict"] == C.NOT_LEARNED and not comps["memory"]["in_family"]
+    assert comps["sine"]["verdict"] == "only DIRU learned" and comps["lorenz"]["verdict"] == "only LSTM learned"
+    assert all(c["verdict"] != C.HOLDS for c in comps.values())
+    assert C.pair_verdict(False, False, C.HOLDS) == C.NOT_LEARNED
+    assert C.pair_verdict(True, True, C.HOLDS) == C.HOLDS
+    assert C.learned(0.3) and not C.learned(0.31) and not C.learned(None) and not C.learned(math.nan)
+    text = report.markdown_report(res)
+    head = text[text.index("## Headline"):text.index("## Results")]
+    assert "**not learned**" in head and "9 (1.8× best trivial) *not learned*" in head and "(0.2× best trivial)" in head
+    assert text.index("**Learned:**") < text.index("## Headline")
