@@ -122,8 +122,23 @@ def _check_options(w: CellWeights, num_compartments: Optional[int], compartment_
                          f"compartments")
     if k and compartment_of is None:
         compartment_of = compartment_index(sizes, w.w_hh.device)
+    elif k:
+        _check_compartment_of(compartment_of, d, w.w_hh)
     return _Options(sizes, activation, compartment_of if k else None,
                     float(compartment_dropout) if training else 0.0)
+
+
+def _check_compartment_of(index: object, d: int, like: Tensor) -> None:
+    """A given ``compartment_of`` must be a ``[d]`` int64 tensor on the weights' device (its values are
+    checked by the kernels; :func:`compartment_index` builds it)."""
+    if not isinstance(index, Tensor) or index.dtype != torch.int64 or tuple(index.shape) != (d,):
+        got = f"{index.dtype} {tuple(index.shape)}" if isinstance(index, Tensor) else type(index).__name__
+        raise v.InvalidInputError(f"compartment_of must be an int64 tensor of shape ({d},) (compartment_index(sizes)), "
+                                  f"got {got}")
+    if index.device != like.device:
+        raise v.InvalidInputError(f"compartment_of is on {index.device} but the weights are on {like.device}; build "
+                                  f"it there (compartment_index(sizes, device)); a module rebuilds its own when its "
+                                  f"tensors move or load")
 
 
 def _to_float32(t):

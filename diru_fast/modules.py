@@ -34,7 +34,7 @@ from . import functional as Fd
 from . import reference
 from .backends import check_backend_name
 from .functional import Lengths
-from .state_dict import PrototypeKeys, cell_keys, install_prototype_loading, install_prototype_writing
+from .state_dict import LoadsPrototypeKeys, PrototypeKeys, WritesPrototypeKeys, cell_keys
 from .weights import ROLES, CellWeights, fused_shapes, init_decay_rate_, init_prototype_
 
 __all__ = ["DIRUCell", "DIRULayer", "DIRU"]
@@ -89,16 +89,39 @@ def _setup_options(module: nn.Module, input_size: int, hidden_size: int, num_com
 
 
 def _refill_compartment_index(module: nn.Module) -> None:
-    """Rewrite ``compartment_of`` from the sizes: after ``to_empty()`` (meta-device init) the
-    buffer holds uninitialised memory, and ``reset_parameters()`` is the documented next step."""
+    """Rewrite ``compartment_of`` from the sizes, on the parameters' device: after ``to_empty()``
+    (meta-device init) the buffer holds uninitialised memory, and after ``load_state_dict(...,
+    assign=True)`` it would stay on "meta" (it is not in the state dict)."""
     index = module.compartment_of
-    if index is not None and index.device.type != "meta":
+    if index is None:
+        return
+    device = module.cell_weights().w_hh.device
+    if device.type == "meta":
+        return
+    if index.device != device:
+        module.compartment_of = Fd.compartment_index(module.compartment_sizes, device)
+    else:
         with torch.no_grad():
             index.copy_(Fd.compartment_index(module.compartment_sizes))
 
 
-def _option_kwargs(module: nn.Module) -> Dict[str, object]:
-    """The functional keywords of a module's options (only the non-default ones)."""
+class _Cells(LoadsPrototypeKeys):
+    """What DIRUCell and DIRULayer share: prototype keys load (:class:`LoadsPrototypeKeys`), and the
+    non-persistent buffer ``compartment_of`` is rebuilt from the sizes whenever the tensors are
+    replaced (``to_empty``, ``to``, ``load_state_dict(..., assign=True)``)."""
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        _refill_compartment_index(self)
+        return result
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        _refill_compartment_index(self)
+
+
+def _option_kwargs(module: nn.Module, like: Tensor) -> Dict[str, object]:
+    """The functional keywords of a module's options (only the non-default ones); ``like``: a weight."""
     kw: Dict[str, object] = {"num_compartments": module.num_compartments}
     if module.activation != "tanh":
         kw["activation"] = module.activation
@@ -106,8 +129,10 @@ def _option_kwargs(module: nn.Module) -> Dict[str, object]:
         kw["compartment_sizes"] = module.compartment_sizes
     if module.compartment_dropout:
         kw["compartment_dropout"] = module.compartment_dropout
-    if module.compartment_of is not None:
-        kw["compartment_of"] = module.compartment_of
+    index = module.compartment_of
+    if index is not None:  # [d]; rebuilt if the weights were replaced without it (e.g. swapped in by hand)
+        kw["compartment_of"] = index if index.device == like.device else Fd.compartment_index(
+            module.compartment_sizes, like.device)
     return kw
 
 
@@ -134,7 +159,7 @@ def _options_repr(module: nn.Module) -> str:
     return s
 
 
-class DIRUCell(nn.Module):
+class DIRUCell(_Cells):
     """One DIRU step with the ``torch.nn.GRUCell`` conventions.
 
     ``forward(input [B, n] or [n], hx [B, d] or [d] or None) -> h' [B, d] or [d]``.
@@ -166,7 +191,6 @@ class DIRUCell(nn.Module):
         if self._decay_name is None:
             self.register_parameter("decay_rate", None)
         self.reset_parameters()
-        install_prototype_loading(self)
 
     def reset_parameters(self) -> None:
         """Draw the parameters as the prototype's cell does (same numbers after the same seed)."""
@@ -184,10 +208,11 @@ class DIRUCell(nn.Module):
                           self.compartment_attention, self.time_decay)]
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None, dt: Optional[Tensor] = None) -> Tensor:
-        kw = _option_kwargs(self)
+        weights = self.cell_weights()
+        kw = _option_kwargs(self, weights.w_hh)
         if self.time_decay:
             kw["decay_rate"] = _read(self, self._decay_name)
-        return Fd.diru_cell(input, self.cell_weights(), hx, backend=self.backend, training=self.training, dt=dt, **kw)
+        return Fd.diru_cell(input, weights, hx, backend=self.backend, training=self.training, dt=dt, **kw)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -196,7 +221,7 @@ class DIRUCell(nn.Module):
         return s + f", num_compartments={self.num_compartments}{_options_repr(self)}, backend={self.backend!r}"
 
 
-class DIRULayer(nn.Module):
+class DIRULayer(_Cells):
     """A (multi-layer, optionally bidirectional) DIRU with the ``torch.nn.GRU`` conventions.
 
     ``forward(input, hx=None, lengths=None) -> (output, h_n)``:
@@ -257,7 +282,6 @@ class DIRULayer(nn.Module):
             self._decay_names.append([_register_decay_rate(self, f"decay_rate_l{layer}" + ("_reverse" if direction else ""),
                                                            hidden_size, factory) for direction in range(directions)])
         self.reset_parameters()
-        install_prototype_loading(self)
 
     @property
     def num_directions(self) -> int:
@@ -311,7 +335,7 @@ class DIRULayer(nn.Module):
                 raise v.InvalidInputError("pass the initial state once: hx or h0, not both")
             hx = h0
         weights = [[_cell_weights(self, names) for names in per_layer] for per_layer in self._names]
-        kw = _option_kwargs(self)
+        kw = _option_kwargs(self, weights[0][0].w_hh)
         if self.time_decay:
             kw["decay_rates"] = [[_read(self, name) for name in per_layer] for per_layer in self._decay_names]
         return Fd.diru(input, weights, hx, lengths, batch_first=self.batch_first, dropout=self.dropout,
@@ -335,7 +359,7 @@ class DIRULayer(nn.Module):
         return s + f", num_compartments={self.num_compartments}{_options_repr(self)}, backend={self.backend!r}"
 
 
-class DIRU(nn.Module):
+class DIRU(WritesPrototypeKeys, LoadsPrototypeKeys):
     """The prototype's model on the fast path: stacked DIRU layers and a linear head.
 
     ``model(x)`` with ``x: [B, T, n]`` returns ``[B, output_size]`` from the last layer's
@@ -369,8 +393,6 @@ class DIRU(nn.Module):
                              time_decay=time_decay)
         self.num_compartments = self.rnn.num_compartments
         self.fc_out = nn.Linear(hidden_size, output_size, device=device, dtype=dtype)
-        install_prototype_loading(self)
-        install_prototype_writing(self)
 
     @property
     def backend(self) -> str:

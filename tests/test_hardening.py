@@ -14,6 +14,7 @@ import threading
 
 import pytest
 import torch
+from torch import Tensor
 from torch.export import Dim
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -137,3 +138,90 @@ def test_dt_is_converted_to_the_parameters_dtype(backend):
         assert torch.equal(layer(x, dt=dt)[0], want)
     with pytest.raises(TypeError, match="real numbers"):
         layer(x, dt=gaps.bool())
+
+
+def _build(cls, backend, **kw):
+    options = dict(compartment_sizes=[1, 3, 4], compartment_attention=True, backend=backend, **kw)
+    if cls is diru_fast.DIRU:
+        return cls(3, 8, 2, num_layers=2, **options)
+    if cls is diru_fast.DIRULayer:
+        return cls(3, 8, 2, bidirectional=True, **options)
+    return cls(3, 8, **options)
+
+
+def _run(module, x):
+    out = module(x if not isinstance(module, diru_fast.DIRUCell) else x[0])
+    return out[0] if isinstance(out, tuple) else out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cls", [diru_fast.DIRUCell, diru_fast.DIRULayer, diru_fast.DIRU])
+def test_meta_init_to_empty_then_load_rebuilds_the_compartment_index(cls, backend):
+    source = randomize_(_build(cls, backend), seed=4)
+    state, x = source.state_dict(), torch.randn(4, 2, 3)
+    want = _run(source, x)
+    for assign in (False, True):
+        with torch.device("meta"):
+            module = _build(cls, backend)
+        if not assign:
+            module.to_empty(device="cpu")
+            for buffer in module.buffers():
+                buffer.fill_(1 << 40)  # what uninitialised memory may hold
+        module.load_state_dict(state, assign=assign)
+        assert [b.device.type for b in module.buffers()] == ["cpu"] * len(list(module.buffers()))
+        assert torch.equal(_run(module, x), want)
+
+
+def test_a_misplaced_compartment_index_is_a_clear_error():
+    cell = diru_fast.DIRUCell(3, 8, compartment_attention=True, backend="torch")
+    index = diru_fast.functional.compartment_index(cell.compartment_sizes)
+    x = torch.randn(2, 3)
+    for bad, match in ((index.to("meta"), "compartment_of is on meta but the weights are on cpu"),
+                       (index[:4], r"shape \(8,\)"), (index.int(), "int64")):
+        with pytest.raises(ValueError, match=match) as info:
+            diru_fast.functional.diru_cell(x, cell.cell_weights(), num_compartments=4, compartment_of=bad)
+        assert "cuda" not in str(info.value) and "triton" not in str(info.value)
+
+
+def _public_modules():
+    """(what is allow-listed, the module, its inputs) for every public module class."""
+    ref, x, h = diru_fast.reference, torch.randn(2, 5, 3), torch.zeros(2, 8)
+    return {
+        "DIRUCell": ([diru_fast.DIRUCell], lambda: diru_fast.DIRUCell(3, 8, compartment_attention=True,
+                                                                      time_decay=True), (x[:, 0],)),
+        "DIRULayer": ([diru_fast.DIRULayer], lambda: diru_fast.DIRULayer(3, 8, 2, bidirectional=True,
+                                                                         compartment_sizes=[3, 5]), (x,)),
+        "DIRU": ([diru_fast.DIRU, diru_fast.DIRULayer, torch.nn.Linear],
+                 lambda: diru_fast.DIRU(3, 8, 2, compartment_attention=True, time_decay=True), (x,)),
+        "LSTMModel": (diru_fast.SAFE_GLOBALS, lambda: diru_fast.LSTMModel(3, 8, 2), (x,)),
+        "reference.DIRU": (diru_fast.SAFE_GLOBALS, lambda: ref.DIRU(3, 8, 2, compartment_attention=True,
+                                                                    compartment_dropout=0.1), (x,)),
+        "reference.DIRUCell": (diru_fast.SAFE_GLOBALS, lambda: ref.DIRUCell(3, 8, activation="relu", time_decay=True),
+                               (x[:, 0], h)),
+        "reference.DendriteCompartment": (diru_fast.SAFE_GLOBALS, lambda: ref.DendriteCompartment(3, 2, 8),
+                                          (x[:, 0], h)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_public_modules()))
+def test_whole_module_pickles_load_with_weights_only(name, tmp_path):
+    allowed, make, args = _public_modules()[name]
+    model = make().eval()
+    model.load_state_dict(model.state_dict())  # a load leaves nothing behind that would enter the pickle
+    path = tmp_path / "model.pt"
+    torch.save(model, path)
+    with pytest.raises(Exception, match="Unsupported global"):
+        torch.load(path)  # weights_only=True by default: the classes are not allowed yet
+    with torch.serialization.safe_globals(allowed):
+        loaded = torch.load(path)
+    assert type(loaded) is type(model)
+    state, again = model.state_dict(), loaded.state_dict()
+    assert list(state) == list(again) and all(torch.equal(state[k], again[k]) for k in state)
+    want, got = model(*args), loaded(*args)
+    for a, b in zip(*((w,) if isinstance(w, Tensor) else w for w in (want, got))):
+        assert torch.equal(a, b)
+    if isinstance(model, diru_fast.DIRU):  # the methods that read and write the prototype's keys came back
+        assert "cells.0.compartments.0.W_x.weight" in again
+        prototype = diru_fast.reference.DIRU(3, 8, 2, compartment_attention=True, time_decay=True)
+        loaded.load_state_dict(prototype.state_dict())
+        torch.testing.assert_close(loaded(args[0]), prototype(args[0]), rtol=1e-5, atol=1e-6)
