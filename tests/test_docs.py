@@ -144,7 +144,7 @@ def test_links_and_anchors_resolve():
 
 
 SOURCES = ("diru_fast", "kernels", "csrc", "tests", "bench", "examples", "scripts", "docs")
-SUFFIXES = {".py", ".cpp", ".h", ".cu", ".cuh", ".md", ".sh", ".txt"}
+SUFFIXES = {".py", ".cpp", ".h", ".cu", ".cuh", ".md", ".sh"}
 THEORY_REF = re.compile(r"THEORY\.md`?(?:\]\([^)]*\))?[ ,:]*(?P<refs>§[\d.–-]+(?:\s*(?:,|;|and)\s*§[\d.–-]+)*)")
 
 
