@@ -112,7 +112,9 @@ setup(
               "diru_fast.experiments", "diru_fast.analyses"],
     package_dir={"diru_fast.kernels": "kernels", "diru_fast.csrc": "csrc"},
     package_data={"diru_fast.csrc": ["*.cpp", "*.h", "*.cu", "*.cuh", "cuda/*.cu", "cuda/*.cuh", "cuda/*.cpp",
-                                     "cuda/*.py"]},
+                                     "cuda/*.py"],
+                  # the word-level language model's corpus (python -m diru_fast lm / stability)
+                  "diru_fast.experiments": ["data/shakespeare/*.txt", "data/shakespeare/README.md"]},
     install_requires=["torch>=2.3", "numpy"],
     extras_require={
         # everything the test suite needs: it skips nothing for a missing package. triton: the kernels
@@ -130,6 +132,8 @@ setup(
         "experiments": ["tqdm", "matplotlib"],  # python -m diru_fast demo / study
         # python -m diru_fast analyses (specialization, gradient-flow, memory-capacity, real-data)
         "analyses": ["matplotlib", "scipy", "statsmodels", "pandas", "scikit-learn"],
+        # python -m diru_fast ucr: the UCR/UEA sets aeon ships in its wheel, and its MiniRocket
+        "benchmarks": ["aeon>=1.0"],
     },
     entry_points={"console_scripts": ["diru-fast = diru_fast.cli:main"]},
     ext_modules=ext_modules,
