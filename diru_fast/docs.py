@@ -298,9 +298,10 @@ def _verdict(cell: str) -> str:
 
 
 def block_verdicts(args: List[str], opts: Dict[str, str], root: Path) -> List[str]:
-    """``verdicts study=PATH [study=PATH ...] analyses=PATH irregular=PATH``: one row per
-    comparison of the study reports (DIRU vs each baseline), per claim of the analyses' summary,
-    and per time-decay comparison of the irregular study."""
+    """``verdicts study=PATH [study=PATH ...] analyses=PATH irregular=PATH [report=PATH#HEADING ...]``:
+    one row per comparison of the study reports (DIRU vs each baseline), per claim of the analyses'
+    summary, per time-decay comparison of the irregular study, and per row of any other report's
+    verdict table (``report=``: columns set/task, comparison, an estimate, Holm p, verdict)."""
     rows, sources = [], []
     link = opts.get("link_prefix", "")
     for key, value in [kv.split("=", 1) for kv in args]:
@@ -327,9 +328,20 @@ def block_verdicts(args: List[str], opts: Dict[str, str], root: Path) -> List[st
             for r in body:
                 if "decay" in r[a] and "DIRU" in r[b]:
                     rows.append([f"{r[a]} vs {r[b]}, irregular {r[task]}", ref, r[imp], r[holm], f"**{_verdict(r[verdict])}**"])
+        elif key == "report":  # PATH#HEADING: any verdict table (set/task, comparison, estimate, Holm p, verdict)
+            path, _, heading = value.partition("#")
+            sources[-1] = path
+            ref = f"[{Path(path).parent.name}]({link}{path})"
+            header, body = report_table(path, heading or "Verdicts", root)
+            where = column(header, "set", "task")
+            what = column(header, "comparison", "vs")
+            imp = column(header, "difference", "improvement", "lower")
+            holm, verdict = column(header, "Holm"), column(header, "verdict")
+            for r in body:
+                rows.append([f"{r[what]}, {r[where]}", ref, r[imp].replace("95% CI ", ""), r[holm], r[verdict]])
         else:
             raise DocsError(f"verdicts: unknown source kind {key!r}")
-    header = ["comparison or claim", "where", "lower MSE by [95% CI]", "Holm p", "verdict"]
+    header = ["comparison or claim", "where", "effect [95% CI], as its report defines it", "Holm p", "verdict"]
     return render_table(header, rows) + ["", _source_line(sources, root)]
 
 
@@ -367,7 +379,7 @@ def _parse_args(text: str) -> Tuple[List[str], Dict[str, str]]:
     args, opts = [], {}
     for tok in shlex.split(text):
         key, eq, value = tok.partition("=")
-        if eq and re.fullmatch(r"[a-z_]+", key) and key not in ("study", "analyses", "irregular"):
+        if eq and re.fullmatch(r"[a-z_]+", key) and key not in ("study", "analyses", "irregular", "report"):
             opts[key] = value
         else:
             args.append(tok)
