@@ -104,31 +104,38 @@ def override(cfg: Optional[KernelConfig]) -> Iterator[None]:
 #: --all-options): such calls run the per-step kernels instead.
 STREAMED_ATTENTION_MAX_K = 8
 
-#: With attention, dropout and time decay all on, the float32/float64 streamed forward at this d_pad
-#: spills a few bytes per thread on sm_90 (compile_check.py --all-options, variant all_decay): such
-#: calls run the per-step kernels instead.
-STREAMED_ALL_OPTIONS_MAX_D = 128
+#: Attention at a larger d_pad (256) spills in the streamed kernels with Triton 3.6 (what PyTorch's
+#: CUDA wheels ship): 8-40 B per thread in the fp32 and 16-bit forward, 40-130 B in the fp32 backward
+#: (bench/results/triton-compile-3.6.txt): such calls run the per-step kernels instead.
+STREAMED_ATTENTION_MAX_D = 128
 
 
-def choose(d: int, dtype: str, compartments: int = 0, crowded: bool = False) -> KernelConfig:
+def choose(d: int, dtype: str, compartments: int = 0) -> KernelConfig:
     """The configuration for hidden size ``d``, input dtype name ``dtype`` and ``compartments``
-    attention compartments (0: no attention); ``crowded``: attention, dropout and time decay are all
-    on. The batch size does not change it: a launch takes as many 16-row programs as the batch needs."""
+    attention compartments (0: no attention). The batch size does not change it: a launch takes as
+    many 16-row programs as the batch needs."""
     if _OVERRIDE is not None:
         return _OVERRIDE
     d_pad = pad_hidden(d)
     if d_pad <= RESIDENT_MAX_D[dtype]:
         return KernelConfig("resident", d_pad, block_b=16, block_k=d_pad, num_warps=2 if d_pad == 16 else 4)
-    spills = (d_pad >= 128 and compartments > STREAMED_ATTENTION_MAX_K) or (
-        crowded and dtype in ("float32", "float64") and d_pad > STREAMED_ALL_OPTIONS_MAX_D)
+    spills = compartments > 0 and (d_pad > STREAMED_ATTENTION_MAX_D or (
+        d_pad >= 128 and compartments > STREAMED_ATTENTION_MAX_K))
     if d_pad <= STREAMED_MAX_D and not spills:
-        # num_stages >= 2 software-pipelines the K-chunk loops (cp.async prefetch of the next weight
-        # and operand chunks: the streamed products are L2-latency bound without it)
-        stages = 4 if (dtype in ("float32", "float64") and d_pad == 256) else 3
+        # num_stages = 3 software-pipelines the K-chunk loops: cp.async prefetches the next two weight
+        # and operand chunks (the streamed products are L2-latency bound without it). cp.async moves
+        # at least 4 bytes a thread: a 16 x BLOCK_K operand chunk over 8 warps is 16 * 16 * 2 / 256 = 2
+        # bytes in 16 bit at BLOCK_K = 16, which Triton then loads synchronously (ld.global, st.shared,
+        # a barrier: one exposed L2 round trip per chunk), so 16-bit takes BLOCK_K = 32 (4 bytes a
+        # thread: every chunk prefetched); fp32's 16 x 16 chunk is already 4 bytes a thread.
+        # fp32 at d_pad 256 had 4 stages; with Triton 3.6 its backward spills there (56 B), with 3 not.
+        sixteen = dtype in ("bfloat16", "float16")
         if d_pad <= 64:
-            return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=4, num_stages=stages)
-        return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=8, num_stages=stages, maxnreg=255)
-    return KernelConfig("step", 0, block_b=32, block_k=32, block_n=64, num_warps=4, num_stages=3)
+            return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=4, num_stages=3)
+        return KernelConfig("streamed", d_pad, block_b=16, block_k=32 if sixteen else 16, num_warps=8,
+                            num_stages=3, maxnreg=255)
+    # 8 warps: with 4, Triton 3.6 spills 8 B in the backward dh kernel with every option on
+    return KernelConfig("step", 0, block_b=32, block_k=32, block_n=64, num_warps=8, num_stages=3)
 
 
 def all_configs() -> Iterator[Tuple[KernelConfig, str]]:

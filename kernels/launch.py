@@ -93,10 +93,10 @@ def _device_guard(device: torch.device):
 
 
 def _plan(config: Optional[cfgs.KernelConfig], d: int, batch: int, dtype: torch.dtype,
-          lengths: Optional[Tensor], placeholder: Tensor, k: int = 0, crowded: bool = False):
+          lengths: Optional[Tensor], placeholder: Tensor, k: int = 0):
     """(config, lengths pointer, constexpr flags) of one launch (``k`` attention compartments, 0:
     none); without lengths the kernel gets a placeholder pointer it never reads (HAS_LENGTHS=False)."""
-    cfg = config or cfgs.choose(d, str(dtype).replace("torch.", ""), k, crowded)
+    cfg = config or cfgs.choose(d, str(dtype).replace("torch.", ""), k)
     lens = lengths if lengths is not None else placeholder
     meta = dict(_meta(dtype), HAS_LENGTHS=lengths is not None,
                 EVEN_B=batch % cfg.block_b == 0, EVEN_D=_even(cfg, d))
@@ -160,8 +160,7 @@ def scan_fwd(
     saved = _empty((steps, batch, 4 * d + k) if need_saved else (0,), acc, device)
     if steps == 0 or batch == 0:
         return hs, saved
-    crowded = k > 0 and mask is not None and decay is not None  # cfgs.STREAMED_ALL_OPTIONS_MAX_D
-    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k, crowded=crowded)
+    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k)
     flags, comp, mask_p, decay_p = _options(activation, compartment_of, mask, k, acc, placeholder=hs, decay=decay)
     meta.update(flags)
     with _device_guard(device):
@@ -272,8 +271,7 @@ def scan_bwd(
         if batch:
             d_h0.zero_()
         return d_p, d_zp, d_yp, d_h0
-    crowded = k > 0 and mask is not None and decay is not None  # cfgs.STREAMED_ALL_OPTIONS_MAX_D
-    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k, crowded=crowded)
+    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k)
     flags, comp, mask_p, decay_p = _options(activation, compartment_of, mask, k, acc, placeholder=hs, decay=decay)
     meta.update(flags)
     with _device_guard(device):

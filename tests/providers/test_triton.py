@@ -219,7 +219,11 @@ def test_dispatcher_size_classes():
     assert k.choose(32, "float32").mode == "resident"
     assert k.choose(48, "float32").mode == "streamed"  # 3xTF32 resident weights would not fit sm_80
     # attention over more than 8 compartments at d_pad >= 128: the per-step kernels (no spills)
-    assert k.choose(200, "float32", 8).mode == "streamed" and k.choose(200, "float32", 18).mode == "step"
+    assert k.choose(100, "float32", 8).mode == "streamed" and k.choose(100, "float32", 18).mode == "step"
+    assert k.choose(200, "float32", 2).mode == "step"  # attention at d_pad 256: per step (no spills)
+    # 16 bit streams in 32-column chunks from d_pad 128 (4 bytes a thread: cp.async), fp32 in 16
+    assert k.choose(100, "bfloat16").block_k == 32 and k.choose(256, "float16").block_k == 32
+    assert k.choose(100, "float32").block_k == 16 and k.choose(64, "float32").block_k == 16
     assert k.choose(64, "float32", 18).mode == "streamed" and k.choose(32, "bfloat16", 18).mode == "resident"
     assert k.choose(1, "bfloat16").d_pad == 16
     assert k.choose(100, "bfloat16").mode == "streamed"
