@@ -65,9 +65,10 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
     p.add_argument("--prototype", action="store_true",
                    help="the prototype's literal recipe: raw scale, Adam lr --lr for every model (no tuning), no "
                         "clipping, --epochs fixed epochs (50 unless given), DIRU vs LSTM vs GRU")
-    p.add_argument("--lr-grid", type=positive_float, nargs="+", default=list(get("lr_grid")), metavar="LR",
+    p.add_argument("--lr-grid", type=positive_float, nargs="*", default=list(get("lr_grid")), metavar="LR",
                    help="Adam learning rates tried per (task, model), picked on validation over the tuning seeds; "
-                        "one value: no tuning")
+                        "one value or none: no tuning (the demo then uses the rates the full study picked, --lr "
+                        "overrides them)")
     p.add_argument("--tune-seeds", type=positive_int, default=get("tune_seeds"),
                    help="tuning seeds per learning rate (disjoint from the test seeds)")
     p.add_argument("--tune-first-seed", type=non_negative_int, default=get("tune_first_seed"),
@@ -95,7 +96,7 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
     p.add_argument("--match-params", nargs="?", const="on", default=get("match_params"), choices=MATCH_CHOICES,
                    help="size the baselines to DIRU's parameter count: '--match-params' alone replaces the "
                         "default-size baselines, '--match-params both' runs both sizes")
-    p.add_argument("--workers", type=positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=d.get("workers", 1),
                    help="spread independent runs over this many processes (helps only with idle cores)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs of an earlier results.json in --out")
     p.add_argument("--verbose", action="store_true", help="also a progress bar per run")
@@ -167,11 +168,15 @@ def _check_backend_on_device(args: argparse.Namespace, dtype: str = "float32") -
         usage_error(args, f"--backend {args.backend} --device {args.device}: {exc}")
 
 
-def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
+def _run_study_pipeline(args: argparse.Namespace, title: str, lr_table=None, extra=None) -> int:
+    """Run the study (or the demo) and write its report; ``extra(results)`` -> a markdown section appended
+    to the report and printed (the demo's agreement with the full study)."""
     from . import distributed, plots, report, study
 
     start = time.perf_counter()
     config = _study_config(args)
+    if lr_table is not None and not config.tuned:
+        config.lr_table = lr_table
     require((["tqdm"] if not args.quiet else []) + ([] if args.no_plots else ["matplotlib"]),
             f"`{args.command}` with progress bars and plots (see --quiet, --no-plots)")
     set_threads(args.threads)
@@ -183,6 +188,10 @@ def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
         if not ctx.is_main:
             return 0
         path = report.write_report(results, args.out, title)
+        if extra is not None:
+            from .io import atomic_write_text
+
+            atomic_write_text(path, path.read_text(encoding="utf-8") + "\n" + extra(results) + "\n")
         if args.pool_with is not None:
             pooled = report.pool_backends(results, study.load_results(args.pool_with))
             path = report.write_report(pooled, args.out, title + " (DIRU pooled over backends)", "pooled-report.md")
@@ -190,8 +199,10 @@ def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
     finally:
         distributed.shutdown(ctx)
     text = report.markdown_report(results, title)
-    results_part = text[text.index("## Headline"):text.index("## Power")]
-    print(results_part.rstrip())
+    print(text[text.index("## Headline"):text.index("## Results")].rstrip())
+    print(text[text.index("## DIRU's relative"):text.index("## Power")].rstrip())
+    if extra is not None:
+        print("\n" + extra(results))
     print(f"\nwrote {path}, {args.out / study.RESULTS_JSON}, {args.out / study.RESULTS_CSV}"
           + "".join(f", {p}" for p in written))
     print(f"total wall time {time.perf_counter() - start:.1f} s")
@@ -200,9 +211,11 @@ def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
 
 # ---------------------------------------------------------------------------------- demo/study
 
-# Sized to finish in well under 60 s on one thread of a 2-core CPU on the slowest fast path
-# (backend "torch"); the same pipeline as the study, smaller.
-DEMO_DEFAULTS: Dict[str, object] = dict(seeds=3, n_train=256, n_val=64, seq_len=30, epochs=12)
+# The study's protocol at a small budget, sized to end within 60 s on a quiet 2-core CPU (two worker
+# processes of one thread): no tuning (each model trains at the rate the full study picked for it:
+# demo.DEMO_LR), fewer seeds and sequences, a shorter cap.
+DEMO_DEFAULTS: Dict[str, object] = dict(seeds=3, n_train=384, n_val=64, n_test=128, seq_len=30, epochs=30,
+                                        patience=8, lr_grid=(), workers=2)
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
@@ -210,7 +223,11 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    return _run_study_pipeline(args, "Quick demo: DIRU vs LSTM and GRU at small size (not the full study)")
+    from . import demo
+
+    table = None if "--lr" in args.command_line.split() else demo.DEMO_LR
+    return _run_study_pipeline(args, "Quick demo: DIRU vs LSTM and GRU, the study's protocol at a small budget",
+                               lr_table=table, extra=demo.agreement_section)
 
 
 def _add_study(p: argparse.ArgumentParser) -> None:

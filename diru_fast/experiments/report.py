@@ -461,10 +461,20 @@ def _best_trivial(results: Dict[str, Any], task: str) -> str:
     return "–" if best is None else f"{_f(best[0])} ({best[1]})"
 
 
-def _times_best(mse: float, best: Optional[Tuple[float, str]]) -> str:
-    if best is None or not best[0] > 0 or not math.isfinite(mse):
+EXACT = 1e-9  # a trivial baseline below this many times the predict-the-mean MSE solves the task exactly
+
+
+def _times_best(mse: float, best: Optional[Tuple[float, str]], mean_mse: Optional[float]) -> str:
+    if best is None or not math.isfinite(mse):
         return ""
-    return f" ({mse / best[0]:.3g}× best trivial)"
+    if mean_mse and best[0] <= EXACT * mean_mse:
+        return " (best trivial is exact)"
+    return f" ({mse / best[0]:.3g}× best trivial)" if best[0] > 0 else ""
+
+
+def _mean_predictor(results: Dict[str, Any], task: str) -> Optional[float]:
+    v = [b["mse"][0] for b in baseline_rows(results) if b["task"] == task and b["name"] == "mean"]
+    return v[0] if v else None
 
 
 def headline_table(results: Dict[str, Any]) -> str:
@@ -490,7 +500,8 @@ def headline_table(results: Dict[str, Any]) -> str:
         cells = [task]
         for v in variants:
             row = rows.get((task, v["key"]))
-            cells.append("–" if row is None else f"{_f(row['test'][0])}{_times_best(row['test'][0], best)}"
+            cells.append("–" if row is None else f"{_f(row['test'][0])}"
+                         f"{_times_best(row['test'][0], best, _mean_predictor(results, task))}"
                          + ("" if row["learned"] else " *not learned*"))
         cells.append(_best_trivial(results, task))
         if with_claim:

@@ -102,6 +102,8 @@ class StudyConfig:
     tune_first_seed: int = 1000
     clip_norm: float = DEFAULT_CLIP_NORM  # gradient clipping (global norm); 0: off
     patience: int = DEFAULT_PATIENCE  # early stopping on validation; 0: off (every run trains `epochs` epochs)
+    # without a grid: {task: {model kind: lr}} (e.g. the rates a full study picked); missing entries use lr
+    lr_table: Optional[Dict[str, Dict[str, float]]] = None
 
     def __post_init__(self):
         self.tasks, self.models = tuple(self.tasks), tuple(self.models)
@@ -404,7 +406,9 @@ def picked_lrs(config: StudyConfig, trials: Sequence[Dict[str, Any]], keys: Sequ
     over the tuning seeds, see :mod:`.tuning`), or the one rate when there is no grid."""
     if not config.tuned:
         lr = config.lr_grid[0] if config.lr_grid else config.lr
-        return {t: {k: lr for k in keys} for t in config.tasks}
+        table = config.lr_table or {}
+        kind = lambda key: key[:-len("_matched")] if key.endswith("_matched") else key  # noqa: E731
+        return {t: {k: float(table.get(t, {}).get(kind(k), lr)) for k in keys} for t in config.tasks}
     return {t: {k: pick_lr([r for r in trials if r["task"] == t and r["model"] == k], key="val_ratio")
                 for k in keys} for t in config.tasks}
 
