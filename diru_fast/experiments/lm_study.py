@@ -68,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tokens", type=int, default=0, help="0: the whole validation and test plays")
     p.add_argument("--size", type=int, default=128, help="embedding and hidden size")
     p.add_argument("--corpus", default=str(lm.CORPUS_DIR))
+    p.add_argument("--tune-from", default="", help="a stability sweep's folder (python -m diru_fast stability): take "
+                   "each cell's tuning runs from its runs.jsonl (same optimizer, clip, --lrs grid and --tune-seed) "
+                   "instead of training them again; its corpus size and epochs must be the ones given here")
     p.add_argument("--threads", type=int, default=1)
 
 
@@ -75,6 +78,11 @@ def _record(r: lm.LMResult, phase: str) -> dict:
     return {"phase": phase, "config": r.config, "unigram_valid": r.unigram_valid, "valid_loss": r.valid_loss,
             "epoch_seconds": r.epoch_seconds, "best_valid": r.best_valid, "test_at_best": r.test_at_best,
             "diverged": r.diverged, "trains": r.trains, "parameters": r.parameters}
+
+
+def _record_fields(r: dict) -> dict:
+    return {k: r[k] for k in ("config", "unigram_valid", "valid_loss", "epoch_seconds", "best_valid", "test_at_best",
+                              "diverged", "trains", "parameters")}
 
 
 def verdicts(test_loss: Dict[str, List[float]], unigram_test: float, reference: str = "diru") -> List[dict]:
@@ -179,7 +187,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{corpus.valid.numel()} and test {corpus.test.numel()} tokens; vocabulary {corpus.vocab_size}",
                 "model": f"emsize = nhid = {args.size}, 2 layers, dropout 0.2, untied, bptt 35, batch 20",
                 "training": f"{args.optimizer} (clip {args.clip:g}), {args.epochs} epochs, lr grid {args.lrs}, "
-                f"tuning seed {args.tune_seed}, test seeds {args.seeds}",
+                f"tuning seed {args.tune_seed}, test seeds {args.seeds}" + (
+                    f"; the tuning runs are the stability sweep's in {args.tune_from} (validated on the first "
+                    f"tokens of the validation play there, see its report)" if args.tune_from else ""),
                 "machine": f"{platform.processor() or platform.machine()}, torch {__import__('torch').__version__}",
                 "_unigram_test": unigram_test}
 
@@ -197,6 +207,19 @@ def run(args: argparse.Namespace) -> int:
         return rec
 
     cells = args.cells.split(",")
+    if args.tune_from:
+        sweep = [json.loads(x) for x in (pathlib.Path(args.tune_from) / "runs.jsonl").read_text().splitlines() if x.strip()]
+        for r in sweep:
+            c = r["config"]
+            key = ("tune", c["cell"], c["lr"], c["seed"])
+            if (c.get("task", "lm") == "lm" and c["cell"] in cells and c["optimizer"] == args.optimizer
+                    and c["clip"] == args.clip and c["seed"] == args.tune_seed and c["lr"] in _floats(args.lrs)
+                    and c["epochs"] == args.epochs and key not in done):
+                runs.append({**_record_fields(r), "phase": "tune", "from": args.tune_from})
+                done.add(key)
+        missing = [(cell, lr) for cell in cells for lr in _floats(args.lrs) if ("tune", cell, lr, args.tune_seed) not in done]
+        if missing:
+            raise SystemExit(f"diru_fast lm: {args.tune_from} has no tuning run for {missing}")
     tuned = {}
     for cell in cells:
         recs = [train("tune", cell, lr, args.tune_seed) for lr in _floats(args.lrs)]

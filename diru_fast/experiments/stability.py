@@ -31,6 +31,7 @@ from typing import Dict, List, Sequence
 
 from .._subcommand import set_threads
 from . import lm
+from .stability_toy import ToyConfig, train_toy
 
 __all__ = ["add_arguments", "run", "key_of", "summarize", "write_report", "invocation", "RULES"]
 
@@ -51,7 +52,7 @@ RULES = """\
 
 
 def key_of(cfg: dict) -> tuple:
-    return (cfg["cell"], cfg["optimizer"], float(cfg["lr"]), float(cfg["clip"]), int(cfg["seed"]))
+    return (cfg.get("task", "lm"), cfg["cell"], cfg["optimizer"], float(cfg["lr"]), float(cfg["clip"]), int(cfg["seed"]))
 
 
 def _floats(text: str) -> List[float]:
@@ -60,6 +61,9 @@ def _floats(text: str) -> List[float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/stability", help="folder for runs.jsonl and report.md")
+    p.add_argument("--task", default="lm", choices=("lm", "sine", "memory", "lorenz"),
+                   help="lm: the word-level language model; or a toy task of the study (one layer, hidden 64, "
+                        "512 training sequences; lr grids and clip from the options below)")
     p.add_argument("--cells", default="diru,lstm,gru")
     p.add_argument("--optimizers", default="sgd,adam")
     p.add_argument("--sgd-lrs", default="1,2.5,5,10,20,40", help="SGD lr grid (comma separated)")
@@ -132,15 +136,20 @@ def invocation(name: str) -> str:
 
 def write_report(out: pathlib.Path, runs: Sequence[dict], command: str, wall: float, meta: dict) -> str:
     s = summarize(runs)
+    toy = any(r["config"].get("task", "lm") != "lm" for r in runs)
+    show = (lambda v: f"{v:.3f}") if toy else (lambda v: f"{math.exp(min(v, 50)):.1f}")
+    metric = "valid MSE" if toy else "valid ppl"
     lines = ["# Training stability: the stable learning-rate range of DIRU, LSTM and GRU", "",
-             "Word-level language model with the architecture of PyTorch's `word_language_model` example "
-             "(embedding, 2-layer RNN, dropout 0.2 between layers and around the RNN, untied linear decoder) on "
-             "the public-domain Shakespeare corpus shipped in `diru_fast/experiments/data/shakespeare`.", "",
+             ("A toy task of the study (Setup below); its outcome rule replaces the language model's "
+              "diverged/trains definitions (same roles, MSE thresholds)." if toy else
+              "Word-level language model with the architecture of PyTorch's `word_language_model` example "
+              "(embedding, 2-layer RNN, dropout 0.2 between layers and around the RNN, untied linear decoder) on "
+              "the public-domain Shakespeare corpus shipped in `diru_fast/experiments/data/shakespeare`."), "",
              "## Rules (fixed before the runs)", "", RULES, "",
              "## Setup", "", f"- command: `{command}`", f"- wall time of the last invocation: {wall:.0f} s "
              f"(2 shared CPU cores, one thread per run)", *[f"- {k}: {v}" for k, v in meta.items()], "",
              "## Stable range per cell and optimizer", "",
-             "| cell | optimizer | clip | training range | diverges from | best lr | best valid ppl | seeds/lr |",
+             f"| cell | optimizer | clip | training range | diverges from | best lr | best {metric} | seeds/lr |",
              "|---|---|---:|---|---:|---:|---:|---:|"]
     for (cell, opt, clip), by_lr in sorted(s.items()):
         best = min(by_lr, key=lambda lr: by_lr[lr]["valid"])
@@ -149,15 +158,15 @@ def write_report(out: pathlib.Path, runs: Sequence[dict], command: str, wall: fl
         lines.append(f"| {cell} | {opt} | {clip:g} | {_range_text(by_lr)} | {min(div):g} | " if div else
                      f"| {cell} | {opt} | {clip:g} | {_range_text(by_lr)} | none in grid | ")
         lines[-1] += (f"{best:g} | "
-                     f"{math.exp(min(v, 50)):.1f} | {min(x['n'] for x in by_lr.values())} |")
+                     f"{show(v)} | {min(x['n'] for x in by_lr.values())} |")
     lines += ["", "## Every lr: validation perplexity (best epoch, mean over seeds), and diagnostics at the end", "",
               "`trains` / `slow` / `div` (diverged), over all seeds. sat = fraction |h| > 0.99; |g| = max gradient norm before clipping; "
               "σ = largest singular value over the recurrent blocks.", "",
-              "| cell | optimizer | clip | lr | outcome | valid ppl | sat | max \\|g\\| | σ_max | s/epoch |",
+              f"| cell | optimizer | clip | lr | outcome | {metric} | sat | max \\|g\\| | σ_max | s/epoch |",
               "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for (cell, opt, clip), by_lr in sorted(s.items()):
         for lr, e in by_lr.items():
-            ppl = f"{math.exp(min(e['valid'], 50)):.1f}" if math.isfinite(e["valid"]) else "nan"
+            ppl = show(e["valid"]) if math.isfinite(e["valid"]) else "nan"
             lines.append(f"| {cell} | {opt} | {clip:g} | {lr:g} | {'div' if e['diverged'] else 'trains' if e['stable'] else 'slow'} | {ppl} | "
                          f"{e['saturated']:.3f} | {e['grad_norm_max']:.3g} | {e['sigma_max']:.3g} | {e['epoch_s']:.1f} |")
     text = "\n".join(lines) + "\n"
@@ -173,8 +182,16 @@ def run(args: argparse.Namespace) -> int:
     runs = _load(path)
     done = {key_of(r["config"]) for r in runs}
     start = time.perf_counter()
-    corpus = lm.load_corpus(args.corpus, args.train_tokens, args.eval_tokens)
-    meta = {"corpus": f"{args.corpus} (first {args.train_tokens} train tokens, {args.eval_tokens} valid/test tokens, "
+    if args.task != "lm":
+        meta = {"task": f"{args.task} (the study's generator), 256 training and 128 validation sequences of 50 "
+                        f"steps, inputs and targets standardized with training statistics",
+                "model": f"one layer, hidden {args.size}, linear head on the last state, batch 32, {args.epochs} epochs",
+                "outcome": "diverged: non-finite loss or last validation MSE >= 1.5 (mean predictor ~1); "
+                           "trains: best validation MSE <= 0.3",
+                "machine": f"{platform.processor() or platform.machine()}, torch {__import__('torch').__version__}"}
+    else:
+        corpus = lm.load_corpus(args.corpus, args.train_tokens, args.eval_tokens)
+    meta = meta if args.task != "lm" else {"corpus": f"{args.corpus} (first {args.train_tokens} train tokens, {args.eval_tokens} valid/test tokens, "
                       f"vocabulary {corpus.vocab_size})",
             "unigram valid ppl": f"{math.exp(lm.unigram_loss(corpus)):.1f}",
             "model": f"emsize = nhid = {args.size}, 2 layers, dropout 0.2, bptt 35, batch 20, {args.epochs} epochs",
@@ -192,17 +209,25 @@ def run(args: argparse.Namespace) -> int:
                 for clip in _floats(args.clips):
                     for lr in grids[opt]:
                         for seed in (int(v) for v in args.seeds.split(",")):
-                            cfg = lm.LMConfig(cell=cell, optimizer=opt, lr=lr, clip=clip, seed=seed, epochs=args.epochs,
-                                              emsize=args.size, nhid=args.size)
-                            if key_of(vars(cfg)) in done:
-                                continue
-                            r = lm.train_lm(cfg, corpus, lm.Diagnostics(every=10))
-                            rec = {k: getattr(r, k) for k in ("config", "unigram_valid", "valid_loss", "train_loss",
-                                                               "epoch_seconds", "best_valid", "test_at_best",
-                                                               "diverged", "trains", "parameters", "diagnostics")}
+                            if args.task == "lm":
+                                cfg = lm.LMConfig(cell=cell, optimizer=opt, lr=lr, clip=clip, seed=seed,
+                                                  epochs=args.epochs, emsize=args.size, nhid=args.size)
+                            else:
+                                cfg = ToyConfig(task=args.task, cell=cell, optimizer=opt, lr=lr, clip=clip, seed=seed,
+                                                epochs=args.epochs, hidden=args.size)
+                            if key_of(vars(cfg)) in done | {key_of(r["config"]) for r in _load(path)}:
+                                continue  # done here, or by another invocation writing to the same folder
+                            if args.task == "lm":
+                                r = lm.train_lm(cfg, corpus, lm.Diagnostics(every=10))
+                                rec = {k: getattr(r, k) for k in ("config", "unigram_valid", "valid_loss", "train_loss",
+                                                                   "epoch_seconds", "best_valid", "test_at_best",
+                                                                   "diverged", "trains", "parameters", "diagnostics")}
+                            else:
+                                rec = train_toy(cfg, lm.Diagnostics(every=5))
+                                r = argparse.Namespace(**rec)
                             with open(path, "a") as f:
                                 f.write(json.dumps(rec) + "\n")
-                            runs.append(rec)
+                            runs = _load(path)
                             print(f"{cell} {opt} clip={clip:g} lr={lr:g} seed={seed}: valid {r.best_valid:.3f} "
                                   f"{'DIVERGED' if r.diverged else 'ok'} ({sum(r.epoch_seconds):.0f}s)", flush=True)
                             wall = time.perf_counter() - start
