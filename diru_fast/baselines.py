@@ -7,6 +7,10 @@ on its last state, ``x [B, T, n] -> [B, out]``:
   chunk), the common practice (Jozefowicz et al. 2015) that keeps the cell's memory open early in training
 - :class:`GRUModel`: ``torch.nn.GRU``, an extra baseline of the study
 - :class:`RNNModel`: ``torch.nn.RNN`` with tanh, the vanilla recurrence of the gradient-flow analysis
+- :class:`GRUDecayModel`: a GRU whose state decays with the time since the previous step before each
+  step, ``h <- exp(-softplus(lambda) * dt) * h`` (the hidden-state decay of GRU-D, Che et al. 2018),
+  with DIRU's time decay's parameterisation and initialisation: the like-for-like baseline of DIRU's
+  ``time_decay=True`` on irregularly sampled series
 
 Each registers the recurrent layer first and the head second, so a seed gives the same weights
 wherever the model is built.
@@ -17,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LSTMModel", "GRUModel", "RNNModel"]
+__all__ = ["LSTMModel", "GRUModel", "RNNModel", "GRUDecayModel"]
 
 
 class LSTMModel(nn.Module):
@@ -67,3 +71,31 @@ class RNNModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out, _ = self.rnn(x)  # [B, T, d]
         return self.fc_out(out[:, -1])
+
+
+class GRUDecayModel(nn.Module):
+    """A GRU with exponential hidden-state decay (GRU-D style) and a linear head on the last state:
+    ``(x [B, T, n], dt [B, T]) -> [B, out]``. Before step t the state becomes
+    ``exp(-softplus(decay_rate) * dt[:, t]) * h`` (``decay_rate [d]``, initialised like DIRU's time
+    decay: rates spread geometrically), then ``nn.GRUCell`` steps. ``dt=None``: Δt = 1 everywhere."""
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int):
+        super().__init__()
+        from .weights import init_decay_rate_
+
+        self.cell = nn.GRUCell(input_size, hidden_size)
+        self.fc_out = nn.Linear(hidden_size, output_size)
+        self.decay_rate = nn.Parameter(torch.empty(hidden_size))
+        init_decay_rate_(self.decay_rate)
+
+    def forward(self, x: Tensor, dt: Tensor | None = None) -> Tensor:
+        B, T, _ = x.shape
+        h = x.new_zeros(B, self.cell.hidden_size)  # [B, d]
+        rate = nn.functional.softplus(self.decay_rate)  # [d]
+        for t in range(T):
+            if dt is not None:
+                h = torch.exp(-rate * dt[:, t:t + 1]) * h  # [B, d]
+            else:
+                h = torch.exp(-rate) * h
+            h = self.cell(x[:, t], h)
+        return self.fc_out(h)  # [B, out]
