@@ -19,11 +19,22 @@ pure-PyTorch path with a warning.
 
 import importlib.util
 import os
+import re
 import sys
 
 from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    """``__version__`` from diru_fast/__init__.py, read from its text (importing the package needs
+    torch): one version string for pip and for ``diru_fast.__version__``."""
+    with open(os.path.join(HERE, "diru_fast", "__init__.py"), encoding="utf-8") as f:
+        match = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", f.read(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError("diru_fast/__init__.py has no __version__ = \"...\" line")
+    return match.group(1)
 
 
 def _load_build_helpers():
@@ -103,9 +114,9 @@ ext_modules, cmdclass = extensions()
 
 setup(
     name="diru_fast",
-    version="0.1.0",
+    version=read_version(),
     description="Fast, verified Dendrite-Inspired Recurrent Units (DIRU) for PyTorch",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=["diru_fast", "diru_fast.scan", "diru_fast.providers", "diru_fast.kernels", "diru_fast.csrc",

@@ -7,6 +7,7 @@ so code written for either keeps catching them); a dtype problem is also a ``Typ
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -156,13 +157,29 @@ def check_finite(x: Tensor, name: str) -> None:
         raise InvalidInputError(f"{name} contains NaN or Inf (check_finite=True)")
 
 
+def as_int(value: object) -> Optional[int]:
+    """``value`` as a Python int if it is an integer (a Python or NumPy one; not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
+def as_real(value: object) -> Optional[float]:
+    """``value`` as a Python float if it is a real number (a Python or NumPy one; not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def check_int(name: str, value: object, minimum: int = 1) -> int:
-    """A module size: an int (TypeError otherwise) of at least ``minimum`` (ValueError)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """A module size: an int, Python or NumPy (TypeError otherwise), of at least ``minimum``
+    (ValueError); returned as a Python int."""
+    number = as_int(value)
+    if number is None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be {'positive' if minimum == 1 else f'>= {minimum}'}, got {value}")
-    return value
+    if number < minimum:
+        raise ValueError(f"{name} must be {'positive' if minimum == 1 else f'>= {minimum}'}, got {number}")
+    return number
 
 
 def check_bool(name: str, value: object) -> bool:
@@ -173,6 +190,8 @@ def check_bool(name: str, value: object) -> bool:
 
 
 def check_dropout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+    """A probability in [0, 1] (Python or NumPy number), returned as a Python float."""
+    p = as_real(value)
+    if p is None or not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout must be a number in [0, 1], got {value!r}")
-    return float(value)
+    return p

@@ -39,7 +39,10 @@ each step first decays the state with the time since the previous observation,
 ``h <- exp(-softplus(lambda) * dt_t) * h``, and runs on the decayed state. ``dt`` is ``[T, B]`` for
 :func:`diru_scan`, ``[T, B]`` or ``[B, T]`` (``batch_first``) for :func:`diru`, ``[B]`` for
 :func:`diru_cell`; None means 1 everywhere; it must be finite and >= 0 (ValueError), and ``dt``
-without ``decay_rate`` is a ValueError. Padded steps do not decay the state (their ``dt`` is not
+without ``decay_rate`` is a ValueError. Any integer or floating ``dt`` is converted to the weights'
+dtype (an integer or float32 ``dt`` on float64 weights: exactly); a bool or complex one is a
+TypeError. Under ``torch.func.vmap`` over ``dt`` an invalid gap cannot raise: it becomes NaN, so
+that sample's outputs are NaN. Padded steps do not decay the state (their ``dt`` is not
 read). The reverse direction of a bidirectional layer crosses the gap ``dt_{t+1}`` when it moves from
 step t+1 to step t, and does not decay its initial state. The factors ``[T, B, d]`` are formed once
 per layer and direction (:func:`diru_fast.scan.contract.decay_factor`); the kernels apply them inside

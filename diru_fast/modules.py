@@ -7,14 +7,18 @@ forward concatenates nothing and an optimizer sees a handful of tensors. The for
 attribute, so module tools (``prune``, ``weight_norm``, ``parametrize``) act on the tensors it uses.
 It then runs :mod:`diru_fast.functional` on the backend chosen by ``backend=`` (see
 :mod:`diru_fast.backends`). Checkpoints in the prototype's per-compartment format load into every
-module, and ``DIRU`` writes that format (see :mod:`diru_fast.state_dict`).
+module, and ``DIRU`` writes that format (see :mod:`diru_fast.state_dict`; methods, not hooks: a
+whole-module pickle loads with ``torch.load(weights_only=True)`` once its classes are allow-listed,
+``diru_fast.SAFE_GLOBALS``). Without ``num_compartments`` or ``compartment_sizes`` a cell has
+``min(4, hidden_size)`` near-equal compartments (:func:`diru_fast.reference.default_compartment_sizes`).
 
 Options (keywords of every module, docs/MATH.md "Options"; the defaults give the plain cell, its
 numbers, parameters and checkpoint keys): ``activation="tanh" | "relu"``; ``compartment_sizes=[m_0,
 ..., m_{k-1}]`` (unequal compartments summing to ``hidden_size``; fixes ``num_compartments``);
 ``compartment_attention=True`` (k more rows in ``weight_ih``, ``weight_hh``, ``bias_ih`` of every
 cell; prototype keys ``compartment_attention.{weight,bias}``; the non-persistent buffer
-``compartment_of [d]`` indexes each unit's compartment); ``compartment_dropout=p`` (training only);
+``compartment_of [d]`` indexes each unit's compartment; it is rebuilt from the sizes whenever the
+tensors move or load: ``to_empty``, ``load_state_dict(..., assign=True)``); ``compartment_dropout=p`` (training only);
 ``time_decay=True`` (irregular series: a parameter ``decay_rate [d]`` per cell, prototype key
 ``decay_rate``, and a ``dt=`` argument of ``forward``; see :mod:`diru_fast.functional`).
 """
@@ -73,8 +77,10 @@ def _cell_weights(module: nn.Module, names: Tuple[Optional[str], ...]) -> CellWe
 def _setup_options(module: nn.Module, input_size: int, hidden_size: int, num_compartments: Optional[int],
                    compartment_sizes: Optional[Sequence[int]], activation: str, compartment_attention: bool,
                    compartment_dropout: float, device, time_decay: bool = False) -> Tuple[int, ...]:
-    """Validate and store a module's options; return its compartment sizes."""
+    """Validate and store a module's sizes (``input_size``, ``hidden_size``: Python ints, also from
+    NumPy ones) and options; return its compartment sizes."""
     reference.check_sizes(input_size, hidden_size, 1)
+    module.input_size, module.hidden_size = int(input_size), int(hidden_size)
     module.time_decay = v.check_bool("time_decay", time_decay)
     sizes = reference.check_options(hidden_size, num_compartments, compartment_sizes, activation,
                                     compartment_dropout, compartment_attention)
@@ -181,8 +187,7 @@ class DIRUCell(_Cells):
         sizes = _setup_options(self, input_size, hidden_size, num_compartments, compartment_sizes, activation,
                                compartment_attention, compartment_dropout, device, time_decay)
         self.compartment_size = sizes[0] if len(set(sizes)) == 1 else None  # None: unequal sizes
-        self.input_size = input_size
-        self.hidden_size = hidden_size
+        input_size, hidden_size = self.input_size, self.hidden_size
         self.bias = v.check_bool("bias", bias)
         self.backend = check_backend_name(backend)
         self._names = _register_cell(self, "", input_size, hidden_size, bias, {"device": device, "dtype": dtype},
@@ -238,21 +243,37 @@ class DIRULayer(_Cells):
     ``bias_out_l{k}`` (see :mod:`diru_fast.weights`); ``all_weights`` and ``_flat_weights_names`` list
     them. With ``time_decay``: ``decay_rate_l{k}`` (``_reverse``) ``[d]`` per cell, and
     ``forward(..., dt=None)`` takes the time since each step's previous observation, ``[T, B]``
-    (``[B, T]`` if ``batch_first``; None: 1). ``load_state_dict`` also reads the prototype-style keys of
+    (``[B, T]`` if ``batch_first``; None: 1; any integer or floating dtype, converted to the
+    parameters'). ``load_state_dict`` also reads the prototype-style keys of
     release 0.1 (``cells.{k}.compartments.{c}.W_x.weight``, ..., ``cells_reverse.{k}....``).
+
+    Any ``hidden_size >= 1``: without ``num_compartments`` or ``compartment_sizes`` the cell has
+    ``min(4, hidden_size)`` near-equal compartments (:func:`diru_fast.reference.default_compartment_sizes`;
+    ``hidden_size=10``: sizes ``(3, 3, 2, 2)``); an explicit ``num_compartments`` must divide it. As
+    ``nn.GRU``'s, the attributes ``mode`` (``"DIRU"``) and ``proj_size`` (0; another value is refused)
+    are there for code that reads them. Sizes and probabilities may be NumPy numbers.
     """
+
+    #: ``mode`` names the cell, as ``nn.GRU().mode == "GRU"`` (code that branches on ``mode == "LSTM"``
+    #: sees a one-tensor state, as for a GRU).
+    MODE = "DIRU"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, num_compartments: Optional[int] = None, backend: str = "auto",
                  check_finite: bool = False, activation: str = "tanh", compartment_sizes: Optional[Sequence[int]] = None,
-                 compartment_attention: bool = False, compartment_dropout: float = 0.0, time_decay: bool = False):
+                 compartment_attention: bool = False, compartment_dropout: float = 0.0, time_decay: bool = False,
+                 proj_size: int = 0):
         super().__init__()
         sizes = _setup_options(self, input_size, hidden_size, num_compartments, compartment_sizes, activation,
                                compartment_attention, compartment_dropout, device, time_decay)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = v.check_int("num_layers", num_layers)
+        input_size, hidden_size = self.input_size, self.hidden_size
+        if v.check_int("proj_size", proj_size, minimum=0) != 0:
+            raise ValueError(f"proj_size={proj_size}: DIRU has no output projection of the state (as nn.GRU, "
+                             f"which supports proj_size only for nn.LSTM); use proj_size=0")
+        self.proj_size = 0
+        self.mode = self.MODE
+        self.num_layers = num_layers = v.check_int("num_layers", num_layers)
         self.bias = v.check_bool("bias", bias)
         self.batch_first = v.check_bool("batch_first", batch_first)
         self.dropout = v.check_dropout(dropout)
@@ -380,9 +401,11 @@ class DIRU(WritesPrototypeKeys, LoadsPrototypeKeys):
                  compartment_sizes: Optional[Sequence[int]] = None, compartment_attention: bool = False,
                  compartment_dropout: float = 0.0, time_decay: bool = False):
         super().__init__()
-        v.check_int("output_size", output_size)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
+        output_size = v.check_int("output_size", output_size)
+        num_layers = v.check_int("num_layers", num_layers)
+        reference.check_sizes(input_size, hidden_size, 1)
+        self.input_size = input_size = int(input_size)
+        self.hidden_size = hidden_size = int(hidden_size)
         self.output_size = output_size
         self.num_layers = num_layers
         self.return_sequences = v.check_bool("return_sequences", return_sequences)

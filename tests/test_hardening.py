@@ -5,12 +5,20 @@
 - every backend from several Python threads on one module gives the serial numbers;
 - a ``dt`` PackedSequence must be packed like the input (same lengths in the same order);
 - ``torch.export`` with a dynamic T of a bidirectional layer with time decay;
-- the dtype rule of ``dt`` (converted to the parameters' dtype; bool refused).
+- the dtype rule of ``dt`` (converted to the parameters' dtype; bool refused);
+- meta-device init, ``to_empty`` / ``assign=True``, then ``load_state_dict``: the compartment index is
+  rebuilt; whole-module pickles load with ``torch.load`` (``weights_only``) and only the classes allowed;
+- any hidden size (near-equal default compartments) against the prototype's modules, ``proj_size`` and
+  ``mode``; NumPy numbers wherever Python numbers are; one version string.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +28,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import diru_fast
 from diru_fast import DIRULayer
+from diru_fast.weights import to_prototype
 from tests.helpers import randomize_
 
 F64 = torch.float64
@@ -225,3 +234,109 @@ def test_whole_module_pickles_load_with_weights_only(name, tmp_path):
         prototype = diru_fast.reference.DIRU(3, 8, 2, compartment_attention=True, time_decay=True)
         loaded.load_state_dict(prototype.state_dict())
         torch.testing.assert_close(loaded(args[0]), prototype(args[0]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n, d", [(1, 51), (8, 10), (2, 1), (2, 2), (2, 3)])
+@pytest.mark.parametrize("attention", [False, True], ids=["plain", "attention"])
+def test_any_hidden_size_gives_the_prototypes_numbers(backend, n, d, attention):
+    """Without num_compartments, min(4, d) near-equal compartments; each backend computes what the
+    prototype's modules compute with those compartments (float64)."""
+    sizes = diru_fast.reference.default_compartment_sizes(d)
+    assert len(sizes) == min(4, d) and sum(sizes) == d and max(sizes) - min(sizes) <= 1
+    model = randomize_(diru_fast.DIRU(n, d, 2, return_sequences=True, backend=backend, dtype=F64,
+                                      compartment_attention=attention), seed=d)
+    assert model.rnn.compartment_sizes == sizes and model.num_compartments == len(sizes)
+    prototype = diru_fast.reference.DIRU(n, d, 2, return_sequences=True, compartment_attention=attention).to(F64)
+    prototype.load_state_dict(model.state_dict())
+    x = torch.randn(3, 4, n, dtype=F64)
+    torch.testing.assert_close(model(x), prototype(x), rtol=1e-12, atol=1e-12)
+    cell = randomize_(diru_fast.DIRUCell(n, d, backend=backend, dtype=F64, compartment_attention=attention), seed=d)
+    ref_cell = diru_fast.reference.DIRUCell(n, d, compartment_attention=attention).to(F64)
+    ref_cell.load_state_dict({k: w.detach() for k, w in to_prototype(cell.cell_weights(), sizes).items()})
+    torch.testing.assert_close(cell(x[:, 0], x.new_zeros(3, d) + 0.1), ref_cell(x[:, 0], x.new_zeros(3, d) + 0.1),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_explicit_num_compartments_must_divide_and_proj_size_and_mode_are_there():
+    with pytest.raises(ValueError, match="divisible by num_compartments"):
+        DIRULayer(8, 10, num_compartments=4)
+    with pytest.raises(ValueError, match="divisible by num_compartments"):
+        diru_fast.reference.DIRUCell(8, 10, 4)
+    layer = DIRULayer(8, 10, proj_size=0)
+    gru = torch.nn.GRU(8, 10)
+    assert (layer.proj_size, layer.mode) == (gru.proj_size, "DIRU")
+    with pytest.raises(ValueError, match="proj_size"):
+        DIRULayer(8, 10, proj_size=5)
+    assert DIRULayer(8, 6, num_compartments=3).compartment_sizes == (2, 2, 2)
+
+
+def test_numpy_numbers_are_accepted_where_python_numbers_are(tmp_path):
+    np = pytest.importorskip("numpy")
+    layer = DIRULayer(np.int64(3), np.int32(10), np.int64(2), dropout=np.float64(0.2), bidirectional=True,
+                      compartment_dropout=np.float32(0.1), compartment_sizes=[np.int64(4), np.int16(6)])
+    plain = DIRULayer(3, 10, 2, dropout=0.2, bidirectional=True, compartment_dropout=float(np.float32(0.1)),
+                      compartment_sizes=[4, 6])
+    for name in ("input_size", "hidden_size", "num_layers", "dropout", "compartment_dropout", "compartment_sizes"):
+        assert getattr(layer, name) == getattr(plain, name)
+        assert type(getattr(layer, name)) is type(getattr(plain, name))  # Python numbers: the pickle needs no numpy
+    assert all(type(m) is int for m in layer.compartment_sizes)
+    torch.save(layer, tmp_path / "layer.pt")
+    with torch.serialization.safe_globals([DIRULayer]):
+        torch.load(tmp_path / "layer.pt")
+    model = diru_fast.DIRU(np.int64(3), np.int64(8), np.int64(2), num_compartments=np.int64(2),
+                           num_layers=np.int64(2), compartment_dropout=np.float32(0.25))
+    assert (model.num_compartments, model.output_size, model.rnn.compartment_dropout) == (2, 2, 0.25)
+    cell = diru_fast.DIRUCell(np.int64(3), np.int64(8), compartment_sizes=np.array([3, 5]))
+    assert cell.compartment_sizes == (3, 5)
+    ref = diru_fast.reference.DIRU(np.int64(3), np.int64(8), np.int64(1), compartment_dropout=np.float32(0.1),
+                                   num_layers=np.int64(1))
+    assert ref.cells[0].dropout.p == pytest.approx(0.1) and type(ref.cells[0].dropout.p) is float
+    with pytest.raises(TypeError, match="ints"):
+        DIRULayer(3, 8, compartment_sizes=[4.0, 4.0])
+    with pytest.raises(ValueError, match="compartment_dropout"):
+        DIRULayer(3, 8, compartment_dropout=np.float32(1.5))
+    with pytest.raises(TypeError):
+        DIRULayer(3, np.float32(8))
+
+
+def test_one_version_for_pip_and_the_package():
+    """setup.py reads diru_fast.__version__ from the package's text (what `pip show` reports)."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, DIRU_FAST_NO_EXTENSIONS="1")  # metadata only: no extension is configured
+    result = subprocess.run([sys.executable, "setup.py", "--version"], cwd=root, env=env, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == diru_fast.__version__
+
+
+def _guide_block(marker):
+    """The Python block that follows ``marker`` in USAGE_GUIDE.md."""
+    text = (Path(__file__).resolve().parents[1] / "USAGE_GUIDE.md").read_text(encoding="utf-8")
+    after = text[text.index(marker):]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start:after.index("```", start)]
+
+
+def test_the_guides_adapter_for_libraries_that_subclass_gru():
+    """The adapter of USAGE_GUIDE.md behaves as pytorch-forecasting's GRU: zero-length sequences keep
+    the initial state and output zeros, the output is as long as the longest sequence."""
+    namespace = {}
+    exec(compile(_guide_block("<!-- adapter:"), "USAGE_GUIDE.md", "exec"), namespace)
+    rnn = randomize_(namespace["ForecastingDIRU"](3, 10, 2, batch_first=True, backend="torch", dtype=F64), seed=5)
+    plain = randomize_(DIRULayer(3, 10, 2, batch_first=True, backend="torch", dtype=F64), seed=5)
+    x, hx = torch.randn(4, 6, 3, dtype=F64), torch.randn(2, 4, 10, dtype=F64)
+    lengths = torch.tensor([5, 0, 3, 2])
+    for h0 in (None, hx):
+        out, h_n = rnn(x, h0, lengths=lengths, enforce_sorted=False)
+        want_out, want_h = plain(x, h0, torch.tensor([5, 1, 3, 2]))
+        assert out.shape == (4, 5, 10) and h_n.shape == (2, 4, 10)
+        keep = [0, 2, 3]
+        torch.testing.assert_close(out[keep], want_out[keep, :5])
+        torch.testing.assert_close(h_n[:, keep], want_h[:, keep])
+        assert torch.equal(out[1], torch.zeros(5, 10, dtype=F64))
+        assert torch.equal(h_n[:, 1], torch.zeros(2, 10, dtype=F64) if h0 is None else hx[:, 1])
+    out, h_n = rnn(x, hx, lengths=torch.zeros(4, dtype=torch.int64))
+    assert torch.equal(out, torch.zeros(4, 6, 10, dtype=F64)) and torch.equal(h_n, hx)
+    assert rnn.init_hidden_state(x).shape == (2, 4, 10)
+    assert rnn.repeat_interleave(hx, 3).shape == (2, 12, 10)
+    torch.testing.assert_close(rnn(x)[0], plain(x)[0])
