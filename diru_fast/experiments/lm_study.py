@@ -121,7 +121,9 @@ def write_report(out: pathlib.Path, runs: Sequence[dict], meta: dict) -> str:
              "untied decoder, truncated BPTT 35, batch 20, gradient clipping) on the public-domain Shakespeare "
              "corpus in `diru_fast/experiments/data/shakespeare` (train: ten plays, valid: Romeo and Juliet, "
              "test: Hamlet).", "", "## Rules (fixed before the runs)", "", RULES, "", "## Setup", "",
-             *[f"- {k}: {v}" for k, v in meta.items()], "", "## Tuning (validation perplexity at the best epoch)", "",
+             *[f"- {k}: {v}" for k, v in meta.items() if not k.startswith("_")],
+             f"- training time of all {len(runs)} runs (sum of their epochs; a rerun skips the runs in runs.jsonl): "
+             f"{sum(sum(r['epoch_seconds']) for r in runs):.0f} s", "", "## Tuning (validation perplexity at the best epoch)", "",
              "| cell | " + " | ".join(f"lr {lr:g}" for lr in sorted({r['config']['lr'] for r in tune})) + " | chosen |",
              "|---|" + "---:|" * (len({r['config']['lr'] for r in tune}) + 1)]
     chosen: Dict[str, float] = {}

@@ -147,7 +147,9 @@ def write_report(out: pathlib.Path, runs: Sequence[dict], command: str, wall: fl
               "the public-domain Shakespeare corpus shipped in `diru_fast/experiments/data/shakespeare`."), "",
              "## Rules (fixed before the runs)", "", RULES, "",
              "## Setup", "", f"- command: `{command}`", f"- wall time of the last invocation: {wall:.0f} s "
-             f"(2 shared CPU cores, one thread per run)", *[f"- {k}: {v}" for k, v in meta.items()], "",
+             f"(2 shared CPU cores, one thread per run; a rerun skips the runs already in runs.jsonl)",
+             f"- training time of all {len(runs)} runs (sum of their epochs): {sum(sum(r['epoch_seconds']) for r in runs):.0f} s",
+             *[f"- {k}: {v}" for k, v in meta.items()], "",
              "## Stable range per cell and optimizer", "",
              f"| cell | optimizer | clip | training range | diverges from | best lr | best {metric} | seeds/lr |",
              "|---|---|---:|---|---:|---:|---:|---:|"]
@@ -159,7 +161,7 @@ def write_report(out: pathlib.Path, runs: Sequence[dict], command: str, wall: fl
                      f"| {cell} | {opt} | {clip:g} | {_range_text(by_lr)} | none in grid | ")
         lines[-1] += (f"{best:g} | "
                      f"{show(v)} | {min(x['n'] for x in by_lr.values())} |")
-    lines += ["", "## Every lr: validation perplexity (best epoch, mean over seeds), and diagnostics at the end", "",
+    lines += ["", "## Every lr: best-epoch validation loss (mean over seeds), and diagnostics at the end", "",
               "`trains` / `slow` / `div` (diverged), over all seeds. sat = fraction |h| > 0.99; |g| = max gradient norm before clipping; "
               "σ = largest singular value over the recurrent blocks.", "",
               f"| cell | optimizer | clip | lr | outcome | {metric} | sat | max \\|g\\| | σ_max | s/epoch |",

@@ -273,7 +273,9 @@ def learned(accs: Sequence[float], majority: float) -> bool:
 
 def write_report(out: pathlib.Path, runs: Sequence[dict], meta: dict, info: Dict[str, dict]) -> str:
     lines = ["# UCR/UEA time-series classification: DIRU vs LSTM vs GRU, MiniRocket as the reference", "",
-             "## Rules (fixed before the runs)", "", RULES, "", "## Setup", "", *[f"- {k}: {v}" for k, v in meta.items()], "",
+             "## Rules (fixed before the runs)", "", RULES, "", "## Setup", "", *[f"- {k}: {v}" for k, v in meta.items() if not k.startswith("_")],
+             f"- time of all {len(runs)} runs (sum, as recorded; a rerun skips the runs in runs.jsonl): "
+             f"{sum(r['seconds'] for r in runs):.0f} s", "",
              "## Sets", "", "| set | train | test | channels | lengths | classes | majority acc |", "|---|---:|---:|---:|---|---:|---:|"]
     for name, i in info.items():
         lines.append(f"| {name} | {i['train']} | {i['test']} | {i['channels']} | {i['lengths']} | {i['classes']} | {i['majority']:.3f} |")
