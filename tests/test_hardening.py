@@ -125,8 +125,8 @@ class _WithDt(torch.nn.Module):
 @pytest.mark.no_poison
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_export_dynamic_length_of_a_bidirectional_layer_with_time_decay(backend):
-    model = _WithDt(randomize_(DIRULayer(3, 4, bidirectional=True, time_decay=True, backend=backend, dtype=F64),
-                               seed=2)).eval()
+    model = _WithDt(randomize_(DIRULayer(3, 4, bidirectional=True, time_decay=True, backend=backend, dtype=F64,
+                                         check_finite=True), seed=2)).eval()  # every check traces
     B, T = Dim("B"), Dim("T")
     example = (torch.randn(5, 2, 3, dtype=F64), torch.rand(5, 2, dtype=F64), torch.tensor([5, 3]))
     program = torch.export.export(model, example, dynamic_shapes=({0: T, 1: B}, {0: T, 1: B}, {0: B}))
@@ -135,6 +135,10 @@ def test_export_dynamic_length_of_a_bidirectional_layer_with_time_decay(backend)
                 torch.tensor([steps - b % steps for b in range(batch)]))
         for got, want in zip(program.module()(*args), model(*args)):
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="dt must be finite"):  # the checks run inside the program
+        program.module()(example[0], -example[1], example[2])
+    with pytest.raises(RuntimeError, match="NaN or Inf"):
+        program.module()(example[0] / 0, example[1], example[2])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
