@@ -63,6 +63,13 @@ def test_vmap_per_sample_grads_over_x_and_dt(backend):
     assert out[1].isnan().any() and not out[0].isnan().any() and not out[2].isnan().any()
     with pytest.raises(ValueError, match="finite and >= 0"):
         layer(x, dt=bad)
+    # vmap over the lengths, and the older vmap of jacobian(vectorize=True) over dt
+    lengths = torch.tensor([[4, 2, 3], [1, 4, 4]])
+    batched = torch.func.vmap(lambda n: layer(x, None, n, dt=dt)[1])(lengths)
+    for i in range(2):
+        torch.testing.assert_close(batched[i], layer(x, None, lengths[i], dt=dt)[1], rtol=1e-12, atol=1e-12)
+    jac = torch.autograd.functional.jacobian(lambda g: layer(x, dt=g)[1].sum(), dt, vectorize=True)
+    torch.testing.assert_close(jac, torch.func.grad(lambda g: layer(x, dt=g)[1].sum())(dt), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
