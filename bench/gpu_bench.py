@@ -388,7 +388,9 @@ def environment(device: torch.device) -> Dict:
         env["commit"] = ""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        env["backends"] = diru_fast.available_backends(device)
+        # the GPU backends and torch only: asking about "cpu" builds the C++ CPU kernel on the spot
+        # where the install left it out (gpu_check.sh installs without extensions): minutes
+        env["backends"] = [b for b in ("triton", "cuda", "torch") if diru_fast.backends.why_unavailable(b, device) is None]
     return env
 
 
@@ -501,10 +503,30 @@ def _build_status(out: Path) -> Tuple[str, bool]:
     return status or "not built", False
 
 
+SCREEN_LIMIT = 2000  # characters: the last screen of gpu_check.sh (what a lent GPU machine surely returns)
+
+
 def final_summary(out: Path, dry_run: bool = False) -> Tuple[str, bool]:
-    """gpu_check.sh's last screen: per backend built / tests run / passed / failed, then the grid
+    """gpu_check.sh's final_summary.txt: per backend built / tests run / passed / failed, then the grid
     (time and ratio against cuDNN nn.LSTM per point), then one verdict line. A backend that is
     unavailable or ran zero tests FAILS; so does a step that left no report (timed out)."""
+    table, grid, _, verdict, ok = _final_parts(out, dry_run)
+    return "\n".join(table + ([grid] if grid else []) + [verdict]), ok
+
+
+def final_screen(out: Path, dry_run: bool = False) -> Tuple[str, bool]:
+    """gpu_check.sh's last screen, at most SCREEN_LIMIT characters: the table of final_summary, the
+    grid's headline (the whole grid is in final_summary.txt), where the files are, the verdict last."""
+    table, _, headline, verdict, ok = _final_parts(out, dry_run)
+    files = "full grid: final_summary.txt; every log and report: gpu_check.tar.gz (in $OUT)"
+    lines = [line[:160] for line in table + headline] + [files]
+    while len("\n".join(lines + [verdict])) > SCREEN_LIMIT and len(lines) > 1:
+        lines.pop(-2)  # never the verdict; the table's rows first come before the grid's headline
+    return "\n".join(lines + [verdict]), ok
+
+
+def _final_parts(out: Path, dry_run: bool = False):
+    """(table lines, grid text, grid headline lines, verdict line, ok) of the last screen."""
     env = json.loads((out / "env.json").read_text()) if (out / "env.json").is_file() else {}
     steps = {}
     if (out / "steps.tsv").is_file():
@@ -544,8 +566,12 @@ def final_summary(out: Path, dry_run: bool = False) -> Tuple[str, bool]:
         counts = junit_counts(out / xml)
         c = counts or dict(run="-", passed="-", failed="-", skipped="-")
         if dry_run:
-            verdict = "dry run (GPU tests collected and skipped)" if counts is not None else "FAILED: no report"
-            if counts is None:
+            # the same path as on a GPU up to the GPU itself: triton's only reason may be the missing GPU
+            # (an uninstalled package or an old triton fails here as it would there)
+            other = sorted({r for r in reasons.values() if "no CUDA GPU is visible" not in r}) if name == "triton" else []
+            verdict = ("FAILED: " + other[0][:120] if other else
+                       "dry run (GPU tests collected and skipped)" if counts is not None else "FAILED: no report")
+            if other or counts is None:
                 problems.append(name)
             rows.append((name, "dry run", c["run"], c["passed"], c["failed"], c["skipped"], verdict))
             continue
@@ -594,7 +620,8 @@ def final_summary(out: Path, dry_run: bool = False) -> Tuple[str, bool]:
     ok = not problems
     verdict = ("VERDICT: passed" if ok else "VERDICT: FAILED (" + ", ".join(problems) + ")") + \
         (" [dry run: no GPU was used]" if dry_run else "")
-    return "\n".join(table + ([grid] if grid else []) + [verdict]), ok
+    headline = [line for line in grid.splitlines() if line.startswith("triton no slower")]
+    return table, grid, headline, verdict, ok
 
 
 def write_history(path: Path, env: Dict, rows: List[Dict]) -> None:
@@ -629,7 +656,7 @@ def main(argv=None) -> int:
             return 0
         text, ok = final_summary(args.out, args.dry_run)
         (args.out / "final_summary.txt").write_text(text + "\n")
-        print(text)
+        print(final_screen(args.out, args.dry_run)[0])
         return 0 if ok else 1
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_bench: no CUDA GPU visible (torch.cuda.is_available() is False); use --device cpu --tiny "
