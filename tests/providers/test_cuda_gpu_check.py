@@ -35,13 +35,16 @@ def test_summary_table_ratios_and_counts():
                  extrapolated=True),
             dict(impl="triton_tf32", dtype="float32", mode="fwd", B=64, T=50, d=128, ms=1.0, peak_mb=1.0),
             dict(impl="lstm_tf32", dtype="float32", mode="fwd", B=64, T=50, d=128, ms=1.5, peak_mb=1.0),
-            dict(impl="lstm", dtype="float16", mode="fwd", B=64, T=50, d=128, ms=1.5, peak_mb=1.0,
-                 persistent_eligible=True)]
+            dict(impl="lstm", dtype="float16", mode="fwd", B=64, T=50, d=256, ms=1.5, peak_mb=1.0,
+                 cudnn_algo_fwd="persist_static", cudnn_kernels=["RNN_blockPersist_fp_LSTM"]),
+            dict(impl="lstm", dtype="float32", mode="fwdbwd", B=64, T=50, d=128, ms=2.5, peak_mb=1.0,
+                 cudnn_algo_fwd="persist_small_h", cudnn_algo_bwd="persist_small_h", cudnn_kernels=["gemm", "lstm_cell"])]
     table = gpu_bench.summarize(rows)
     lines = table.splitlines()
     assert "1.50" in table and "45.0" in table and "921.600*" in table
     assert "3.000n" in table  # nn.LSTM that did not reach cuDNN is flagged
-    assert "1.500P" in table  # cuDNN's persistent algorithm eligible
+    assert "1.500P" in table  # cuDNN's persistent static algorithm (by PyTorch's rule), its kernel seen
+    assert "2.500Ss?" in table  # small-h persistent forward and backward by the rule, no persistent kernel seen
     row = next(line for line in lines if line.startswith("bfloat16 fwdbwd   16   50"))
     assert f"{gpu_bench.gpu_model.predicted_ratio('bfloat16', 'fwdbwd', 16, 50, 64):.2f}" in row  # the model
     tf32 = next(line for line in lines if line.startswith("float32  fwd      64"))
@@ -299,11 +302,27 @@ def test_gpu_model_doc_holds_the_scripts_tables_and_its_rules():
         for dtype in ("float32", "bfloat16", "float16"):
             if config is not None:
                 assert model.kernel_class(d, dtype) == config.choose(d, dtype).mode, (d, dtype)
+                if config.choose(d, dtype).mode == "streamed":
+                    assert model.block_k(d, dtype) == config.choose(d, dtype).block_k, (d, dtype)
     assert model.persistent_eligible(64, 128, 128, "float16") and model.persistent_eligible(16, 256, 256, "float16")
     assert not model.persistent_eligible(256, 128, 128, "float16")  # B > 128
     assert not model.persistent_eligible(64, 64, 64, "float16")  # d not a multiple of 128
     assert not model.persistent_eligible(64, 128, 128, "bfloat16")
     step = model.diru_step(64, 256, "bfloat16", "fwd")
     assert step["flop"] == 2 * 16 * 5 * 256 ** 2 and step["l2_bytes"] == 5 * 256 ** 2 * 2 and step["sms"] == 4
-    assert model.predicted_ratio("float16", "fwd", 64, 512, 128) < 1 < model.predicted_ratio("bfloat16", "fwd", 64,
-                                                                                            512, 64)
+    # PyTorch's get_algo: persistent small-h for every dtype but double at d <= 192 forward / <= 128
+    # backward, then persist-static in float16, else standard
+    assert model.cudnn_algo(256, 128, 128, "float32", "fwd") == model.cudnn_algo(16, 64, 64, "bfloat16", "bwd") \
+        == "persist_small_h"
+    assert model.cudnn_algo(16, 192, 192, "bfloat16", "fwd") == "persist_small_h"
+    assert model.cudnn_algo(16, 192, 192, "bfloat16", "bwd") == "standard"
+    assert model.cudnn_algo(64, 256, 256, "float16", "bwd") == "persist_static"
+    assert model.cudnn_algo(256, 256, 256, "float16", "fwd") == model.cudnn_algo(16, 64, 64, "float64", "fwd") \
+        == "standard"
+    # barriers from the PTX: the resident loop body's, plus one per K-chunk iteration streamed
+    assert model.barriers(64, "bfloat16", "fwd") == 24 and model.barriers(256, "float32", "bwd") == 58 + 5 * 256 // 16
+    assert model.barriers(256, "bfloat16", "fwd") == 24 + 3 * 256 // 32  # 16 bit streams 32-column chunks
+    # 3xTF32's split on the CUDA cores: about 3 us a step at d = 256, nothing in 16 bit
+    assert 2.5 < model.diru_step(16, 256, "float32", "fwd")["t_split"] < 3.5
+    assert model.diru_step(16, 256, "bfloat16", "fwd")["t_split"] == 0
+    assert all(0 < model.predicted_ratio(dt, "fwd", 64, 512, d) for dt in ("float32", "bfloat16") for d in (64, 256))
