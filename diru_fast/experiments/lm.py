@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CORPUS_DIR", "Corpus", "load_corpus", "batchify", "RNNModel", "LMConfig", "LMResult",
+__all__ = ["CORPUS_DIR", "Corpus", "load_corpus", "batchify", "RNNModel", "LMConfig", "LMResult", "cap_sigma",
            "Diagnostics", "unigram_loss", "train_lm", "evaluate", "CELLS"]
 
 CORPUS_DIR = pathlib.Path(__file__).resolve().parent / "data" / "shakespeare"
@@ -163,6 +163,19 @@ class LMConfig:
     epochs: int = 2
     seed: int = 0
     backend: str = "auto"
+    max_sigma: float = 0.0  # > 0: after each step, scale DIRU's W_I and W_O down to spectral norm <= max_sigma
+
+
+@torch.no_grad()
+def cap_sigma(rnn: nn.Module, max_sigma: float) -> None:
+    """Scale every ``weight_int_l*`` / ``weight_out_l*`` (DIRU's somatic integration and output
+    projection, d x d) whose largest singular value exceeds ``max_sigma`` down to it (direction kept).
+    A training-time constraint: the cell's math is unchanged."""
+    for name, w in rnn.named_parameters():
+        if name.startswith(("weight_int", "weight_out")):
+            sigma = float(torch.linalg.matrix_norm(w, 2))
+            if sigma > max_sigma:
+                w.mul_(max_sigma / sigma)
 
 
 @dataclass
@@ -296,6 +309,8 @@ def train_lm(cfg: LMConfig, corpus: Corpus, diagnostics: Optional[Diagnostics] =
                 diagnostics.block_grad.append(_block_grads(model))
             norm = float(nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip > 0 else math.inf))
             opt.step()
+            if cfg.max_sigma > 0 and cfg.cell == "diru":
+                cap_sigma(model.rnn, cfg.max_sigma)
             if record:
                 h = torch.cat([model.last_output.reshape(-1), _state(hidden).detach().reshape(-1)])
                 diagnostics.steps.append(step)

@@ -52,7 +52,8 @@ RULES = """\
 
 
 def key_of(cfg: dict) -> tuple:
-    return (cfg.get("task", "lm"), cfg["cell"], cfg["optimizer"], float(cfg["lr"]), float(cfg["clip"]), int(cfg["seed"]))
+    return (cfg.get("task", "lm"), cfg["cell"], cfg["optimizer"], float(cfg["lr"]), float(cfg["clip"]), int(cfg["seed"]),
+            float(cfg.get("max_sigma", 0.0)))
 
 
 def _floats(text: str) -> List[float]:
@@ -75,6 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tokens", type=int, default=10000)
     p.add_argument("--size", type=int, default=128, help="embedding and hidden size")
     p.add_argument("--corpus", default=str(lm.CORPUS_DIR))
+    p.add_argument("--max-sigma", type=float, default=0.0,
+                   help="a remedy to try: cap DIRU's W_I and W_O at this spectral norm after every step (0: off)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true", help="only rewrite report.md from runs.jsonl")
 
@@ -99,7 +102,8 @@ def summarize(runs: Sequence[dict]) -> Dict[tuple, dict]:
     groups: Dict[tuple, Dict[float, List[dict]]] = {}
     for r in runs:
         c = r["config"]
-        groups.setdefault((c["cell"], c["optimizer"], float(c["clip"])), {}).setdefault(float(c["lr"]), []).append(r)
+        cell = c["cell"] + (f" σ(W_I,W_O)≤{c['max_sigma']:g}" if c.get("max_sigma") else "")
+        groups.setdefault((cell, c["optimizer"], float(c["clip"])), {}).setdefault(float(c["lr"]), []).append(r)
     out: Dict[tuple, dict] = {}
     for key, by_lr in groups.items():
         out[key] = {}
@@ -171,9 +175,39 @@ def write_report(out: pathlib.Path, runs: Sequence[dict], command: str, wall: fl
             ppl = show(e["valid"]) if math.isfinite(e["valid"]) else "nan"
             lines.append(f"| {cell} | {opt} | {clip:g} | {lr:g} | {'div' if e['diverged'] else 'trains' if e['stable'] else 'slow'} | {ppl} | "
                          f"{e['saturated']:.3f} | {e['grad_norm_max']:.3g} | {e['sigma_max']:.3g} | {e['epoch_s']:.1f} |")
+    lines += _inside_diru(runs)
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     return text
+
+
+PRODUCTS = ("W_h", "G_h", "W_G_h", "W_I", "W_O")
+
+
+def _inside_diru(runs: Sequence[dict]) -> List[str]:
+    """Per DIRU run: each of the five h-products' largest singular value at the end and its mean gradient
+    norm (before clipping) over the run, the max over layers; where the growth sits when a run diverges."""
+    rows = [r for r in runs if r["config"]["cell"] == "diru" and r.get("diagnostics") and r["diagnostics"]["steps"]]
+    capped = any(r["config"].get("max_sigma") for r in rows)
+    if not rows:
+        return []
+    lines = ["", "## Inside DIRU: the five h-dependent products", "",
+             "σ: largest singular value at the end of the run (max over layers); |g|: mean gradient norm before "
+             "clipping over the recorded steps (max over layers). W_h: the compartments' h-weights; G_h: their "
+             "gates' h-columns; W_G_h: the global gate's h-columns; W_I: somatic integration; W_O: output projection.", "",
+             "| optimizer | clip | " + ("σ cap | " if capped else "") + "lr | seed | outcome | sat | " + " | ".join(f"σ {p}" for p in PRODUCTS) + " | "
+             + " | ".join(f"\\|g\\| {p}" for p in PRODUCTS) + " |", "|---|---:|" + ("---:|" if capped else "") + "---:|---:|---|---:|" + "---:|" * 10]
+    for r in sorted(rows, key=lambda r: (r["config"]["optimizer"], r["config"]["clip"], r["config"].get("max_sigma", 0),
+                                         r["config"]["lr"], r["config"]["seed"])):
+        c, d = r["config"], r["diagnostics"]
+        sig = {p: max(v for k, v in d["sigma_max"][-1].items() if k.split(".", 1)[1] == p) for p in PRODUCTS}
+        grad = {p: max(sum(g[k] for g in d["block_grad"]) / len(d["block_grad"])
+                       for k in d["block_grad"][0] if k.split(".", 1)[1] == p) for p in PRODUCTS}
+        outcome = "div" if r["diverged"] else "trains" if r["trains"] else "slow"
+        cap = f"{c.get('max_sigma', 0):g} | " if capped else ""
+        lines.append(f"| {c['optimizer']} | {c['clip']:g} | {cap}{c['lr']:g} | {c['seed']} | {outcome} | {d['saturated'][-1]:.3f} | "
+                     + " | ".join(f"{sig[p]:.2f}" for p in PRODUCTS) + " | " + " | ".join(f"{grad[p]:.3g}" for p in PRODUCTS) + " |")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -213,10 +247,11 @@ def run(args: argparse.Namespace) -> int:
                         for seed in (int(v) for v in args.seeds.split(",")):
                             if args.task == "lm":
                                 cfg = lm.LMConfig(cell=cell, optimizer=opt, lr=lr, clip=clip, seed=seed,
-                                                  epochs=args.epochs, emsize=args.size, nhid=args.size)
+                                                  epochs=args.epochs, emsize=args.size, nhid=args.size,
+                                                  max_sigma=args.max_sigma)
                             else:
                                 cfg = ToyConfig(task=args.task, cell=cell, optimizer=opt, lr=lr, clip=clip, seed=seed,
-                                                epochs=args.epochs, hidden=args.size)
+                                                epochs=args.epochs, hidden=args.size, max_sigma=args.max_sigma)
                             if key_of(vars(cfg)) in done | {key_of(r["config"]) for r in _load(path)}:
                                 continue  # done here, or by another invocation writing to the same folder
                             if args.task == "lm":

@@ -37,6 +37,7 @@ class ToyConfig:
     n_val: int = 128
     seq_len: int = 50
     batch_size: int = 32
+    max_sigma: float = 0.0  # > 0: DIRU's W_I and W_O capped at this spectral norm after each step (lm.cap_sigma)
 
 
 class _Model(nn.Module):
@@ -86,6 +87,8 @@ def train_toy(cfg: ToyConfig, diagnostics: Optional[lm.Diagnostics] = None) -> d
                 diagnostics.block_grad.append(lm._block_grads(model))
             norm = float(nn.utils.clip_grad_norm_(params, cfg.clip if cfg.clip > 0 else math.inf))
             opt.step()
+            if cfg.max_sigma > 0 and cfg.cell == "diru":
+                lm.cap_sigma(model.rnn, cfg.max_sigma)
             if record:
                 diagnostics.steps.append(step)
                 diagnostics.loss.append(float(loss.detach()))

@@ -237,9 +237,13 @@ def minirocket_accuracy(data: UCRData, seed: int) -> float:
         x = torch.nn.functional.pad(x, (0, 0, 0, length - x.shape[1]))
         return x.transpose(1, 2).double().numpy()
 
-    clf = MiniRocketClassifier(random_state=seed)
-    clf.fit(arr(train_x), np.array(data.classes)[data.train_y.numpy()])
-    pred = clf.predict(arr(test_x))
+    threads = torch.get_num_threads()  # aeon resets torch's thread count (to every core): put it back after
+    try:
+        clf = MiniRocketClassifier(random_state=seed)
+        clf.fit(arr(train_x), np.array(data.classes)[data.train_y.numpy()])
+        pred = clf.predict(arr(test_x))
+    finally:
+        torch.set_num_threads(threads)
     return float((pred == np.array(data.classes)[data.test_y.numpy()]).mean())
 
 

@@ -47,3 +47,24 @@ def test_stability_cli_on_a_toy_task(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert text.index("## Rules") < text.index("## Stable range") and "| gru | adam | 1 | 0.01 |" in text
     assert "valid MSE" in text
+
+
+def test_cap_sigma_scales_only_w_int_and_w_out():
+    import torch
+
+    from diru_fast import DIRULayer
+
+    torch.manual_seed(0)
+    layer = DIRULayer(3, 8, num_layers=2)
+    with torch.no_grad():
+        layer.weight_out_l1.mul_(10)
+    before = {k: v.clone() for k, v in layer.named_parameters()}
+    lm.cap_sigma(layer, 1.5)
+    for name, w in layer.named_parameters():
+        sigma = float(torch.linalg.matrix_norm(w, 2)) if w.dim() == 2 else None
+        if name.startswith(("weight_int", "weight_out")):
+            assert sigma <= 1.5 + 1e-5
+            old = float(torch.linalg.matrix_norm(before[name], 2))
+            torch.testing.assert_close(w, before[name] * min(1.0, 1.5 / old))  # direction kept
+        else:
+            assert torch.equal(w, before[name])
