@@ -48,15 +48,15 @@ W=$(cd "$W" && pwd)
 rm -f "$OUT"/gpu_check.tar.gz "$OUT"/final_summary.txt "$OUT"/gpu_bench.json
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TRITON_DEFAULT_FP_FUSION=1
-export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$W/triton_cache}  # shared by every step: one compile per kernel
 START=$(date +%s)
 DEADLINE=$((START + BUDGET))
 : > "$W/gpu_check.log"
 log() { echo "[gpu_check +$(( $(date +%s) - START ))s] $*" | tee -a "$W/gpu_check.log"; }
 left() { echo $(( DEADLINE - $(date +%s) )); }
-# Whatever happens, $OUT gets the tarball of the work folder (the Triton cache left out) and the summary.
+# Whatever happens, $OUT gets the tarball of the work folder and the summary. (Triton's cache stays in
+# its default place: a rerun on the same machine compiles nothing again.)
 pack() {
-  tar -czf "$OUT/gpu_check.tar.gz" -C "$W" --exclude=./triton_cache . 2>/dev/null
+  tar -czf "$OUT/gpu_check.tar.gz" -C "$W" . 2>/dev/null
   [ -f "$W/final_summary.txt" ] && cp "$W/final_summary.txt" "$OUT/"
   [ -f "$W/gpu_bench.json" ] && cp "$W/gpu_bench.json" "$OUT/"
 }
@@ -80,11 +80,12 @@ log "work folder $W; results to $OUT"
 
 # 0. The package, installed first (the gate and every step import it): an editable install maps
 # kernels/ and csrc/ to diru_fast.kernels and diru_fast.csrc (without the C++ extensions, without
-# touching any other package).
+# touching any other package; PIP_BREAK_SYSTEM_PACKAGES lets it into a distribution's Python, which
+# older pips ignore).
 if ! $PY -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('diru_fast.kernels') is None)" 2>/dev/null; then
   log "diru_fast is not installed here: pip install --no-build-isolation --no-deps --no-index -e . -> install.log"
   run_step install $L_INSTALL "$W/install.log" \
-    env DIRU_FAST_NO_EXTENSIONS=1 $PY -m pip install --no-build-isolation --no-deps --no-index --ignore-installed \
+    env DIRU_FAST_NO_EXTENSIONS=1 PIP_BREAK_SYSTEM_PACKAGES=1 $PY -m pip install --no-build-isolation --no-deps --no-index --ignore-installed \
     --disable-pip-version-check -e . \
     || log "ERROR: the install failed (see install.log); the triton backend will be unavailable"
 fi

@@ -72,7 +72,8 @@ d_pad           16-bit                                      float32 (and float64
 32              resident, 4 warps                           resident, 4 warps
 64              resident, 4 warps                           streamed K16, 4 warps, 3 stages
 128             streamed K32, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 3 stages, maxnreg
-256             streamed K32, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 3 stages, maxnreg
+256             streamed K32, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 4 stages (backward 3),
+                                                            maxnreg
 > 256           per-step kernels (below)                    per-step kernels
 ==============  ==========================================  ==========================================
 

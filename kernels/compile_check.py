@@ -74,26 +74,26 @@ OPTION_FLAGS = {
 }
 
 
-def _dispatched(cfg, dtype: str, nk: int) -> bool:
-    """Whether ``config.choose`` gives ``cfg`` to a call with ``nk`` attention compartments (some
-    option variants run the per-step kernels instead: config.STREAMED_ATTENTION_MAX_D / _MAX_K)."""
+def _dispatched(cfg, dtype: str, flags: Dict) -> bool:
+    """Whether ``config.choose`` gives ``cfg`` to a call with the option ``flags`` (some option
+    variants run the per-step kernels instead: config.STREAMED_ATTENTION_MAX_D / _MAX_K, _CROWDED_MAX_D)."""
     import importlib
 
     config = importlib.import_module("diru_fast.kernels.config")  # pure Python: no compiler needed
     d = 2 * config.STREAMED_MAX_D if cfg.mode == "step" else cfg.d_pad
-    return config.choose(d, dtype, nk) == cfg
+    return config.choose(d, dtype, flags["NK"], flags["HAS_MASK"] and flags["HAS_DECAY"]) == cfg
 
 
 def option_variants(cfg, dtype: str, every: bool = False) -> tuple:
     """The option variants compiled for (cfg, dtype) besides "none", only those the dispatcher runs
-    with ``cfg`` (attention at streamed d_pad 256, and more than 8 compartments at d_pad >= 128, run
-    the per-step kernels). ``every``: all of them, k = 4 and k = 18 (``--all-options``: about six
+    with ``cfg`` (attention at streamed d_pad 256, more than 8 compartments at d_pad >= 128, and
+    dropout with time decay at fp32 d_pad 256 run the per-step kernels). ``every``: all of them, k = 4 and k = 18 (``--all-options``: about six
     times the plain check's time, not run in CI). Otherwise a representative subset (about the plain
     check's time, run by the test suite): each option alone and all but attention at streamed d_pad =
     256 in fp32 (the tightest register budget); every option with and without time decay at resident
     d_pad = 64, streamed d_pad = 128 and per step in bf16, all but attention at streamed d_pad 256 in
     bf16 (the most work per regime)."""
-    names = [name for name in OPTION_FLAGS if name != "none" and _dispatched(cfg, dtype, OPTION_FLAGS[name]["NK"])]
+    names = [name for name in OPTION_FLAGS if name != "none" and _dispatched(cfg, dtype, OPTION_FLAGS[name])]
     if every:
         return tuple(names)
     if cfg.mode == "streamed" and cfg.d_pad == 256 and dtype == "float32":
@@ -260,7 +260,8 @@ def _compile_job(job) -> List[Dict]:
     rows = []
     for name, fn, constexprs in kernel_specs(cfg, dtype, even, options):
         start = time.perf_counter()
-        compiled = compile_kernel(fn, constexprs, dtype, arch, cfg.num_warps, cfg.num_stages, cfg.maxnreg)
+        stages = cfg.stages_bwd if name.startswith("bwd") else cfg.num_stages
+        compiled = compile_kernel(fn, constexprs, dtype, arch, cfg.num_warps, stages, cfg.maxnreg)
         row = dict(config=cfg.label(), mode=cfg.mode, dtype=dtype, even=even, options=options, kernel=name, arch=arch,
                    shared=int(compiled.metadata.shared), shared_limit=SHARED_LIMIT[arch],
                    ptx_bytes=len(compiled.asm["ptx"]), cubin_bytes=len(compiled.asm["cubin"]),

@@ -93,10 +93,10 @@ def _device_guard(device: torch.device):
 
 
 def _plan(config: Optional[cfgs.KernelConfig], d: int, batch: int, dtype: torch.dtype,
-          lengths: Optional[Tensor], placeholder: Tensor, k: int = 0):
+          lengths: Optional[Tensor], placeholder: Tensor, k: int = 0, crowded: bool = False):
     """(config, lengths pointer, constexpr flags) of one launch (``k`` attention compartments, 0:
     none); without lengths the kernel gets a placeholder pointer it never reads (HAS_LENGTHS=False)."""
-    cfg = config or cfgs.choose(d, str(dtype).replace("torch.", ""), k)
+    cfg = config or cfgs.choose(d, str(dtype).replace("torch.", ""), k, crowded)
     lens = lengths if lengths is not None else placeholder
     meta = dict(_meta(dtype), HAS_LENGTHS=lengths is not None,
                 EVEN_B=batch % cfg.block_b == 0, EVEN_D=_even(cfg, d))
@@ -160,7 +160,8 @@ def scan_fwd(
     saved = _empty((steps, batch, 4 * d + k) if need_saved else (0,), acc, device)
     if steps == 0 or batch == 0:
         return hs, saved
-    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k)
+    crowded = mask is not None and decay is not None  # cfgs.STREAMED_CROWDED_MAX_D
+    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k, crowded=crowded)
     flags, comp, mask_p, decay_p = _options(activation, compartment_of, mask, k, acc, placeholder=hs, decay=decay)
     meta.update(flags)
     with _device_guard(device):
@@ -271,7 +272,8 @@ def scan_bwd(
         if batch:
             d_h0.zero_()
         return d_p, d_zp, d_yp, d_h0
-    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k)
+    crowded = mask is not None and decay is not None  # cfgs.STREAMED_CROWDED_MAX_D
+    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k, crowded=crowded)
     flags, comp, mask_p, decay_p = _options(activation, compartment_of, mask, k, acc, placeholder=hs, decay=decay)
     meta.update(flags)
     with _device_guard(device):
@@ -286,7 +288,7 @@ def scan_bwd(
                 comp, w_e, mask_p, decay_p,
                 steps, batch, d, RESIDENT=cfg.mode == "resident",
                 BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
+                num_warps=cfg.num_warps, num_stages=cfg.stages_bwd, maxnreg=cfg.maxnreg, **meta)
         else:
             _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, cfg, meta,
                        comp, mask_p if flags["HAS_MASK"] else None, decay_p if flags["HAS_DECAY"] else None)
@@ -301,13 +303,13 @@ def _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_
     v = _empty((batch, d), saved.dtype, hs.device) if nk else hs  # do*u*s of the current step (attention)
     grid = (triton.cdiv(batch, cfg.block_b), triton.cdiv(d, cfg.block_n))
     tiles = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                 num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
+                 num_warps=cfg.num_warps, num_stages=cfg.stages_bwd, maxnreg=cfg.maxnreg, **meta)
     tiles = {key: v for key, v in tiles.items() if key != "HAS_DECAY"}
     plain = {key: v for key, v in tiles.items() if key not in ("RELU", "K_PAD", "HAS_MASK")}
     dh_tiles = dict(plain, HAS_DECAY=meta["HAS_DECAY"])
     att = dict(HAS_LENGTHS=meta["HAS_LENGTHS"], EVEN_B=meta["EVEN_B"], EVEN_D=meta["EVEN_D"], NK=nk,
                K_PAD=meta["K_PAD"], BLOCK_M=cfg.block_b, BLOCK_K=cfg.block_k, ACC_DT=meta["ACC_DT"],
-               num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+               num_warps=cfg.num_warps, num_stages=cfg.stages_bwd)
     last = steps - 1  # prologue: dh = grad_hs[T-1], d_yp[T-1]
     step.diru_bwd_step_dh[grid](d_yp[last], d_p[last], w_hh, lens, dh32, grad_hs[last], hs[last], d_yp[last],
                                 d_h0, hs, steps, batch, d, HAS_DOT=False, FINAL=False, **dh_tiles)

@@ -365,8 +365,9 @@ def test_cuda_checks_the_decay_argument():
 
 # (T, B, d, sizes, dropout, activation, decay): every option at d=48 (bf16: resident d_pad 64; fp32:
 # streamed); attention + dropout + decay streamed at d_pad 128 with masked lanes (bf16: 32-column
-# chunks); every option but attention streamed at d_pad 256 with full tiles; attention at d_pad 256
-# and 18 compartments at d_pad 128 (both routed to the per-step kernels); every option at d=300 (per step)
+# chunks); every option but attention at d_pad 256 with full tiles (bf16 streamed; fp32 per step: dropout
+# with decay); attention at d_pad 256 and 18 compartments at d_pad 128 (both routed to the per-step
+# kernels); every option at d=300 (per step)
 TRITON_OPTION_CASES = [(30, 9, 48, [5, 7, 12, 24], 0.3, "relu", True), (12, 16, 100, [33, 33, 34], 0.2, None, True),
                        (12, 32, 256, None, 0.2, "relu", True), (12, 32, 256, [64, 128, 64], 0.2, "relu", True),
                        (8, 16, 128, [7] * 17 + [9], None, None, False), (5, 5, 300, [100, 120, 80], 0.2, "relu", True)]

@@ -224,6 +224,9 @@ def test_dispatcher_size_classes():
     # 16 bit streams in 32-column chunks from d_pad 128 (4 bytes a thread: cp.async), fp32 in 16
     assert k.choose(100, "bfloat16").block_k == 32 and k.choose(256, "float16").block_k == 32
     assert k.choose(100, "float32").block_k == 16 and k.choose(64, "float32").block_k == 16
+    # fp32 at d_pad 256: four stages forward, three backward (each the spill-free choice on Triton 3.6 and 3.9)
+    wide = k.choose(256, "float32")
+    assert (wide.num_stages, wide.stages_bwd) == (4, 3) and k.choose(256, "bfloat16").stages_bwd == 3
     assert k.choose(64, "float32", 18).mode == "streamed" and k.choose(32, "bfloat16", 18).mode == "resident"
     assert k.choose(1, "bfloat16").d_pad == 16
     assert k.choose(100, "bfloat16").mode == "streamed"

@@ -69,8 +69,9 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
 def test_all_options_run_compiles_every_variant_the_dispatcher_runs():
     """``compile_check.py --all-options`` (run by hand, not in CI: about five times the suite's check)
     compiles every option variant, k = 4 and k = 18, that the dispatcher runs with each config; the
-    suite's subset is smaller. Attention at streamed d_pad 256, and k = 18 at streamed d_pad >= 128,
-    run the per-step kernels (config.choose): not built for the streamed configs."""
+    suite's subset is smaller. Attention at streamed d_pad 256, k = 18 at streamed d_pad >= 128 and
+    dropout with decay at fp32 d_pad 256 run the per-step kernels (config.choose): not built for the
+    streamed configs."""
     spec = importlib.util.spec_from_file_location("compile_check", ROOT / "kernels" / "compile_check.py")
     cc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cc)
@@ -81,7 +82,8 @@ def test_all_options_run_compiles_every_variant_the_dispatcher_runs():
     assert cc.OPTION_FLAGS["all_decay"] == dict(cc.OPTION_FLAGS["all"], HAS_DECAY=True)
     attention = {name for name in every if cc.OPTION_FLAGS[name]["NK"]}
     for d, dtype, excluded in ((64, "bfloat16", set()), (64, "float32", set()), (512, "float16", set()),
-                               (128, "bfloat16", {"attention18", "all18"}), (256, "float32", attention)):
+                               (128, "bfloat16", {"attention18", "all18"}),
+                               (256, "float32", attention | {"no_attention"}), (256, "bfloat16", attention)):
         cfg = config.choose(d, dtype)
         assert set(cc.option_variants(cfg, dtype, every=True)) == every - excluded, (d, dtype)
         assert set(cc.option_variants(cfg, dtype)) <= every - excluded
