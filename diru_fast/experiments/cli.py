@@ -262,6 +262,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=non_negative_int, default=0,
                    help="early stopping: stop after this many epochs without a better validation loss (0: off)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="parameter and data dtype")
+    p.add_argument("--raw-scale", action="store_true",
+                   help="train on the raw scale (otherwise inputs and targets are standardised with the training "
+                        "split's mean and std, MSEs in standardised units; the statistics go into the checkpoint)")
+    p.add_argument("--clip", type=float, default=1.0, help="clip the gradients' global norm (0: off)")
     p.add_argument("--resume-from", type=Path, default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--save-all-ranks", action="store_true",
                    help="under torchrun, every rank writes checkpoint.rank<r>.pt (to check they agree)")
@@ -295,6 +299,12 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         train_set = make_dataset(args.task, args.n_train, args.seq_len, derive_seed(args.task, args.seed, "train"))
         val_set = make_dataset(args.task, args.n_val, args.seq_len, derive_seed(args.task, args.seed, "val"))
+        stats = None
+        if not args.raw_scale:
+            from .study import _Standardised, standardisation
+
+            stats = standardisation(train_set)  # the training split's statistics only
+            train_set, val_set = _Standardised(train_set, stats), _Standardised(val_set, stats)
         if dtype != torch.float32:
             for ds in (train_set, val_set):
                 ds.x, ds.y = ds.x.to(dtype), ds.y.to(dtype)
@@ -310,10 +320,11 @@ def _run_train(args: argparse.Namespace) -> int:
             optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           shuffle_seed=derive_seed(args.task, args.seed, "shuffle"), patience=args.patience or None,
-                          progress=not args.quiet, desc=f"{args.task}/{spec.kind}")
+                          progress=not args.quiet, desc=f"{args.task}/{spec.kind}", clip_norm=args.clip or None)
         history = train(model, train_set, val_set, cfg, ctx=ctx, optimizer=optimizer, history=history)
         extra = {"task": args.task, "seed": args.seed, "world_size": ctx.world_size, "command": args.command_line,
-                 "model_spec": spec.to_dict()}
+                 "model_spec": spec.to_dict(), "units": "raw" if stats is None else "standardized",
+                 "standardisation": None if stats is None else dict(zip(("x_mean", "x_std", "y_mean", "y_std"), stats))}
         if args.save_all_ranks:
             save_checkpoint(args.out / f"checkpoint.rank{ctx.rank}.pt", model, spec, optimizer, history, extra)
         if ctx.is_main:
@@ -321,7 +332,8 @@ def _run_train(args: argparse.Namespace) -> int:
             atomic_write_text(args.out / "history.json", json.dumps(dict(history.to_dict(), **extra,
                                                                          params=count_params(model)), indent=1))
             print(f"{args.task}/{spec.kind} d={spec.hidden_size} ({count_params(model):,} params), "
-                  f"{history.epochs} epochs: train {history.train_loss[-1]:.5g}, val {history.val_loss[-1]:.5g}; "
+                  f"{history.epochs} epochs: train {history.train_loss[-1]:.5g}, val {history.val_loss[-1]:.5g} "
+                  f"({extra['units']} units); "
                   f"wrote {path}")
     finally:
         distributed.shutdown(ctx)

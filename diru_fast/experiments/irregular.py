@@ -964,7 +964,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the first tuning seed (disjoint from the test seeds)")
     p.add_argument("--clip", type=float, default=base.clip_norm, help="gradient clipping norm (0: off)")
     p.add_argument("--raw-scale", action="store_true",
-                   help="no standardisation (default: value column and target standardised, training statistics)")
+                   help="no standardisation (otherwise the value column and the target are standardised, training statistics)")
     p.add_argument("--max-epochs", type=positive_int, default=base.max_epochs, help="at most this many epochs")
     p.add_argument("--patience", type=positive_int, default=base.patience,
                    help="early stopping: stop after this many epochs without a better validation MSE")
