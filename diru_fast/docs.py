@@ -361,9 +361,24 @@ def block_section(args: List[str], opts: Dict[str, str], root: Path) -> List[str
     return body.splitlines() + ["", _source_line([args[0]], root)]
 
 
+def block_line(args: List[str], opts: Dict[str, str], root: Path) -> List[str]:
+    """``line PATH "REGEX"``: the first line of the file PATH that matches REGEX (a report's
+    ``Command:`` line, say), verbatim."""
+    if len(args) != 2:
+        raise DocsError("line takes PATH and REGEX")
+    file = root / args[0]
+    if not file.exists():
+        raise DocsError(f"{args[0]} does not exist")
+    for text in file.read_text().splitlines():
+        if re.search(args[1], text):
+            return [text]
+    raise DocsError(f"{args[0]}: no line matches {args[1]!r}")
+
+
 BLOCKS: Dict[str, Callable[[List[str], Dict[str, str], Path], List[str]]] = {
     "table": block_table,
     "section": block_section,
+    "line": block_line,
     "speed": block_speed,
     "times": block_times,
     "gflops": block_gflops,
