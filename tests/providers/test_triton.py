@@ -224,6 +224,12 @@ def test_dispatcher_size_classes():
     # 16 bit streams in 32-column chunks from d_pad 128 (4 bytes a thread: cp.async), fp32 in 16
     assert k.choose(100, "bfloat16").block_k == 32 and k.choose(256, "float16").block_k == 32
     assert k.choose(100, "float32").block_k == 16 and k.choose(64, "float32").block_k == 16
+    # every streamed chunk of the left operand (16 rows x BLOCK_K) is at least the 4 bytes a thread that
+    # cp.async moves: else Triton loads it synchronously every chunk (ld.global, st.shared, a barrier)
+    for cfg, dtype in k.all_configs():
+        if cfg.mode == "streamed":
+            size = 4 if dtype == "float32" else 2
+            assert cfg.block_b * cfg.block_k * size / (32 * cfg.num_warps) >= 4, (cfg.label(), dtype)
     # fp32 at d_pad 256: four stages forward, three backward (each the spill-free choice on Triton 3.6 and 3.9)
     wide = k.choose(256, "float32")
     assert (wide.num_stages, wide.stages_bwd) == (4, 3) and k.choose(256, "bfloat16").stages_bwd == 3
