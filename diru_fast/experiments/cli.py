@@ -230,12 +230,15 @@ def _run_demo(args: argparse.Namespace) -> int:
                                lr_table=table, extra=demo.agreement_section)
 
 
+STUDY_TITLE = "DIRU vs LSTM and GRU on the prototype's tasks, every model tuned alike"
+
+
 def _add_study(p: argparse.ArgumentParser) -> None:
     _add_study_arguments(p, {}, "diru_study")
 
 
 def _run_study(args: argparse.Namespace) -> int:
-    return _run_study_pipeline(args, "DIRU vs LSTM and GRU: the prototype's study")
+    return _run_study_pipeline(args, STUDY_TITLE)
 
 
 # ------------------------------------------------------------------------------------- train

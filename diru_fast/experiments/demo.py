@@ -22,8 +22,8 @@ STUDY_SOURCE = "results/study (provisional: to be filled from the regenerated st
 # {task: {model kind: Adam lr}}: the rate the full study picked on validation (tuning seeds)
 DEMO_LR: Dict[str, Dict[str, float]] = {
     "sine": {"diru": 3e-3, "lstm": 3e-3, "lstm_fb1": 3e-3, "gru": 3e-3},
-    "memory": {"diru": 3e-3, "lstm": 3e-3, "lstm_fb1": 3e-3, "gru": 3e-3},
-    "lorenz": {"diru": 3e-3, "lstm": 3e-3, "lstm_fb1": 3e-3, "gru": 3e-3},
+    "memory": {"diru": 3e-4, "lstm": 3e-2, "lstm_fb1": 3e-4, "gru": 3e-2},
+    "lorenz": {"diru": 1e-3, "lstm": 3e-3, "lstm_fb1": 3e-2, "gru": 1e-2},
 }
 
 # {task: {baseline key: verdict of "DIRU beats it"}} in the full study
