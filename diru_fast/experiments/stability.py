@@ -150,7 +150,7 @@ def write_report(out: pathlib.Path, runs: Sequence[dict], command: str, wall: fl
               "(embedding, 2-layer RNN, dropout 0.2 between layers and around the RNN, untied linear decoder) on "
               "the public-domain Shakespeare corpus shipped in `diru_fast/experiments/data/shakespeare`."), "",
              "## Rules (fixed before the runs)", "", RULES, "",
-             "## Setup", "", f"- command: `{command}`", f"- wall time of the last invocation: {wall:.0f} s "
+             "## Setup", "", f"- command: `{command}`", f"- wall time: {wall:.0f} s "
              f"(2 shared CPU cores, one thread per run; a rerun skips the runs already in runs.jsonl)",
              f"- training time of all {len(runs)} runs (sum of their epochs): {sum(sum(r['epoch_seconds']) for r in runs):.0f} s",
              *[f"- {k}: {v}" for k, v in meta.items()], "",
@@ -227,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
                 "machine": f"{platform.processor() or platform.machine()}, torch {__import__('torch').__version__}"}
     else:
         corpus = lm.load_corpus(args.corpus, args.train_tokens, args.eval_tokens)
-    meta = meta if args.task != "lm" else {"corpus": f"{args.corpus} (first {args.train_tokens} train tokens, {args.eval_tokens} valid/test tokens, "
+    shown = "diru_fast/experiments/data/shakespeare" if args.corpus == str(lm.CORPUS_DIR) else args.corpus
+    meta = meta if args.task != "lm" else {"corpus": f"{shown} (first {args.train_tokens} train tokens, {args.eval_tokens} valid/test tokens, "
                       f"vocabulary {corpus.vocab_size})",
             "unigram valid ppl": f"{math.exp(lm.unigram_loss(corpus)):.1f}",
             "model": f"emsize = nhid = {args.size}, 2 layers, dropout 0.2, bptt 35, batch 20, {args.epochs} epochs",
