@@ -326,7 +326,7 @@ def block_verdicts(args: List[str], opts: Dict[str, str], root: Path) -> List[st
             task, a, b = column(header, "task"), header.index("A"), header.index("B")
             imp, holm, verdict = column(header, "lower than", "improvement"), column(header, "Holm"), column(header, "verdict")
             for r in body:
-                if "decay" in r[a] and "DIRU" in r[b]:
+                if "DIRU" in r[a] or "DIRU" in r[b]:
                     rows.append([f"{r[a]} vs {r[b]}, irregular {r[task]}", ref, r[imp], r[holm], f"**{_verdict(r[verdict])}**"])
         elif key == "report":  # PATH#HEADING: any verdict table (set/task, comparison, estimate, Holm p, verdict)
             path, _, heading = value.partition("#")
