@@ -231,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
 
     def meta() -> dict:
         return {"command": f"`{command}`", "wall time": f"{time.perf_counter() - start:.0f} s (2 shared CPU cores, "
-                f"{args.threads} thread)", "corpus": f"first {args.train_tokens or 'all'} training tokens; valid "
+                f"{args.threads} thread)", "corpus": (f"first {args.train_tokens} training tokens" if args.train_tokens else
+                                    f"all {corpus.train.numel()} training tokens") + "; valid "
                 f"{corpus.valid.numel()} and test {corpus.test.numel()} tokens; vocabulary {corpus.vocab_size}",
                 "model": f"emsize = nhid = {args.size}, 2 layers, dropout 0.2, untied, bptt 35, batch 20",
                 "training": f"{args.optimizer} (clip {args.clip:g}), {args.epochs} epochs, lr grid {args.lrs}, "
