@@ -82,9 +82,13 @@ struct LaneF {
     return (value)((mask & (VecI)a) | (~mask & (VecI)b));
   }
 
-  // exp(x), relative error ~2 ulp on [-87, 88]. x is clamped to that range first (exp(-87) is
-  // 1.6e-38, below every value the recurrence can resolve); NaN stays NaN.
+  // exp(x), relative error ~2 ulp on [-87, 88]; beyond, as float32 rounds it: +inf above
+  // log(FLT_MAX) = 88.72, 0 below -87.34 (where exp underflows into the subnormals: at most 1.2e-38
+  // from the true value), so sigmoid and tanh reach 0 and +-1 exactly as torch's do, with no floor
+  // of exp(-87) (sigmoid(-1e36) must be 0, not 6e-39: times a relu output of 1e36 that floor was
+  // 0.006). The polynomial runs on x clamped to [-87, 88]; NaN stays NaN.
   static DIRU_INLINE value exp(value x) {
+    const VecI overflow = x > 88.7228391f, underflow = x < -87.3365448f;
     x = select(x > 88.0f, splat(88.0f), x);
     x = select(x < -87.0f, splat(-87.0f), x);
     // x = n ln2 + f, |f| <= ln2 / 2; n by round-to-nearest with the 1.5 * 2^23 trick
@@ -102,7 +106,7 @@ struct LaneF {
     p = p * f * f + f + 1.0f;
     // scale by 2^n through the exponent bits (n in [-126, 127] after the clamp)
     VecI e = (__builtin_convertvector(n, VecI) + 127) << 23;
-    return p * (value)e;
+    return select(underflow, splat(0.0f), select(overflow, splat(__builtin_inff()), p * (value)e));
   }
 
   static DIRU_INLINE value sigmoid(value x) { return 1.0f / (1.0f + exp(-x)); }

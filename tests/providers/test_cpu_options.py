@@ -267,3 +267,27 @@ def test_bad_options_are_refused():
     with pytest.raises(RuntimeError, match="decay"):  # the call's dtype
         cpu.scan_fwd(*args, None, True, compartment_of=opts["compartment_of"], decay=decay.float())
     assert cpu.OPTIONS == {"relu", "attention", "dropout", "time_decay"}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_float32_gates_saturate_to_exactly_zero_and_one_at_extreme_inputs(isa):
+    """sigmoid and tanh at inputs far past exp's range are 0 and +-1 exactly, as torch's (no floor of
+    exp(-87): relu(1e36) * sigmoid(-1e36) once gave 0.0061 where torch gives 0)."""
+    T, B, d = 2, 3, 16
+    a, opts = _inputs(T, B, d, "relu", seed=7, dtype=torch.float32)
+    big = torch.tensor([1e36, -1e36, 1e30, -1e30, 100.0, -100.0, 89.0, -89.0, 88.8, -88.8, 87.5, -87.5])
+    xp = torch.zeros(T, B, 3 * d)
+    xp[..., :big.numel()] = big  # u = relu(a): 1e36, 0, ...
+    xp[..., d:d + big.numel()] = -big  # s = sigmoid(-a): 0 where u is huge
+    xp[..., 2 * d:2 * d + big.numel()] = big.flip(0)
+    a = dict(a, xp=xp, w_hh=a["w_hh"] * 0, h0=a["h0"] * 0)
+    want_hs, want_saved = contract.scan_fwd(**a, lengths=None, need_saved=True, activation="relu")
+    with cpu_isa(isa, 1):
+        hs, saved = cpu.scan_fwd(a["xp"], a["h0"], a["w_hh"], a["w_int"], a["b_int"], a["w_out"], a["b_out"], None,
+                                 True, activation="relu")
+    u, s, r = saved[..., :d], saved[..., d:2 * d], saved[..., 3 * d:4 * d]
+    torch.testing.assert_close(s, want_saved[..., d:2 * d], rtol=1e-6, atol=0)  # 0 exactly where torch's is 0
+    torch.testing.assert_close(r, want_saved[..., 3 * d:4 * d], rtol=1e-6, atol=0)
+    assert (u * s)[..., 0].eq(0).all() and (u * s)[..., 2].eq(0).all()  # relu(1e36) * sigmoid(-1e36) = 0
+    torch.testing.assert_close(hs, want_hs, rtol=1e-5, atol=1e-6)
+
