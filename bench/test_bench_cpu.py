@@ -14,8 +14,9 @@ Each DIRU case also runs its torch.nn counterpart once before every timed round 
 sides of each ratio are measured seconds apart, so the drift of a shared machine cancels.
 
 ``test_option``: the cell options (``diru_fast.benchmarking.OPTION_VARIANTS``: relu, attention over
-k = 4 compartments, dropout 0.1, all three) at ``OPTION_CASES`` (prototype shape, training step and
-no-grad forward) on the ``auto`` backend, each round paired the same way with a round of the plain
+k = 4 compartments, dropout 0.1, time decay, all four) at ``OPTION_CASES`` (prototype and large shapes,
+training step and no-grad forward) on the ``auto`` backend (``DIRU_FAST_CPU_ISA=avx2`` times the C++
+kernel's AVX2 path on an AVX-512 machine), each round paired the same way with a round of the plain
 DIRU (``ratio_vs_plain``); the plain DIRU itself is timed once more as the table's reference.
 """
 
