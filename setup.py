@@ -19,11 +19,22 @@ pure-PyTorch path with a warning.
 
 import importlib.util
 import os
+import re
 import sys
 
 from setuptools import setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    """``__version__`` from diru_fast/__init__.py, read from its text (importing the package needs
+    torch): one version string for pip and for ``diru_fast.__version__``."""
+    with open(os.path.join(HERE, "diru_fast", "__init__.py"), encoding="utf-8") as f:
+        match = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", f.read(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError("diru_fast/__init__.py has no __version__ = \"...\" line")
+    return match.group(1)
 
 
 def _load_build_helpers():
@@ -103,16 +114,18 @@ ext_modules, cmdclass = extensions()
 
 setup(
     name="diru_fast",
-    version="0.1.0",
+    version=read_version(),
     description="Fast, verified Dendrite-Inspired Recurrent Units (DIRU) for PyTorch",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=["diru_fast", "diru_fast.scan", "diru_fast.providers", "diru_fast.kernels", "diru_fast.csrc",
               "diru_fast.experiments", "diru_fast.analyses"],
     package_dir={"diru_fast.kernels": "kernels", "diru_fast.csrc": "csrc"},
     package_data={"diru_fast.csrc": ["*.cpp", "*.h", "*.cu", "*.cuh", "cuda/*.cu", "cuda/*.cuh", "cuda/*.cpp",
-                                     "cuda/*.py"]},
+                                     "cuda/*.py"],
+                  # the word-level language model's corpus (python -m diru_fast lm / stability)
+                  "diru_fast.experiments": ["data/shakespeare/*.txt", "data/shakespeare/README.md"]},
     install_requires=["torch>=2.3", "numpy"],
     extras_require={
         # everything the test suite needs: it skips nothing for a missing package. triton: the kernels
@@ -130,6 +143,8 @@ setup(
         "experiments": ["tqdm", "matplotlib"],  # python -m diru_fast demo / study
         # python -m diru_fast analyses (specialization, gradient-flow, memory-capacity, real-data)
         "analyses": ["matplotlib", "scipy", "statsmodels", "pandas", "scikit-learn"],
+        # python -m diru_fast ucr: the UCR/UEA sets aeon ships in its wheel, and its MiniRocket
+        "benchmarks": ["aeon>=1.0"],
     },
     entry_points={"console_scripts": ["diru-fast = diru_fast.cli:main"]},
     ext_modules=ext_modules,

@@ -18,9 +18,12 @@ Fair anchors (rows by ``impl``):
   *off* (``torch.backends.cudnn.allow_tf32 = False``: fp32 FFMA); and ``triton_tf32`` (plain TF32,
   what ``torch.backends.cuda.matmul.allow_tf32 = True`` selects) against ``lstm_tf32`` (cuDNN's
   default, TF32 on);
-- float16: cuDNN's persistent algorithm (the fastest LSTM it has) runs only for float16, one
-  layer, hidden and input sizes multiples of 128, batch a multiple of 8 and <= 128: those rows
-  are flagged ``persistent_eligible`` and the CUDA kernel names cuDNN launched are recorded;
+- cuDNN's algorithm: PyTorch asks for CUDNN_RNN_ALGO_PERSIST_STATIC_SMALL_H (every dtype but double,
+  hidden size <= 192 forward, <= 128 backward), else CUDNN_RNN_ALGO_PERSIST_STATIC (float16, one
+  layer, hidden and input sizes multiples of 128, batch a multiple of 8 and <= 128), else the
+  standard algorithm (``gpu_model.cudnn_algo``): rows carry ``cudnn_algo_fwd`` / ``cudnn_algo_bwd``
+  by that rule and ``cudnn_kernels``, the CUDA kernel names the profiler saw cuDNN run (one probe per
+  dtype, mode, d and batch class), so the first run shows which algorithm really ran;
 - bfloat16: whether ``nn.LSTM`` reaches cuDNN is probed once (profiler op names): rows say
   ``lstm_path`` "cudnn" or "native" (PyTorch's slow per-step loop), and if it raises, the rows are
   skipped with the error as the reason.
@@ -167,6 +170,35 @@ def lstm_probe(dtype: torch.dtype, device: torch.device, B: int = 16, d: int = 1
                 persistent_kernel=any("persist" in k.lower() for k in kernels))
 
 
+def cuda_kernel_names(step: Callable[[], None], device: torch.device, limit: int = 24) -> List[str]:
+    """The CUDA kernels one call of ``step`` launches, by the profiler (for nn.LSTM: which cuDNN
+    algorithm really ran; persistent kernels carry "persist" in their names)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize(device)
+    except Exception as exc:  # noqa: BLE001  (the names are evidence, not a step of the grid)
+        return [f"profiler failed: {type(exc).__name__}"]
+    names = sorted({e.name for e in prof.events() if "cuda" in str(getattr(e, "device_type", "")).lower()})
+    return names[:limit]
+
+
+def algo_flags(row: Dict) -> str:
+    """Summary flags of an nn.LSTM row: the algorithm PyTorch asks cuDNN for (S = persistent small-h, P =
+    persistent static; capital forward, lower-case backward) and "?" when the kernel names the profiler
+    recorded disagree (a "persist" kernel where the rule says standard, or none where it says persistent)."""
+    fwd, bwd = row.get("cudnn_algo_fwd"), row.get("cudnn_algo_bwd")
+    flags = gpu_model.ALGO_FLAG.get(fwd or "standard", "") + gpu_model.ALGO_FLAG.get(bwd or "standard", "").lower()
+    kernels = row.get("cudnn_kernels")
+    if kernels and not kernels[0].startswith("profiler failed"):
+        ran_persistent = any("persist" in k.lower() for k in kernels)
+        if ran_persistent != ((fwd or "standard") != "standard" or (bwd or "standard") != "standard"):
+            flags += "?"
+    return flags
+
+
 def make_step(model: torch.nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
     params = [p for p in model.parameters()]
     if mode == "fwd":
@@ -227,7 +259,8 @@ def bench_grid(args, device: torch.device, log) -> Dict:
                                 _measure(args, device, grid, timer, deadline, impl, dtype_name, dtype, T, B, d,
                                          mode, rows, skipped, ref_t50, probes, log)
     return dict(rows=rows, skipped=skipped,
-                lstm_probes={str(k)[6:]: v for k, v in probes.items()})
+                lstm_probes={str(k)[6:]: v for k, v in probes.items() if isinstance(k, torch.dtype)},
+                cudnn_kernels={"/".join(map(str, k[1:])): v for k, v in probes.items() if isinstance(k, tuple)})
 
 
 def _measure(args, device, grid, timer, deadline, impl, dtype_name, dtype, T, B, d, mode, rows, skipped,
@@ -261,7 +294,14 @@ def _measure(args, device, grid, timer, deadline, impl, dtype_name, dtype, T, B,
                includes_input_projection=True, tf32=impl.endswith("_tf32"))
     if impl.startswith("lstm"):
         row["lstm_path"] = probes.get(dtype, {}).get("path", "native")
-        row["persistent_eligible"] = gpu_model.persistent_eligible(B, d, d, dtype_name)
+        row["cudnn_algo_fwd"] = gpu_model.cudnn_algo(B, d, d, dtype_name, "fwd")
+        row["cudnn_algo_bwd"] = gpu_model.cudnn_algo(B, d, d, dtype_name, "bwd") if mode == "fwdbwd" else None
+        if device.type == "cuda":
+            probe_key = ("kernels", impl, dtype_name, mode, d, B <= 128)
+            if probe_key not in probes:
+                with precision(impl):
+                    probes[probe_key] = cuda_kernel_names(step, device)
+            row["cudnn_kernels"] = probes[probe_key]
     rows.append(row)
     log(f"{impl:11} {dtype_name:8} {mode:6} B{B:<4} T{T:<4} d{d:<4} {ms:9.3f} ms"
         + ("" if mem is None else f"  peak {mem:8.1f} MB"))
@@ -270,8 +310,8 @@ def _measure(args, device, grid, timer, deadline, impl, dtype_name, dtype, T, B,
 def summarize(rows: List[Dict]) -> str:
     """The grid table: per (dtype, mode, B, T, d) the times, the ratio cuDNN / triton (> 1: triton
     faster; float32 also for the TF32 pair) beside the one bench/gpu_model.py predicts, the ratio
-    to the reference loop, and peak memory. Flags: P = cuDNN's persistent algorithm is eligible
-    there; n = nn.LSTM did not reach cuDNN (PyTorch's own loop); * = reference extrapolated in T."""
+    to the reference loop, and peak memory. Flags: :func:`algo_flags` (the cuDNN algorithm); n = nn.LSTM
+    did not reach cuDNN (PyTorch's own loop); * = reference extrapolated in T."""
     by = {}
     for r in rows:
         by.setdefault((r["dtype"], r["mode"], r["B"], r["T"], r["d"]), {})[r["impl"]] = r
@@ -298,8 +338,7 @@ def summarize(rows: List[Dict]) -> str:
         vs_ref = f"{ref['ms'] / tri['ms']:.1f}" if tri and ref else "-"
         t32, l32 = cell.get("triton_tf32"), cell.get("lstm_tf32")
         vs_tf32 = f"{l32['ms'] / t32['ms']:.2f}" if t32 and l32 else "-"
-        flags = ("P" if lstm and lstm.get("persistent_eligible") else "") + \
-                ("n" if lstm and lstm.get("lstm_path") == "native" else "")
+        flags = (algo_flags(lstm) if lstm else "") + ("n" if lstm and lstm.get("lstm_path") == "native" else "")
         if tri and lstm:
             total += 1
             wins += tri["ms"] <= lstm["ms"]
@@ -311,9 +350,11 @@ def summarize(rows: List[Dict]) -> str:
                      f"{lstm_txt:>9} {ms('reference'):>10} | {vs_lstm:>8} "
                      f"{'-' if model is None else f'{model:.2f}':>6} {vs_ref:>8} | {ms('triton_tf32'):>9} "
                      f"{ms('lstm_tf32'):>9} {vs_tf32:>6} | {mb('triton'):>8} {mb('lstm'):>8}")
-    lines.append("flags: P = cuDNN's persistent algorithm eligible (float16, d and n multiples of 128, B % 8 == 0 and "
-                 "<= 128); n = nn.LSTM ran without cuDNN; * = reference extrapolated linearly in T from T=50; "
-                 "model = bench/gpu_model.py's prediction of lstm/tri")
+    lines.append("flags: cuDNN algorithm PyTorch picks, S = persistent small-h (d <= 192 fwd, <= 128 bwd), P = "
+                 "persistent static (float16, d and n multiples of 128, B % 8 == 0 and <= 128), capital forward, "
+                 "lower-case backward; ? = the profiled kernel names disagree; n = nn.LSTM ran without cuDNN; "
+                 "* = reference extrapolated linearly in T from T=50; model = bench/gpu_model.py's prediction of "
+                 "lstm/tri")
     lines.append(f"triton no slower than cuDNN LSTM at {wins}/{total} points; >= 30x faster than the reference "
                  f"loop at {ref_ok}/{ref_total} points")
     return "\n".join(lines)
@@ -388,7 +429,9 @@ def environment(device: torch.device) -> Dict:
         env["commit"] = ""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        env["backends"] = diru_fast.available_backends(device)
+        # the GPU backends and torch only: asking about "cpu" builds the C++ CPU kernel on the spot
+        # where the install left it out (gpu_check.sh installs without extensions): minutes
+        env["backends"] = [b for b in ("triton", "cuda", "torch") if diru_fast.backends.why_unavailable(b, device) is None]
     return env
 
 
@@ -501,10 +544,30 @@ def _build_status(out: Path) -> Tuple[str, bool]:
     return status or "not built", False
 
 
+SCREEN_LIMIT = 2000  # characters: the last screen of gpu_check.sh (what a lent GPU machine surely returns)
+
+
 def final_summary(out: Path, dry_run: bool = False) -> Tuple[str, bool]:
-    """gpu_check.sh's last screen: per backend built / tests run / passed / failed, then the grid
+    """gpu_check.sh's final_summary.txt: per backend built / tests run / passed / failed, then the grid
     (time and ratio against cuDNN nn.LSTM per point), then one verdict line. A backend that is
     unavailable or ran zero tests FAILS; so does a step that left no report (timed out)."""
+    table, grid, _, verdict, ok = _final_parts(out, dry_run)
+    return "\n".join(table + ([grid] if grid else []) + [verdict]), ok
+
+
+def final_screen(out: Path, dry_run: bool = False) -> Tuple[str, bool]:
+    """gpu_check.sh's last screen, at most SCREEN_LIMIT characters: the table of final_summary, the
+    grid's headline (the whole grid is in final_summary.txt), where the files are, the verdict last."""
+    table, _, headline, verdict, ok = _final_parts(out, dry_run)
+    files = "full grid: final_summary.txt; every log and report: gpu_check.tar.gz (in $OUT)"
+    lines = [line[:160] for line in table + headline] + [files]
+    while len("\n".join(lines + [verdict])) > SCREEN_LIMIT and len(lines) > 1:
+        lines.pop(-2)  # never the verdict; the table's rows first come before the grid's headline
+    return "\n".join(lines + [verdict]), ok
+
+
+def _final_parts(out: Path, dry_run: bool = False):
+    """(table lines, grid text, grid headline lines, verdict line, ok) of the last screen."""
     env = json.loads((out / "env.json").read_text()) if (out / "env.json").is_file() else {}
     steps = {}
     if (out / "steps.tsv").is_file():
@@ -544,8 +607,12 @@ def final_summary(out: Path, dry_run: bool = False) -> Tuple[str, bool]:
         counts = junit_counts(out / xml)
         c = counts or dict(run="-", passed="-", failed="-", skipped="-")
         if dry_run:
-            verdict = "dry run (GPU tests collected and skipped)" if counts is not None else "FAILED: no report"
-            if counts is None:
+            # the same path as on a GPU up to the GPU itself: triton's only reason may be the missing GPU
+            # (an uninstalled package or an old triton fails here as it would there)
+            other = sorted({r for r in reasons.values() if "no CUDA GPU is visible" not in r}) if name == "triton" else []
+            verdict = ("FAILED: " + other[0][:120] if other else
+                       "dry run (GPU tests collected and skipped)" if counts is not None else "FAILED: no report")
+            if other or counts is None:
                 problems.append(name)
             rows.append((name, "dry run", c["run"], c["passed"], c["failed"], c["skipped"], verdict))
             continue
@@ -594,7 +661,8 @@ def final_summary(out: Path, dry_run: bool = False) -> Tuple[str, bool]:
     ok = not problems
     verdict = ("VERDICT: passed" if ok else "VERDICT: FAILED (" + ", ".join(problems) + ")") + \
         (" [dry run: no GPU was used]" if dry_run else "")
-    return "\n".join(table + ([grid] if grid else []) + [verdict]), ok
+    headline = [line for line in grid.splitlines() if line.startswith("triton no slower")]
+    return table, grid, headline, verdict, ok
 
 
 def write_history(path: Path, env: Dict, rows: List[Dict]) -> None:
@@ -629,7 +697,7 @@ def main(argv=None) -> int:
             return 0
         text, ok = final_summary(args.out, args.dry_run)
         (args.out / "final_summary.txt").write_text(text + "\n")
-        print(text)
+        print(final_screen(args.out, args.dry_run)[0])
         return 0 if ok else 1
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_bench: no CUDA GPU visible (torch.cuda.is_available() is False); use --device cpu --tiny "

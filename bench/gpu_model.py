@@ -40,9 +40,13 @@ class Hardware:
     l2_latency_us: float = 0.30  # load-to-use under load, ~550 cycles
     hbm_latency_us: float = 0.60
     cta_barrier_us: float = 0.03  # bar.sync of 8 warps, with the store before it
-    grid_barrier_us: float = 1.0  # cuDNN persistent: one grid-wide barrier per step
+    grid_barrier_us: float = 1.0  # cuDNN persistent (both kinds): one grid-wide barrier per step
     launch_us: float = 2.5  # back-to-back kernels on one stream
     mma_efficiency: float = 0.5  # of peak, M = 16-row tiles with short K chains
+    # every tl.dot of the kernels compiles to mma.sync (Ampere's instruction; no wgmma: see
+    # kernels/compile_check.py tf32x3_ptx_counts), which reaches only part of H100's datasheet peak
+    # (that peak is wgmma's)
+    mma_sync_fraction: float = 0.6
     fp32_lanes_per_clk_sm: float = 128.0
     mufu_per_clk_sm: float = 16.0  # ex2 / rcp
     fixed_fwd_us: float = 40.0  # Python, autograd, input GEMM launch: one DIRULayer / nn.LSTM call
@@ -63,12 +67,34 @@ def kernel_class(d: int, dtype: str) -> str:
     return "streamed" if d_pad <= 256 else "step"
 
 
+def block_k(d: int, dtype: str) -> int:
+    """The streamed kernels' K chunk (kernels/config.py): 32 in 16 bit from d_pad 128, else 16."""
+    d_pad = max(16, 1 << (d - 1).bit_length())
+    return 32 if dtype != "float32" and d_pad >= 128 else 16
+
+
+#: CTA barriers (bar.sync) of one time step of the resident kernels, counted in their PTX (Triton 3.6,
+#: sm_90, bf16 d_pad 64: the whole loop body; Triton 3.9's backward has 42)
+RESIDENT_BARRIERS = {"fwd": 24, "bwd": 58}
+
+
+def barriers(d: int, dtype: str, direction: str) -> int:
+    """CTA barriers per step: the resident count, plus one per K-chunk iteration in the streamed kernels
+    (the pipelined loop hands its shared buffer over at each): 3 d / BLOCK_K forward (three products
+    over K = d), 5 d / BLOCK_K backward (K = d, d and 3 d). At d = 256, K16: 72 forward, 138 backward."""
+    klass = kernel_class(d, dtype)
+    base = RESIDENT_BARRIERS[direction]
+    if klass != "streamed":
+        return base
+    return base + (3 if direction == "fwd" else 5) * d // block_k(d, dtype)
+
+
 def _mma_us(flop: float, dtype: str, hw: Hardware) -> float:
-    """Tensor-core time of ``flop`` on one SM: fp32 runs 3xTF32 (three TF32 MMAs, half the
-    16-bit rate each: 6x the 16-bit time)."""
+    """Tensor-core time of ``flop`` on one SM with mma.sync: fp32 runs 3xTF32 (three TF32 MMAs, half
+    the 16-bit rate each: 6x the 16-bit time)."""
     per_sm = hw.tc16_tflops / hw.sms * 1e6  # FLOP per microsecond
     slow = 6.0 if dtype == "float32" else 1.0
-    return flop * slow / (per_sm * hw.mma_efficiency)
+    return flop * slow / (per_sm * hw.mma_efficiency * hw.mma_sync_fraction)
 
 
 def diru_step(B: int, d: int, dtype: str, direction: str, hw: Hardware = H100) -> Dict[str, float]:
@@ -91,28 +117,37 @@ def diru_step(B: int, d: int, dtype: str, direction: str, hw: Hardware = H100) -
     t_l2_all = programs * l2 / (hw.l2_tbs * 1e6)
     t_smem = smem / (hw.smem_bytes_per_clk_sm * per_clk)
     t_elem = instr / (hw.fp32_lanes_per_clk_sm * per_clk) + mufu / (hw.mufu_per_clk_sm * per_clk)
-    barriers = 0 if klass == "resident" else 3
+    # 3xTF32 splits every fp32 operand on the CUDA cores (cvt.rna.tf32 for the high part, sub.f32 for
+    # the low: two instructions an element): streamed, the 5 d^2 weights each step and the [16, d]
+    # left operands; resident, the weights once per launch, so only the left operands
+    split = 0.0
+    if dtype == "float32":
+        split = 2 * ((5 * d * d if klass == "streamed" else 0) + 16 * 5 * d) / (hw.fp32_lanes_per_clk_sm * per_clk)
+    n_bar = barriers(d, dtype, direction)
     # dependency latency: each step first waits for its per-step inputs (xp[t] fwd, the saved gates
     # bwd: not prefetched across steps) and, streamed, for the first weight chunk of each product
     t_lat = hw.hbm_latency_us + (3 * hw.l2_latency_us if klass == "streamed" else 0.0) \
-        + barriers * hw.cta_barrier_us
+        + n_bar * hw.cta_barrier_us
     bound = max(t_mma, t_l2_sm, t_l2_all, t_smem)
     limiter = {t_mma: "tensor cores", t_l2_sm: "L2 stream (one SM)", t_l2_all: "L2 (all SMs)",
                t_smem: "shared memory"}[bound]
     return dict(klass=klass, programs=programs, sms=min(programs, hw.sms), flop=flop, l2_bytes=l2,
-                smem_bytes=smem, barriers=barriers, t_mma=t_mma, t_l2=max(t_l2_sm, t_l2_all), t_smem=t_smem,
-                t_elem=t_elem, t_lat=t_lat, limiter=limiter, us=bound + t_elem + t_lat)
+                smem_bytes=smem, barriers=n_bar, t_mma=t_mma, t_l2=max(t_l2_sm, t_l2_all), t_smem=t_smem,
+                t_elem=t_elem + split, t_split=split, t_lat=t_lat, limiter=limiter, us=bound + t_elem + split + t_lat)
 
 
 def cudnn_step(B: int, d: int, dtype: str, direction: str, algo: str, hw: Hardware = H100,
                tf32: bool = False) -> float:
-    """One LSTM step of cuDNN: "standard" = per step a recurrent GEMM [B,d]x[d,4d] and a pointwise
-    kernel (two launches; the backward three); "persistent" (float16 only) = weights resident across
-    the SMs, one grid barrier and an L2 round trip of h per step."""
+    """One LSTM step of cuDNN by algorithm (:func:`cudnn_algo`): "standard" = per step a recurrent GEMM
+    [B,d]x[d,4d] and a pointwise kernel (two launches; the backward three); "persist_static" and
+    "persist_small_h" = weights resident across the SMs, one grid barrier and an L2 round trip of h
+    per step (the same form for both: assumed, the first GPU run calibrates it)."""
     flop = 2 * B * d * 4 * d
-    if algo == "persistent":
-        per_sm = flop / hw.sms
-        return hw.grid_barrier_us + hw.l2_latency_us + per_sm / (hw.tc16_tflops / hw.sms * 1e6 * hw.mma_efficiency)
+    if algo in ("persist_static", "persist_small_h"):
+        # the step's GEMM spread over every SM: tensor cores in 16 bit and TF32, FFMA in fp32 with TF32 off
+        peak = hw.tc16_tflops if dtype != "float32" else hw.tf32_tflops if tf32 else hw.fp32_tflops
+        efficiency = hw.mma_efficiency if dtype != "float32" or tf32 else 0.5
+        return hw.grid_barrier_us + hw.l2_latency_us + flop / (peak * 1e6 * efficiency)
     if dtype == "float32" and not tf32:
         t_gemm = flop / (hw.fp32_tflops * 1e6 * 0.5)
     else:
@@ -130,6 +165,27 @@ def persistent_eligible(B: int, n: int, d: int, dtype: str, layers: int = 1) -> 
     return dtype == "float16" and layers == 1 and d % 128 == 0 and n % 128 == 0 and B % 8 == 0 and B <= 128
 
 
+#: PyTorch's use_rnn_persist_small_h for LSTM (aten/src/ATen/native/cudnn/RNN.cpp, cuDNN >= 8.2.1,
+#: compute capability >= 6): hidden size at most this, by direction
+SMALL_H_MAX = {"fwd": 192, "bwd": 128}
+
+
+def cudnn_algo(B: int, n: int, d: int, dtype: str, direction: str, layers: int = 1) -> str:
+    """The algorithm PyTorch's ``get_algo`` asks cuDNN for (unpacked input, no projections), in order:
+    CUDNN_RNN_ALGO_PERSIST_STATIC_SMALL_H for every dtype but double when the hidden size is <= 192
+    (forward) / <= 128 (backward); CUDNN_RNN_ALGO_PERSIST_STATIC for float16 by
+    :func:`persistent_eligible`; else CUDNN_RNN_ALGO_STANDARD. Returns "persist_small_h",
+    "persist_static" or "standard"."""
+    if dtype != "float64" and d <= SMALL_H_MAX[direction]:
+        return "persist_small_h"
+    if persistent_eligible(B, n, d, dtype, layers):
+        return "persist_static"
+    return "standard"
+
+
+ALGO_FLAG = {"persist_small_h": "S", "persist_static": "P", "standard": ""}
+
+
 def _gemm_us(flop: float, dtype: str, hw: Hardware) -> float:
     """A large GEMM over all T*B rows (input projection, weight gradients) at 60% of peak: fp32 ones
     run in fp32 (TF32 off), 16-bit ones on tensor cores."""
@@ -143,23 +199,19 @@ def predict(B: int, T: int, d: int, dtype: str, mode: str, hw: Hardware = H100) 
     rows = T * B
     fwd = diru_step(B, d, dtype, "fwd", hw)
     diru = hw.fixed_fwd_us + _gemm_us(2 * rows * d * 3 * d, dtype, hw) + T * fwd["us"]
+    algo_fwd, algo_bwd = cudnn_algo(B, d, d, dtype, "fwd"), cudnn_algo(B, d, d, dtype, "bwd")
     std = hw.fixed_fwd_us + _gemm_us(2 * rows * d * 4 * d, dtype, hw) \
         + T * cudnn_step(B, d, dtype, "fwd", "standard", hw)
-    per = None
-    if persistent_eligible(B, d, d, dtype):
-        per = hw.fixed_fwd_us + _gemm_us(2 * rows * d * 4 * d, dtype, hw) + \
-            T * cudnn_step(B, d, dtype, "fwd", "persistent", hw)
+    lstm = hw.fixed_fwd_us + _gemm_us(2 * rows * d * 4 * d, dtype, hw) + T * cudnn_step(B, d, dtype, "fwd", algo_fwd, hw)
     if mode == "fwdbwd":
         bwd = diru_step(B, d, dtype, "bwd", hw)
         # weight gradients (5 d^2 over T*B rows) + input projection backward (dx and dW_ih)
         diru += hw.fixed_bwd_us + T * bwd["us"] + _gemm_us(2 * rows * 5 * d * d + 2 * 2 * rows * 3 * d * d, dtype, hw)
         lstm_grads = _gemm_us(2 * rows * 4 * d * d * 3, dtype, hw)
         std += hw.fixed_bwd_us + T * cudnn_step(B, d, dtype, "bwd", "standard", hw) + lstm_grads
-        if per is not None:
-            per += hw.fixed_bwd_us + T * cudnn_step(B, d, dtype, "bwd", "persistent", hw) + lstm_grads
-    best = std if per is None else min(std, per)
-    return dict(diru_us=diru, cudnn_standard_us=std, cudnn_persistent_us=per, ratio=best / diru,
-                step_fwd_us=fwd["us"], limiter=fwd["limiter"], klass=fwd["klass"])
+        lstm += hw.fixed_bwd_us + T * cudnn_step(B, d, dtype, "bwd", algo_bwd, hw) + lstm_grads
+    return dict(diru_us=diru, cudnn_us=lstm, cudnn_standard_us=std, ratio=lstm / diru, algo_fwd=algo_fwd,
+                algo_bwd=algo_bwd, step_fwd_us=fwd["us"], limiter=fwd["limiter"], klass=fwd["klass"])
 
 
 def predicted_ratio(dtype: str, mode: str, B: int, T: int, d: int, hw: Hardware = H100) -> Optional[float]:
@@ -174,35 +226,35 @@ def predicted_ratio(dtype: str, mode: str, B: int, T: int, d: int, hw: Hardware 
 
 def step_table(hw: Hardware = H100) -> str:
     lines = ["| dtype | d | class | B (programs = SMs) | FLOP / step / SM | L2 bytes / step / SM "
-             "| smem bytes / step / SM | barriers | tensor us | L2 us | elementwise us | latency us | fwd step us "
-             "| bound by |",
+             "| smem bytes / step / SM | barriers fwd / bwd | tensor us | L2 us | elementwise us (3xTF32 split) "
+             "| latency us | fwd step us | bound by |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for dtype in GRID["dtype"]:
         for d in GRID["d"]:
             for B in GRID["B"]:
                 s = diru_step(B, d, dtype, "fwd", hw)
+                split = f" ({s['t_split']:.2f})" if dtype == "float32" else ""
                 lines.append(f"| {dtype} | {d} | {s['klass']} | {B} ({s['sms']}) | {s['flop'] / 1e6:.2f} M | "
-                             f"{s['l2_bytes'] / 1024:.0f} KB | {s['smem_bytes'] / 1024:.0f} KB | {s['barriers']} | "
-                             f"{s['t_mma']:.2f} | {s['t_l2']:.2f} | {s['t_elem']:.2f} | {s['t_lat']:.2f} | "
-                             f"{s['us']:.2f} | {s['limiter']} |")
+                             f"{s['l2_bytes'] / 1024:.0f} KB | {s['smem_bytes'] / 1024:.0f} KB | {s['barriers']} / "
+                             f"{barriers(d, dtype, 'bwd')} | {s['t_mma']:.2f} | {s['t_l2']:.2f} | {s['t_elem']:.2f}{split} | "
+                             f"{s['t_lat']:.2f} | {s['us']:.2f} | {s['limiter']} |")
     return "\n".join(lines)
 
 
 def ratio_table(hw: Hardware = H100) -> str:
-    lines = ["| dtype | d | B | cuDNN step us (standard / persistent) | T=50 fwd | T=50 fwd+bwd | T=512 fwd "
-             "| T=512 fwd+bwd |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dtype | d | B | cuDNN algorithm fwd / bwd | cuDNN fwd step us | T=50 fwd | T=50 fwd+bwd | T=512 fwd "
+             "| T=512 fwd+bwd |", "|---|---|---|---|---|---|---|---|---|"]
     for dtype in GRID["dtype"]:
         for d in GRID["d"]:
             for B in GRID["B"]:
-                std = cudnn_step(B, d, dtype, "fwd", "standard", hw)
-                per = cudnn_step(B, d, dtype, "fwd", "persistent", hw) if persistent_eligible(B, d, d, dtype) else None
+                algo_fwd, algo_bwd = cudnn_algo(B, d, d, dtype, "fwd"), cudnn_algo(B, d, d, dtype, "bwd")
+                step = cudnn_step(B, d, dtype, "fwd", algo_fwd, hw)
                 cells = []
                 for T in GRID["T"]:
                     for mode in ("fwd", "fwdbwd"):
                         r = predict(B, T, d, dtype, mode, hw)["ratio"]
                         cells.append(f"{r:.2f}" + ("" if r >= 1 else " ✗"))
-                steps = f"{std:.1f} / {per:.1f}" if per is not None else f"{std:.1f} / -"
-                lines.append(f"| {dtype} | {d} | {B} | {steps} | " + " | ".join(cells) + " |")
+                lines.append(f"| {dtype} | {d} | {B} | {algo_fwd} / {algo_bwd} | {step:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -9,6 +9,8 @@ Importing this package loads PyTorch and nothing heavier: the kernel providers, 
 analyses are imported when first used.
 """
 
+from torch import nn as _nn
+
 from . import functional, reference
 from ._tracing import UnsupportedExportError
 from ._validation import InvalidInputError, InvalidInputTypeError
@@ -18,6 +20,15 @@ from .baselines import LSTMModel
 from .weights import CellWeights
 
 __version__ = "0.2.0"
+
+#: Every class a whole-module pickle of a diru_fast module may hold (``torch.save(model, path)``):
+#: diru_fast's modules and the ``torch.nn`` modules inside them (the heads, the reference cells'
+#: layers, the LSTM baseline). ``torch.load(path)`` (``weights_only=True``) reads such a file after
+#: ``torch.serialization.add_safe_globals(diru_fast.SAFE_GLOBALS)`` (or within
+#: ``torch.serialization.safe_globals(...)``); DIRUCell and DIRULayer need only their own class.
+SAFE_GLOBALS = [DIRUCell, DIRULayer, DIRU, LSTMModel, reference.DIRUCell, reference.DIRU,
+                reference.DendriteCompartment, _nn.Linear, _nn.ModuleList, _nn.Tanh, _nn.ReLU, _nn.Dropout,
+                _nn.LSTM]
 
 
 def __getattr__(name: str):
@@ -44,5 +55,6 @@ __all__ = [
     "functional",
     "reference",
     "selftest",
+    "SAFE_GLOBALS",
     "__version__",
 ]

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from ._subcommand import Subcommand
 from .analyses import cli as analyses_cli
 from .experiments import cli as experiments_cli
+from .experiments import real_cli
 from .experiments.cli import DEMO_DEFAULTS
 
 __all__ = ["Subcommand", "SUBCOMMANDS", "register", "main", "DEMO_DEFAULTS"]
@@ -51,6 +52,7 @@ SUBCOMMANDS: Dict[str, Subcommand] = {
     "bench": Subcommand("speed/memory benchmark vs nn.LSTM (see `python -m diru_fast bench --help`)",
                         lambda p: None, _run_bench, passthrough=True),
     **analyses_cli.SUBCOMMANDS,
+    **real_cli.SUBCOMMANDS,
     "selftest": Subcommand("check every backend here against the float64 kernel contract (run it first on a "
                            "new machine; exit 1 on any failure)", _selftest_arguments, _run_selftest,
                            description="Every backend that runs here, each dtype it supports: outputs and "

@@ -41,7 +41,10 @@ each step first decays the state with the time since the previous observation,
 ``h <- exp(-softplus(lambda) * dt_t) * h``, and runs on the decayed state. ``dt`` is ``[T, B]`` for
 :func:`diru_scan`, ``[T, B]`` or ``[B, T]`` (``batch_first``) for :func:`diru`, ``[B]`` for
 :func:`diru_cell`; None means 1 everywhere; it must be finite and >= 0 (ValueError), and ``dt``
-without ``decay_rate`` is a ValueError. Padded steps do not decay the state (their ``dt`` is not
+without ``decay_rate`` is a ValueError. Any integer or floating ``dt`` is converted to the weights'
+dtype (an integer or float32 ``dt`` on float64 weights: exactly); a bool or complex one is a
+TypeError. Under ``torch.func.vmap`` over ``dt`` an invalid gap cannot raise: it becomes NaN, so
+that sample's outputs are NaN. Padded steps do not decay the state (their ``dt`` is not
 read). The reverse direction of a bidirectional layer crosses the gap ``dt_{t+1}`` when it moves from
 step t+1 to step t, and does not decay its initial state. The factors
 (:func:`diru_fast.scan.contract.decay_factor`) are formed inside the step by the C++ CPU kernel (from
@@ -125,8 +128,23 @@ def _check_options(w: CellWeights, num_compartments: Optional[int], compartment_
                          f"compartments")
     if k and compartment_of is None:
         compartment_of = compartment_index(sizes, w.w_hh.device)
+    elif k:
+        _check_compartment_of(compartment_of, d, w.w_hh)
     return _Options(sizes, activation, compartment_of if k else None,
                     float(compartment_dropout) if training else 0.0)
+
+
+def _check_compartment_of(index: object, d: int, like: Tensor) -> None:
+    """A given ``compartment_of`` must be a ``[d]`` int64 tensor on the weights' device (its values are
+    checked by the kernels; :func:`compartment_index` builds it)."""
+    if not isinstance(index, Tensor) or index.dtype != torch.int64 or tuple(index.shape) != (d,):
+        got = f"{index.dtype} {tuple(index.shape)}" if isinstance(index, Tensor) else type(index).__name__
+        raise v.InvalidInputError(f"compartment_of must be an int64 tensor of shape ({d},) (compartment_index(sizes)), "
+                                  f"got {got}")
+    if index.device != like.device:
+        raise v.InvalidInputError(f"compartment_of is on {index.device} but the weights are on {like.device}; build "
+                                  f"it there (compartment_index(sizes, device)); a module rebuilds its own when its "
+                                  f"tensors move or load")
 
 
 def _to_float32(t):
@@ -233,7 +251,11 @@ def _direction_dt(dt: Optional[Tensor], steps: int, batch: int, lengths: Optiona
         if lengths is not None:
             dt = dt.masked_fill(_padding(lengths, steps), 0.0)
     if reverse:
-        dt = _reverse(torch.cat([dt[1:], dt.new_zeros(1, batch)]).unsqueeze(2), lengths).squeeze(2)
+        # [T, B]: dt_{t+1} at row t, 0 at row T-1 (a roll, not cat(dt[1:], 0): the slice's T-1 rows
+        # made export specialise a dynamic T)
+        last = torch.arange(steps, device=dt.device).unsqueeze(1) == steps - 1  # [T, 1]
+        ahead = dt.roll(-1, 0).masked_fill(last, 0.0)
+        dt = _reverse(ahead.unsqueeze(2), lengths).squeeze(2)
     return dt
 
 
@@ -377,9 +399,10 @@ def diru(
             raise v.InvalidInputError("pass either a PackedSequence or lengths, not both")
         x, lengths = pad_packed_sequence(input)  # [T, B, n] in the caller's batch order
         if dt is not None:
-            if not isinstance(dt, PackedSequence) or not torch.equal(dt.batch_sizes, input.batch_sizes):
+            if not isinstance(dt, PackedSequence) or not _packed_alike(dt, input):
                 raise v.InvalidInputError("with a PackedSequence input, dt must be a PackedSequence packed the "
-                                          "same way (the same lengths and order)")
+                                          "same way (the same lengths in the same order: equal batch_sizes and "
+                                          "sorted_indices)")
             dt = pad_packed_sequence(dt)[0]  # [T, B]
     else:
         if isinstance(dt, PackedSequence):
@@ -458,6 +481,20 @@ def diru(
     if unbatched:
         return x.squeeze(1), h_last.squeeze(1)
     return (x.transpose(0, 1) if batch_first else x), h_last
+
+
+def _packed_alike(a: PackedSequence, b: PackedSequence) -> bool:
+    """Whether ``a`` and ``b`` hold sequences of the same lengths in the same order: the sorted
+    lengths (``batch_sizes``) and the permutation to that order (``sorted_indices``, None: the
+    identity) are equal."""
+    if a.batch_sizes.shape != b.batch_sizes.shape or not torch.equal(a.batch_sizes, b.batch_sizes):
+        return False
+
+    def order(p: PackedSequence) -> Tensor:
+        batch = int(p.batch_sizes[0]) if p.batch_sizes.numel() else 0
+        return torch.arange(batch) if p.sorted_indices is None else p.sorted_indices.cpu()
+
+    return torch.equal(order(a), order(b))
 
 
 def _repack(x: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:

@@ -37,7 +37,8 @@ __all__ = ["DIRURegressor"]
 class DIRURegressor(lightning.LightningModule):
     """``DIRU`` trained by mean squared error with Adam.
 
-    ``num_compartments`` defaults to 4, or to ``len(compartment_sizes)`` when sizes are given;
+    ``num_compartments`` defaults as in :class:`diru_fast.DIRU` (``min(4, hidden_size)`` near-equal
+    compartments), or to ``len(compartment_sizes)`` when sizes are given;
     every other keyword (``num_layers``, ``return_sequences``, ``backend``, ``activation``,
     ``compartment_sizes``, ``compartment_attention``, ``compartment_dropout``, ...) goes to
     :class:`diru_fast.DIRU` unchanged, and all of them are saved as hyperparameters, so
@@ -50,8 +51,6 @@ class DIRURegressor(lightning.LightningModule):
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
             raise ValueError(f"lr must be a positive number, got {lr!r}")
         self.save_hyperparameters()
-        if num_compartments is None and module_kwargs.get("compartment_sizes") is None:
-            num_compartments = 4
         self.lr = float(lr)
         self.model = DIRU(input_size, hidden_size, output_size, num_compartments, **module_kwargs)
 

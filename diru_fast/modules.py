@@ -7,14 +7,18 @@ forward concatenates nothing and an optimizer sees a handful of tensors. The for
 attribute, so module tools (``prune``, ``weight_norm``, ``parametrize``) act on the tensors it uses.
 It then runs :mod:`diru_fast.functional` on the backend chosen by ``backend=`` (see
 :mod:`diru_fast.backends`). Checkpoints in the prototype's per-compartment format load into every
-module, and ``DIRU`` writes that format (see :mod:`diru_fast.state_dict`).
+module, and ``DIRU`` writes that format (see :mod:`diru_fast.state_dict`; methods, not hooks: a
+whole-module pickle loads with ``torch.load(weights_only=True)`` once its classes are allow-listed,
+``diru_fast.SAFE_GLOBALS``). Without ``num_compartments`` or ``compartment_sizes`` a cell has
+``min(4, hidden_size)`` near-equal compartments (:func:`diru_fast.reference.default_compartment_sizes`).
 
 Options (keywords of every module, docs/MATH.md "Options"; the defaults give the plain cell, its
 numbers, parameters and checkpoint keys): ``activation="tanh" | "relu"``; ``compartment_sizes=[m_0,
 ..., m_{k-1}]`` (unequal compartments summing to ``hidden_size``; fixes ``num_compartments``);
 ``compartment_attention=True`` (k more rows in ``weight_ih``, ``weight_hh``, ``bias_ih`` of every
 cell; prototype keys ``compartment_attention.{weight,bias}``; the non-persistent buffer
-``compartment_of [d]`` indexes each unit's compartment); ``compartment_dropout=p`` (training only);
+``compartment_of [d]`` indexes each unit's compartment; it is rebuilt from the sizes whenever the
+tensors move or load: ``to_empty``, ``load_state_dict(..., assign=True)``); ``compartment_dropout=p`` (training only);
 ``time_decay=True`` (irregular series: a parameter ``decay_rate [d]`` per cell, prototype key
 ``decay_rate``, and a ``dt=`` argument of ``forward``; see :mod:`diru_fast.functional`).
 """
@@ -34,7 +38,7 @@ from . import functional as Fd
 from . import reference
 from .backends import check_backend_name
 from .functional import Lengths
-from .state_dict import PrototypeKeys, cell_keys, install_prototype_loading, install_prototype_writing
+from .state_dict import LoadsPrototypeKeys, PrototypeKeys, WritesPrototypeKeys, cell_keys
 from .weights import ROLES, CellWeights, fused_shapes, init_decay_rate_, init_prototype_
 
 __all__ = ["DIRUCell", "DIRULayer", "DIRU"]
@@ -73,8 +77,10 @@ def _cell_weights(module: nn.Module, names: Tuple[Optional[str], ...]) -> CellWe
 def _setup_options(module: nn.Module, input_size: int, hidden_size: int, num_compartments: Optional[int],
                    compartment_sizes: Optional[Sequence[int]], activation: str, compartment_attention: bool,
                    compartment_dropout: float, device, time_decay: bool = False) -> Tuple[int, ...]:
-    """Validate and store a module's options; return its compartment sizes."""
+    """Validate and store a module's sizes (``input_size``, ``hidden_size``: Python ints, also from
+    NumPy ones) and options; return its compartment sizes."""
     reference.check_sizes(input_size, hidden_size, 1)
+    module.input_size, module.hidden_size = int(input_size), int(hidden_size)
     module.time_decay = v.check_bool("time_decay", time_decay)
     sizes = reference.check_options(hidden_size, num_compartments, compartment_sizes, activation,
                                     compartment_dropout, compartment_attention)
@@ -89,16 +95,39 @@ def _setup_options(module: nn.Module, input_size: int, hidden_size: int, num_com
 
 
 def _refill_compartment_index(module: nn.Module) -> None:
-    """Rewrite ``compartment_of`` from the sizes: after ``to_empty()`` (meta-device init) the
-    buffer holds uninitialised memory, and ``reset_parameters()`` is the documented next step."""
+    """Rewrite ``compartment_of`` from the sizes, on the parameters' device: after ``to_empty()``
+    (meta-device init) the buffer holds uninitialised memory, and after ``load_state_dict(...,
+    assign=True)`` it would stay on "meta" (it is not in the state dict)."""
     index = module.compartment_of
-    if index is not None and index.device.type != "meta":
+    if index is None:
+        return
+    device = module.cell_weights().w_hh.device
+    if device.type == "meta":
+        return
+    if index.device != device:
+        module.compartment_of = Fd.compartment_index(module.compartment_sizes, device)
+    else:
         with torch.no_grad():
             index.copy_(Fd.compartment_index(module.compartment_sizes))
 
 
-def _option_kwargs(module: nn.Module) -> Dict[str, object]:
-    """The functional keywords of a module's options (only the non-default ones)."""
+class _Cells(LoadsPrototypeKeys):
+    """What DIRUCell and DIRULayer share: prototype keys load (:class:`LoadsPrototypeKeys`), and the
+    non-persistent buffer ``compartment_of`` is rebuilt from the sizes whenever the tensors are
+    replaced (``to_empty``, ``to``, ``load_state_dict(..., assign=True)``)."""
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        _refill_compartment_index(self)
+        return result
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        _refill_compartment_index(self)
+
+
+def _option_kwargs(module: nn.Module, like: Tensor) -> Dict[str, object]:
+    """The functional keywords of a module's options (only the non-default ones); ``like``: a weight."""
     kw: Dict[str, object] = {"num_compartments": module.num_compartments}
     if module.activation != "tanh":
         kw["activation"] = module.activation
@@ -106,8 +135,10 @@ def _option_kwargs(module: nn.Module) -> Dict[str, object]:
         kw["compartment_sizes"] = module.compartment_sizes
     if module.compartment_dropout:
         kw["compartment_dropout"] = module.compartment_dropout
-    if module.compartment_of is not None:
-        kw["compartment_of"] = module.compartment_of
+    index = module.compartment_of
+    if index is not None:  # [d]; rebuilt if the weights were replaced without it (e.g. swapped in by hand)
+        kw["compartment_of"] = index if index.device == like.device else Fd.compartment_index(
+            module.compartment_sizes, like.device)
     return kw
 
 
@@ -134,7 +165,7 @@ def _options_repr(module: nn.Module) -> str:
     return s
 
 
-class DIRUCell(nn.Module):
+class DIRUCell(_Cells):
     """One DIRU step with the ``torch.nn.GRUCell`` conventions.
 
     ``forward(input [B, n] or [n], hx [B, d] or [d] or None) -> h' [B, d] or [d]``.
@@ -156,8 +187,7 @@ class DIRUCell(nn.Module):
         sizes = _setup_options(self, input_size, hidden_size, num_compartments, compartment_sizes, activation,
                                compartment_attention, compartment_dropout, device, time_decay)
         self.compartment_size = sizes[0] if len(set(sizes)) == 1 else None  # None: unequal sizes
-        self.input_size = input_size
-        self.hidden_size = hidden_size
+        input_size, hidden_size = self.input_size, self.hidden_size
         self.bias = v.check_bool("bias", bias)
         self.backend = check_backend_name(backend)
         self._names = _register_cell(self, "", input_size, hidden_size, bias, {"device": device, "dtype": dtype},
@@ -166,7 +196,6 @@ class DIRUCell(nn.Module):
         if self._decay_name is None:
             self.register_parameter("decay_rate", None)
         self.reset_parameters()
-        install_prototype_loading(self)
 
     def reset_parameters(self) -> None:
         """Draw the parameters as the prototype's cell does (same numbers after the same seed)."""
@@ -184,10 +213,11 @@ class DIRUCell(nn.Module):
                           self.compartment_attention, self.time_decay)]
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None, dt: Optional[Tensor] = None) -> Tensor:
-        kw = _option_kwargs(self)
+        weights = self.cell_weights()
+        kw = _option_kwargs(self, weights.w_hh)
         if self.time_decay:
             kw["decay_rate"] = _read(self, self._decay_name)
-        return Fd.diru_cell(input, self.cell_weights(), hx, backend=self.backend, training=self.training, dt=dt, **kw)
+        return Fd.diru_cell(input, weights, hx, backend=self.backend, training=self.training, dt=dt, **kw)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -196,7 +226,7 @@ class DIRUCell(nn.Module):
         return s + f", num_compartments={self.num_compartments}{_options_repr(self)}, backend={self.backend!r}"
 
 
-class DIRULayer(nn.Module):
+class DIRULayer(_Cells):
     """A (multi-layer, optionally bidirectional) DIRU with the ``torch.nn.GRU`` conventions.
 
     ``forward(input, hx=None, lengths=None) -> (output, h_n)``:
@@ -213,21 +243,37 @@ class DIRULayer(nn.Module):
     ``bias_out_l{k}`` (see :mod:`diru_fast.weights`); ``all_weights`` and ``_flat_weights_names`` list
     them. With ``time_decay``: ``decay_rate_l{k}`` (``_reverse``) ``[d]`` per cell, and
     ``forward(..., dt=None)`` takes the time since each step's previous observation, ``[T, B]``
-    (``[B, T]`` if ``batch_first``; None: 1). ``load_state_dict`` also reads the prototype-style keys of
+    (``[B, T]`` if ``batch_first``; None: 1; any integer or floating dtype, converted to the
+    parameters'). ``load_state_dict`` also reads the prototype-style keys of
     release 0.1 (``cells.{k}.compartments.{c}.W_x.weight``, ..., ``cells_reverse.{k}....``).
+
+    Any ``hidden_size >= 1``: without ``num_compartments`` or ``compartment_sizes`` the cell has
+    ``min(4, hidden_size)`` near-equal compartments (:func:`diru_fast.reference.default_compartment_sizes`;
+    ``hidden_size=10``: sizes ``(3, 3, 2, 2)``); an explicit ``num_compartments`` must divide it. As
+    ``nn.GRU``'s, the attributes ``mode`` (``"DIRU"``) and ``proj_size`` (0; another value is refused)
+    are there for code that reads them. Sizes and probabilities may be NumPy numbers.
     """
+
+    #: ``mode`` names the cell, as ``nn.GRU().mode == "GRU"`` (code that branches on ``mode == "LSTM"``
+    #: sees a one-tensor state, as for a GRU).
+    MODE = "DIRU"
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  device=None, dtype=None, *, num_compartments: Optional[int] = None, backend: str = "auto",
                  check_finite: bool = False, activation: str = "tanh", compartment_sizes: Optional[Sequence[int]] = None,
-                 compartment_attention: bool = False, compartment_dropout: float = 0.0, time_decay: bool = False):
+                 compartment_attention: bool = False, compartment_dropout: float = 0.0, time_decay: bool = False,
+                 proj_size: int = 0):
         super().__init__()
         sizes = _setup_options(self, input_size, hidden_size, num_compartments, compartment_sizes, activation,
                                compartment_attention, compartment_dropout, device, time_decay)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.num_layers = v.check_int("num_layers", num_layers)
+        input_size, hidden_size = self.input_size, self.hidden_size
+        if v.check_int("proj_size", proj_size, minimum=0) != 0:
+            raise ValueError(f"proj_size={proj_size}: DIRU has no output projection of the state (as nn.GRU, "
+                             f"which supports proj_size only for nn.LSTM); use proj_size=0")
+        self.proj_size = 0
+        self.mode = self.MODE
+        self.num_layers = num_layers = v.check_int("num_layers", num_layers)
         self.bias = v.check_bool("bias", bias)
         self.batch_first = v.check_bool("batch_first", batch_first)
         self.dropout = v.check_dropout(dropout)
@@ -257,7 +303,6 @@ class DIRULayer(nn.Module):
             self._decay_names.append([_register_decay_rate(self, f"decay_rate_l{layer}" + ("_reverse" if direction else ""),
                                                            hidden_size, factory) for direction in range(directions)])
         self.reset_parameters()
-        install_prototype_loading(self)
 
     @property
     def num_directions(self) -> int:
@@ -311,7 +356,7 @@ class DIRULayer(nn.Module):
                 raise v.InvalidInputError("pass the initial state once: hx or h0, not both")
             hx = h0
         weights = [[_cell_weights(self, names) for names in per_layer] for per_layer in self._names]
-        kw = _option_kwargs(self)
+        kw = _option_kwargs(self, weights[0][0].w_hh)
         if self.time_decay:
             kw["decay_rates"] = [[_read(self, name) for name in per_layer] for per_layer in self._decay_names]
         return Fd.diru(input, weights, hx, lengths, batch_first=self.batch_first, dropout=self.dropout,
@@ -335,7 +380,7 @@ class DIRULayer(nn.Module):
         return s + f", num_compartments={self.num_compartments}{_options_repr(self)}, backend={self.backend!r}"
 
 
-class DIRU(nn.Module):
+class DIRU(WritesPrototypeKeys, LoadsPrototypeKeys):
     """The prototype's model on the fast path: stacked DIRU layers and a linear head.
 
     ``model(x)`` with ``x: [B, T, n]`` returns ``[B, output_size]`` from the last layer's
@@ -356,9 +401,11 @@ class DIRU(nn.Module):
                  compartment_sizes: Optional[Sequence[int]] = None, compartment_attention: bool = False,
                  compartment_dropout: float = 0.0, time_decay: bool = False):
         super().__init__()
-        v.check_int("output_size", output_size)
-        self.input_size = input_size
-        self.hidden_size = hidden_size
+        output_size = v.check_int("output_size", output_size)
+        num_layers = v.check_int("num_layers", num_layers)
+        reference.check_sizes(input_size, hidden_size, 1)
+        self.input_size = input_size = int(input_size)
+        self.hidden_size = hidden_size = int(hidden_size)
         self.output_size = output_size
         self.num_layers = num_layers
         self.return_sequences = v.check_bool("return_sequences", return_sequences)
@@ -369,8 +416,6 @@ class DIRU(nn.Module):
                              time_decay=time_decay)
         self.num_compartments = self.rnn.num_compartments
         self.fc_out = nn.Linear(hidden_size, output_size, device=device, dtype=dtype)
-        install_prototype_loading(self)
-        install_prototype_writing(self)
 
     @property
     def backend(self) -> str:

@@ -32,40 +32,62 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ._validation import as_int, as_real
 from .baselines import LSTMModel  # the prototype's baseline; defined with the other baselines
 from .weights import init_decay_rate_
 
-__all__ = ["DendriteCompartment", "DIRUCell", "DIRU", "LSTMModel", "check_sizes", "check_options"]
+__all__ = ["DendriteCompartment", "DIRUCell", "DIRU", "LSTMModel", "check_sizes", "check_options",
+           "default_compartment_sizes", "DEFAULT_NUM_COMPARTMENTS"]
 
 ACTIVATIONS = ("tanh", "relu")
+
+
+#: The number of compartments when neither ``num_compartments`` nor ``compartment_sizes`` is given
+#: (fewer when ``hidden_size`` is smaller: one unit each).
+DEFAULT_NUM_COMPARTMENTS = 4
+
+
+def default_compartment_sizes(hidden_size: int) -> Tuple[int, ...]:
+    """The compartments of a cell built without ``num_compartments`` or ``compartment_sizes``:
+    ``k = min(4, d)`` of near-equal sizes, the first ``d mod k`` one unit larger (``d = 10``:
+    ``(3, 3, 2, 2)``; ``d = 51``: ``(13, 13, 13, 12)``; ``d = 3``: ``(1, 1, 1)``); ``d / 4`` each
+    when 4 divides d. For the plain cell the split does not change the function (the k dendrites
+    are one d-unit dendrite with block-stacked weights, docs/THEORY.md §4); it decides the blocks of
+    attention and the prototype's checkpoint keys."""
+    k = min(DEFAULT_NUM_COMPARTMENTS, hidden_size)
+    q, r = divmod(hidden_size, k)
+    return (q + 1,) * r + (q,) * (k - r)
 
 
 def check_options(hidden_size: int, num_compartments: Optional[int], compartment_sizes: Optional[Sequence[int]],
                   activation: str = "tanh", compartment_dropout: float = 0.0,
                   compartment_attention: bool = False) -> Tuple[int, ...]:
-    """Validate the options; return the compartment sizes (equal ones, ``d / k`` each, without
-    ``compartment_sizes``). ``num_compartments`` None: 4, or ``len(compartment_sizes)``."""
+    """Validate the options; return the compartment sizes (Python ints). ``num_compartments`` k: k
+    equal ones, ``d / k`` each (ValueError if k does not divide d); ``compartment_sizes``: those
+    (``num_compartments``, if given, must be their number); neither: :func:`default_compartment_sizes`.
+    Sizes and probabilities may be NumPy numbers."""
     if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if not isinstance(compartment_attention, bool):
         raise TypeError(f"compartment_attention must be a bool, got {type(compartment_attention).__name__}")
-    p = compartment_dropout
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"compartment_dropout must be a number in [0, 1), got {p!r}")
+    p = as_real(compartment_dropout)
+    if p is None or not 0.0 <= p < 1.0:
+        raise ValueError(f"compartment_dropout must be a number in [0, 1), got {compartment_dropout!r}")
     if compartment_sizes is None:
-        k = 4 if num_compartments is None else num_compartments
-        check_sizes(1, hidden_size, k)
-        return (hidden_size // k,) * k
+        if num_compartments is None:
+            check_sizes(1, hidden_size, 1)
+            return default_compartment_sizes(int(hidden_size))
+        m = check_sizes(1, hidden_size, num_compartments)
+        return (m,) * int(num_compartments)
     if isinstance(compartment_sizes, (str, bytes)) or not hasattr(compartment_sizes, "__len__"):
         raise TypeError(f"compartment_sizes must be a sequence of ints, got {type(compartment_sizes).__name__}")
-    sizes = tuple(compartment_sizes)
+    sizes = tuple(as_int(m) for m in compartment_sizes)
     if not sizes:
         raise ValueError("compartment_sizes must hold at least one size")
-    for m in sizes:
-        if isinstance(m, bool) or not isinstance(m, int):
-            raise TypeError(f"compartment_sizes must hold ints, got {compartment_sizes!r}")
-        if m <= 0:
-            raise ValueError(f"compartment_sizes must be positive, got {list(sizes)}")
+    if any(m is None for m in sizes):
+        raise TypeError(f"compartment_sizes must hold ints, got {compartment_sizes!r}")
+    if any(m <= 0 for m in sizes):
+        raise ValueError(f"compartment_sizes must be positive, got {list(sizes)}")
     if sum(sizes) != hidden_size:
         raise ValueError(f"compartment_sizes {list(sizes)} sum to {sum(sizes)}, not hidden_size ({hidden_size})")
     if num_compartments is not None and num_compartments != len(sizes):
@@ -75,22 +97,27 @@ def check_options(hidden_size: int, num_compartments: Optional[int], compartment
 
 
 def check_sizes(input_size: int, hidden_size: int, num_compartments: int) -> int:
-    """Validate the cell's sizes; return the compartment size ``m = d / k``."""
+    """Validate the cell's sizes (Python or NumPy ints); return the compartment size ``m = d / k``."""
+    values = {}
     for name, value in (
         ("input_size", input_size),
         ("hidden_size", hidden_size),
         ("num_compartments", num_compartments),
     ):
-        if isinstance(value, bool) or not isinstance(value, int):
+        number = as_int(value)
+        if number is None:
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value <= 0:
-            raise ValueError(f"{name} must be positive, got {value}")
-    if hidden_size % num_compartments != 0:
+        if number <= 0:
+            raise ValueError(f"{name} must be positive, got {number}")
+        values[name] = number
+    d, k = values["hidden_size"], values["num_compartments"]
+    if d % k != 0:
         raise ValueError(
-            f"hidden_size ({hidden_size}) must be divisible by num_compartments "
-            f"({num_compartments}): each compartment has hidden_size / num_compartments units"
+            f"hidden_size ({d}) must be divisible by num_compartments ({k}): each compartment has "
+            f"hidden_size / num_compartments units (leave num_compartments out for near-equal compartments, "
+            f"or pass compartment_sizes)"
         )
-    return hidden_size // num_compartments
+    return d // k
 
 
 class DendriteCompartment(nn.Module):
@@ -151,6 +178,7 @@ class DIRUCell(nn.Module):
             raise TypeError(f"time_decay must be a bool, got {type(time_decay).__name__}")
         sizes = check_options(hidden_size, num_compartments, compartment_sizes, activation, compartment_dropout,
                               compartment_attention)
+        input_size, hidden_size = int(input_size), int(hidden_size)  # a NumPy int stays out of the module
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_compartments = len(sizes)
@@ -167,7 +195,7 @@ class DIRUCell(nn.Module):
             self.compartment_attention = nn.Linear(input_size + hidden_size, len(sizes), bias=bias)
         else:
             self.compartment_attention = None
-        self.dropout = nn.Dropout(compartment_dropout)
+        self.dropout = nn.Dropout(float(compartment_dropout))
         self.time_decay = time_decay
         if time_decay:  # drawn without the RNG: the other parameters keep their draws
             self.decay_rate = nn.Parameter(torch.empty(hidden_size))
@@ -227,8 +255,12 @@ class DIRU(nn.Module):
         check_sizes(input_size, hidden_size, 1)
         check_options(hidden_size, num_compartments, compartment_sizes, activation, compartment_dropout,
                       compartment_attention)
-        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers <= 0:
+        if as_int(num_layers) is None or num_layers <= 0:
             raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        input_size, hidden_size, num_layers = int(input_size), int(hidden_size), int(num_layers)
+        if as_int(output_size) is None:
+            raise TypeError(f"output_size must be an int, got {type(output_size).__name__}")
+        output_size = int(output_size)
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.return_sequences = return_sequences

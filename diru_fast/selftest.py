@@ -10,7 +10,10 @@ docs/MATH.md), outputs and gradients:
 - **scan** (kernel backends only): one layer's recurrence (``diru_fast.scan.ops.scan``) at sizes
   that reach each of the kernels' size classes (odd B, d a power of two or not; tiny under the
   Triton interpreter, which is slow): ``hs`` and the gradients of all seven inputs, and the
-  inference forward (nothing saved) equal bit for bit to the training forward's states.
+  inference forward (nothing saved) equal bit for bit to the training forward's states;
+- **options** (kernel backends, the options each fuses: relu, attention over unequal compartments,
+  compartment dropout, time decay, all at once): the same checks with the options on, at a size of
+  each regime they take on a GPU (d=48; d=256, where attention runs the per-step kernels).
 
 Error: the largest absolute difference from the float64 result on the same (rounded) inputs,
 divided by the largest magnitude of that result. Tolerance: float64: 1e-10; any other dtype:
@@ -63,6 +66,10 @@ SCAN_CPU = ((9, 17, 48), (5, 16, 100))
 # the interpreter runs ~50 ms per launch: small, but not so small that the maximum error over a
 # few dozen elements stops meaning anything (T=3, B=3, d=20 put one bf16 gradient at 2.04x)
 SCAN_INTERPRETER = ((6, 13, 20), (3, 17, 48))
+# options cases (T, B, d, compartment sizes): GPU d=48 (resident in 16 bit, streamed in fp32) and d=256
+# (attention there runs the per-step kernels); CPU small
+OPTIONS_GPU = ((7, 9, 48, (5, 7, 12, 24)), (4, 32, 256, (64, 128, 64)))
+OPTIONS_CPU = ((4, 5, 20, (5, 7, 8)),)
 
 
 @dataclass
@@ -255,10 +262,43 @@ def _scan_grads(fn: Callable, inputs: Dict[str, torch.Tensor], lengths, grad):
     return [hs, *grads]
 
 
-def check_scan(tally: _Tally, backend: str, device: str, dtype: torch.dtype, shapes) -> None:
-    for T, B, d in shapes:
-        tag = f"scan T{T} B{B} d{d}"
-        base = _scan_inputs(T, B, d, seed=T * B + d)
+def _option_inputs(T: int, B: int, d: int, sizes: Sequence[int], fused, seed: int):
+    """(inputs with k attention columns, option keywords) of the options ``fused`` runs: relu, attention
+    over compartments of ``sizes``, a dropout mask (p = 0.25, in float64: cast per dtype), decay factors
+    in [0.2, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    k = len(sizes) if "attention" in fused else 0
+    base = _scan_inputs(T, B, d, seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    if k:
+        base["xp"] = torch.cat([base["xp"], r(T, B, k)], -1)
+        base["w_hh"] = torch.cat([base["w_hh"], r(k, d) * d ** -0.5])
+    opts = dict(activation="relu" if "relu" in fused else "tanh",
+                compartment_of=torch.repeat_interleave(torch.arange(k), torch.tensor(sizes)) if k else None,
+                mask=(torch.rand(T, B, d, generator=g, dtype=torch.float64) >= 0.25) / 0.75
+                if "dropout" in fused else None,
+                decay=0.2 + 0.8 * torch.rand(T, B, d, generator=g, dtype=torch.float64)
+                if "time_decay" in fused else None)
+    return base, opts
+
+
+def check_scan(tally: _Tally, backend: str, device: str, dtype: torch.dtype, shapes, options=False) -> None:
+    """``options``: ``shapes`` are (T, B, d, compartment sizes) and every option the backend fuses is on."""
+    fused = backends.provider_options(backend) if options else frozenset()
+    if options and not fused:
+        return
+    for shape in shapes:
+        T, B, d = shape[:3]
+        tag = f"scan T{T} B{B} d{d}" + (f" options {'+'.join(sorted(fused))}" if options else "")
+        if options:
+            base, opts64 = _option_inputs(T, B, d, shape[3], fused, seed=T * B + d)
+        else:
+            base, opts64 = _scan_inputs(T, B, d, seed=T * B + d), {}
+        acc = contract.acc_dtype(dtype)
+        opts = {key: v.to(device=device, dtype=acc if v.is_floating_point() else v.dtype)
+                if isinstance(v, torch.Tensor) else v for key, v in opts64.items()}
+        opts_ref = {key: v.to(acc) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                    for key, v in opts64.items()}
         lengths = torch.tensor([max(1, T - (7 * b) % T) for b in range(B)])
         grad = torch.randn(T, B, d, generator=torch.Generator().manual_seed(d), dtype=torch.float64)
         rounded = {k: _round(v, dtype) for k, v in base.items()}
@@ -267,22 +307,26 @@ def check_scan(tally: _Tally, backend: str, device: str, dtype: torch.dtype, sha
         names = ["hs"] + [f"grad {k}" for k in base]
 
         def kernel(w, lens):
-            return ops.scan(*w.values(), lens, backend)
+            return ops.scan(*w.values(), lens, backend, **opts)
 
-        def contract_in(w, lens):  # PyTorch's own path in the inputs' dtype
-            return contract.scan_fwd(*w.values(), lens, False, acc=w["xp"].dtype)[0]
+        def contract_in(w, lens, o):  # PyTorch's own path in the inputs' dtype
+            return contract.scan_fwd(*w.values(), lens, False, **o, acc=w["xp"].dtype)[0]
 
-        ref = _scan_grads(contract_in, rounded, lengths, grad)
+        ref = _scan_grads(lambda w, lens: contract_in(w, lens, {key: v.double() if isinstance(v, torch.Tensor)
+                                                                 and v.is_floating_point() else v
+                                                                 for key, v in opts_ref.items()}),
+                          rounded, lengths, grad)
         got = _scan_grads(kernel, on_device, dev_lengths, dev_grad)
-        yard = None if dtype == torch.float64 else _scan_grads(contract_in, on_device, dev_lengths, dev_grad)
+        yard = None if dtype == torch.float64 else _scan_grads(lambda w, lens: contract_in(w, lens, opts), on_device,
+                                                               dev_lengths, dev_grad)
         for i, name in enumerate(names):
             tol, rule = _rule(dtype, None if yard is None else _err(yard[i], ref[i]))
             tally.add(f"{tag} {name}", _err(got[i], ref[i]), tol, rule)
         provider = backends.get_provider(backend)
         with torch.no_grad():  # inference keeps nothing, and must give the same states bit for bit
             w = [v.contiguous() for v in on_device.values()]
-            hs_train = provider.scan_fwd(*w, dev_lengths, True)[0]
-            hs_infer = provider.scan_fwd(*w, dev_lengths, False)[0]
+            hs_train = provider.scan_fwd(*w, dev_lengths, True, **opts)[0]
+            hs_infer = provider.scan_fwd(*w, dev_lengths, False, **opts)[0]
         same = hs_train.shape == hs_infer.shape and torch.equal(hs_train, hs_infer)
         tally.add(f"{tag} inference hs == training hs", 0.0 if same else float("inf"), 0.0, "bit for bit")
 
@@ -364,6 +408,9 @@ def _check_one(backend: str, device: str, dtype: torch.dtype) -> Result:
             warnings.simplefilter("ignore")  # fallback notes etc.: the verdict is the numbers
             check_layer(tally, backend, device, dtype)
             check_scan(tally, backend, device, dtype, _scan_shapes(backend, device))
+            if backend in backends.KERNEL_BACKENDS:
+                check_scan(tally, backend, device, dtype, OPTIONS_GPU if device == "cuda" else OPTIONS_CPU,
+                           options=True)
         if device == "cuda":
             torch.cuda.synchronize()
     except Exception as exc:  # noqa: BLE001  (a crash is a failure with its reason, not a traceback)

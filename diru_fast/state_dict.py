@@ -4,14 +4,15 @@ The fast modules hold each cell's parameters as the seven fused tensors of
 :mod:`diru_fast.weights`. Checkpoints written by the prototype (and by ``diru_fast.reference``, and
 by release 0.1 of the fast modules) hold them as per-compartment keys. Every fast module *loads*
 both; :class:`~diru_fast.DIRU`, the prototype's own model, also *writes* the prototype's keys, so
-its checkpoints stay loadable by the prototype. The helpers here are wired into the modules'
-``state_dict`` hooks:
+its checkpoints stay loadable by the prototype. The modules inherit the conversion as methods (no
+hook objects, so a whole-module pickle holds nothing but the modules' classes and tensors):
 
 - :class:`PrototypeKeys` describes where one cell's prototype keys sit (``src``, relative to the
   module) and which parameters they become (``dst``);
-- :func:`install_prototype_loading` makes a module's ``load_state_dict`` accept them: strict
+- :class:`LoadsPrototypeKeys` makes a module's ``load_state_dict`` accept them: strict
   loading still names every missing, unexpected and mis-shaped key, by its name in the file;
-- :func:`write_prototype_keys` rewrites a state dict's fused keys into the prototype's.
+- :class:`WritesPrototypeKeys` makes ``state_dict()`` write them, with :func:`write_prototype_keys`,
+  which rewrites a state dict's fused keys into the prototype's.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from torch import Tensor, nn
 
 from .weights import ROLES, CellWeights, from_prototype, prototype_shapes, to_prototype
 
-__all__ = ["PrototypeKeys", "cell_keys", "install_prototype_loading", "install_prototype_writing",
-           "write_prototype_keys"]
+__all__ = ["PrototypeKeys", "cell_keys", "LoadsPrototypeKeys", "WritesPrototypeKeys", "write_prototype_keys"]
 
 
 class PrototypeKeys(NamedTuple):
@@ -83,34 +83,48 @@ def _convert_cell(state_dict: Dict[str, Tensor], prefix: str, cell: PrototypeKey
     return []
 
 
-def install_prototype_loading(module: nn.Module) -> None:
-    """Let ``module.load_state_dict`` read the prototype's keys of the cells that
-    ``module._prototype_cells()`` lists (the hooks are module-level functions: modules still pickle)."""
-    module.register_load_state_dict_pre_hook(_load_pre_hook)
-    module.register_load_state_dict_post_hook(_load_post_hook)
+class LoadsPrototypeKeys(nn.Module):
+    """A module whose ``load_state_dict`` also reads the prototype's keys of the cells that its
+    ``_prototype_cells()`` lists; strict loading names every missing, unexpected and mis-shaped key by
+    its name in the file. The conversion is a method (no hook objects): a pickled module holds its
+    class and its tensors only, so ``torch.load`` (``weights_only=True``) reads it once the classes are
+    allow-listed."""
+
+    def _prototype_cells(self) -> List[PrototypeKeys]:
+        raise NotImplementedError
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # a parameter whose prototype keys were missing or mis-shaped is reported by those keys alone:
+        # the module owning it (this one, or a submodule loaded after it) leaves it out of missing_keys
+        unbuilt = set(self.__dict__.pop("_unbuilt_keys", ()))
+        for cell in self._prototype_cells():
+            for key in _convert_cell(state_dict, prefix, cell, missing_keys, error_msgs):
+                owner = key[len(prefix):].rpartition(".")[0]
+                if owner:
+                    self.get_submodule(owner).__dict__.setdefault("_unbuilt_keys", set()).add(key)
+                else:
+                    unbuilt.add(key)
+        before = len(missing_keys)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        missing_keys[before:] = [key for key in missing_keys[before:] if key not in unbuilt]
 
 
-def _load_pre_hook(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-    unbuilt = module.__dict__.setdefault("_unbuilt_keys", [])
-    for cell in module._prototype_cells():
-        unbuilt.extend(_convert_cell(state_dict, prefix, cell, missing_keys, error_msgs))
+class WritesPrototypeKeys(nn.Module):
+    """A module whose ``state_dict()`` writes the prototype's keys of the cells that its
+    ``_prototype_cells()`` lists (:func:`write_prototype_keys`); a method, not a hook (see
+    :class:`LoadsPrototypeKeys`)."""
 
+    def _prototype_cells(self) -> List[PrototypeKeys]:
+        raise NotImplementedError
 
-def _load_post_hook(module, incompatible_keys):
-    # a parameter whose prototype keys were missing or mis-shaped is reported by those keys alone
-    for key in module.__dict__.pop("_unbuilt_keys", ()):
-        if key in incompatible_keys.missing_keys:
-            incompatible_keys.missing_keys.remove(key)
-
-
-def install_prototype_writing(module: nn.Module) -> None:
-    """Make ``module.state_dict()`` write the prototype's keys of the cells ``module._prototype_cells()``
-    lists."""
-    module.register_state_dict_post_hook(_write_hook)
-
-
-def _write_hook(module, state_dict, prefix, local_metadata):
-    write_prototype_keys(state_dict, prefix, module._prototype_cells())
+    def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
+        if args:  # the deprecated positional form (destination, prefix, keep_vars), as nn.Module takes it
+            destination, prefix, keep_vars = (tuple(args) + (destination, prefix, keep_vars)[len(args):])[:3]
+        result = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        write_prototype_keys(result, prefix, self._prototype_cells())
+        return result
 
 
 def write_prototype_keys(state_dict: Dict[str, Tensor], prefix: str, cells: Sequence[PrototypeKeys]) -> None:

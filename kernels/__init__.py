@@ -32,7 +32,9 @@ Persistent kernels (one launch per layer and direction for the whole sequence):
   *resident* class: the five ``d_pad x d_pad`` tiles are loaded once before the time loop
   (the compiler keeps them in shared memory: 45 KB at d_pad = 64 in bf16) and the products
   take h, o, q straight from registers.
-  *streamed* class: each product runs in BLOCK_K = 16 column chunks; the left operand is
+  *streamed* class: each product runs in BLOCK_K column chunks (16; 32 in 16 bit at d_pad >= 128,
+  so that a chunk of the left operand is 4 bytes a thread, the least cp.async moves: every chunk is
+  prefetched); the left operand is
   written (rounded to the storage dtype) to a per-program scratch block and read back after a
   CTA barrier (forward: h from hs[t-1] itself; three barriers per step), and the weight chunks
   stream from L2 every step. Scratch alternates between two buffers by step parity and all
@@ -56,8 +58,8 @@ and its residual (the streamed forward writes the rounded hd to a third scratch 
 reading hs[t-1]; per step, fwd_out writes the next step's rounded hd for the gates to read), masked
 steps keep the undecayed h, and the backward carries ``decay[t] * dL/dhd`` to step t-1 on live rows.
 
-Triton versions (``compat.py``): the kernels need Triton >= 3.0; the interpreter's float64
-needs 3.5, and under NumPy >= 2.4 the interpreter needs 3.7. Importing this package with an
+Triton versions (``compat.py``): the kernels need Triton >= 3.0, attention 3.3 (``tl.gather``;
+older ones leave it out of ``OPTIONS``); the interpreter's float64 needs 3.5, and under NumPy >= 2.4 the interpreter needs 3.7. Importing this package with an
 older one raises ImportError saying so (the "triton" backend then reports it as unavailable).
 Every ``tl.dot`` names ``out_dtype=ACC_DT``: Triton 3.5 and 3.7 (checked) take a float64 accumulator only then.
 
@@ -69,8 +71,9 @@ d_pad           16-bit                                      float32 (and float64
 16              resident, 2 warps                           resident, 2 warps
 32              resident, 4 warps                           resident, 4 warps
 64              resident, 4 warps                           streamed K16, 4 warps, 3 stages
-128             streamed K16, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 3 stages, maxnreg
-256             streamed K16, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 4 stages, maxnreg
+128             streamed K32, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 3 stages, maxnreg
+256             streamed K32, 8 warps, 3 stages, maxnreg    streamed K16, 8 warps, 4 stages (backward 3),
+                                                            maxnreg
 > 256           per-step kernels (below)                    per-step kernels
 ==============  ==========================================  ==========================================
 
@@ -82,9 +85,10 @@ fp32 at d_pad = 64 streams because 3xTF32 keeps two copies of each operand: resi
 would take 172 KB of shared memory (> 163 KB on sm_80). The full-width fp32 accumulators cap
 the persistent class at d_pad = 256.
 
-Per-step fallback (d > 256, ``step.py``): three launches per time step (forward: gates, integration,
+Per-step fallback (d > 256, and attention at d_pad 256 or with more than 8 compartments at d_pad >= 128,
+where the streamed kernels would spill: ``config.choose``; ``step.py``): three launches per time step (forward: gates, integration,
 output; backward: dq, do, dh), each a tiled GEMM with its epilogue fused; grid
-``(cdiv(B, 32), cdiv(d, 64))``, K chunks of 32, 3 stages; state and dh carried in fp32
+``(cdiv(B, 32), cdiv(d, 64))``, K chunks of 32, 8 warps, 3 stages; state and dh carried in fp32
 buffers.
 
 Verified without a GPU: every kernel and regime against the float64 contract under
@@ -111,7 +115,9 @@ compat.check(_triton.__version__, compat.interpreting(_triton), compat.installed
 
 from . import config  # noqa: E402
 from .config import KernelConfig, all_configs, choose, pad_hidden  # noqa: E402
-from .launch import FLOAT64_PROBLEM, INTERPRETED, SUPPORTED_DTYPES, scan_bwd, scan_fwd  # noqa: E402
+from .launch import (ATTENTION_PROBLEM, FLOAT64_PROBLEM, INTERPRETED, OPTIONS, SUPPORTED_DTYPES,  # noqa: E402
+                     scan_bwd, scan_fwd, tf32_allowed)
 
 __all__ = ["KernelConfig", "all_configs", "choose", "compat", "config", "pad_hidden", "INTERPRETED",
-           "SUPPORTED_DTYPES", "FLOAT64_PROBLEM", "scan_fwd", "scan_bwd"]
+           "SUPPORTED_DTYPES", "FLOAT64_PROBLEM", "ATTENTION_PROBLEM", "OPTIONS", "scan_fwd", "scan_bwd",
+           "tf32_allowed"]

@@ -14,9 +14,13 @@ Triton   result
          memory on sm_80, over A100's 163 KB (it would not launch there; 147 KB from 3.4 on),
          and three kernels spill a few bytes. Interpreter: float32 / bfloat16 / float16 pass,
          float64 cannot run (``tl.dot`` takes float64 from 3.5 on)
-3.2-3.4  interpreter as 3.0; 3.4 compiles everything within shared memory (fp32 d_pad = 256
-         backward spills 76 B on sm_90)
+3.2      interpreter as 3.0; no ``tl.gather``, so attention over compartments cannot compile
+         (``ATTENTION`` below): the plain cell, relu, dropout and time decay only
+3.3-3.4  ``tl.gather`` (attention) from 3.3 on; interpreter as 3.0; 3.4 compiles everything within
+         shared memory (fp32 d_pad = 256 backward spills 76 B on sm_90)
 3.5      float64 in the interpreter too (16 B of spills left on sm_90)
+3.6      what the CUDA wheels of PyTorch 2.10-2.13 pin: compiled and ptxas-checked for sm_80 / sm_90
+         (bench/results/triton-compile-3.6.txt)
 3.7      everything, no spills; the first whose interpreter runs under NumPy >= 2.4 (older
          ones call ``int()`` on 1-element arrays, which NumPy 2.4 refuses)
 3.9      everything (what CI installs)
@@ -25,7 +29,9 @@ Triton   result
 ``kernels/__init__.py`` calls :func:`check` first thing, so an unusable Triton surfaces as an
 ImportError naming the version and the fix, which ``diru_fast.providers.triton`` reports as the
 backend's reason for being unavailable (``python -m diru_fast selftest`` prints it); without
-float64 support the interpreter simply does not offer float64 (``launch.FLOAT64_PROBLEM``).
+float64 support the interpreter simply does not offer float64 (``launch.FLOAT64_PROBLEM``); without
+``tl.gather`` (triton < 3.3) the backend does not offer attention (``launch.ATTENTION_PROBLEM``: "auto"
+runs such calls on "torch", a direct kernel call raises saying why).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from types import ModuleType
 from typing import Optional, Tuple
 
 MIN_TRITON = (3, 0)
+MIN_TRITON_ATTENTION = (3, 3)  # tl.gather (the attention kernels' per-unit compartment weight)
 MIN_TRITON_FLOAT64 = (3, 5)  # tl.dot with float64 operands (the interpreter's float64 runs)
 MIN_TRITON_NUMPY_2_4 = (3, 7)  # the interpreter under NumPy >= 2.4
 NUMPY_STRICT_SCALARS = (2, 4)  # NumPy that refuses int() of a 1-element array
@@ -73,6 +80,21 @@ def float64_problem(triton_version: str) -> Optional[str]:
         return (f"triton {triton_version}'s tl.dot takes no float64 operands (from triton "
                 f"{_fmt(MIN_TRITON_FLOAT64)} on)")
     return None
+
+
+def attention_problem(triton_version: str) -> Optional[str]:
+    """None if this Triton has ``tl.gather`` (attention over compartments); else why not and the fix."""
+    if parse_version(triton_version) < MIN_TRITON_ATTENTION:
+        return (f"attention over compartments in the Triton kernels needs triton >= {_fmt(MIN_TRITON_ATTENTION)} "
+                f"(tl.gather); found triton {triton_version}. Fix: pip install 'triton>={_fmt(MIN_TRITON_ATTENTION)}', "
+                f"or use backend='cuda' / 'torch' for attention")
+    return None
+
+
+def fused_options(triton_version: str) -> frozenset:
+    """The contract's options the kernels fuse with this Triton: attention needs ``tl.gather``."""
+    every = {"relu", "attention", "dropout", "time_decay"}
+    return frozenset(every - ({"attention"} if attention_problem(triton_version) else set()))
 
 
 def interpreting(triton: ModuleType) -> bool:

@@ -18,8 +18,11 @@ MASKED_SPILL_LIMIT and reported in the table. The inference forward (no saved ga
 compiled variant; checked in float32 and bfloat16 with full tiles) spills a few bytes where the
 training one does not (fp32 at d_pad = 64 and 256 on sm_90: 12 and 8 bytes), tolerated up to
 INFERENCE_SPILL_LIMIT. The option variants (relu, attention with k = 4, dropout, time decay, all
-three, all four; ``option_variants``: a representative subset, with full tiles) are held to the same
-limits.
+three, all four, all but attention; ``option_variants``: a representative subset of the variants the
+dispatcher runs, with full tiles) are held to the same limits. Run it with the Triton a GPU machine
+will have (PyTorch's CUDA wheels pin one: 3.6 for torch 2.10-2.13), e.g. from a private copy:
+``pip install --target /tmp/triton36 triton==3.6.0 --no-deps`` and ``PYTHONPATH=/tmp/triton36``;
+bench/results/triton-compile-3.6.txt is that report.
 Approximate instructions: only ``ex2.approx.f32``
 and ``div.full.f32`` (what ``tl.exp`` and fp32 ``/`` compile to; ``kernels/_math.py``), the two
 that tests/providers/ptx_math.py emulates at their documented 2-ulp bound.
@@ -64,28 +67,43 @@ OPTION_FLAGS = {
     "all": dict(RELU=True, NK=4, K_PAD=16, HAS_MASK=True, HAS_DECAY=False),
     "all_decay": dict(RELU=True, NK=4, K_PAD=16, HAS_MASK=True, HAS_DECAY=True),
     # more than 8 compartments: the streamed regime's attention products become matrix products
+    # relu + dropout + decay: every option but attention (what streamed d_pad 256 runs with options)
+    "no_attention": dict(RELU=True, NK=0, K_PAD=16, HAS_MASK=True, HAS_DECAY=True),
     "attention18": dict(RELU=False, NK=18, K_PAD=32, HAS_MASK=False, HAS_DECAY=False),
     "all18": dict(RELU=True, NK=18, K_PAD=32, HAS_MASK=True, HAS_DECAY=False),
 }
 
 
+def _dispatched(cfg, dtype: str, flags: Dict) -> bool:
+    """Whether ``config.choose`` gives ``cfg`` to a call with the option ``flags`` (some option
+    variants run the per-step kernels instead: config.STREAMED_ATTENTION_MAX_D / _MAX_K, _CROWDED_MAX_D)."""
+    import importlib
+
+    config = importlib.import_module("diru_fast.kernels.config")  # pure Python: no compiler needed
+    d = 2 * config.STREAMED_MAX_D if cfg.mode == "step" else cfg.d_pad
+    return config.choose(d, dtype, flags["NK"], flags["HAS_MASK"] and flags["HAS_DECAY"]) == cfg
+
+
 def option_variants(cfg, dtype: str, every: bool = False) -> tuple:
-    """The option variants compiled for (cfg, dtype) besides "none". ``every``: all of them, k = 4
-    and k = 18 (``--all-options``: about six times the plain check's time, not run in CI). Otherwise
-    a representative subset (about the plain check's time, run by the test suite). Each option
-    alone (time decay too) and all three at streamed d_pad = 256 in fp32 (the tightest register
-    budget: dropout alone is where a spill showed up); all three and all four (with time decay) at
-    resident d_pad = 64, streamed d_pad = 256 and per-step in bf16 (the most work per regime). All
-    four in fp32 at streamed d_pad = 256 spill 8 bytes on sm_90 (``--all-options`` reports it)."""
-    if every:  # k = 18 only where the dispatcher can pick the config for it (config.choose)
-        large_k = cfg.mode == "streamed" and cfg.d_pad >= 128
-        return tuple(name for name in OPTION_FLAGS if name != "none" and not (large_k and name.endswith("18")))
+    """The option variants compiled for (cfg, dtype) besides "none", only those the dispatcher runs
+    with ``cfg`` (attention at streamed d_pad 256, more than 8 compartments at d_pad >= 128, and
+    dropout with time decay at fp32 d_pad 256 run the per-step kernels). ``every``: all of them, k = 4 and k = 18 (``--all-options``: about six
+    times the plain check's time, not run in CI). Otherwise a representative subset (about the plain
+    check's time, run by the test suite): each option alone and all but attention at streamed d_pad =
+    256 in fp32 (the tightest register budget); every option with and without time decay at resident
+    d_pad = 64, streamed d_pad = 128 and per step in bf16, all but attention at streamed d_pad 256 in
+    bf16 (the most work per regime)."""
+    names = [name for name in OPTION_FLAGS if name != "none" and _dispatched(cfg, dtype, OPTION_FLAGS[name])]
+    if every:
+        return tuple(names)
     if cfg.mode == "streamed" and cfg.d_pad == 256 and dtype == "float32":
-        return ("relu", "attention", "dropout", "decay", "all")
-    if dtype == "bfloat16" and ((cfg.mode == "resident" and cfg.d_pad == 64) or cfg.d_pad == 256
-                                or cfg.mode == "step"):
-        return ("all", "all_decay")
-    return ()
+        wanted = ("relu", "attention", "dropout", "decay", "no_attention")
+    elif dtype == "bfloat16" and ((cfg.mode == "resident" and cfg.d_pad == 64) or cfg.d_pad in (128, 256)
+                                  or cfg.mode == "step"):
+        wanted = ("all", "all_decay", "no_attention") if cfg.d_pad == 256 else ("all", "all_decay")
+    else:
+        wanted = ()
+    return tuple(name for name in wanted if name in names)
 
 
 _PTR_TYPES = {"float32": "*fp32", "bfloat16": "*bf16", "float16": "*fp16", "float64": "*fp64"}
@@ -201,12 +219,49 @@ def approx_instructions(ptx: str) -> List[str]:
     return sorted(set(_APPROX_RE.findall(ptx)))
 
 
+def tf32x3_ptx_counts(arch: int = 90) -> Dict[str, int]:
+    """How Triton lowers a 3xTF32 ``tl.dot`` (16 x 16 x 16, one warp): counts of ``cvt.rna.tf32.f32``,
+    ``sub.f32``, ``mma.sync`` (tf32) and ``wgmma`` in its PTX. tests/providers/ptx_math.py emulates what
+    this shows: one cvt.rna per operand element (the high part only), the low part a plain fp32
+    subtraction that the MMA reads truncated, three products of mma.sync (no wgmma)."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    ptx = triton.compile(ASTSource(_tf32x3_dot(triton, tl), {"a_ptr": "*fp32", "b_ptr": "*fp32", "c_ptr": "*fp32"},
+                                   constexprs={}),
+                         target=GPUTarget("cuda", arch, 32), options={"num_warps": 1}).asm["ptx"]
+    ops = re.findall(r"^\s*(?:@!?%p\d+\s+)?([a-z][\w.]*)", ptx, re.M)
+    return dict(cvt_rna_tf32=sum(op == "cvt.rna.tf32.f32" for op in ops), sub_f32=sum(op == "sub.f32" for op in ops),
+                mma_tf32=sum(op.startswith("mma.sync") and ".tf32" in op for op in ops),
+                wgmma=sum(op.startswith("wgmma") for op in ops), elements_per_thread=2 * 16 * 16 // 32)
+
+
+_TF32X3_DOT = None
+
+
+def _tf32x3_dot(triton, tl):
+    global _TF32X3_DOT
+    if _TF32X3_DOT is None:
+        @triton.jit
+        def tf32x3_dot(a_ptr, b_ptr, c_ptr):
+            i = tl.arange(0, 16)
+            a = tl.load(a_ptr + i[:, None] * 16 + i[None, :])
+            b = tl.load(b_ptr + i[:, None] * 16 + i[None, :])
+            tl.store(c_ptr + i[:, None] * 16 + i[None, :], tl.dot(a, b, input_precision="tf32x3"))
+
+        _TF32X3_DOT = tf32x3_dot
+    return _TF32X3_DOT
+
+
 def _compile_job(job) -> List[Dict]:
     cfg, dtype, even, arch, with_ptxas, options = job
     rows = []
     for name, fn, constexprs in kernel_specs(cfg, dtype, even, options):
         start = time.perf_counter()
-        compiled = compile_kernel(fn, constexprs, dtype, arch, cfg.num_warps, cfg.num_stages, cfg.maxnreg)
+        stages = cfg.stages_bwd if name.startswith("bwd") else cfg.num_stages
+        compiled = compile_kernel(fn, constexprs, dtype, arch, cfg.num_warps, stages, cfg.maxnreg)
         row = dict(config=cfg.label(), mode=cfg.mode, dtype=dtype, even=even, options=options, kernel=name, arch=arch,
                    shared=int(compiled.metadata.shared), shared_limit=SHARED_LIMIT[arch],
                    ptx_bytes=len(compiled.asm["ptx"]), cubin_bytes=len(compiled.asm["cubin"]),

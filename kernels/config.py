@@ -46,6 +46,7 @@ class KernelConfig:
     num_warps: int = 4
     num_stages: int = 1
     maxnreg: Optional[int] = None  # ptxas register cap; 255 lets 8-warp programs use 255 (1 program / SM)
+    bwd_stages: Optional[int] = None  # num_stages of the backward kernels, where it differs
 
     def __post_init__(self):
         if self.mode not in ("resident", "streamed", "step"):
@@ -59,11 +60,16 @@ class KernelConfig:
     def persistent(self) -> bool:
         return self.mode != "step"
 
+    @property
+    def stages_bwd(self) -> int:
+        """num_stages of the backward kernels."""
+        return self.bwd_stages or self.num_stages
+
     def label(self) -> str:
         if self.mode == "step":
             return f"step-m{self.block_b}-n{self.block_n}-k{self.block_k}-w{self.num_warps}-s{self.num_stages}"
         return f"{self.mode}-d{self.d_pad}-b{self.block_b}-k{self.block_k}-w{self.num_warps}-s{self.num_stages}" + (
-            f"-r{self.maxnreg}" if self.maxnreg else "")
+            f"-r{self.maxnreg}" if self.maxnreg else "") + (f"-sb{self.bwd_stages}" if self.bwd_stages else "")
 
 
 def dot_precision(dtype: str, interpreted: bool = False, allow_tf32: bool = False) -> str:
@@ -104,31 +110,46 @@ def override(cfg: Optional[KernelConfig]) -> Iterator[None]:
 #: --all-options): such calls run the per-step kernels instead.
 STREAMED_ATTENTION_MAX_K = 8
 
-#: With attention, dropout and time decay all on, the float32/float64 streamed forward at this d_pad
-#: spills a few bytes per thread on sm_90 (compile_check.py --all-options, variant all_decay): such
-#: calls run the per-step kernels instead.
-STREAMED_ALL_OPTIONS_MAX_D = 128
+#: Attention at a larger d_pad (256) spills in the streamed kernels with Triton 3.6 (what PyTorch's
+#: CUDA wheels ship): 8-40 B per thread in the fp32 and 16-bit forward, 40-130 B in the fp32 backward
+#: (bench/results/triton-compile-3.6.txt): such calls run the per-step kernels instead.
+STREAMED_ATTENTION_MAX_D = 128
+
+#: Dropout and time decay together in the float32/float64 streamed forward at a larger d_pad (256) spill
+#: 8 B per thread on sm_90 with Triton 3.9 (bench/results/triton-compile-3.9.txt): such calls run the
+#: per-step kernels instead.
+STREAMED_CROWDED_MAX_D = 128
 
 
 def choose(d: int, dtype: str, compartments: int = 0, crowded: bool = False) -> KernelConfig:
     """The configuration for hidden size ``d``, input dtype name ``dtype`` and ``compartments``
-    attention compartments (0: no attention); ``crowded``: attention, dropout and time decay are all
-    on. The batch size does not change it: a launch takes as many 16-row programs as the batch needs."""
+    attention compartments (0: no attention); ``crowded``: dropout and time decay are both on. The
+    batch size does not change it: a launch takes as many 16-row programs as the batch needs."""
     if _OVERRIDE is not None:
         return _OVERRIDE
     d_pad = pad_hidden(d)
     if d_pad <= RESIDENT_MAX_D[dtype]:
         return KernelConfig("resident", d_pad, block_b=16, block_k=d_pad, num_warps=2 if d_pad == 16 else 4)
-    spills = (d_pad >= 128 and compartments > STREAMED_ATTENTION_MAX_K) or (
-        crowded and dtype in ("float32", "float64") and d_pad > STREAMED_ALL_OPTIONS_MAX_D)
+    spills = compartments > 0 and (d_pad > STREAMED_ATTENTION_MAX_D or (
+        d_pad >= 128 and compartments > STREAMED_ATTENTION_MAX_K))
+    spills = spills or (crowded and dtype in ("float32", "float64") and d_pad > STREAMED_CROWDED_MAX_D)
     if d_pad <= STREAMED_MAX_D and not spills:
-        # num_stages >= 2 software-pipelines the K-chunk loops (cp.async prefetch of the next weight
-        # and operand chunks: the streamed products are L2-latency bound without it)
-        stages = 4 if (dtype in ("float32", "float64") and d_pad == 256) else 3
+        # num_stages = 3 software-pipelines the K-chunk loops: cp.async prefetches the next two weight
+        # and operand chunks (the streamed products are L2-latency bound without it). cp.async moves
+        # at least 4 bytes a thread: a 16 x BLOCK_K operand chunk over 8 warps is 16 * 16 * 2 / 256 = 2
+        # bytes in 16 bit at BLOCK_K = 16, which Triton then loads synchronously (ld.global, st.shared,
+        # a barrier: one exposed L2 round trip per chunk), so 16-bit takes BLOCK_K = 32 (4 bytes a
+        # thread: every chunk prefetched); fp32's 16 x 16 chunk is already 4 bytes a thread.
+        # fp32 at d_pad 256: the forward four stages (with three, Triton 3.9 spills 4-12 B on sm_90), the
+        # backward three (with four, Triton 3.6 spills 56 B on sm_90).
+        sixteen = dtype in ("bfloat16", "float16")
         if d_pad <= 64:
-            return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=4, num_stages=stages)
-        return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=8, num_stages=stages, maxnreg=255)
-    return KernelConfig("step", 0, block_b=32, block_k=32, block_n=64, num_warps=4, num_stages=3)
+            return KernelConfig("streamed", d_pad, block_b=16, block_k=16, num_warps=4, num_stages=3)
+        wide32 = not sixteen and d_pad == 256
+        return KernelConfig("streamed", d_pad, block_b=16, block_k=32 if sixteen else 16, num_warps=8,
+                            num_stages=4 if wide32 else 3, maxnreg=255, bwd_stages=3 if wide32 else None)
+    # 8 warps: with 4, Triton 3.6 spills 8 B in the backward dh kernel with every option on
+    return KernelConfig("step", 0, block_b=32, block_k=32, block_n=64, num_warps=8, num_stages=3)
 
 
 def all_configs() -> Iterator[Tuple[KernelConfig, str]]:

@@ -7,8 +7,8 @@ or CPU under ``TRITON_INTERPRET=1`` (set before triton is imported).
 
 Dtypes: float32, bfloat16, float16 (state, gates and gradients in float32); float64 under the
 interpreter (gradcheck; Triton >= 3.5, see ``FLOAT64_PROBLEM``). fp32 products run as 3xTF32 on tensor cores
-(fp32-level accuracy) unless ``torch.backends.cuda.matmul.allow_tf32`` is set (then TF32,
-like PyTorch's own matmuls); see ``config.dot_precision``.
+(fp32-level accuracy) unless PyTorch allows TF32 matmuls (then TF32, like PyTorch's own matmuls;
+:func:`tf32_allowed` reads the setting); see ``config.dot_precision``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ _TL_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.bfloat16, torch.floa
               torch.float64: tl.float64}
 #: Why this Triton cannot run the float64 kernels (None: it can; the interpreter is their only user).
 FLOAT64_PROBLEM = compat.float64_problem(triton.__version__)
+#: Why this Triton cannot run attention over compartments (None: it can; ``tl.gather`` is from 3.3 on).
+ATTENTION_PROBLEM = compat.attention_problem(triton.__version__)
+#: The contract's options these kernels fuse (constexpr flags of every regime).
+OPTIONS = compat.fused_options(triton.__version__)
 SUPPORTED_DTYPES = tuple(d for d in _TL_DTYPES if d != torch.float64 or FLOAT64_PROBLEM is None)
 #: True when the kernels were built by the interpreter (TRITON_INTERPRET=1 at import).
 INTERPRETED = not isinstance(forward.diru_fwd_persistent, triton.runtime.jit.JITFunction)
@@ -46,14 +50,26 @@ def _empty(shape, dtype, device) -> Tensor:
     return out
 
 
+def tf32_allowed() -> bool:
+    """Whether PyTorch allows TF32 in fp32 matmuls: ``torch.backends.cuda.matmul.fp32_precision`` (the
+    API of PyTorch >= 2.9: "tf32" / "ieee", set directly or inherited from
+    ``torch.backends.fp32_precision``) when it says so, else the legacy ``allow_tf32`` flag. Reading the
+    legacy flag after the new API set the precision raises in PyTorch, so it is read only when the new
+    one is absent or "none"."""
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    if precision in ("tf32", "ieee"):
+        return precision == "tf32"
+    return bool(matmul.allow_tf32)
+
+
 def _meta(dtype: torch.dtype) -> dict:
     """The dtype constexprs: storage, dot operand, accumulation dtypes and fp32 dot precision."""
     in_dt = _TL_DTYPES[dtype]
     acc = tl.float64 if dtype == torch.float64 else tl.float32
     # The interpreter's dot cannot multiply bf16/fp16: hand it the (already rounded) operands in fp32.
     op_dt = acc if (INTERPRETED and dtype in (torch.bfloat16, torch.float16)) else in_dt
-    precision = cfgs.dot_precision(str(dtype).replace("torch.", ""), INTERPRETED,
-                                   torch.backends.cuda.matmul.allow_tf32)
+    precision = cfgs.dot_precision(str(dtype).replace("torch.", ""), INTERPRETED, tf32_allowed())
     return dict(IN_DT=in_dt, OP_DT=op_dt, ACC_DT=acc, PRECISION=precision)
 
 
@@ -95,6 +111,8 @@ def _options(activation: str, compartment_of: Optional[Tensor], mask: Optional[T
     variant)."""
     if activation not in ("tanh", "relu"):
         raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+    if compartment_of is not None and ATTENTION_PROBLEM:
+        raise NotImplementedError(ATTENTION_PROBLEM)
     nk = k if compartment_of is not None else 0
     comp = compartment_of.to(torch.int32).contiguous() if nk else placeholder
     if mask is not None:
@@ -142,7 +160,7 @@ def scan_fwd(
     saved = _empty((steps, batch, 4 * d + k) if need_saved else (0,), acc, device)
     if steps == 0 or batch == 0:
         return hs, saved
-    crowded = k > 0 and mask is not None and decay is not None  # cfgs.STREAMED_ALL_OPTIONS_MAX_D
+    crowded = mask is not None and decay is not None  # cfgs.STREAMED_CROWDED_MAX_D
     cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k, crowded=crowded)
     flags, comp, mask_p, decay_p = _options(activation, compartment_of, mask, k, acc, placeholder=hs, decay=decay)
     meta.update(flags)
@@ -254,7 +272,7 @@ def scan_bwd(
         if batch:
             d_h0.zero_()
         return d_p, d_zp, d_yp, d_h0
-    crowded = k > 0 and mask is not None and decay is not None  # cfgs.STREAMED_ALL_OPTIONS_MAX_D
+    crowded = mask is not None and decay is not None  # cfgs.STREAMED_CROWDED_MAX_D
     cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k, crowded=crowded)
     flags, comp, mask_p, decay_p = _options(activation, compartment_of, mask, k, acc, placeholder=hs, decay=decay)
     meta.update(flags)
@@ -270,7 +288,7 @@ def scan_bwd(
                 comp, w_e, mask_p, decay_p,
                 steps, batch, d, RESIDENT=cfg.mode == "resident",
                 BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k,
-                num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
+                num_warps=cfg.num_warps, num_stages=cfg.stages_bwd, maxnreg=cfg.maxnreg, **meta)
         else:
             _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, cfg, meta,
                        comp, mask_p if flags["HAS_MASK"] else None, decay_p if flags["HAS_DECAY"] else None)
@@ -285,13 +303,13 @@ def _bwd_steps(grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_
     v = _empty((batch, d), saved.dtype, hs.device) if nk else hs  # do*u*s of the current step (attention)
     grid = (triton.cdiv(batch, cfg.block_b), triton.cdiv(d, cfg.block_n))
     tiles = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k,
-                 num_warps=cfg.num_warps, num_stages=cfg.num_stages, maxnreg=cfg.maxnreg, **meta)
+                 num_warps=cfg.num_warps, num_stages=cfg.stages_bwd, maxnreg=cfg.maxnreg, **meta)
     tiles = {key: v for key, v in tiles.items() if key != "HAS_DECAY"}
     plain = {key: v for key, v in tiles.items() if key not in ("RELU", "K_PAD", "HAS_MASK")}
     dh_tiles = dict(plain, HAS_DECAY=meta["HAS_DECAY"])
     att = dict(HAS_LENGTHS=meta["HAS_LENGTHS"], EVEN_B=meta["EVEN_B"], EVEN_D=meta["EVEN_D"], NK=nk,
                K_PAD=meta["K_PAD"], BLOCK_M=cfg.block_b, BLOCK_K=cfg.block_k, ACC_DT=meta["ACC_DT"],
-               num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+               num_warps=cfg.num_warps, num_stages=cfg.stages_bwd)
     last = steps - 1  # prologue: dh = grad_hs[T-1], d_yp[T-1]
     step.diru_bwd_step_dh[grid](d_yp[last], d_p[last], w_hh, lens, dh32, grad_hs[last], hs[last], d_yp[last],
                                 d_h0, hs, steps, batch, d, HAS_DOT=False, FINAL=False, **dh_tiles)

@@ -142,7 +142,7 @@ def assert_kernel_within_twice_torch_error(kernels, a, opts, lengths, config, dt
     from diru_fast.scan import contract
 
     T, B, d = a["xp"].shape[0], a["xp"].shape[1], a["h0"].shape[-1]
-    grad = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(a["xp"].device)
     names = ("w_hh", "w_int", "b_int", "w_out", "b_out")
     hs, saved = kernels.scan_fwd(**a, lengths=lengths, need_saved=True, config=config, **opts)
     d_p, _, _, d_h0 = kernels.scan_bwd(grad.to(dtype), a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"],

@@ -24,9 +24,10 @@ Documented differences from nn.GRU
    (7 tensors, not 4). There is no ``bias_hh_l{k}`` (``bias_hh`` for the cell): one bias per
    pre-activation. ``reset_parameters`` draws the prototype's initialisation, not
    U(-1/sqrt(d), 1/sqrt(d)).
-3. No ``proj_size`` argument (it is an LSTM-only option in nn.GRU too, where passing it raises
-   ValueError; DIRU's constructor has no such parameter, so it raises TypeError).
-4. ``hidden_size`` must be a positive multiple of ``num_compartments`` (default 4).
+3. ``mode`` is ``"DIRU"`` (nn.GRU: ``"GRU"``). ``proj_size`` is 0, and another value raises
+   ValueError, as in nn.GRU (an LSTM-only option there).
+4. Any ``hidden_size >= 1``: without ``num_compartments`` the cell has ``min(4, hidden_size)``
+   near-equal compartments; an explicit ``num_compartments`` must divide ``hidden_size``.
    ``nn.GRUCell(10, 0)`` builds a zero-width cell; ``DIRUCell`` rejects ``hidden_size=0``
    (ValueError), as ``nn.GRU`` does for the layer.
 5. Stricter constructor checks: ``DIRULayer`` also type-checks ``bidirectional`` (TypeError for
@@ -267,7 +268,7 @@ def test_cell_hx_none_is_zeros_and_hx_keyword(impl):
     torch.testing.assert_close(cell(x[0]), cell(x[0], torch.zeros(20)))
 
 
-@pytest.mark.parametrize("impl", impls(diru_differs="hidden_size must be a positive multiple of num_compartments",
+@pytest.mark.parametrize("impl", impls(diru_differs="hidden_size must be positive",
                                        raises=ValueError))
 def test_cell_zero_hidden_size(impl):
     # test_RNN_cell_forward_zero_hidden_size
@@ -366,12 +367,28 @@ def test_layer_bidirectional_must_be_bool(impl):
         impl.layer(3, 8, bidirectional="False")
 
 
-@pytest.mark.parametrize("impl", impls(diru_differs="no proj_size argument (TypeError, not ValueError)",
-                                       raises=TypeError))
+@pytest.mark.parametrize("impl", BOTH)
 def test_layer_proj_size_rejected(impl):
     # test_projections_errors_on_gru_and_rnn
     with pytest.raises(ValueError):
         impl.layer(30, 20, 2, proj_size=10)
+
+
+@pytest.mark.parametrize("impl", BOTH)
+def test_layer_mode_and_proj_size_attributes(impl):
+    # code written for nn.RNNBase reads them (e.g. to pick the state's form: a tuple only for LSTM)
+    layer = impl.layer(5, 10)
+    assert layer.proj_size == 0
+    assert layer.mode == ("DIRU" if impl.is_diru else "GRU")
+
+
+@pytest.mark.parametrize("impl", BOTH)
+@pytest.mark.parametrize("hidden", [1, 3, 5, 10, 51])
+def test_layer_and_cell_any_hidden_size(impl, hidden):
+    # the examples and libraries written for nn.GRU use sizes such as 51, 5, 10
+    out, h_n = impl.layer(2, hidden, 2)(torch.randn(3, 2, 2))
+    assert out.shape == (3, 2, hidden) and h_n.shape == (2, 2, hidden)
+    assert impl.cell(2, hidden)(torch.randn(2, 2)).shape == (2, hidden)
 
 
 @pytest.mark.parametrize("impl", BOTH)

@@ -157,7 +157,7 @@ def test_cycle_finder_sees_a_circle():
 
 OPTIONAL = ("tqdm", "matplotlib", "scipy", "pandas", "sklearn", "statsmodels")
 NOT_AT_IMPORT = ("triton", "torch._dynamo", "torch.onnx", "onnx", "onnxruntime", "onnxscript", "matplotlib", "scipy",
-                 "pandas", "sklearn", "statsmodels")
+                 "pandas", "sklearn", "statsmodels", "aeon", "numba")
 
 _CORE_SCRIPT = """
 import json, sys

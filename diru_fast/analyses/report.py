@@ -29,6 +29,18 @@ COMMANDS = {"specialization": "python -m diru_fast specialization",
             "memory_capacity": "python -m diru_fast memory-capacity",
             "real_data": "python -m diru_fast real-data"}
 LEARNED_NMSE = 0.5  # a memory-task run "learned" the task if its validation NMSE is below this
+# Where these analyses stand against the study's protocol (docs/STUDY.md: standardised data, every model's
+# learning rate picked from a grid on tuning seeds, clipping, early stopping, "learned" = test MSE <= 0.3x
+# predicting the mean, no "holds" between models that did not learn).
+PROTOCOL_STATUS = (
+    "**Protocol status: old protocol, not regenerated.** These analyses ran before the study adopted its "
+    "current protocol (every model's learning rate picked from a 5-value grid on tuning seeds, early stopping "
+    "with a cap, and the rule that a model has *learned* a task only at test MSE <= 0.3× predicting the mean, "
+    "with no \"holds\" between models that did not both learn). Each analysis here trains every model at one "
+    "learning rate of its own recipe (stated in its section), and its learned criterion is its own (the "
+    "memory task: validation NMSE < 0.5). Read the verdicts as results at those settings; a verdict that rests "
+    "on a p-value before the Holm adjustment is not a finding (the Holm-adjusted p decides). The regenerated "
+    "study (`results/study/report.md`) supersedes anything here that it also measures.")
 TITLES = {"specialization": "Compartments specialize to different frequencies",
           "gradient_flow": "Gradient flow: better than a vanilla RNN, comparable to LSTM",
           "memory_capacity": "Memory capacity grows about k× with k compartments",
@@ -618,6 +630,8 @@ def markdown(results: Dict[str, Dict[str, Any]], fig_dir: str = "analyses",
         "unadjusted). Nothing was tuned for or against DIRU; every model in a comparison gets the same data, seeds "
         "and recipe, gradient clipping included. Every number below is generated from the JSON files next to the "
         "figures (`python -m diru_fast analyses --report-only`).",
+        "",
+        PROTOCOL_STATUS,
         "",
         "One fact frames two of them: **the DIRU math does not depend on the number of compartments k.** The k "
         "compartments are a block split of one d-unit dendrite (stacking their W_x, W_h, bias and gate rows gives "

@@ -58,9 +58,25 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
     p.add_argument("--n-test", type=positive_int, default=get("n_test"),
                    help="test sequences (they score the best epoch's weights: the primary metric)")
     p.add_argument("--seq-len", type=positive_int, default=get("seq_len"), help="sequence length T")
-    p.add_argument("--normalize", action="store_true",
-                   help="standardise inputs and targets with the training split's mean and std (MSEs are still "
-                        "reported on the raw scale); off: the prototype's raw scale")
+    p.add_argument("--raw-scale", action="store_true",
+                   help="train on the raw scale (the prototype's); default: inputs and targets standardised with "
+                        "the training split's mean and std, MSEs in standardised units with raw units beside")
+    p.add_argument("--normalize", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old commands
+    p.add_argument("--prototype", action="store_true",
+                   help="the prototype's literal recipe: raw scale, Adam lr --lr for every model (no tuning), no "
+                        "clipping, --epochs fixed epochs (50 unless given), DIRU vs LSTM vs GRU")
+    p.add_argument("--lr-grid", type=positive_float, nargs="*", default=list(get("lr_grid")), metavar="LR",
+                   help="Adam learning rates tried per (task, model), picked on validation over the tuning seeds; "
+                        "one value or none: no tuning (the demo then uses the rates the full study picked, --lr "
+                        "overrides them)")
+    p.add_argument("--tune-seeds", type=positive_int, default=get("tune_seeds"),
+                   help="tuning seeds per learning rate (disjoint from the test seeds)")
+    p.add_argument("--tune-first-seed", type=non_negative_int, default=get("tune_first_seed"),
+                   help="the first tuning seed")
+    p.add_argument("--clip", type=float, default=get("clip_norm"),
+                   help="clip the gradients' global norm to this before each step (0: off)")
+    p.add_argument("--patience", type=non_negative_int, default=get("patience"),
+                   help="early stopping: epochs without a better validation MSE (0: train every epoch)")
     p.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="DIR",
                    help="take finished runs from these studies' results.json (same settings; DIRU runs only "
                         "from a study with the same --backend)")
@@ -72,13 +88,15 @@ def _add_study_arguments(p: argparse.ArgumentParser, d: Dict[str, object], out: 
                    help=f"DIRU compartments k (must divide --hidden); {get('num_compartments')}, or the number "
                         "of --compartment-sizes, when left out")
     p.add_argument("--batch-size", type=positive_int, default=get("batch_size"), help="mini-batch size")
-    p.add_argument("--lr", type=positive_float, default=get("lr"), help="Adam learning rate")
+    p.add_argument("--lr", type=positive_float, default=get("lr"),
+                   help="Adam learning rate of --prototype (or with a one-value --lr-grid, use that)")
     p.add_argument("--epochs", type=positive_int, default=get("epochs"),
-                   help="training epochs per run (all are run; the best-validation epoch's weights are scored)")
+                   help="the epoch cap per run (early stopping usually ends a run first; the best-validation "
+                        "epoch's weights are scored)")
     p.add_argument("--match-params", nargs="?", const="on", default=get("match_params"), choices=MATCH_CHOICES,
                    help="size the baselines to DIRU's parameter count: '--match-params' alone replaces the "
                         "default-size baselines, '--match-params both' runs both sizes")
-    p.add_argument("--workers", type=positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=d.get("workers", 1),
                    help="spread independent runs over this many processes (helps only with idle cores)")
     p.add_argument("--resume", action="store_true", help="reuse finished runs of an earlier results.json in --out")
     p.add_argument("--verbose", action="store_true", help="also a progress bar per run")
@@ -93,13 +111,27 @@ def _study_config(args: argparse.Namespace):
 
     _check_compartments(args)
     _check_backend_on_device(args)
+    if args.raw_scale and args.normalize:
+        usage_error(args, "--raw-scale and --normalize contradict each other (standardised is the default)")
+    kwargs = dict(tasks=tuple(args.tasks), models=tuple(args.models), seeds=args.seeds,
+                  first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
+                  seq_len=args.seq_len, normalize=not args.raw_scale, hidden_size=args.hidden,
+                  num_compartments=args.compartments, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
+                  match_params=args.match_params, backend=args.backend, device=args.device,
+                  options=options_from_args(args), lr_grid=tuple(args.lr_grid), tune_seeds=args.tune_seeds,
+                  tune_first_seed=args.tune_first_seed, clip_norm=args.clip, patience=args.patience)
     try:
-        return StudyConfig(tasks=tuple(args.tasks), models=tuple(args.models), seeds=args.seeds,
-                           first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-                           seq_len=args.seq_len, normalize=args.normalize,
-                           hidden_size=args.hidden, num_compartments=args.compartments, batch_size=args.batch_size,
-                           lr=args.lr, epochs=args.epochs, match_params=args.match_params, backend=args.backend,
-                           device=args.device, options=options_from_args(args))
+        if args.prototype:
+            given = {k: kwargs[k] for k in ("tasks", "seeds", "first_seed", "n_test", "seq_len", "hidden_size",
+                                            "num_compartments", "batch_size", "lr", "match_params", "backend",
+                                            "device", "options")}
+            if "--models" in getattr(args, "command_line", ""):
+                given["models"] = kwargs["models"]
+            for opt, key in (("--epochs", "epochs"), ("--n-train", "n_train"), ("--n-val", "n_val")):
+                if opt in getattr(args, "command_line", ""):
+                    given[key] = kwargs[key]
+            return StudyConfig.prototype(**given)
+        return StudyConfig(**kwargs)
     except ValueError as exc:
         usage_error(args, str(exc))
 
@@ -136,11 +168,15 @@ def _check_backend_on_device(args: argparse.Namespace, dtype: str = "float32") -
         usage_error(args, f"--backend {args.backend} --device {args.device}: {exc}")
 
 
-def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
+def _run_study_pipeline(args: argparse.Namespace, title: str, lr_table=None, extra=None) -> int:
+    """Run the study (or the demo) and write its report; ``extra(results)`` -> a markdown section appended
+    to the report and printed (the demo's agreement with the full study)."""
     from . import distributed, plots, report, study
 
     start = time.perf_counter()
     config = _study_config(args)
+    if lr_table is not None and not config.tuned:
+        config.lr_table = lr_table
     require((["tqdm"] if not args.quiet else []) + ([] if args.no_plots else ["matplotlib"]),
             f"`{args.command}` with progress bars and plots (see --quiet, --no-plots)")
     set_threads(args.threads)
@@ -152,6 +188,10 @@ def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
         if not ctx.is_main:
             return 0
         path = report.write_report(results, args.out, title)
+        if extra is not None:
+            from .io import atomic_write_text
+
+            atomic_write_text(path, path.read_text(encoding="utf-8") + "\n" + extra(results) + "\n")
         if args.pool_with is not None:
             pooled = report.pool_backends(results, study.load_results(args.pool_with))
             path = report.write_report(pooled, args.out, title + " (DIRU pooled over backends)", "pooled-report.md")
@@ -159,8 +199,10 @@ def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
     finally:
         distributed.shutdown(ctx)
     text = report.markdown_report(results, title)
-    results_part = text[text.index("## Headline"):text.index("## Power")]
-    print(results_part.rstrip())
+    print(text[text.index("## Headline"):text.index("## Results")].rstrip())
+    print(text[text.index("## DIRU's relative"):text.index("## Power")].rstrip())
+    if extra is not None:
+        print("\n" + extra(results))
     print(f"\nwrote {path}, {args.out / study.RESULTS_JSON}, {args.out / study.RESULTS_CSV}"
           + "".join(f", {p}" for p in written))
     print(f"total wall time {time.perf_counter() - start:.1f} s")
@@ -169,9 +211,11 @@ def _run_study_pipeline(args: argparse.Namespace, title: str) -> int:
 
 # ---------------------------------------------------------------------------------- demo/study
 
-# Sized to finish in well under 60 s on one thread of a 2-core CPU on the slowest fast path
-# (backend "torch"); the same pipeline as the study, smaller.
-DEMO_DEFAULTS: Dict[str, object] = dict(seeds=3, n_train=256, n_val=64, seq_len=30, epochs=12)
+# The study's protocol at a small budget, sized to end within 60 s on a quiet 2-core CPU (two worker
+# processes of one thread): no tuning (each model trains at the rate the full study picked for it:
+# demo.DEMO_LR), fewer seeds and sequences, a shorter cap.
+DEMO_DEFAULTS: Dict[str, object] = dict(seeds=3, n_train=384, n_val=64, n_test=128, seq_len=30, epochs=30,
+                                        patience=8, lr_grid=(), workers=2)
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
@@ -179,7 +223,14 @@ def _add_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    return _run_study_pipeline(args, "Quick demo: DIRU vs LSTM and GRU at small size (not the full study)")
+    from . import demo
+
+    table = None if "--lr" in args.command_line.split() else demo.DEMO_LR
+    return _run_study_pipeline(args, "Quick demo: DIRU vs LSTM and GRU, the study's protocol at a small budget",
+                               lr_table=table, extra=demo.agreement_section)
+
+
+STUDY_TITLE = "DIRU vs LSTM and GRU on the prototype's tasks, every model tuned alike"
 
 
 def _add_study(p: argparse.ArgumentParser) -> None:
@@ -187,7 +238,7 @@ def _add_study(p: argparse.ArgumentParser) -> None:
 
 
 def _run_study(args: argparse.Namespace) -> int:
-    return _run_study_pipeline(args, "DIRU vs LSTM and GRU: the prototype's study")
+    return _run_study_pipeline(args, STUDY_TITLE)
 
 
 # ------------------------------------------------------------------------------------- train
@@ -214,6 +265,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=non_negative_int, default=0,
                    help="early stopping: stop after this many epochs without a better validation loss (0: off)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="parameter and data dtype")
+    p.add_argument("--raw-scale", action="store_true",
+                   help="train on the raw scale (otherwise inputs and targets are standardised with the training "
+                        "split's mean and std, MSEs in standardised units; the statistics go into the checkpoint)")
+    p.add_argument("--clip", type=float, default=1.0, help="clip the gradients' global norm (0: off)")
     p.add_argument("--resume-from", type=Path, default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--save-all-ranks", action="store_true",
                    help="under torchrun, every rank writes checkpoint.rank<r>.pt (to check they agree)")
@@ -247,6 +302,12 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         train_set = make_dataset(args.task, args.n_train, args.seq_len, derive_seed(args.task, args.seed, "train"))
         val_set = make_dataset(args.task, args.n_val, args.seq_len, derive_seed(args.task, args.seed, "val"))
+        stats = None
+        if not args.raw_scale:
+            from .study import _Standardised, standardisation
+
+            stats = standardisation(train_set)  # the training split's statistics only
+            train_set, val_set = _Standardised(train_set, stats), _Standardised(val_set, stats)
         if dtype != torch.float32:
             for ds in (train_set, val_set):
                 ds.x, ds.y = ds.x.to(dtype), ds.y.to(dtype)
@@ -262,10 +323,11 @@ def _run_train(args: argparse.Namespace) -> int:
             optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           shuffle_seed=derive_seed(args.task, args.seed, "shuffle"), patience=args.patience or None,
-                          progress=not args.quiet, desc=f"{args.task}/{spec.kind}")
+                          progress=not args.quiet, desc=f"{args.task}/{spec.kind}", clip_norm=args.clip or None)
         history = train(model, train_set, val_set, cfg, ctx=ctx, optimizer=optimizer, history=history)
         extra = {"task": args.task, "seed": args.seed, "world_size": ctx.world_size, "command": args.command_line,
-                 "model_spec": spec.to_dict()}
+                 "model_spec": spec.to_dict(), "units": "raw" if stats is None else "standardized",
+                 "standardisation": None if stats is None else dict(zip(("x_mean", "x_std", "y_mean", "y_std"), stats))}
         if args.save_all_ranks:
             save_checkpoint(args.out / f"checkpoint.rank{ctx.rank}.pt", model, spec, optimizer, history, extra)
         if ctx.is_main:
@@ -273,7 +335,8 @@ def _run_train(args: argparse.Namespace) -> int:
             atomic_write_text(args.out / "history.json", json.dumps(dict(history.to_dict(), **extra,
                                                                          params=count_params(model)), indent=1))
             print(f"{args.task}/{spec.kind} d={spec.hidden_size} ({count_params(model):,} params), "
-                  f"{history.epochs} epochs: train {history.train_loss[-1]:.5g}, val {history.val_loss[-1]:.5g}; "
+                  f"{history.epochs} epochs: train {history.train_loss[-1]:.5g}, val {history.val_loss[-1]:.5g} "
+                  f"({extra['units']} units); "
                   f"wrote {path}")
     finally:
         distributed.shutdown(ctx)

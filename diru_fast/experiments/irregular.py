@@ -36,23 +36,29 @@ The compared models (every one fed Δt, in one way or another)
 - ``diru_both``:    DIRU with ``time_decay=True`` reading (value, observed, Δt), and ``dt=``.
 - ``lstm``, ``gru``: ``nn.LSTM`` / ``nn.GRU`` and a linear head reading (value, observed, Δt), their
   hidden sizes chosen to bring their parameter counts closest to ``diru_feature``'s.
+- ``gru_decay``:    a GRU with the same exponential hidden-state decay (GRU-D style,
+  :class:`~diru_fast.baselines.GRUDecayModel`) reading (value, observed), Δt as ``dt=``: the like-for-like
+  baseline of ``diru_decay``.
 - Trivial predictors (no training by gradient): ``mean`` (the training targets' mean), ``last``
   (the last observed value) and ``least_squares`` (linear least squares, fitted on the training
   split, on the last K = 5 values, the last K gaps including the query gap, each of the K values
   times the query gap, and a constant).
 
-The comparison rule (fixed before any run)
--------------------------------------------
-Primary metric: test MSE on a held-out test split (new data per seed), of the weights of the
-epoch with the lowest validation MSE (early stopping on a validation split: Adam, at most
-``max_epochs`` epochs, stop after ``patience`` epochs without a better validation MSE, restore the
-best). Every model gets the same data, shuffling and settings for a given seed (paired runs).
-For each pair in :data:`COMPARISONS` (per task), the paired log ratios ``log(MSE_A / MSE_B)``
-over seeds give A's relative improvement ``1 - exp(mean)`` with a 95% Student-t interval
-(:func:`~.stats.relative_improvement`) and a two-sided paired t-test; the p-values of all the
-comparisons reported are Holm-corrected together (family-wise α = 0.05). Verdict: "A better" /
-"B better" when the Holm-adjusted p < 0.05 (sign from the estimate), else "no significant
-difference". The intervals are the unadjusted 95% intervals.
+The protocol and the comparison rule (fixed before any run)
+-----------------------------------------------------------
+Data standardised with training-split statistics (the value column over observed steps and the
+target; Δt stays in units of the mean gap); MSEs in standardised units, raw beside. Every model is
+tuned alike (:mod:`.tuning`): the Adam learning rate picked from ``lr_grid`` by the best validation
+MSE over ``tune_seeds`` tuning seeds (disjoint from the test seeds), gradient clipping at
+``clip_norm``, early stopping (``patience``, at most ``max_epochs`` epochs; runs at the cap are
+counted). Primary metric: test MSE of the best-validation weights. A model has *learned* a task when
+its median test MSE over seeds is at most 0.3x that of predicting the training mean
+(:func:`~.claims.learned`). For each pair in :data:`COMPARISONS` in which both models learned, the
+paired log ratios ``log(MSE_A / MSE_B)`` over seeds give A's relative improvement ``1 - exp(mean)``
+with a 95% Student-t interval and a two-sided paired t-test; those p-values are Holm-corrected
+together (family-wise α = 0.05). Verdict: "A better" / "B better" when the Holm-adjusted p < 0.05,
+else "no significant difference"; "not learned" where neither learned and "only <model> learned"
+where one did (:func:`~.claims.pair_verdict`).
 """
 
 from __future__ import annotations
@@ -73,13 +79,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..baselines import GRUModel, LSTMModel
+from ..baselines import GRUDecayModel, GRUModel, LSTMModel
+from . import claims as C
 from ..modules import DIRU
 from .datasets import LorenzDataset, SineDataset
 from .io import atomic_path, atomic_write_text
 from .models import count_params, matched_hidden_size
 from .stats import Interval, holm, mean_std, paired_t_p, relative_improvement, t_interval
 from .study import derive_seed
+from .tuning import DEFAULT_CLIP_NORM, DEFAULT_LR_GRID, lr_curve, pick_lr
 
 __all__ = ["IrregularDataset", "IRREGULAR_TASKS", "MODEL_VARIANTS", "TRIVIAL", "COMPARISONS", "IrregularConfig",
            "IrregularModel", "build_variant", "paired_test", "trivial_predictions", "run_one",
@@ -184,12 +192,13 @@ MODEL_VARIANTS: Dict[str, Tuple[str, bool, bool]] = {
     "diru_both": ("DIRU, Δt feature + time decay", True, True),
     "lstm": ("LSTM, Δt feature", True, False),
     "gru": ("GRU, Δt feature", True, False),
+    "gru_decay": ("GRU-D-style decay", False, True),
 }
 TRIVIAL: Dict[str, str] = {"mean": "training mean", "last": "last value",
                            "least_squares": f"least squares (last {LS_WINDOW} values, gaps)"}
 # (A, B): "is A's test MSE lower than B's", per task; all of them Holm-corrected together
 COMPARISONS: Tuple[Tuple[str, str], ...] = (
-    ("diru_decay", "diru_feature"), ("diru_both", "diru_feature"),
+    ("diru_decay", "diru_feature"), ("diru_decay", "gru_decay"), ("gru_decay", "gru"), ("diru_both", "diru_feature"),
     ("diru_feature", "lstm"), ("diru_feature", "gru"), ("diru_decay", "lstm"), ("diru_decay", "gru"),
     ("diru_both", "lstm"), ("diru_both", "gru"))
 
@@ -204,6 +213,8 @@ class IrregularModel(nn.Module):
 
     def forward(self, x: Tensor, dt: Tensor) -> Tensor:
         x = x if self.dt_feature else x[..., :2]
+        if isinstance(self.net, GRUDecayModel):
+            return self.net(x, dt)
         return self.net(x, dt=dt) if self.time_decay else self.net(x)
 
 
@@ -216,7 +227,9 @@ def variant_hidden_sizes(hidden: int, k: int) -> Dict[str, int]:
     """Hidden size per variant: ``hidden`` for the DIRUs, the baselines matched to ``diru_feature``."""
     with torch.device("meta"):
         target = count_params(_diru_net(3, hidden, k, "torch", False))
-    return {key: (hidden if key.startswith("diru") else matched_hidden_size(key, target, 3, 1))
+    # gru_decay: matched as a GRU on (value, observed) (its d decay rates aside)
+    return {key: (hidden if key.startswith("diru") else matched_hidden_size(key.split("_")[0], target,
+                                                                            3 if MODEL_VARIANTS[key][1] else 2, 1))
             for key in MODEL_VARIANTS}
 
 
@@ -227,8 +240,8 @@ def build_variant(key: str, hidden: int, k: int = 4, backend: str = "auto") -> I
     _, dt_feature, time_decay = MODEL_VARIANTS[key]
     d = variant_hidden_sizes(hidden, k)[key]
     n_in = 3 if dt_feature else 2
-    net = {"lstm": lambda: LSTMModel(n_in, d, 1), "gru": lambda: GRUModel(n_in, d, 1)}.get(
-        key, lambda: _diru_net(n_in, d, k, backend, time_decay))()
+    net = {"lstm": lambda: LSTMModel(n_in, d, 1), "gru": lambda: GRUModel(n_in, d, 1),
+           "gru_decay": lambda: GRUDecayModel(n_in, d, 1)}.get(key, lambda: _diru_net(n_in, d, k, backend, time_decay))()
     return IrregularModel(net, dt_feature, time_decay)
 
 
@@ -275,10 +288,15 @@ class IrregularConfig:
     hidden_size: int = 32
     num_compartments: int = 4
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 1e-3  # used without a grid
     max_epochs: int = 80
     patience: int = 10
     backend: str = "auto"
+    normalize: bool = True  # standardise the value column and the target (training-split statistics)
+    lr_grid: Tuple[float, ...] = DEFAULT_LR_GRID  # () or one value: no tuning
+    tune_seeds: int = 1
+    tune_first_seed: int = 1000
+    clip_norm: float = DEFAULT_CLIP_NORM  # 0: off
 
     def __post_init__(self):
         self.tasks, self.models = tuple(self.tasks), tuple(self.models)
@@ -297,15 +315,31 @@ class IrregularConfig:
         if self.hidden_size % self.num_compartments:
             raise ValueError(f"num_compartments {self.num_compartments} must divide hidden_size {self.hidden_size}")
 
+        self.lr_grid = tuple(float(v) for v in self.lr_grid)
+        if self.tuned and set(self.tune_seed_list) & set(self.seed_list):
+            raise ValueError(f"tuning seeds {self.tune_seed_list} overlap the test seeds {self.seed_list}")
+
     @property
     def seed_list(self) -> List[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
+    @property
+    def tuned(self) -> bool:
+        return len(self.lr_grid) > 1
+
+    @property
+    def tune_seed_list(self) -> List[int]:
+        return list(range(self.tune_first_seed, self.tune_first_seed + self.tune_seeds)) if self.tuned else []
+
     def to_dict(self) -> Dict[str, Any]:
-        return dict(asdict(self), tasks=list(self.tasks), models=list(self.models))
+        return dict(asdict(self), tasks=list(self.tasks), models=list(self.models), lr_grid=list(self.lr_grid))
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "IrregularConfig":
+        """From :meth:`to_dict`; a config from before the tuning protocol had none (raw, one lr, no clipping)."""
+        d = dict(d)
+        if "lr_grid" not in d:
+            d.update(lr_grid=(), normalize=False, clip_norm=0.0)
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
@@ -335,14 +369,41 @@ def gap_bin_mse(sq_err: Tensor, query_gaps: Tensor) -> List[float]:
     return out
 
 
+def standardisation(train_set: IrregularDataset) -> Tuple[float, float, float, float]:
+    """(mean, std) of the training split's observed values and of its targets."""
+    v, y = train_set.values[:, :-1], train_set.values[:, -1]
+    return float(v.mean()), float(v.std()), float(y.mean()), float(y.std())
+
+
+def standardised(ds: IrregularDataset, stats: Tuple[float, float, float, float]) -> IrregularDataset:
+    """A copy of ``ds`` whose model inputs (the value column on observed steps) and targets are scaled
+    with ``stats`` (the training split's); ``values`` and ``gaps`` stay raw (the trivial predictors')."""
+    mv, sv, my, sy = stats
+    out = copy.copy(ds)
+    x = ds.x.clone()
+    x[:, :-1, 0] = (x[:, :-1, 0] - mv) / sv  # the query step's value stays 0 (observed = 0 marks it)
+    out.x, out.y = x.contiguous(), ((ds.y - my) / sy).contiguous()
+    return out
+
+
 def run_one(config: IrregularConfig, task: str, key: str, seed: int,
-            data: Optional[Tuple[IrregularDataset, IrregularDataset, IrregularDataset]] = None) -> Dict[str, Any]:
-    """Train variant ``key`` on ``task`` with ``seed`` (early stopping on validation); a JSON-ready summary."""
+            data: Optional[Tuple[IrregularDataset, IrregularDataset, IrregularDataset]] = None,
+            lr: Optional[float] = None, tuning: bool = False) -> Dict[str, Any]:
+    """Train variant ``key`` on ``task`` with ``seed`` at learning rate ``lr`` (default ``config.lr``; early
+    stopping on validation); a JSON-ready summary (``tuning``: validation only)."""
+    lr = config.lr if lr is None else float(lr)
     seeds = _seeds(task, seed)
     train_set, val_set, test_set = data or _data(config, task, seed)
+    var = 1.0  # MSE in training units -> raw units
+    raw_train = train_set
+    if config.normalize:
+        stats = standardisation(train_set)
+        var = stats[3] ** 2
+        train_set, val_set, test_set = (standardised(d, stats) for d in (train_set, val_set, test_set))
+    mean_mse = lambda ds: float((ds.values[:, -1] - raw_train.values[:, -1].mean()).pow(2).mean()) / var  # noqa: E731
     torch.manual_seed(seeds["init"])
     model = build_variant(key, config.hidden_size, config.num_compartments, config.backend)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seeds["shuffle"])
     best, best_state, best_epoch, since = math.inf, None, 0, 0
     train_loss: List[float] = []
@@ -357,6 +418,8 @@ def run_one(config: IrregularConfig, task: str, key: str, seed: int,
             opt.zero_grad(set_to_none=True)
             loss = F.mse_loss(model(train_set.x[idx], train_set.dt[idx]), train_set.y[idx])
             loss.backward()
+            if config.clip_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             opt.step()
             total += float(loss.detach()) * len(idx)
         val = float(_squared_errors(model, val_set).mean())
@@ -371,16 +434,22 @@ def run_one(config: IrregularConfig, task: str, key: str, seed: int,
             since += 1
             if since >= config.patience:
                 break
+    val_mean = mean_mse(val_set)
+    common = {"task": task, "model": key, "seed": seed, "lr": lr, "best_val_mse": best, "best_epoch": best_epoch,
+              "epochs": len(val_loss), "stopped_early": len(val_loss) < config.max_epochs,
+              "mean_predictor_val_mse": val_mean}
+    if tuning:
+        return dict(common, val_ratio=best / val_mean)
     if best_state is not None:
         model.load_state_dict(best_state)
     sq = _squared_errors(model, test_set)
     rates = decay_rates(model)
     return {
-        "task": task, "model": key, "label": MODEL_VARIANTS[key][0], "seed": seed, "seeds": seeds,
+        **common, "label": MODEL_VARIANTS[key][0], "seeds": seeds,
         "hidden_size": variant_hidden_sizes(config.hidden_size, config.num_compartments)[key],
         "params": count_params(model), "backend": _backend_of(model), "test_mse": float(sq.mean()),
-        "best_val_mse": best, "best_epoch": best_epoch, "epochs": len(val_loss),
-        "stopped_early": len(val_loss) < config.max_epochs, "mean_epoch_s": sum(epoch_s) / len(epoch_s),
+        "test_mse_raw": float(sq.mean()) * var, "mean_predictor_test_mse": mean_mse(test_set),
+        "units": "standardized" if config.normalize else "raw", "mean_epoch_s": sum(epoch_s) / len(epoch_s),
         "gap_bin_mse": gap_bin_mse(sq, test_set.gaps[:, -1]),
         "decay_rate": None if rates is None else _rate_summary(rates),
         "history": {"train_loss": _short(train_loss), "val_loss": _short(val_loss)},
@@ -393,6 +462,8 @@ def _backend_of(model: IrregularModel) -> str:
 
         opts = frozenset({"time_decay"} if model.time_decay else ())
         return resolve_backend(model.net.backend, torch.device("cpu"), torch.float32, opts)
+    if isinstance(model.net, GRUDecayModel):
+        return "nn.GRUCell loop"
     return f"nn.{type(model.net).__name__.replace('Model', '').upper()}"
 
 
@@ -411,12 +482,15 @@ def _data(config: IrregularConfig, task: str, seed: int):
                  for part, n in (("train", config.n_train), ("val", config.n_val), ("test", config.n_test)))
 
 
-def _trivial_rows(task: str, seed: int, train_set, test_set) -> List[Dict[str, Any]]:
+def _trivial_rows(task: str, seed: int, train_set, test_set, normalize: bool = True) -> List[Dict[str, Any]]:
+    """Each trivial predictor's test MSE, in the study's units (``test_mse``) and raw."""
+    var = standardisation(train_set)[3] ** 2 if normalize else 1.0
     rows = []
     for name, pred in trivial_predictions(train_set, test_set).items():
-        sq = (pred - test_set.values[:, -1]).pow(2)
+        sq = (pred - test_set.values[:, -1]).pow(2) / var
         rows.append({"task": task, "model": name, "label": TRIVIAL[name], "seed": seed, "params": 0,
-                     "test_mse": float(sq.mean()), "gap_bin_mse": gap_bin_mse(sq, test_set.gaps[:, -1])})
+                     "test_mse": float(sq.mean()), "test_mse_raw": float(sq.mean()) * var,
+                     "gap_bin_mse": gap_bin_mse(sq, test_set.gaps[:, -1])})
     return rows
 
 
@@ -433,8 +507,20 @@ def _by(runs: Sequence[Dict[str, Any]], task: str, model: str) -> Dict[int, floa
     return {r["seed"]: r["test_mse"] for r in runs if r["task"] == task and r["model"] == model}
 
 
+def ratio_to_mean(results: Dict[str, Any], task: str, model: str) -> Optional[float]:
+    """Median over seeds of the model's test MSE / predicting the training mean's (same seed, same units)."""
+    mean = _by(results["trivial"], task, "mean")
+    mine = _by(results["runs"], task, model)
+    v = sorted(mine[s] / mean[s] for s in mine if s in mean and mean[s] > 0)
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
 def comparisons(results: Dict[str, Any], alpha: float = 0.05) -> List[Dict[str, Any]]:
-    """Every pair of :data:`COMPARISONS` that ran, per task, with CI, p and Holm-adjusted p."""
+    """Every pair of :data:`COMPARISONS` that ran, per task, with CI, p, Holm-adjusted p (over the pairs in
+    which both models learned the task) and the verdict."""
     out = []
     for task in results["config"]["tasks"]:
         for a, b in COMPARISONS:
@@ -443,12 +529,18 @@ def comparisons(results: Dict[str, Any], alpha: float = 0.05) -> List[Dict[str, 
             if not seeds:
                 continue
             imp, p = paired_test([ma[s] for s in seeds], [mb[s] for s in seeds])
-            out.append({"task": task, "a": a, "b": b, "n": len(seeds), "improvement": imp, "p": p})
-    for c, adj in zip(out, holm([c["p"] for c in out])):
+            learned = (C.learned(ratio_to_mean(results, task, a)), C.learned(ratio_to_mean(results, task, b)))
+            out.append({"task": task, "a": a, "b": b, "n": len(seeds), "improvement": imp, "p": p,
+                        "learned": learned, "in_family": all(learned)})
+    family = [c for c in out if c["in_family"]]
+    for c, adj in zip(family, holm([c["p"] for c in family])):
         c["p_holm"] = adj
-        c["verdict"] = ("no significant difference" if not adj < alpha else
-                        f"{MODEL_VARIANTS[c['a']][0]} better" if c["improvement"].estimate > 0 else
-                        f"{MODEL_VARIANTS[c['b']][0]} better")
+    for c in out:
+        c.setdefault("p_holm", math.nan)
+        tested = ("no significant difference" if not c["p_holm"] < alpha else
+                  f"{MODEL_VARIANTS[c['a']][0]} better" if c["improvement"].estimate > 0 else
+                  f"{MODEL_VARIANTS[c['b']][0]} better")
+        c["verdict"] = C.pair_verdict(*c["learned"], tested, MODEL_VARIANTS[c["a"]][0], MODEL_VARIANTS[c["b"]][0])
     return out
 
 
@@ -462,15 +554,15 @@ def _environment(command: str) -> Dict[str, Any]:
 
 
 def results_csv(results: Dict[str, Any]) -> str:
-    cols = ("task", "model", "label", "seed", "params", "test_mse", "best_val_mse", "best_epoch", "epochs",
-            "mean_epoch_s", "mse_gap_lt_0.5", "mse_gap_0.5_1.5", "mse_gap_ge_1.5", "decay_rate_mean")
+    cols = ("task", "model", "label", "seed", "params", "lr", "test_mse", "test_mse_raw", "best_val_mse", "best_epoch",
+            "epochs", "mean_epoch_s", "mse_gap_lt_0.5", "mse_gap_0.5_1.5", "mse_gap_ge_1.5", "decay_rate_mean")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for r in results["runs"] + results["trivial"]:
         rate = (r.get("decay_rate") or {}).get("mean", "")
-        w.writerow([r["task"], r["model"], r["label"], r["seed"], r["params"], r["test_mse"],
-                    r.get("best_val_mse", ""), r.get("best_epoch", ""), r.get("epochs", ""),
+        w.writerow([r["task"], r["model"], r["label"], r["seed"], r["params"], r.get("lr", ""), r["test_mse"],
+                    r.get("test_mse_raw", ""), r.get("best_val_mse", ""), r.get("best_epoch", ""), r.get("epochs", ""),
                     r.get("mean_epoch_s", ""), *r["gap_bin_mse"], rate])
     return buf.getvalue()
 
@@ -482,29 +574,47 @@ def _write(results: Dict[str, Any], out_dir: Path) -> None:
 
 def run_irregular(config: IrregularConfig, out_dir: Optional[Path] = None, *, command: str = "",
                   progress: bool = True) -> Dict[str, Any]:
-    """Every (seed, task, model) of ``config`` plus the trivial predictors; results written after each run."""
+    """Tuning trials (each model's lr on the tuning seeds), then every (seed, task, model) of ``config`` at
+    its picked lr, plus the trivial predictors; results written after each run."""
     start = time.perf_counter()
     results: Dict[str, Any] = {"meta": _environment(command), "config": config.to_dict(),
                                "hidden_sizes": variant_hidden_sizes(config.hidden_size, config.num_compartments),
-                               "runs": [], "trivial": []}
+                               "runs": [], "trivial": [], "tuning": []}
+
+    def save() -> None:
+        results["meta"]["wall_s"] = time.perf_counter() - start
+        if out_dir is not None:
+            _write(results, Path(out_dir))
+
+    for seed in config.tune_seed_list:
+        for task in config.tasks:
+            data = _data(config, task, seed)
+            for key in config.models:
+                for lr in config.lr_grid:
+                    row = run_one(config, task, key, seed, data, lr=lr, tuning=True)
+                    results["tuning"].append(row)
+                    save()
+                    if progress:
+                        print(f"[tune] {task} {key} lr {lr:g} seed {seed}: val/mean {row['val_ratio']:.4g} "
+                              f"({row['epochs']} epochs, {time.perf_counter() - start:.0f} s)", flush=True)
+    picked = {t: {k: (pick_lr([r for r in results["tuning"] if r["task"] == t and r["model"] == k], key="val_ratio")
+                      if config.tuned else (config.lr_grid[0] if config.lr_grid else config.lr))
+                  for k in config.models} for t in config.tasks}
+    results["picked_lr"] = picked
     total = len(config.seed_list) * len(config.tasks) * len(config.models)
     for seed in config.seed_list:
         for task in config.tasks:
             data = _data(config, task, seed)
-            results["trivial"] += _trivial_rows(task, seed, data[0], data[2])
+            results["trivial"] += _trivial_rows(task, seed, data[0], data[2], config.normalize)
             for key in config.models:
-                run = run_one(config, task, key, seed, data)
+                run = run_one(config, task, key, seed, data, lr=picked[task][key])
                 results["runs"].append(run)
-                results["meta"]["wall_s"] = time.perf_counter() - start
-                if out_dir is not None:
-                    _write(results, Path(out_dir))
+                save()
                 if progress:
                     print(f"[{len(results['runs'])}/{total}] {task} {key} seed {seed}: test MSE "
                           f"{run['test_mse']:.4g} (best epoch {run['best_epoch']}/{run['epochs']}, "
                           f"{time.perf_counter() - start:.0f} s)", flush=True)
-    results["meta"]["wall_s"] = time.perf_counter() - start
-    if out_dir is not None:
-        _write(results, Path(out_dir))
+    save()
     return results
 
 
@@ -570,16 +680,59 @@ def best_trivial(results: Dict[str, Any], task: str) -> Optional[str]:
 
 
 def _results_table(results: Dict[str, Any]) -> str:
-    lines = ["| task | model | d | params | test MSE, mean [95% CI] | vs best trivial: lower MSE by [95% CI] | "
-             "best epoch / epochs run | runs at the epoch cap | s per epoch |",
-             "|---|---|---:|---:|---|---|---|---:|---:|"]
+    picked = results.get("picked_lr") or {}
+    lines = ["| task | model | d | params | lr | test MSE, mean [95% CI] | test / mean-predictor (median) | "
+             "vs best trivial: lower MSE by [95% CI] | best epoch / epochs run | runs at the epoch cap | s per epoch |",
+             "|---|---|---:|---:|---:|---|---:|---|---|---:|---:|"]
     for r in summary_rows(results):
         trained = r["best_epoch"] is not None
         epochs = f"{r['best_epoch']:.1f} / {r['epochs']:.1f}" if trained else "–"
         speed = f"{r['epoch_s']:.3g}" if trained else "–"
         capped = f"{r['capped']}/{r['n']}" if trained else "–"
-        lines.append(f"| {r['task']} | {r['label']} | {r['hidden'] or '–'} | {r['params']:,} | {_ci(r['test'])} | "
+        ratio = ratio_to_mean(results, r["task"], r["model"]) if trained else None
+        ratio_text = "–" if ratio is None else f"{ratio:.3g}" + ("" if C.learned(ratio) else " *not learned*")
+        lr = picked.get(r["task"], {}).get(r["model"])
+        lines.append(f"| {r['task']} | {r['label']} | {r['hidden'] or '–'} | {r['params']:,} | "
+                     f"{'–' if lr is None else f'{lr:g}'} | {_ci(r['test'])} | {ratio_text} | "
                      f"{_pct(r['vs_ls']) if r['vs_ls'] else '–'} | {epochs} | {capped} | {speed} |")
+    return "\n".join(lines)
+
+
+def _protocol(cfg: Dict[str, Any]) -> str:
+    grid = cfg.get("lr_grid") or []
+    tune = (f"Adam learning rate picked per (task, model) from {', '.join(f'{x:g}' for x in grid)} by the best "
+            f"validation MSE on {cfg['tune_seeds']} tuning seed(s) ({cfg['tune_first_seed']}..; disjoint from the "
+            "test seeds)" if len(grid) > 1 else f"Adam lr {(grid or [cfg['lr']])[0]:g} for every model (not tuned)")
+    clip = f"gradient clipping at {cfg['clip_norm']:g}" if cfg.get("clip_norm") else "no clipping"
+    scale = ("value column and target standardised with the training split's statistics" if cfg.get("normalize")
+             else "raw scale")
+    return (f"{scale}; {tune}; {clip}; MSE, batch {cfg['batch_size']}, at most {cfg['max_epochs']} epochs, early "
+            f"stopping with patience {cfg['patience']} on the validation MSE, best-validation weights restored; "
+            "the same for every model")
+
+
+def _tuning_table(results: Dict[str, Any]) -> str:
+    trials = results.get("tuning") or []
+    if not trials:
+        return "(no tuning in this run)"
+    picked = results.get("picked_lr") or {}
+    lrs = sorted({r["lr"] for r in trials})
+    lines = ["Best validation MSE / predict-the-mean of each trial, median [min, max] over the tuning seeds; "
+             "**bold**: picked.", "", "| task | model | " + " | ".join(f"lr {x:g}" for x in lrs) + " |",
+             "|---|---|" + "---:|" * len(lrs)]
+    for task in results["config"]["tasks"]:
+        for key in results["config"]["models"]:
+            curve = {c["lr"]: c for c in lr_curve([r for r in trials if r["task"] == task and r["model"] == key],
+                                                  key="val_ratio")}
+            if not curve:
+                continue
+            cells = []
+            for x in lrs:
+                c = curve.get(x)
+                text = "–" if c is None else (f"{c['median']:.3g}" if c["n"] == 1 else
+                                              f"{c['median']:.3g} [{c['low']:.3g}, {c['high']:.3g}]")
+                cells.append(f"**{text}**" if picked.get(task, {}).get(key) == x else text)
+            lines.append(f"| {task} | {_label(key)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -588,7 +741,7 @@ def _comparison_table(comps: List[Dict[str, Any]]) -> str:
              "|---|---|---|---:|---|---:|---:|---|"]
     for c in comps:
         lines.append(f"| {c['task']} | {_label(c['a'])} | {_label(c['b'])} | {c['n']} | {_pct(c['improvement'])} | "
-                     f"{_p(c['p'])} | {_p(c['p_holm'])} | **{c['verdict']}** |")
+                     f"{_p(c['p'])} | {_p(c['p_holm']) if c['in_family'] else 'not in family'} | **{c['verdict']}** |")
     return "\n".join(lines)
 
 
@@ -651,7 +804,7 @@ def _verdict_text(results: Dict[str, Any], comps: List[Dict[str, Any]]) -> str:
                         f"{results['config']['max_epochs']}-epoch cap (patience not exhausted), so this compares "
                         "the models at that training budget")
         for c in comps:
-            if c["task"] == task and c["b"] == "diru_feature":
+            if c["task"] == task and (c["b"] == "diru_feature" or c["a"] in ("diru_decay", "gru_decay")):
                 text.append(f"{_label(c['a'])} vs {_label(c['b'])}: {_pct(c['improvement'])}, Holm p "
                             f"{_p(c['p_holm'])}: {c['verdict']}")
         lines.append("; ".join(text) + ".")
@@ -682,9 +835,7 @@ def markdown_report(results: Dict[str, Any], title: str = TITLE) -> str:
         f"- Models: DIRU at hidden size {cfg['hidden_size']} with {cfg['num_compartments']} compartments; LSTM "
         f"d={sizes.get('lstm', '?')} and GRU d={sizes.get('gru', '?')} matched to the parameter count of "
         "DIRU with the Δt feature (the counts are in the table).",
-        f"- Training: Adam lr {cfg['lr']:g}, MSE, batch {cfg['batch_size']}, at most {cfg['max_epochs']} epochs, "
-        f"early stopping with patience {cfg['patience']} on the validation MSE, best-validation weights restored; "
-        "the same for every model, nothing tuned for any of them.",
+        "- Training: " + _protocol(cfg) + ".",
         "",
         "## The task", "",
         "Observation times have i.i.d. exponential gaps: in units of the mean gap, g_0 = 0, g_1..g_T ~ Exp(1), "
@@ -703,13 +854,18 @@ def markdown_report(results: Dict[str, Any], title: str = TITLE) -> str:
         "",
         "## The comparison rule (fixed before the runs)", "",
         "- Primary metric: **test MSE** on the held-out test split, of the weights from the epoch with the "
-        "lowest validation MSE (early stopping on validation).",
+        "lowest validation MSE (early stopping on validation)"
+        + (", in standardised units (raw units in results.csv)." if cfg.get("normalize") else ", raw units."),
+        f"- **Learned:** a model has learned a task when its median test MSE over seeds is at most "
+        f"{C.LEARNED_RATIO:g}× that of predicting the training mean. A comparison is tested only where both "
+        "models learned; where neither did the verdict is **not learned**, where one did **only <model> learned**.",
         "- Pairs compared per task (A vs B): " + "; ".join(f"{_label(a)} vs {_label(b)}" for a, b in COMPARISONS)
         + ". Runs paired by seed (same data, shuffling order and initialisation seed).",
         "- A's improvement = 1 − geometric mean over seeds of MSE_A / MSE_B, 95% Student-t CI on the per-seed log "
         "ratios (unadjusted); p from the two-sided paired t-test on the same log ratios; **Holm correction over "
-        f"all {len(comps)} comparisons reported** (family-wise α = 0.05). Verdict \"A better\" / \"B better\" "
-        "if the Holm-adjusted p < 0.05, else \"no significant difference\".",
+        f"the {sum(c['in_family'] for c in comps)} comparisons in which both models learned** (family-wise α = "
+        "0.05). Verdict \"A better\" / \"B better\" if the Holm-adjusted p < 0.05, else \"no significant "
+        "difference\".",
         "",
         "## Results", "",
         "Test MSE over seeds, mean with its 95% Student-t CI; \"vs best trivial\": the paired improvement over "
@@ -718,6 +874,8 @@ def markdown_report(results: Dict[str, Any], title: str = TITLE) -> str:
             f"Best trivial predictor on {t}: {_label(best_trivial(results, t))}" for t in cfg["tasks"]
             if best_trivial(results, t)) + ".", "",
         _results_table(results), "",
+        "## Tuning: validation MSE / predict-the-mean against learning rate", "",
+        _tuning_table(results), "",
         "## Comparisons (Holm-corrected)", "",
         _comparison_table(comps), "",
         "## Verdict", "",
@@ -798,7 +956,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=positive_int, default=base.hidden_size, help="DIRU's hidden size")
     p.add_argument("--compartments", type=positive_int, default=base.num_compartments, help="DIRU compartments k")
     p.add_argument("--batch-size", type=positive_int, default=base.batch_size, help="mini-batch size")
-    p.add_argument("--lr", type=positive_float, default=base.lr, help="Adam learning rate")
+    p.add_argument("--lr", type=positive_float, default=base.lr, help="Adam learning rate without a grid")
+    p.add_argument("--lr-grid", type=positive_float, nargs="*", default=list(base.lr_grid), metavar="LR",
+                   help="learning rates tried per (task, model) on the tuning seeds (none or one: no tuning)")
+    p.add_argument("--tune-seeds", type=positive_int, default=base.tune_seeds, help="tuning seeds per learning rate")
+    p.add_argument("--tune-first-seed", type=non_negative_int, default=base.tune_first_seed,
+                   help="the first tuning seed (disjoint from the test seeds)")
+    p.add_argument("--clip", type=float, default=base.clip_norm, help="gradient clipping norm (0: off)")
+    p.add_argument("--raw-scale", action="store_true",
+                   help="no standardisation (otherwise the value column and the target are standardised, training statistics)")
     p.add_argument("--max-epochs", type=positive_int, default=base.max_epochs, help="at most this many epochs")
     p.add_argument("--patience", type=positive_int, default=base.patience,
                    help="early stopping: stop after this many epochs without a better validation MSE")
@@ -824,7 +990,9 @@ def main(args: argparse.Namespace) -> int:
                                  first_seed=args.first_seed, n_train=args.n_train, n_val=args.n_val,
                                  n_test=args.n_test, seq_len=args.seq_len, hidden_size=args.hidden,
                                  num_compartments=args.compartments, batch_size=args.batch_size, lr=args.lr,
-                                 max_epochs=args.max_epochs, patience=args.patience, backend=args.backend)
+                                 max_epochs=args.max_epochs, patience=args.patience, backend=args.backend,
+                                 normalize=not args.raw_scale, lr_grid=tuple(args.lr_grid), tune_seeds=args.tune_seeds,
+                                 tune_first_seed=args.tune_first_seed, clip_norm=args.clip)
     except ValueError as exc:
         usage_error(args, str(exc))
     set_threads(args.threads)

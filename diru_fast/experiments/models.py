@@ -2,6 +2,7 @@
 
 - ``diru``: :class:`diru_fast.DIRU` (k compartments, the fast path on ``backend``)
 - ``lstm``: :class:`diru_fast.baselines.LSTMModel` (``nn.LSTM`` + linear head, the prototype's baseline)
+- ``lstm_fb1``: the same LSTM with its forget-gate bias started at 1 (how practitioners configure it)
 - ``gru``:  :class:`diru_fast.baselines.GRUModel` (``nn.GRU`` + linear head, an extra baseline)
 
 All map ``x [B, T, n] -> [B, out]`` from the last state. :func:`matched_hidden_size` picks the
@@ -21,12 +22,14 @@ from ..baselines import GRUModel, LSTMModel
 from ..modules import DIRU
 from .options import DIRUOptions
 
-__all__ = ["GRUModel", "MODELS", "BASELINES", "ModelSpec", "build_model", "count_params",
+__all__ = ["GRUModel", "MODELS", "BASELINES", "KIND_LABELS", "ModelSpec", "build_model", "count_params",
            "matched_hidden_size", "diru_params"]
 
 
-MODELS = ("diru", "lstm", "gru")
-BASELINES = ("lstm", "gru")
+MODELS = ("diru", "lstm", "lstm_fb1", "gru")
+BASELINES = ("lstm", "lstm_fb1", "gru")
+# how a report names each kind
+KIND_LABELS = {"diru": "DIRU", "lstm": "LSTM", "lstm_fb1": "LSTM fb1", "gru": "GRU"}
 
 
 def build_model(name: str, input_size: int, hidden_size: int, output_size: int, *,
@@ -41,6 +44,7 @@ def build_model(name: str, input_size: int, hidden_size: int, output_size: int, 
         "diru": lambda: DIRU(input_size, hidden_size, output_size, num_compartments=num_compartments,
                              backend=backend, **diru_kwargs),
         "lstm": lambda: LSTMModel(input_size, hidden_size, output_size),
+        "lstm_fb1": lambda: LSTMModel(input_size, hidden_size, output_size, forget_bias=1.0),
         "gru": lambda: GRUModel(input_size, hidden_size, output_size),
     }
     if name not in builders:
@@ -55,7 +59,7 @@ def count_params(model: nn.Module) -> int:
 
 def _baseline_params(name: str, input_size: int, hidden_size: int, output_size: int) -> int:
     # nn.LSTM / nn.GRU keep two bias vectors per gate (b_ih and b_hh); plus the Linear(d, out) head
-    gates = {"lstm": 4, "gru": 3}[name]
+    gates = {"lstm": 4, "lstm_fb1": 4, "gru": 3}[name]
     d = hidden_size
     return gates * (d * input_size + d * d + 2 * d) + d * output_size + output_size
 

@@ -7,7 +7,10 @@
                        the kept test samples (bottom); first seed of the study.
 - ``summary.png``:     per task, test MSE at the best-validation epoch (mean, error bars = std over
                        seeds) with the prototype's claimed DIRU / LSTM values and the best trivial
-                       baseline marked; mean epoch time per model.
+                       baseline marked (log scale); mean epoch time per model.
+- ``tuning.png``:      per task, best validation MSE / predict-the-mean against the learning rate
+                       of the tuning grid (median, band = min..max over the tuning seeds; picked
+                       rate circled): where each model trains at all (only for a tuned study).
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ from typing import Any, Dict, List
 
 from . import claims as C
 from .io import atomic_path
-from .report import baseline_rows, group_runs, summary_rows, tasks_run, variants_run
+from .report import baseline_rows, group_runs, summary_rows, tasks_run, tuning_rows, variants_run
 
 __all__ = ["write_plots", "PLOT_FILES"]
 
-PLOT_FILES = ("curves.png", "predictions.png", "summary.png")
-_COLORS = {"diru": "tab:red", "lstm": "tab:blue", "gru": "tab:green", "lstm_matched": "tab:cyan",
-           "gru_matched": "tab:olive"}
+PLOT_FILES = ("curves.png", "predictions.png", "summary.png", "tuning.png")
+_COLORS = {"diru": "tab:red", "lstm": "tab:blue", "lstm_fb1": "tab:purple", "gru": "tab:green",
+           "lstm_matched": "tab:cyan", "lstm_fb1_matched": "tab:pink", "gru_matched": "tab:olive"}
 
 
 def _pyplot():
@@ -142,6 +145,7 @@ def plot_summary(results: Dict[str, Any], path: Path) -> Path:
                             label="prototype's claim" if key == "diru" else None)
         ax.set_xticks(range(len(keys)))
         ax.set_xticklabels([task_rows[k]["label"].replace(" (", "\n(") for k in keys], fontsize=7)
+        ax.set_yscale("log")
         ax.set_ylabel("test MSE (best-validation epoch)")
         ax.set_title(f"{task} (mean ± std, {task_rows[keys[0]]['n']} seeds)")
         if claim is not None or trivial:
@@ -170,9 +174,46 @@ def plot_summary(results: Dict[str, Any], path: Path) -> Path:
     return path
 
 
+def plot_tuning(results: Dict[str, Any], path: Path) -> Path:
+    import math
+
+    plt = _pyplot()
+    rows = tuning_rows(results)
+    tasks = [t for t in results["config"]["tasks"] if any(r["task"] == t for r in rows)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for v in results["variants"]:
+            mine = [r for r in rows if r["task"] == task and r["model"] == v["key"]]
+            if not mine:
+                continue
+            cap = lambda x: x if math.isfinite(x) else float("nan")  # noqa: E731  (a diverged trial: a gap)
+            x = [r["lr"] for r in mine]
+            color = _COLORS.get(v["key"])
+            ax.plot(x, [cap(r["median"]) for r in mine], "o-", color=color, label=v["label"], ms=4)
+            ax.fill_between(x, [cap(r["low"]) for r in mine], [cap(r["high"]) for r in mine], color=color, alpha=0.15)
+            for r in mine:
+                if r["picked"] and math.isfinite(r["median"]):
+                    ax.plot([r["lr"]], [r["median"]], "o", ms=11, mfc="none", mec=color)
+        ax.axhline(C.LEARNED_RATIO, color="0.4", ls=":", lw=1, label=f"learned ({C.LEARNED_RATIO:g}x mean)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Adam learning rate")
+        ax.set_ylabel("best val MSE / predict-the-mean")
+        ax.set_title(f"{task}: tuning (median, min..max over seeds)", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
 def write_plots(results: Dict[str, Any], out_dir: Path) -> List[Path]:
-    """Write every figure of PLOT_FILES under out_dir; returns their paths."""
+    """Write every figure of PLOT_FILES under out_dir (``tuning.png`` only for a tuned study); returns their paths."""
     out_dir = Path(out_dir)
-    return [plot_curves(results, out_dir / "curves.png"),
-            plot_predictions(results, out_dir / "predictions.png"),
-            plot_summary(results, out_dir / "summary.png")]
+    written = [plot_curves(results, out_dir / "curves.png"),
+               plot_predictions(results, out_dir / "predictions.png"),
+               plot_summary(results, out_dir / "summary.png")]
+    if tuning_rows(results):
+        written.append(plot_tuning(results, out_dir / "tuning.png"))
+    return written

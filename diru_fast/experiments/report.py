@@ -2,18 +2,20 @@
 
 The rules are fixed here, before any numbers (and each report states them before its tables):
 
-- Primary metric: a run's **test MSE with the weights of its best-validation epoch** (training runs
-  the whole budget; the validation split picks the epoch; the test split is used for nothing else).
-  The last epoch's test MSE is reported beside it, without a verdict.
+- Protocol: data standardised with training-split statistics (MSEs in standardised units, raw units
+  beside); every model tuned alike (a learning-rate grid picked on validation over tuning seeds
+  disjoint from the test seeds, gradient clipping, early stopping with a cap; see :mod:`.tuning`).
+- Primary metric: a run's **test MSE with the weights of its best-validation epoch**. The last
+  epoch's test MSE is reported beside it, without a verdict.
+- **Learned** (:func:`claims.learned`): the median over seeds of test MSE / predict-the-mean MSE is
+  at most 0.3. Every headline shows each model's MSE as a multiple of the best trivial baseline.
 - "DIRU beats X": the per-seed log ratios r_i = log(MSE_DIRU / MSE_X) (runs paired by seed), the
   95% Student-t interval of their mean mapped to a relative improvement, and the two-sided paired
-  t-test's p. The p-values of the whole family (every DIRU-vs-baseline MSE comparison of the
-  report in which at least one of the two models learned the task, plus the convergence
-  comparisons against the claim's baseline) are Holm-adjusted. HOLDS: adjusted p < 0.05 and DIRU
-  better; DOES NOT HOLD: adjusted p < 0.05 and DIRU worse; otherwise INCONCLUSIVE, which is not
-  evidence of no effect (the power columns say how likely a real effect was to show).
-- Not learned: mean test MSE >= 0.9 x the test MSE of predicting the training mean. A comparison
-  in which neither model learned the task tests nothing: INCONCLUSIVE, outside the family.
+  t-test's p. The family (Holm-adjusted): every DIRU-vs-baseline MSE comparison in which **both**
+  models learned the task, plus the convergence comparisons against the claim's baseline on those
+  tasks. HOLDS: adjusted p < 0.05 and DIRU better; DOES NOT HOLD: adjusted p < 0.05 and DIRU worse;
+  otherwise INCONCLUSIVE. Neither learned: NOT LEARNED; one learned: "only <model> learned"
+  (:func:`claims.pair_verdict`); both outside the family.
 - Convergence target, per run: 0.1 x its validation MSE of predicting the training mean (R² = 0.9 on
   the validation split); epochs to target = the first epoch at or below it (never: epochs + 1).
 - Epoch-time overhead "~25%": HOLDS if the 95% CI lies in [12.5%, 50%] (outside the family: a
@@ -38,12 +40,11 @@ from .stats import (Interval, epochs_to_target, holm, mean_std, paired_t_p, rati
 from .trivial import SINE_NOISE_FLOOR, TRIVIAL_LABELS
 
 __all__ = ["group_runs", "task_targets", "summary_rows", "comparisons", "tests", "claim_rows", "markdown_report",
-           "summary_table", "headline_table", "baseline_rows", "power_rows", "write_report", "not_learned",
-           "pool_backends", "REPORT_MD", "NOT_LEARNED", "CONVERGENCE_FRACTION", "ALPHA", "POWER_TARGET",
-           "holm_verdict"]
+           "summary_table", "headline_table", "baseline_rows", "power_rows", "write_report",
+           "pool_backends", "REPORT_MD", "CONVERGENCE_FRACTION", "ALPHA", "POWER_TARGET",
+           "holm_verdict", "ratio_to_mean", "learned_runs", "tuning_rows", "best_trivial_mse"]
 
 REPORT_MD = "report.md"
-NOT_LEARNED = 0.9  # test MSE / predict-the-mean MSE at or above this: the model did not learn the task
 CONVERGENCE_FRACTION = 0.1  # convergence target: this fraction of the run's predict-the-mean validation MSE
 ALPHA = 0.05
 POWER_TARGET = 0.8
@@ -116,31 +117,37 @@ def summary_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
                 "epoch_s": mean_std([r["mean_epoch_s"] for r in runs]), "reached": len(reached),
                 "epochs_to_target": (sum(reached) / len(reached)) if reached else None,
                 "seconds_to_target": (sum(secs) / len(secs)) if secs else None,
-                "backend": runs[0]["backend"], "vs_mean": _vs_mean(runs),
+                "backend": runs[0]["backend"], "vs_mean": ratio_to_mean(runs), "learned": learned_runs(runs),
+                "lr": sorted({r.get("lr", results["config"].get("lr")) for r in runs}),
+                "hit_cap": sum(1 for r in runs if r.get("hit_cap")),
+                "test_raw": mean_std([r.get("test_mse_raw", r["test_mse"]) for r in runs]),
             })
     return rows
 
 
 def baseline_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Per (task, trivial baseline): its test MSE, mean ± std over the seeds."""
-    by: Dict[Tuple[str, str], List[float]] = defaultdict(list)
+    """Per (task, trivial baseline): its test MSE in the study's units and raw, mean ± std over the seeds."""
+    by: Dict[Tuple[str, str], List[Dict[str, Any]]] = defaultdict(list)
     for b in results.get("baselines", []):
-        by[(b["task"], b["name"])].append(b["mse"])
-    return [{"task": t, "name": n, "label": TRIVIAL_LABELS.get(n, n), "n": len(v), "mse": mean_std(v)}
+        by[(b["task"], b["name"])].append(b)
+    return [{"task": t, "name": n, "label": TRIVIAL_LABELS.get(n, n), "n": len(v), "mse": mean_std([b["mse"] for b in v]),
+             "mse_raw": mean_std([b.get("mse_raw", b["mse"]) for b in v])}
             for t in tasks_run(results) for n in TRIVIAL_LABELS if (t, n) in by for v in [by[(t, n)]]]
 
 
-def _vs_mean(runs: Runs) -> Optional[float]:
-    """Mean test MSE / mean test MSE of predicting the training mean (1.0: nothing learned)."""
-    if not all(r.get("mean_predictor_test_mse") for r in runs):
+def ratio_to_mean(runs: Runs) -> Optional[float]:
+    """Median over seeds of test MSE / test MSE of predicting the training mean (1.0: nothing learned)."""
+    if not runs or not all(r.get("mean_predictor_test_mse") for r in runs):
         return None
-    return sum(r["test_mse"] for r in runs) / sum(r["mean_predictor_test_mse"] for r in runs)
+    v = sorted(r["test_mse"] / r["mean_predictor_test_mse"] if math.isfinite(r["test_mse"]) else math.inf
+               for r in runs)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
-def not_learned(runs: Runs) -> bool:
-    """True if these runs end no better than 90% of the predict-the-mean MSE (the task was not learned)."""
-    v = _vs_mean(runs)
-    return v is not None and v >= NOT_LEARNED
+def learned_runs(runs: Runs) -> bool:
+    """True if these runs learned the task (the median ratio to predict-the-mean is <= 0.3)."""
+    return C.learned(ratio_to_mean(runs))
 
 
 def _paired(a: Runs, b: Runs) -> Tuple[Runs, Runs]:
@@ -189,13 +196,13 @@ def tests(results: Dict[str, Any]) -> Dict[str, List[Dict[str, Any]]]:
             logs = [math.log(x["test_mse"] / y["test_mse"]) for x, y in zip(a, b)]
             imp = relative_improvement([r["test_mse"] for r in a], [r["test_mse"] for r in b])
             final = relative_improvement([r["final_test_mse"] for r in a], [r["final_test_mse"] for r in b])
-            stuck = [name for name, runs in (("DIRU", a), (v["label"], b)) if not_learned(runs)]
+            stuck = [name for name, runs in (("DIRU", a), (v["label"], b)) if not learned_runs(runs)]
             claim = C.MSE_CLAIMS.get(task) if v["key"] == base_key else None
             observed = mean_std(logs)[0]
             pw_obs, n_obs = _power(logs, observed)
             pw_claim, n_claim = _power(logs, math.log(1 - claim.improvement)) if claim else (math.nan, None)
             mse.append({"task": task, "baseline": v["key"], "label": v["label"], "n": imp.n, "not_learned": stuck,
-                        "in_family": len(stuck) < 2, "diru": mean_std([r["test_mse"] for r in a])[0],
+                        "in_family": not stuck, "learned": (learned_runs(a), learned_runs(b)), "diru": mean_std([r["test_mse"] for r in a])[0],
                         "base": mean_std([r["test_mse"] for r in b])[0], "improvement": imp, "final": final,
                         "p": paired_t_p(logs), "log_sd": mean_std(logs)[1] if len(logs) > 1 else None,
                         "claim": claim, "power_observed": pw_obs, "seeds_observed": n_obs,
@@ -203,17 +210,26 @@ def tests(results: Dict[str, Any]) -> Dict[str, List[Dict[str, Any]]]:
         if base_key and (task, base_key) in groups and not results["meta"].get("pooled"):
             d, b = _paired(diru, groups[(task, base_key)])
             diffs = [_censored_epochs(y) - _censored_epochs(x) for x, y in zip(d, b)]
-            conv.append({"task": task, "baseline": base_key, "diru_runs": d, "base_runs": b, "in_family": True,
+            conv.append({"task": task, "baseline": base_key, "diru_runs": d, "base_runs": b,
+                         "in_family": learned_runs(d) and learned_runs(b),
+                         "learned": (learned_runs(d), learned_runs(b)),
                          "diff": t_interval(diffs), "p": paired_t_p(diffs)})
     family = [t for t in mse + conv if t["in_family"]]
     for t, p in zip(family, holm([t["p"] for t in family])):
         t["p_holm"] = p
     for t in mse:
         t.setdefault("p_holm", math.nan)
-        t["verdict"] = holm_verdict(t["improvement"].estimate, t["p_holm"])
+        t["verdict"] = C.pair_verdict(*t["learned"], holm_verdict(t["improvement"].estimate, t["p_holm"]),
+                                      "DIRU", _kind_name(t["label"]))
     for t in conv:
-        t["verdict"] = holm_verdict(t["diff"].estimate, t["p_holm"])
+        t.setdefault("p_holm", math.nan)
+        t["verdict"] = C.pair_verdict(*t["learned"], holm_verdict(t["diff"].estimate, t["p_holm"]), "DIRU", "LSTM")
     return {"mse": mse, "convergence": conv, "family_size": len(family)}
+
+
+def _kind_name(label: str) -> str:
+    """ "LSTM fb1 (d=64)" -> "LSTM fb1" """
+    return label.split(" (")[0]
 
 
 def comparisons(results: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -265,7 +281,7 @@ def claim_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 def _p_text(t: Dict[str, Any]) -> str:
     if not t.get("in_family", True):
-        return f"p {_p(t['p'])} (outside the family: neither model learned the task)"
+        return f"p {_p(t['p'])} (outside the family: not both models learned the task)"
     return f"p {_p(t['p'])}, Holm-adjusted {_p(t['p_holm'])}"
 
 
@@ -349,8 +365,8 @@ def pool_backends(a: Dict[str, Any], b: Dict[str, Any]) -> Dict[str, Any]:
 def _stuck_text(names: Sequence[str]) -> str:
     if not names:
         return ""
-    return (f"; {' and '.join(names)} did not learn the task (final MSE >= {NOT_LEARNED:.0%} of always "
-            "predicting the training mean)")
+    return (f"; {' and '.join(names)} did not learn the task (median test MSE > {C.LEARNED_RATIO:g} x that of "
+            "always predicting the training mean)")
 
 
 def _f(x: Optional[float]) -> str:
@@ -360,7 +376,7 @@ def _f(x: Optional[float]) -> str:
 
 
 def _ratio(x: Optional[float]) -> str:
-    return "–" if x is None else f"{x:.3f}" + (" (not learned)" if x >= NOT_LEARNED else "")
+    return "–" if x is None else f"{x:.3g}" + ("" if C.learned(x) else " (not learned)")
 
 
 def _pm(ms: Tuple[float, float]) -> str:
@@ -403,9 +419,10 @@ def _sizes_text(config: Dict[str, Any]) -> str:
 
 def summary_table(results: Dict[str, Any]) -> str:
     """The main table (markdown): one row per (task, model), then the task's trivial baselines."""
-    lines = ["| task | model | params | test MSE (best-val epoch) | test MSE (last epoch) | best epoch | "
-             "test / mean-predictor MSE | epoch time (s) | epochs to target | time to target (s) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    units = _units(results)
+    lines = [f"| task | model | params | lr (picked) | test MSE ({units}) | raw units | test / mean-predictor "
+             "(median) | test MSE (last epoch) | best epoch | hit the cap | epoch time (s) | epochs to target |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = defaultdict(list)
     for b in baseline_rows(results):
         base[b["task"]].append(b)
@@ -415,25 +432,55 @@ def summary_table(results: Dict[str, Any]) -> str:
             reached = ("not reached" if row["reached"] == 0 else
                        f"{row['epochs_to_target']:.1f}" + ("" if row["reached"] == row["n"]
                                                            else f" ({row['reached']}/{row['n']} reached)"))
-            lines.append(f"| {task} | {row['label']} | {row['params']:,} | {_pm(row['test'])} | "
-                         f"{_pm(row['final'])} | {row['best_epoch'][0]:.1f} | {_ratio(row['vs_mean'])} | "
-                         f"{_pm(row['epoch_s'])} | {reached} | {_f(row['seconds_to_target'])} |")
+            lines.append(f"| {task} | {row['label']} | {row['params']:,} | {', '.join(f'{x:g}' for x in row['lr'])} | "
+                         f"{_pm(row['test'])} | {_pm(row['test_raw'])} | {_ratio(row['vs_mean'])} | "
+                         f"{_pm(row['final'])} | {row['best_epoch'][0]:.1f} | {row['hit_cap']}/{row['n']} | "
+                         f"{_pm(row['epoch_s'])} | {reached} |")
         for b in base[task]:
-            lines.append(f"| {task} | *{b['label']}* | – | {_pm(b['mse'])} | – | – | – | – | – | – |")
+            lines.append(f"| {task} | *{b['label']}* | – | – | {_pm(b['mse'])} | {_pm(b['mse_raw'])} | – | – | – | – "
+                         "| – | – |")
     return "\n".join(lines)
 
 
-def _best_trivial(results: Dict[str, Any], task: str) -> str:
+def _units(results: Dict[str, Any]) -> str:
+    return "standardized" if results["config"].get("normalize") else "raw"
+
+
+def best_trivial_mse(results: Dict[str, Any], task: str) -> Optional[Tuple[float, str]]:
+    """(mean test MSE, label) of the task's best trivial baseline (the oracle, which knows the true
+    frequencies, excluded), in the study's units."""
     cands = [b for b in baseline_rows(results) if b["task"] == task and b["name"] != "sine_oracle"]
     if not cands:
-        return "–"
+        return None
     b = min(cands, key=lambda b: b["mse"][0])
-    return f"{_f(b['mse'][0])} ({b['label']})"
+    return b["mse"][0], b["label"]
+
+
+def _best_trivial(results: Dict[str, Any], task: str) -> str:
+    best = best_trivial_mse(results, task)
+    return "–" if best is None else f"{_f(best[0])} ({best[1]})"
+
+
+EXACT = 1e-9  # a trivial baseline below this many times the predict-the-mean MSE solves the task exactly
+
+
+def _times_best(mse: float, best: Optional[Tuple[float, str]], mean_mse: Optional[float]) -> str:
+    if best is None or not math.isfinite(mse):
+        return ""
+    if mean_mse and best[0] <= EXACT * mean_mse:
+        return " (best trivial is exact)"
+    return f" ({mse / best[0]:.3g}× best trivial)" if best[0] > 0 else ""
+
+
+def _mean_predictor(results: Dict[str, Any], task: str) -> Optional[float]:
+    v = [b["mse"][0] for b in baseline_rows(results) if b["task"] == task and b["name"] == "mean"]
+    return v[0] if v else None
 
 
 def headline_table(results: Dict[str, Any]) -> str:
-    """One row per task: every model's test MSE (mean ± std), the best trivial baseline, the
-    prototype's claim, DIRU's improvement over the claim's baseline with p, Holm p and verdict."""
+    """One row per task: every model's test MSE (mean over seeds) with its multiple of the best trivial
+    baseline and whether it learned the task; the best trivial baseline; the prototype's claim;
+    DIRU's improvement over the claim's baseline with p, Holm p and verdict."""
     variants = variants_run(results)
     rows = {(r["task"], r["model"]): r for r in summary_rows(results)}
     base_key = _claim_baseline(results)
@@ -444,10 +491,18 @@ def headline_table(results: Dict[str, Any]) -> str:
     with_claim = bool(base_label and "diru" in {v["key"] for v in variants})
     if with_claim:
         head += ["prototype's claim (DIRU vs LSTM)", f"DIRU vs {base_label} [95% CI]", "p (Holm)", "verdict"]
-    lines = [f"Test MSE at the best-validation epoch, mean ± std over {n} seeds:", "",
+    lines = [f"Test MSE ({_units(results)} units) at the best-validation epoch, mean over {n} seeds, as a multiple "
+             f"of the task's best trivial baseline; *not learned* marks a model whose median test MSE is above "
+             f"{C.LEARNED_RATIO:g}× that of predicting the training mean:", "",
              "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for task in tasks_run(results):
-        cells = [task] + [_pm(rows[(task, v["key"])]["test"]) if (task, v["key"]) in rows else "–" for v in variants]
+        best = best_trivial_mse(results, task)
+        cells = [task]
+        for v in variants:
+            row = rows.get((task, v["key"]))
+            cells.append("–" if row is None else f"{_f(row['test'][0])}"
+                         f"{_times_best(row['test'][0], best, _mean_predictor(results, task))}"
+                         + ("" if row["learned"] else " *not learned*"))
         cells.append(_best_trivial(results, task))
         if with_claim:
             claim = C.MSE_CLAIMS.get(task)
@@ -455,8 +510,7 @@ def headline_table(results: Dict[str, Any]) -> str:
             cells += [f"{claim.diru_mse:g} vs {claim.lstm_mse:g} ({claim.improvement:+.1%})" if claim else "–",
                       _pct_interval(comp["improvement"]) if comp else "–",
                       (f"{_p(comp['p'])} ({_p(comp['p_holm'])})" if comp else "–"),
-                      (f"**{comp['verdict']}**" + (" (not learned: " + ", ".join(comp["not_learned"]) + ")"
-                                                   if comp["not_learned"] else "")) if comp else "–"]
+                      f"**{comp['verdict']}**" if comp else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     times = []
     for v in variants:
@@ -473,10 +527,60 @@ def _comparison_table(results) -> str:
     for c in comparisons(results):
         lines.append(f"| {c['task']} | {c['label']} | {c['n']} | {_f(c['diru'])} | {_f(c['base'])} | "
                      f"{_pct_interval(c['improvement'])} | {_p(c['p'])} | "
-                     f"{_p(c['p_holm']) if c['in_family'] else 'not in family'} | **{c['verdict']}**"
-                     + (f" (not learned: {', '.join(c['not_learned'])})" if c["not_learned"] else "")
-                     + f" | {_pct_interval(c['final'])} |")
+                     f"{_p(c['p_holm']) if c['in_family'] else 'not in family'} | **{c['verdict']}** | "
+                     f"{_pct_interval(c['final'])} |")
     return "\n".join(lines)
+
+
+def tuning_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per (task, model, lr): the tuning trials' best validation MSE / predict-the-mean, median and
+    range over the tuning seeds, trials that hit the epoch cap, and whether the rate was picked."""
+    from .tuning import lr_curve
+
+    trials = results.get("tuning") or []
+    picked = results.get("picked_lr") or {}
+    out = []
+    for task in results["config"]["tasks"]:
+        for v in results["variants"]:
+            mine = [r for r in trials if r["task"] == task and r["model"] == v["key"]]
+            for c in lr_curve(mine, key="val_ratio"):
+                at = [r for r in mine if r["lr"] == c["lr"]]
+                out.append(dict(c, task=task, model=v["key"], label=v["label"],
+                                hit_cap=sum(1 for r in at if r.get("hit_cap")),
+                                picked=picked.get(task, {}).get(v["key"]) == c["lr"]))
+    return out
+
+
+def _tuning_table(results) -> str:
+    rows = tuning_rows(results)
+    if not rows:
+        return ("(no tuning: one learning rate for every model, "
+                f"{results['config'].get('lr_grid', [None])[0] if results['config'].get('lr_grid') else results['config']['lr']:g})")
+    lrs = sorted({r["lr"] for r in rows})
+    lines = ["Best validation MSE / predict-the-mean validation MSE of each tuning trial: median [min, max] over "
+             "the tuning seeds; **bold**: the picked rate; † a trial diverged (NaN). Lower is better; >= "
+             f"{C.LEARNED_RATIO:g} did not learn.", "",
+             "| task | model | " + " | ".join(f"lr {x:g}" for x in lrs) + " |", "|---|---|" + "---:|" * len(lrs)]
+    for task in results["config"]["tasks"]:
+        for v in results["variants"]:
+            cells = []
+            for x in lrs:
+                c = next((r for r in rows if r["task"] == task and r["model"] == v["key"] and r["lr"] == x), None)
+                if c is None:
+                    cells.append("–")
+                    continue
+                text = f"{_g(c['median'])} [{_g(c['low'])}, {_g(c['high'])}]" + ("†" if c["diverged"] else "")
+                cells.append(f"**{text}**" if c["picked"] else text)
+            if any(c != "–" for c in cells):
+                lines.append(f"| {task} | {v['label']} | " + " | ".join(cells) + " |")
+    capped = sum(r["hit_cap"] for r in rows)
+    total = sum(r["n"] for r in rows)
+    lines += ["", f"Tuning trials that hit the epoch cap ({results['config']['epochs']}): {capped} of {total}."]
+    return "\n".join(lines)
+
+
+def _g(x: float) -> str:
+    return "∞" if math.isinf(x) else f"{x:.3g}"
 
 
 def _power_table(results) -> str:
@@ -511,38 +615,57 @@ def _claims_table(results) -> str:
     return "\n".join(lines)
 
 
+def _protocol_text(cfg: Dict[str, Any]) -> str:
+    grid = cfg.get("lr_grid") or []
+    if len(grid) > 1:
+        tune = (f"every model tuned alike: Adam learning rate picked from the grid {', '.join(f'{x:g}' for x in grid)} "
+                f"by the lowest median validation MSE (as a fraction of predicting the training mean) over "
+                f"{cfg['tune_seeds']} tuning seeds ({cfg['tune_first_seed']}..; disjoint from the test seeds), "
+                "then every test seed trains at the picked rate")
+    else:
+        tune = f"one Adam learning rate for every model ({(grid or [cfg['lr']])[0]:g}; not tuned)"
+    clip = f"gradient clipping at global norm {cfg['clip_norm']:g}" if cfg.get("clip_norm") else "no gradient clipping"
+    stop = (f"early stopping on validation with patience {cfg['patience']} and a cap of {cfg['epochs']} epochs "
+            "(runs that hit the cap are counted in the tables)" if cfg.get("patience") else
+            f"{cfg['epochs']} fixed epochs (the best-validation epoch's weights scored)")
+    scale = ("inputs and targets standardised with the training split's mean and std (MSEs in standardised "
+             "units, raw units beside)" if cfg.get("normalize") else "the raw scale (the prototype's: no scaling)")
+    return f"{scale}; {tune}; {clip}; {stop}; batch {cfg['batch_size']}, MSE loss"
+
+
 def rules_text(results: Dict[str, Any]) -> List[str]:
     """The rules of the report, stated before its numbers (as the module docstring)."""
     fam = tests(results)
     return [
         "## Rules (fixed before the runs)", "",
-        "- **Metric:** each run trains the whole budget; the epoch with the lowest validation MSE is "
-        "selected (early stopping on the validation split) and its weights are scored on a separate "
-        "test split (used for nothing else). That test MSE is the primary metric; the last epoch's test "
-        "MSE is reported beside it, without a verdict.",
-        "- **\"DIRU beats X\":** paired by seed, r_i = log(MSE_DIRU / MSE_X); improvement = 1 − exp(mean r) "
-        "with its 95% Student-t interval, and the two-sided paired t-test's p. **Family** for the multiple-"
-        f"comparison correction: every DIRU-vs-baseline MSE comparison below in which at least one of the "
-        f"two models learned the task, plus the convergence comparisons against the claim's baseline "
-        f"({fam['family_size']} tests); p-values are **Holm-adjusted** over it. **Holds**: adjusted p < "
-        f"{ALPHA:g} and DIRU better; **does not hold**: adjusted p < {ALPHA:g} and DIRU worse; otherwise "
-        "**inconclusive** — not evidence of no effect (see the power table).",
-        f"- **Not learned:** mean test MSE >= {NOT_LEARNED:g} × that of predicting the training mean. A "
-        "comparison in which neither model learned the task is inconclusive and outside the family.",
+        "- **Protocol:** " + _protocol_text(results["config"]) + ".",
+        "- **Metric:** the epoch with the lowest validation MSE is selected and its weights are scored on a "
+        "separate test split (used for nothing else). That test MSE is the primary metric; the last epoch's "
+        "test MSE is reported beside it, without a verdict.",
+        f"- **Learned:** a model has learned a task when its test MSE is at most {C.LEARNED_RATIO:g}× the MSE of "
+        "predicting the training mean (over seeds: the median of the per-seed ratios). Every headline shows "
+        "each model's MSE as a multiple of the task's best trivial baseline.",
+        "- **\"DIRU beats X\":** tested only where both models learned the task. Paired by seed, r_i = "
+        "log(MSE_DIRU / MSE_X); improvement = 1 − exp(mean r) with its 95% Student-t interval, and the "
+        "two-sided paired t-test's p. **Family** for the multiple-comparison correction: every DIRU-vs-"
+        "baseline MSE comparison in which both models learned the task, plus the convergence comparisons "
+        f"against the claim's baseline on those tasks ({fam['family_size']} tests); p-values are "
+        f"**Holm-adjusted** over it. **Holds**: adjusted p < {ALPHA:g} and DIRU better; **does not hold**: "
+        f"adjusted p < {ALPHA:g} and DIRU worse; otherwise **inconclusive** — not evidence of no effect (see "
+        "the power table). Where neither model learned: **not learned** (never \"holds\"); where only one "
+        "learned: **only <model> learned** (a result, the models being tuned alike). Both outside the family.",
         f"- **Convergence:** epochs until the validation MSE is <= {CONVERGENCE_FRACTION:g} × the run's "
         "predict-the-mean validation MSE (R² = 0.9; the same target for both runs of a pair); a run that "
         "never gets there counts as epochs + 1; tested like the MSEs on the paired difference LSTM − DIRU.",
         "- **Epoch time \"~25%\":** holds if the 95% CI of the overhead (geometric-mean ratio of epoch times "
         "over every task-seed pair, minus 1) lies within [12.5%, 50%], does not hold if entirely outside, "
-        "else inconclusive (a band check, outside the family). Times depend on machine, backend and threads.",
+        "else inconclusive (a band check, outside the family). Times depend on machine, load, backend and threads.",
         f"- **Power:** of the two-sided paired t-test at {ALPHA:g} (unadjusted) with the observed sd of r, for "
         f"the claimed and for the observed effect, and the seeds each needs for {POWER_TARGET:.0%}.",
         "- **Trivial baselines** (no gradient training; fitted on each seed's training split, scored on its "
         "test split): predict the training mean; least squares on the last 10 inputs and on all inputs; "
         "on sine also the generating model fitted per sequence and the true-frequency oracle. The sine "
-        f"target's own noise sets a floor of 0.1²/10 = {SINE_NOISE_FLOOR:g}.",
-        "- Settings are the prototype's for every model (on this reconstruction of its tasks: its code was "
-        "not run); nothing was tuned for either side.",
+        f"target's own noise sets a floor of 0.1²/10 = {SINE_NOISE_FLOOR:g} (raw units).",
     ]
 
 
@@ -567,17 +690,12 @@ def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU:
          "runs on the two backends (the baselines' runs are the same on both). Convergence and epoch times "
          "are not pooled (see each backend's report)." if pooled else
          f"- DIRU backend actually used: **{backends}**. Backends compute the same function up to float "
-         "rounding, but over 50 epochs that rounding moves single runs (seen on the chaotic Lorenz task), so "
-         "the backend is one more source of randomness: compare backends as distributions over seeds, or "
-         "pool them. Epoch times depend on the backend."),
-        f"- Models: {_sizes_text(cfg)}. DIRU has {cfg['num_compartments']} compartments{_options_text(cfg)}.",
-        f"- Data: this reconstruction of the prototype's tasks (its code was not run; no model here reproduces "
-        f"its MSE levels): {cfg['n_train']} training / {cfg['n_val']} validation / {cfg.get('n_test', '?')} test "
-        f"sequences of length {cfg['seq_len']}, new data for every seed; seeds {_seed_text(seeds)} ({len(seeds)}); "
-        + ("inputs and targets **standardised** with the training split's mean and std (MSEs reported on the "
-           "raw target scale)." if cfg.get("normalize") else "the raw scale (the prototype's: no normalisation)."),
-        f"- Training: Adam lr {cfg['lr']:g}, MSE, batch {cfg['batch_size']}, {cfg['epochs']} epochs; the "
-        "prototype's defaults, the same for every model.",
+         "rounding, which moves single runs of a chaotic task (Lorenz): compare over seeds, never single runs."),
+        f"- Models: {_sizes_text(cfg)}. DIRU has {cfg['num_compartments']} compartments{_options_text(cfg)}. "
+        "LSTM fb1 is nn.LSTM with its forget-gate bias started at 1.",
+        f"- Data: this reconstruction of the prototype's tasks (its code was not run): {cfg['n_train']} training / "
+        f"{cfg['n_val']} validation / {cfg.get('n_test', '?')} test sequences of length {cfg['seq_len']}, new data "
+        f"for every seed; test seeds {_seed_text(seeds)} ({len(seeds)}).",
     ]
     if reused:
         parts.append(f"- Runs reused from {', '.join(f'`{p}`' for p in reused)} (same settings; see there).")
@@ -586,13 +704,16 @@ def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU:
         "## Headline", "",
         headline_table(results), "",
         "## Results (mean ± std over seeds)", "",
-        "Test MSE of the best-validation epoch's weights and of the last epoch's; the best epoch; \"test / "
-        "mean-predictor\": mean test MSE over that of predicting the training mean (1.0 = nothing learned; "
-        f">= {NOT_LEARNED:g} is marked); epoch time is training + validation, mean over epochs 2.. (the first "
-        "warms up). Rows in *italics* are the trivial baselines. Convergence target per task (mean over runs "
-        f"of {CONVERGENCE_FRACTION:g} × predict-the-mean validation MSE): "
+        f"Test MSE of the best-validation epoch's weights ({_units(results)} units, raw units beside), \"test / "
+        "mean-predictor\": the median over seeds of test MSE over that of predicting the training mean (1.0 = "
+        f"nothing learned; above {C.LEARNED_RATIO:g} is marked *not learned*); \"hit the cap\": runs that trained "
+        "every epoch of the cap without early stopping; epoch time is training + validation, mean over epochs 2.. "
+        "(the first warms up; a shared machine). Rows in *italics* are the trivial baselines. Convergence target "
+        f"per task (mean over runs of {CONVERGENCE_FRACTION:g} × predict-the-mean validation MSE): "
         + ", ".join(f"{t} {_f(v)}" for t, v in task_targets(results).items()) + ".", "",
         summary_table(results), "",
+        "## Tuning: validation loss against learning rate", "",
+        _tuning_table(results), "",
         "## DIRU's relative improvement over each baseline", "",
         _comparison_table(results), "",
         "## Power", "",

@@ -3,7 +3,8 @@
 - :func:`train` runs epochs of shuffled mini-batches and records, per epoch, the training
   loss (mean over the epoch's samples), the validation MSE and the wall time (training +
   validation). Fixed epochs by default; ``patience`` turns on early stopping; ``keep_best``
-  keeps a copy of the best-validation epoch's weights (``History.best_state``, ``best_epoch``). A tqdm bar
+  keeps a copy of the best-validation epoch's weights (``History.best_state``, ``best_epoch``);
+  ``clip_norm`` clips the gradients' global norm before every step. A tqdm bar
   shows progress unless ``progress=False``. Under torchrun (see :mod:`.distributed`) the
   model runs in DistributedDataParallel, each rank taking its share of every global batch.
 - :func:`evaluate` (MSE over a dataset, or the mean cross-entropy with ``loss="cross_entropy"``)
@@ -50,6 +51,7 @@ class TrainConfig:
     desc: str = "train"
     loss: str = "mse"  # one of LOSSES; "cross_entropy" takes class indices as targets
     keep_best: bool = False  # keep a copy of the weights of the best-validation epoch (History.best_state)
+    clip_norm: Optional[float] = None  # clip the gradients' global L2 norm to this before each step; None: off
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -62,6 +64,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.patience is not None and self.patience <= 0:
             raise ValueError(f"patience must be a positive int or None, got {self.patience!r}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be positive or None, got {self.clip_norm!r}")
 
 
 @dataclass
@@ -135,6 +139,8 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainC
             out = net(x)
             loss = F.cross_entropy(out, y) if config.loss == "cross_entropy" else F.mse_loss(out, y)
             loss.backward()
+            if config.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimizer.step()
             loss_sum += loss.detach().double() * len(x)  # stays on the device: no sync per step
             seen += len(x)
@@ -158,8 +164,8 @@ def train(model: nn.Module, train_set: Dataset, val_set: Dataset, config: TrainC
                 history.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             since_best += 1
-        if config.patience is not None and since_best >= config.patience:
-            history.stopped_early = True
+        if config.patience is not None and (since_best >= config.patience or not val == val):
+            history.stopped_early = True  # no better validation loss for `patience` epochs, or diverged (NaN)
             break
     if bar is not None:
         bar.close()

@@ -64,19 +64,32 @@ def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Op
     return None
 
 
-#: The contract's options these kernels fuse (diru_fast.providers): constexpr flags of every regime.
-OPTIONS = frozenset({"relu", "attention", "dropout", "time_decay"})
+#: The contract's options the kernels can fuse (constexpr flags of every regime); the installed Triton
+#: may offer fewer (attention needs triton >= 3.3): ``OPTIONS`` says what runs here.
+FUSED_OPTIONS = frozenset({"relu", "attention", "dropout", "time_decay"})
+
+
+def __getattr__(name):
+    """``OPTIONS``: the options the installed Triton runs (``diru_fast.kernels.OPTIONS``), read when the
+    dispatcher first asks (importing triton then); FUSED_OPTIONS if the kernels cannot be imported (the
+    backend is then unavailable anyway)."""
+    if name == "OPTIONS":
+        try:
+            return _kernels().OPTIONS
+        except Exception:  # noqa: BLE001  (unavailable_reason() says why)
+            return FUSED_OPTIONS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
              mask=None, decay=None):
-    require_options("triton", OPTIONS, activation, compartment_of, mask, decay)
+    require_options("triton", FUSED_OPTIONS, activation, compartment_of, mask, decay)
     return _kernels().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
                                activation=activation, compartment_of=compartment_of, mask=mask, decay=decay)
 
 
 def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None,
              decay=None):
-    require_options("triton", OPTIONS, activation, compartment_of, mask, decay)
+    require_options("triton", FUSED_OPTIONS, activation, compartment_of, mask, decay)
     return _kernels().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
                                activation=activation, compartment_of=compartment_of, mask=mask, decay=decay)

@@ -10,6 +10,8 @@ the numbers are those of the fast paths under the same draw.
 
 from __future__ import annotations
 
+import copy
+import threading
 from functools import lru_cache
 from typing import Optional, Sequence, Tuple
 
@@ -42,9 +44,25 @@ class _Stepper(nn.Module):
         return torch.stack(outputs)
 
 
+_build_lock = threading.Lock()
+_per_thread = threading.local()
+
+
+def _stepper(*key) -> _Stepper:
+    """This thread's shell for ``key`` (the arguments of :func:`_shell`). functional_call swaps the
+    parameters into the module it runs, so a module shared by threads would run one thread's
+    forward on another's (or on the shell's meta) tensors: each thread steps its own copy."""
+    shells = _per_thread.__dict__.setdefault("shells", {})
+    stepper = shells.get(key)
+    if stepper is None:
+        with _build_lock, torch._C._DisableFuncTorch():
+            stepper = shells[key] = copy.deepcopy(_shell(*key))
+    return stepper
+
+
 @lru_cache(maxsize=None)
-def _stepper(input_size: int, hidden_size: int, compartment_sizes: Tuple[int, ...], bias: bool, activation: str,
-             attention: bool, time_decay: bool = False) -> _Stepper:
+def _shell(input_size: int, hidden_size: int, compartment_sizes: Tuple[int, ...], bias: bool, activation: str,
+           attention: bool, time_decay: bool = False) -> _Stepper:
     # A shell: functional_call supplies every parameter. Built outside any torch.func transform the
     # first call may run under (vmap refuses the random initialisation, even of meta tensors). The
     # CPU RNG is forked: building the shell must not move the stream the dropout masks are drawn from.

@@ -18,7 +18,7 @@ from diru_fast.experiments.models import count_params
 from diru_fast.experiments.stats import holm
 
 TINY = dict(seeds=2, n_train=32, n_val=16, n_test=24, seq_len=6, hidden_size=8, num_compartments=2,
-            batch_size=16, max_epochs=3, patience=1, backend="torch")
+            batch_size=16, max_epochs=3, patience=1, backend="torch", lr_grid=())
 
 
 @pytest.mark.parametrize("task", I.IRREGULAR_TASKS)
@@ -147,6 +147,22 @@ def test_runner_end_to_end(tiny_results):
     assert {"test_mse", "mse_gap_lt_0.5", "decay_rate_mean"} <= set(rows[0])
 
 
+def test_tuning_standardisation_and_the_gru_d_baseline():
+    cfg = I.IrregularConfig(**dict(TINY, tasks=("lorenz",), models=("gru_decay",), seeds=1, lr_grid=(1e-3, 1e-2),
+                                   tune_first_seed=7))
+    res = I.run_irregular(cfg, None, progress=False)
+    assert {t["seed"] for t in res["tuning"]} == {7} and len(res["tuning"]) == 2
+    (run,) = res["runs"]
+    assert run["lr"] == res["picked_lr"]["lorenz"]["gru_decay"] in (1e-3, 1e-2) and run["units"] == "standardized"
+    train = I._data(cfg, "lorenz", 0)[0]
+    stats = I.standardisation(train)  # training-split statistics only
+    assert stats[3] == pytest.approx(float(train.values[:, -1].std()))
+    z = I.standardised(train, stats)
+    assert float(z.y.double().mean()) == pytest.approx(0.0, abs=1e-5) and torch.all(z.x[:, -1, 0] == 0)
+    assert run["test_mse_raw"] == pytest.approx(run["test_mse"] * stats[3] ** 2, rel=1e-5)
+    assert run["decay_rate"] is not None and run["backend"] == "nn.GRUCell loop"
+
+
 def test_runner_is_repeatable(tiny_results):
     _, results = tiny_results
     again = I.run_one(I.IrregularConfig(**TINY), "lorenz", "diru_decay", 1)
@@ -159,13 +175,17 @@ def test_report_states_the_rule_and_has_ci_columns(tiny_results):
     text = I.markdown_report(results)
     rule = text.index("## The comparison rule")
     assert rule < text.index("## Results") < text.index("## Comparisons (Holm-corrected)")
-    for needle in ("early stopping", "held-out test split", "Holm correction over all 16 comparisons",
+    for needle in ("early stopping", "held-out test split", "comparisons in which both models learned", "**Learned:**",
                    "test MSE, mean [95% CI]", "lower MSE by [95% CI]", "| p (Holm) |", "## Verdict",
                    "Exp(1)", "LSTM d=", "GRU d="):
         assert needle in text, needle
     comps = I.comparisons(results)
     assert len(comps) == 2 * len(I.COMPARISONS)
-    assert [c["p_holm"] for c in comps] == holm([c["p"] for c in comps])  # one family: every comparison reported
+    family = [c for c in comps if c["in_family"]]  # the pairs in which both models learned
+    assert [c["p_holm"] for c in family] == holm([c["p"] for c in family])
+    for c in comps:
+        if not c["in_family"]:
+            assert c["verdict"] == "not learned" or c["verdict"].startswith("only ")
     for c in comps:
         assert f"| {c['task']} | {I._label(c['a'])} | {I._label(c['b'])} | 2 |" in text
 

@@ -85,7 +85,7 @@ def test_epoch_time_claim():
 
 
 def test_report_says_what_was_run(tmp_path):
-    prototype_cfg = StudyConfig(tasks=("sine",), models=("diru", "lstm"), match_params="both")
+    prototype_cfg = StudyConfig.prototype(tasks=("sine",), models=("diru", "lstm"), match_params="both")
     res = _results({("sine", "diru"): [0.5, 0.6], ("sine", "lstm"): [1.0, 1.2],
                     ("sine", "lstm_matched"): [0.9, 1.0]}, config=prototype_cfg)
     text = report.write_report(res, tmp_path).read_text()
@@ -93,17 +93,22 @@ def test_report_says_what_was_run(tmp_path):
     assert "LSTM (d=71, matched)" in text and "Not the prototype's settings" not in text
     assert "Holm-adjusted" in text and "torch" in text
     assert text.index("## Rules (fixed before the runs)") < text.index("## Headline")
-    small = StudyConfig(tasks=("sine",), models=("diru", "lstm"), n_train=100, epochs=5)
+    assert "the raw scale" in text and "not tuned" in text
+    small = StudyConfig.prototype(tasks=("sine",), models=("diru", "lstm"), n_train=100, epochs=5)
     text = report.markdown_report(_results({("sine", "diru"): [0.5, 0.6], ("sine", "lstm"): [1.0, 1.2]},
                                            config=small))
     assert "Not the prototype's settings" in text and "n_train 100 (prototype: 800)" in text
+    tuned = report.markdown_report(_results({("sine", "diru"): [0.5, 0.6], ("sine", "lstm"): [1.0, 1.2]},
+                                            config=StudyConfig(tasks=("sine",), models=("diru", "lstm"))))
+    assert "standardised" in tuned and "learning rate picked from the grid" in tuned
+    assert "Not the prototype's settings" in tuned and "standardised data (prototype: raw scale)" in tuned
 
 
 def test_plots_are_written(tmp_path):
     res = _results({(t, m): [0.5 + 0.1 * s for s in range(3)] for t in ("sine", "memory", "lorenz")
                     for m in ("diru", "lstm", "gru")})
     paths = write_plots(res, tmp_path)
-    assert [p.name for p in paths] == list(PLOT_FILES)
+    assert [p.name for p in paths] == [f for f in PLOT_FILES if f != "tuning.png"]  # no tuning trials here
     for p in paths:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
@@ -118,7 +123,7 @@ def test_models_that_only_predict_the_mean_are_flagged():
     comps = {c["baseline"]: c for c in report.comparisons(res)}
     assert comps["lstm"]["not_learned"] == ["DIRU", "LSTM (d=64)"] and comps["gru"]["not_learned"] == ["DIRU"]
     text = report.markdown_report(res)
-    assert "0.965 (not learned)" in text and "0.150 |" in text
+    assert "0.965 (not learned)" in text and "0.15 |" in text
     claim = next(r for r in report.claim_rows(res) if r["claim"].startswith("memory: DIRU beats"))
     assert "DIRU and LSTM (d=64) did not learn the task" in claim["measured"]
 
@@ -185,3 +190,24 @@ def test_trivial_baselines_are_tabled():
     assert rows[0]["mse"][0] == pytest.approx(0.3) and rows[0]["n"] == 2
     text = report.markdown_report(res)
     assert "*least squares on the last 10 inputs*" in text and "0.3 (least squares on the last 10 inputs)" in text
+
+
+def test_a_pair_where_neither_learned_never_holds_and_one_learned_says_so():
+    # mean-predictor MSE is 10: 9.x is not learned (> 0.3x), 1.x is learned; DIRU is clearly better in every pair
+    res = _results({("memory", "diru"): [9.0, 9.1, 8.9], ("memory", "lstm"): [9.9, 9.95, 9.97],
+                    ("sine", "diru"): [1.0, 1.1, 0.9], ("sine", "lstm"): [9.9, 9.95, 9.97],
+                    ("lorenz", "diru"): [9.0, 9.1, 8.9], ("lorenz", "lstm"): [1.0, 1.1, 0.9]},
+                   config=StudyConfig(models=("diru", "lstm")))
+    res["baselines"] = [{"task": t, "seed": s, "name": n, "mse": m, "mse_raw": m} for t in ("sine", "memory", "lorenz")
+                        for s in range(3) for n, m in (("mean", 10.0), ("ls_last10", 5.0))]
+    comps = {c["task"]: c for c in report.comparisons(res)}
+    assert comps["memory"]["verdict"] == C.NOT_LEARNED and not comps["memory"]["in_family"]
+    assert comps["sine"]["verdict"] == "only DIRU learned" and comps["lorenz"]["verdict"] == "only LSTM learned"
+    assert all(c["verdict"] != C.HOLDS for c in comps.values())
+    assert C.pair_verdict(False, False, C.HOLDS) == C.NOT_LEARNED
+    assert C.pair_verdict(True, True, C.HOLDS) == C.HOLDS
+    assert C.learned(0.3) and not C.learned(0.31) and not C.learned(None) and not C.learned(math.nan)
+    text = report.markdown_report(res)
+    head = text[text.index("## Headline"):text.index("## Results")]
+    assert "**not learned**" in head and "9 (1.8× best trivial) *not learned*" in head and "(0.2× best trivial)" in head
+    assert text.index("**Learned:**") < text.index("## Headline")

@@ -10,19 +10,20 @@ from diru_fast.experiments.models import count_params, build_model
 from diru_fast.experiments.study import StudyConfig, derive_seed, load_results, run_study, variants
 
 TINY = dict(tasks=("sine", "memory"), seeds=2, n_train=32, n_val=16, seq_len=12, hidden_size=8,
-            num_compartments=2, batch_size=16, epochs=2, backend="torch", device="cpu", keep_predictions=5)
+            num_compartments=2, batch_size=16, epochs=2, backend="torch", device="cpu", keep_predictions=5,
+            models=("diru", "lstm", "gru"), lr_grid=())
 
 
 def test_variants_and_parameter_matching():
     off = variants(StudyConfig(hidden_size=64))
-    assert [v.key for v in off] == ["diru", "lstm", "gru"] and all(v.hidden_size == 64 for v in off)
+    assert [v.key for v in off] == ["diru", "lstm", "lstm_fb1", "gru"] and all(v.hidden_size == 64 for v in off)
     on = {v.key: v for v in variants(StudyConfig(hidden_size=64, match_params="on"))}
-    assert set(on) == {"diru", "lstm_matched", "gru_matched"}
-    for key in ("lstm_matched", "gru_matched"):
+    assert set(on) == {"diru", "lstm_matched", "lstm_fb1_matched", "gru_matched"}
+    for key in ("lstm_matched", "lstm_fb1_matched", "gru_matched"):
         count = count_params(build_model(on[key].kind, 1, on[key].hidden_size, 1))
         assert abs(count - 21057) / 21057 < 0.02 and on[key].matched and "matched" in on[key].label
     both = [v.key for v in variants(StudyConfig(match_params="both"))]
-    assert both == ["diru", "lstm", "lstm_matched", "gru", "gru_matched"]
+    assert both == ["diru", "lstm", "lstm_matched", "lstm_fb1", "lstm_fb1_matched", "gru", "gru_matched"]
     with pytest.raises(ValueError, match="include the 'diru' model"):
         StudyConfig(models=("lstm",), match_params="on")
     with pytest.raises(ValueError, match="unknown task/model"):
@@ -97,19 +98,28 @@ def test_runs_score_the_best_validation_epoch_on_a_test_split(tmp_path):
             assert r["test_mse"] == pytest.approx(r["final_test_mse"], rel=1e-6)
         assert r["seeds"]["test_data"] not in (r["seeds"]["train_data"], r["seeds"]["val_data"])
     train, _, test = make_splits(config, "lorenz", 0)
-    by_name = {b["name"]: b["mse"] for b in res["baselines"] if b["seed"] == 0}
-    assert by_name["mean"] == pytest.approx(float((test.y.double() - train.y.double().mean()).pow(2).mean()))
-    assert by_name["ls_last10"] == pytest.approx(trivial.least_squares_mse(train, test, 10))
+    var = float(train.y.double().std()) ** 2  # standardised units: raw MSE / the training targets' variance
+    by_name = {b["name"]: b for b in res["baselines"] if b["seed"] == 0}
+    raw_mean = float((test.y.double() - train.y.double().mean()).pow(2).mean())
+    assert by_name["mean"]["mse_raw"] == pytest.approx(raw_mean)
+    assert by_name["mean"]["mse"] == pytest.approx(raw_mean / var)
+    assert by_name["ls_last10"]["mse_raw"] == pytest.approx(trivial.least_squares_mse(train, test, 10))
     run0 = next(r for r in res["runs"] if r["seed"] == 0)
-    assert run0["mean_predictor_test_mse"] == pytest.approx(by_name["mean"])
+    assert run0["mean_predictor_test_mse"] == pytest.approx(by_name["mean"]["mse"], rel=1e-5)
+    assert run0["test_mse_raw"] == pytest.approx(run0["test_mse"] * var, rel=1e-5) and run0["units"] == "standardized"
 
 
-def test_normalize_standardises_with_training_statistics():
+def test_standardisation_uses_training_split_statistics_only():
     from diru_fast.experiments.study import _Standardised, make_splits, standardisation
 
-    config = StudyConfig(**dict(TINY, tasks=("memory",), models=("lstm",), seeds=1, normalize=True))
-    train, val, _ = make_splits(config, "memory", 0)
+    config = StudyConfig(**dict(TINY, tasks=("memory",), models=("lstm",), seeds=1))
+    assert config.normalize  # the default
+    train, val, test = make_splits(config, "memory", 0)
     stats = standardisation(train)
+    x, y = train.x.double(), train.y.double()
+    assert stats == pytest.approx((float(x.mean()), float(x.std()), float(y.mean()), float(y.std())))
+    # other splits change nothing: the same statistics whatever validation and test hold
+    assert standardisation(train) == stats and stats != standardisation(val) and stats != standardisation(test)
     z = _Standardised(train, stats)
     assert float(z.x.double().mean()) == pytest.approx(0.0, abs=1e-6)
     assert float(z.y.double().std()) == pytest.approx(1.0, rel=1e-5)
@@ -117,9 +127,13 @@ def test_normalize_standardises_with_training_statistics():
     assert torch.allclose(zv.y * stats[3] + stats[2], val.y, atol=1e-5)
     res = run_study(config, None, progress=False)
     (run,) = res["runs"]
-    # MSEs come back on the raw scale: not learned in 2 epochs, the model stays near the mean's MSE
-    assert 0.3 < run["final_val_mse"] / run["mean_predictor_mse"] < 3.0
-    assert res["config"]["normalize"] is True
+    # MSEs in standardised units: predicting the training mean scores about 1 (its own variance)
+    assert run["target_var"] == pytest.approx(stats[3] ** 2)
+    assert run["mean_predictor_test_mse"] == pytest.approx(
+        float((test.y.double() - stats[2]).pow(2).mean()) / stats[3] ** 2, rel=1e-6)
+    raw = run_study(StudyConfig(**dict(TINY, tasks=("memory",), models=("lstm",), seeds=1, normalize=False)),
+                    None, progress=False)
+    assert raw["runs"][0]["units"] == "raw" and raw["runs"][0]["target_var"] == 1.0
 
 
 def test_reuse_takes_matching_runs_and_refuses_other_settings(tmp_path):

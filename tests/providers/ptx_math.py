@@ -10,9 +10,15 @@ restated on float32 CPU tensors:
   float32, ``|k| <= 2`` (their documented maximum error): ``mode="exact"`` k = 0, ``"high"`` k = +2
   and ``"low"`` k = -2 everywhere (a systematic bias, the worst case for a recurrence),
   ``"random"`` k uniform in [-2, 2] from a seeded generator;
-- 3xTF32 ``acc + a @ b`` (Triton's ``input_precision="tf32x3"``): each operand split into a TF32
-  high part (round to nearest, ties away, 10 mantissa bits) and a TF32 low part, then
-  ``acc + a_lo b_hi + a_hi b_lo + a_hi b_hi`` with fp32 accumulation.
+- 3xTF32 ``acc + a @ b`` (Triton's ``input_precision="tf32x3"``) as its PTX does it (Triton 3.6 and
+  3.9, sm_80 and sm_90, read from a compiled 16 x 16 x 16 dot): the high part ``cvt.rna.tf32.f32``
+  (round to nearest, ties away, 10 mantissa bits), the low part ``sub.f32`` of the two with no
+  conversion, which the ``mma.sync ... .tf32`` instruction then reads truncated (it ignores the 13
+  low mantissa bits of a .tf32 operand); two small products chained from zero, the big one on top
+  of them, and the accumulator added last: ``acc + ((a_lo b_hi + a_hi b_lo) + a_hi b_hi)``.
+  Not emulated: the order in which one MMA sums its K products (torch's float32 matmul picks its
+  own); that moves each product by about one float32 rounding per term, far below the 8 ulp of
+  slack of the float32 rule the tests apply.
 
 :class:`KernelMath` is a ``TorchFunctionMode`` that sends ``torch.tanh``, ``torch.sigmoid`` and
 the float32 matrix products to these, so the kernel contract itself (``diru_fast.scan.contract``)
@@ -119,13 +125,23 @@ def tf32_hi(x: torch.Tensor) -> torch.Tensor:
     return torch.where(special, x, rounded.view(torch.float32))
 
 
+def tf32_trunc(x: torch.Tensor) -> torch.Tensor:
+    """What ``mma.sync`` reads of a float32 register given as a .tf32 operand: the 13 low mantissa
+    bits dropped (truncation toward zero)."""
+    bits = x.contiguous().view(torch.int32)
+    special = ~torch.isfinite(x)
+    return torch.where(special, x, (bits & ~0x1FFF).view(torch.float32))
+
+
 def tf32x3_addmm(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``acc + a @ b`` as 3xTF32 (float32 in, float32 accumulation)."""
+    """``acc + a @ b`` as Triton's 3xTF32 PTX computes it (float32 in, float32 accumulation): high
+    parts by ``cvt.rna``, low parts ``a - a_hi`` read truncated by the MMA, the two small products
+    from zero, the big one on top, ``acc`` last."""
     a_hi, b_hi = tf32_hi(a), tf32_hi(b)
-    a_lo, b_lo = tf32_hi(a - a_hi), tf32_hi(b - b_hi)
-    out = torch.addmm(acc, a_lo, b_hi)
-    out = torch.addmm(out, a_hi, b_lo)
-    return torch.addmm(out, a_hi, b_hi)
+    a_lo, b_lo = tf32_trunc(a - a_hi), tf32_trunc(b - b_hi)
+    small = torch.addmm(torch.zeros_like(acc), a_lo, b_hi)
+    small = torch.addmm(small, a_hi, b_lo)
+    return acc + torch.addmm(small, a_hi, b_hi)
 
 
 class KernelMath(TorchFunctionMode):

@@ -23,6 +23,8 @@ CUDA = torch.cuda.is_available()
 pytestmark = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (CPU twins: tests/scan/test_ops.py, "
                                                  "tests/providers/test_triton.py, tests/providers/test_cuda.py)")
 GPU_BACKENDS = ["triton", "cuda"]
+# bench/gpu_check.sh runs each backend's tests in its own step: -m gpu_triton, -m gpu_cuda
+BACKENDS = [pytest.param("triton", marks=pytest.mark.gpu_triton), pytest.param("cuda", marks=pytest.mark.gpu_cuda)]
 
 
 def _require(backend, dtype):
@@ -48,7 +50,7 @@ def _lengths(T, B, device="cuda"):
 SHAPES = [(1, 1, 4), (7, 3, 48), (5, 17, 64), (4, 16, 100), (3, 33, 256), (3, 5, 300)]
 
 
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "T{}-B{}-d{}".format(*s))
 def test_float64_matches_contract(backend, shape):
     _require(backend, torch.float64)
@@ -66,7 +68,7 @@ def test_float64_matches_contract(backend, shape):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10, msg=lambda m: f"{name}: {m}")
 
 
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_gradcheck_float64_full_mode(backend):
     _require(backend, torch.float64)
     T, B, n, d = 3, 2, 2, 4
@@ -99,7 +101,7 @@ LOW_PRECISION_SHAPES = [(50, 64, 64), (50, 16, 128), (20, 24, 256), (10, 8, 300)
                         (12, 32, 256)]
 
 
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("shape", LOW_PRECISION_SHAPES, ids=lambda s: "T{}-B{}-d{}".format(*s))
 def test_low_precision_within_twice_torch_error(backend, dtype, shape):
@@ -129,7 +131,7 @@ INFERENCE_SHAPES = [(6, 16, 16, True), (9, 17, 48, True), (5, 16, 100, True), (4
                     (4, 32, 256, False), (4, 24, 256, True), (3, 5, 300, True)]
 
 
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str)
 @pytest.mark.parametrize("shape", INFERENCE_SHAPES, ids=lambda s: "T{}-B{}-d{}-{}".format(
     *s[:3], "lengths" if s[3] else "full"))
@@ -148,7 +150,7 @@ def test_inference_forward_gives_the_training_states_bit_for_bit(backend, dtype,
     assert torch.equal(hs_infer, hs_train)
 
 
-@pytest.mark.parametrize("backend", GPU_BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_layer_end_to_end_matches_cpu_reference(backend):
     """A 2-layer bidirectional DIRULayer with lengths on the GPU against the CPU float64 reference backend."""
     dtype = torch.float64 if diru_fast.backends.why_unavailable(backend, "cuda", torch.float64) is None \
@@ -168,6 +170,7 @@ def test_layer_end_to_end_matches_cpu_reference(backend):
     torch.testing.assert_close(h.double().cpu(), h_ref, rtol=tol, atol=tol)
 
 
+@pytest.mark.gpu_triton
 def test_auto_picks_triton_then_cuda_on_gpu():
     expected = next((b for b in GPU_BACKENDS if diru_fast.backends.why_unavailable(b, "cuda", torch.float32) is None),
                     "torch")
@@ -219,6 +222,7 @@ def _option_id(c):
 
 
 @pytest.mark.parametrize("case", OPTION_CASES, ids=_option_id)
+@pytest.mark.gpu_cuda
 def test_cuda_options_float64_match_contract(case):
     from diru_fast.providers import cuda as provider
 
@@ -266,6 +270,7 @@ class _ProviderScan(torch.autograd.Function):
 @pytest.mark.parametrize("case", [(3, 2, 6, [2, 4], 0.5, "tanh", False), (3, 3, 5, [1, 3, 1], None, "tanh", False),
                                   (2, 2, 4, None, 0.5, "tanh", False), (3, 3, 5, None, None, "tanh", True),
                                   (3, 3, 6, [2, 4], 0.5, "tanh", True)], ids=_option_id)
+@pytest.mark.gpu_cuda
 def test_cuda_options_gradcheck_float64_full_mode(case):
     """relu's kink makes finite differences unreliable: tanh here, relu by the contract comparison above.
     The decay factors are constants here (their own gradient: the test below)."""
@@ -284,6 +289,7 @@ def test_cuda_options_gradcheck_float64_full_mode(case):
                                   (12, 16, 100, [33, 33, 34], None, None, False),
                                   (12, 32, 256, [64, 128, 64], 0.2, "relu", False), (30, 9, 48, None, None, None, True),
                                   (12, 32, 256, [64, 128, 64], 0.2, "relu", True)], ids=_option_id)
+@pytest.mark.gpu_cuda
 def test_cuda_options_low_precision_within_twice_torch_error(dtype, case):
     """The module's rule (above) on the provider's outputs: hs, and the backward's d_p and d_h0 from
     each path's own forward, against the float64 contract on the same inputs."""
@@ -316,6 +322,7 @@ def test_cuda_options_low_precision_within_twice_torch_error(dtype, case):
 
 @pytest.mark.parametrize("case", [(3, 3, 5, None, None, "tanh", True), (3, 3, 6, [2, 4], 0.5, "tanh", True)],
                          ids=_option_id)
+@pytest.mark.gpu_cuda
 def test_cuda_time_decay_gradcheck_through_the_autograd_formula(case):
     """ops.Scan on "cuda" with time decay: every weight, xp, h0 and the decay factors themselves (their
     gradient formed from the kernels' outputs) against finite differences, full mode, and the second
@@ -338,6 +345,7 @@ def test_cuda_time_decay_gradcheck_through_the_autograd_formula(case):
     assert torch.autograd.gradgradcheck(run, leaves + [decay])
 
 
+@pytest.mark.gpu_cuda
 def test_cuda_checks_the_decay_argument():
     """The bindings refuse a decay of the wrong shape or dtype (acc: float32 for float32 inputs)."""
     from diru_fast.providers import cuda as provider
@@ -349,3 +357,45 @@ def test_cuda_checks_the_decay_argument():
                        (torch.rand(T, B, d, device="cuda", dtype=torch.float16), "decay must be")):
         with pytest.raises(RuntimeError, match=match):
             provider.scan_fwd(*a.values(), None, True, decay=bad)
+
+
+# ---- the contract's options on "triton" (relu, attention with tl.gather and the segment sums, dropout,
+# time decay with its scratch slot; the dispatcher's routing to the per-step kernels). CPU twins: the
+# same kernels under the interpreter, tests/providers/test_triton_options.py and test_triton_decay.py.
+
+# (T, B, d, sizes, dropout, activation, decay): every option at d=48 (bf16: resident d_pad 64; fp32:
+# streamed); attention + dropout + decay streamed at d_pad 128 with masked lanes (bf16: 32-column
+# chunks); every option but attention at d_pad 256 with full tiles (bf16 streamed; fp32 per step: dropout
+# with decay); attention at d_pad 256 and 18 compartments at d_pad 128 (both routed to the per-step
+# kernels); every option at d=300 (per step)
+TRITON_OPTION_CASES = [(30, 9, 48, [5, 7, 12, 24], 0.3, "relu", True), (12, 16, 100, [33, 33, 34], 0.2, None, True),
+                       (12, 32, 256, None, 0.2, "relu", True), (12, 32, 256, [64, 128, 64], 0.2, "relu", True),
+                       (8, 16, 128, [7] * 17 + [9], None, None, False), (5, 5, 300, [100, 120, 80], 0.2, "relu", True)]
+
+
+@pytest.mark.gpu_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", TRITON_OPTION_CASES, ids=_option_id)
+def test_triton_options_within_twice_torch_error(dtype, case):
+    """hs, dL/dxp (every column: the attention logits' too) and dL/dh0 of the compiled kernels with the
+    options on, within 2x the error of PyTorch's own path in ``dtype`` against the float64 contract
+    (tests/helpers.py); the inference forward gives the training states bit for bit."""
+    import importlib
+
+    from tests.helpers import assert_kernel_within_twice_torch_error, contract_inputs
+
+    _require("triton", dtype)
+    kernels = importlib.import_module("diru_fast.kernels")
+    T, B, d, sizes, dropout, activation, decay = case
+    if sizes is not None and "attention" not in kernels.OPTIONS:
+        pytest.skip(kernels.ATTENTION_PROBLEM)
+    a, opts = contract_inputs(T, B, d, dtype=dtype, seed=T + d, sizes=sizes, dropout=dropout, activation=activation,
+                              decay=decay)
+    a = {key: v.cuda() for key, v in a.items()}
+    opts = {key: v.cuda() if isinstance(v, torch.Tensor) else v for key, v in opts.items()}
+    lengths = _lengths(T, B)
+    assert_kernel_within_twice_torch_error(kernels, a, opts, lengths, None, dtype)
+    hs, saved = kernels.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
+    hs_infer, nothing = kernels.scan_fwd(**a, lengths=lengths, need_saved=False, **opts)
+    torch.cuda.synchronize()
+    assert nothing.numel() == 0 and torch.equal(hs_infer, hs)

@@ -219,7 +219,20 @@ def test_dispatcher_size_classes():
     assert k.choose(32, "float32").mode == "resident"
     assert k.choose(48, "float32").mode == "streamed"  # 3xTF32 resident weights would not fit sm_80
     # attention over more than 8 compartments at d_pad >= 128: the per-step kernels (no spills)
-    assert k.choose(200, "float32", 8).mode == "streamed" and k.choose(200, "float32", 18).mode == "step"
+    assert k.choose(100, "float32", 8).mode == "streamed" and k.choose(100, "float32", 18).mode == "step"
+    assert k.choose(200, "float32", 2).mode == "step"  # attention at d_pad 256: per step (no spills)
+    # 16 bit streams in 32-column chunks from d_pad 128 (4 bytes a thread: cp.async), fp32 in 16
+    assert k.choose(100, "bfloat16").block_k == 32 and k.choose(256, "float16").block_k == 32
+    assert k.choose(100, "float32").block_k == 16 and k.choose(64, "float32").block_k == 16
+    # every streamed chunk of the left operand (16 rows x BLOCK_K) is at least the 4 bytes a thread that
+    # cp.async moves: else Triton loads it synchronously every chunk (ld.global, st.shared, a barrier)
+    for cfg, dtype in k.all_configs():
+        if cfg.mode == "streamed":
+            size = 4 if dtype == "float32" else 2
+            assert cfg.block_b * cfg.block_k * size / (32 * cfg.num_warps) >= 4, (cfg.label(), dtype)
+    # fp32 at d_pad 256: four stages forward, three backward (each the spill-free choice on Triton 3.6 and 3.9)
+    wide = k.choose(256, "float32")
+    assert (wide.num_stages, wide.stages_bwd) == (4, 3) and k.choose(256, "bfloat16").stages_bwd == 3
     assert k.choose(64, "float32", 18).mode == "streamed" and k.choose(32, "bfloat16", 18).mode == "resident"
     assert k.choose(1, "bfloat16").d_pad == 16
     assert k.choose(100, "bfloat16").mode == "streamed"
@@ -263,3 +276,32 @@ def test_provider_reports_what_it_supports():
     assert provider.unsupported_reason(torch.device("cpu"), torch.float64) is None
     assert "not supported" in provider.unsupported_reason(torch.device("cpu"), torch.int64)
     assert "do not run on meta" in provider.unsupported_reason(torch.device("meta"), torch.float32)
+
+
+@pytest.mark.parametrize("setting", ["global", "matmul", "legacy"])
+def test_runs_under_every_tf32_api(setting):
+    """torch.backends.fp32_precision = "tf32" (PyTorch >= 2.9's API) made the legacy allow_tf32 read
+    raise in every Triton call; the launcher reads the new API where it is set, the legacy flag
+    otherwise. Each case sets and restores through one API only (PyTorch refuses to read a mix)."""
+    k = _kernels()
+    backends = torch.backends
+    new = setting != "legacy"
+    saved = (backends.fp32_precision, backends.cuda.matmul.fp32_precision) if new else backends.cuda.matmul.allow_tf32
+    try:
+        if setting == "global":
+            backends.fp32_precision = "tf32"
+        elif setting == "matmul":
+            backends.cuda.matmul.fp32_precision = "tf32"
+        else:
+            backends.cuda.matmul.allow_tf32 = True
+        assert k.tf32_allowed() is True
+        a = contract_inputs(2, 1, 4)
+        hs, _ = k.scan_fwd(**a, lengths=None, need_saved=False)
+        want = contract.scan_fwd(**{n: v.double() for n, v in a.items()}, lengths=None, need_saved=False)[0]
+        torch.testing.assert_close(hs.double(), want)
+    finally:
+        if new:
+            backends.fp32_precision, backends.cuda.matmul.fp32_precision = saved
+        else:
+            backends.cuda.matmul.allow_tf32 = saved
+    assert k.tf32_allowed() is False

@@ -96,3 +96,30 @@ def test_an_old_triton_makes_the_backend_unavailable_with_the_reason(tmp_path):
     reason, listed = proc.stdout.strip().splitlines()[-2:]
     assert "need triton >= 3.0" in reason and "found triton 2.3.1" in reason, reason
     assert listed == "False"
+
+
+def test_attention_needs_triton_3_3_and_an_older_one_leaves_it_out():
+    """tl.gather (the attention kernels' per-unit compartment weight) arrived in Triton 3.3: an older
+    one must not offer attention (the dispatcher then passes "triton" over for it) and a direct kernel
+    call must say why, not fail in the compiler."""
+    c = _compat()
+    old = c.attention_problem("3.2.0")
+    assert "triton >= 3.3" in old and "tl.gather" in old and "found triton 3.2.0" in old
+    assert c.attention_problem("3.3.1") is None and c.attention_problem("3.9.0") is None
+    assert c.fused_options("3.2.0") == {"relu", "dropout", "time_decay"}
+    assert c.fused_options("3.6.0") == {"relu", "attention", "dropout", "time_decay"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_attention_refused_on_an_old_triton(monkeypatch):
+    """The launcher's and the provider's behaviour with Triton 3.2's answers patched in (no kernel runs)."""
+    k = importlib.import_module("diru_fast.kernels")
+    c = _compat()
+    monkeypatch.setattr(k.launch, "ATTENTION_PROBLEM", c.attention_problem("3.2.0"))
+    monkeypatch.setattr(k, "OPTIONS", c.fused_options("3.2.0"))
+    assert diru_fast.backends.provider_options("triton") == {"relu", "dropout", "time_decay"}
+    T, B, d, nk = 2, 1, 4, 2
+    z = lambda *s: torch.zeros(*s)  # noqa: E731
+    with pytest.raises(NotImplementedError, match=r"needs triton >= 3.3 \(tl.gather\); found triton 3.2.0"):
+        k.scan_fwd(z(T, B, 3 * d + nk), z(B, d), z(3 * d + nk, d), z(d, d), z(d), z(d, d), z(d), None, False,
+                   compartment_of=torch.tensor([0, 0, 1, 1]))

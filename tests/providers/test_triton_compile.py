@@ -42,7 +42,7 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
     picked = {(cfg.label(), dtype) for cfg, dtype in config.all_configs()}
     variants = {(cfg.label(), dtype, o) for cfg, dtype in config.all_configs()
                 for o in check.option_variants(cfg, dtype)}
-    assert {o for _, _, o in variants} == {"relu", "attention", "dropout", "decay", "all", "all_decay"}
+    assert {o for _, _, o in variants} == {"relu", "attention", "dropout", "decay", "all", "all_decay", "no_attention"}
     for everything in ("all", "all_decay"):  # every option at once, in each regime
         assert {cfg.split("-")[0] for cfg, _, o in variants if o == everything} == {"resident", "streamed", "step"}
     for arch in (80, 90):
@@ -65,22 +65,44 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
         assert r["approx"] == expected, r
 
 
-def test_all_options_run_compiles_every_variant_of_every_config():
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_all_options_run_compiles_every_variant_the_dispatcher_runs():
     """``compile_check.py --all-options`` (run by hand, not in CI: about five times the suite's check)
-    compiles every option variant, k = 4 and k = 18, for every config; the suite's subset is smaller."""
-    import importlib.util
-    from types import SimpleNamespace
-
+    compiles every option variant, k = 4 and k = 18, that the dispatcher runs with each config; the
+    suite's subset is smaller. Attention at streamed d_pad 256, k = 18 at streamed d_pad >= 128 and
+    dropout with decay at fp32 d_pad 256 run the per-step kernels (config.choose): not built for the
+    streamed configs."""
     spec = importlib.util.spec_from_file_location("compile_check", ROOT / "kernels" / "compile_check.py")
     cc = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cc)
+    config = importlib.import_module("diru_fast.kernels.config")
     every = set(cc.OPTION_FLAGS) - {"none"}
-    assert {"attention18", "all18", "decay", "all_decay"} <= every and cc.OPTION_FLAGS["all18"]["K_PAD"] >= 18
+    assert {"attention18", "all18", "decay", "all_decay", "no_attention"} <= every
+    assert cc.OPTION_FLAGS["all18"]["K_PAD"] >= 18
     assert cc.OPTION_FLAGS["all_decay"] == dict(cc.OPTION_FLAGS["all"], HAS_DECAY=True)
-    for mode, d_pad, dtype in (("resident", 64, "float32"), ("streamed", 64, "float32"), ("step", 512, "float16")):
-        cfg = SimpleNamespace(mode=mode, d_pad=d_pad)
-        assert set(cc.option_variants(cfg, dtype, every=True)) == every
-        assert set(cc.option_variants(cfg, dtype)) < every
-    # more than 8 compartments at streamed d_pad >= 128 run the per-step kernels (config.choose): not built
-    large = SimpleNamespace(mode="streamed", d_pad=256)
-    assert set(cc.option_variants(large, "float32", every=True)) == every - {"attention18", "all18"}
+    attention = {name for name in every if cc.OPTION_FLAGS[name]["NK"]}
+    for d, dtype, excluded in ((64, "bfloat16", set()), (64, "float32", set()), (512, "float16", set()),
+                               (128, "bfloat16", {"attention18", "all18"}),
+                               (256, "float32", attention | {"no_attention"}), (256, "bfloat16", attention)):
+        cfg = config.choose(d, dtype)
+        assert set(cc.option_variants(cfg, dtype, every=True)) == every - excluded, (d, dtype)
+        assert set(cc.option_variants(cfg, dtype)) <= every - excluded
+
+
+@pytest.mark.skipif(not _has_triton_cuda_backend(),
+                    reason="triton (with its NVIDIA backend and ptxas) is not installed")
+def test_tf32x3_lowers_as_the_cpu_emulation_assumes():
+    """Triton's 3xTF32 dot, compiled for sm_80 and sm_90: one cvt.rna per operand element (high parts
+    only), as many fp32 subtractions (the low parts, unconverted: the MMA reads them truncated), three
+    products of mma.sync and no wgmma: what tests/providers/ptx_math.py emulates (and
+    bench/GPU_MODEL.md assumes)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = ("import json, sys; sys.path.insert(0, 'kernels'); import compile_check as c; "
+            "print(json.dumps([c.tf32x3_ptx_counts(80), c.tf32x3_ptx_counts(90)]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(ROOT),
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for counts in json.loads(proc.stdout.strip().splitlines()[-1]):
+        n = counts["elements_per_thread"]
+        assert counts["cvt_rna_tf32"] == n and counts["sub_f32"] == n, counts
+        assert counts["mma_tf32"] == 3 * 4 and counts["wgmma"] == 0, counts  # 3 products x (2 n-tiles x 2 k-steps)

@@ -196,3 +196,22 @@ def test_emulation_sees_the_textbook_tanh_break_the_rule():
     their bound: it fails, so the test above can tell a good formula from a bad one."""
     ratio, where = _worst_rule_ratio((30, 9, 48), ("high",), tanh_fn=pm.tanh_textbook)
     assert ratio > 1.5, where
+
+
+def test_tf32x3_emulation_rounds_the_high_part_and_truncates_the_low_part():
+    """3xTF32 as the PTX computes it (tests/providers/ptx_math.py): ``cvt.rna`` on the high part only;
+    the low part is read truncated by the MMA, so a low part whose dropped bits exceed half a TF32 ulp
+    rounds down, where rounding to nearest would round it up; the result still carries fp32-level
+    accuracy (within a few float32 ulp of the exact product at K = 256)."""
+    one_and_bits = torch.tensor([0x3F800000 | 0x1800], dtype=torch.int32).view(torch.float32)  # 1 + 0x1800 ulp
+    assert pm.tf32_hi(one_and_bits).view(torch.int32).item() == 0x3F800000 | 0x2000  # ties away / nearest: up
+    assert pm.tf32_trunc(one_and_bits).view(torch.int32).item() == 0x3F800000  # truncated: down
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(16, 256, generator=g), torch.randn(256, 48, generator=g)
+    acc = torch.randn(16, 48, generator=g)
+    got = pm.tf32x3_addmm(acc, a, b)
+    exact = acc.double() + a.double() @ b.double()
+    scale = (acc.double().abs() + a.double().abs() @ b.double().abs())
+    assert ((got.double() - exact).abs() / scale).max() <= 8 * EPS32
+    lo_error = (pm.tf32_trunc(a - pm.tf32_hi(a)) - (a - pm.tf32_hi(a))).abs().max()  # truncation is visible
+    assert lo_error > 0
