@@ -25,7 +25,7 @@
 //       -> hs [T,B,d]: an inference forward that projects each step's input inside the time loop,
 //          so the [T, B, 3d] projections are never written to memory
 //
-// Backward: docs/THEORY.md §2.2. The options (docs/MATH.md, "Options"; all off by default): activation 0 = tanh, 1 = relu;
+// Backward: docs/THEORY.md §2.2. The options (docs/THEORY.md §1.2–1.6; all off by default): activation 0 = tanh, 1 = relu;
 // compartment_of [d] int64 | None turns attention on, with k = w_hh.size(0) - 3d logits (values in
 // [0, k)); mask [T,B,d] | None (the input dtype) is the compartment dropout mask; decay [T,B,d] | None
 // (the input dtype) the time-decay factors of each step's state; or rate [d] with dt [T,B] (the

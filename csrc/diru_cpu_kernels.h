@@ -15,7 +15,7 @@
 //   len    [B] int64 or nullptr (every step live): row b is live at step t iff t < len[b]
 //   grad_hs [T, B, d] -> d_p [T, B, 3d+k], d_zp [T, B, d], d_yp [T, B, d], d_h0 [B, d]
 //
-// Options (docs/MATH.md, "Options"), each off by default at no cost to the plain cell:
+// Options (docs/THEORY.md §1.2–1.6), each off by default at no cost to the plain cell:
 //   relu   u = relu(a) instead of tanh(a)
 //   comp   [d] int64, compartment_of (attention, k > 0): the k logits e = the last k columns of
 //          P_t; the 3d-column product stays the packed one, e's h part is a product of its own

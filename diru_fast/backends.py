@@ -14,7 +14,7 @@ Backends:
 
 An explicitly requested backend that cannot run raises :class:`BackendUnavailableError`
 saying why and how to fix it. The same holds for the options (``activation="relu"``, attention,
-compartment dropout; docs/MATH.md "Options"): a kernel provider runs a call only if its ``OPTIONS``
+compartment dropout; docs/THEORY.md §1.2–1.6): a kernel provider runs a call only if its ``OPTIONS``
 list every option the call uses. Else ``"auto"`` falls back to ``"torch"`` (one warning naming the
 option and the backend) and an explicit backend raises, naming the option. ``"auto"`` never falls back silently: the first time it has to
 pass over a fused backend for a (device, dtype) it warns once, naming the reason.

@@ -57,7 +57,7 @@ SUBCOMMANDS: Dict[str, Subcommand] = {
                            "new machine; exit 1 on any failure)", _selftest_arguments, _run_selftest,
                            description="Every backend that runs here, each dtype it supports: outputs and "
                            "gradients of a 2-layer bidirectional layer with lengths, and of each kernel's "
-                           "size classes, against the float64 kernel contract (docs/MATH.md), the error "
+                           "size classes, against the float64 kernel contract (docs/THEORY.md), the error "
                            "beside its tolerance; versions first. Exit 1 on any failure."),
 }
 

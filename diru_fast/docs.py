@@ -292,6 +292,20 @@ def block_options(args: List[str], opts: Dict[str, str], root: Path) -> List[str
     return render_table(header, rows) + ["", _source_line([args[0]], root)]
 
 
+def _title(file: Path) -> str:
+    """A report's title up to its first colon: ``Word-level language model``."""
+    for line in file.read_text().splitlines():
+        if line.startswith("# "):
+            return line[2:].split(":")[0].strip()
+    return file.parent.name
+
+
+def _old_protocol(file: Path) -> str:
+    """`` (old protocol)`` where a report says it ran under a superseded protocol."""
+    head = file.read_text()[:3000].lower()
+    return " (old protocol)" if "old protocol" in head or "superseded" in head else ""
+
+
 def _verdict(cell: str) -> str:
     m = re.search(r"\*\*(.+?)\*\*", cell)
     return m.group(1) if m else cell
@@ -306,7 +320,9 @@ def block_verdicts(args: List[str], opts: Dict[str, str], root: Path) -> List[st
     link = opts.get("link_prefix", "")
     for key, value in [kv.split("=", 1) for kv in args]:
         sources.append(value)
-        ref = f"[{Path(value).parent.name if key != 'analyses' else Path(value).stem}]({link}{value})"
+        file = root / value.partition("#")[0]
+        ref = (f"[{Path(value).parent.name if key != 'analyses' else Path(value).stem}]({link}{value})"
+               + (_old_protocol(file) if file.exists() else ""))
         if key == "study":
             header, body = report_table(value, "DIRU's relative improvement", root)
             task, vs = column(header, "task"), column(header, "DIRU vs")
@@ -326,19 +342,23 @@ def block_verdicts(args: List[str], opts: Dict[str, str], root: Path) -> List[st
             task, a, b = column(header, "task"), header.index("A"), header.index("B")
             imp, holm, verdict = column(header, "lower than", "improvement"), column(header, "Holm"), column(header, "verdict")
             for r in body:
-                if "decay" in r[a] and "DIRU" in r[b]:
+                if "DIRU" in r[a] or "DIRU" in r[b]:
                     rows.append([f"{r[a]} vs {r[b]}, irregular {r[task]}", ref, r[imp], r[holm], f"**{_verdict(r[verdict])}**"])
         elif key == "report":  # PATH#HEADING: any verdict table (set/task, comparison, estimate, Holm p, verdict)
             path, _, heading = value.partition("#")
             sources[-1] = path
-            ref = f"[{Path(path).parent.name}]({link}{path})"
+            ref = f"[{Path(path).parent.name}]({link}{path})" + _old_protocol(root / path)
             header, body = report_table(path, heading or "Verdicts", root)
-            where = column(header, "set", "task")
+            try:
+                where: Optional[int] = column(header, "set", "task")
+            except DocsError:  # one task: the report's folder names it
+                where = None
             what = column(header, "comparison", "vs")
-            imp = column(header, "difference", "improvement", "lower")
+            imp = column(header, "difference", "improvement", "lower", "ratio")
             holm, verdict = column(header, "Holm"), column(header, "verdict")
             for r in body:
-                rows.append([f"{r[what]}, {r[where]}", ref, r[imp].replace("95% CI ", ""), r[holm], r[verdict]])
+                label = f"{r[what]}, {r[where] if where is not None else _title(root / path)}"
+                rows.append([label, ref, r[imp].replace("95% CI ", ""), r[holm], r[verdict]])
         else:
             raise DocsError(f"verdicts: unknown source kind {key!r}")
     header = ["comparison or claim", "where", "effect [95% CI], as its report defines it", "Holm p", "verdict"]

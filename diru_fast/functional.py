@@ -19,7 +19,7 @@ it computes without it, for a float32 model: the same numbers and float32 output
 parameters in their own dtype. The custom ops declare the same rule
 (:mod:`diru_fast.scan.ops`), so compiled and exported graphs run under autocast too.
 
-**Options** (docs/MATH.md, "Options"; every function takes them as keywords, the defaults give the
+**Options** (docs/THEORY.md §1.2–1.6; every function takes them as keywords, the defaults give the
 plain cell):
 
 - ``activation="tanh" | "relu"``: the compartment nonlinearity;

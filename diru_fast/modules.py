@@ -12,7 +12,7 @@ whole-module pickle loads with ``torch.load(weights_only=True)`` once its classe
 ``diru_fast.SAFE_GLOBALS``). Without ``num_compartments`` or ``compartment_sizes`` a cell has
 ``min(4, hidden_size)`` near-equal compartments (:func:`diru_fast.reference.default_compartment_sizes`).
 
-Options (keywords of every module, docs/MATH.md "Options"; the defaults give the plain cell, its
+Options (keywords of every module, docs/THEORY.md §1.2–1.6; the defaults give the plain cell, its
 numbers, parameters and checkpoint keys): ``activation="tanh" | "relu"``; ``compartment_sizes=[m_0,
 ..., m_{k-1}]`` (unequal compartments summing to ``hidden_size``; fixes ``num_compartments``);
 ``compartment_attention=True`` (k more rows in ``weight_ih``, ``weight_hh``, ``bias_ih`` of every

@@ -1,6 +1,6 @@
 """Reference modules: the prototype's DIRU, line by line, in plain PyTorch.
 
-These are the readable statement of the published math (docs/MATH.md) that every fast path is
+These are the readable statement of the published math (docs/THEORY.md) that every fast path is
 tested against. They keep the prototype's module structure, so their ``state_dict`` keys are
 the prototype's keys, and a checkpoint moves freely between them, the fast modules and the
 prototype's own code::
@@ -16,7 +16,7 @@ prototype's own code::
     cells.{l}.compartment_attention.{weight,bias}  [k, n + d], [k]   (compartment_attention=True)
     fc_out.{weight,bias}                      [out, d], [out]
 
-The options (docs/MATH.md, "Options"), as the prototype's README describes them:
+The options (docs/THEORY.md §1.2–1.6), as the prototype's README describes them:
 ``activation="relu"`` (``nn.ReLU`` instead of ``nn.Tanh`` in each dendrite), ``compartment_sizes``
 (unequal compartments), ``compartment_attention`` (an ``nn.Linear(n + d, k)`` whose softmax over the
 k compartments scales each compartment's output by ``k * alpha_c``) and ``compartment_dropout``

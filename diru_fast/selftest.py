@@ -2,7 +2,7 @@
 
 Every backend that runs here (:func:`diru_fast.available_backends`, per device), in each dtype it
 supports, is compared with the float64 kernel contract (``diru_fast.scan.contract``, the math of
-docs/MATH.md), outputs and gradients:
+docs/THEORY.md), outputs and gradients:
 
 - **layer**: a 2-layer bidirectional :class:`~diru_fast.DIRULayer` (n=5, d=12, 3 compartments) on a
   batch of 5 sequences of lengths 7, 1, 4, 6, 3 with a given initial state: its output, ``h_n`` and
@@ -367,7 +367,7 @@ def run(devices: Optional[Sequence[str]] = None, only: Optional[Sequence[str]] =
     out = out if out is not None else sys.stdout
     say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
     report = Report(versions=versions(), unavailable={})
-    say("diru_fast selftest: each backend that runs here against the float64 kernel contract (docs/MATH.md)")
+    say("diru_fast selftest: each backend that runs here against the float64 kernel contract (docs/THEORY.md)")
     say(" | ".join(f"{k} {v}" for k, v in report.versions.items()))
     say(f"rule: error = max|got - float64| / max|float64| on the same rounded inputs; tolerance: float64 "
         f"{FLOAT64_TOL:g}, other dtypes 2 x PyTorch's own error in that dtype + 8 ulp of float32")

@@ -13,11 +13,11 @@ described by seven tensors (n: input size, d: hidden size)::
     weight_out  [d, d],  bias_out [d]   output projection W_O, b_O
 
 (without bias, the three bias tensors are absent). With attention over the k compartments
-(``compartment_attention=True``, docs/MATH.md "Options"), the prototype's ``nn.Linear(n + d, k)``
+(``compartment_attention=True``, docs/THEORY.md §1.2–1.6), the prototype's ``nn.Linear(n + d, k)``
 ``compartment_attention`` appends k rows: ``weight_ih [3d+k, n]`` (its x-columns), ``weight_hh
 [3d+k, d]`` (its h-columns), ``bias_ih [3d+k]`` (its bias). The modules hold exactly these tensors as their
 parameters; :class:`CellWeights` carries them to the functional ops. The math they feed is stated in
-``docs/MATH.md``.
+``docs/THEORY.md``.
 
 The prototype keeps the same numbers in per-compartment modules; its ``state_dict`` keys, relative
 to one cell, are (m_c = d / k rows per compartment)::

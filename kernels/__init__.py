@@ -45,7 +45,7 @@ Persistent kernels (one launch per layer and direction for the whole sequence):
   the interpreter. tanh / sigmoid are plain ``tl`` arithmetic (no libdevice, so the interpreter
   runs them): the fp32 tanh is an odd polynomial near 0 and the exp form beyond (``_math.py``).
 
-Options (docs/MATH.md, "Options"): every regime takes them as constexpr flags, so the plain cell
+Options (docs/THEORY.md §1.2–1.6): every regime takes them as constexpr flags, so the plain cell
 compiles exactly as before. RELU (``u = relu(a)``, slope ``[u > 0]``); NK > 0, attention over NK
 compartments: xp / d_p rows ``3d+NK`` wide, saved ``4d+NK`` (alpha last), the logits' h part a
 ``[BLOCK_B, d] x [d, K_PAD]`` product (K_PAD = power of two >= max(NK, 16), lanes >= NK masked),

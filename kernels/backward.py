@@ -15,7 +15,7 @@ h' = hs[t] and the saved gates u, s, z, r of step t::
     da    = do * s * (1 - u^2), ds = do * u * s * (1 - s)   -> d_p[t][:, :2d]
     dh    = where(t < len, dyp + [da | ds | dr] @ W_hh, dh)  (masked: passes through)
 
-Options (constexpr flags, as in the forward; docs/MATH.md "Options"): HAS_MASK multiplies
+Options (constexpr flags, as in the forward; docs/THEORY.md §1.2–1.6): HAS_MASK multiplies
 ``do`` by ``mask[t]``; RELU takes the slope ``[u > 0]`` instead of ``1 - u^2``; NK > 0 (attention)
 reads alpha from ``saved[t][:, 4d:]`` and, with ``comp`` the int32 compartment of each unit::
 

@@ -25,7 +25,7 @@ load is masked and the padded lanes of every product are exact zeros. Two weight
   Addresses are a moving scalar base + 1-D offsets (see ``tiles``); the scratch alternates
   between two buffers by step parity, so no 2-D address tensor is loop invariant.
 
-Options (constexpr flags; the defaults compile the plain cell above, docs/MATH.md "Options"):
+Options (constexpr flags; the defaults compile the plain cell above, docs/THEORY.md §1.2–1.6):
 
 - RELU: ``u = max(a, 0)`` instead of ``tanh(a)``.
 - NK > 0 (attention over NK compartments): xp and W_hh carry NK more columns / rows, the logits

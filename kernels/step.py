@@ -20,7 +20,7 @@ Backward, step t (dh32: ``[B, d]`` ACC_DT, dL/dh_t carried between launches)::
 
 ``bwd_dh`` with HAS_DOT=False is the prologue that starts the recursion at t = T-1.
 
-Options (constexpr flags as in the persistent kernels; docs/MATH.md "Options"): RELU in
+Options (constexpr flags as in the persistent kernels; docs/THEORY.md §1.2–1.6): RELU in
 fwd_gates / bwd_do; HAS_MASK multiplies o (fwd_gates) and do (bwd_do) by ``mask[t]``; HAS_DECAY
 (time decay, ``hd = decay[t] * h_{t-1}``): fwd_out adds hd to its residual (masked rows keep the
 undecayed h32) and writes the next step's operand ``rn(h_t * decay[t+1])`` to the buffer fwd_gates

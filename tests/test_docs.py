@@ -176,7 +176,7 @@ def test_cited_sections_and_documents_exist():
     # THEORY.md's own bare references (not those into ANALYSES.md)
     for m in re.finditer(r"(?<!ANALYSES )(?P<refs>§[\d.–-]+(?:\s*(?:,|and)\s*§[\d.–-]+)*)", theory.read_text()):
         missing += [f"docs/THEORY.md: §{s}" for s in _cited(m.group("refs")) if s not in sections]
-    assert not missing, ("docs/MATH.md was merged into docs/THEORY.md: cite docs/THEORY.md §1.2–1.6 for the "
+    assert not missing, ("the former docs MATH.md was merged into docs/THEORY.md: cite docs/THEORY.md §1.2–1.6 for the "
                          "options, §2.6 for forward mode\n" + "\n".join(sorted(set(missing))))
 
 

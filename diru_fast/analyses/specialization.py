@@ -17,7 +17,7 @@ Measurement
    between the k compartments' profiles: 0 when every compartment has the same profile, 1 when
    every pair of compartments puts its power in disjoint bands.
 5. :func:`permutation_test`: the compartments are index blocks of the d units (the math does not
-   depend on k; see the README), so the index is compared with its value for random partitions of
+   depend on k; docs/THEORY.md §4), so the index is compared with its value for random partitions of
    the same d units into k groups of m (a permutation null). p = (1 + #null >= observed) / (1 + N).
 
 6. :func:`unit_diversity`: how differently the *units* use the bands, whatever their grouping: the

@@ -59,11 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/lm", help="folder for runs.jsonl and report.md")
     p.add_argument("--cells", default="diru,lstm,gru")
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
-    p.add_argument("--lrs", default="2.5,5,10,20", help="lr grid every cell is tuned over (comma separated)")
+    p.add_argument("--lrs", default="1,2.5,5,10,20,40", help="lr grid every cell is tuned over (comma separated)")
     p.add_argument("--clip", type=float, default=0.25)
-    p.add_argument("--tune-seed", type=int, default=100)
-    p.add_argument("--seeds", default="0,1,2", help="test seeds (comma separated)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--tune-seed", type=int, default=0)
+    p.add_argument("--seeds", default="2,3,4,5", help="test seeds (comma separated)")
+    p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--train-tokens", type=int, default=100000)
     p.add_argument("--eval-tokens", type=int, default=0, help="0: the whole validation and test plays")
     p.add_argument("--size", type=int, default=128, help="embedding and hidden size")
@@ -71,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tune-from", default="", help="a stability sweep's folder (python -m diru_fast stability): take "
                    "each cell's tuning runs from its runs.jsonl (same optimizer, clip, --lrs grid and --tune-seed) "
                    "instead of training them again; its corpus size and epochs must be the ones given here")
+    p.add_argument("--time-chunks", type=int, default=30,
+                   help="after the runs, time this many training chunks (bptt steps, forward+backward+step) per "
+                        "cell, interleaved round-robin so every cell sees the same machine load; 0: skip")
     p.add_argument("--threads", type=int, default=1)
 
 
@@ -110,6 +113,37 @@ def verdicts(test_loss: Dict[str, List[float]], unigram_test: float, reference: 
         else:
             row["verdict"] = "no difference detected"
     return rows
+
+
+def time_chunks(cells: Sequence[str], corpus: lm.Corpus, size: int, chunks: int, bptt: int = 35,
+                batch_size: int = 20) -> Dict[str, float]:
+    """Median seconds of one training chunk per cell (SGD step included), the cells interleaved
+    round-robin (A B C A B C ...) so that a shared machine's load falls on all alike."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    data = lm.batchify(corpus.train, batch_size)
+    models = {c: lm.RNNModel(c, corpus.vocab_size, size, size) for c in cells}
+    opts = {c: torch.optim.SGD(m.parameters(), lr=1.0) for c, m in models.items()}
+    hidden = {c: m.init_hidden(batch_size) for c, m in models.items()}
+    times: Dict[str, List[float]] = {c: [] for c in cells}
+    for i in range(chunks + 2):  # the first two rounds warm up
+        start = (i * bptt) % max(1, data.size(0) - bptt - 1)
+        seq = min(bptt, data.size(0) - 1 - start)
+        for c in cells:
+            t0 = time.perf_counter()
+            h = hidden[c]
+            h = tuple(x.detach() for x in h) if isinstance(h, tuple) else h.detach()
+            logits, hidden[c] = models[c](data[start:start + seq], h)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), data[start + 1:start + 1 + seq].reshape(-1))
+            opts[c].zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(models[c].parameters(), 0.25)
+            opts[c].step()
+            if i >= 2:
+                times[c].append(time.perf_counter() - t0)
+    return {c: sorted(v)[len(v) // 2] for c, v in times.items()}
 
 
 def write_report(out: pathlib.Path, runs: Sequence[dict], meta: dict) -> str:
@@ -164,6 +198,18 @@ def write_report(out: pathlib.Path, runs: Sequence[dict], meta: dict) -> str:
         for row in rows:
             lines.append(f"| DIRU vs {row['other'].upper()} | {row['ratio']:.3f} [{row['ratio_low']:.3f}, {row['ratio_high']:.3f}] | "
                          f"{row['p']:.3g} | {row['p_holm']:.3g} | {row['verdict']} |")
+    timing = meta.get("_timing")
+    if timing:
+        chunks_per_epoch = meta["_chunks_per_epoch"]
+        lines += ["", "## Time per epoch, measured interleaved", "",
+                  f"The s/epoch column above is each run's own wall time on a shared machine whose load changed "
+                  f"during the study. Here every cell trains {meta['_time_chunks']} chunks (bptt 35 x batch 20, "
+                  f"forward, backward, clipping, SGD step) in turn, A B C A B C ..., in one process: the median "
+                  f"chunk time, times the {chunks_per_epoch} chunks of an epoch.", "",
+                  "| cell | ms per chunk (median) | s per epoch | ratio to LSTM |", "|---|---:|---:|---:|"]
+        for cell, sec in timing.items():
+            ratio = f"{sec / timing['lstm']:.2f}x" if "lstm" in timing else "-"
+            lines.append(f"| {cell} | {sec * 1e3:.1f} | {sec * chunks_per_epoch:.1f} | {ratio} |")
     text = "\n".join(lines) + "\n"
     (out / "report.md").write_text(text)
     return text
@@ -230,5 +276,11 @@ def run(args: argparse.Namespace) -> int:
     for seed in _ints(args.seeds):
         for cell in cells:
             train("test", cell, tuned[cell], seed)
-    print(write_report(out, runs, meta()))
+    final = meta()
+    if args.time_chunks > 0:
+        final.update(_timing=time_chunks(cells, corpus, args.size, args.time_chunks), _time_chunks=args.time_chunks,
+                     _chunks_per_epoch=math.ceil((corpus.train.numel() // 20 - 1) / 35))
+        final["wall time"] = f"{time.perf_counter() - start:.0f} s of this invocation (2 shared CPU cores, " \
+                             f"{args.threads} thread; it resumed from runs.jsonl, see the summed training time)"
+    print(write_report(out, runs, final))
     return 0

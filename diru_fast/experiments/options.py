@@ -1,6 +1,6 @@
 """DIRU's cell options on the command line: ``--activation``, ``--compartment-attention``,
 ``--compartment-sizes`` and ``--compartment-dropout`` (the constructor keywords of
-:class:`diru_fast.DIRU`; see ``docs/MATH.md``), shared by ``train``, ``study``, ``demo`` and the
+:class:`diru_fast.DIRU`; see ``docs/THEORY.md``), shared by ``train``, ``study``, ``demo`` and the
 analyses. They go to every DIRU a command builds, never to the LSTM/GRU/RNN baselines, and are
 recorded in the run's config.
 

@@ -681,6 +681,7 @@ def markdown_report(results: Dict[str, Any], title: str = "DIRU vs LSTM and GRU:
         f"# {title}", "",
         f"Command: `{meta.get('first_command') or meta.get('command') or '(library call)'}`"
         + (f" (completed / re-reported by `{meta['command']}`)" if meta.get("first_command") else ""), "",
+        *([f"Note: {meta['note']}", ""] if meta.get("note") else []),
         f"- Ran on: {meta.get('device_type', 'cpu')}{gpu}, {meta.get('device')} with {meta.get('cpu_count')} cores, "
         f"{meta.get('threads')} torch thread(s), {meta.get('workers', 1)} worker process(es), world size "
         f"{meta.get('world_size', 1)}; torch {meta.get('torch')}, Python {meta.get('python')}, diru_fast "

@@ -253,13 +253,13 @@ def _floats(text: str) -> List[float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/ucr", help="folder for runs.jsonl and report.md")
-    p.add_argument("--datasets", default="JapaneseVowels,BasicMotions,GunPoint,ItalyPowerDemand,ArrowHead",
+    p.add_argument("--datasets", default="JapaneseVowels,BasicMotions,ItalyPowerDemand,GunPoint,PickupGestureWiimoteZ",
                    help=f"comma separated, from {', '.join(DATASETS)}")
     p.add_argument("--cells", default="diru,lstm,gru")
-    p.add_argument("--lrs", default="0.001,0.003,0.01,0.03", help="Adam lr grid every cell is tuned over")
+    p.add_argument("--lrs", default="0.003,0.01,0.03", help="Adam lr grid every cell is tuned over")
     p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--patience", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=10)
     p.add_argument("--tune-seed", type=int, default=100)
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--no-minirocket", action="store_true", help="skip the MiniRocket reference")

@@ -10,15 +10,15 @@ rows. Kernels are tested output for output against this file, and it serves twic
   which is written with differentiable operations only.
 
 Notation (d hidden size, T steps, B batch rows; acc = float32 for 16-bit inputs, else the
-input dtype; all arithmetic in acc, the state h kept in acc between steps; docs/MATH.md has the
-derivation, docs/THEORY.md §1–2 names the function that computes each term)::
+input dtype; all arithmetic in acc, the state h kept in acc between steps; docs/THEORY.md §1–2 has the
+derivation and names the function that computes each term)::
 
     P_t   = xp_t + h_{t-1} W_hh^T                      = [a | s_pre | r_pre]     [B, 3d]
     u = tanh(a)   s = sigmoid(s_pre)   r = sigmoid(r_pre)
     z = tanh((u*s) W_int^T + b_int)
     h_t = tanh((z*r) W_out^T + b_out + h_{t-1})
 
-Options (docs/MATH.md, "Options"; the defaults give the plain cell above)::
+Options (docs/THEORY.md §1.2–1.6; the defaults give the plain cell above)::
 
     activation="relu":       u = relu(a) instead of tanh(a)
     compartment_of [d] long: attention over the k compartments. P_t has k more columns, the
@@ -298,7 +298,7 @@ def scan_jvp(
     ``primals`` and ``tangents`` are ``(xp, h0, w_hh, w_int, b_int, w_out, b_out)`` (a tangent may be
     None: zero). The kernels do not implement it; :class:`diru_fast.scan.ops.TransformableScan` runs it
     for ``torch.func.jvp`` / ``jacfwd`` / ``torch.autograd.forward_ad``. Written with differentiable
-    operations, by the chain rule through each step (docs/MATH.md, "Forward mode"; docs/THEORY.md §2.6)::
+    operations, by the chain rule through each step (docs/THEORY.md §2.6)::
 
         dP  = dxp_t + dh W_hh^T + h dW_hh^T                  = [da | ds_pre | dr_pre | de]
         du  = act'(a) da    ds = s (1 - s) ds_pre    dr = r (1 - r) dr_pre

@@ -7,7 +7,7 @@
                         activation="tanh", compartment_of=None, mask=None, decay=None)
         -> (d_p [T, B, 3d+k], d_zp [T, B, d], d_yp [T, B, d], d_h0 [B, d])
 
-(k: the attention rows, 0 without attention; the options are the contract's, docs/MATH.md "Options".)
+(k: the attention rows, 0 without attention; the options are the contract's, docs/THEORY.md §1.2–1.6.)
 
 Both dispatch to the kernel provider named by ``backend`` (:mod:`diru_fast.backends`); their
 semantics are those of :mod:`diru_fast.scan.contract`. Their fake implementations give shapes and

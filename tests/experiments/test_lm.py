@@ -79,10 +79,11 @@ def test_lm_and_stability_cli_end_to_end(corpus_dir, tmp_path):
     p = argparse.ArgumentParser()
     lm_study.add_arguments(p)
     args = p.parse_args(["--out", str(tmp_path / "lm"), "--corpus", str(corpus_dir), "--lrs", "0.01,0.03",
-                         "--optimizer", "adam", "--seeds", "0,1", "--epochs", "1", "--size", "8", "--cells", "diru,gru"])
+                         "--optimizer", "adam", "--seeds", "0,1", "--epochs", "1", "--size", "8", "--cells", "diru,gru", "--time-chunks", "2"])
     assert lm_study.run(args) == 0
     report = (tmp_path / "lm" / "report.md").read_text()
     assert report.index("## Rules") < report.index("## Tuning") < report.index("## Test") < report.index("## Verdicts")
+    assert "| diru |" in report[report.index("## Time per epoch"):]
     runs = [json.loads(x) for x in (tmp_path / "lm" / "runs.jsonl").read_text().splitlines()]
     assert sorted((r["phase"], r["config"]["cell"]) for r in runs).count(("tune", "diru")) == 2 and len(runs) == 8
     p = argparse.ArgumentParser()

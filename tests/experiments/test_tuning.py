@@ -82,3 +82,17 @@ def test_forget_gate_bias():
     # every other weight as the default initialisation draws it
     assert torch.equal(plain.lstm.weight_hh_l0, fb.lstm.weight_hh_l0)
     assert torch.equal(plain.lstm.bias_ih_l0[:6], fb.lstm.bias_ih_l0[:6])
+
+
+def test_prototype_recipe_and_the_demo_agreement_section():
+    from diru_fast.experiments import demo
+    from diru_fast.experiments.claims import HOLDS, NOT_LEARNED
+
+    p = StudyConfig.prototype(seeds=2)
+    assert (p.normalize, p.tuned, p.lr, p.clip_norm, p.patience, p.epochs, p.n_train) == (False, False, 1e-3, 0.0, 0, 50, 800)
+    assert p.models == ("diru", "lstm", "gru") and StudyConfig().normalize and StudyConfig().tuned
+    # the demo's table covers every task and model of the study, from the committed study's picks
+    assert set(demo.DEMO_LR) == {"sine", "memory", "lorenz"} and all(set(v) == {"diru", "lstm", "lstm_fb1", "gru"}
+                                                                     for v in demo.DEMO_LR.values())
+    assert demo._agree(HOLDS, HOLDS) == "yes" and "opposite" in demo._agree(HOLDS, "does not hold")
+    assert "power" in demo._agree("inconclusive", HOLDS) and "learned" in demo._agree(NOT_LEARNED, HOLDS)

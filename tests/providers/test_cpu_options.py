@@ -1,5 +1,5 @@
 """The C++ CPU kernel with the contract's options fused (relu, attention over compartments, the
-compartment dropout mask, time decay; docs/MATH.md, "Options", docs/THEORY.md §1.6): scan_fwd / scan_bwd, scan_fwd_x and cell_step
+compartment dropout mask, time decay; docs/THEORY.md §1.2–1.6): scan_fwd / scan_bwd, scan_fwd_x and cell_step
 against diru_fast.scan.contract, float64 to ~1e-12 and float32 by the float32 rule of
 test_cpu_isa.py, on every instruction set and threading path this machine runs. Outputs are
 NaN-poisoned (the conftest sets DIRU_FAST_POISON=1).

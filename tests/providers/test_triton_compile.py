@@ -1,7 +1,7 @@
 """Every Triton kernel configuration the dispatcher can pick (training and inference forward,
 backward) compiles for sm_80 and sm_90 without a GPU, fits shared memory, and does not spill; so do
-the option variants (relu, attention with k = 4, dropout, time decay, all three, all four) of the
-representative subset ``compile_check.option_variants`` names (kernels/compile_check.py; it needs the compiler, not the
+the option variants (relu, dropout, time decay, all but attention, and all three or four with attention
+at k = 4) of the representative subset ``compile_check.option_variants`` names (kernels/compile_check.py; it needs the compiler, not the
 interpreter, so it runs in a subprocess without TRITON_INTERPRET)."""
 
 import importlib
@@ -42,7 +42,9 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
     picked = {(cfg.label(), dtype) for cfg, dtype in config.all_configs()}
     variants = {(cfg.label(), dtype, o) for cfg, dtype in config.all_configs()
                 for o in check.option_variants(cfg, dtype)}
-    assert {o for _, _, o in variants} == {"relu", "attention", "dropout", "decay", "all", "all_decay", "no_attention"}
+    # attention alone is not among them: its streamed d_pad 256 variant runs per step now; it is compiled with the
+    # other options in "all" / "all_decay" (resident, streamed d_pad 128, per step)
+    assert {o for _, _, o in variants} == {"relu", "dropout", "decay", "all", "all_decay", "no_attention"}
     for everything in ("all", "all_decay"):  # every option at once, in each regime
         assert {cfg.split("-")[0] for cfg, _, o in variants if o == everything} == {"resident", "streamed", "step"}
     for arch in (80, 90):
