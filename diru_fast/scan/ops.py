@@ -128,8 +128,8 @@ def _scan_bwd_fake(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend,
 
 
 # Under autocast the recurrence runs in float32 on every device (float64 inputs stay float64): the
-# state accumulates over all T steps, every kernel keeps it in float32 anyway, and the C++ CPU kernel
-# has no 16-bit path. The eager path applies the same rule in diru_fast.functional.
+# state accumulates over all T steps and every kernel keeps it in float32 anyway. The eager path
+# applies the same rule in diru_fast.functional.
 for _op in (scan_fwd, scan_bwd):
     for _device_type in ("cpu", "cuda"):
         _op.register_autocast(_device_type, torch.float32)
