@@ -4,12 +4,14 @@
 // A 16-bit call runs the float32 time loop (diru_cpu_kernels.h) on float32 copies of its operands
 // (the weights once per call, the per-step inputs once per call) and rounds its 16-bit outputs at
 // the end (hs, d_h0; saved and the per-step gradients are float32 by the contract). Its per-step
-// products are, by the instruction sets this CPU runs (Bf16Isa, best first):
+// products are, by the instruction sets this CPU runs (Bf16Isa; the default: amx where the CPU has
+// it, else upcast; DIRU_FAST_CPU_BF16_ISA=amx|avx512bf16|upcast or set_bf16_isa() choose another):
 //
 //   amx        bfloat16 only: AMX tiles (TDPBF16PS), weights packed once per call as bfloat16 pairs,
 //              the product's left operand (h, o, q or a gradient, float32) rounded to bfloat16 per
 //              product, float32 accumulation;
-//   avx512bf16 bfloat16 only: the same packing and rounding, VDPBF16PS register-blocked micro-kernel;
+//   avx512bf16 bfloat16 only: the same packing and rounding, VDPBF16PS register-blocked micro-kernel
+//              (opt-in: slower than float32 products where measured, see active_bf16_isa);
 //   upcast     float32 products (the float32 kernels of the active instruction set): float16 always
 //              (rounding to bfloat16 would lose 3 of its bits), bfloat16 where the CPU has neither.
 //

@@ -296,8 +296,17 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, c
     steps, batch, d = hs.shape
     rows = steps * batch
     width = d_p.shape[-1]  # 3d + k
-    acc = d_p.dtype
-    g_w_hh = g_w_int = g_b_int = g_w_out = g_b_out = None
+    g_xp = d_p.to(xp_dtype) if need[0] else None
+    # The GEMMs' operand dtype: acc (float32 for 16-bit inputs), but bfloat16 for bfloat16 weights, as
+    # PyTorch's own bfloat16 path (its bfloat16 GEMMs accumulate in float32; on CPU several times
+    # faster than float32 GEMMs); the per-step gradients are rounded to bfloat16 once, here.
+    acc = torch.bfloat16 if w_hh.dtype == torch.bfloat16 else d_p.dtype
+    g_b_int = d_zp.sum(dim=(0, 1)).to(w_int.dtype) if need[4] else None
+    g_b_out = d_yp.sum(dim=(0, 1)).to(w_out.dtype) if need[6] else None
+    if d_p.dtype != acc:
+        d_p = g_xp if g_xp is not None and g_xp.dtype == acc else d_p.to(acc)
+        d_zp, d_yp = d_zp.to(acc), d_yp.to(acc)
+    g_w_hh = g_w_int = g_w_out = None
     if need[2] and decay is not None:  # w_hh: sum_t dP_t^T hd_t
         _, hd = contract.decayed_states(h0, hs, decay)
         g_w_hh = (d_p.reshape(rows, width).t() @ hd.reshape(rows, d).to(acc)).to(w_hh.dtype)
@@ -316,20 +325,15 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, c
     plain = compartment_of is None and mask is None
     if plain and (need[3] or need[5]):  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
         pairs = saved.reshape(rows, 2, 2, d)  # [u, s], [z, r]
-        oq = pairs[:, :, 0] * pairs[:, :, 1]
+        oq = (pairs[:, :, 0] * pairs[:, :, 1]).to(acc)
         o, q = oq[:, 0], oq[:, 1]
     elif need[3] or need[5]:  # with the options: o = u*s (*k alpha_c) (*mask), q = z*r
-        o = contract.integration_input(saved, d, compartment_of, mask).reshape(rows, d)
-        q = (saved[..., 2 * d:3 * d] * saved[..., 3 * d:4 * d]).reshape(rows, d)
+        o = contract.integration_input(saved, d, compartment_of, mask).reshape(rows, d).to(acc)
+        q = (saved[..., 2 * d:3 * d] * saved[..., 3 * d:4 * d]).reshape(rows, d).to(acc)
     if need[3]:  # w_int: sum_t dZp_t^T o_t
         g_w_int = (d_zp.reshape(rows, d).t() @ o).to(w_int.dtype)
-    if need[4]:
-        g_b_int = d_zp.sum(dim=(0, 1)).to(w_int.dtype)
     if need[5]:  # w_out: sum_t dYp_t^T q_t
         g_w_out = (d_yp.reshape(rows, d).t() @ q).to(w_out.dtype)
-    if need[6]:
-        g_b_out = d_yp.sum(dim=(0, 1)).to(w_out.dtype)
-    g_xp = d_p.to(xp_dtype) if need[0] else None
     g_h0 = d_h0 if need[1] else None
     return g_xp, g_h0, g_w_hh, g_w_int, g_b_int, g_w_out, g_b_out
 

@@ -38,7 +38,7 @@ CASES = {
     "one-step": (1, 1, 48, None, 1),           # T*B < 8: float32 products on the weights as they are
     "packed-b3": (7, 3, 48, None, 2),          # packed, batch slices of 1 and 2 rows
     "attention-k3": (6, 3, 48, [16, 16, 16], 2),
-    "column-split": (12, 1, 128, None, 2),     # B < threads, d >= 96
+    "column-split": (6, 1, 96, None, 2),       # B < threads, d >= 96
     "tails": (5, 17, 40, None, 1),             # partial panels and row blocks
 }
 
@@ -124,7 +124,7 @@ def _module_run(model, x, grad):
     return [inference, out.detach(), x.grad] + [p.grad for p in model.parameters()]
 
 
-@pytest.mark.parametrize("steps, attention", [(1, False), (5, True), (9, False)], ids=["T1", "T5-attention", "T9"])
+@pytest.mark.parametrize("steps, attention", [(1, False), (5, True), (7, False)], ids=["T1", "T5-attention", "T7"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_16bit_module_gradients_within_twice_torch_error(dtype, steps, attention):
     # every parameter's gradient (and the outputs, and the input's gradient) through diru_fast.DIRULayer on
