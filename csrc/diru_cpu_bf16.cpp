@@ -428,11 +428,11 @@ at::Tensor to_float(const at::Tensor& t, const char* name, at::ScalarType dtype)
   return t.to(at::kFloat);
 }
 
-// The call's large per-step operands (xp, grad_hs, hs) converted into a float32 buffer this thread
-// keeps between calls (one per slot): converting into memory already touched takes a fifth of the time
-// of converting into a fresh allocation (measured: [100, 32, 768], 0.56 ms against 2.7 ms, page faults).
-// The result is read by the float32 call only, never returned.
-enum Slot : int { kXp = 0, kGradHs = 1, kHs = 2, kSlots = 3 };
+// The call's per-step operands (x or xp, grad_hs, hs) and weights converted into a float32 buffer this
+// thread keeps between calls (one per slot): converting into memory already touched takes a fifth of the
+// time of converting into a fresh allocation (measured: [100, 32, 768], 0.56 ms against 2.7 ms, page
+// faults). The result is read by the float32 call only, never returned.
+enum Slot : int { kXp = 0, kGradHs, kHs, kWih, kWhh, kWint, kWout, kSlots };
 
 at::Tensor to_float_buffer(const at::Tensor& t, const char* name, at::ScalarType dtype, Slot slot) {
   TORCH_CHECK(t.defined(), "diru_fast cpu kernel: ", name, " is undefined");
@@ -491,10 +491,10 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd_16bit(const at::Tensor& xp, const at
                                                   const c10::optional<at::Tensor>& decay) {
   const auto dtype = xp.scalar_type();
   const Bfloat16Call call(dtype == at::kBFloat16);
-  auto out = scan_fwd(to_float_buffer(xp, "xp", dtype, kXp), to_float(h0, "h0", dtype), to_float(w_hh, "w_hh", dtype),
-                      to_float(w_int, "w_int", dtype), to_float(b_int, "b_int", dtype),
-                      to_float(w_out, "w_out", dtype), to_float(b_out, "b_out", dtype), lengths, need_saved,
-                      activation, compartment_of, mask, decay);
+  auto out = scan_fwd(to_float_buffer(xp, "xp", dtype, kXp), to_float(h0, "h0", dtype),
+                      to_float_buffer(w_hh, "w_hh", dtype, kWhh), to_float_buffer(w_int, "w_int", dtype, kWint),
+                      to_float(b_int, "b_int", dtype), to_float_buffer(w_out, "w_out", dtype, kWout),
+                      to_float(b_out, "b_out", dtype), lengths, need_saved, activation, compartment_of, mask, decay);
   return {std::get<0>(out).to(dtype), std::get<1>(out)};
 }
 
@@ -505,10 +505,11 @@ at::Tensor scan_fwd_x_16bit(const at::Tensor& x, const at::Tensor& h0, const at:
                             const c10::optional<at::Tensor>& compartment_of, const c10::optional<at::Tensor>& decay) {
   const auto dtype = x.scalar_type();
   const Bfloat16Call call(dtype == at::kBFloat16);
-  return scan_fwd_x(to_float(x, "x", dtype), to_float(h0, "h0", dtype), to_float(w_ih, "w_ih", dtype),
-                    to_float(b_ih, "b_ih", dtype), to_float(w_hh, "w_hh", dtype), to_float(w_int, "w_int", dtype),
-                    to_float(b_int, "b_int", dtype), to_float(w_out, "w_out", dtype), to_float(b_out, "b_out", dtype),
-                    lengths, activation, compartment_of, decay)
+  return scan_fwd_x(to_float_buffer(x, "x", dtype, kXp), to_float(h0, "h0", dtype),
+                    to_float_buffer(w_ih, "w_ih", dtype, kWih), to_float(b_ih, "b_ih", dtype),
+                    to_float_buffer(w_hh, "w_hh", dtype, kWhh), to_float_buffer(w_int, "w_int", dtype, kWint),
+                    to_float(b_int, "b_int", dtype), to_float_buffer(w_out, "w_out", dtype, kWout),
+                    to_float(b_out, "b_out", dtype), lengths, activation, compartment_of, decay)
       .to(dtype);
 }
 
@@ -522,8 +523,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd_16bit(
   TORCH_CHECK(saved.scalar_type() == at::kFloat, "diru_fast cpu kernel: saved has dtype ", saved.scalar_type(),
               ", expected Float (a 16-bit call saves its gates in float32)");
   auto out = scan_bwd(to_float_buffer(grad_hs, "grad_hs", dtype, kGradHs), to_float(h0, "h0", dtype),
-                      to_float_buffer(hs, "hs", dtype, kHs), saved,
-                      to_float(w_hh, "w_hh", dtype), to_float(w_int, "w_int", dtype), to_float(w_out, "w_out", dtype),
+                      to_float_buffer(hs, "hs", dtype, kHs), saved, to_float_buffer(w_hh, "w_hh", dtype, kWhh),
+                      to_float_buffer(w_int, "w_int", dtype, kWint), to_float_buffer(w_out, "w_out", dtype, kWout),
                       lengths, activation, compartment_of, mask, decay);
   return {std::get<0>(out), std::get<1>(out), std::get<2>(out), std::get<3>(out).to(dtype)};
 }
@@ -535,10 +536,11 @@ at::Tensor cell_step_16bit(const at::Tensor& x, const c10::optional<at::Tensor>&
                            const c10::optional<at::Tensor>& compartment_of) {
   const auto dtype = x.scalar_type();
   const Bfloat16Call call(dtype == at::kBFloat16);
-  return cell_step(to_float(x, "x", dtype), to_float(h, "h", dtype), to_float(w_ih, "w_ih", dtype),
-                   to_float(b_ih, "b_ih", dtype), to_float(w_hh, "w_hh", dtype), to_float(w_int, "w_int", dtype),
-                   to_float(b_int, "b_int", dtype), to_float(w_out, "w_out", dtype), to_float(b_out, "b_out", dtype),
-                   activation, compartment_of)
+  return cell_step(to_float(x, "x", dtype), to_float(h, "h", dtype), to_float_buffer(w_ih, "w_ih", dtype, kWih),
+                   to_float(b_ih, "b_ih", dtype), to_float_buffer(w_hh, "w_hh", dtype, kWhh),
+                   to_float_buffer(w_int, "w_int", dtype, kWint), to_float(b_int, "b_int", dtype),
+                   to_float_buffer(w_out, "w_out", dtype, kWout), to_float(b_out, "b_out", dtype), activation,
+                   compartment_of)
       .to(dtype);
 }
 
@@ -552,7 +554,7 @@ void add_bf16_bindings(pybind11::module& m) {
     for (Bf16Isa isa : {Bf16Isa::kAmx, Bf16Isa::kAvx512Bf16, Bf16Isa::kUpcast})
       if (bf16_isa_supported(isa)) names.push_back(bf16_isa_name(isa));
     return names;
-  }, "the bfloat16 product paths this CPU and build run, fastest first");
+  }, "the bfloat16 product paths this CPU and build run");
   m.def(
       "set_bf16_isa",
       [](const std::string& name) {
