@@ -325,7 +325,11 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, c
     plain = compartment_of is None and mask is None
     if plain and (need[3] or need[5]):  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
         pairs = saved.reshape(rows, 2, 2, d)  # [u, s], [z, r]
-        oq = (pairs[:, :, 0] * pairs[:, :, 1]).to(acc)
+        if acc != saved.dtype and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # rounded as written: no float32 [rows, 2, d] in between (a fresh allocation's page faults)
+            oq = torch.mul(pairs[:, :, 0], pairs[:, :, 1], out=saved.new_empty(rows, 2, d, dtype=acc))
+        else:
+            oq = (pairs[:, :, 0] * pairs[:, :, 1]).to(acc)
         o, q = oq[:, 0], oq[:, 1]
     elif need[3] or need[5]:  # with the options: o = u*s (*k alpha_c) (*mask), q = z*r
         o = contract.integration_input(saved, d, compartment_of, mask).reshape(rows, d).to(acc)
