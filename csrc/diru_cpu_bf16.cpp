@@ -77,22 +77,25 @@ int64_t packed_size_bf16(int64_t k, int64_t n, int64_t blocks) {
 
 // Pack B [K, N] (B = W^T with W [N, K] row-major when transposed, else B = W [K, N]) as bfloat16 pairs,
 // block by block (each block of N / blocks columns gets its own panels, as the float32 packing does).
+// Panels in parallel (the launcher packs before its threads start); a transposed panel is read row by row
+// of W.
 void pack_bf16(const float* w, int64_t k, int64_t n, bool transposed, int64_t blocks, float* out) {
-  const int64_t nb = n / blocks, kp = padded_k(k);
+  const int64_t nb = n / blocks, kp = padded_k(k), per_block = panels(nb);
   uint32_t* words = reinterpret_cast<uint32_t*>(out);
-  auto at = [&](int64_t kk, int64_t c) -> uint32_t {
-    if (kk >= k) return 0;
-    return to_bf16(transposed ? w[c * k + kk] : w[kk * n + c]);
-  };
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    for (int64_t p = 0; p < panels(nb); ++p) {
+  at::parallel_for(0, blocks * per_block, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t id = begin; id < end; ++id) {
+      const int64_t blk = id / per_block, p = id % per_block;
       const int64_t c0 = blk * nb + p * kPanel, cols = std::min<int64_t>(kPanel, nb - p * kPanel);
-      uint32_t* panel = words + (blk * panels(nb) + p) * kPanel * (kp / 2);
-      for (int64_t q = 0; q < kp / 2; ++q)
-        for (int64_t j = 0; j < kPanel; ++j)
-          panel[q * kPanel + j] = j < cols ? at(2 * q, c0 + j) | (at(2 * q + 1, c0 + j) << 16) : 0u;
+      uint32_t* panel = words + id * kPanel * (kp / 2);
+      std::fill(panel, panel + kPanel * (kp / 2), 0u);
+      for (int64_t j = 0; j < cols; ++j) {
+        for (int64_t kk = 0; kk < k; ++kk) {
+          const uint32_t v = to_bf16(transposed ? w[(c0 + j) * k + kk] : w[kk * n + c0 + j]);
+          panel[(kk / 2) * kPanel + j] |= (kk % 2 == 0) ? v : v << 16;
+        }
+      }
     }
-  }
+  });
 }
 
 bool cpu_has(Bf16Isa isa) {
