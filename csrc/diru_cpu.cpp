@@ -2,7 +2,7 @@
 // setup.py, a cached JIT module otherwise; loaded by diru_fast/providers/cpu.py).
 //
 // Implements the two functions of the kernel contract (diru_fast/scan/contract.py) for CPU
-// tensors of float32 / float64:
+// tensors of float32 / float64 (bfloat16 / float16: diru_cpu_bf16.h, on the float32 time loop):
 //
 //   scan_fwd(xp [T,B,3d+k], h0 [B,d], w_hh [3d+k,d], w_int [d,d], b_int [d], w_out [d,d], b_out [d],
 //            lengths [B] int64 | None, need_saved, activation, compartment_of, mask, decay, rate, dt,
@@ -59,6 +59,7 @@
 #include <tuple>
 #include <vector>
 
+#include "diru_cpu_bf16.h"
 #include "diru_cpu_kernels.h"
 
 namespace diru_cpu {
@@ -87,7 +88,8 @@ void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype, a
 void check_dtype(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.defined(), "diru_fast cpu kernel: ", name, " is undefined");
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              "diru_fast cpu kernel: supports float32 and float64, got ", name, " of dtype ", t.scalar_type(),
+              "diru_fast cpu kernel: supports float32, float64, bfloat16 and float16, got ", name, " of dtype ",
+              t.scalar_type(),
               "; use backend='torch' for other dtypes");
 }
 
@@ -261,7 +263,7 @@ template <typename T>
 void run_fwd(ScanArgs<T>& a, T* scratch);
 template <>
 void run_fwd<float>(ScanArgs<float>& a, float* scratch) {
-  const F32Kernels& k = f32_kernels(active_isa());
+  const F32Kernels& k = call_kernels();
   if (k.pack == nullptr || a.T_steps * a.B < kMinRowStepsToPack) {
     for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.fwd_unpacked(a, r0, r1, scratch + r0 * kFwdScratch * a.d); });
     return;
@@ -291,7 +293,7 @@ template <typename T>
 void run_bwd(ScanArgs<T>& a, T* scratch);
 template <>
 void run_bwd<float>(ScanArgs<float>& a, float* scratch) {
-  const F32Kernels& k = f32_kernels(active_isa());
+  const F32Kernels& k = call_kernels();
   if (k.pack == nullptr || a.T_steps * a.B < kMinRowStepsToPack) {
     for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.bwd_unpacked(a, r0, r1, scratch + r0 * kBwdScratch * a.d); });
     return;
@@ -327,7 +329,7 @@ template <typename T>
 void run_step(ScanArgs<T>& a, T* scratch);
 template <>
 void run_step<float>(ScanArgs<float>& a, float* scratch) {
-  const F32Kernels& k = f32_kernels(active_isa());
+  const F32Kernels& k = call_kernels();
   for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.fwd_unpacked(a, r0, r1, scratch + r0 * kFwdScratch * a.d); });
 }
 template <>
@@ -349,6 +351,10 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp_in, const at::T
                                             const c10::optional<at::Tensor>& dt_in,
                                             const c10::optional<int64_t>& mask_seed, int64_t mask_threshold,
                                             double mask_scale) {
+  if (is_16bit(xp_in.scalar_type()))
+    return scan_fwd_16bit(xp_in, h0_in, w_hh_in, w_int_in, b_int_in, w_out_in, b_out_in, lengths_in, need_saved,
+                          activation, compartment_of, mask_in, decay_in, rate_in, dt_in, mask_seed, mask_threshold,
+                          mask_scale);
   check_dtype(xp_in, "xp");
   TORCH_CHECK(xp_in.dim() == 3, "diru_fast cpu kernel: xp must be [T, B, 3d+k], got shape ", xp_in.sizes());
   TORCH_CHECK(h0_in.dim() == 2, "diru_fast cpu kernel: h0 must be [B, d], got shape ", h0_in.sizes());
@@ -403,6 +409,9 @@ at::Tensor scan_fwd_x(const at::Tensor& x_in, const at::Tensor& h0_in, const at:
                       const c10::optional<at::Tensor>& lengths_in, int64_t activation,
                       const c10::optional<at::Tensor>& compartment_of, const c10::optional<at::Tensor>& decay_in,
                       const c10::optional<at::Tensor>& rate_in, const c10::optional<at::Tensor>& dt_in) {
+  if (is_16bit(x_in.scalar_type()))
+    return scan_fwd_x_16bit(x_in, h0_in, w_ih_in, b_ih_in, w_hh_in, w_int_in, b_int_in, w_out_in, b_out_in, lengths_in,
+                            activation, compartment_of, decay_in, rate_in, dt_in);
   check_dtype(x_in, "x");
   TORCH_CHECK(x_in.dim() == 3, "diru_fast cpu kernel: x must be [T, B, n], got shape ", x_in.sizes());
   TORCH_CHECK(h0_in.dim() == 2, "diru_fast cpu kernel: h0 must be [B, d], got shape ", h0_in.sizes());
@@ -462,6 +471,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const c10::optional<at::Tensor>& mask_in, const c10::optional<at::Tensor>& decay_in,
     const c10::optional<at::Tensor>& rate_in, const c10::optional<at::Tensor>& dt_in,
     const c10::optional<int64_t>& mask_seed, int64_t mask_threshold, double mask_scale, bool want_o) {
+  if (is_16bit(hs_in.scalar_type()))
+    return scan_bwd_16bit(grad_hs_in, h0_in, hs_in, saved_in, w_hh_in, w_int_in, w_out_in, lengths_in, activation,
+                          compartment_of, mask_in, decay_in, rate_in, dt_in, mask_seed, mask_threshold, mask_scale,
+                          want_o);
   check_dtype(hs_in, "hs");
   TORCH_CHECK(hs_in.dim() == 3, "diru_fast cpu kernel: hs must be [T, B, d], got shape ", hs_in.sizes());
   const int64_t T = hs_in.size(0), B = hs_in.size(1), d = hs_in.size(2);
@@ -542,6 +555,9 @@ at::Tensor cell_step(const at::Tensor& x_in, const c10::optional<at::Tensor>& h_
                      const c10::optional<at::Tensor>& b_int_in, const at::Tensor& w_out_in,
                      const c10::optional<at::Tensor>& b_out_in, int64_t activation,
                      const c10::optional<at::Tensor>& compartment_of) {
+  if (is_16bit(x_in.scalar_type()))
+    return cell_step_16bit(x_in, h_in, w_ih_in, b_ih_in, w_hh_in, w_int_in, b_int_in, w_out_in, b_out_in, activation,
+                           compartment_of);
   check_dtype(x_in, "x");
   TORCH_CHECK(x_in.dim() == 2, "diru_fast cpu kernel: x must be [B, n], got shape ", x_in.sizes());
   TORCH_CHECK(w_hh_in.dim() == 2, "diru_fast cpu kernel: w_hh must be [3d+k, d], got shape ", w_hh_in.sizes());
@@ -664,5 +680,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "set_use_blas",
       [](bool enabled) { return diru_cpu::use_blas_flag().exchange(enabled); },
       "use BLAS directly (True) or at::mm_out (False) for the per-step products; returns the previous setting");
+  diru_cpu::add_bf16_bindings(m);
   m.attr("source_hash") = DIRU_CSRC_HASH_STR;
 }

@@ -1,4 +1,5 @@
-"""Provider "cpu": the fused C++ CPU kernel (csrc/diru_cpu*.cpp) for float32 / float64 CPU tensors.
+"""Provider "cpu": the fused C++ CPU kernel (csrc/diru_cpu*.cpp) for float32, float64, bfloat16 and float16
+CPU tensors.
 
 Where the kernel comes from, tried in order the first time the backend is queried (never at
 ``import diru_fast``):
@@ -123,11 +124,15 @@ def unavailable_reason() -> Optional[str]:
     return _failure
 
 
+# bfloat16 and float16 run the float32 kernel's time loop (float32 state and arithmetic) with 16-bit
+# inputs and outputs; bfloat16's products on AMX or AVX512_BF16 where the CPU has them (csrc/diru_cpu_bf16.h).
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
 def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Optional[str]:
     if device.type != "cpu":
         return f"the cpu kernel runs on CPU tensors only, not {device.type} (use 'triton' or 'cuda' there)"
-    if dtype is not None and dtype not in (torch.float32, torch.float64):
-        return f"the cpu kernel supports float32 and float64, not {dtype}"
+    if dtype is not None and dtype not in DTYPES:
+        return f"the cpu kernel supports float32, float64, bfloat16 and float16, not {dtype}"
     return None
 
 

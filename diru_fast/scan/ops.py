@@ -129,8 +129,8 @@ def _scan_bwd_fake(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend,
 
 
 # Under autocast the recurrence runs in float32 on every device (float64 inputs stay float64): the
-# state accumulates over all T steps, every kernel keeps it in float32 anyway, and the C++ CPU kernel
-# has no 16-bit path. The eager path applies the same rule in diru_fast.functional.
+# state accumulates over all T steps and every kernel keeps it in float32 anyway. The eager path
+# applies the same rule in diru_fast.functional.
 for _op in (scan_fwd, scan_bwd):
     for _device_type in ("cpu", "cuda"):
         _op.register_autocast(_device_type, torch.float32)
@@ -360,8 +360,17 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, c
     steps, batch, d = hs.shape
     rows = steps * batch
     width = d_p.shape[-1]  # 3d + k
-    acc = d_p.dtype
-    g_w_hh = g_w_int = g_b_int = g_w_out = g_b_out = None
+    g_xp = d_p.to(xp_dtype) if need[0] else None
+    # The GEMMs' operand dtype: acc (float32 for 16-bit inputs), but bfloat16 for bfloat16 weights, as
+    # PyTorch's own bfloat16 path (its bfloat16 GEMMs accumulate in float32; on CPU several times
+    # faster than float32 GEMMs); the per-step gradients are rounded to bfloat16 once, here.
+    acc = torch.bfloat16 if w_hh.dtype == torch.bfloat16 else d_p.dtype
+    g_b_int = d_zp.sum(dim=(0, 1)).to(w_int.dtype) if need[4] else None
+    g_b_out = d_yp.sum(dim=(0, 1)).to(w_out.dtype) if need[6] else None
+    if d_p.dtype != acc:
+        d_p = g_xp if g_xp is not None and g_xp.dtype == acc else d_p.to(acc)
+        d_zp, d_yp = d_zp.to(acc), d_yp.to(acc)
+    g_w_hh = g_w_int = g_w_out = None
     if need[2] and (decay is not None or hd is not None):  # w_hh: sum_t dP_t^T hd_t
         if hd is None:
             _, hd = contract.decayed_states(h0, hs, decay)
@@ -380,24 +389,23 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, c
         g_w_hh = g_w_hh.to(w_hh.dtype)
     plain = compartment_of is None and mask is None
     if o is not None:  # the kernel's
-        o = o.reshape(rows, d)
-        q = (saved[..., 2 * d:3 * d] * saved[..., 3 * d:4 * d]).reshape(rows, d) if need[5] else None
+        o = o.reshape(rows, d).to(acc)
+        q = (saved[..., 2 * d:3 * d] * saved[..., 3 * d:4 * d]).reshape(rows, d).to(acc) if need[5] else None
     elif plain and (need[3] or need[5]):  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
         pairs = saved.reshape(rows, 2, 2, d)  # [u, s], [z, r]
-        oq = pairs[:, :, 0] * pairs[:, :, 1]
+        if acc != saved.dtype and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # rounded as written: no float32 [rows, 2, d] in between (a fresh allocation's page faults)
+            oq = torch.mul(pairs[:, :, 0], pairs[:, :, 1], out=saved.new_empty(rows, 2, d, dtype=acc))
+        else:
+            oq = (pairs[:, :, 0] * pairs[:, :, 1]).to(acc)
         o, q = oq[:, 0], oq[:, 1]
     elif need[3] or need[5]:  # with the options: o = u*s (*k alpha_c) (*mask), q = z*r
-        o = contract.integration_input(saved, d, compartment_of, mask).reshape(rows, d)
-        q = (saved[..., 2 * d:3 * d] * saved[..., 3 * d:4 * d]).reshape(rows, d)
+        o = contract.integration_input(saved, d, compartment_of, mask).reshape(rows, d).to(acc)
+        q = (saved[..., 2 * d:3 * d] * saved[..., 3 * d:4 * d]).reshape(rows, d).to(acc)
     if need[3]:  # w_int: sum_t dZp_t^T o_t
         g_w_int = (d_zp.reshape(rows, d).t() @ o).to(w_int.dtype)
-    if need[4]:
-        g_b_int = d_zp.sum(dim=(0, 1)).to(w_int.dtype)
     if need[5]:  # w_out: sum_t dYp_t^T q_t
         g_w_out = (d_yp.reshape(rows, d).t() @ q).to(w_out.dtype)
-    if need[6]:
-        g_b_out = d_yp.sum(dim=(0, 1)).to(w_out.dtype)
-    g_xp = d_p.to(xp_dtype) if need[0] else None
     g_h0 = d_h0 if need[1] else None
     return g_xp, g_h0, g_w_hh, g_w_int, g_b_int, g_w_out, g_b_out
 
