@@ -14,9 +14,12 @@ Each DIRU case also runs its torch.nn counterpart once before every timed round 
 sides of each ratio are measured seconds apart, so the drift of a shared machine cancels.
 
 ``test_option``: the cell options (``diru_fast.benchmarking.OPTION_VARIANTS``: relu, attention over
-k = 4 compartments, dropout 0.1, all three) at ``OPTION_CASES`` (prototype shape, training step and
-no-grad forward) on the ``auto`` backend, each round paired the same way with a round of the plain
-DIRU (``ratio_vs_plain``); the plain DIRU itself is timed once more as the table's reference.
+k = 4 compartments, dropout 0.1, time decay, all four) at ``OPTION_CASES`` (prototype and large shapes,
+training step and no-grad forward) on the ``auto`` backend (``DIRU_FAST_CPU_ISA=avx2`` times the C++
+kernel's AVX2 path on an AVX-512 machine; on a loaded machine ``--benchmark-timer time.process_time``
+pairs CPU times instead of wall times, both sides of each ratio on the same clock), each round paired
+the same way with a round of the plain DIRU (``ratio_vs_plain``); the plain DIRU itself is timed once
+more as the table's reference.
 """
 
 import statistics
@@ -77,12 +80,13 @@ def test_option(benchmark, variant, shape, mode):
     case.step()  # warm-up outside the timing
     plain = None if variant == bm.PLAIN else bm.build_case(impl, shape, mode, variant=bm.PLAIN)
     plain_times = []
+    clock = getattr(benchmark, "_timer", time.perf_counter)  # the suite's timer (--benchmark-timer)
 
     def run_plain():  # untimed by pytest-benchmark: the paired round of the plain DIRU
         if plain is not None:
-            start = time.perf_counter()
+            start = clock()
             plain.step()
-            plain_times.append(time.perf_counter() - start)
+            plain_times.append(clock() - start)
 
     benchmark.group = f"options-{shape}-{mode}"
     benchmark.extra_info.update(impl=impl, shape=shape, mode=mode, threads=torch.get_num_threads(),

@@ -2,28 +2,36 @@
 // setup.py, a cached JIT module otherwise; loaded by diru_fast/providers/cpu.py).
 //
 // Implements the two functions of the kernel contract (diru_fast/scan/contract.py) for CPU
-// tensors of float32 / float64:
+// tensors of float32 / float64 (bfloat16 / float16: diru_cpu_bf16.h, on the float32 time loop):
 //
 //   scan_fwd(xp [T,B,3d+k], h0 [B,d], w_hh [3d+k,d], w_int [d,d], b_int [d], w_out [d,d], b_out [d],
-//            lengths [B] int64 | None, need_saved, activation, compartment_of, mask, decay)
+//            lengths [B] int64 | None, need_saved, activation, compartment_of, mask, decay, rate, dt,
+//            mask_seed, mask_threshold, mask_scale)
 //       -> (hs [T,B,d], saved [T,B,4d+k] | [0])
 //   scan_bwd(grad_hs [T,B,d], h0 [B,d], hs [T,B,d], saved [T,B,4d+k], w_hh, w_int, w_out,
-//            lengths | None, activation, compartment_of, mask, decay)
-//       -> (d_p [T,B,3d+k], d_zp [T,B,d], d_yp [T,B,d], d_h0 [B,d])
+//            lengths | None, activation, compartment_of, mask, decay, rate, dt, mask_seed, mask_threshold,
+//            mask_scale, want_o)
+//       -> (d_p [T,B,3d+k], d_zp [T,B,d], d_yp [T,B,d], d_h0 [B,d], hd, d_rate, d_dt, o)
+//          (hd, d_rate, d_dt with rate and dt only, else None: hd [T,B,d] the decayed states,
+//          d_rate [d], d_dt [T,B] the gradients of time decay's rates and gaps; o [T,B,d] the
+//          integration input u s (k alpha_c) (mask) with want_o and attention or dropout, else None)
 //
 // and, for inference, one step of a cell with its input projection in the same call:
 //
 //   cell_step(x [B,n], h [B,d] | None, w_ih [3d+k,n], b_ih [3d+k] | None, w_hh, w_int, b_int | None,
 //             w_out, b_out | None, activation, compartment_of) -> h' [B,d]
 //   scan_fwd_x(x [T,B,n], h0, w_ih, b_ih | None, w_hh, w_int, b_int, w_out, b_out, lengths | None,
-//              activation, compartment_of, decay)
+//              activation, compartment_of, decay, rate, dt)
 //       -> hs [T,B,d]: an inference forward that projects each step's input inside the time loop,
 //          so the [T, B, 3d] projections are never written to memory
 //
 // Backward: docs/THEORY.md §2.2. The options (docs/THEORY.md §1.2–1.6; all off by default): activation 0 = tanh, 1 = relu;
 // compartment_of [d] int64 | None turns attention on, with k = w_hh.size(0) - 3d logits (values in
 // [0, k)); mask [T,B,d] | None (the input dtype) is the compartment dropout mask; decay [T,B,d] | None
-// (the input dtype) the time-decay factors of each step's state.
+// (the input dtype) the time-decay factors of each step's state; or rate [d] with dt [T,B] (the
+// input dtype): time decay with its factors exp(-rate * dt_t) formed inside the step. mask_seed
+// (int | None) with mask_threshold and mask_scale: compartment dropout with the counter-based mask of
+// that seed (diru_fast/scan/dropout.py) evaluated in the step, instead of mask.
 //
 // Threads: the batch is split into min(at::get_num_threads(), B) slices of consecutive rows,
 // one per thread (at::parallel_for); each runs the whole time loop on its rows. float32 runs
@@ -51,6 +59,7 @@
 #include <tuple>
 #include <vector>
 
+#include "diru_cpu_bf16.h"
 #include "diru_cpu_kernels.h"
 
 namespace diru_cpu {
@@ -79,7 +88,8 @@ void check_tensor(const at::Tensor& t, const char* name, at::ScalarType dtype, a
 void check_dtype(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.defined(), "diru_fast cpu kernel: ", name, " is undefined");
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              "diru_fast cpu kernel: supports float32 and float64, got ", name, " of dtype ", t.scalar_type(),
+              "diru_fast cpu kernel: supports float32, float64, bfloat16 and float16, got ", name, " of dtype ",
+              t.scalar_type(),
               "; use backend='torch' for other dtypes");
 }
 
@@ -96,12 +106,37 @@ bool defined(const c10::optional<at::Tensor>& t) { return t.has_value() && t->de
 struct Options {
   bool relu = false;
   int64_t k = 0;
-  at::Tensor comp, mask, decay;  // undefined where off
+  at::Tensor comp, mask, decay, rate, dt;  // undefined where off
+  bool hash_mask = false;
+  uint64_t mask_seed = 0;
+  uint32_t mask_threshold = 0;
+  double mask_scale = 1.0;
 };
+
+void set_hash_mask(Options& o, const c10::optional<int64_t>& seed, int64_t threshold, double scale) {
+  if (!seed.has_value()) return;
+  TORCH_CHECK(!o.mask.defined(), "diru_fast cpu kernel: give the dropout mask as a tensor or as a seed, not both");
+  TORCH_CHECK(threshold >= 0 && threshold <= 0xFFFFFFFFLL, "diru_fast cpu kernel: mask_threshold must be in "
+              "[0, 2^32), got ", threshold);
+  o.hash_mask = true;
+  o.mask_seed = static_cast<uint64_t>(*seed);
+  o.mask_threshold = static_cast<uint32_t>(threshold);
+  o.mask_scale = scale;
+}
 
 // The per-step option tensors mask and decay: [T, B, d] of the call's dtype, made contiguous.
 void check_step_options(Options& o, const c10::optional<at::Tensor>& decay, at::ScalarType dtype, int64_t T,
-                        int64_t B, int64_t d) {
+                        int64_t B, int64_t d, const c10::optional<at::Tensor>& rate = c10::nullopt,
+                        const c10::optional<at::Tensor>& dt = c10::nullopt) {
+  TORCH_CHECK(defined(rate) == defined(dt), "diru_fast cpu kernel: time decay's rate and dt go together");
+  TORCH_CHECK(!(defined(rate) && defined(decay)), "diru_fast cpu kernel: give time decay as decay or as rate "
+              "and dt, not both");
+  if (defined(rate)) {
+    check_tensor(*rate, "rate", dtype, {d});
+    check_tensor(*dt, "dt", dtype, {T, B});
+    o.rate = rate->contiguous();
+    o.dt = dt->contiguous();
+  }
   if (o.mask.defined()) {
     check_tensor(o.mask, "mask", dtype, {T, B, d});
     o.mask = o.mask.contiguous();
@@ -142,6 +177,12 @@ void set_options(ScanArgs<T>& a, const Options& o) {
   a.comp = o.k > 0 ? o.comp.data_ptr<int64_t>() : nullptr;
   a.mask = o.mask.defined() ? o.mask.data_ptr<T>() : nullptr;
   a.decay = o.decay.defined() ? o.decay.data_ptr<T>() : nullptr;
+  a.rate = o.rate.defined() ? o.rate.data_ptr<T>() : nullptr;
+  a.dt = o.dt.defined() ? o.dt.data_ptr<T>() : nullptr;
+  a.hash_mask = o.hash_mask;
+  a.mask_seed = o.mask_seed;
+  a.mask_threshold = o.mask_threshold;
+  a.mask_scale = static_cast<T>(o.mask_scale);
 }
 
 // Run body(r0, r1) on every slice of the batch, one slice per thread, each with a
@@ -168,13 +209,13 @@ PackedCall pack_weights(const F32Kernels& k, const Weights<float>& weights, std:
   for (int p : products) {
     const ProductShape<float> s = product_shape(weights, p);
     offsets[p] = total;
-    total += k.packed_size(s.k, s.n, s.blocks);
+    total += k.packed_size(p, s.k, s.n, s.blocks);
   }
   call.storage = at::empty({total}, at::TensorOptions().dtype(at::kFloat));
   float* base = call.storage.data_ptr<float>();
   for (int p : products) {
     const ProductShape<float> s = product_shape(weights, p);
-    k.pack(s.w, s.k, s.n, s.transposed, s.blocks, base + offsets[p]);
+    k.pack(p, s.w, s.k, s.n, s.transposed, s.blocks, base + offsets[p]);
     call.w.panels[p] = base + offsets[p];
     call.w.k[p] = s.k;
     call.w.nb[p] = s.n / s.blocks;
@@ -222,14 +263,18 @@ template <typename T>
 void run_fwd(ScanArgs<T>& a, T* scratch);
 template <>
 void run_fwd<float>(ScanArgs<float>& a, float* scratch) {
-  const F32Kernels& k = f32_kernels(active_isa());
+  const F32Kernels& k = call_kernels();
   if (k.pack == nullptr || a.T_steps * a.B < kMinRowStepsToPack) {
     for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.fwd_unpacked(a, r0, r1, scratch + r0 * kFwdScratch * a.d); });
     return;
   }
   const PackedCall packed =
-      a.x != nullptr ? pack_weights(k, {a.d, a.w_hh, a.w_int, a.w_out, a.w_ih, a.n}, {kFwdHH, kFwdInt, kFwdOut, kFwdIH})
-                     : pack_weights(k, {a.d, a.w_hh, a.w_int, a.w_out}, {kFwdHH, kFwdInt, kFwdOut});
+      a.x == nullptr ? pack_weights(k, {a.d, a.w_hh, a.w_int, a.w_out, nullptr, 0, a.k},
+                                    a.k > 0 ? std::initializer_list<int>{kFwdHH, kFwdInt, kFwdOut, kFwdAtt}
+                                            : std::initializer_list<int>{kFwdHH, kFwdInt, kFwdOut})
+      : pack_weights(k, {a.d, a.w_hh, a.w_int, a.w_out, a.w_ih, a.n, a.k},
+                     a.k > 0 ? std::initializer_list<int>{kFwdHH, kFwdInt, kFwdOut, kFwdIH, kFwdAtt, kFwdIHAtt}
+                             : std::initializer_list<int>{kFwdHH, kFwdInt, kFwdOut, kFwdIH});
   const int threads = at::get_num_threads();
   if (use_column_split(k, a, threads)) {
     run_fwd_column_split(k, a, packed.w, scratch, threads);
@@ -248,12 +293,12 @@ template <typename T>
 void run_bwd(ScanArgs<T>& a, T* scratch);
 template <>
 void run_bwd<float>(ScanArgs<float>& a, float* scratch) {
-  const F32Kernels& k = f32_kernels(active_isa());
+  const F32Kernels& k = call_kernels();
   if (k.pack == nullptr || a.T_steps * a.B < kMinRowStepsToPack) {
     for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.bwd_unpacked(a, r0, r1, scratch + r0 * kBwdScratch * a.d); });
     return;
   }
-  const PackedCall packed = pack_weights(k, {a.d, a.w_hh, a.w_int, a.w_out}, {kBwdOut, kBwdInt, kBwdHH});
+  const PackedCall packed = pack_weights(k, {a.d, a.w_hh, a.w_int, a.w_out, nullptr, 0, a.k}, {kBwdOut, kBwdInt, kBwdHH});
   for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.bwd(a, packed.w, r0, r1, scratch + r0 * kBwdScratch * a.d); });
 }
 template <>
@@ -284,7 +329,7 @@ template <typename T>
 void run_step(ScanArgs<T>& a, T* scratch);
 template <>
 void run_step<float>(ScanArgs<float>& a, float* scratch) {
-  const F32Kernels& k = f32_kernels(active_isa());
+  const F32Kernels& k = call_kernels();
   for_batch_slices(a.B, [&](int64_t r0, int64_t r1) { k.fwd_unpacked(a, r0, r1, scratch + r0 * kFwdScratch * a.d); });
 }
 template <>
@@ -301,7 +346,15 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp_in, const at::T
                                             bool need_saved, int64_t activation,
                                             const c10::optional<at::Tensor>& compartment_of,
                                             const c10::optional<at::Tensor>& mask_in,
-                                            const c10::optional<at::Tensor>& decay_in) {
+                                            const c10::optional<at::Tensor>& decay_in,
+                                            const c10::optional<at::Tensor>& rate_in,
+                                            const c10::optional<at::Tensor>& dt_in,
+                                            const c10::optional<int64_t>& mask_seed, int64_t mask_threshold,
+                                            double mask_scale) {
+  if (is_16bit(xp_in.scalar_type()))
+    return scan_fwd_16bit(xp_in, h0_in, w_hh_in, w_int_in, b_int_in, w_out_in, b_out_in, lengths_in, need_saved,
+                          activation, compartment_of, mask_in, decay_in, rate_in, dt_in, mask_seed, mask_threshold,
+                          mask_scale);
   check_dtype(xp_in, "xp");
   TORCH_CHECK(xp_in.dim() == 3, "diru_fast cpu kernel: xp must be [T, B, 3d+k], got shape ", xp_in.sizes());
   TORCH_CHECK(h0_in.dim() == 2, "diru_fast cpu kernel: h0 must be [B, d], got shape ", h0_in.sizes());
@@ -312,7 +365,8 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd(const at::Tensor& xp_in, const at::T
   check_tensor(xp_in, "xp", dtype, {T, B, 3 * d + k});
   check_tensor(h0_in, "h0", dtype, {B, d});
   check_tensor(w_hh_in, "w_hh", dtype, {3 * d + k, d});
-  check_step_options(options, decay_in, dtype, T, B, d);
+  check_step_options(options, decay_in, dtype, T, B, d, rate_in, dt_in);
+  set_hash_mask(options, mask_seed, mask_threshold, mask_scale);
   check_tensor(w_int_in, "w_int", dtype, {d, d});
   check_tensor(b_int_in, "b_int", dtype, {d});
   check_tensor(w_out_in, "w_out", dtype, {d, d});
@@ -353,7 +407,11 @@ at::Tensor scan_fwd_x(const at::Tensor& x_in, const at::Tensor& h0_in, const at:
                       const c10::optional<at::Tensor>& b_ih_in, const at::Tensor& w_hh_in, const at::Tensor& w_int_in,
                       const at::Tensor& b_int_in, const at::Tensor& w_out_in, const at::Tensor& b_out_in,
                       const c10::optional<at::Tensor>& lengths_in, int64_t activation,
-                      const c10::optional<at::Tensor>& compartment_of, const c10::optional<at::Tensor>& decay_in) {
+                      const c10::optional<at::Tensor>& compartment_of, const c10::optional<at::Tensor>& decay_in,
+                      const c10::optional<at::Tensor>& rate_in, const c10::optional<at::Tensor>& dt_in) {
+  if (is_16bit(x_in.scalar_type()))
+    return scan_fwd_x_16bit(x_in, h0_in, w_ih_in, b_ih_in, w_hh_in, w_int_in, b_int_in, w_out_in, b_out_in, lengths_in,
+                            activation, compartment_of, decay_in, rate_in, dt_in);
   check_dtype(x_in, "x");
   TORCH_CHECK(x_in.dim() == 3, "diru_fast cpu kernel: x must be [T, B, n], got shape ", x_in.sizes());
   TORCH_CHECK(h0_in.dim() == 2, "diru_fast cpu kernel: h0 must be [B, d], got shape ", h0_in.sizes());
@@ -361,7 +419,7 @@ at::Tensor scan_fwd_x(const at::Tensor& x_in, const at::Tensor& h0_in, const at:
   const auto dtype = x_in.scalar_type();
   Options options = check_options(activation, compartment_of, c10::nullopt, w_hh_in, d);
   const int64_t k = options.k;
-  check_step_options(options, decay_in, dtype, T, B, d);
+  check_step_options(options, decay_in, dtype, T, B, d, rate_in, dt_in);
   check_tensor(h0_in, "h0", dtype, {B, d});
   check_tensor(w_ih_in, "w_ih", dtype, {3 * d + k, n});
   check_tensor(w_hh_in, "w_hh", dtype, {3 * d + k, d});
@@ -406,11 +464,17 @@ at::Tensor scan_fwd_x(const at::Tensor& x_in, const at::Tensor& h0_in, const at:
   return hs;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     const at::Tensor& grad_hs_in, const at::Tensor& h0_in, const at::Tensor& hs_in, const at::Tensor& saved_in,
     const at::Tensor& w_hh_in, const at::Tensor& w_int_in, const at::Tensor& w_out_in,
     const c10::optional<at::Tensor>& lengths_in, int64_t activation, const c10::optional<at::Tensor>& compartment_of,
-    const c10::optional<at::Tensor>& mask_in, const c10::optional<at::Tensor>& decay_in) {
+    const c10::optional<at::Tensor>& mask_in, const c10::optional<at::Tensor>& decay_in,
+    const c10::optional<at::Tensor>& rate_in, const c10::optional<at::Tensor>& dt_in,
+    const c10::optional<int64_t>& mask_seed, int64_t mask_threshold, double mask_scale, bool want_o) {
+  if (is_16bit(hs_in.scalar_type()))
+    return scan_bwd_16bit(grad_hs_in, h0_in, hs_in, saved_in, w_hh_in, w_int_in, w_out_in, lengths_in, activation,
+                          compartment_of, mask_in, decay_in, rate_in, dt_in, mask_seed, mask_threshold, mask_scale,
+                          want_o);
   check_dtype(hs_in, "hs");
   TORCH_CHECK(hs_in.dim() == 3, "diru_fast cpu kernel: hs must be [T, B, d], got shape ", hs_in.sizes());
   const int64_t T = hs_in.size(0), B = hs_in.size(1), d = hs_in.size(2);
@@ -424,22 +488,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
   const int64_t k = options.k;
   check_tensor(saved_in, "saved", dtype, {T, B, 4 * d + k});
   check_tensor(w_hh_in, "w_hh", dtype, {3 * d + k, d});
-  check_step_options(options, decay_in, dtype, T, B, d);
+  check_step_options(options, decay_in, dtype, T, B, d, rate_in, dt_in);
+  set_hash_mask(options, mask_seed, mask_threshold, mask_scale);
   check_tensor(w_int_in, "w_int", dtype, {d, d});
   check_tensor(w_out_in, "w_out", dtype, {d, d});
   at::Tensor lengths = check_lengths(lengths_in, B);
 
   at::Tensor grad_hs = grad_hs_in.contiguous(), hs = hs_in.contiguous(), saved = saved_in.contiguous();
+  at::Tensor h0 = h0_in.contiguous();
   at::Tensor w_hh = w_hh_in.contiguous(), w_int = w_int_in.contiguous(), w_out = w_out_in.contiguous();
   const auto opts = hs.options();
   at::Tensor d_p = alloc({T, B, 3 * d + k}, opts);
   at::Tensor d_zp = alloc({T, B, d}, opts);
   at::Tensor d_yp = alloc({T, B, d}, opts);
   at::Tensor d_h0 = alloc({B, d}, opts);
-  if (B == 0 || d == 0) return {d_p, d_zp, d_yp, d_h0};
-  if (T == 0) {
+  const bool rates = options.rate.defined();
+  at::Tensor hd, d_rate_rows, d_dt;  // time decay from rates: what its gradients need
+  if (rates) {
+    hd = alloc({T, B, d}, opts);
+    d_rate_rows = alloc({B, d}, opts);
+    d_dt = alloc({T, B}, opts);
+  }
+  const bool with_o = want_o && (k > 0 || options.mask.defined() || options.hash_mask);
+  at::Tensor o = with_o ? alloc({T, B, d}, opts) : at::Tensor();  // the integration inputs
+  auto result = [&]() {
+    return std::make_tuple(d_p, d_zp, d_yp, d_h0, hd, rates ? d_rate_rows.sum(0) : at::Tensor(), d_dt, o);
+  };
+  if (B == 0 || d == 0 || T == 0) {
     d_h0.zero_();
-    return {d_p, d_zp, d_yp, d_h0};
+    if (rates) d_rate_rows.zero_();
+    return result();
   }
   at::Tensor scratch = alloc({B * kBwdScratch * d}, opts);
 
@@ -448,6 +526,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     a.T_steps = T;
     a.B = B;
     a.d = d;
+    a.h0 = h0.data_ptr<scalar_t>();
     a.w_hh = w_hh.data_ptr<scalar_t>();
     a.w_int = w_int.data_ptr<scalar_t>();
     a.w_out = w_out.data_ptr<scalar_t>();
@@ -460,9 +539,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> scan_bwd(
     a.d_yp = d_yp.data_ptr<scalar_t>();
     a.d_h0 = d_h0.data_ptr<scalar_t>();
     set_options(a, options);
+    if (rates) {
+      a.hd_out = hd.data_ptr<scalar_t>();
+      a.d_rate_rows = d_rate_rows.data_ptr<scalar_t>();
+      a.d_dt = d_dt.data_ptr<scalar_t>();
+    }
+    if (with_o) a.o_out = o.data_ptr<scalar_t>();
     run_bwd<scalar_t>(a, scratch.data_ptr<scalar_t>());
   });
-  return {d_p, d_zp, d_yp, d_h0};
+  return result();
 }
 
 at::Tensor cell_step(const at::Tensor& x_in, const c10::optional<at::Tensor>& h_in, const at::Tensor& w_ih_in,
@@ -470,6 +555,9 @@ at::Tensor cell_step(const at::Tensor& x_in, const c10::optional<at::Tensor>& h_
                      const c10::optional<at::Tensor>& b_int_in, const at::Tensor& w_out_in,
                      const c10::optional<at::Tensor>& b_out_in, int64_t activation,
                      const c10::optional<at::Tensor>& compartment_of) {
+  if (is_16bit(x_in.scalar_type()))
+    return cell_step_16bit(x_in, h_in, w_ih_in, b_ih_in, w_hh_in, w_int_in, b_int_in, w_out_in, b_out_in, activation,
+                           compartment_of);
   check_dtype(x_in, "x");
   TORCH_CHECK(x_in.dim() == 2, "diru_fast cpu kernel: x must be [B, n], got shape ", x_in.sizes());
   TORCH_CHECK(w_hh_in.dim() == 2, "diru_fast cpu kernel: w_hh must be [3d+k, d], got shape ", w_hh_in.sizes());
@@ -548,16 +636,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("xp"), py::arg("h0"), py::arg("w_hh"), py::arg("w_int"), py::arg("b_int"), py::arg("w_out"),
         py::arg("b_out"), py::arg("lengths"), py::arg("need_saved"), py::arg("activation") = 0,
         py::arg("compartment_of") = py::none(), py::arg("mask") = py::none(), py::arg("decay") = py::none(),
-        py::call_guard<py::gil_scoped_release>());
+        py::arg("rate") = py::none(), py::arg("dt") = py::none(), py::arg("mask_seed") = py::none(),
+        py::arg("mask_threshold") = 0, py::arg("mask_scale") = 1.0, py::call_guard<py::gil_scoped_release>());
   m.def("scan_bwd", &diru_cpu::scan_bwd, "DIRU backward scan over one layer and direction",
         py::arg("grad_hs"), py::arg("h0"), py::arg("hs"), py::arg("saved"), py::arg("w_hh"), py::arg("w_int"),
         py::arg("w_out"), py::arg("lengths"), py::arg("activation") = 0, py::arg("compartment_of") = py::none(),
-        py::arg("mask") = py::none(), py::arg("decay") = py::none(), py::call_guard<py::gil_scoped_release>());
+        py::arg("mask") = py::none(), py::arg("decay") = py::none(), py::arg("rate") = py::none(),
+        py::arg("dt") = py::none(), py::arg("mask_seed") = py::none(), py::arg("mask_threshold") = 0,
+        py::arg("mask_scale") = 1.0, py::arg("want_o") = false, py::call_guard<py::gil_scoped_release>());
   m.def("scan_fwd_x", &diru_cpu::scan_fwd_x,
         "inference forward over one layer and direction with the input projection inside the time loop",
         py::arg("x"), py::arg("h0"), py::arg("w_ih"), py::arg("b_ih"), py::arg("w_hh"), py::arg("w_int"),
         py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("lengths"), py::arg("activation") = 0,
-        py::arg("compartment_of") = py::none(), py::arg("decay") = py::none(), py::call_guard<py::gil_scoped_release>());
+        py::arg("compartment_of") = py::none(), py::arg("decay") = py::none(), py::arg("rate") = py::none(),
+        py::arg("dt") = py::none(), py::call_guard<py::gil_scoped_release>());
   m.def("cell_step", &diru_cpu::cell_step, "one inference step of a cell, its input projection included",
         py::arg("x"), py::arg("h"), py::arg("w_ih"), py::arg("b_ih"), py::arg("w_hh"), py::arg("w_int"),
         py::arg("b_int"), py::arg("w_out"), py::arg("b_out"), py::arg("activation") = 0,
@@ -588,5 +680,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "set_use_blas",
       [](bool enabled) { return diru_cpu::use_blas_flag().exchange(enabled); },
       "use BLAS directly (True) or at::mm_out (False) for the per-step products; returns the previous setting");
+  diru_cpu::add_bf16_bindings(m);
   m.attr("source_hash") = DIRU_CSRC_HASH_STR;
 }

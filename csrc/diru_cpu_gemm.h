@@ -37,11 +37,14 @@ enum Product : int {
   kBwdInt = 4,  // [R, d]  · W_int   -> [R, d]
   kBwdHH = 5,   // [R, 3d] · W_hh    -> [R, d]
   kFwdIH = 6,   // [R, n]  · W_ih^T  -> [R, 3d]   (the input projection, when the kernel computes it)
-  kProducts = 7,
+  kFwdAtt = 7,  // [R, d]  · W_hh[3d:]^T -> [R, k] (attention: the logits' h part, k more packed columns)
+  kFwdIHAtt = 8,  // [R, n] · W_ih[3d:]^T -> [R, k] (attention: the logits' x part, when the kernel projects)
+  kProducts = 9,
 };
 
 // The weights of a call, row-major as the contract passes them: w_hh [3d, d], w_int/w_out [d, d];
-// w_ih [3d, n] only where the kernel computes the input projection itself (n = 0 otherwise).
+// w_ih [3d, n] only where the kernel computes the input projection itself (n = 0 otherwise); with
+// attention both have k more rows, the logits' (w_hh [3d+k, d], w_ih [3d+k, n]).
 template <typename T>
 struct Weights {
   int64_t d;
@@ -50,6 +53,7 @@ struct Weights {
   const T* w_out;
   const T* w_ih = nullptr;
   int64_t n = 0;
+  int64_t k = 0;
 };
 
 // (B, K, N, transposed, blocks) of product p: B is W (or W^T when transposed) with W stored
@@ -72,7 +76,9 @@ inline ProductShape<T> product_shape(const Weights<T>& w, int p) {
     case kBwdOut: return {w.w_out, d, d, false, 1};
     case kBwdInt: return {w.w_int, d, d, false, 1};
     case kFwdIH: return {w.w_ih, w.n, 3 * d, true, 3};
-    default: return {w.w_hh, 3 * d, d, false, 1};  // kBwdHH
+    case kFwdAtt: return {w.w_hh + 3 * d * d, d, w.k, true, 1};
+    case kFwdIHAtt: return {w.w_ih + 3 * d * w.n, w.n, w.k, true, 1};
+    default: return {w.w_hh, 3 * d + w.k, d, false, 1};  // kBwdHH: dP [R, 3d+k] (the logits' de included)
   }
 }
 
@@ -117,6 +123,10 @@ template <typename Vec, int MR, int NV>
 struct PanelGemm {
   static constexpr int W = sizeof(Vec) / sizeof(float);
   static constexpr int NR = NV * W;
+  // The narrow products' micro-kernel (the k attention logits: N = k, a few columns): one vector of
+  // columns, 8 rows, so a panel wastes at most W - 1 columns.
+  using Narrow = PanelGemm<Vec, 8, 1>;
+  static bool narrow(int p) { return p == kFwdAtt || p == kFwdIHAtt; }
 
   static int64_t panels(int64_t n) { return (n + NR - 1) / NR; }
   // floats of packed storage for a [K, N] operand made of `blocks` column blocks of N / blocks each
@@ -224,6 +234,7 @@ struct PackedProducts {
 
   // all of C
   DIRU_INLINE void operator()(int p, int64_t M, const float* A, int64_t lda, float* C, int64_t ldc) const {
+    if (G::narrow(p)) return G::Narrow::run(A, lda, M, packed[p], k[p], nb[p], blocks[p], C, ldc, 0, nb[p]);
     G::run(A, lda, M, packed[p], k[p], nb[p], blocks[p], C, ldc, 0, nb[p]);
   }
   // the units [c0, c1) of every block of C

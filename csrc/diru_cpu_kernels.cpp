@@ -36,7 +36,7 @@ struct BarrierSync {
 };
 
 DIRU_INLINE BlasProducts<float> blas_products(const ScanArgs<float>& a) {
-  return BlasProducts<float>{{a.d, a.w_hh, a.w_int, a.w_out, a.w_ih, a.n}};
+  return BlasProducts<float>{{a.d, a.w_hh, a.w_int, a.w_out, a.w_ih, a.n, a.k}};
 }
 
 template <typename G>
@@ -54,11 +54,12 @@ DIRU_INLINE PackedProducts<G> products(const PackedWeights& w) {
 // The kernels of one ISA: G the packed GEMM (void: BLAS only). Every member function is a
 // separate entry point compiled for the ISA by the DIRU_KERNELS_FOR macro below.
 #define DIRU_KERNELS_FOR(TARGET, SUFFIX, G)                                                                   \
-  TARGET int64_t packed_size_##SUFFIX(int64_t k, int64_t n, int64_t blocks) {                                 \
-    return G::packed_size(k, n, blocks);                                                                      \
+  TARGET int64_t packed_size_##SUFFIX(int p, int64_t k, int64_t n, int64_t blocks) {                          \
+    return G::narrow(p) ? G::Narrow::packed_size(k, n, blocks) : G::packed_size(k, n, blocks);                \
   }                                                                                                           \
-  TARGET void pack_##SUFFIX(const float* w, int64_t k, int64_t n, bool transposed, int64_t blocks,            \
+  TARGET void pack_##SUFFIX(int p, const float* w, int64_t k, int64_t n, bool transposed, int64_t blocks,     \
                             float* out) {                                                                     \
+    if (G::narrow(p)) return G::Narrow::pack(w, k, n, transposed, blocks, out);                               \
     G::pack(w, k, n, transposed, blocks, out);                                                                \
   }                                                                                                           \
   TARGET void fwd_##SUFFIX(const ScanArgs<float>& a, const PackedWeights& w, int64_t r0, int64_t r1,          \
@@ -141,11 +142,11 @@ const F32Kernels& f32_kernels(Isa isa) {
 }
 
 void scan_fwd_rows_f64(const ScanArgs<double>& a, int64_t r0, int64_t r1, double* scratch) {
-  scan_fwd_rows<double, LaneD>(a, BlasProducts<double>{{a.d, a.w_hh, a.w_int, a.w_out, a.w_ih, a.n}}, r0, r1, scratch);
+  scan_fwd_rows<double, LaneD>(a, BlasProducts<double>{{a.d, a.w_hh, a.w_int, a.w_out, a.w_ih, a.n, a.k}}, r0, r1, scratch);
 }
 
 void scan_bwd_rows_f64(const ScanArgs<double>& a, int64_t r0, int64_t r1, double* scratch) {
-  scan_bwd_rows<double, LaneD>(a, BlasProducts<double>{{a.d, a.w_hh, a.w_int, a.w_out, a.w_ih, a.n}}, r0, r1, scratch);
+  scan_bwd_rows<double, LaneD>(a, BlasProducts<double>{{a.d, a.w_hh, a.w_int, a.w_out, a.w_ih, a.n, a.k}}, r0, r1, scratch);
 }
 
 }  // namespace diru_cpu

@@ -18,14 +18,25 @@
 // Options (docs/THEORY.md §1.2–1.6), each off by default at no cost to the plain cell:
 //   relu   u = relu(a) instead of tanh(a)
 //   comp   [d] int64, compartment_of (attention, k > 0): the k logits e = the last k columns of
-//          P_t; the 3d-column product stays the packed one, e's h part is k dot products per row
-//          with w_hh's last k rows (and, where the kernel projects x, e's x part likewise with
-//          w_ih's); alpha = softmax(e), unit j's output scaled by k * alpha[comp[j]]
+//          P_t; the 3d-column product stays the packed one, e's h part is a product of its own
+//          (kFwdAtt: w_hh's last k rows, k more packed columns; where the kernel projects x, e's x
+//          part likewise, kFwdIHAtt); alpha = softmax(e) lane-wide over the slice's rows, unit j's
+//          output scaled by k * alpha[comp[j]]. Backward: de W_hh[3d:] is part of the dP W_hh product.
 //   mask   [T, B, d] or nullptr: o_t <- o_t * mask_t (compartment dropout)
+//   hash_mask: compartment dropout with the mask of a seed (diru_fast/scan/dropout.py), evaluated in
+//          the step: unit j of row (t, b) is mask_scale where mask_keeps(mask_row_key(mask_seed,
+//          t*B + b), j, mask_threshold), else 0; instead of mask
+//   o_out  [T, B, d] or nullptr (backward, with attention or dropout): writes o_t = u s (k alpha_c)
+//          (mask_t), the rows of the w_int gradient
 //   decay  [T, B, d] or nullptr: time decay, the step reads hd = decay_t * h_{t-1} wherever it reads
 //          h_{t-1} (the products, the logits, the residual); a padded step keeps h_{t-1} undecayed.
 //          Backward: the state gradient carried to step t-1 is decay_t * (dyp + dP W_hh)
 //          (docs/THEORY.md §1.6, §2.3).
+//   rate, dt [d], [T, B] or nullptr: time decay from its rates and gaps, decay_t = exp(-rate * dt_t)
+//          formed in the step (one exp per element; nothing [T, B, d] read); instead of decay. The
+//          backward then also writes what the decay's gradient needs: hd_out [T, B, d] (the decayed
+//          states, the rows of the w_hh gradient), d_dt [T, B] = dL/ddt and d_rate_rows [B, d] (per
+//          row, dL/drate summed over the steps), from dL/dhd_t = dyp + dP W_hh times hd_t.
 #pragma once
 
 #include <algorithm>
@@ -70,38 +81,57 @@ struct ScanArgs {
   const int64_t* comp = nullptr;   // [d] compartment of each unit, when k > 0
   const T* mask = nullptr;         // [T, B, d] or null
   const T* decay = nullptr;        // [T, B, d] or null
+  const T* rate = nullptr;         // [d] or null: decay_t = exp(-rate * dt_t) (with dt)
+  const T* dt = nullptr;           // [T, B]
+  T* hd_out = nullptr;             // backward with rate: [T, B, d] hd_t
+  T* d_dt = nullptr;               //                     [T, B]
+  T* d_rate_rows = nullptr;        //                     [B, d]
+  bool hash_mask = false;
+  uint64_t mask_seed = 0;
+  uint32_t mask_threshold = 0;
+  T mask_scale = T(1);
+  T* o_out = nullptr;              // backward: [T, B, d] o_t, or null
 };
 
-// The attention softmax in place over e[0, k) (max subtracted first).
-template <typename T>
-DIRU_INLINE void softmax_inplace(T* e, int64_t k) {
-  T m = e[0];
-  for (int64_t c = 1; c < k; ++c) m = e[c] > m ? e[c] : m;
-  T sum = T(0);
-  for (int64_t c = 0; c < k; ++c) {
-    e[c] = std::exp(e[c] - m);
-    sum += e[c];
-  }
-  for (int64_t c = 0; c < k; ++c) e[c] /= sum;
+// The dropout mask's values of units [j, j + c) of row (t, b), times f: lanes of f * mask_t.
+template <typename L, typename T>
+DIRU_INLINE typename L::value masked(const ScanArgs<T>& a, const T* mask_row, uint32_t key, int64_t j, int c,
+                                     typename L::value f) {
+  if (mask_row != nullptr) return f * L::load(mask_row + j, c);
+  if (a.hash_mask) return f * L::keep(key, j, a.mask_threshold, a.mask_scale);
+  return f;
+}
+
+// Row (t, b)'s decay factors over units [j, j + c): decay_t (given) or exp(-rate * dt_t) (formed).
+template <typename L, typename T>
+DIRU_INLINE typename L::value decay_factors(const ScanArgs<T>& a, int64_t t, int64_t b, int64_t j, int c) {
+  if (a.decay != nullptr) return L::load(a.decay + (t * a.B + b) * a.d + j, c);
+  return L::exp(-L::load(a.rate + j, c) * L::splat(a.dt[t * a.B + b]));
 }
 
 // The sum of a lane vector's values, as a tree (log2 of the width dependent adds, not the width).
 template <typename L>
 DIRU_INLINE typename L::scalar lane_sum(typename L::value v) {
-  using T = typename L::scalar;
-  T tmp[L::kWidth];
-  std::memcpy(tmp, &v, sizeof(tmp));
-  for (int w = L::kWidth / 2; w >= 1; w /= 2)
-    for (int i = 0; i < w; ++i) tmp[i] += tmp[i + w];
-  return tmp[0];
+  return L::sum(v);
 }
 
-// x[0, n) . y[0, n), lane-wide partial sums (the attention logits' k dot products per row)
+// The attention softmax over each row of e [R, k] in place (each row's max subtracted first; the
+// exponentials lane-wide over all R*k logits).
 template <typename L, typename T>
-DIRU_INLINE T dot(const T* x, const T* y, int64_t n) {
-  typename L::value acc = L::splat(T(0));
-  for_lanes<L>(n, [&](int64_t j, int c) { acc += L::load(x + j, c) * L::load(y + j, c); });
-  return lane_sum<L>(acc);
+DIRU_INLINE void softmax_rows(T* e, int64_t R, int64_t k) {
+  for (int64_t i = 0; i < R; ++i) {
+    T* row = e + i * k;
+    T m = row[0];
+    for (int64_t c = 1; c < k; ++c) m = row[c] > m ? row[c] : m;
+    for (int64_t c = 0; c < k; ++c) row[c] -= m;
+  }
+  for_lanes<L>(R * k, [&](int64_t j, int c) { L::store(e + j, L::exp(L::load(e + j, c)), c); });
+  for (int64_t i = 0; i < R; ++i) {
+    T* row = e + i * k;
+    T sum = T(0);
+    for (int64_t c = 0; c < k; ++c) sum += row[c];
+    for (int64_t c = 0; c < k; ++c) row[c] /= sum;
+  }
 }
 
 // The units of a call as runs of consecutive units in one compartment: (j0, j1, c) triples, so
@@ -154,23 +184,29 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
   const int64_t xs = project ? d3 : d3 + k;  // the row stride of this step's projections
   // Options: g [R, d], the per-unit factor of o (k alpha_c, times the mask), for this thread's
   // units; alpha [R, k] (column split: every thread computes all of it, one writes it to saved).
-  const bool relu = a.relu, scaled = k > 0 || a.mask != nullptr;
-  std::vector<T> opt_buf(scaled ? R * (d + k) : 0);
+  const bool relu = a.relu, scaled = k > 0 || a.mask != nullptr || a.hash_mask;
+  std::vector<T> opt_buf(scaled ? R * (d + 2 * k) : 0);
   T* gbuf = opt_buf.data();
-  T* abuf = gbuf + R * d;
+  T* abuf = gbuf + R * d;   // [R, k] e, then alpha
+  T* xabuf = abuf + R * k;  // [R, k] e's x part (when the kernel projects x)
   const std::vector<int64_t> runs = scaled ? compartment_runs(a.comp, d, k) : std::vector<int64_t>();
   // Time decay: this thread's copy of the decayed state hd [R, d] (column split: all units, the
   // products read whole rows)
-  std::vector<T> decay_buf(a.decay != nullptr ? R * d : 0);
+  const bool decaying = a.decay != nullptr || a.rate != nullptr;
+  std::vector<T> decay_buf(decaying ? R * d : 0);
 
   for (int64_t t = 0; t < a.T_steps; ++t) {
     const T* h_prev = t == 0 ? a.h0 + r0 * d : a.hs + ((t - 1) * B + r0) * d;  // [R, d]
     const T* h_in = h_prev;  // the state the step reads: h_{t-1}, or hd = decay_t * h_{t-1}
-    if (a.decay != nullptr) {
-      const T* dec = a.decay + (t * B + r0) * d;
-      T* hd = decay_buf.data();
-      for_lanes<L>(R * d, [&](int64_t j, int c) { L::store(hd + j, L::load(dec + j, c) * L::load(h_prev + j, c), c); });
-      h_in = hd;
+    if (decaying) {
+      for (int64_t i = 0; i < R; ++i) {
+        T* hd = decay_buf.data() + i * d;
+        const T* hp = h_prev + i * d;
+        for_lanes<L>(d, [&](int64_t j, int c) {
+          L::store(hd + j, decay_factors<L>(a, t, r0 + i, j, c) * L::load(hp + j, c), c);
+        });
+      }
+      h_in = decay_buf.data();
     }
     T* h_t = a.hs + (t * B + r0) * d;                                            // [R, d]
     T* sv_t = save ? a.saved + (t * B + r0) * d4 : nullptr;                      // [R, 4d]
@@ -185,27 +221,29 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
         }
     }
 
-    // Options: alpha = softmax(e), e = xp_t[3d:] + h_{t-1} W_hh[3d:]^T; g = k alpha_c (* mask_t)
+    // Options: alpha = softmax(e), e = xp_t[3d:] + h_{t-1} W_hh[3d:]^T (all k logits in every
+    // thread of a column split); g = k alpha_c (* mask_t)
+    if (k > 0) {
+      prod(kFwdAtt, R, h_in, d, abuf, k);
+      if (project) prod(kFwdIHAtt, R, a.x + (t * B + r0) * a.n, a.n, xabuf, k);
+      for (int64_t i = 0; i < R; ++i)
+        for (int64_t c = 0; c < k; ++c)
+          abuf[i * k + c] += project ? xabuf[i * k + c] + a.b_ih[d3 + c] : xp_t[i * xs + d3 + c];
+      softmax_rows<L>(abuf, R, k);
+    }
     if (scaled) {
       const T* mask_t = a.mask != nullptr ? a.mask + (t * B + r0) * d : nullptr;  // [R, d]
       for (int64_t i = 0; i < R; ++i) {
         T* e = abuf + i * k;
-        if (k > 0) {
-          for (int64_t c = 0; c < k; ++c) {
-            const T x_part = project ? a.b_ih[d3 + c] + dot<L>(a.x + (t * B + r0 + i) * a.n, a.w_ih + (d3 + c) * a.n, a.n)
-                                     : xp_t[i * xs + d3 + c];
-            e[c] = x_part + dot<L>(h_in + i * d, a.w_hh + (d3 + c) * d, d);
-          }
-          softmax_inplace(e, k);
-          if (save && c0 == 0) std::memcpy(sv_t + i * d4 + 4 * d, e, sizeof(T) * k);
-        }
+        if (k > 0 && save && c0 == 0) std::memcpy(sv_t + i * d4 + 4 * d, e, sizeof(T) * k);
+        const uint32_t key = a.hash_mask ? mask_row_key(a.mask_seed, t * B + r0 + i) : 0;
         for (size_t q = 0; q < runs.size(); q += 3) {  // g over this thread's units of each run
           const int64_t j0 = std::max(runs[q], c0), j1 = std::min(runs[q + 1], u.c1);
           if (j0 >= j1) continue;
           const V ka = L::splat(k > 0 ? T(k) * e[runs[q + 2]] : T(1));
-          T* g = gbuf + i * d + j0;
-          const T* m = mask_t != nullptr ? mask_t + i * d + j0 : nullptr;
-          for_lanes<L>(j1 - j0, [&](int64_t j, int c) { L::store(g + j, m != nullptr ? ka * L::load(m + j, c) : ka, c); });
+          T* g = gbuf + i * d;
+          const T* m = mask_t != nullptr ? mask_t + i * d : nullptr;
+          for_lanes<L>(j1 - j0, [&](int64_t j, int c) { L::store(g + j0 + j, masked<L>(a, m, key, j0 + j, c, ka), c); });
         }
       }
     }
@@ -324,7 +362,7 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
   using V = typename L::value;
   const int64_t d = a.d, B = a.B, R = r1 - r0, k = a.k;
   const int64_t d3 = 3 * d + k, d4 = 4 * d + k;  // the row strides of d_p and saved
-  const bool relu = a.relu, scaled = k > 0 || a.mask != nullptr;
+  const bool relu = a.relu, scaled = k > 0 || a.mask != nullptr || a.hash_mask;
   std::vector<T> opt_buf(scaled ? d + k : 0);  // one row's dL/d(u s) = do * mask * k alpha_c, and dL/dalpha
   T* dmrow = opt_buf.data();
   T* darow = dmrow + d;
@@ -333,6 +371,7 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
   T* dh_next = dh + R * d;     // [R, d]  dL/dh_{t-1} being formed
   T* dq = dh_next + R * d;     // [R, d]  dL/d(z * r), then dL/do, then dP W_hh
   std::fill(dh, dh + R * d, T(0));
+  if (a.d_rate_rows != nullptr) std::fill(a.d_rate_rows + r0 * d, a.d_rate_rows + r1 * d, T(0));
 
   for (int64_t t = a.T_steps - 1; t >= 0; --t) {
     const T* g_t = a.grad_hs + (t * B + r0) * d;   // [R, d]
@@ -382,19 +421,23 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
       T* dpa = dp_t + i * d3;
       if (scaled) {
         const T* mask_i = a.mask != nullptr ? a.mask + (t * B + r0 + i) * d : nullptr;
+        const uint32_t key = a.hash_mask ? mask_row_key(a.mask_seed, t * B + r0 + i) : 0;
         const T* alpha = sv + 4 * d;
+        T* o_row = a.o_out != nullptr ? a.o_out + (t * B + r0 + i) * d : nullptr;
         std::fill(darow, darow + k, T(0));
         for (size_t q = 0; q < runs.size(); q += 3) {  // per run: dm = do * mask; dm k alpha_c; sum of dm u s
           const int64_t j0 = runs[q], c_run = runs[q + 2];
           const V ka = L::splat(k > 0 ? T(k) * alpha[c_run] : T(1));
-          const T* m = mask_i != nullptr ? mask_i + j0 : nullptr;
           const T *dv = dov + j0, *uv = sv + j0, *svv = sv + d + j0;
           T* out = dmrow + j0;
           V acc = L::splat(T(0));
           for_lanes<L>(runs[q + 1] - j0, [&](int64_t j, int c) {
-            const V dm = m != nullptr ? L::load(dv + j, c) * L::load(m + j, c) : L::load(dv + j, c);
-            acc += dm * L::load(uv + j, c) * L::load(svv + j, c);
+            const V mv = masked<L>(a, mask_i, key, j0 + j, c, L::splat(T(1)));
+            const V dm = L::load(dv + j, c) * mv;
+            const V us = L::load(uv + j, c) * L::load(svv + j, c);
+            acc += dm * us;
             L::store(out + j, dm * ka, c);
+            if (o_row != nullptr) L::store(o_row + j0 + j, us * ka * mv, c);
           });
           if (k > 0) darow[c_run] += lane_sum<L>(acc);
         }
@@ -420,26 +463,37 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
     // dh_{t-1} = dyp + dP W_hh. The product goes to scratch and is added after: a BLAS call with
     // beta = 1 accumulates into the O(1) state gradient term by term, which for few rows (MKL's
     // small-matrix path) loses several bits against rounding the product once.
-    // With attention the product covers dP's first 3d columns (W_hh's first 3d rows, packed) and
-    // the k logits' rows add de W_hh[3d:].
+    // With attention the product runs over all 3d + k columns of dP (the logits' de W_hh[3d:] too).
     // Time decay: that sum is dL/dhd, and dh_{t-1} = decay_t * dL/dhd (applied below).
     prod(kBwdHH, R, dp_t, d3, dq, d);
     for (int64_t i = 0; i < R; ++i) {
       const T* y = dyp_t + i * d;
       const T* pw = dq + i * d;
       T* n = dh_next + i * d;
-      if (k > 0) {
-        const T* de = dp_t + i * d3 + 3 * d;
-        const T* w_att = a.w_hh + 3 * d * d;  // [k, d]
+      for_lanes<L>(d, [&](int64_t j, int c) { L::store(n + j, L::load(y + j, c) + L::load(pw + j, c), c); });
+      if (a.rate != nullptr) {  // n = dL/dhd: the decay's gradient terms, then n <- decay_t * n
+        const int64_t b = r0 + i;
+        const bool live = a.len == nullptr || t < a.len[b];
+        const T* hp = (t == 0 ? a.h0 + b * d : a.hs + ((t - 1) * B + b) * d);
+        T* hd_row = a.hd_out + (t * B + b) * d;
+        T* dr = a.d_rate_rows + b * d;
+        const V neg_dt = L::splat(-a.dt[t * B + b]);
+        V acc = L::splat(T(0));
         for_lanes<L>(d, [&](int64_t j, int c) {
-          V v = L::load(pw + j, c);
-          for (int64_t e = 0; e < k; ++e) v += L::splat(de[e]) * L::load(w_att + e * d + j, c);
-          L::store(n + j, L::load(y + j, c) + v, c);
+          const V rate = L::load(a.rate + j, c);
+          const V dec = L::exp(-rate * L::splat(a.dt[t * B + b]));
+          const V hd = dec * L::load(hp + j, c);
+          const V dhd = L::load(n + j, c);
+          L::store(hd_row + j, hd, c);
+          if (live) {
+            const V g = dhd * hd;  // dL/ddecay * decay: d decay / d(-rate dt) = decay
+            L::store(dr + j, L::load(dr + j, c) + g * neg_dt, c);
+            acc += g * rate;
+          }
+          L::store(n + j, dhd * dec, c);
         });
-      } else {
-        for_lanes<L>(d, [&](int64_t j, int c) { L::store(n + j, L::load(y + j, c) + L::load(pw + j, c), c); });
-      }
-      if (a.decay != nullptr) {
+        a.d_dt[t * B + b] = live ? -lane_sum<L>(acc) : T(0);
+      } else if (a.decay != nullptr) {
         const T* dec = a.decay + (t * B + r0 + i) * d;
         for_lanes<L>(d, [&](int64_t j, int c) { L::store(n + j, L::load(n + j, c) * L::load(dec + j, c), c); });
       }
@@ -475,8 +529,8 @@ struct F32Kernels {
   Isa isa;
   const char* name;
   int64_t panel_width;  // NR: column-split threads own multiples of it (0: this ISA does not pack)
-  int64_t (*packed_size)(int64_t k, int64_t n, int64_t blocks);
-  void (*pack)(const float* w, int64_t k, int64_t n, bool transposed, int64_t blocks, float* out);
+  int64_t (*packed_size)(int p, int64_t k, int64_t n, int64_t blocks);  // product p's
+  void (*pack)(int p, const float* w, int64_t k, int64_t n, bool transposed, int64_t blocks, float* out);
   // batch slices [r0, r1), packed products
   void (*fwd)(const ScanArgs<float>& a, const PackedWeights& w, int64_t r0, int64_t r1, float* scratch);
   void (*bwd)(const ScanArgs<float>& a, const PackedWeights& w, int64_t r0, int64_t r1, float* scratch);

@@ -25,6 +25,24 @@
 
 namespace diru_cpu {
 
+// Compartment dropout's counter-based mask (its statement: diru_fast/scan/dropout.py): unit j of
+// row r = t*B + b is kept iff mix32(mask_row_key(seed, r) ^ j * 0x9E3779B9) >= threshold.
+DIRU_INLINE uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+DIRU_INLINE uint32_t mask_row_key(uint64_t seed, uint64_t row) {
+  const uint32_t k = mix32(static_cast<uint32_t>(seed) ^ static_cast<uint32_t>(row));
+  return mix32(k ^ static_cast<uint32_t>(seed >> 32) ^ static_cast<uint32_t>(row >> 32));
+}
+DIRU_INLINE bool mask_keeps(uint32_t key, int64_t j, uint32_t threshold) {
+  return mix32(key ^ (static_cast<uint32_t>(j) * 0x9E3779B9U)) >= threshold;
+}
+
 // ---------------------------------------------------------------------------------------------
 // float64: one value per lane, C library functions.
 // ---------------------------------------------------------------------------------------------
@@ -35,10 +53,16 @@ struct LaneD {
   static DIRU_INLINE value load(const scalar* p, int) { return *p; }
   static DIRU_INLINE void store(scalar* p, value v, int) { *p = v; }
   static DIRU_INLINE value splat(scalar s) { return s; }
+  static DIRU_INLINE value exp(value x) { return std::exp(x); }
   static DIRU_INLINE value tanh(value x) { return std::tanh(x); }
   static DIRU_INLINE value sigmoid(value x) { return 1.0 / (1.0 + std::exp(-x)); }
   static DIRU_INLINE value relu(value x) { return x < 0.0 ? 0.0 : x; }         // NaN stays NaN
   static DIRU_INLINE value positive(value u) { return u > 0.0 ? 1.0 : 0.0; }  // [u > 0]: relu's slope
+  static DIRU_INLINE scalar sum(value v) { return v; }
+  // the dropout mask's value of unit j: scale where kept, else 0
+  static DIRU_INLINE value keep(uint32_t key, int64_t j, uint32_t threshold, scalar scale) {
+    return mask_keeps(key, j, threshold) ? scale : 0.0;
+  }
 };
 
 #if DIRU_CPU_HAVE_VECTOR_EXT
@@ -48,6 +72,7 @@ struct LaneD {
 // ---------------------------------------------------------------------------------------------
 typedef float VecF __attribute__((vector_size(64)));
 typedef int32_t VecI __attribute__((vector_size(64)));
+typedef uint32_t VecU __attribute__((vector_size(64)));
 
 struct LaneF {
   using value = VecF;
@@ -74,17 +99,22 @@ struct LaneF {
       std::memcpy(p, tmp, sizeof(float) * count);
     }
   }
-  // s - 0 keeps every value, -0.0 included (0 + -0.0 would give +0.0)
-  static DIRU_INLINE value splat(float s) { return s - value{}; }
+  // every lane s, -0.0 included (0 + -0.0 would give +0.0); written out, so GCC emits one broadcast
+  // (s - value{} with a run-time s became sixteen masked broadcasts)
+  static DIRU_INLINE value splat(float s) { return value{s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
 
   // mask ? a : b, with mask lanes all-ones or all-zeros (the result of a vector comparison).
   static DIRU_INLINE value select(VecI mask, value a, value b) {
     return (value)((mask & (VecI)a) | (~mask & (VecI)b));
   }
 
-  // exp(x), relative error ~2 ulp on [-87, 88]. x is clamped to that range first (exp(-87) is
-  // 1.6e-38, below every value the recurrence can resolve); NaN stays NaN.
+  // exp(x), relative error ~2 ulp on [-87, 88]; beyond, as float32 rounds it: +inf above
+  // log(FLT_MAX) = 88.72, 0 below -87.34 (where exp underflows into the subnormals: at most 1.2e-38
+  // from the true value), so sigmoid and tanh reach 0 and +-1 exactly as torch's do, with no floor
+  // of exp(-87) (sigmoid(-1e36) must be 0, not 6e-39: times a relu output of 1e36 that floor was
+  // 0.006). The polynomial runs on x clamped to [-87, 88]; NaN stays NaN.
   static DIRU_INLINE value exp(value x) {
+    const VecI overflow = x > 88.7228391f, underflow = x < -87.3365448f;
     x = select(x > 88.0f, splat(88.0f), x);
     x = select(x < -87.0f, splat(-87.0f), x);
     // x = n ln2 + f, |f| <= ln2 / 2; n by round-to-nearest with the 1.5 * 2^23 trick
@@ -102,7 +132,7 @@ struct LaneF {
     p = p * f * f + f + 1.0f;
     // scale by 2^n through the exponent bits (n in [-126, 127] after the clamp)
     VecI e = (__builtin_convertvector(n, VecI) + 127) << 23;
-    return p * (value)e;
+    return select(underflow, splat(0.0f), select(overflow, splat(__builtin_inff()), p * (value)e));
   }
 
   static DIRU_INLINE value sigmoid(value x) { return 1.0f / (1.0f + exp(-x)); }
@@ -110,6 +140,28 @@ struct LaneF {
   // relu(x) (NaN stays NaN: the comparison is false) and its slope [u > 0] from u = relu(a)
   static DIRU_INLINE value relu(value x) { return select(x < 0.0f, splat(0.0f), x); }
   static DIRU_INLINE value positive(value u) { return select(u > 0.0f, splat(1.0f), splat(0.0f)); }
+
+  // The sum of the 16 lanes, halving the width four times (vector adds and shuffles).
+  static DIRU_INLINE float sum(value v) {
+    typedef float V8 __attribute__((vector_size(32)));
+    typedef float V4 __attribute__((vector_size(16)));
+    V8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    V4 s4 = __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+  }
+
+  // The dropout mask's values of units [j, j + 16) of a row with key `key`: scale where kept, else 0
+  // (mask_keeps lane-wide: integer multiplies, shifts and xors).
+  static DIRU_INLINE value keep(uint32_t key, int64_t j, uint32_t threshold, float scale) {
+    const VecU lanes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    VecU x = (VecU{} + key) ^ ((lanes + static_cast<uint32_t>(j)) * 0x9E3779B9U);
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return select((VecI)(x >= (VecU{} + threshold)), splat(scale), splat(0.0f));
+  }
 
   // tanh(x): an odd polynomial for |x| < 0.625 (where 1 - 2/(e^2x + 1) would cancel),
   // 1 - 2 / (e^{2|x|} + 1) with the sign restored elsewhere. Max error ~2 ulp.
@@ -140,10 +192,15 @@ struct LaneF {
   static DIRU_INLINE value load(const float* p, int) { return *p; }
   static DIRU_INLINE void store(float* p, value v, int) { *p = v; }
   static DIRU_INLINE value splat(float s) { return s; }
+  static DIRU_INLINE value exp(value x) { return std::exp(x); }
   static DIRU_INLINE value tanh(value x) { return std::tanh(x); }
   static DIRU_INLINE value sigmoid(value x) { return 1.0f / (1.0f + std::exp(-x)); }
   static DIRU_INLINE value relu(value x) { return x < 0.0f ? 0.0f : x; }
   static DIRU_INLINE value positive(value u) { return u > 0.0f ? 1.0f : 0.0f; }
+  static DIRU_INLINE scalar sum(value v) { return v; }
+  static DIRU_INLINE value keep(uint32_t key, int64_t j, uint32_t threshold, float scale) {
+    return mask_keeps(key, j, threshold) ? scale : 0.0f;
+  }
 };
 #endif
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import List
 
 # The CPU kernel's sources (relative to csrc/): compiled units, then the headers they include.
-CPU_SOURCES = ("diru_cpu.cpp", "diru_cpu_kernels.cpp")
-CPU_HEADERS = ("diru_cpu_kernels.h", "diru_cpu_math.h", "diru_cpu_blas.h", "diru_cpu_gemm.h")
+CPU_SOURCES = ("diru_cpu.cpp", "diru_cpu_kernels.cpp", "diru_cpu_bf16.cpp")
+CPU_HEADERS = ("diru_cpu_kernels.h", "diru_cpu_math.h", "diru_cpu_blas.h", "diru_cpu_gemm.h", "diru_cpu_bf16.h")
 
 # Name of the ahead-of-time module and of the JIT module (plus a hash suffix).
 AOT_MODULE = "diru_fast._C"

@@ -18,10 +18,10 @@ same n, d, dtype (``diru_fast.baselines.LSTMModel`` = ``nn.LSTM`` + the same lin
 - ``epoch``: one prototype-size training epoch with Adam (800 training sequences in batches of 32,
   then 200 validation sequences without gradients), optimizer and Python overhead included.
 
-The cell options (:data:`OPTION_CASES`, :data:`OPTION_VARIANTS`): at the prototype shape, a training
-step and a no-grad forward of ``DIRU`` with ``activation="relu"``, with attention over the k = 4
-compartments, with compartment dropout 0.1, with all three, and with time decay (``dt`` None: a gap of 1
-at every step, the same arithmetic as given gaps), each against the plain ``DIRU``
+The cell options (:data:`OPTION_CASES`, :data:`OPTION_VARIANTS`): at the prototype and the large shape,
+a training step and a no-grad forward of ``DIRU`` with ``activation="relu"``, with attention over the
+k = 4 compartments, with compartment dropout 0.1, with time decay (``dt`` None: a gap of 1 at every step,
+the same arithmetic as given gaps), and with all four, each against the plain ``DIRU``
 (``plain``) on the same backend (default ``auto``: the backend a user gets for those options), as
 the ratio to the plain cell. The models run in the mode of their case: ``train`` in training mode
 (dropout drawn), ``infer`` in eval mode (dropout off, as at inference).
@@ -69,14 +69,15 @@ CASES: List[Tuple[str, str]] = [  # (shape, mode), in report order
 EPOCH_TRAIN, EPOCH_VAL = 800, 200  # sequences per prototype-size epoch
 BASELINE = "lstm"
 # The cell options, each timed against the plain DIRU (PLAIN) on the same backend at these cases.
-OPTION_CASES: List[Tuple[str, str]] = [("prototype", "train"), ("prototype", "infer")]
+OPTION_CASES: List[Tuple[str, str]] = [("prototype", "train"), ("prototype", "infer"), ("large", "train"),
+                                       ("large", "infer")]
 PLAIN = "plain"
 OPTION_VARIANTS: Dict[str, Dict[str, object]] = {
     PLAIN: {},
     "relu": {"activation": "relu"},
     "attention": {"compartment_attention": True},
     "dropout": {"compartment_dropout": 0.1},
-    "all": {"activation": "relu", "compartment_attention": True, "compartment_dropout": 0.1},
+    "all": {"activation": "relu", "compartment_attention": True, "compartment_dropout": 0.1, "time_decay": True},
     "time_decay": {"time_decay": True},
 }
 OPTION_BACKEND = "auto"
@@ -545,7 +546,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timing per case")
     parser.add_argument("--scaling", action="store_true", help="also time the T and B scaling series")
     parser.add_argument("--options", action="store_true",
-                        help="also time the cell options (relu, attention, dropout, all) against the plain DIRU")
+                        help="also time the cell options (relu, attention, dropout, time decay, all) against the plain DIRU")
     parser.add_argument("--quick", action="store_true",
                         help="prototype shape, training step and forward only, short timings, no reference")
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter

@@ -28,8 +28,10 @@ plain cell):
 - attention over the compartments is on when the weights hold its k rows (``w_ih [3d+k, n]``,
   ``w_hh [3d+k, d]``, ``b_ih [3d+k]``, :mod:`diru_fast.weights`);
 - ``compartment_dropout=p`` with ``training=True``: inverted dropout on the compartment outputs.
-  The mask ``[T, B, d]`` (values 0 or 1/(1-p), acc dtype) is drawn with torch's RNG by
-  :func:`draw_compartment_mask`, one draw per layer and direction, in the order layer 0 forward,
+  The mask ``[T, B, d]`` (values 0 or 1/(1-p), acc dtype) is one seed drawn with torch's CPU generator
+  and a counter-based hash of (seed, step, row, unit) (:mod:`diru_fast.scan.dropout`; the C++ CPU
+  kernel evaluates it in its step, the other paths take its tensor, :func:`draw_compartment_mask`),
+  one draw per layer and direction, in the order layer 0 forward,
   layer 0 reverse, layer 1 forward, ...; row t of a direction's mask applies to the t-th step that
   direction runs (for the reverse direction: counted from each sequence's last step). Every
   backend, "reference" included, applies the same mask, so one seed gives the same numbers on all.
@@ -44,9 +46,9 @@ dtype (an integer or float32 ``dt`` on float64 weights: exactly); a bool or comp
 TypeError. Under ``torch.func.vmap`` over ``dt`` an invalid gap cannot raise: it becomes NaN, so
 that sample's outputs are NaN. Padded steps do not decay the state (their ``dt`` is not
 read). The reverse direction of a bidirectional layer crosses the gap ``dt_{t+1}`` when it moves from
-step t+1 to step t, and does not decay its initial state. The factors ``[T, B, d]`` are formed once
-per layer and direction (:func:`diru_fast.scan.contract.decay_factor`); the kernels apply them inside
-each step.
+step t+1 to step t, and does not decay its initial state. The factors
+(:func:`diru_fast.scan.contract.decay_factor`) are formed inside the step by the C++ CPU kernel (from
+lambda and dt), once per layer and direction ``[T, B, d]`` for the other backends.
 
 A compiled backend runs a call only if it fuses every option the call uses (its provider's
 ``OPTIONS``); else "auto" falls back to "torch" with one warning and an explicit backend raises
@@ -71,6 +73,7 @@ from .providers import options_in_use
 from .reference import check_options
 from .scan import ops
 from .scan.contract import acc_dtype, decay_factor
+from .scan.dropout import CompartmentMask, as_tensor
 from .scan.reference_scan import reference_scan
 from .weights import CellWeights, attention_rows
 
@@ -104,9 +107,9 @@ def compartment_index(compartment_sizes: Sequence[int], device=None) -> Tensor:
 def draw_compartment_mask(steps: int, batch: int, hidden_size: int, p: float, dtype: torch.dtype,
                           device) -> Tensor:
     """A compartment-dropout mask ``[T, B, d]``: each element 1/(1-p) with probability 1-p, else 0,
-    in ``dtype``, drawn with torch's RNG (one ``bernoulli_`` over the whole tensor)."""
-    keep = torch.empty(steps, batch, hidden_size, dtype=dtype, device=device).bernoulli_(1.0 - p)
-    return keep.mul_(1.0 / (1.0 - p))
+    in ``dtype``: one seed drawn with torch's CPU generator and a counter-based hash of (seed, step,
+    row, unit) (:mod:`diru_fast.scan.dropout`; the layers draw the same, lazily)."""
+    return CompartmentMask.draw(steps, batch, hidden_size, p, dtype, device).tensor()
 
 
 def _check_options(w: CellWeights, num_compartments: Optional[int], compartment_sizes: Optional[Sequence[int]],
@@ -257,10 +260,10 @@ def _direction_dt(dt: Optional[Tensor], steps: int, batch: int, lengths: Optiona
 
 
 def _mask(opts: _Options, x: Tensor, d: int) -> Optional[Tensor]:
-    # x: [T, B, n] -> the compartment-dropout mask [T, B, d] in acc, or None
+    # x: [T, B, n] -> the compartment-dropout mask [T, B, d] in acc (lazy: its seed), or None
     if not opts.dropout:
         return None
-    return draw_compartment_mask(x.shape[0], x.shape[1], d, opts.dropout, acc_dtype(x.dtype), x.device)
+    return CompartmentMask.draw(x.shape[0], x.shape[1], d, opts.dropout, acc_dtype(x.dtype), x.device)
 
 
 def _padding(lengths: Tensor, steps: int) -> Tensor:  # [T, B] bool, True on padded steps
@@ -273,19 +276,19 @@ def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optiona
     # x: [T, B, n] (padded steps already zero), mask: [T, B, d] or None, decay_rate: [d] or None,
     # dt: [T, B] (0 on padded steps) or None -> hs: [T, B, d]
     batch, d = x.shape[1], w.hidden_size
-    decay = None
+    decay = None  # time decay: (lambda, dt) in acc, the factors formed by ops.scan or the kernel
     if decay_rate is not None:
         dt = _direction_dt(dt, x.shape[0], batch, lengths, decay_rate, reverse)  # [T, B]
         acc = acc_dtype(x.dtype)
-        decay = decay_factor(decay_rate.to(acc), dt.to(acc))  # [T, B, d]
+        decay = (decay_rate.to(acc), dt.to(acc))
         if x.shape[0] == 1:  # one step (every row live): decay the state, then the plain step
             if h0 is not None:
-                h0 = (h0 * decay[0]).to(h0.dtype)
+                h0 = (h0 * decay_factor(*decay)[0]).to(h0.dtype)
             decay = None
         elif backend == "reference" and _tracing.mode() == "eager":
             # the reference cell forms the factors itself, from its own statement of the decay
             return reference_scan(x, w, h0 if h0 is not None else x.new_zeros(batch, d), lengths, opts.sizes,
-                                  opts.activation, mask, decay_rate, dt)
+                                  opts.activation, as_tensor(mask), decay_rate, dt)
     plain = opts.activation == "tanh" and opts.compartment_of is None
     # the kernels' own inference paths take the options as keywords, passed only when one is on
     kw = {} if plain else {"activation": opts.activation, "compartment_of": opts.compartment_of}
@@ -300,11 +303,12 @@ def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optiona
         b_int = w.b_int if w.b_int is not None else w.w_int.new_zeros(d)
         b_out = w.b_out if w.b_out is not None else w.w_out.new_zeros(d)
         if decay is not None:
-            kw = {"activation": opts.activation, "compartment_of": opts.compartment_of, "decay": decay}
+            kw = {"activation": opts.activation, "compartment_of": opts.compartment_of, "decay_rate": decay[0],
+                  "dt": decay[1]}
         return projecting(x, h0, w.w_ih, w.b_ih, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, **kw)
     mode = _tracing.mode()  # first: under the TorchScript-based ONNX exporter it raises, naming what works
     if backend == "reference" and mode == "eager":
-        return reference_scan(x, w, h0, lengths, opts.sizes, opts.activation, mask)
+        return reference_scan(x, w, h0, lengths, opts.sizes, opts.activation, as_tensor(mask))
     # (traced, "reference" runs as "torch": the same function, see diru_fast.scan.ops.scan)
     # [T, B, 3d+k]: the x-projections of all steps, one GEMM. A time-major view of batch-first input
     # is made contiguous first: F.linear on the strided view falls back to a batched matmul
@@ -319,7 +323,7 @@ def _run_layer(x: Tensor, w: CellWeights, h0: Optional[Tensor], lengths: Optiona
     if plain and mask is None and decay is None:
         return ops.scan(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, backend)
     return ops.scan(xp, h0, w.w_hh, w.w_int, b_int, w.w_out, b_out, lengths, backend, opts.activation,
-                    opts.compartment_of, mask, decay)
+                    opts.compartment_of, mask, *((None,) + decay if decay is not None else ()))
 
 
 def _reverse(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
@@ -558,13 +562,13 @@ def diru_cell(
 
 
 def _fused_step(backend: str, x: Tensor, w: CellWeights, hx: Optional[Tensor], name: str = "cell_step",
-                decay: Optional[Tensor] = None):
+                decay: Optional[Tuple[Tensor, Tensor]] = None):
     """The provider's inference function ``name`` (``cell_step``: one step in one call; ``scan_fwd_x``:
     a sequence with the input projection inside the time loop), when this call needs no autograd
     graph and the provider has one; else None. Traced or exported (torch.compile / export / ONNX /
     jit.trace) and under torch.func transforms, ops.scan picks the form instead."""
     if backend in ("torch", "reference") or _tracing.mode() != "eager" or _tracing.transforms_active():
         return None
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, hx, decay, *w)):
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, hx, *(decay or ()), *w)):
         return None
     return getattr(get_provider(backend), name, None)

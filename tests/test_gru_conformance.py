@@ -40,8 +40,9 @@ Documented differences from nn.GRU
 7. Extras nn.GRU does not have: ``forward(..., lengths=...)``, ``num_compartments=``,
    ``backend=``, ``check_finite=``; ``flatten_parameters()`` is a no-op (the parameters already
    are the tensors the kernels read).
-8. Low-precision CPU tensors (bfloat16, float16) run on the "torch" backend under
-   ``backend="auto"``, which says so once with a warning (nn.GRU is silent).
+8. Low-precision CPU tensors (bfloat16, float16) keep a float32 state (the kernel contract's rule);
+   where no C++ kernel can be built they run on the "torch" backend under ``backend="auto"``, which
+   says so once with a warning (nn.GRU is silent).
 
 Not differences (checked here, same as nn.GRU): an empty batch (B=0) returns empty outputs and
 backpropagates; an empty sequence (T=0) raises a RuntimeError; ``hx`` of a PackedSequence is in

@@ -1,4 +1,5 @@
-"""Provider "cpu": the fused C++ CPU kernel (csrc/diru_cpu*.cpp) for float32 / float64 CPU tensors.
+"""Provider "cpu": the fused C++ CPU kernel (csrc/diru_cpu*.cpp) for float32, float64, bfloat16 and float16
+CPU tensors.
 
 Where the kernel comes from, tried in order the first time the backend is queried (never at
 ``import diru_fast``):
@@ -28,6 +29,7 @@ import torch
 
 from . import require_options
 from .. import _build
+from ..scan.dropout import CompartmentMask, threshold
 
 FIX = (
     "install a C++ compiler (g++ or clang++) and ninja, then reinstall with "
@@ -122,15 +124,25 @@ def unavailable_reason() -> Optional[str]:
     return _failure
 
 
+# bfloat16 and float16 run the float32 kernel's time loop (float32 state and arithmetic) with 16-bit
+# inputs and outputs; bfloat16's products on AMX or AVX512_BF16 where the CPU has them (csrc/diru_cpu_bf16.h).
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
 def unsupported_reason(device: torch.device, dtype: Optional[torch.dtype]) -> Optional[str]:
     if device.type != "cpu":
         return f"the cpu kernel runs on CPU tensors only, not {device.type} (use 'triton' or 'cuda' there)"
-    if dtype is not None and dtype not in (torch.float32, torch.float64):
-        return f"the cpu kernel supports float32 and float64, not {dtype}"
+    if dtype is not None and dtype not in DTYPES:
+        return f"the cpu kernel supports float32, float64, bfloat16 and float16, not {dtype}"
     return None
 
 
 OPTIONS = frozenset({"relu", "attention", "dropout", "time_decay"})  # the contract's options these kernels fuse (diru_fast.providers)
+# The options in the step (diru_fast.scan.ops.StepOptionsScan): time decay also as its rates and gaps
+# (``decay_rate`` lambda [d], ``dt`` [T, B]; the kernel forms each step's factors exp(-softplus(lambda) dt)
+# and returns the gradients of lambda and dt), the dropout mask also as its seed (a
+# diru_fast.scan.dropout.CompartmentMask, evaluated in the step), and the backward's ``extended``
+# outputs: no [T, B, d] factors or mask are formed, kept or read.
+STEP_OPTIONS = True
 
 _ACTIVATIONS = {"tanh": 0, "relu": 1}  # the kernel's activation codes
 
@@ -142,29 +154,59 @@ def _activation(name: str) -> int:
         raise ValueError(f"activation must be one of {tuple(_ACTIVATIONS)}, got {name!r}") from None
 
 
+def _rate(decay_rate):
+    """Time decay's rates ``softplus(lambda) [d]`` for the kernel (None: off)."""
+    return None if decay_rate is None else torch.nn.functional.softplus(decay_rate.detach())
+
+
+def _mask(mask):
+    """``(mask tensor or None, the kernel's seed arguments)`` of a mask tensor or CompartmentMask."""
+    if isinstance(mask, CompartmentMask):
+        return None, dict(mask_seed=int(mask.seed), mask_threshold=threshold(mask.p), mask_scale=mask.scale)
+    return mask, {}
+
+
 def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
-             mask=None, decay=None):
-    """The contract's scan_fwd (diru_fast.scan.contract) on the C++ kernel, options included."""
-    require_options("cpu", OPTIONS, activation, compartment_of, mask, decay)
+             mask=None, decay=None, *, decay_rate=None, dt=None):
+    """The contract's scan_fwd (diru_fast.scan.contract) on the C++ kernel, options included. Time
+    decay either as ``decay [T, B, d]`` (the contract's) or as ``decay_rate`` (lambda ``[d]``) and ``dt``
+    (``[T, B]``), with ``decay = contract.decay_factor(decay_rate, dt)`` formed inside the step. The
+    dropout ``mask`` either as a tensor or as a :class:`~diru_fast.scan.dropout.CompartmentMask`."""
+    require_options("cpu", OPTIONS, activation, compartment_of, mask, decay if decay_rate is None else decay_rate)
+    mask, seed = _mask(mask)
     return tuple(extension().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
-                                      _activation(activation), compartment_of, mask, decay))
+                                      _activation(activation), compartment_of, mask, decay, _rate(decay_rate), dt,
+                                      **seed))
 
 
 def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None,
-             decay=None):
-    """The contract's scan_bwd (diru_fast.scan.contract) on the C++ kernel, options included."""
-    require_options("cpu", OPTIONS, activation, compartment_of, mask, decay)
-    return tuple(extension().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, _activation(activation),
-                                      compartment_of, mask, decay))
+             decay=None, *, decay_rate=None, dt=None, extended=False):
+    """The contract's scan_bwd (diru_fast.scan.contract) on the C++ kernel, options as in
+    :func:`scan_fwd`. ``extended``: four more outputs, what the weight and option gradients need
+    (None where off): ``hd [T, B, d]`` (time decay from ``decay_rate``: the decayed states
+    ``decay_t * h_{t-1}``, the w_hh gradient is ``sum_t d_p_t^T hd_t``), ``d_decay_rate [d]``, ``d_dt
+    [T, B]``, and ``o [T, B, d]`` (attention or dropout: the integration inputs ``u s (k alpha_c)
+    (mask)``, the w_int gradient is ``sum_t d_zp_t^T o_t``)."""
+    require_options("cpu", OPTIONS, activation, compartment_of, mask, decay if decay_rate is None else decay_rate)
+    mask, seed = _mask(mask)
+    out = extension().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, _activation(activation),
+                               compartment_of, mask, decay, _rate(decay_rate), dt, want_o=extended, **seed)
+    if not extended:
+        return tuple(out[:4])
+    d_p, d_zp, d_yp, d_h0, hd, d_rate, d_dt, o = out
+    if d_rate is not None:
+        d_rate = d_rate * torch.sigmoid(decay_rate.detach())  # softplus' = sigmoid
+    return d_p, d_zp, d_yp, d_h0, hd, d_rate, d_dt, o
 
 
 def scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths, activation="tanh", compartment_of=None,
-               decay=None):
+               decay=None, *, decay_rate=None, dt=None):
     """An inference forward ``x [T, B, n] -> hs [T, B, d]`` that projects each step's input inside the
     time loop (the contract's scan_fwd on ``xp = x W_ih^T + b_ih`` without writing xp to memory; with
-    attention ``w_ih [3d+k, n]``, ``b_ih [3d+k]``, ``w_hh [3d+k, d]``; no dropout mask: inference)."""
+    attention ``w_ih [3d+k, n]``, ``b_ih [3d+k]``, ``w_hh [3d+k, d]``; no dropout mask: inference; time
+    decay as in :func:`scan_fwd`)."""
     return _extension.scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths,
-                                 _activation(activation), compartment_of, decay)
+                                 _activation(activation), compartment_of, decay, _rate(decay_rate), dt)
 
 
 def cell_step(x, h, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, activation="tanh", compartment_of=None):

@@ -5,5 +5,7 @@
   its forward is backend "torch".
 - ``ops``: the one autograd formula of the compiled backends and the ``torch.library`` custom ops
   through which they are traced.
+- ``dropout``: compartment dropout's mask as one seed and a counter-based hash (evaluated in the CPU
+  kernel's step, materialized for every other path).
 - ``reference_scan``: the prototype's own cell stepped in time (backend "reference").
 """

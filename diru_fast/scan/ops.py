@@ -42,6 +42,7 @@ from .. import _tracing
 from ..backends import get_provider
 from . import contract, loop
 from .contract import acc_dtype
+from .dropout import CompartmentMask, as_tensor
 
 
 def _provider(backend: str):
@@ -128,8 +129,8 @@ def _scan_bwd_fake(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, backend,
 
 
 # Under autocast the recurrence runs in float32 on every device (float64 inputs stay float64): the
-# state accumulates over all T steps, every kernel keeps it in float32 anyway, and the C++ CPU kernel
-# has no 16-bit path. The eager path applies the same rule in diru_fast.functional.
+# state accumulates over all T steps and every kernel keeps it in float32 anyway. The eager path
+# applies the same rule in diru_fast.functional.
 for _op in (scan_fwd, scan_bwd):
     for _device_type in ("cpu", "cuda"):
         _op.register_autocast(_device_type, torch.float32)
@@ -262,6 +263,67 @@ class TransformableScan(Scan):
         return (torch.stack([o[0] for o in outs]), torch.stack([o[1] for o in outs])), (0, 0)
 
 
+class StepOptionsScan(torch.autograd.Function):
+    """:class:`Scan` with the options in the kernel's step, on a provider with ``STEP_OPTIONS`` (the C++
+    CPU kernel): ``(..., compartment_of, mask, decay_rate [d], dt [T, B])`` where time decay comes as
+    its rates and gaps (the kernel forms each step's factors ``exp(-softplus(lambda) dt)``) and the
+    dropout mask as a :class:`~diru_fast.scan.dropout.CompartmentMask` (its seed: evaluated in the step).
+    The backward takes from the kernel what the gradients need (the decayed states, the gradients of
+    lambda and dt, the integration inputs ``o``): no ``[T, B, d]`` factors or mask are formed, and neither
+    the ``[T*B, 3d+k] x [3d+k, d]`` product of :func:`decay_grad` nor :func:`contract.integration_input`
+    runs. Eager mode only; a double backward (or a gradient reaching ``saved``) runs the contract on the
+    factors and the mask's tensor, as :class:`Scan`."""
+
+    @staticmethod
+    def forward(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, activation, compartment_of, mask,
+                decay_rate, dt):
+        return get_provider(backend).scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, True, activation,
+                                              compartment_of, mask, None, decay_rate=decay_rate, dt=dt)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, backend, activation, compartment_of, mask, rate, dt = inputs
+        hs, saved = output
+        ctx.set_materialize_grads(False)
+        ctx.backend, ctx.activation, ctx.xp_dtype, ctx.mask = backend, activation, xp.dtype, mask
+        ctx.save_for_backward(h0, hs, saved, w_hh, w_int, w_out, lengths, compartment_of, rate, dt)
+
+    @staticmethod
+    def backward(ctx, grad_hs: Optional[Tensor], grad_saved: Optional[Tensor]):
+        h0, hs, saved, w_hh, w_int, w_out, lengths, compartment_of, rate, dt = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        if grad_hs is None:
+            grad_hs = torch.zeros_like(hs)
+        g_rate = g_dt = None
+        if grad_saved is None and not torch.is_grad_enabled() and not _tracing.transforms_active(grad_hs):
+            *step_grads, hd, g_rate, g_dt, o = get_provider(ctx.backend).scan_bwd(
+                grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths, ctx.activation, compartment_of,
+                ctx.mask, None, decay_rate=rate, dt=dt, extended=True)
+            grads = input_grads(need, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, compartment_of,
+                                ctx.mask, hd=hd, o=o)
+        else:  # differentiable: the contract on the factors and the mask's tensor, chained to lambda and dt
+            mask = as_tensor(ctx.mask)
+            decay = None if rate is None else contract.decay_factor(rate, dt)
+            options = (ctx.activation, compartment_of, mask, decay)
+            step_grads = contract.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, *options,
+                                           grad_saved=grad_saved)
+            grads = input_grads(need, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, compartment_of,
+                                mask, decay)
+            if rate is not None and (need[12] or need[13]):
+                g_decay = decay_grad(step_grads, h0, hs, w_hh) * decay  # dL/d(-softplus(lambda) dt)
+                g_rate = -(g_decay * dt.unsqueeze(-1)).sum(dim=(0, 1)) * torch.sigmoid(rate)
+                g_dt = -(g_decay * torch.nn.functional.softplus(rate)).sum(-1)
+        return (*grads, None, None, None, None, None, g_rate if need[12] else None,
+                g_dt.to(dt.dtype) if need[13] else None)
+
+
+def _fuses_step_options(backend: str, mode: str) -> bool:
+    """Whether the options can run in the kernel's step (:class:`StepOptionsScan`)."""
+    if mode != "eager" or backend in ("torch", "reference") or _tracing.transforms_active():
+        return False
+    return bool(getattr(get_provider(backend), "STEP_OPTIONS", False))
+
+
 def _fold(t: Tensor, dim: Optional[int], where: int, size: int) -> Tensor:
     """Move the vmapped dimension ``dim`` of ``t`` (None: not batched, broadcast it) to ``where`` and
     merge it with the batch-row dimension after it: ``[.., V, B, ..] -> [.., V*B, ..]``."""
@@ -288,18 +350,30 @@ def decay_grad(step_grads, h0: Tensor, hs: Tensor, w_hh: Tensor) -> Tensor:
 
 
 def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, compartment_of=None, mask=None,
-                decay=None):
+                decay=None, hd=None, o=None):
     """Gradients of (xp, h0, w_hh, w_int, b_int, w_out, b_out) from scan_bwd's per-step gradients:
     one GEMM per weight over all T*B rows (differentiable, for the double-backward path). With time
-    decay the w_hh gradient is over the decayed states ``hd_t = decay_t * h_{t-1}`` (docs/THEORY.md §2.4)."""
+    decay the w_hh gradient is over the decayed states ``hd_t = decay_t * h_{t-1}`` (docs/THEORY.md §2.4):
+    ``hd [T, B, d]`` where the kernel wrote them, else formed from ``decay``; likewise the integration
+    inputs ``o [T, B, d]`` (the w_int gradient's rows) where the kernel wrote them."""
     d_p, d_zp, d_yp, d_h0 = step_grads
     steps, batch, d = hs.shape
     rows = steps * batch
     width = d_p.shape[-1]  # 3d + k
-    acc = d_p.dtype
-    g_w_hh = g_w_int = g_b_int = g_w_out = g_b_out = None
-    if need[2] and decay is not None:  # w_hh: sum_t dP_t^T hd_t
-        _, hd = contract.decayed_states(h0, hs, decay)
+    g_xp = d_p.to(xp_dtype) if need[0] else None
+    # The GEMMs' operand dtype: acc (float32 for 16-bit inputs), but bfloat16 for bfloat16 weights, as
+    # PyTorch's own bfloat16 path (its bfloat16 GEMMs accumulate in float32; on CPU several times
+    # faster than float32 GEMMs); the per-step gradients are rounded to bfloat16 once, here.
+    acc = torch.bfloat16 if w_hh.dtype == torch.bfloat16 else d_p.dtype
+    g_b_int = d_zp.sum(dim=(0, 1)).to(w_int.dtype) if need[4] else None
+    g_b_out = d_yp.sum(dim=(0, 1)).to(w_out.dtype) if need[6] else None
+    if d_p.dtype != acc:
+        d_p = g_xp if g_xp is not None and g_xp.dtype == acc else d_p.to(acc)
+        d_zp, d_yp = d_zp.to(acc), d_yp.to(acc)
+    g_w_hh = g_w_int = g_w_out = None
+    if need[2] and (decay is not None or hd is not None):  # w_hh: sum_t dP_t^T hd_t
+        if hd is None:
+            _, hd = contract.decayed_states(h0, hs, decay)
         g_w_hh = (d_p.reshape(rows, width).t() @ hd.reshape(rows, d).to(acc)).to(w_hh.dtype)
     elif need[2]:  # w_hh: sum_t dP_t^T h_{t-1}
         if torch.compiler.is_compiling():
@@ -314,22 +388,24 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, c
                                      hs[:-1].reshape(rows - batch, d).to(acc))
         g_w_hh = g_w_hh.to(w_hh.dtype)
     plain = compartment_of is None and mask is None
-    if plain and (need[3] or need[5]):  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
+    if o is not None:  # the kernel's
+        o = o.reshape(rows, d).to(acc)
+        q = (saved[..., 2 * d:3 * d] * saved[..., 3 * d:4 * d]).reshape(rows, d).to(acc) if need[5] else None
+    elif plain and (need[3] or need[5]):  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
         pairs = saved.reshape(rows, 2, 2, d)  # [u, s], [z, r]
-        oq = pairs[:, :, 0] * pairs[:, :, 1]
+        if acc != saved.dtype and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+            # rounded as written: no float32 [rows, 2, d] in between (a fresh allocation's page faults)
+            oq = torch.mul(pairs[:, :, 0], pairs[:, :, 1], out=saved.new_empty(rows, 2, d, dtype=acc))
+        else:
+            oq = (pairs[:, :, 0] * pairs[:, :, 1]).to(acc)
         o, q = oq[:, 0], oq[:, 1]
     elif need[3] or need[5]:  # with the options: o = u*s (*k alpha_c) (*mask), q = z*r
-        o = contract.integration_input(saved, d, compartment_of, mask).reshape(rows, d)
-        q = (saved[..., 2 * d:3 * d] * saved[..., 3 * d:4 * d]).reshape(rows, d)
+        o = contract.integration_input(saved, d, compartment_of, mask).reshape(rows, d).to(acc)
+        q = (saved[..., 2 * d:3 * d] * saved[..., 3 * d:4 * d]).reshape(rows, d).to(acc)
     if need[3]:  # w_int: sum_t dZp_t^T o_t
         g_w_int = (d_zp.reshape(rows, d).t() @ o).to(w_int.dtype)
-    if need[4]:
-        g_b_int = d_zp.sum(dim=(0, 1)).to(w_int.dtype)
     if need[5]:  # w_out: sum_t dYp_t^T q_t
         g_w_out = (d_yp.reshape(rows, d).t() @ q).to(w_out.dtype)
-    if need[6]:
-        g_b_out = d_yp.sum(dim=(0, 1)).to(w_out.dtype)
-    g_xp = d_p.to(xp_dtype) if need[0] else None
     g_h0 = d_h0 if need[1] else None
     return g_xp, g_h0, g_w_hh, g_w_int, g_b_int, g_w_out, g_b_out
 
@@ -346,12 +422,18 @@ def scan(
     backend: str,
     activation: str = "tanh",
     compartment_of: Optional[Tensor] = None,  # [d] int64: attention (xp [T, B, 3d+k], w_hh [3d+k, d])
-    mask: Optional[Tensor] = None,  # [T, B, d] acc: compartment dropout
+    mask=None,  # [T, B, d] acc, or a CompartmentMask (its seed): compartment dropout
     decay: Optional[Tensor] = None,  # [T, B, d] acc: time decay of the state before each step
+    decay_rate: Optional[Tensor] = None,  # [d] acc: time decay as lambda and dt instead of decay
+    dt: Optional[Tensor] = None,  # [T, B] acc (0 on padded steps)
 ) -> Tensor:  # hs: [T, B, d]
     """Run one layer's recurrence on ``backend`` (a kernel provider, "torch", or "reference" while
     tracing); differentiable to any order. The options are the contract's (the caller checked that
-    the provider fuses them). By how the call is run (:func:`diru_fast._tracing.mode`):
+    the provider fuses them). Time decay comes as ``decay`` (the factors) or as ``decay_rate`` and ``dt``
+    (``decay = contract.decay_factor(decay_rate, dt)``), the dropout mask as a tensor or as a
+    :class:`~diru_fast.scan.dropout.CompartmentMask`: formed inside the kernel's step where the provider
+    can (:class:`StepOptionsScan`, attention too), else here. By how the call is run
+    (:func:`diru_fast._tracing.mode`):
 
     - eager: the kernel, through :class:`Scan` when a gradient needs it and :class:`TransformableScan`
       under ``torch.func``; for "torch", the contract's loop differentiated by autograd;
@@ -363,6 +445,18 @@ def scan(
       the exporter writes as an ONNX ``Scan``.
     """
     mode = _tracing.mode()
+    in_step = decay_rate is not None or isinstance(mask, CompartmentMask) or compartment_of is not None
+    if in_step and decay is None and not isinstance(mask, Tensor) and _fuses_step_options(backend, mode):
+        args = (xp.contiguous(), h0.contiguous(), w_hh.contiguous(), w_int.contiguous(), b_int.contiguous(),
+                w_out.contiguous(), b_out.contiguous(), lengths)
+        dt = None if dt is None else dt.contiguous()
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args[:7] + (decay_rate, dt)):
+            return StepOptionsScan.apply(*args, backend, activation, compartment_of, mask, decay_rate, dt)[0]
+        return get_provider(backend).scan_fwd(*args, False, activation, compartment_of, mask, None,
+                                              decay_rate=decay_rate, dt=dt)[0]
+    mask = as_tensor(mask)  # the other paths take the mask's tensor and the decay factors
+    if decay_rate is not None:
+        decay = contract.decay_factor(decay_rate, dt)
     if mode == "onnx":  # an ONNX model has no backward: tracing the loop's autograd would only cost time
         args = (t.detach() for t in (xp, h0, w_hh, w_int, b_int, w_out, b_out))
         return loop.contract_scan(*args, lengths, activation, compartment_of, mask,

@@ -91,10 +91,10 @@ def test_cpu_backend_is_available_and_auto_picks_it_where_a_compiler_is():
 
 
 @needs_kernel
-def test_16_bit_dtypes_are_unsupported_with_a_reason():
-    assert "float32 and float64" in backends.why_unavailable("cpu", "cpu", torch.bfloat16)
-    with pytest.raises(BackendUnavailableError, match="float32 and float64"):
-        DIRU(1, 8, 1, backend="cpu").to(torch.bfloat16)(torch.randn(2, 3, 1, dtype=torch.bfloat16))
+def test_other_dtypes_are_unsupported_with_a_reason():
+    # (bfloat16 and float16 run on the kernel: tests/providers/test_cpu_bf16.py)
+    assert backends.why_unavailable("cpu", "cpu", torch.bfloat16) is None
+    assert "bfloat16 and float16" in backends.why_unavailable("cpu", "cpu", torch.complex64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,8 +212,10 @@ def test_kernel_checks_its_inputs():
         ext.scan_fwd(*bad_shape, None, True)
     with pytest.raises(RuntimeError, match="lengths has dtype Int"):
         ext.scan_fwd(*args, torch.tensor([4, 2], dtype=torch.int32), True)
-    with pytest.raises(RuntimeError, match="supports float32 and float64"):
-        ext.scan_fwd(*[t.half() for t in args], None, True)
+    with pytest.raises(RuntimeError, match="supports float32, float64, bfloat16 and float16"):
+        ext.scan_fwd(*[t.to(torch.complex64) for t in args], None, True)
+    with pytest.raises(RuntimeError, match="h0 has dtype Double, expected Half"):
+        ext.scan_fwd(*[t.half() if i != 1 else t for i, t in enumerate(args)], None, True)
     hs, _ = ext.scan_fwd(*args, None, False)
     with pytest.raises(RuntimeError, match="need_saved=True"):
         ext.scan_bwd(torch.zeros_like(hs), a["h0"], hs, torch.empty(0, dtype=torch.float64), a["w_hh"],

@@ -267,3 +267,130 @@ def test_bad_options_are_refused():
     with pytest.raises(RuntimeError, match="decay"):  # the call's dtype
         cpu.scan_fwd(*args, None, True, compartment_of=opts["compartment_of"], decay=decay.float())
     assert cpu.OPTIONS == {"relu", "attention", "dropout", "time_decay"}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_float32_gates_saturate_to_exactly_zero_and_one_at_extreme_inputs(isa):
+    """sigmoid and tanh at inputs far past exp's range are 0 and +-1 exactly, as torch's (no floor of
+    exp(-87): relu(1e36) * sigmoid(-1e36) once gave 0.0061 where torch gives 0)."""
+    T, B, d = 2, 3, 16
+    a, opts = _inputs(T, B, d, "relu", seed=7, dtype=torch.float32)
+    big = torch.tensor([1e36, -1e36, 1e30, -1e30, 100.0, -100.0, 89.0, -89.0, 88.8, -88.8, 87.5, -87.5])
+    xp = torch.zeros(T, B, 3 * d)
+    xp[..., :big.numel()] = big  # u = relu(a): 1e36, 0, ...
+    xp[..., d:d + big.numel()] = -big  # s = sigmoid(-a): 0 where u is huge
+    xp[..., 2 * d:2 * d + big.numel()] = big.flip(0)
+    a = dict(a, xp=xp, w_hh=a["w_hh"] * 0, h0=a["h0"] * 0)
+    want_hs, want_saved = contract.scan_fwd(**a, lengths=None, need_saved=True, activation="relu")
+    with cpu_isa(isa, 1):
+        hs, saved = cpu.scan_fwd(a["xp"], a["h0"], a["w_hh"], a["w_int"], a["b_int"], a["w_out"], a["b_out"], None,
+                                 True, activation="relu")
+    u, s, r = saved[..., :d], saved[..., d:2 * d], saved[..., 3 * d:4 * d]
+    torch.testing.assert_close(s, want_saved[..., d:2 * d], rtol=1e-6, atol=0)  # 0 exactly where torch's is 0
+    torch.testing.assert_close(r, want_saved[..., 3 * d:4 * d], rtol=1e-6, atol=0)
+    assert (u * s)[..., 0].eq(0).all() and (u * s)[..., 2].eq(0).all()  # relu(1e36) * sigmoid(-1e36) = 0
+    torch.testing.assert_close(hs, want_hs, rtol=1e-5, atol=1e-6)
+
+
+def _rate_inputs(T, B, d, option_set, seed, lengths):
+    """Inputs with time decay as lambda [d] and dt [T, B] (0 on padded steps) instead of factors."""
+    a, opts = _inputs(T, B, d, option_set, seed)
+    g = torch.Generator().manual_seed(seed + 11)
+    decay_rate = torch.randn(d, generator=g, dtype=torch.float64)
+    dt = torch.rand(T, B, generator=g, dtype=torch.float64) * 2
+    if lengths is not None:
+        dt = dt.masked_fill(torch.arange(T).unsqueeze(1) >= lengths.unsqueeze(0), 0.0)
+    opts.pop("decay", None)
+    return a, opts, decay_rate, dt
+
+
+def _rate_contract(a, opts, lengths, grad, decay_rate, dt):
+    """The contract on the factors decay_factor(lambda, dt), differentiated by autograd to lambda and dt."""
+    lam, gaps = decay_rate.clone().requires_grad_(True), dt.clone().requires_grad_(True)
+    decay = contract.decay_factor(lam, gaps)
+    hs, saved = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts, decay=decay)
+    step = contract.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts,
+                             decay=decay.detach())
+    h_prev, hd = contract.decayed_states(a["h0"], hs, decay.detach())
+    g_decay = (step[2] + step[0] @ a["w_hh"]) * h_prev  # dL/ddecay (docs/THEORY.md §2.3)
+    g_lam, g_dt = torch.autograd.grad(decay, (lam, gaps), g_decay)
+    return (hs.detach(), saved.detach()) + tuple(step) + (hd, g_lam, g_dt)
+
+
+RATE_NAMES = NAMES + ("hd", "d_decay_rate", "d_dt")
+
+
+@pytest.mark.parametrize("option_set", ["decay", "decay+all"])
+@pytest.mark.parametrize("case", ["packed-rows", "unpacked-T1", "column-split-d100", "single-row"])
+def test_time_decay_from_rates_matches_the_contract(case, option_set):
+    """Time decay as lambda and dt, its factors formed inside the step and the gradients of lambda and
+    dt (and the decayed states) written by the backward: float64 to 1e-12 on one and two threads, float32
+    by the float32 rule on every instruction set."""
+    T, B, d, threads = CASES[case]
+    lengths = _lengths(T, B)
+    a, opts, lam, dt = _rate_inputs(T, B, d, option_set, T + B + d, lengths)
+    grad = torch.randn(T, B, d, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    want = _rate_contract(a, opts, lengths, grad, lam, dt)
+
+    def run(a, opts, lam, dt, grad):
+        hs, saved = cpu.scan_fwd(*(a[k] for k in ("xp", "h0", "w_hh", "w_int", "b_int", "w_out", "b_out")), lengths,
+                                 True, **opts, decay_rate=lam, dt=dt)
+        inference = cpu.scan_fwd(*(a[k] for k in ("xp", "h0", "w_hh", "w_int", "b_int", "w_out", "b_out")), lengths,
+                                 False, **opts, decay_rate=lam, dt=dt)[0]
+        torch.testing.assert_close(inference, hs, rtol=0, atol=0)
+        return (hs, saved) + cpu.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths,
+                                          **opts, decay_rate=lam, dt=dt, extended=True)[:7]
+
+    for n in (1, 2):
+        with cpu_isa(ISAS[-1], n):
+            got = run(a, opts, lam, dt, grad)
+        for name, g, w in zip(RATE_NAMES, got, want):
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=f"{name}, {n} threads")
+    a32 = {k: v.float() for k, v in a.items()}
+    o32 = {k: v.float() if k == "mask" and v is not None else v for k, v in opts.items()}
+    pytorch32 = _rate_contract(a32, o32, lengths, grad.float(), lam.float(), dt.float())
+    for isa in ISAS:
+        with cpu_isa(isa, threads):
+            got = run(a32, o32, lam.float(), dt.float(), grad.float())
+        for name, g, p, w in zip(RATE_NAMES, got, pytorch32, want):
+            if g.numel() < 256 and name in ("d_decay_rate", "d_dt"):  # a few sums of d or T*B terms:
+                scale = w.abs().max().item()  # float32 rounding, not the rule's statistics, there
+                torch.testing.assert_close(g.double(), w, rtol=1e-5, atol=1e-5 * scale, msg=f"{name} on {isa}")
+            else:
+                _assert_float32_rule(f"{name} on {isa}", g, p, w, small_batch=B == 1)
+
+
+@pytest.mark.parametrize("option_set", ["dropout", "all", "decay+all"])
+@pytest.mark.parametrize("case", ["packed-rows", "unpacked-T1", "column-split-d100", "single-row"])
+def test_dropout_mask_from_its_seed_matches_the_contract(case, option_set):
+    """The dropout mask as its seed (a CompartmentMask, evaluated in the kernel's step) against the
+    contract on the mask's tensor: float64 to 1e-12 on one and two threads, float32 by the float32 rule
+    on every instruction set; and the backward's extended outputs (the integration inputs o)."""
+    from diru_fast.scan.dropout import CompartmentMask
+
+    T, B, d, threads = CASES[case]
+    lengths = _lengths(T, B)
+    a, opts = _inputs(T, B, d, option_set, seed=T + d)
+    torch.manual_seed(T * B)
+    seeded = CompartmentMask.draw(T, B, d, 0.3, torch.float64, "cpu")
+    grad = torch.randn(T, B, d, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    want = _contract(a, dict(opts, mask=seeded.tensor()), lengths, grad)
+    want_o = contract.integration_input(want[1], d, opts["compartment_of"], seeded.tensor())
+    for n in (1, 2):
+        with cpu_isa(ISAS[-1], n):
+            got = _cpu(a, dict(opts, mask=seeded), lengths, grad)
+            ext = cpu.scan_bwd(grad, a["h0"], got[0], got[1], a["w_hh"], a["w_int"], a["w_out"], lengths,
+                               **dict(opts, mask=seeded), extended=True)
+        for name, g, w in zip(NAMES, got, want):
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=f"{name}, {n} threads")
+        torch.testing.assert_close(ext[7], want_o, rtol=1e-12, atol=1e-12)
+        assert all(e is None for e in ext[4:7]) and all(torch.equal(e, g) for e, g in zip(ext[:4], got[2:]))
+    a32 = {k: v.float() for k, v in a.items()}
+    seeded32 = seeded._replace(dtype=torch.float32)
+    o32 = {k: v.float() if k == "decay" and v is not None else v for k, v in opts.items()}
+    pytorch32 = _contract(a32, dict(o32, mask=seeded32.tensor()), lengths, grad.float())
+    for isa in ISAS:
+        with cpu_isa(isa, threads):
+            got = _cpu(a32, dict(o32, mask=seeded32), lengths, grad.float())
+        for name, g, p, w in zip(NAMES, got, pytorch32, want):
+            _assert_float32_rule(f"{name} on {isa}", g, p, w, small_batch=B == 1)

@@ -177,3 +177,33 @@ def test_eager_and_traced_runs_share_one_autograd_formula(backend, with_lengths,
         # Intel AVX-512, not on AMD Zen 4), so it is compared to float64 rounding, the rest exactly
         tol = {"rtol": 1e-13, "atol": 1e-15} if name == "w_hh" else {"rtol": 0, "atol": 0}
         torch.testing.assert_close(x, y, **tol, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.skipif("cpu" not in KERNEL_BACKENDS or diru_fast.backends.get_provider("cpu") is None,
+                    reason="the C++ CPU kernel is unavailable here")
+def test_time_decay_from_rates_gradcheck_and_gradgradcheck():
+    """ops.scan with time decay as (lambda, dt) on the kernel that forms the factors in its step
+    (RateDecayScan): first derivatives from the kernel, second from the contract on the factors, both
+    to every input, lambda and dt included; and the same numbers as the factors given."""
+    from diru_fast.providers import cpu
+
+    if cpu.unavailable_reason() is not None:
+        pytest.skip(cpu.unavailable_reason())
+    a, o = contract_inputs(4, 2, 6, sizes=[2, 4], dropout=0.3, activation="relu")
+    lengths = torch.tensor([4, 2])
+    g = torch.Generator().manual_seed(3)
+    lam = torch.randn(6, generator=g, dtype=torch.float64)
+    dt = (torch.rand(4, 2, generator=g, dtype=torch.float64) * 2).masked_fill(torch.tensor([[0, 0], [0, 0], [0, 1],
+                                                                                           [0, 1]]).bool(), 0.0)
+    names = ("xp", "h0", "w_hh", "w_int", "b_int", "w_out", "b_out")
+    inputs = [a[k].clone().requires_grad_(True) for k in names] + [lam.requires_grad_(True), dt.requires_grad_(True)]
+
+    def fn(*p):
+        return ops.scan(*p[:7], lengths, "cpu", o["activation"], o["compartment_of"], o["mask"], decay_rate=p[7],
+                        dt=p[8])
+
+    want = ops.scan(*(a[k] for k in names), lengths, "cpu", o["activation"], o["compartment_of"], o["mask"],
+                    contract.decay_factor(lam.detach(), dt.detach()))
+    torch.testing.assert_close(fn(*inputs), want, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fn, inputs)
+    assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=True)
