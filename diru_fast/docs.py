@@ -268,27 +268,31 @@ def block_gflops(args: List[str], opts: Dict[str, str], root: Path) -> List[str]
 
 
 def block_options(args: List[str], opts: Dict[str, str], root: Path) -> List[str]:
-    """``options PATH``: each cell option's time over the plain cell's (paired rounds), per mode."""
+    """``options PATH``: each cell option's time over the plain cell's (paired rounds), one column
+    per benchmarked (shape, mode)."""
     from .benchmarking import PLAIN, ratio_vs_plain
 
     data = _bench(args[0], root)
     opt = [r for r in data["records"] if r.get("variant") is not None]
     if not opt:
         raise DocsError(f"{args[0]}: no option records")
-    modes = list(dict.fromkeys(r["mode"] for r in opt))
+    cases = list(dict.fromkeys((r["shape"], r["mode"]) for r in opt))
     variants = [v for v in dict.fromkeys(r["variant"] for r in opt) if v != PLAIN]
     rows = []
     for v in variants:
         cells = []
-        for mode in modes:
-            plain = next((r for r in opt if r["variant"] == PLAIN and r["mode"] == mode), None)
-            r = next((r for r in opt if r["variant"] == v and r["mode"] == mode), None)
+        for shape, mode in cases:
+            pick = lambda name: next((r for r in opt if r["variant"] == name and r["shape"] == shape
+                                      and r["mode"] == mode), None)
+            plain, r = pick(PLAIN), pick(v)
             ratio = ratio_vs_plain(r, plain["median_s"]) if r and plain else None
             cells.append(f"{ratio:.2f}×" if ratio is not None else "–")
         options = next(r for r in opt if r["variant"] == v).get("options") or {}
         rows.append([f"`{v}`" + (f" ({', '.join(f'{k}={val}' for k, val in options.items())})" if options else "")] + cells)
-    r0 = opt[0]
-    header = [f"option, B={r0['B']} T={r0['T']} d={r0['d']}"] + [f"{MODE_LABEL.get(m, m)} / plain cell" for m in modes]
+    header = ["option / plain cell"]
+    for shape, mode in cases:
+        r = next(r for r in opt if r["shape"] == shape and r["mode"] == mode)
+        header.append(f"{MODE_LABEL.get(mode, mode)}, B={r['B']} T={r['T']} d={r['d']}")
     return render_table(header, rows) + ["", _source_line([args[0]], root)]
 
 
