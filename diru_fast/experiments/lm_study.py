@@ -57,24 +57,25 @@ def _ints(text: str) -> List[int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/lm", help="folder for runs.jsonl and report.md")
-    p.add_argument("--cells", default="diru,lstm,gru")
-    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
+    p.add_argument("--cells", default="diru,lstm,gru", help="comma-separated recurrent cells to compare")
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"),
+                   help="optimizer of every run (SGD with clipping, as the word_language_model example, or Adam)")
     p.add_argument("--lrs", default="1,2.5,5,10,20,40", help="lr grid every cell is tuned over (comma separated)")
-    p.add_argument("--clip", type=float, default=0.25)
-    p.add_argument("--tune-seed", type=int, default=0)
+    p.add_argument("--clip", type=float, default=0.25, help="gradient clipping to this global norm")
+    p.add_argument("--tune-seed", type=int, default=0, help="seed of the tuning runs (disjoint from the test seeds)")
     p.add_argument("--seeds", default="2,3,4,5", help="test seeds (comma separated)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--train-tokens", type=int, default=100000)
+    p.add_argument("--epochs", type=int, default=2, help="training epochs per run")
+    p.add_argument("--train-tokens", type=int, default=100000, help="training tokens used (0: the whole training text)")
     p.add_argument("--eval-tokens", type=int, default=0, help="0: the whole validation and test plays")
     p.add_argument("--size", type=int, default=128, help="embedding and hidden size")
-    p.add_argument("--corpus", default=str(lm.CORPUS_DIR))
+    p.add_argument("--corpus", default=str(lm.CORPUS_DIR), help="folder of the text corpus (train/valid/test files)")
     p.add_argument("--tune-from", default="", help="a stability sweep's folder (python -m diru_fast stability): take "
                    "each cell's tuning runs from its runs.jsonl (same optimizer, clip, --lrs grid and --tune-seed) "
                    "instead of training them again; its corpus size and epochs must be the ones given here")
     p.add_argument("--time-chunks", type=int, default=30,
                    help="after the runs, time this many training chunks (bptt steps, forward+backward+step) per "
                         "cell, interleaved round-robin so every cell sees the same machine load; 0: skip")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
 
 
 def _record(r: lm.LMResult, phase: str) -> dict:

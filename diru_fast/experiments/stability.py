@@ -65,20 +65,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="lm", choices=("lm", "sine", "memory", "lorenz"),
                    help="lm: the word-level language model; or a toy task of the study (one layer, hidden 64, "
                         "512 training sequences; lr grids and clip from the options below)")
-    p.add_argument("--cells", default="diru,lstm,gru")
-    p.add_argument("--optimizers", default="sgd,adam")
+    p.add_argument("--cells", default="diru,lstm,gru", help="comma-separated recurrent cells to compare")
+    p.add_argument("--optimizers", default="sgd,adam", help="optimizers to sweep (comma separated: sgd, adam)")
     p.add_argument("--sgd-lrs", default="1,2.5,5,10,20,40", help="SGD lr grid (comma separated)")
     p.add_argument("--adam-lrs", default="0.001,0.003,0.01,0.03", help="Adam lr grid")
     p.add_argument("--clips", default="0.25", help="clip values (global norm); the example's is 0.25")
     p.add_argument("--seeds", default="0", help="seeds (comma separated)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--train-tokens", type=int, default=100000)
-    p.add_argument("--eval-tokens", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=2, help="training epochs per run")
+    p.add_argument("--train-tokens", type=int, default=100000, help="training tokens used (0: the whole training text)")
+    p.add_argument("--eval-tokens", type=int, default=10000, help="validation tokens scored (0: the whole validation text)")
     p.add_argument("--size", type=int, default=128, help="embedding and hidden size")
-    p.add_argument("--corpus", default=str(lm.CORPUS_DIR))
+    p.add_argument("--corpus", default=str(lm.CORPUS_DIR), help="folder of the text corpus (train/valid/test files)")
     p.add_argument("--max-sigma", type=float, default=0.0,
                    help="a remedy to try: cap DIRU's W_I and W_O at this spectral norm after every step (0: off)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--report-only", action="store_true", help="only rewrite report.md from runs.jsonl")
 
 

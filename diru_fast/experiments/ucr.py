@@ -255,15 +255,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="results/ucr", help="folder for runs.jsonl and report.md")
     p.add_argument("--datasets", default="JapaneseVowels,BasicMotions,ItalyPowerDemand,GunPoint,PickupGestureWiimoteZ",
                    help=f"comma separated, from {', '.join(DATASETS)}")
-    p.add_argument("--cells", default="diru,lstm,gru")
+    p.add_argument("--cells", default="diru,lstm,gru", help="comma-separated recurrent cells to compare")
     p.add_argument("--lrs", default="0.003,0.01,0.03", help="Adam lr grid every cell is tuned over")
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--patience", type=int, default=10)
-    p.add_argument("--tune-seed", type=int, default=100)
-    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--hidden", type=int, default=32, help="hidden size of every recurrent model")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs per run")
+    p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without a better validation accuracy")
+    p.add_argument("--tune-seed", type=int, default=100, help="seed of the tuning runs (disjoint from the test seeds)")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="test seeds (comma separated)")
     p.add_argument("--no-minirocket", action="store_true", help="skip the MiniRocket reference")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
 
 
 def majority_accuracy(data: UCRData) -> float:
