@@ -87,7 +87,7 @@ from .io import atomic_path, atomic_write_text
 from .models import count_params, matched_hidden_size
 from .stats import Interval, holm, mean_std, paired_t_p, relative_improvement, t_interval
 from .study import derive_seed
-from .tuning import DEFAULT_CLIP_NORM, DEFAULT_LR_GRID, lr_curve, pick_lr
+from .tuning import DEFAULT_CLIP_NORM, DEFAULT_LR_GRID, SeedPlan, lr_curve, pick_lr
 
 __all__ = ["IrregularDataset", "IRREGULAR_TASKS", "MODEL_VARIANTS", "TRIVIAL", "COMPARISONS", "IrregularConfig",
            "IrregularModel", "build_variant", "paired_test", "trivial_predictions", "run_one",
@@ -276,7 +276,7 @@ def trivial_predictions(train_set: IrregularDataset, test_set: IrregularDataset)
 
 
 @dataclass
-class IrregularConfig:
+class IrregularConfig(SeedPlan):
     tasks: Tuple[str, ...] = IRREGULAR_TASKS
     models: Tuple[str, ...] = tuple(MODEL_VARIANTS)
     seeds: int = 5
@@ -316,20 +316,7 @@ class IrregularConfig:
             raise ValueError(f"num_compartments {self.num_compartments} must divide hidden_size {self.hidden_size}")
 
         self.lr_grid = tuple(float(v) for v in self.lr_grid)
-        if self.tuned and set(self.tune_seed_list) & set(self.seed_list):
-            raise ValueError(f"tuning seeds {self.tune_seed_list} overlap the test seeds {self.seed_list}")
-
-    @property
-    def seed_list(self) -> List[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    @property
-    def tuned(self) -> bool:
-        return len(self.lr_grid) > 1
-
-    @property
-    def tune_seed_list(self) -> List[int]:
-        return list(range(self.tune_first_seed, self.tune_first_seed + self.tune_seeds)) if self.tuned else []
+        self.check_seeds_apart()
 
     def to_dict(self) -> Dict[str, Any]:
         return dict(asdict(self), tasks=list(self.tasks), models=list(self.models), lr_grid=list(self.lr_grid))
@@ -843,7 +830,7 @@ def markdown_report(results: Dict[str, Any], title: str = TITLE) -> str:
         "τ_T, g_T after the last observation, and predicts y = s(τ_T), the next observation. Inputs per step: "
         "(value, observed, Δt) with value = v_i (0 on the query step), observed = 1 (0 on the query step), "
         "Δt = g_i; the time-decay model gets Δt as `dt=` instead of as a feature.",
-        f"- sine: the sine task's signal (three sines, frequencies U(0.5,2), U(3,5), U(7,10)) at time "
+        "- sine: the sine task's signal (three sines, frequencies U(0.5,2), U(3,5), U(7,10)) at time "
         f"t = h·τ, h = 4π/59 (its regular grid step at T=50), each observation plus N(0, 0.1²) noise: the "
         "best possible MSE is 0.01 (the target's own noise).",
         f"- lorenz: x/10 of the Lorenz system (σ=10, ρ=28, β=8/3, start 5·N(0,1)³), RK4 between observations "

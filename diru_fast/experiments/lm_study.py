@@ -217,7 +217,7 @@ def write_report(out: pathlib.Path, runs: Sequence[dict], meta: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .stability import invocation
+    from .stability import invocation, load_runs
 
     set_threads(args.threads)
     out = pathlib.Path(args.out)
@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     corpus = lm.load_corpus(args.corpus, args.train_tokens or None, args.eval_tokens or None)
     unigram_test = lm.unigram_loss(corpus, "test")
     path = out / "runs.jsonl"
-    runs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    runs = load_runs(path)
     done = {(r["phase"], r["config"]["cell"], r["config"]["lr"], r["config"]["seed"]) for r in runs}
     command = invocation("lm")
 

@@ -82,7 +82,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report-only", action="store_true", help="only rewrite report.md from runs.jsonl")
 
 
-def _load(path: pathlib.Path) -> List[dict]:
+def load_runs(path: pathlib.Path) -> List[dict]:
+    """The runs recorded so far in a study's ``runs.jsonl`` (one JSON object a line; none if absent)."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.jsonl"
-    runs = _load(path)
+    runs = load_runs(path)
     done = {key_of(r["config"]) for r in runs}
     start = time.perf_counter()
     if args.task != "lm":
@@ -253,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
                             else:
                                 cfg = ToyConfig(task=args.task, cell=cell, optimizer=opt, lr=lr, clip=clip, seed=seed,
                                                 epochs=args.epochs, hidden=args.size, max_sigma=args.max_sigma)
-                            if key_of(vars(cfg)) in done | {key_of(r["config"]) for r in _load(path)}:
+                            if key_of(vars(cfg)) in done | {key_of(r["config"]) for r in load_runs(path)}:
                                 continue  # done here, or by another invocation writing to the same folder
                             if args.task == "lm":
                                 r = lm.train_lm(cfg, corpus, lm.Diagnostics(every=10))
@@ -265,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
                                 r = argparse.Namespace(**rec)
                             with open(path, "a") as f:
                                 f.write(json.dumps(rec) + "\n")
-                            runs = _load(path)
+                            runs = load_runs(path)
                             print(f"{cell} {opt} clip={clip:g} lr={lr:g} seed={seed}: valid {r.best_valid:.3f} "
                                   f"{'DIVERGED' if r.diverged else 'ok'} ({sum(r.epoch_seconds):.0f}s)", flush=True)
                             wall = time.perf_counter() - start

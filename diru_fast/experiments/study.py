@@ -62,7 +62,7 @@ from .models import BASELINES, KIND_LABELS, MODELS, ModelSpec, count_params, dir
 from .options import DIRUOptions
 from .training import TrainConfig, evaluate, predict, train
 from .trivial import trivial_baselines
-from .tuning import DEFAULT_CLIP_NORM, DEFAULT_LR_GRID, DEFAULT_PATIENCE, pick_lr
+from .tuning import DEFAULT_CLIP_NORM, DEFAULT_LR_GRID, DEFAULT_PATIENCE, SeedPlan, pick_lr
 
 __all__ = ["StudyConfig", "Variant", "variants", "derive_seed", "run_one", "run_study", "load_results",
            "CSV_FIELDS"]
@@ -73,7 +73,7 @@ MATCH_CHOICES = ("off", "on", "both")
 
 
 @dataclass
-class StudyConfig:
+class StudyConfig(SeedPlan):
     """A study's settings: the prototype's tasks and sizes, with the fair protocol (standardised data,
     a learning-rate grid per model picked on tuning seeds, clipping, early stopping) on top.
     :meth:`prototype` gives the prototype's literal recipe (raw scale, lr 1e-3, 50 fixed epochs)."""
@@ -114,9 +114,7 @@ class StudyConfig:
             raise ValueError("clip_norm, patience and tune_seeds must be >= 0")
         if self.tuned and self.tune_seeds == 0:
             raise ValueError("a learning-rate grid needs tuning seeds (tune_seeds >= 1)")
-        if self.tuned and set(self.tune_seed_list) & set(self.seed_list):
-            raise ValueError(f"tuning seeds {self.tune_seed_list} overlap the test seeds {self.seed_list}: "
-                             "move tune_first_seed")
+        self.check_seeds_apart()
         if isinstance(self.options, dict):
             self.options = DIRUOptions.from_dict(self.options)
         if self.options.compartment_sizes is not None:  # the sizes give k
@@ -135,19 +133,6 @@ class StudyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-    @property
-    def seed_list(self) -> List[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    @property
-    def tuned(self) -> bool:
-        """True if the learning rate is picked from a grid (more than one value)."""
-        return len(self.lr_grid) > 1
-
-    @property
-    def tune_seed_list(self) -> List[int]:
-        return list(range(self.tune_first_seed, self.tune_first_seed + self.tune_seeds)) if self.tuned else []
 
     def train_config(self, lr: float, shuffle_seed: int, desc: str = "train", progress: bool = False) -> TrainConfig:
         """The training settings of one run at learning rate ``lr``."""

@@ -20,6 +20,31 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Dict, Iterable, List, Sequence, Tuple
 
+
+class SeedPlan:
+    """Test seeds and tuning seeds of a study's config (a mixin for dataclasses with the fields
+    ``first_seed``, ``seeds``, ``tune_first_seed``, ``tune_seeds`` and ``lr_grid``)."""
+
+    @property
+    def seed_list(self) -> List[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def tuned(self) -> bool:
+        """True if the learning rate is picked from a grid (more than one value)."""
+        return len(self.lr_grid) > 1
+
+    @property
+    def tune_seed_list(self) -> List[int]:
+        return list(range(self.tune_first_seed, self.tune_first_seed + self.tune_seeds)) if self.tuned else []
+
+    def check_seeds_apart(self) -> None:
+        """Tuning seeds must not overlap the test seeds."""
+        if self.tuned and set(self.tune_seed_list) & set(self.seed_list):
+            raise ValueError(f"tuning seeds {self.tune_seed_list} overlap the test seeds {self.seed_list}: "
+                             "move tune_first_seed")
+
+
 __all__ = ["DEFAULT_LR_GRID", "DEFAULT_CLIP_NORM", "DEFAULT_PATIENCE", "log_grid", "pick_lr", "lr_curve", "tune_lr"]
 
 # Adam learning rates, half a decade apart: 3e-4 .. 3e-2 (5 values)

@@ -344,13 +344,13 @@ def write_report(out: pathlib.Path, runs: Sequence[dict], meta: dict, info: Dict
 
 
 def run(args: argparse.Namespace) -> int:
-    from .stability import invocation
+    from .stability import invocation, load_runs
 
     set_threads(args.threads)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.jsonl"
-    runs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    runs = load_runs(path)
     start = time.perf_counter()
     command = invocation("ucr")
     cells, lrs = args.cells.split(","), _floats(args.lrs)
