@@ -831,7 +831,7 @@ def markdown_report(results: Dict[str, Any], title: str = TITLE) -> str:
         "(value, observed, Δt) with value = v_i (0 on the query step), observed = 1 (0 on the query step), "
         "Δt = g_i; the time-decay model gets Δt as `dt=` instead of as a feature.",
         "- sine: the sine task's signal (three sines, frequencies U(0.5,2), U(3,5), U(7,10)) at time "
-        f"t = h·τ, h = 4π/59 (its regular grid step at T=50), each observation plus N(0, 0.1²) noise: the "
+        "t = h·τ, h = 4π/59 (its regular grid step at T=50), each observation plus N(0, 0.1²) noise: the "
         "best possible MSE is 0.01 (the target's own noise).",
         f"- lorenz: x/10 of the Lorenz system (σ=10, ρ=28, β=8/3, start 5·N(0,1)³), RK4 between observations "
         f"(substeps ≤ {LORENZ_MAX_SUBSTEP}), mean gap {LORENZ_TIME_UNIT} time units; no noise.",
