@@ -160,19 +160,42 @@ class FitHistory:
     train_loss: List[float] = field(default_factory=list)  # per epoch: mean training loss over samples
     val_loss: List[float] = field(default_factory=list)  # per epoch: validation loss after the epoch
     clipped: List[float] = field(default_factory=list)  # per epoch: share of steps whose gradient was clipped
+    best_epoch: Optional[int] = None  # 1-based epoch of the lowest validation loss (None: none finite)
+    stopped_early: bool = False  # patience ran out (or the validation loss went NaN/inf) before the cap
+    restored: bool = False  # the model holds the weights of ``best_epoch`` (``restore_best=True``)
+
+    @property
+    def best_val(self) -> float:
+        """The lowest validation loss over the epochs run (inf if none was finite)."""
+        finite = [v for v in self.val_loss if math.isfinite(v)]
+        return min(finite) if finite else math.inf
+
+    @property
+    def hit_cap(self) -> bool:
+        """Ran every epoch allowed without early stopping: the cap, not convergence, ended training."""
+        return not self.stopped_early
 
 
 def fit(model: nn.Module, train_set, val_set, *, epochs: int, batch_size: int = 32, lr: float = 1e-3,
-        shuffle_seed: int = 0, loss: str = "mse", clip: Optional[float] = CLIP_NORM) -> FitHistory:
-    """Adam (torch's defaults) + ``loss`` ("mse" or "cross_entropy") for ``epochs`` fixed epochs of
-    shuffled mini-batches; before every step the gradient is clipped to global L2 norm ``clip``
-    (``None``: no clipping). The order of samples depends only on ``shuffle_seed`` and the epoch."""
+        shuffle_seed: int = 0, loss: str = "mse", clip: Optional[float] = CLIP_NORM,
+        patience: Optional[int] = None, restore_best: bool = False) -> FitHistory:
+    """Adam (torch's defaults) + ``loss`` ("mse" or "cross_entropy") on shuffled mini-batches for at most
+    ``epochs`` epochs; before every step the gradient is clipped to global L2 norm ``clip`` (``None``: no
+    clipping). The order of samples depends only on ``shuffle_seed`` and the epoch.
+
+    Early stopping (the study's protocol, :mod:`diru_fast.experiments.tuning`): with ``patience``, training
+    stops after that many epochs without a lower validation loss, or at once when it is NaN/inf
+    (``history.stopped_early``); ``epochs`` is then the cap (``history.hit_cap`` when reached).
+    ``restore_best`` loads the weights of the best validation epoch at the end."""
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be a positive number of epochs or None, got {patience!r}")
     if loss not in ("mse", "cross_entropy"):
         raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {loss!r}")
     if clip is not None and not clip > 0:
         raise ValueError(f"clip must be positive or None, got {clip!r}")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = FitHistory()
+    best, since_best, best_state = math.inf, 0, None
     for epoch in range(epochs):
         order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(
             derive_seed("fit", shuffle_seed, epoch))).tolist()
@@ -191,8 +214,21 @@ def fit(model: nn.Module, train_set, val_set, *, epochs: int, batch_size: int = 
             seen += len(x)
             steps += 1
         history.train_loss.append(total / seen)
-        history.val_loss.append(evaluate(model, val_set, batch_size, loss=loss))
+        val = evaluate(model, val_set, batch_size, loss=loss)
+        history.val_loss.append(val)
         history.clipped.append(clipped / steps)
+        if math.isfinite(val) and val < best:
+            best, since_best, history.best_epoch = val, 0, epoch + 1
+            if restore_best:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+        if patience is not None and (since_best >= patience or not math.isfinite(val)):
+            history.stopped_early = True
+            break
+    if restore_best and best_state is not None:
+        model.load_state_dict(best_state)
+        history.restored = True
     return history
 
 

@@ -53,3 +53,30 @@ def test_fit_clips_every_step_to_the_norm():
     assert not all(torch.equal(a, b) for a, b in zip(clipped.parameters(), free.parameters()))
     with pytest.raises(ValueError, match="clip"):
         fit(model, data, data, epochs=1, clip=0.0)
+
+
+def test_fit_stops_early_and_restores_the_best_epoch():
+    """Patience stops a run whose validation loss stopped improving (or went NaN) before the cap;
+    restore_best leaves the weights of the best epoch, whose validation loss is re-measured."""
+    import copy
+
+    from diru_fast.analyses.common import build, fit
+    from diru_fast.experiments.training import evaluate
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(16, 5, 2), torch.randn(16, 1))
+    held_out = torch.utils.data.TensorDataset(torch.randn(8, 5, 2), torch.randn(8, 1))
+    model = build("gru", 2, 4, 1)
+    capped = fit(copy.deepcopy(model), data, held_out, epochs=3, batch_size=8)
+    assert capped.hit_cap and not capped.stopped_early and len(capped.val_loss) == 3
+    run = copy.deepcopy(model)
+    h = fit(run, data, held_out, epochs=200, batch_size=8, lr=0.05, patience=2, restore_best=True)
+    assert h.stopped_early and not h.hit_cap and h.restored
+    assert len(h.val_loss) == h.best_epoch + 2 < 200, "stops `patience` epochs after the best one"
+    assert h.best_val == min(h.val_loss) == h.val_loss[h.best_epoch - 1]
+    assert evaluate(run, held_out, 8) == pytest.approx(h.best_val, rel=1e-6)
+    nan_data = torch.utils.data.TensorDataset(torch.randn(8, 5, 2), torch.full((8, 1), float("nan")))
+    h_nan = fit(copy.deepcopy(model), data, nan_data, epochs=50, batch_size=8, patience=10)
+    assert h_nan.stopped_early and len(h_nan.val_loss) == 1 and h_nan.best_epoch is None and h_nan.best_val == float("inf")
+    with pytest.raises(ValueError, match="patience"):
+        fit(model, data, data, epochs=1, patience=0)
