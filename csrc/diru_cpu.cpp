@@ -71,7 +71,8 @@ bool poison_enabled() {
 }
 
 at::Tensor alloc(at::IntArrayRef shape, const at::TensorOptions& opts) {
-  at::Tensor t = at::empty(shape, opts);
+  at::Tensor t = opts.dtype() == at::kFloat ? pooled_float_buffer(shape) : at::Tensor();  // 16-bit calls only
+  if (!t.defined()) t = at::empty(shape, opts);
   if (poison_enabled()) t.fill_(std::numeric_limits<double>::quiet_NaN());
   return t;
 }

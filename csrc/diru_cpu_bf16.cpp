@@ -42,20 +42,31 @@ bool is_16bit(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
 
 namespace {
 
-// Whether the running call is a bfloat16 one (set by the 16-bit entry points for the float32 call
-// they make on this thread; call_kernels() reads it on the same thread before any work is split).
+// Whether the running call is a bfloat16 one, and whether it is a 16-bit one (set by the 16-bit entry
+// points for the float32 call they make on this thread; call_kernels() and pooled_float_buffer() read
+// them on the same thread before any work is split).
 thread_local bool t_bfloat16_call = false;
+thread_local bool t_16bit_call = false;
 
-class Bfloat16Call {
+class SixteenBitCall {
  public:
-  explicit Bfloat16Call(bool on) : previous_(t_bfloat16_call) { t_bfloat16_call = on; }
-  ~Bfloat16Call() { t_bfloat16_call = previous_; }
-  Bfloat16Call(const Bfloat16Call&) = delete;
-  Bfloat16Call& operator=(const Bfloat16Call&) = delete;
+  explicit SixteenBitCall(at::ScalarType dtype) : bf16_(t_bfloat16_call), any_(t_16bit_call) {
+    t_bfloat16_call = dtype == at::kBFloat16;
+    t_16bit_call = true;
+  }
+  ~SixteenBitCall() {
+    t_bfloat16_call = bf16_;
+    t_16bit_call = any_;
+  }
+  SixteenBitCall(const SixteenBitCall&) = delete;
+  SixteenBitCall& operator=(const SixteenBitCall&) = delete;
 
  private:
-  bool previous_;
+  bool bf16_, any_;
 };
+
+constexpr int kPoolBuffers = 8;
+constexpr int64_t kMinPooled = 16384;  // floats (64 KiB): smaller ones come from malloc's free lists anyway
 
 constexpr int64_t kPanel = 16;  // columns per panel
 constexpr int64_t kChunk = 32;  // K per AMX tile (one 64-byte tile row of bfloat16)
@@ -71,7 +82,7 @@ uint16_t to_bf16(float f) {
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-int64_t packed_size_bf16(int64_t k, int64_t n, int64_t blocks) {
+int64_t packed_size_bf16(int /*product*/, int64_t k, int64_t n, int64_t blocks) {
   return blocks * panels(n / blocks) * kPanel * (padded_k(k) / 2);
 }
 
@@ -79,7 +90,7 @@ int64_t packed_size_bf16(int64_t k, int64_t n, int64_t blocks) {
 // block by block (each block of N / blocks columns gets its own panels, as the float32 packing does).
 // Panels in parallel (the launcher packs before its threads start); a transposed panel is read row by row
 // of W.
-void pack_bf16(const float* w, int64_t k, int64_t n, bool transposed, int64_t blocks, float* out) {
+void pack_bf16(int /*product*/, const float* w, int64_t k, int64_t n, bool transposed, int64_t blocks, float* out) {
   const int64_t nb = n / blocks, kp = padded_k(k), per_block = panels(nb);
   uint32_t* words = reinterpret_cast<uint32_t*>(out);
   at::parallel_for(0, blocks * per_block, 1, [&](int64_t begin, int64_t end) {
@@ -462,6 +473,32 @@ c10::optional<at::Tensor> any_to_float(const c10::optional<at::Tensor>& t) {
 
 }  // namespace
 
+at::Tensor pooled_float_buffer(at::IntArrayRef shape) {
+  if (!t_16bit_call) return at::Tensor();
+  const int64_t n = c10::multiply_integers(shape);
+  if (n < kMinPooled) return at::Tensor();
+  thread_local std::vector<at::Tensor> pool;  // 1-D float32 buffers
+  // free: referenced by the pool alone (no tensor, view or saved tensor of anyone else shares its storage)
+  const auto is_free = [](const at::Tensor& b) { return b.use_count() == 1 && b.storage().use_count() == 1; };
+  at::Tensor* best = nullptr;  // the smallest free buffer that fits and wastes at most half of itself
+  for (at::Tensor& b : pool)
+    if (is_free(b) && b.numel() >= n && b.numel() <= 2 * n && (best == nullptr || b.numel() < best->numel()))
+      best = &b;
+  if (best == nullptr) {
+    at::Tensor fresh = at::empty({n}, at::TensorOptions().dtype(at::kFloat));
+    if (static_cast<int>(pool.size()) < kPoolBuffers) {
+      pool.push_back(fresh);
+      best = &pool.back();
+    } else {  // replace the smallest free buffer, if any (the others may hold larger calls' tensors)
+      for (at::Tensor& b : pool)
+        if (is_free(b) && (best == nullptr || b.numel() < best->numel())) best = &b;
+      if (best == nullptr) return fresh.view(shape);
+      *best = fresh;
+    }
+  }
+  return best->narrow(0, 0, n).view(shape);
+}
+
 bool bf16_isa_supported(Bf16Isa isa) {
   if (isa == Bf16Isa::kUpcast) return true;
   static const bool dp = cpu_has(Bf16Isa::kAvx512Bf16);
@@ -503,7 +540,7 @@ std::tuple<at::Tensor, at::Tensor> scan_fwd_16bit(const at::Tensor& xp, const at
                                                   const c10::optional<int64_t>& mask_seed, int64_t mask_threshold,
                                                   double mask_scale) {
   const auto dtype = xp.scalar_type();
-  const Bfloat16Call call(dtype == at::kBFloat16);
+  const SixteenBitCall call(dtype);
   auto out = scan_fwd(to_float_buffer(xp, "xp", dtype, kXp), to_float(h0, "h0", dtype),
                       to_float_buffer(w_hh, "w_hh", dtype, kWhh), to_float_buffer(w_int, "w_int", dtype, kWint),
                       to_float(b_int, "b_int", dtype), to_float_buffer(w_out, "w_out", dtype, kWout),
@@ -519,7 +556,7 @@ at::Tensor scan_fwd_x_16bit(const at::Tensor& x, const at::Tensor& h0, const at:
                             const c10::optional<at::Tensor>& compartment_of, const c10::optional<at::Tensor>& decay,
                             const c10::optional<at::Tensor>& rate, const c10::optional<at::Tensor>& dt) {
   const auto dtype = x.scalar_type();
-  const Bfloat16Call call(dtype == at::kBFloat16);
+  const SixteenBitCall call(dtype);
   return scan_fwd_x(to_float_buffer(x, "x", dtype, kXp), to_float(h0, "h0", dtype),
                     to_float_buffer(w_ih, "w_ih", dtype, kWih), to_float(b_ih, "b_ih", dtype),
                     to_float_buffer(w_hh, "w_hh", dtype, kWhh), to_float_buffer(w_int, "w_int", dtype, kWint),
@@ -537,7 +574,7 @@ ScanBwdResult scan_bwd_16bit(
     const c10::optional<at::Tensor>& dt, const c10::optional<int64_t>& mask_seed, int64_t mask_threshold,
     double mask_scale, bool want_o) {
   const auto dtype = hs.scalar_type();
-  const Bfloat16Call call(dtype == at::kBFloat16);
+  const SixteenBitCall call(dtype);
   TORCH_CHECK(saved.scalar_type() == at::kFloat, "diru_fast cpu kernel: saved has dtype ", saved.scalar_type(),
               ", expected Float (a 16-bit call saves its gates in float32)");
   auto out = scan_bwd(to_float_buffer(grad_hs, "grad_hs", dtype, kGradHs), to_float(h0, "h0", dtype),
@@ -557,7 +594,7 @@ at::Tensor cell_step_16bit(const at::Tensor& x, const c10::optional<at::Tensor>&
                            const c10::optional<at::Tensor>& b_out, int64_t activation,
                            const c10::optional<at::Tensor>& compartment_of) {
   const auto dtype = x.scalar_type();
-  const Bfloat16Call call(dtype == at::kBFloat16);
+  const SixteenBitCall call(dtype);
   return cell_step(to_float(x, "x", dtype), to_float(h, "h", dtype), to_float_buffer(w_ih, "w_ih", dtype, kWih),
                    to_float(b_ih, "b_ih", dtype), to_float_buffer(w_hh, "w_hh", dtype, kWhh),
                    to_float_buffer(w_int, "w_int", dtype, kWint), to_float(b_int, "b_int", dtype),
