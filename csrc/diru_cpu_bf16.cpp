@@ -353,6 +353,32 @@ struct Bf16Products {
   }
 };
 
+// o = u s, q = z r of rows [r0, r1) of saved (row stride ld) rounded to bfloat16, as to_bf16 does
+// (round to nearest even, a NaN stays a quiet NaN): out [rows, 2, d].
+DIRU_TARGET_BF16 void gate_products_rows(const float* saved, int64_t ld, int64_t d, int64_t r0, int64_t r1,
+                                         uint16_t* out) {
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff), quiet = _mm512_set1_epi32(0x40);
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* sv = saved + r * ld;
+    uint16_t* o = out + r * 2 * d;
+    for (int g = 0; g < 2; ++g) {  // o = u * s (columns [0, d) and [d, 2d)), q = z * r ([2d, 3d) and [3d, 4d))
+      const float* x = sv + 2 * g * d;
+      const float* y = x + d;
+      uint16_t* dst = o + g * d;
+      for (int64_t j = 0; j < d; j += 16) {
+        const __mmask16 m = d - j >= 16 ? 0xffff : static_cast<__mmask16>((1u << (d - j)) - 1);
+        const __m512i u = _mm512_castps_si512(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_loadu_ps(m, y + j)));
+        const __m512i hi = _mm512_srli_epi32(u, 16);
+        __m512i v = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(hi, one))), 16);
+        const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs_mask), inf);
+        v = _mm512_mask_mov_epi32(v, nan, _mm512_or_si512(hi, quiet));
+        _mm256_mask_storeu_epi16(dst + j, m, _mm512_cvtepi32_epi16(v));
+      }
+    }
+  }
+}
+
 // The bfloat16 rows buffer of one thread's share of a call: rows x the widest padded K of its products.
 struct RowsBuffer {
   std::vector<uint16_t> data;
@@ -603,8 +629,31 @@ at::Tensor cell_step_16bit(const at::Tensor& x, const c10::optional<at::Tensor>&
       .to(dtype);
 }
 
+c10::optional<at::Tensor> gate_products(const at::Tensor& saved, int64_t d, at::ScalarType dtype) {
+#if DIRU_CPU_BF16_VARIANTS
+  if (dtype != at::kBFloat16 || active_isa() != Isa::kAvx512 || !bf16_isa_supported(Bf16Isa::kAvx512Bf16))
+    return c10::nullopt;
+  TORCH_CHECK(saved.scalar_type() == at::kFloat && saved.dim() == 3 && saved.size(2) >= 4 * d && d > 0,
+              "diru_fast cpu kernel: gate_products needs float32 saved gates [T, B, 4d+k], got ", saved.scalar_type(),
+              " ", saved.sizes());
+  const at::Tensor sv = saved.contiguous();
+  const int64_t rows = sv.size(0) * sv.size(1), ld = sv.size(2);
+  at::Tensor out = at::empty({rows, 2, d}, sv.options().dtype(at::kBFloat16));
+  const float* src = sv.data_ptr<float>();
+  uint16_t* dst = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+  at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) { gate_products_rows(src, ld, d, r0, r1, dst); });
+  return out;
+#else
+  (void)saved, (void)d, (void)dtype;
+  return c10::nullopt;
+#endif
+}
+
 void add_bf16_bindings(pybind11::module& m) {
   namespace py = pybind11;
+  m.def("gate_products", &gate_products, "o = u s and q = z r of float32 saved gates [T, B, 4d+k], rounded to "
+        "bfloat16: [T*B, 2, d]; None where the fused form does not run (not bfloat16, no AVX-512)",
+        py::arg("saved"), py::arg("d"), py::arg("dtype"));
   m.def("bf16_isa", [] { return std::string(bf16_isa_name(active_bf16_isa())); },
         "the products of bfloat16 calls: 'amx', 'avx512bf16' (bfloat16 products) or 'upcast' (float32 products); "
         "bfloat16 products run only while the float32 instruction set is 'avx512'");

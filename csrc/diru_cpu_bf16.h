@@ -116,6 +116,12 @@ at::Tensor cell_step_16bit(const at::Tensor& x, const c10::optional<at::Tensor>&
                            const c10::optional<at::Tensor>& b_out, int64_t activation,
                            const c10::optional<at::Tensor>& compartment_of);
 
+// The weight gradients' rows of a bfloat16 backward in one pass: o = u s and q = z r of every row of a
+// float32 call's saved gates [T, B, 4d+k], rounded to bfloat16 (round to nearest even) as
+// [T*B, 2, d] (o, q); nullopt where the call is not bfloat16 or this CPU or build has no AVX-512 (the
+// caller then forms them with PyTorch's operations: the same values).
+c10::optional<at::Tensor> gate_products(const at::Tensor& saved, int64_t d, at::ScalarType dtype);
+
 // The module's bfloat16 functions: bf16_isa(), supported_bf16_isas(), set_bf16_isa(name).
 void add_bf16_bindings(pybind11::module& m);
 

@@ -199,6 +199,13 @@ def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="ta
     return d_p, d_zp, d_yp, d_h0, hd, d_rate, d_dt, o
 
 
+def gate_products(saved, d, dtype):
+    """The weight gradients' rows ``o = u s`` and ``q = z r`` of float32 ``saved`` gates ``[T, B, 4d+k]``
+    rounded to ``dtype`` in one pass, ``[T*B, 2, d]``, or None where the kernel has no fused form for it
+    (``dtype`` not bfloat16, no AVX-512): the values of ``(u * s).to(dtype)``, ``(z * r).to(dtype)``."""
+    return extension().gate_products(saved, d, dtype)
+
+
 def scan_fwd_x(x, h0, w_ih, b_ih, w_hh, w_int, b_int, w_out, b_out, lengths, activation="tanh", compartment_of=None,
                decay=None, *, decay_rate=None, dt=None):
     """An inference forward ``x [T, B, n] -> hs [T, B, d]`` that projects each step's input inside the

@@ -201,8 +201,9 @@ class Scan(torch.autograd.Function):
             step_grads = contract.scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, *options,
                                            grad_saved=grad_saved)
         need = ctx.needs_input_grad
+        fused = getattr(_provider(ctx.backend), "gate_products", None)  # the provider's fused o, q (or none)
         grads = input_grads(need, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, compartment_of, mask,
-                            decay)
+                            decay, gate_products=fused)
         g_decay = None
         if decay is not None and len(need) > 12 and need[12]:
             g_decay = decay_grad(step_grads, h0, hs, w_hh).to(decay.dtype)
@@ -300,7 +301,8 @@ class StepOptionsScan(torch.autograd.Function):
                 grad_hs.contiguous(), h0, hs, saved, w_hh, w_int, w_out, lengths, ctx.activation, compartment_of,
                 ctx.mask, None, decay_rate=rate, dt=dt, extended=True)
             grads = input_grads(need, ctx.xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, compartment_of,
-                                ctx.mask, hd=hd, o=o)
+                                ctx.mask, hd=hd, o=o, gate_products=getattr(get_provider(ctx.backend), "gate_products",
+                                                                            None))
         else:  # differentiable: the contract on the factors and the mask's tensor, chained to lambda and dt
             mask = as_tensor(ctx.mask)
             decay = None if rate is None else contract.decay_factor(rate, dt)
@@ -350,12 +352,14 @@ def decay_grad(step_grads, h0: Tensor, hs: Tensor, w_hh: Tensor) -> Tensor:
 
 
 def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, compartment_of=None, mask=None,
-                decay=None, hd=None, o=None):
+                decay=None, hd=None, o=None, gate_products=None):
     """Gradients of (xp, h0, w_hh, w_int, b_int, w_out, b_out) from scan_bwd's per-step gradients:
     one GEMM per weight over all T*B rows (differentiable, for the double-backward path). With time
     decay the w_hh gradient is over the decayed states ``hd_t = decay_t * h_{t-1}`` (docs/THEORY.md §2.4):
     ``hd [T, B, d]`` where the kernel wrote them, else formed from ``decay``; likewise the integration
-    inputs ``o [T, B, d]`` (the w_int gradient's rows) where the kernel wrote them."""
+    inputs ``o [T, B, d]`` (the w_int gradient's rows) where the kernel wrote them. ``gate_products``: the
+    provider's fused ``(saved, d, dtype) -> [T*B, 2, d] | None`` forming o = u s and q = z r in a 16-bit
+    GEMM dtype (the same values as the operations below), or None."""
     d_p, d_zp, d_yp, d_h0 = step_grads
     steps, batch, d = hs.shape
     rows = steps * batch
@@ -394,8 +398,10 @@ def input_grads(need, xp_dtype, step_grads, h0, hs, saved, w_hh, w_int, w_out, c
     elif plain and (need[3] or need[5]):  # o = u*s and q = z*r of every step in one product: [rows, 2, d]
         pairs = saved.reshape(rows, 2, 2, d)  # [u, s], [z, r]
         if acc != saved.dtype and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
-            # rounded as written: no float32 [rows, 2, d] in between (a fresh allocation's page faults)
-            oq = torch.mul(pairs[:, :, 0], pairs[:, :, 1], out=saved.new_empty(rows, 2, d, dtype=acc))
+            fused = gate_products(saved, d, acc) if gate_products is not None else None
+            # else rounded as written: no float32 [rows, 2, d] in between (a fresh allocation's page faults)
+            oq = fused if fused is not None else torch.mul(pairs[:, :, 0], pairs[:, :, 1],
+                                                           out=saved.new_empty(rows, 2, d, dtype=acc))
         else:
             oq = (pairs[:, :, 0] * pairs[:, :, 1]).to(acc)
         o, q = oq[:, 0], oq[:, 1]
