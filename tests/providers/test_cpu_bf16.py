@@ -95,6 +95,41 @@ def test_bf16_products_run_and_agree():
             torch.testing.assert_close(r, s, rtol=1e-4, atol=1e-5)
 
 
+def test_16bit_call_buffers_are_reused_only_when_free():
+    # a 16-bit call's float32 tensors (saved, the per-step gradients) come from buffers kept between
+    # calls: one still held by the caller is never handed out again, one dropped is (no fresh allocation)
+    def inputs(seed):
+        return contract_inputs(16, 8, 64, torch.bfloat16, seed=seed)  # saved, d_p: over the pool's minimum size
+
+    a, b = inputs(1), inputs(2)
+    grad = torch.randn(16, 8, 64).bfloat16()
+    hs_a, saved_a = cpu.scan_fwd(*a.values(), None, True)
+    kept = saved_a.clone()
+    grads_a = cpu.scan_bwd(grad, a["h0"], hs_a, saved_a, a["w_hh"], a["w_int"], a["w_out"], None)
+    kept_grads = [g.clone() for g in grads_a]
+    hs_b, saved_b = cpu.scan_fwd(*b.values(), None, True)
+    grads_b = cpu.scan_bwd(grad, b["h0"], hs_b, saved_b, b["w_hh"], b["w_int"], b["w_out"], None)
+    assert saved_b.data_ptr() != saved_a.data_ptr() and torch.equal(saved_a, kept)
+    assert all(torch.equal(g, k) for g, k in zip(grads_a, kept_grads))
+    assert not torch.equal(saved_a, saved_b) and not torch.equal(grads_a[0], grads_b[0])
+    ptr = saved_a.data_ptr()
+    del saved_a, grads_a
+    assert cpu.scan_fwd(*b.values(), None, True)[1].data_ptr() == ptr  # dropped: reused
+
+
+@pytest.mark.parametrize("d, k", [(48, 0), (40, 3)])
+def test_gate_products_are_the_rounded_products(d, k):
+    # the fused o = u s, q = z r of the bfloat16 backward: bitwise PyTorch's float32 product rounded
+    saved = torch.randn(3, 5, 4 * d + k)
+    fused = cpu.gate_products(saved, d, torch.bfloat16)
+    if fused is None:  # no AVX-512 here: the caller forms them with PyTorch's operations
+        assert cpu.extension().isa() != "avx512" or "avx512bf16" not in BF16_PATHS
+        return
+    pairs = saved[..., :4 * d].reshape(15, 2, 2, d)
+    assert torch.equal(fused, (pairs[:, :, 0] * pairs[:, :, 1]).bfloat16())
+    assert cpu.gate_products(saved, d, torch.float16) is None
+
+
 def test_bfloat16_without_avx512_stays_on_the_kernel():
     # a CPU without AVX-512 (forced here) runs bfloat16 on the kernel with float32 products, not on "torch"
     with warnings.catch_warnings():
