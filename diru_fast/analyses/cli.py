@@ -90,7 +90,7 @@ FIELD_HELP = {
 # integer fields that may be 0; every other int field must be positive, every float field too.
 FIELD_CHOICES = {"models": "ANALYSIS_MODELS", "datasets": "DATASETS"}
 LITERAL_CHOICES = {"norm": ("2", "fro")}
-NON_NEGATIVE = {"first_seed", "burn_in"}
+NON_NEGATIVE = {"first_seed", "burn_in", "tune_k"}
 
 
 def _add_shared(p: argparse.ArgumentParser) -> None:
