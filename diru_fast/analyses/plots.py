@@ -94,7 +94,9 @@ def plot_gradient_flow(result: Dict[str, Any], path: Path) -> Path:
 
     plt = _pyplot()
     runs, models = result["runs"], result["config"]["models"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    curves_lr = result["summary"].get("lr_curve", {})
+    fig, axes = plt.subplots(1, 3 if curves_lr else 2, figsize=(18 if curves_lr else 12, 4.4))
+    axes[1].sharey(axes[0])
     for ax, phase in zip(axes, ("init", "trained")):
         for kind in models:
             rs = [r for r in runs if r["model"] == kind]
@@ -113,6 +115,26 @@ def plot_gradient_flow(result: Dict[str, Any], path: Path) -> Path:
         ax.legend(fontsize=8, title="model (decay, decades/step)", title_fontsize=7)
     norm = "spectral" if result["config"]["norm"] == "2" else "Frobenius"
     axes[0].set_ylabel(f"mean log10 ||∂h_T/∂s_t|| ({norm} norm)")
+    if curves_lr:  # validation MSE / predict-the-mean against the learning rate (the tuning trials)
+        ax = axes[2]
+        for kind, curve in curves_lr.items():
+            lrs = [c["lr"] for c in curve]
+            ax.plot(lrs, [min(c["median"], 1e3) for c in curve], color=_COLORS[kind], marker="o",
+                    ls="--" if kind.endswith(("_fb1", "_matched")) else "-", label=kind.upper())
+            ax.fill_between(lrs, [min(c["low"], 1e3) for c in curve], [min(c["high"], 1e3) for c in curve],
+                            color=_COLORS[kind], alpha=0.15, lw=0)
+            picked = result.get("picked_lr", {}).get(kind)
+            if picked in lrs:
+                ax.scatter([picked], [min(curve[lrs.index(picked)]["median"], 1e3)], color=_COLORS[kind], s=80,
+                           marker="*", zorder=3)
+        ax.axhline(0.3, color="k", ls=":", lw=1, label="learned: 0.3x the mean predictor")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Adam learning rate")
+        ax.set_ylabel("best validation MSE / predict-the-mean")
+        ax.set_title("tuning: median and range over the tuning seeds (star: picked)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
