@@ -2,9 +2,9 @@
 
 - ``specialization.png``:  the index per k and seed (trained, at init, the null's 5-95% range, the
                            sorted-units reference); one seed's compartment profiles; the percentile of
-                           the compartment partition among random partitions.
+                           the compartment partition among random partitions; the tuning curves.
 - ``gradient_flow.png``:   mean log10 ||∂h_T/∂s_t|| against T - t per model, at init and after training.
-- ``memory_capacity.png``: validation NMSE against delay per k (and the tanh RNN).
+- ``memory_capacity.png``: test NMSE against delay per k (and the tanh RNNs); the tuning curves per delay.
 - ``real_data.png``:       per data set and metric, every model's value per seed and the mean ± std.
 """
 
@@ -27,7 +27,8 @@ def plot_specialization(result: Dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     runs, ks = result["runs"], result["config"]["ks"]
     bands = result["bands"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    curves = result.get("tuning_curves") or {}
+    fig, axes = plt.subplots(1, 4 if curves else 3, figsize=(21 if curves else 16, 4.6))
     ax = axes[0]
     for i, k in enumerate(ks):
         rs = [r for r in runs if r["k"] == k]
@@ -83,6 +84,12 @@ def plot_specialization(result: Dict[str, Any], path: Path) -> Path:
     ax.set_title("where the compartment partition falls in its null\n(uniform if compartments are not special)",
                  fontsize=9)
     ax.legend(fontsize=7)
+    if curves:
+        from .plots_tuning import draw_lr_curves
+
+        names = {"diru": f"DIRU (k={result['config'].get('tune_k')})", "lstm": "LSTM"}
+        draw_lr_curves(axes[3], {names.get(m, m): c for m, c in curves.items()},
+                       {names.get(m, m): v for m, v in result.get("picked_lr", {}).items()})
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -147,7 +154,10 @@ def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     runs = result["runs"]
     delays = sorted({r["delay"] for r in runs})
-    fig, ax = plt.subplots(figsize=(7, 4.6))
+    trials = result.get("tuning") or []
+    fig, axes = plt.subplots(1, 2 if trials else 1, figsize=(14 if trials else 7, 4.6), squeeze=False)
+    ax = axes[0][0]
+    key = "test_nmse" if runs and "test_nmse" in runs[0] else "val_nmse"
     groups = [(f"DIRU k={k}", "diru", k) for k in result["config"]["ks"]] + \
         ([("tanh RNN, same d (reference)", "rnn", None)] if any(r["model"] == "rnn" for r in runs) else []) + \
         ([("tanh RNN, DIRU's parameters (reference)", "rnn_matched", None)]
@@ -156,7 +166,7 @@ def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
         color = _K_COLORS.get(k, "0.5") if kind == "diru" else ("0.3" if kind == "rnn" else "k")
         xs, means = [], []
         for dl in delays:
-            vals = [r["val_nmse"] for r in runs if r["model"] == kind and r["k"] == k and r["delay"] == dl]
+            vals = [r[key] for r in runs if r["model"] == kind and r["k"] == k and r["delay"] == dl]
             if not vals:
                 continue
             off = (i - (len(groups) - 1) / 2) * 0.4
@@ -167,11 +177,26 @@ def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
     ax.axhline(1.0, color="k", ls=":", lw=1, label="predict the mean (NMSE 1)")
     ax.set_yscale("log")
     ax.set_xlabel("delay: steps from the first stored value to the recall marker")
-    ax.set_ylabel("validation NMSE (lines: geometric mean over seeds)")
+    ax.set_ylabel(("test" if key == "test_nmse" else "validation") + " NMSE (lines: geometric mean over seeds)")
     params = ", ".join(f"k={k}: {v[0]:,}" for k, v in result["params_by_k"].items() if v)
     ax.set_title(f"memory task error vs delay (d={result['config']['hidden_size']}; params {params})", fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    if trials:
+        from ..experiments.tuning import lr_curve
+        from .plots_tuning import draw_lr_curves
+
+        refs = {"rnn": "tanh RNN", "rnn_matched": "tanh RNN, DIRU's params"}
+        name = lambda t: f"DIRU k={t['k']}" if t["model"] == "diru" else refs.get(t["model"], t["model"])  # noqa: E731
+        curves, picked = {}, {}
+        for t in trials:
+            label = f"{name(t)}, delay {t['delay']}"
+            if label not in curves:
+                curves[label] = lr_curve([u for u in trials if u["delay"] == t["delay"] and name(u) == name(t)],
+                                         key="val_ratio")
+                picked[label] = result["picked_lr"][str(t["delay"])][f"diru_k{t['k']}" if t["model"] == "diru"
+                                                                      else t["model"]]
+        draw_lr_curves(axes[0][1], curves, picked, "tuning per delay (median over tuning seeds; circle: picked)")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
