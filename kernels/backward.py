@@ -27,6 +27,19 @@ reads alpha from ``saved[t][:, 4d:]`` and, with ``comp`` the int32 compartment o
 HAS_DECAY (time decay; the forward read ``hd = decay[t] * h``): what the step computes above is
 dL/dhd; the state gradient carried to step t-1 is ``where(t < len, decay[t] * (dyp + dP @ W_hh), dh)``.
 
+Formed in the step (as the forward): MASK_HASH, the dropout mask from its seed; DECAY_RATE, the factors
+``decay[t] = exp(-rate * dt[t])`` from the rates ``[d]`` and gaps ``[T, B]``, and then the backward also
+writes what the gradients of the rates, the gaps and W_hh need, so no ``[T*B, 3d+k] x [3d+k, d]`` product
+runs afterwards (docs/THEORY.md §2.3)::
+
+    hd[t]     = decay[t] * h_{t-1}                  -> hd[t]  (the rows of W_hh's gradient)
+    g         = [t < len] dL/dhd * hd               (dL/ddecay * decay = dL/d(-rate dt))
+    d_dt[t]   = -sum_j g * rate                     -> d_dt[t]
+    d_rate   += sum_rows -g * dt[t]                 -> d_rate[program]  (summed by the launcher)
+
+WANT_O: the integration inputs ``o = u * s (* NK alpha_c) (* mask[t])`` -> o[t] (the rows of W_int's
+gradient, so the caller forms no mask).
+
 Masked steps write zero gradients. Weights arrive zero-padded to the tile by the launcher
 (as in the forward), so no weight load is masked. In the RESIDENT regime the weights are
 loaded once and the operands come straight from registers. In the streamed regime the left
@@ -40,10 +53,12 @@ import triton
 import triton.language as tl
 
 from ._math import SELECT_MAX_K, operand, rn, segment_sums, spread
+from .forward import step_decay, step_mask
 from .tiles import load_block, mm_chunked, offsets, store_block
 
 
-@triton.jit(do_not_specialize=["T", "B"])  # no recompiles per batch size / length
+# no recompiles per batch size / length / seed
+@triton.jit(do_not_specialize=["T", "B", "seed_lo", "seed_hi", "threshold"])
 def diru_bwd_persistent(
     grad_ptr,  # [T, B, d] dL/dh_t from outside the recurrence, input dtype
     hs_ptr,  # [T, B, d] input dtype
@@ -59,12 +74,19 @@ def diru_bwd_persistent(
     scratch_ptr,  # [2, B, 5 * D_PAD] input dtype: dyp | dzp | da | ds | dr operands (streamed only)
     comp_ptr,  # [d] int32 compartment of each unit (read only if NK > 0)
     w_e_ptr,  # [K_PAD, D_PAD] input dtype: W_hh's attention rows, zero-padded (read only if NK > 0)
-    mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK)
-    decay_ptr,  # [T, B, d] ACC_DT time decay (read only if HAS_DECAY)
+    mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK); MASK_HASH: [1] its kept value
+    decay_ptr,  # [T, B, d] ACC_DT time decay (read only if HAS_DECAY); DECAY_RATE: [d] the rates
+    dt_ptr,  # [T, B] ACC_DT time decay's gaps (read only if DECAY_RATE)
+    h0_ptr,  # [B, d] input dtype (read only if DECAY_RATE)
+    hd_ptr,  # [T, B, d] out, ACC_DT: the decayed states (written only if DECAY_RATE)
+    d_rate_ptr,  # [cdiv(B, BLOCK_B), D_PAD] out, ACC_DT: each program's dL/drate (written only if DECAY_RATE)
+    d_dt_ptr,  # [T, B] out, ACC_DT: dL/ddt (written only if DECAY_RATE)
+    o_ptr,  # [T, B, d] out, ACC_DT: the integration inputs (written only if WANT_O)
     T, B, D,
+    seed_lo, seed_hi, threshold,  # int32 bits of the dropout seed's halves and threshold (MASK_HASH)
     HAS_LENGTHS: tl.constexpr, RESIDENT: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
     RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
-    HAS_DECAY: tl.constexpr,
+    HAS_DECAY: tl.constexpr, MASK_HASH: tl.constexpr, DECAY_RATE: tl.constexpr, WANT_O: tl.constexpr,
     BLOCK_B: tl.constexpr, D_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -101,8 +123,17 @@ def diru_bwd_persistent(
     hs_t = hs_ptr + last * B * D
     sv_t = saved_ptr + last * B * (4 * D + NK)
     d_p_t = d_p_ptr + last * B * (3 * D + NK)
-    mask_t = mask_ptr + last * B * D
-    decay_t = decay_ptr + last * B * D
+    mask_t = mask_ptr  # MASK_HASH: the kept value; else mask[t]
+    if not MASK_HASH:
+        mask_t += last * B * D
+    decay_t = decay_ptr  # DECAY_RATE: the rates; else decay[t]
+    if not DECAY_RATE:
+        decay_t += last * B * D
+    dt_t = dt_ptr + last * B
+    hd_t = hd_ptr + last * B * D
+    o_t = o_ptr + last * B * D
+    if DECAY_RATE:
+        d_rate = tl.zeros([D_PAD], ACC_DT)  # this program's dL/drate, summed over its rows and the steps
     d_zp_t = d_zp_ptr + last * B * D
     d_yp_t = d_yp_ptr + last * B * D
     scr = scratch_ptr
@@ -148,8 +179,11 @@ def diru_bwd_persistent(
         u = load_block(sv_t, r4, cols, row_ok, col_ok, EVEN_B, EVEN_D)
         s = load_block(sv_t + D, r4, cols, row_ok, col_ok, EVEN_B, EVEN_D)
         if HAS_MASK:
-            do = do * load_block(mask_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D)
-            mask_t -= B * D
+            m = step_mask(mask_t, r1, rows, cols, row_ok, col_ok, t, B, seed_lo, seed_hi, threshold, EVEN_B, EVEN_D,
+                          MASK_HASH)
+            do = do * m
+            if not MASK_HASH:
+                mask_t -= B * D
         if NK > 0:
             alpha = load_block(sv_t + 4 * D, r4, kc, row_ok, kc_ok, EVEN_B, False)  # [BLOCK_B, K_PAD]
             d_alpha = NK * segment_sums(do * u * s, comp, kc)  # [BLOCK_B, K_PAD]
@@ -158,6 +192,14 @@ def diru_bwd_persistent(
                 de = tl.where(live, de, 0.0)
             store_block(d_p_t + 3 * D, r3, kc, de, row_ok, kc_ok, EVEN_B, False)
             do = do * (NK * spread(alpha, comp))
+        if WANT_O:  # o = u s (* NK alpha_c) (* mask), the contract's order (zero on padded steps: u, s are)
+            o = u * s
+            if NK > 0:
+                o = o * (NK * spread(alpha, comp))
+            if HAS_MASK:
+                o = o * m
+            store_block(o_t, r1, cols, o, row_ok, col_ok, EVEN_B, EVEN_D)
+            o_t -= B * D
         if RELU:
             da = tl.where(u > 0.0, do * s, 0.0)
         else:
@@ -197,8 +239,26 @@ def diru_bwd_persistent(
                                      IN_DT, OP_DT, PRECISION)
             scr = scratch_ptr + ((i + 1) % 2) * (B * 5 * D_PAD)
         if HAS_DECAY:  # dh_prev is dL/dhd; the state h_{t-1} reached the step through hd = decay[t] * h_{t-1}
-            dh_prev = dh_prev * load_block(decay_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D)
-            decay_t -= B * D
+            dec = step_decay(decay_t, dt_t, r1, rows, cols, row_ok, col_ok, EVEN_B, EVEN_D, DECAY_RATE)
+            if DECAY_RATE:  # the decayed state and the gradients of the rates and gaps
+                if t > 0:
+                    h_before = hs_t - B * D
+                else:
+                    h_before = h0_ptr
+                hd = dec * load_block(h_before, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
+                store_block(hd_t, r1, cols, hd, row_ok, col_ok, EVEN_B, EVEN_D)
+                g = dh_prev * hd  # dL/d(-rate dt) = dL/ddecay * decay
+                if HAS_LENGTHS:
+                    g = tl.where(live, g, 0.0)
+                dt_rows = tl.load(dt_t + rows, mask=row_ok, other=0.0)  # [BLOCK_B]
+                rate = tl.load(decay_t + cols, mask=col_ok, other=0.0)  # [D_PAD]
+                d_rate += tl.sum(g * -dt_rows[:, None], axis=0)
+                tl.store(d_dt_ptr + (tl.cast(t, tl.int64) * B + rows), -tl.sum(g * rate[None, :], axis=1), mask=row_ok)
+                dt_t -= B
+                hd_t -= B * D
+            else:
+                decay_t -= B * D
+            dh_prev = dh_prev * dec
         if HAS_LENGTHS:
             dh = tl.where(live, dh_prev, dh)
         else:
@@ -210,3 +270,5 @@ def diru_bwd_persistent(
         d_zp_t -= B * D
         d_yp_t -= B * D
     store_block(d_h0_ptr, r1, cols, rn(dh, d_h0_ptr.dtype.element_ty), row_ok, col_ok, EVEN_B, EVEN_D)
+    if DECAY_RATE:
+        tl.store(d_rate_ptr + pid * D_PAD + cols, d_rate)
