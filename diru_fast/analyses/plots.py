@@ -5,7 +5,8 @@
                            the compartment partition among random partitions; the tuning curves.
 - ``gradient_flow.png``:   mean log10 ||∂h_T/∂s_t|| against T - t per model, at init and after training.
 - ``memory_capacity.png``: test NMSE against delay per k (and the tanh RNNs); the tuning curves per delay.
-- ``real_data.png``:       per data set and metric, every model's value per seed and the mean ± std.
+- ``real_data.png``:       per data set and metric, every model's test value per run and the mean ± std;
+                           the tuning curves (validation loss / the trivial baseline's against lr).
 """
 
 from __future__ import annotations
@@ -204,14 +205,19 @@ def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
 
 
 def plot_real_data(result: Dict[str, Any], path: Path) -> Path:
+    """Per data set: the test metric per run (bars: mean ± std; the naive forecasts on sunspots), digits'
+    accuracy, and the tuning curve (best validation loss / the trivial baseline's against the learning rate)."""
     plt = _pyplot()
+    colors = dict(_COLORS, lstm_fb1_matched="tab:cyan")
     panels = []
     for dataset in result["config"]["datasets"]:
         if dataset == "digits":
-            panels += [(dataset, "final_val_loss", "validation cross-entropy"), (dataset, "accuracy", "validation accuracy")]
+            panels += [(dataset, "test_loss", "test cross-entropy"), (dataset, "accuracy", "test accuracy")]
         else:
-            panels.append((dataset, "final_val_loss", "validation MSE (scaled)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
+            panels.append((dataset, "test_loss", "test MSE (scaled)"))
+    tuning = [d for d in result["config"]["datasets"] if any(t.get("dataset") == d for t in result.get("tuning", []))]
+    fig, axes = plt.subplots(1, len(panels) + len(tuning), figsize=(4.6 * (len(panels) + len(tuning)), 4.4),
+                             squeeze=False)
     for ax, (dataset, key, label) in zip(axes[0], panels):
         vs = result["variants"][dataset]
         for i, v in enumerate(vs):
@@ -220,14 +226,14 @@ def plot_real_data(result: Dict[str, Any], path: Path) -> Path:
                 continue
             mean = sum(vals) / len(vals)
             sd = (sum((x - mean) ** 2 for x in vals) / max(len(vals) - 1, 1)) ** 0.5
-            ax.bar([i], [mean], yerr=[sd], capsize=4, color=_COLORS.get(v["key"]), alpha=0.6)
+            ax.bar([i], [mean], yerr=[sd], capsize=4, color=colors.get(v["key"]), alpha=0.6)
             ax.scatter([i] * len(vals), vals, color="k", s=10, zorder=3)
         if dataset == "sunspots":
-            info = result["data"]["sunspots"]
-            blocks = list(info.get("blocks", {"all": info}).values())
-            ax.axhline(sum(b["persistence_mse"] for b in blocks) / len(blocks), color="k", ls=":", lw=1,
-                       label="persistence forecast (mean over test blocks)")
-            ax.legend(fontsize=7)
+            blocks = list(result["data"]["sunspots"].get("blocks", {}).values())
+            if blocks:
+                ax.axhline(sum(b["persistence_mse_test"] for b in blocks) / len(blocks), color="k", ls=":", lw=1,
+                           label="persistence forecast (mean over test blocks)")
+                ax.legend(fontsize=7)
         ax.set_xticks(range(len(vs)))
         ax.set_xticklabels([v["label"].replace(" (", "\n(") for v in vs], fontsize=7)
         ax.set_ylabel(label)
@@ -238,6 +244,22 @@ def plot_real_data(result: Dict[str, Any], path: Path) -> Path:
         if key == "accuracy":
             lo = min(r[key] for r in result["runs"] if r["dataset"] == dataset)
             ax.set_ylim(max(0.0, lo - 0.03), 1.0)
+    for ax, dataset in zip(axes[0][len(panels):], tuning):
+        for v in result["variants"][dataset]:
+            rows = [t for t in result["tuning"] if t.get("dataset") == dataset and t["model"] == v["key"]]
+            lrs = sorted({t["lr"] for t in rows})
+            vals = [sorted(t["val_ratio"] for t in rows if t["lr"] == lr) for lr in lrs]
+            med = [x[len(x) // 2] if len(x) % 2 else 0.5 * (x[len(x) // 2 - 1] + x[len(x) // 2]) for x in vals]
+            ax.plot(lrs, med, marker="o", color=colors.get(v["key"]), label=v["label"].split(" (")[0])
+            ax.fill_between(lrs, [x[0] for x in vals], [x[-1] for x in vals], color=colors.get(v["key"]), alpha=0.15, lw=0)
+        ax.axhline(0.3, color="k", ls=":", lw=1, label="learned: 0.3x the trivial baseline")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Adam learning rate")
+        ax.set_ylabel("best validation loss / trivial baseline's")
+        ax.set_title(f"{dataset} tuning (median, range over tuning seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

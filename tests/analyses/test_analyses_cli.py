@@ -11,11 +11,11 @@ TINY = {
     "specialization": ["--ks", "2", "4", "--seeds", "2", "--n-train", "16", "--n-val", "8", "--seq-len", "24",
                        "--hidden-size", "8", "--epochs", "1", "--n-perm", "20", "--burn-in", "4"],
     "gradient-flow": ["--seeds", "2", "--n-train", "16", "--n-val", "8", "--seq-len", "13", "--hidden-size", "4",
-                      "--epochs", "1", "--n-probe", "3"],
+                      "--epochs", "1", "--n-probe", "3", "--n-test", "8", "--lr-grid", "1e-3", "1e-2", "--tune-seeds", "1"],
     "memory-capacity": ["--ks", "1", "2", "4", "--seq-lens", "12", "14", "--seeds", "2", "--n-train", "16",
                         "--n-val", "8", "--hidden-size", "4", "--epochs", "1"],
     "real-data": ["--seeds", "2", "--digits-hidden", "4", "--digits-epochs", "1", "--sunspots-hidden", "4",
-                  "--sunspots-epochs", "1"],
+                  "--sunspots-epochs", "1", "--lr-grid", "1e-3", "1e-2", "--tune-seeds", "1"],
 }
 SECTIONS = ("## 1. Compartments specialize", "## 2. Gradient flow", "## 3. Memory capacity", "## 4. Real data")
 
