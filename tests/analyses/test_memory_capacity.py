@@ -10,7 +10,7 @@ import torch
 from diru_fast.analyses.common import (build, learned_summary, mean_mse, memory_delay, scored_fit, standardised_memory,
                                        standardised_memory_splits, tune_trials)
 from diru_fast.analyses.memory_capacity import k_effect, predicted_band, verdict
-from diru_fast.experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from diru_fast.experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_LEARNED
 from diru_fast.experiments.models import diru_params
 
 
@@ -76,7 +76,7 @@ def test_parameter_count_does_not_depend_on_k():
 def synthetic(b_per_doubling_k, noise=0.3, seed=0):
     rng = random.Random(seed)
     return [{"k": k, "delay": d, "seed": s,
-             "val_nmse": math.exp(-4 + 1.5 * math.log2(d / 10) + b_per_doubling_k * math.log2(k) + rng.gauss(0, noise))}
+             "test_nmse": math.exp(-4 + 1.5 * math.log2(d / 10) + b_per_doubling_k * math.log2(k) + rng.gauss(0, noise))}
             for k in (1, 2, 4, 8) for d in (10, 20, 40) for s in range(3)]
 
 
@@ -100,3 +100,16 @@ def test_verdict_needs_a_delay_effect():
     assert verdict([0.0, -0.1, 0.1], [0.01, -0.2, 0.2]) == INCONCLUSIVE  # error flat in the delay: no power
     assert verdict([-0.5, -1.5, 0.1], [1.0, 0.8, 1.2]) == INCONCLUSIVE  # CI overlaps the band and 0
     assert predicted_band([1.0, 0.8, 1.2]) == (-2.0, -0.5)
+
+
+def test_the_k_effect_uses_only_delays_where_every_k_learned():
+    rows = synthetic(0.0)
+    for r in rows:  # k = 8 forgets at delay 40: NMSE about 1 there
+        if r["k"] == 8 and r["delay"] == 40:
+            r["test_nmse"] = 1.0
+    out = k_effect(rows)
+    assert out["learned_delays"] == [10, 20] and out["n_tested"] == 24
+    cell = next(c for c in out["per_k_delay"] if c["k"] == 8 and c["delay"] == 40)
+    assert not cell["learned"] and cell["median_ratio"] == pytest.approx(1.0)
+    none = k_effect([dict(r, test_nmse=0.9) for r in rows])
+    assert none["learned_delays"] == [] and none["verdict"] == NOT_LEARNED
