@@ -81,7 +81,7 @@ class MemoryCapacityConfig(SeedPlan):
     patience: int = DEFAULT_PATIENCE
     batch_size: int = 32
     lr_grid: Tuple[float, ...] = DEFAULT_LR_GRID  # one value: no tuning
-    tune_seeds: int = 2
+    tune_seeds: int = 1  # per delay and model (4 delays x 5 rates: the budget of one core)
     tune_first_seed: int = 1000
     tune_k: int = 4  # DIRU is tuned at this k (the plain cell's math does not depend on k); 0: at every k
     clip: float = CLIP_NORM  # gradient clipping (global L2 norm), every model
