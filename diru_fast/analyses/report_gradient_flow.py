@@ -218,7 +218,8 @@ def summary_rows(result: Dict[str, Any]) -> List[Dict[str, str]]:
     each model's test MSE as a multiple of predicting the mean)."""
     s = result["summary"]
     sl, le = s["slopes"], s.get("learned", {})
-    errors = "test MSE / mean: " + ", ".join(f"{_label(k)} {_ratio(le[k]['median_ratio'])}" for k in le)
+    errors = ("test MSE / predicting the mean: " + ", ".join(f"{_label(k)} {_ratio(le[k]['median_ratio'])}" for k in le)
+              + " (least squares on all T inputs is exact on this task)")
     rows = []
     for claim, name in CLAIM_NAMES.items():
         if claim not in s["verdicts"]:

@@ -98,8 +98,10 @@ def section_real_data(result: Dict[str, Any], fig_dir: str) -> str:
               "the best validation epoch's weights scored on the test split. "
               + (f"Every model's learning rate is picked per data set from the grid "
                  f"{', '.join(f'{v:g}' for v in cfg['lr_grid'])} on tuning seed(s) {', '.join(map(str, tune_seeds))} "
-                 "(disjoint from the test seeds; on digits each with its own random split, on sunspots the earliest "
-                 "origin, whose validation years precede every test year) by the lowest median best validation loss / "
+                 "(disjoint from the test seeds; on digits each with its own random split, scored on its validation "
+                 "part — its images recur in the test seeds' splits, as in any resampling design, but no trial is "
+                 "scored on a test split; on sunspots the earliest origin, whose validation years precede every test "
+                 "year) by the lowest median best validation loss / "
                  "the trivial baseline's (below: median [min, max] over the tuning seeds, picked in bold)."
                  if tuned else f"One learning rate, {cfg['lr_grid'][0]:g}, for every model (no tuning)."), ""]
     for dataset, s in result["summary"].items():
