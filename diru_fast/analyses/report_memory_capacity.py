@@ -71,7 +71,8 @@ def section_memory_capacity(result: Dict[str, Any], fig_dir: str) -> str:
             params=", ".join(f"k={k}: {v[0]:,}" for k, v in result["params_by_k"].items() if v),
             proto=protocol_sentence(cfg), b=cfg["batch_size"], n=cfg["n_train"], v=cfg["n_val"], nt=cfg["n_test"],
             seeds=_seeds(cfg), refs=" and ".join(
-                f"with d = {hidden[m]} ({params[m]:,} parameters)" for m in refs) or "(not run here)"), "",
+                f"with d = {hidden[m]} ({params[m]:,} parameters)" for m in refs)
+            or "(not run here: they do not depend on DIRU's cell options; see the plain cell's section)"), "",
         "Test NMSE (= test MSE / predict-the-mean), geometric mean over seeds (per-seed values in brackets); "
         "*not learned*: median above 0.3; the lr each model trained with:", "",
         "| model | " + " | ".join(f"delay {d}" for d in delays) + " |",
@@ -109,11 +110,12 @@ def section_memory_capacity(result: Dict[str, Any], fig_dir: str) -> str:
         f"Statistics on ln test NMSE over the delays at which DIRU learned at every k "
         f"({', '.join(map(str, s.get('learned_delays', []))) or 'none'}; {s.get('n_tested', 0)} runs), blocks = "
         "(delay, seed) cells (shared data):", "",
-        f"- b, change of ln NMSE per doubling of k: {_ci(b)}.",
-        f"- g, change of ln NMSE per doubling of the delay: {_ci(g)}.",
+        f"- b, change of ln NMSE per doubling of k: {_ci(b) if b else '– (not estimated: no delay qualifies)'}.",
+        f"- g, change of ln NMSE per doubling of the delay: "
+        f"{_ci(g) if g else '– (not estimated: fewer than two delays qualify)'}.",
         "- \"About k×\" capacity predicts b ≈ −g: the band "
         + (f"[{band[0]:+.3f}, {band[1]:+.3f}] (−g within a factor of two)." if g and g[0] > 0 else
-           "– (the error does not grow with the delay here: no prediction to test)."),
+           "– (the error does not grow with the delay here: no prediction to test)." if g else "–."),
         "- Descriptive, not in the verdict: no effect of k at any delay (F-test, k and k × delay terms): "
         + (f"F({f['df_num']:.0f}, {f['df_den']:.0f}) = {f['F']:.3g}, p = {_p(f['p'])}" if f else "–")
         + "; Friedman rank test across k within cells: "
@@ -121,7 +123,7 @@ def section_memory_capacity(result: Dict[str, Any], fig_dir: str) -> str:
         + ". A non-significant F is not evidence that k has no effect; the interval of b is what bounds it.", "",
         _figure("memory_capacity", fig_dir), "",
         f"**Verdict: {s['verdict']}**" + _memory_reason(s) + ".", "",
-        _why_memory(cfg),
+        _why_memory(cfg) + _k1_note(result),
     ]
     return "\n".join(lines)
 
@@ -182,9 +184,27 @@ def _why_memory(cfg: Dict[str, Any]) -> str:
     return ("**Why.** At fixed d the k compartments are a block split of one d-unit dendrite: the same function "
             "class, the same parameter count and the same initial distribution for every k. So DIRU(k) for "
             "different k are one model family and differences across k are seed noise. The prototype's \"~k× "
-            "capacity\" has no mechanism behind it. Where DIRU learned at a delay at which the tanh RNNs did not "
-            "(the learned line above), that holds already at k = 1: it comes from the rest of the cell (its residual "
-            "state path; see the gradient-flow section), not from the compartments.")
+            "capacity\" has no mechanism behind it.")
+
+
+def _k1_note(result: Dict[str, Any]) -> str:
+    """Where DIRU learned at a delay at which no tanh RNN did: whether k = 1 already did (from the learned rule)."""
+    learned = result["learned"]["models"]
+    refs = [m for m in ("rnn", "rnn_matched") if m in learned]
+    if not refs or "diru_k1" not in learned or _attention(result["config"]):
+        return ""
+    delays = [d for d in map(str, result["summary"]["delays"])
+              if not any(learned[m].get(d, {}).get("learned") for m in refs)
+              and any(v.get(d, {}).get("learned") for k, v in learned.items() if k.startswith("diru_k"))]
+    if not delays:
+        return ""
+    k1 = [d for d in delays if learned["diru_k1"].get(d, {}).get("learned")]
+    if k1 == delays:
+        return (f" At delay{'s' if len(delays) > 1 else ''} {', '.join(delays)} DIRU learned and neither tanh RNN did "
+                "(only DIRU learned; both tuned alike), already at k = 1: that comes from the rest of the cell (its "
+                "residual state path; see the gradient-flow section), not from the compartments.")
+    return (f" At delay{'s' if len(delays) > 1 else ''} {', '.join(delays)} DIRU learned at some k and neither tanh RNN "
+            "did (only DIRU learned; both tuned alike).")
 
 
 def summary_rows(result: Dict[str, Any]) -> List[Dict[str, str]]:

@@ -29,7 +29,7 @@ def _model_ratio(result: Dict[str, Any], key: str) -> str:
         return "–"
     m, best = models[key], best_trivial(result)
     text = times(m["median_ratio"], best[0] if best else None, TRIVIAL_NAMES.get(best[1], best[1]) if best else "")
-    return text + ("" if m["learned"] else ", **not learned**")
+    return text + ("" if m["learned"] else ", not learned")
 
 
 def section_specialization(result: Dict[str, Any], fig_dir: str) -> str:
