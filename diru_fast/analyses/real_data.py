@@ -273,8 +273,8 @@ def _score(name: str, config: RealDataConfig, variant: Dict[str, Any], splits, l
     else:
         preds, targets = predict(model, test_set)
         test_loss = float((preds.double() - targets.double()).pow(2).mean())
-        row.update(test_loss=test_loss, test_ratio=test_loss / info["mean_mse_test"],
-                   persistence_ratio=test_loss / info["persistence_mse_test"])
+        row.update(test_loss=test_loss, test_mse_raw=test_loss * info["std"] ** 2,
+                   test_ratio=test_loss / info["mean_mse_test"], persistence_ratio=test_loss / info["persistence_mse_test"])
     row.update(val_loss_curve=history.val_loss, train_loss_curve=history.train_loss)
     return row
 
@@ -384,6 +384,8 @@ def summarize(runs: List[Dict[str, Any]], variants: Dict[str, List[Dict[str, Any
                 row["error_ratio"] = _median([r["error_ratio"] for r in rs])
             else:
                 row["persistence_ratio"] = _median([r["persistence_ratio"] for r in rs])
+                if all("test_mse_raw" in r for r in rs):
+                    row["test_raw"] = mean_std([r["test_mse_raw"] for r in rs])
             blocks: Dict[str, List[float]] = {}
             for r in rs:
                 blocks.setdefault(str(_block(r)), []).append(r["test_loss"])

@@ -111,12 +111,15 @@ def section_real_data(result: Dict[str, Any], fig_dir: str) -> str:
         if tuned and any(row.get("lr_curve") for row in rows):
             lines += [f"Tuning: best validation {'cross-entropy' if digits else 'MSE'} / {TRIVIAL[dataset]}:", ""]
             lines += _lr_table(result, dataset, rows)
+            trials = [t for t in result.get("tuning", []) if t.get("dataset") == dataset]
             lines += ["", f"Learning rates at which every tuning trial reached ≤ {LEARNED_RATIO:g}× the trivial "
-                      f"baseline: {_stable(rows)}.", ""]
+                      f"baseline: {_stable(rows)}. Tuning trials that reached the cap: "
+                      f"{sum(bool(t.get('hit_cap')) for t in trials)} of {len(trials)}.", ""]
         metric = "cross-entropy" if digits else "MSE"
         lines += [f"Test results (mean ± std over {'seeds' if digits else 'runs: blocks × seeds'}; × = median over "
                   "runs of the run's value / the trivial baseline's on the same test split):", "",
-                  f"| model | params | lr | test {metric} | × {TRIVIAL[dataset]} | learned (runs) | "
+                  f"| model | params | lr | test {metric}{'' if digits else ' (scaled; raw: sunspot number²)'} | "
+                  f"× {TRIVIAL[dataset]} | learned (runs) | "
                   + ("accuracy | error × majority class | " if digits else "× persistence | ")
                   + "epochs run | runs at the cap |",
                   "|---|---:|---:|---:|---:|---|" + ("---:|---:|" if digits else "---:|") + "---:|---:|"]
@@ -124,7 +127,8 @@ def section_real_data(result: Dict[str, Any], fig_dir: str) -> str:
             le = row["learned"]
             extra = (f" {_pm(row['accuracy'], 4)} | {_ratio(row['error_ratio'])} |" if digits
                      else f" {_ratio(row['persistence_ratio'])} |")
-            lines.append(f"| {row['label']} | {row['params']:,} | {row['lr']:g} | {_pm(row['test'])} | "
+            raw = f" (raw {_pm(row['test_raw'])})" if row.get("test_raw") else ""
+            lines.append(f"| {row['label']} | {row['params']:,} | {row['lr']:g} | {_pm(row['test'])}{raw} | "
                          f"{_ratio(le['median_ratio'])} | {'**yes**' if le['learned'] else 'no'} "
                          f"({le['seeds_learned']}/{le['n']}) |{extra} {_pm(row['epochs_run'], 3)} | "
                          f"{row['hit_cap']} of {row['n']} |")
