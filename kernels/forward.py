@@ -105,7 +105,7 @@ def diru_fwd_persistent(
     comp_ptr,  # [d] int32 compartment of each unit (read only if NK > 0)
     w_e_ptr,  # [K_PAD, D_PAD] input dtype: W_hh's attention rows, zero-padded (read only if NK > 0)
     mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK); MASK_HASH: [1] its kept value
-    decay_ptr,  # [T, B, d] ACC_DT time decay (read only if HAS_DECAY); DECAY_RATE: [d] the rates
+    decay_ptr,  # [T, B, d] ACC_DT time decay (read only if HAS_DECAY); DECAY_RATE: [2, d] the rates (twice)
     dt_ptr,  # [T, B] ACC_DT time decay's gaps (read only if DECAY_RATE)
     T, B, D,
     seed_lo, seed_hi, threshold,  # int32 bits of the dropout seed's halves and threshold (MASK_HASH)
@@ -159,6 +159,8 @@ def diru_fwd_persistent(
     decay_t = decay_ptr
     dt_t = dt_ptr
     for t in range(0, T):
+        if DECAY_RATE:  # the rates [2, d]: two copies read by step parity, so the load is not loop invariant
+            decay_t = decay_ptr + (t % 2) * D  # (hoisted out of the loop it would hold registers throughout)
         if HAS_DECAY:  # hd = decay[t] * h, the state this step reads (h itself is kept for masked rows)
             hd = h * step_decay(decay_t, dt_t, r1, rows, cols, row_ok, col_ok, EVEN_B, EVEN_D, DECAY_RATE)
             if not RESIDENT:  # the products' operand: rounded hd in the scratch's third slot

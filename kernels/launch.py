@@ -93,10 +93,14 @@ def _device_guard(device: torch.device):
 
 
 def _plan(config: Optional[cfgs.KernelConfig], d: int, batch: int, dtype: torch.dtype,
-          lengths: Optional[Tensor], placeholder: Tensor, k: int = 0, crowded: bool = False):
+          lengths: Optional[Tensor], placeholder: Tensor, k: int = 0, crowded: bool = False, in_step: bool = False):
     """(config, lengths pointer, constexpr flags) of one launch (``k`` attention compartments, 0:
-    none); without lengths the kernel gets a placeholder pointer it never reads (HAS_LENGTHS=False)."""
-    cfg = config or cfgs.choose(d, str(dtype).replace("torch.", ""), k, crowded)
+    none; ``in_step``: an option formed in the step, ``config.for_in_step``); without lengths the kernel
+    gets a placeholder pointer it never reads (HAS_LENGTHS=False)."""
+    name = str(dtype).replace("torch.", "")
+    cfg = config or cfgs.choose(d, name, k, crowded, in_step)
+    if in_step and config is None:
+        cfg = cfgs.for_in_step(cfg, name, k)
     lens = lengths if lengths is not None else placeholder
     meta = dict(_meta(dtype), HAS_LENGTHS=lengths is not None,
                 EVEN_B=batch % cfg.block_b == 0, EVEN_D=_even(cfg, d))
@@ -139,8 +143,8 @@ class _Options:
             mask = torch.full((1,), mask_scale, dtype=acc, device=placeholder.device)
         elif mask is not None:
             mask = mask.to(acc).contiguous()
-        if rated:
-            decay, dt = rate.to(acc).contiguous(), dt.to(acc).contiguous()
+        if rated:  # the rates twice, [2, d]: the persistent kernels read them by step parity (nothing hoisted)
+            decay, dt = rate.to(acc).expand(2, -1).contiguous(), dt.to(acc).contiguous()
         elif decay is not None:
             decay = decay.to(acc).contiguous()
         self.flags = dict(RELU=activation == "relu", NK=nk, K_PAD=cfgs.pad_compartments(nk),
@@ -151,6 +155,11 @@ class _Options:
         seed = int(mask_seed) if hashed else 0
         self.seeds = (_int32_bits(seed & 0xFFFFFFFF), _int32_bits((seed >> 32) & 0xFFFFFFFF),
                       _int32_bits(int(mask_threshold)) if hashed else 0)
+
+    @property
+    def in_step(self) -> bool:
+        """An option formed in the step (the seeded mask or time decay from rates)."""
+        return self.flags["MASK_HASH"] or self.flags["DECAY_RATE"]
 
     @property
     def crowded(self) -> bool:
@@ -201,7 +210,8 @@ def scan_fwd(
         return hs, saved
     opt = _Options(activation, compartment_of, mask, k, acc, hs, decay, rate, dt, mask_seed, mask_threshold,
                    mask_scale)
-    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k, crowded=opt.crowded)
+    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k, crowded=opt.crowded,
+                            in_step=opt.in_step)
     meta.update(opt.flags)
     with _device_guard(device):
         if cfg.persistent:
@@ -276,7 +286,7 @@ def _fwd_steps(xp, h0, w_hh, w_int, b_int, w_out, b_out, lens, hs, saved, need_s
     # the first one here (with rates: exp(-rate dt[0]) formed for step 0 only, [B, d])
     hd = None
     if decay is not None:
-        hd = (h32 * (torch.exp(-decay * opt.dt[0].unsqueeze(-1)) if rated else decay[0])).to(xp.dtype)
+        hd = (h32 * (torch.exp(-decay[0] * opt.dt[0].unsqueeze(-1)) if rated else decay[0])).to(xp.dtype)
     dt = opt.dt
     for t in range(steps):
         gates = saved[t] if need_saved else work
@@ -341,7 +351,8 @@ def scan_bwd(
         return (d_p, d_zp, d_yp, d_h0) + ((hd, d_rate, d_dt, o) if extended else ())
     opt = _Options(activation, compartment_of, mask, k, acc, hs, decay, rate, dt, mask_seed, mask_threshold,
                    mask_scale)
-    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k, crowded=opt.crowded)
+    cfg, lens, meta = _plan(config, d, batch, dtype, lengths, placeholder=hs, k=k, crowded=opt.crowded,
+                            in_step=opt.in_step)
     meta.update(opt.flags, WANT_O=want_o)
     with _device_guard(device):
         if cfg.persistent:
@@ -350,20 +361,31 @@ def scan_bwd(
             w_hh, w_int, _, w_out, _ = _pad_weights(cfg.d_pad, w_hh, w_int, None, w_out, None)
             scratch = _scratch((2, batch, 5 * cfg.d_pad), dtype, device) if cfg.mode == "streamed" else hs
             grid = (triton.cdiv(batch, cfg.block_b),)
-            # each program's dL/drate [D_PAD], summed here (a fixed order: deterministic)
-            d_rate_parts = _empty((grid[0], cfg.d_pad), acc, device) if rated else hs
+            # dL/drate [D_PAD] per step parity and program, summed here (a fixed order: deterministic)
+            d_rate_parts = torch.zeros((2, grid[0], cfg.d_pad), dtype=acc, device=device) if rated else hs
             backward.diru_bwd_persistent[grid](
                 grad_hs, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, scratch,
-                opt.comp, w_e, opt.mask, opt.decay, opt.dt, h0, _or(hd, hs), d_rate_parts, _or(d_dt, hs), _or(o, hs),
+                opt.comp, w_e, opt.mask, opt.decay, opt.dt, h0, _or(hd, hs), d_rate_parts, _or(d_dt, hs),
                 steps, batch, d, *opt.seeds, RESIDENT=cfg.mode == "resident",
                 BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k,
-                num_warps=cfg.num_warps, num_stages=cfg.stages_bwd, maxnreg=cfg.maxnreg, **meta)
+                num_warps=cfg.num_warps, num_stages=cfg.stages_bwd, maxnreg=cfg.maxnreg,
+                **{key: v for key, v in meta.items() if key != "WANT_O"})
             if rated:
-                d_rate = d_rate_parts.sum(0)[:d]
+                d_rate = d_rate_parts.sum((0, 1))[:d]
+            if want_o:
+                rows = steps * batch
+                backward.diru_integration_inputs[(triton.cdiv(rows, INTEGRATION_ROWS),)](
+                    saved, opt.comp, opt.mask, o, rows, batch, d, *opt.seeds, NK=meta["NK"], K_PAD=meta["K_PAD"],
+                    HAS_MASK=meta["HAS_MASK"], MASK_HASH=meta["MASK_HASH"], BLOCK_R=INTEGRATION_ROWS,
+                    D_PAD=cfg.d_pad, num_warps=4, num_stages=1)
         else:
             d_rate = _bwd_steps(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lens, d_p, d_zp, d_yp, d_h0, cfg, meta,
                                 opt, hd, d_dt, o)
     return (d_p, d_zp, d_yp, d_h0) + ((hd, d_rate, d_dt, o) if extended else ())
+
+
+#: Rows (t, b) per program of the integration-input kernel (backward.diru_integration_inputs).
+INTEGRATION_ROWS = 16
 
 
 def _or(t: Optional[Tensor], placeholder: Tensor) -> Tensor:

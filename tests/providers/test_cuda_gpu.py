@@ -405,9 +405,12 @@ def test_triton_options_within_twice_torch_error(dtype, case):
 # CPU twins: tests/providers/test_triton_decay.py (interpreter, every regime, to 1e-12) and the harness cases
 # of tests/providers/test_cuda.py (the CUDA kernel source on the CPU, to 1e-12).
 
-# (T, B, d, compartment sizes): resident in 16 bit / streamed in fp32 (triton); d=256 with every option runs
-# the per-step Triton kernels; B=9 and 33: partial blocks and row tiles
-IN_STEP_CASES = [(7, 9, 48, [5, 7, 12, 24]), (4, 33, 256, [64, 128, 64])]
+# (T, B, d, compartment sizes), dtype: d=48 resident in 16 bit / streamed in fp32 (triton), B=9 partial blocks
+# and row tiles; d=256 with every option runs the per-step Triton kernels. The shapes of the self test's
+# options cases (diru_fast/selftest.py OPTIONS_GPU), which bench/gpu_check.sh runs first: the Triton kernels
+# they compile are in Triton's cache here (d=256 in fp32 only: a new set of per-step variants).
+IN_STEP_CASES = [((7, 9, 48, [5, 7, 12, 24]), dtype) for dtype in (torch.float64, torch.float32, torch.bfloat16)] + [
+    ((4, 32, 256, [64, 128, 64]), dtype) for dtype in (torch.float64, torch.float32)]
 
 
 def _in_step_run(backend, a, opts, lengths, lam, dt, mask, grad):
@@ -415,8 +418,6 @@ def _in_step_run(backend, a, opts, lengths, lam, dt, mask, grad):
     provider = diru_fast.backends.get_provider(backend)
     args = [a[k] for k in ("xp", "h0", "w_hh", "w_int", "b_int", "w_out", "b_out")]
     hs, saved = provider.scan_fwd(*args, lengths, True, **opts, mask=mask, decay_rate=lam, dt=dt)
-    hs_infer = provider.scan_fwd(*args, lengths, False, **opts, mask=mask, decay_rate=lam, dt=dt)[0]
-    assert torch.equal(hs_infer, hs), "the inference forward's states differ from the training forward's"
     out = provider.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts, mask=mask,
                             decay_rate=lam, dt=dt, extended=True)
     return (hs, saved) + tuple(out)
@@ -438,9 +439,9 @@ def _in_step_contract(a, opts, lengths, lam, dt, mask, grad):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("case", IN_STEP_CASES, ids=lambda c: "T{}-B{}-d{}".format(*c[:3]))
-def test_in_step_options_match_contract(backend, dtype, case):
+@pytest.mark.parametrize("case, dtype", IN_STEP_CASES, ids=lambda c: "T{}-B{}-d{}".format(*c[:3])
+                         if isinstance(c, tuple) else str(c))
+def test_in_step_options_match_contract(backend, case, dtype):
     """Every option, time decay from lambda and dt and the mask hashed from its seed, on the GPU: the
     provider's forward and extended backward (the decayed states, the gradients of lambda and dt, the
     integration inputs) against the float64 contract on the factors and the mask's tensor: float64 to

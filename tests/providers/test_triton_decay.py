@@ -337,3 +337,23 @@ def test_layer_on_triton_fuses_the_options_and_matches_torch_float64(monkeypatch
     assert calls and all(c == (True, True, True) for c in calls), calls
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_dispatcher_configures_the_in_step_options():
+    """With options formed in the step the resident kernels get the whole register file (8 warps at d_pad
+    64 in 16 bit with attention) and dropout with time decay at d_pad 256 runs per step in every dtype
+    (kernels/config.py; their compile check: tests/providers/test_triton_compile.py); the launcher runs
+    them with that configuration."""
+    k = _kernels()
+    config = k.config
+    for dtype in ("float32", "bfloat16"):
+        assert k.choose(200, dtype, crowded=True, in_step=True).mode == "step"
+        assert k.choose(100, dtype, crowded=True, in_step=True).mode == "streamed"
+    assert k.choose(200, "bfloat16", crowded=True).mode == "streamed"  # the [T, B, d] tensors: as before
+    wide = config.for_in_step(k.choose(64, "bfloat16"), "bfloat16", 3)
+    assert (wide.num_warps, wide.maxnreg) == (8, 255)
+    assert config.for_in_step(k.choose(64, "bfloat16"), "bfloat16", 0).num_warps == 4
+    assert config.for_in_step(k.choose(16, "float32"), "float32", 0).maxnreg == 255
+    assert config.for_in_step(k.choose(64, "float32"), "float32", 0).num_warps == 8
+    streamed = k.choose(128, "float32")
+    assert config.for_in_step(streamed, "float32", 3) == streamed
