@@ -62,8 +62,9 @@ CPU kernel does): MASK_HASH, the dropout mask from its seed (``_math.dropout_mas
 hash of ``diru_fast/scan/dropout.py``, bitwise the mask of every other backend); DECAY_RATE, the factors
 ``exp(-rate * dt[t])`` from the rates ``softplus(lambda) [d]`` and gaps ``dt [T, B]`` (``_math.decay_factors``),
 with the backward writing the decayed states ``hd`` (W_hh's gradient rows), ``dL/ddt`` and per-program
-``dL/drate`` (no ``[T*B, 3d+k] x [3d+k, d]`` product afterwards); WANT_O, the backward writing the
-integration inputs ``o`` (W_int's gradient rows).
+``dL/drate`` (no ``[T*B, 3d+k] x [3d+k, d]`` product afterwards); WANT_O, the integration inputs ``o``
+(W_int's gradient rows: ``backward.diru_integration_inputs`` after the persistent backward, bwd_do per
+step). Their register budget: ``config.for_in_step`` and ``choose(..., in_step=True)``.
 
 Triton versions (``compat.py``): the kernels need Triton >= 3.0, attention 3.3 (``tl.gather``;
 older ones leave it out of ``OPTIONS``); the interpreter's float64 needs 3.5, and under NumPy >= 2.4 the interpreter needs 3.7. Importing this package with an

@@ -37,6 +37,10 @@ runs afterwards (docs/THEORY.md §2.3)::
     d_dt[t]   = -sum_j g * rate                     -> d_dt[t]
     d_rate   += sum_rows -g * dt[t]                 -> d_rate[t % 2, program]  (summed by the launcher)
 
+formed at the top of step t-1 (``_decay_terms``), where ``h_{t-1} = hs[t-1]`` is loaded anyway and the
+carried ``dh = decay[t] * dL/dhd`` gives ``g = dh * h_{t-1}`` with few tiles live (step 0's after the loop,
+from h0).
+
 The integration inputs ``o = u * s (* NK alpha_c) (* mask[t])`` (the rows of W_int's gradient, so the
 caller forms no mask) come from ``diru_integration_inputs``, one elementwise launch after this kernel
 (computed here they made the resident backward with attention spill).

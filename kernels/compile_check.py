@@ -19,7 +19,9 @@ compiled variant; checked in float32 and bfloat16 with full tiles) spills a few 
 training one does not (fp32 at d_pad = 64 and 256 on sm_90: 12 and 8 bytes), tolerated up to
 INFERENCE_SPILL_LIMIT. The option variants (relu, attention with k = 4, dropout, time decay, all
 three, all four, all but attention; ``option_variants``: a representative subset of the variants the
-dispatcher runs, with full tiles) are held to the same limits. Run it with the Triton a GPU machine
+dispatcher runs, with full tiles) are held to the same limits, "fused" and "fused_no_attention" (the mask
+hashed from its seed, time decay from rates, the integration inputs: the options formed in the step)
+with the configuration the launcher gives them (``config.for_in_step``; the row's ``run_as``). Run it with the Triton a GPU machine
 will have (PyTorch's CUDA wheels pin one: 3.6 for torch 2.10-2.13), e.g. from a private copy:
 ``pip install --target /tmp/triton36 triton==3.6.0 --no-deps`` and ``PYTHONPATH=/tmp/triton36``;
 bench/results/triton-compile-3.6.txt is that report.
