@@ -256,8 +256,8 @@ IN_STEP_NAMES = ("hs", "saved", "d_p", "d_zp", "d_yp", "d_h0", "hd", "d_decay_ra
 
 
 # (T, B, d): masked lanes, three rows; two row tiles (the rate gradient summed over programs) and, per
-# step, three column tiles (the gap gradient summed over them)
-@pytest.mark.parametrize("shape", [(3, 3, 24), (2, 17, 40)], ids=lambda s: "T{}-B{}-d{}".format(*s))
+# step, two column tiles (the gap gradient summed over them)
+@pytest.mark.parametrize("shape", [(3, 3, 24), (2, 17, 20)], ids=lambda s: "T{}-B{}-d{}".format(*s))
 @pytest.mark.parametrize("regime", REGIMES)
 def test_in_step_decay_and_seeded_mask_match_contract_float64(regime, shape):
     """Time decay from lambda and dt formed in the step, the dropout mask hashed from its seed, with relu,
