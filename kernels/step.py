@@ -224,7 +224,7 @@ def diru_bwd_step_dq(
                 row_ok, n_ok, EVEN_B, EVEN_D)
 
 
-@triton.jit(do_not_specialize=["t", "B"])
+@triton.jit(do_not_specialize=["t", "B", "seed_lo", "seed_hi", "threshold"])
 def diru_bwd_step_do(
     d_zp_t_ptr,  # [B, d] ACC_DT
     saved_t_ptr,  # [B, 4d+NK] ACC_DT
