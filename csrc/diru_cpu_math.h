@@ -99,9 +99,13 @@ struct LaneF {
       std::memcpy(p, tmp, sizeof(float) * count);
     }
   }
-  // every lane s, -0.0 included (0 + -0.0 would give +0.0); written out, so GCC emits one broadcast
-  // (s - value{} with a run-time s became sixteen masked broadcasts)
-  static DIRU_INLINE value splat(float s) { return value{s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
+  // every lane s, -0.0 included (0 + -0.0 would give +0.0): lane 0 shuffled to all 16, which GCC
+  // emits as one broadcast (`s - value{}` and the 16-element initializer with a run-time s became
+  // sixteen masked broadcasts; a 4-wide vector shuffled to 16 went through the stack)
+  static DIRU_INLINE value splat(float s) {
+    const value v = {s};
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  }
 
   // mask ? a : b, with mask lanes all-ones or all-zeros (the result of a vector comparison).
   static DIRU_INLINE value select(VecI mask, value a, value b) {
