@@ -14,11 +14,14 @@ def draw_lr_curves(ax, curves: Dict[str, Sequence[Dict[str, Any]]], picked: Dict
     A diverged trial (inf) is drawn at the top of the panel."""
     finite = [v for rows in curves.values() for c in rows for v in (c["low"], c["high"]) if math.isfinite(v) and v > 0]
     top = max(finite) * 2 if finite else 2.0
-    for label, rows in curves.items():
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab20"] if len(curves) > 10 else None  # distinct colours past the default 10
+    for i, (label, rows) in enumerate(curves.items()):
         lrs = [c["lr"] for c in rows]
         clip = lambda v: v if math.isfinite(v) else top  # noqa: E731
         med = [clip(c["median"]) for c in rows]
-        line, = ax.plot(lrs, med, marker="o", label=label)
+        line, = ax.plot(lrs, med, marker="o", label=label, **({"color": palette(i % 20)} if palette else {}))
         ax.fill_between(lrs, [clip(c["low"]) for c in rows], [clip(c["high"]) for c in rows], color=line.get_color(),
                         alpha=0.15, lw=0)
         if label in picked:
