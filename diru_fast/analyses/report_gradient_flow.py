@@ -199,8 +199,19 @@ def _growth_note(summary: Dict[str, Any], cfg: Dict[str, Any]) -> str:
                 f"about ×{factor:.3g} over the {cfg['seq_len']} steps): the residual path amplifies. The rule above "
                 "counts growth and decay alike (|s|), so \"better than a vanilla RNN\" here means \"departs less "
                 "from a constant gradient norm per step\", not \"stable\": a gradient that grows this way is what "
-                "clipping guards against.")
+                "clipping guards against." + _others_growing(summary))
     return ""
+
+
+def _others_growing(summary: Dict[str, Any]) -> str:
+    """The other models that learned the task and whose trained gradient norm also grows with the lag."""
+    others = [(k, v["trained"][0]) for k, v in summary["slopes"].items() if k != "diru"
+              and summary.get("learned", {}).get(k, {}).get("learned") and math.isfinite(v["trained"][0])
+              and v["trained"][0] > 0]
+    if not others:
+        return ""
+    return (" The trained gradient of every other model that learned the task grows with the lag too: "
+            + ", ".join(f"{_label(k)} {slope:+.3f}" for k, slope in others) + " decades per step.")
 
 
 def _lstm_direction(tests: Sequence[Dict[str, Any]]) -> str:
