@@ -20,7 +20,9 @@
 # backend's reason for being unavailable (env.txt), so the gate sees what the tests will run; the CUDA
 # extension starts building in the background (or the gate says why it cannot: no nvcc, or nvcc's major
 # version differs from torch.version.cuda, which PyTorch's extension builder refuses); (1) `python -m
-# diru_fast selftest` on the GPU; (2) the Triton correctness tests (-m "not gpu_cuda"); (3) the
+# diru_fast selftest` on the GPU (every option, also formed in the kernels' step: time decay from lambda
+# and dt, the seeded dropout mask); (2) the Triton correctness tests (-m "not gpu_cuda"; the in-step
+# options' tests reuse the self test's shapes, so Triton's cache already holds their kernels); (3) the
 # benchmark grid, with the time that is left; (4) the CUDA correctness tests (-m gpu_cuda) once the
 # build is done. A backend that is unavailable, not built or ran zero tests is FAILED, as is a step
 # that timed out.

@@ -82,7 +82,8 @@ uint16_t to_bf16(float f) {
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-int64_t packed_size_bf16(int /*product*/, int64_t k, int64_t n, int64_t blocks) {
+// (p: the product; every product packs alike here, the narrow attention logits included)
+int64_t packed_size_bf16(int /*p*/, int64_t k, int64_t n, int64_t blocks) {
   return blocks * panels(n / blocks) * kPanel * (padded_k(k) / 2);
 }
 
@@ -90,7 +91,7 @@ int64_t packed_size_bf16(int /*product*/, int64_t k, int64_t n, int64_t blocks) 
 // block by block (each block of N / blocks columns gets its own panels, as the float32 packing does).
 // Panels in parallel (the launcher packs before its threads start); a transposed panel is read row by row
 // of W.
-void pack_bf16(int /*product*/, const float* w, int64_t k, int64_t n, bool transposed, int64_t blocks, float* out) {
+void pack_bf16(int /*p*/, const float* w, int64_t k, int64_t n, bool transposed, int64_t blocks, float* out) {
   const int64_t nb = n / blocks, kp = padded_k(k), per_block = panels(nb);
   uint32_t* words = reinterpret_cast<uint32_t*>(out);
   at::parallel_for(0, blocks * per_block, 1, [&](int64_t begin, int64_t end) {

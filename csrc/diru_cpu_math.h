@@ -99,9 +99,13 @@ struct LaneF {
       std::memcpy(p, tmp, sizeof(float) * count);
     }
   }
-  // every lane s, -0.0 included (0 + -0.0 would give +0.0); written out, so GCC emits one broadcast
-  // (s - value{} with a run-time s became sixteen masked broadcasts)
-  static DIRU_INLINE value splat(float s) { return value{s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
+  // every lane s, -0.0 included (0 + -0.0 would give +0.0): lane 0 shuffled to all 16, which GCC
+  // emits as one broadcast (`s - value{}` and the 16-element initializer with a run-time s became
+  // sixteen masked broadcasts; a 4-wide vector shuffled to 16 went through the stack)
+  static DIRU_INLINE value splat(float s) {
+    const value v = {s};
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  }
 
   // mask ? a : b, with mask lanes all-ones or all-zeros (the result of a vector comparison).
   static DIRU_INLINE value select(VecI mask, value a, value b) {
@@ -138,8 +142,24 @@ struct LaneF {
   static DIRU_INLINE value sigmoid(value x) { return 1.0f / (1.0f + exp(-x)); }
 
   // relu(x) (NaN stays NaN: the comparison is false) and its slope [u > 0] from u = relu(a)
-  static DIRU_INLINE value relu(value x) { return select(x < 0.0f, splat(0.0f), x); }
-  static DIRU_INLINE value positive(value u) { return select(u > 0.0f, splat(1.0f), splat(0.0f)); }
+  // (both in two 8-lane halves, as keep below: on AVX2, which has no 16-lane registers, GCC lowers a
+  // 16-lane comparison lane by lane through the stack; an 8-lane one is one instruction on either ISA)
+  static DIRU_INLINE value relu(value x) {
+    const V8 lo = low(x), hi = high(x);
+    return join((V8)(~(I8)(lo < 0.0f) & (I8)lo), (V8)(~(I8)(hi < 0.0f) & (I8)hi));
+  }
+  static DIRU_INLINE value positive(value u) {
+    const I8 one = (I8)(V8{} + 1.0f);
+    return join((V8)((I8)(low(u) > 0.0f) & one), (V8)((I8)(high(u) > 0.0f) & one));
+  }
+  typedef float V8 __attribute__((vector_size(32)));
+  typedef int32_t I8 __attribute__((vector_size(32)));
+  typedef uint32_t U8 __attribute__((vector_size(32)));
+  static DIRU_INLINE V8 low(value v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); }
+  static DIRU_INLINE V8 high(value v) { return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15); }
+  static DIRU_INLINE value join(V8 lo, V8 hi) {
+    return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  }
 
   // The sum of the 16 lanes, halving the width four times (vector adds and shuffles).
   static DIRU_INLINE float sum(value v) {
@@ -153,15 +173,23 @@ struct LaneF {
   // The dropout mask's values of units [j, j + 16) of a row with key `key`: scale where kept, else 0
   // (mask_keeps lane-wide: integer multiplies, shifts and xors).
   static DIRU_INLINE value keep(uint32_t key, int64_t j, uint32_t threshold, float scale) {
-    const VecU lanes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    VecU x = (VecU{} + key) ^ ((lanes + static_cast<uint32_t>(j)) * 0x9E3779B9U);
+    return join(keep8(key, static_cast<uint32_t>(j), threshold, scale),
+                keep8(key, static_cast<uint32_t>(j) + 8, threshold, scale));
+  }
+  // units [j, j + 8) (a helper, not a lambda: a lambda is compiled for the build's baseline ISA, not
+  // the caller's, and its 256-bit vector result would cross that ABI boundary)
+  static DIRU_INLINE V8 keep8(uint32_t key, uint32_t j, uint32_t threshold, float scale) {
+    const U8 lanes = {0, 1, 2, 3, 4, 5, 6, 7};
+    U8 x = (U8{} + key) ^ ((lanes + j) * 0x9E3779B9U);
     x ^= x >> 16;
     x *= 0x7feb352dU;
     x ^= x >> 15;
     x *= 0x846ca68bU;
     x ^= x >> 16;
-    return select((VecI)(x >= (VecU{} + threshold)), splat(scale), splat(0.0f));
+    return (V8)((I8)(x >= (U8{} + threshold)) & (I8)(V8{} + scale));
   }
+
+
 
   // tanh(x): an odd polynomial for |x| < 0.625 (where 1 - 2/(e^2x + 1) would cancel),
   // 1 - 2 / (e^{2|x|} + 1) with the sign restored elsewhere. Max error ~2 ulp.

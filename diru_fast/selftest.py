@@ -13,7 +13,11 @@ docs/THEORY.md), outputs and gradients:
   inference forward (nothing saved) equal bit for bit to the training forward's states;
 - **options** (kernel backends, the options each fuses: relu, attention over unequal compartments,
   compartment dropout, time decay, all at once): the same checks with the options on, at a size of
-  each regime they take on a GPU (d=48; d=256, where attention runs the per-step kernels).
+  each regime they take on a GPU (d=48; d=256, where attention runs the per-step kernels);
+- **options in the step** (kernel backends that form them there: time decay from ``lambda`` and ``dt``,
+  the dropout mask from its seed, what a layer's eager training step runs): the same checks, the
+  gradients of ``lambda`` and ``dt`` too, against the contract on the factors and the mask's tensor (on a
+  GPU at d=48 only: each case compiles its own kernel variants, within bench/gpu_check.sh's time limit).
 
 Error: the largest absolute difference from the float64 result on the same (rounded) inputs,
 divided by the largest magnitude of that result. Tolerance: float64: 1e-10; any other dtype:
@@ -333,6 +337,59 @@ def check_scan(tally: _Tally, backend: str, device: str, dtype: torch.dtype, sha
 
 # ------------------------------------------------------------------ driver
 
+def check_in_step(tally: _Tally, backend: str, device: str, dtype: torch.dtype, shapes) -> None:
+    """The options formed inside the kernels' step (providers with ``STEP_OPTIONS``): every option the
+    backend fuses, time decay as ``lambda [d]`` and ``dt [T, B]`` (0 on padded steps) and the dropout mask
+    as its seed (p = 0.25); ``hs`` and the gradients of the seven inputs, lambda and dt."""
+    from .scan.dropout import CompartmentMask
+
+    fused = backends.provider_options(backend)
+    if not getattr(backends.get_provider(backend), "STEP_OPTIONS", False) or not {"dropout", "time_decay"} <= fused:
+        return
+    for T, B, d, sizes in shapes:
+        tag = f"scan T{T} B{B} d{d} options in the step {'+'.join(sorted(fused))}"
+        seed = T * B + d + 1
+        base, opts64 = _option_inputs(T, B, d, sizes, fused - {"dropout", "time_decay"}, seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        lengths = torch.tensor([max(1, T - (7 * b) % T) for b in range(B)])
+        base["decay_rate"] = torch.randn(d, generator=g, dtype=torch.float64)
+        base["dt"] = (torch.rand(T, B, generator=g, dtype=torch.float64) * 2).masked_fill(
+            torch.arange(T)[:, None] >= lengths[None, :], 0.0)
+        bits = int(torch.randint(0, 2 ** 62, (), generator=g))
+        acc = contract.acc_dtype(dtype)
+
+        def mask(dt, dev):
+            return CompartmentMask(torch.tensor(bits), 0.25, (T, B, d), dt, torch.device(dev))
+
+        grad = torch.randn(T, B, d, generator=torch.Generator().manual_seed(d), dtype=torch.float64)
+        rounded = {k: _round(v, dtype) for k, v in base.items()}
+        on_device = {k: v.to(device=device, dtype=dtype) for k, v in rounded.items()}
+        comp = opts64["compartment_of"]
+        dev_opts = dict(activation=opts64["activation"], compartment_of=None if comp is None else comp.to(device))
+        dev_lengths, dev_grad = lengths.to(device), grad.to(device)
+        names = ["hs"] + [f"grad {k}" for k in base]
+
+        def kernel(w, lens):
+            return ops.scan(*(w[k] for k in list(w)[:7]), lens, backend, **dev_opts, mask=mask(acc, device),
+                            decay_rate=w["decay_rate"], dt=w["dt"])
+
+        def contract_in(w, lens, opts, mask_dtype):  # the contract on the factors and the mask's tensor
+            decay = contract.decay_factor(w["decay_rate"], w["dt"])
+            return contract.scan_fwd(*(w[k] for k in list(w)[:7]), lens, False, **opts,
+                                     mask=mask(mask_dtype, w["xp"].device).tensor(), decay=decay,
+                                     acc=w["xp"].dtype)[0]
+
+        ref = _scan_grads(lambda w, lens: contract_in(w, lens, dict(activation=opts64["activation"],
+                                                                     compartment_of=comp), torch.float64),
+                          rounded, lengths, grad)
+        got = _scan_grads(kernel, on_device, dev_lengths, dev_grad)
+        yard = None if dtype == torch.float64 else _scan_grads(
+            lambda w, lens: contract_in(w, lens, dev_opts, dtype), on_device, dev_lengths, dev_grad)
+        for i, name in enumerate(names):
+            tol, rule = _rule(dtype, None if yard is None else _err(yard[i], ref[i]))
+            tally.add(f"{tag} {name}", _err(got[i], ref[i]), tol, rule)
+
+
 def _devices(requested: Optional[Sequence[str]]) -> List[str]:
     found = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     return [d for d in found if requested is None or d in requested]
@@ -411,6 +468,7 @@ def _check_one(backend: str, device: str, dtype: torch.dtype) -> Result:
             if backend in backends.KERNEL_BACKENDS:
                 check_scan(tally, backend, device, dtype, OPTIONS_GPU if device == "cuda" else OPTIONS_CPU,
                            options=True)
+                check_in_step(tally, backend, device, dtype, OPTIONS_GPU[:1] if device == "cuda" else OPTIONS_CPU)
         if device == "cuda":
             torch.cuda.synchronize()
     except Exception as exc:  # noqa: BLE001  (a crash is a failure with its reason, not a traceback)

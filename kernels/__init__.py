@@ -57,6 +57,14 @@ cross-tile segment sums); HAS_MASK: ``o *= mask[t]`` forward, ``do *= mask[t]`` 
 and its residual (the streamed forward writes the rounded hd to a third scratch slot in place of
 reading hs[t-1]; per step, fwd_out writes the next step's rounded hd for the gates to read), masked
 steps keep the undecayed h, and the backward carries ``decay[t] * dL/dhd`` to step t-1 on live rows.
+Formed in the step instead of read (the eager path, ``diru_fast.scan.ops.StepOptionsScan``, as the C++
+CPU kernel does): MASK_HASH, the dropout mask from its seed (``_math.dropout_mask``: the counter-based
+hash of ``diru_fast/scan/dropout.py``, bitwise the mask of every other backend); DECAY_RATE, the factors
+``exp(-rate * dt[t])`` from the rates ``softplus(lambda) [d]`` and gaps ``dt [T, B]`` (``_math.decay_factors``),
+with the backward writing the decayed states ``hd`` (W_hh's gradient rows), ``dL/ddt`` and per-program
+``dL/drate`` (no ``[T*B, 3d+k] x [3d+k, d]`` product afterwards); WANT_O, the integration inputs ``o``
+(W_int's gradient rows: ``backward.diru_integration_inputs`` after the persistent backward, bwd_do per
+step). Their register budget: ``config.for_in_step`` and ``choose(..., in_step=True)``.
 
 Triton versions (``compat.py``): the kernels need Triton >= 3.0, attention 3.3 (``tl.gather``;
 older ones leave it out of ``OPTIONS``); the interpreter's float64 needs 3.5, and under NumPy >= 2.4 the interpreter needs 3.7. Importing this package with an

@@ -24,6 +24,14 @@ instructions and emulates them at those bounds.
   saturate and propagate NaN: exp overflows to inf, 2/inf = 0.
 - ``tanh``, fp64 (the interpreter only): ``2 / (1 + exp(-2x)) - 1``, whose absolute error of
   ~1e-16 is what the float64 tests' 1e-12 needs (a degree-4 polynomial would not be).
+
+The options formed inside the step (docs/THEORY.md §1.5, §1.6):
+
+- ``dropout_mask``: compartment dropout's counter-based mask, the 32-bit hash of
+  ``diru_fast/scan/dropout.py`` (integer multiplies, shifts and xors on uint32: ``mul.lo``, ``shr.u32``,
+  ``xor.b32``), so one seed gives the same mask as the CPU kernel and the torch backend.
+- ``decay_factors``: time decay's ``exp(-rate * dt)`` from the rates ``softplus(lambda) [d]`` and the
+  gaps ``dt [B]`` of one step (one ``ex2.approx.f32`` per element in fp32).
 """
 
 import triton
@@ -99,6 +107,41 @@ def segment_sums(v, comp, kc):
     0/1 factors with IEEE fp32 (or fp64) FMAs (its operands in shared memory: no hoisted masks)."""
     onehot = (comp[:, None] == kc[None, :]).to(v.dtype)  # [C, K_PAD]
     return tl.dot(v, onehot, input_precision="ieee", out_dtype=v.dtype)
+
+
+@device_fn
+def mix32(x):
+    """The 32-bit finalizer of the dropout hash (uint32 in, uint32 out; products mod 2^32)."""
+    x = x ^ (x >> 16)
+    x = x * 0x7FEB352D
+    x = x ^ (x >> 15)
+    x = x * 0x846CA68B
+    return x ^ (x >> 16)
+
+
+@device_fn
+def dropout_mask(rows, cols, t, B, seed_lo, seed_hi, threshold, scale):
+    """Compartment dropout's mask of step ``t`` for batch ``rows [R]`` and units ``cols [C]``: ``scale``
+    where ``hash(seed, t*B + row, unit) >= threshold``, else 0 (``[R, C]``, the dtype of ``scale``).
+    ``seed_lo``, ``seed_hi`` (the seed's 32-bit halves) and ``threshold`` arrive as int32 scalars holding
+    the uint32 bits; the hash is diru_fast/scan/dropout.py's, row key first (two mixes per row), then
+    one mix per element."""
+    r = tl.cast(t, tl.int64) * B + rows  # [R] int64 row-step index
+    key = mix32(seed_lo.to(tl.uint32, bitcast=True) ^ r.to(tl.uint32))
+    key = mix32(key ^ seed_hi.to(tl.uint32, bitcast=True) ^ (r >> 32).to(tl.uint32))  # [R]
+    unit = cols.to(tl.uint32) * 0x9E3779B9  # [C]
+    keep = mix32(key[:, None] ^ unit[None, :]) >= threshold.to(tl.uint32, bitcast=True)
+    return tl.where(keep, scale, 0.0)
+
+
+@device_fn
+def decay_factors(rate_ptr, dt_t_ptr, rows, cols, row_ok, col_ok):
+    """Time decay's factors of one step, ``exp(-rate[cols] * dt_t[rows])`` ``[R, C]`` (rate: the
+    ``softplus(lambda) [d]`` the launcher formed, dt_t: the step's gaps ``[B]``, both ACC_DT; masked lanes
+    get factor 1)."""
+    rate = tl.load(rate_ptr + cols, mask=col_ok, other=0.0)
+    dt = tl.load(dt_t_ptr + rows, mask=row_ok, other=0.0)
+    return tl.exp(-rate[None, :] * dt[:, None])
 
 
 if INTERPRETED:

@@ -27,6 +27,24 @@ reads alpha from ``saved[t][:, 4d:]`` and, with ``comp`` the int32 compartment o
 HAS_DECAY (time decay; the forward read ``hd = decay[t] * h``): what the step computes above is
 dL/dhd; the state gradient carried to step t-1 is ``where(t < len, decay[t] * (dyp + dP @ W_hh), dh)``.
 
+Formed in the step (as the forward): MASK_HASH, the dropout mask from its seed; DECAY_RATE, the factors
+``decay[t] = exp(-rate * dt[t])`` from the rates ``[d]`` and gaps ``[T, B]``, and then the backward also
+writes what the gradients of the rates, the gaps and W_hh need, so no ``[T*B, 3d+k] x [3d+k, d]`` product
+runs afterwards (docs/THEORY.md §2.3)::
+
+    hd[t]     = decay[t] * h_{t-1}                  -> hd[t]  (the rows of W_hh's gradient)
+    g         = [t < len] dL/dhd * hd               (dL/ddecay * decay = dL/d(-rate dt))
+    d_dt[t]   = -sum_j g * rate                     -> d_dt[t]
+    d_rate   += sum_rows -g * dt[t]                 -> d_rate[t % 2, program]  (summed by the launcher)
+
+formed at the top of step t-1 (``_decay_terms``), where ``h_{t-1} = hs[t-1]`` is loaded anyway and the
+carried ``dh = decay[t] * dL/dhd`` gives ``g = dh * h_{t-1}`` with few tiles live (step 0's after the loop,
+from h0).
+
+The integration inputs ``o = u * s (* NK alpha_c) (* mask[t])`` (the rows of W_int's gradient, so the
+caller forms no mask) come from ``diru_integration_inputs``, one elementwise launch after this kernel
+(computed here they made the resident backward with attention spill).
+
 Masked steps write zero gradients. Weights arrive zero-padded to the tile by the launcher
 (as in the forward), so no weight load is masked. In the RESIDENT regime the weights are
 loaded once and the operands come straight from registers. In the streamed regime the left
@@ -39,11 +57,39 @@ address tensors, see ``tiles``).
 import triton
 import triton.language as tl
 
-from ._math import SELECT_MAX_K, operand, rn, segment_sums, spread
+from ._math import SELECT_MAX_K, device_fn, dropout_mask, operand, rn, segment_sums, spread
+from .forward import step_decay, step_mask
 from .tiles import load_block, mm_chunked, offsets, store_block
 
 
-@triton.jit(do_not_specialize=["T", "B"])  # no recompiles per batch size / length
+@device_fn
+def _decay_terms(d_rate_ptr, dh, h_prev, t, rows, cols, row_ok, col_ok, r1, rate_ptr, dt_ptr, hd_ptr, d_dt_ptr, B,
+                 D, length, HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+                 D_PAD: tl.constexpr):
+    """Time decay from rates, step t's terms (DECAY_RATE), formed once the walk back has reached step t's
+    state ``h_prev = h_{t-1}`` (hs[t-1], or h0 for t = 0) and carries ``dh = decay[t] * dL/dhd[t]`` (on the
+    rows live at t; the others pass dh through and get no terms): ``hd[t] = decay[t] * h_{t-1}`` out,
+    ``g = dL/dhd[t] * hd[t] = dh * h_{t-1}`` (dL/d(-rate dt)), ``d_dt[t] = -sum_j g * rate`` out, and
+    ``sum_rows(-g * dt[t])`` added to this program's dL/drate row of parity t. Here, at the top of the next
+    step, few tiles are live (at the end of step t the products' tiles still are: the resident d_pad = 64
+    backward spilled there). The rates (two copies) and the dL/drate rows (two per program) are read by
+    step parity: no loop-invariant address, nothing hoisted to hold registers across the loop."""
+    parity = t % 2
+    rate = tl.load(rate_ptr + parity * D + cols, mask=col_ok, other=0.0)  # [D_PAD]
+    dt = tl.load(dt_ptr + (tl.cast(t, tl.int64) * B + rows), mask=row_ok, other=0.0)  # [BLOCK_B]
+    step = tl.cast(t, tl.int64) * B * D
+    store_block(hd_ptr + step, r1, cols, tl.exp(-rate[None, :] * dt[:, None]) * h_prev, row_ok, col_ok, EVEN_B,
+                EVEN_D)
+    g = dh * h_prev
+    if HAS_LENGTHS:
+        g = tl.where((t < length)[:, None], g, 0.0)
+    tl.store(d_dt_ptr + (tl.cast(t, tl.int64) * B + rows), -tl.sum(g * rate[None, :], axis=1), mask=row_ok)
+    part = d_rate_ptr + (parity * tl.num_programs(0) + tl.program_id(0)) * D_PAD + cols
+    tl.store(part, tl.load(part) + tl.sum(g * -dt[:, None], axis=0))
+
+
+# no recompiles per batch size / length / seed
+@triton.jit(do_not_specialize=["T", "B", "seed_lo", "seed_hi", "threshold"])
 def diru_bwd_persistent(
     grad_ptr,  # [T, B, d] dL/dh_t from outside the recurrence, input dtype
     hs_ptr,  # [T, B, d] input dtype
@@ -59,12 +105,18 @@ def diru_bwd_persistent(
     scratch_ptr,  # [2, B, 5 * D_PAD] input dtype: dyp | dzp | da | ds | dr operands (streamed only)
     comp_ptr,  # [d] int32 compartment of each unit (read only if NK > 0)
     w_e_ptr,  # [K_PAD, D_PAD] input dtype: W_hh's attention rows, zero-padded (read only if NK > 0)
-    mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK)
-    decay_ptr,  # [T, B, d] ACC_DT time decay (read only if HAS_DECAY)
+    mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK); MASK_HASH: [1] its kept value
+    decay_ptr,  # [T, B, d] ACC_DT time decay (read only if HAS_DECAY); DECAY_RATE: [2, d] the rates (twice)
+    dt_ptr,  # [T, B] ACC_DT time decay's gaps (read only if DECAY_RATE)
+    h0_ptr,  # [B, d] input dtype (read only if DECAY_RATE)
+    hd_ptr,  # [T, B, d] out, ACC_DT: the decayed states (written only if DECAY_RATE)
+    d_rate_ptr,  # [2, cdiv(B, BLOCK_B), D_PAD] ACC_DT zeros: dL/drate per step parity and program (DECAY_RATE)
+    d_dt_ptr,  # [T, B] out, ACC_DT: dL/ddt (written only if DECAY_RATE)
     T, B, D,
+    seed_lo, seed_hi, threshold,  # int32 bits of the dropout seed's halves and threshold (MASK_HASH)
     HAS_LENGTHS: tl.constexpr, RESIDENT: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
     RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
-    HAS_DECAY: tl.constexpr,
+    HAS_DECAY: tl.constexpr, MASK_HASH: tl.constexpr, DECAY_RATE: tl.constexpr,
     BLOCK_B: tl.constexpr, D_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -101,15 +153,25 @@ def diru_bwd_persistent(
     hs_t = hs_ptr + last * B * D
     sv_t = saved_ptr + last * B * (4 * D + NK)
     d_p_t = d_p_ptr + last * B * (3 * D + NK)
-    mask_t = mask_ptr + last * B * D
-    decay_t = decay_ptr + last * B * D
+    mask_t = mask_ptr  # MASK_HASH: the kept value; else mask[t]
+    if not MASK_HASH:
+        mask_t += last * B * D
+    decay_t = decay_ptr  # DECAY_RATE: the rates; else decay[t]
+    if not DECAY_RATE:
+        decay_t += last * B * D
+    dt_t = dt_ptr + last * B
     d_zp_t = d_zp_ptr + last * B * D
     d_yp_t = d_yp_ptr + last * B * D
     scr = scratch_ptr
     for i in range(0, T):
         t = T - 1 - i
-        dh += load_block(grad_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
         h_new = load_block(hs_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
+        if DECAY_RATE:
+            if i > 0:  # step t+1's decay terms, now that its state h_t is here (_decay_terms)
+                _decay_terms(d_rate_ptr, dh, h_new, t + 1, rows, cols, row_ok, col_ok, r1, decay_ptr, dt_ptr, hd_ptr,
+                             d_dt_ptr, B, D, length if HAS_LENGTHS else rows, HAS_LENGTHS, EVEN_B, EVEN_D, D_PAD)
+            decay_t = decay_ptr + (t % 2) * D  # this step's rates, by parity (see _decay_terms)
+        dh += load_block(grad_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
         if HAS_LENGTHS:
             live = (t < length)[:, None]  # [BLOCK_B, 1]
 
@@ -148,8 +210,8 @@ def diru_bwd_persistent(
         u = load_block(sv_t, r4, cols, row_ok, col_ok, EVEN_B, EVEN_D)
         s = load_block(sv_t + D, r4, cols, row_ok, col_ok, EVEN_B, EVEN_D)
         if HAS_MASK:
-            do = do * load_block(mask_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D)
-            mask_t -= B * D
+            do = do * step_mask(mask_t, r1, rows, cols, row_ok, col_ok, t, B, seed_lo, seed_hi, threshold, EVEN_B,
+                                EVEN_D, MASK_HASH)
         if NK > 0:
             alpha = load_block(sv_t + 4 * D, r4, kc, row_ok, kc_ok, EVEN_B, False)  # [BLOCK_B, K_PAD]
             d_alpha = NK * segment_sums(do * u * s, comp, kc)  # [BLOCK_B, K_PAD]
@@ -197,12 +259,17 @@ def diru_bwd_persistent(
                                      IN_DT, OP_DT, PRECISION)
             scr = scratch_ptr + ((i + 1) % 2) * (B * 5 * D_PAD)
         if HAS_DECAY:  # dh_prev is dL/dhd; the state h_{t-1} reached the step through hd = decay[t] * h_{t-1}
-            dh_prev = dh_prev * load_block(decay_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D)
-            decay_t -= B * D
+            dh_prev = dh_prev * step_decay(decay_t, dt_t, r1, rows, cols, row_ok, col_ok, EVEN_B, EVEN_D, DECAY_RATE)
+            if DECAY_RATE:
+                dt_t -= B
+            else:
+                decay_t -= B * D
         if HAS_LENGTHS:
             dh = tl.where(live, dh_prev, dh)
         else:
             dh = dh_prev
+        if HAS_MASK and not MASK_HASH:
+            mask_t -= B * D
         grad_t -= B * D
         hs_t -= B * D
         sv_t -= B * (4 * D + NK)
@@ -210,3 +277,41 @@ def diru_bwd_persistent(
         d_zp_t -= B * D
         d_yp_t -= B * D
     store_block(d_h0_ptr, r1, cols, rn(dh, d_h0_ptr.dtype.element_ty), row_ok, col_ok, EVEN_B, EVEN_D)
+    if DECAY_RATE:  # step 0's decay terms (its state: h0)
+        h_first = load_block(h0_ptr, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D).to(ACC_DT)
+        _decay_terms(d_rate_ptr, dh, h_first, 0, rows, cols, row_ok, col_ok, r1, decay_ptr, dt_ptr, hd_ptr, d_dt_ptr,
+                     B, D, length if HAS_LENGTHS else rows, HAS_LENGTHS, EVEN_B, EVEN_D, D_PAD)
+
+
+@triton.jit(do_not_specialize=["B", "seed_lo", "seed_hi", "threshold"])
+def diru_integration_inputs(
+    saved_ptr,  # [T, B, 4d+NK] ACC_DT: u | s | z | r | alpha
+    comp_ptr,  # [d] int32 (read only if NK > 0)
+    mask_ptr,  # [T, B, d] ACC_DT (read only if HAS_MASK); MASK_HASH: [1] the kept value
+    o_ptr,  # [T, B, d] out, ACC_DT: o = u s (* NK alpha_c) (* mask)
+    R, B, D,  # R = T * B rows
+    seed_lo, seed_hi, threshold,  # int32 bits of the dropout seed's halves and threshold (MASK_HASH)
+    NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr, MASK_HASH: tl.constexpr,
+    BLOCK_R: tl.constexpr, D_PAD: tl.constexpr,
+):
+    """The integration inputs of every step, in the contract's order (``u s``, then the attention scale,
+    then the mask; zero on padded steps, whose saved gates are zero): grid ``(cdiv(T*B, BLOCK_R),)``, a
+    program owns BLOCK_R rows ``r = t*B + b`` and all d units (D_PAD >= d)."""
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R] row-step index t*B + b
+    cols = tl.arange(0, D_PAD)
+    r_ok = r < R
+    col_ok = cols < D
+    r4 = tl.cast(r, tl.int64) * (4 * D + NK)
+    o = load_block(saved_ptr, r4, cols, r_ok, col_ok, False, False) * \
+        load_block(saved_ptr + D, r4, cols, r_ok, col_ok, False, False)
+    if NK > 0:
+        kc = tl.arange(0, K_PAD)
+        alpha = load_block(saved_ptr + 4 * D, r4, kc, r_ok, kc < NK, False, False)
+        o = o * (NK * spread(alpha, tl.load(comp_ptr + cols, mask=col_ok, other=-1)))
+    r1 = tl.cast(r, tl.int64) * D
+    if HAS_MASK:
+        if MASK_HASH:  # row r = t*B + b is step t = r // B, batch row b = r % B: the hash takes t*B + b = r
+            o = o * dropout_mask(r, cols, 0, B, seed_lo, seed_hi, threshold, tl.load(mask_ptr))
+        else:
+            o = o * load_block(mask_ptr, r1, cols, r_ok, col_ok, False, False)
+    store_block(o_ptr, r1, cols, o, r_ok, col_ok, False, False)

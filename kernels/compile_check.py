@@ -19,7 +19,9 @@ compiled variant; checked in float32 and bfloat16 with full tiles) spills a few 
 training one does not (fp32 at d_pad = 64 and 256 on sm_90: 12 and 8 bytes), tolerated up to
 INFERENCE_SPILL_LIMIT. The option variants (relu, attention with k = 4, dropout, time decay, all
 three, all four, all but attention; ``option_variants``: a representative subset of the variants the
-dispatcher runs, with full tiles) are held to the same limits. Run it with the Triton a GPU machine
+dispatcher runs, with full tiles) are held to the same limits, "fused" and "fused_no_attention" (the mask
+hashed from its seed, time decay from rates, the integration inputs: the options formed in the step)
+with the configuration the launcher gives them (``config.for_in_step``; the row's ``run_as``). Run it with the Triton a GPU machine
 will have (PyTorch's CUDA wheels pin one: 3.6 for torch 2.10-2.13), e.g. from a private copy:
 ``pip install --target /tmp/triton36 triton==3.6.0 --no-deps`` and ``PYTHONPATH=/tmp/triton36``;
 bench/results/triton-compile-3.6.txt is that report.
@@ -52,25 +54,35 @@ _APPROX_RE = re.compile(r"^\s*(?:@!?%p\d+\s+)?([a-z][a-z0-9]*(?:\.[a-z0-9]+)*\.(
 # the input dtype.
 _ACC_POINTERS = {"saved_ptr", "gates_ptr", "h32_ptr", "dh32_ptr", "d_p_ptr", "d_zp_ptr", "d_yp_ptr",
                  "saved_t_ptr", "d_p_t_ptr", "d_zp_t_ptr", "d_yp_t_ptr", "d_yp_prev_ptr",
-                 "mask_ptr", "mask_t_ptr", "v_ptr", "decay_ptr", "decay_t_ptr", "decay_next_ptr"}
+                 "mask_ptr", "mask_t_ptr", "v_ptr", "decay_ptr", "decay_t_ptr", "decay_next_ptr",
+                 "dt_ptr", "dt_t_ptr", "dt_next_ptr", "hd_ptr", "hd_t_ptr", "d_rate_ptr", "d_dt_ptr", "d_dt_t_ptr",
+                 "o_ptr", "o_t_ptr"}
 #: int32 pointers (compartment_of)
 _I32_POINTERS = {"comp_ptr"}
 
+_OFF = dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=False, HAS_DECAY=False, MASK_HASH=False, DECAY_RATE=False,
+            WANT_O=False)
+#: The in-step forms (the mask from its seed, the decay from rates and gaps, the backward's extended outputs).
+_IN_STEP = dict(MASK_HASH=True, DECAY_RATE=True, WANT_O=True)
 #: The option variants (kernels/forward.py "Options"): constexpr flags per name; attention with k = 4.
-#: "all" is relu + attention + dropout; "all_decay" adds time decay to them.
+#: "all" is relu + attention + dropout; "all_decay" adds time decay to them (mask and decay as [T, B, d]
+#: tensors: the custom ops' path); "fused" is "all_decay" with the mask hashed from its seed and the decay
+#: formed from rates and gaps in the step (the eager path, diru_fast.scan.ops.StepOptionsScan).
 OPTION_FLAGS = {
-    "none": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=False, HAS_DECAY=False),
-    "relu": dict(RELU=True, NK=0, K_PAD=16, HAS_MASK=False, HAS_DECAY=False),
-    "attention": dict(RELU=False, NK=4, K_PAD=16, HAS_MASK=False, HAS_DECAY=False),
-    "dropout": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=True, HAS_DECAY=False),
-    "decay": dict(RELU=False, NK=0, K_PAD=16, HAS_MASK=False, HAS_DECAY=True),
-    "all": dict(RELU=True, NK=4, K_PAD=16, HAS_MASK=True, HAS_DECAY=False),
-    "all_decay": dict(RELU=True, NK=4, K_PAD=16, HAS_MASK=True, HAS_DECAY=True),
+    "none": dict(_OFF),
+    "relu": dict(_OFF, RELU=True),
+    "attention": dict(_OFF, NK=4),
+    "dropout": dict(_OFF, HAS_MASK=True),
+    "decay": dict(_OFF, HAS_DECAY=True),
+    "all": dict(_OFF, RELU=True, NK=4, HAS_MASK=True),
+    "all_decay": dict(_OFF, RELU=True, NK=4, HAS_MASK=True, HAS_DECAY=True),
     # more than 8 compartments: the streamed regime's attention products become matrix products
     # relu + dropout + decay: every option but attention (what streamed d_pad 256 runs with options)
-    "no_attention": dict(RELU=True, NK=0, K_PAD=16, HAS_MASK=True, HAS_DECAY=True),
-    "attention18": dict(RELU=False, NK=18, K_PAD=32, HAS_MASK=False, HAS_DECAY=False),
-    "all18": dict(RELU=True, NK=18, K_PAD=32, HAS_MASK=True, HAS_DECAY=False),
+    "no_attention": dict(_OFF, RELU=True, HAS_MASK=True, HAS_DECAY=True),
+    "attention18": dict(_OFF, NK=18, K_PAD=32),
+    "all18": dict(_OFF, RELU=True, NK=18, K_PAD=32, HAS_MASK=True),
+    "fused": dict(_OFF, RELU=True, NK=4, HAS_MASK=True, HAS_DECAY=True, **_IN_STEP),
+    "fused_no_attention": dict(_OFF, RELU=True, HAS_MASK=True, HAS_DECAY=True, **_IN_STEP),
 }
 
 
@@ -81,7 +93,22 @@ def _dispatched(cfg, dtype: str, flags: Dict) -> bool:
 
     config = importlib.import_module("diru_fast.kernels.config")  # pure Python: no compiler needed
     d = 2 * config.STREAMED_MAX_D if cfg.mode == "step" else cfg.d_pad
-    return config.choose(d, dtype, flags["NK"], flags["HAS_MASK"] and flags["HAS_DECAY"]) == cfg
+    return config.choose(d, dtype, flags["NK"], flags["HAS_MASK"] and flags["HAS_DECAY"], _in_step(flags)) == cfg
+
+
+def _in_step(flags: Dict) -> bool:
+    """Whether a variant forms an option in the step (launch._Options.in_step)."""
+    return flags["MASK_HASH"] or flags["DECAY_RATE"]
+
+
+def effective_config(cfg, dtype: str, options: str):
+    """The configuration the launcher runs variant ``options`` of ``cfg`` with (``config.for_in_step``:
+    the resident kernels with options formed in the step get the whole register file, some 8 warps)."""
+    import importlib
+
+    config = importlib.import_module("diru_fast.kernels.config")
+    flags = OPTION_FLAGS[options]
+    return config.for_in_step(cfg, dtype, flags["NK"]) if _in_step(flags) else cfg
 
 
 def option_variants(cfg, dtype: str, every: bool = False) -> tuple:
@@ -97,10 +124,11 @@ def option_variants(cfg, dtype: str, every: bool = False) -> tuple:
     if every:
         return tuple(names)
     if cfg.mode == "streamed" and cfg.d_pad == 256 and dtype == "float32":
-        wanted = ("relu", "attention", "dropout", "decay", "no_attention")
+        wanted = ("relu", "attention", "dropout", "decay", "no_attention", "fused_no_attention")
     elif dtype == "bfloat16" and ((cfg.mode == "resident" and cfg.d_pad == 64) or cfg.d_pad in (128, 256)
                                   or cfg.mode == "step"):
-        wanted = ("all", "all_decay", "no_attention") if cfg.d_pad == 256 else ("all", "all_decay")
+        wanted = (("all", "all_decay", "fused", "no_attention", "fused_no_attention") if cfg.d_pad == 256
+                  else ("all", "all_decay", "fused"))
     else:
         wanted = ()
     return tuple(name for name in wanted if name in names)
@@ -129,25 +157,30 @@ def kernel_specs(cfg, dtype: str, even_d: bool = True, options: str = "none") ->
     meta = dict(IN_DT=tl_dt, OP_DT=tl_dt, ACC_DT=acc, PRECISION=k.config.dot_precision(dtype),
                 HAS_LENGTHS=True, EVEN_B=even_d, EVEN_D=even_d)
     flags = OPTION_FLAGS[options]
-    nk = dict(NK=flags["NK"])
-    decay = dict(HAS_DECAY=flags["HAS_DECAY"])
-    no_decay = {key: v for key, v in flags.items() if key != "HAS_DECAY"}
+    pick = lambda *names: {name: flags[name] for name in names}  # noqa: E731
+    nk = pick("NK")
+    decay = pick("HAS_DECAY", "DECAY_RATE")
+    gates = pick("RELU", "NK", "K_PAD", "HAS_MASK", "MASK_HASH")
     if cfg.persistent:
         blocks = dict(RESIDENT=cfg.mode == "resident", BLOCK_B=cfg.block_b, D_PAD=cfg.d_pad, BLOCK_K=cfg.block_k,
-                      **flags)
+                      **{key: v for key, v in flags.items() if key != "WANT_O"})
         specs = [("fwd_persistent", k.forward.diru_fwd_persistent, dict(meta, NEED_SAVED=True, **blocks)),
                  ("bwd_persistent", k.backward.diru_bwd_persistent, dict(meta, **blocks))]
         if even_d and dtype in ("float32", "bfloat16"):  # the inference forward (float16 compiles as bfloat16)
             specs.insert(1, ("fwd_persistent_infer", k.forward.diru_fwd_persistent,
                              dict(meta, NEED_SAVED=False, **blocks)))
+        if flags["WANT_O"]:  # the backward's integration inputs, one elementwise launch after it
+            specs.append(("bwd_integration", k.backward.diru_integration_inputs,
+                          dict(pick("NK", "K_PAD", "HAS_MASK", "MASK_HASH"), BLOCK_R=k.launch.INTEGRATION_ROWS,
+                               D_PAD=cfg.d_pad)))
         return specs
     blocks = dict(BLOCK_M=cfg.block_b, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k)
     s = k.step
-    specs = [("fwd_step_gates", s.diru_fwd_step_gates, dict(meta, **blocks, **no_decay)),
+    specs = [("fwd_step_gates", s.diru_fwd_step_gates, dict(meta, **blocks, **gates)),
              ("fwd_step_int", s.diru_fwd_step_int, dict(meta, **blocks, **nk)),
              ("fwd_step_out", s.diru_fwd_step_out, dict(meta, **blocks, **decay)),
              ("bwd_step_dq", s.diru_bwd_step_dq, dict(meta, **blocks, **nk)),
-             ("bwd_step_do", s.diru_bwd_step_do, dict(meta, **blocks, **no_decay)),
+             ("bwd_step_do", s.diru_bwd_step_do, dict(meta, **blocks, **gates, WANT_O=flags["WANT_O"])),
              ("bwd_step_dh", s.diru_bwd_step_dh, dict(meta, HAS_DOT=True, FINAL=False, **blocks, **nk, **decay)),
              ("bwd_step_dh_final", s.diru_bwd_step_dh,
               dict(meta, HAS_DOT=True, FINAL=True, **blocks, **nk, **decay))]
@@ -257,12 +290,17 @@ def _tf32x3_dot(triton, tl):
 
 def _compile_job(job) -> List[Dict]:
     cfg, dtype, even, arch, with_ptxas, options = job
+    run = effective_config(cfg, dtype, options)  # what the launcher runs (the row keeps the dispatcher's label)
     rows = []
-    for name, fn, constexprs in kernel_specs(cfg, dtype, even, options):
+    for name, fn, constexprs in kernel_specs(run, dtype, even, options):
         start = time.perf_counter()
-        stages = cfg.stages_bwd if name.startswith("bwd") else cfg.num_stages
-        compiled = compile_kernel(fn, constexprs, dtype, arch, cfg.num_warps, stages, cfg.maxnreg)
-        row = dict(config=cfg.label(), mode=cfg.mode, dtype=dtype, even=even, options=options, kernel=name, arch=arch,
+        stages = run.stages_bwd if name.startswith("bwd") else run.num_stages
+        if name == "bwd_integration":  # launched as launch.py does: 4 warps, one stage, no register cap
+            compiled = compile_kernel(fn, constexprs, dtype, arch, 4, 1)
+        else:
+            compiled = compile_kernel(fn, constexprs, dtype, arch, run.num_warps, stages, run.maxnreg)
+        row = dict(config=cfg.label(), run_as=run.label(), mode=cfg.mode, dtype=dtype, even=even, options=options,
+                   kernel=name, arch=arch,
                    shared=int(compiled.metadata.shared), shared_limit=SHARED_LIMIT[arch],
                    ptx_bytes=len(compiled.asm["ptx"]), cubin_bytes=len(compiled.asm["cubin"]),
                    approx=approx_instructions(compiled.asm["ptx"]))

@@ -27,6 +27,7 @@ that). ``all_configs()`` lists every configuration
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple
@@ -119,12 +120,16 @@ STREAMED_ATTENTION_MAX_D = 128
 #: 8 B per thread on sm_90 with Triton 3.9 (bench/results/triton-compile-3.9.txt): such calls run the
 #: per-step kernels instead.
 STREAMED_CROWDED_MAX_D = 128
+#: With both formed in the step (the seeded mask, time decay from rates), the 16-bit streamed backward at
+#: d_pad 256 spills too (32 B per thread on sm_90, Triton 3.9): those calls also run the per-step kernels.
 
 
-def choose(d: int, dtype: str, compartments: int = 0, crowded: bool = False) -> KernelConfig:
+def choose(d: int, dtype: str, compartments: int = 0, crowded: bool = False, in_step: bool = False) -> KernelConfig:
     """The configuration for hidden size ``d``, input dtype name ``dtype`` and ``compartments``
-    attention compartments (0: no attention); ``crowded``: dropout and time decay are both on. The
-    batch size does not change it: a launch takes as many 16-row programs as the batch needs."""
+    attention compartments (0: no attention); ``crowded``: dropout and time decay are both on;
+    ``in_step``: an option is formed in the step (the seeded mask or time decay from rates; see
+    :func:`for_in_step` for the resident kernels). The batch size does not change it: a launch takes as
+    many 16-row programs as the batch needs."""
     if _OVERRIDE is not None:
         return _OVERRIDE
     d_pad = pad_hidden(d)
@@ -132,7 +137,7 @@ def choose(d: int, dtype: str, compartments: int = 0, crowded: bool = False) -> 
         return KernelConfig("resident", d_pad, block_b=16, block_k=d_pad, num_warps=2 if d_pad == 16 else 4)
     spills = compartments > 0 and (d_pad > STREAMED_ATTENTION_MAX_D or (
         d_pad >= 128 and compartments > STREAMED_ATTENTION_MAX_K))
-    spills = spills or (crowded and dtype in ("float32", "float64") and d_pad > STREAMED_CROWDED_MAX_D)
+    spills = spills or (crowded and (dtype in ("float32", "float64") or in_step) and d_pad > STREAMED_CROWDED_MAX_D)
     if d_pad <= STREAMED_MAX_D and not spills:
         # num_stages = 3 software-pipelines the K-chunk loops: cp.async prefetches the next two weight
         # and operand chunks (the streamed products are L2-latency bound without it). cp.async moves
@@ -150,6 +155,20 @@ def choose(d: int, dtype: str, compartments: int = 0, crowded: bool = False) -> 
                             num_stages=4 if wide32 else 3, maxnreg=255, bwd_stages=3 if wide32 else None)
     # 8 warps: with 4, Triton 3.6 spills 8 B in the backward dh kernel with every option on
     return KernelConfig("step", 0, block_b=32, block_k=32, block_n=64, num_warps=8, num_stages=3)
+
+
+def for_in_step(cfg: KernelConfig, dtype: str, compartments: int = 0) -> KernelConfig:
+    """The configuration ``cfg`` for a call with options formed in the step (Triton 3.9, sm_90): the
+    resident kernels get the whole register file (``maxnreg`` 255: without it ptxas capped the fp32 d_pad
+    16 backward at 168 registers and spilled 24 B), with 8 warps at d_pad 64 in 16 bit with attention (4
+    spilled 56 B in the backward); the streamed d_pad 64 kernels (fp32) 8 warps and 255 registers (4 warps
+    spilled 12 B in the backward without attention). Other configurations are returned as they are."""
+    if cfg.mode == "streamed" and cfg.d_pad == 64:
+        return dataclasses.replace(cfg, num_warps=8, maxnreg=255)
+    if cfg.mode != "resident":
+        return cfg
+    wide = cfg.d_pad == 64 and compartments > 0 and dtype in ("bfloat16", "float16")
+    return dataclasses.replace(cfg, maxnreg=255, num_warps=8 if wide else cfg.num_warps)
 
 
 def all_configs() -> Iterator[Tuple[KernelConfig, str]]:

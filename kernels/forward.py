@@ -35,12 +35,16 @@ Options (constexpr flags; the defaults compile the plain cell above, docs/THEORY
   ``compartment_of`` vector ``comp`` (loaded once); alpha goes to ``saved[t][:, 4d:]``. The streamed
   regime forms the logits' h part as NK row dot products with h in registers (NK <= SELECT_MAX_K;
   an MMA in the K-chunk loop made the fp32 d_pad = 256 forward spill), resident as one more MMA.
-- HAS_MASK: ``o *= mask[t]`` (compartment dropout, after the attention scaling).
+- HAS_MASK: ``o *= mask[t]`` (compartment dropout, after the attention scaling). MASK_HASH: the mask is
+  formed in the step from its seed (``_math.dropout_mask``: the hash of diru_fast/scan/dropout.py, the
+  kept value read from ``mask_ptr[0]``), nothing ``[T, B, d]`` is read.
 - HAS_DECAY (time decay): the step reads ``hd = decay[t] * h`` instead of h, in the products with
   W_hh (and W_e) and in the residual (``h' = tanh(q W_out^T + b_out + hd)``); a masked step keeps the
   undecayed h. RESIDENT forms hd in registers; streamed writes it (rounded to the storage dtype) to a
   third D_PAD-wide scratch slot, read back after a barrier in place of hs[t-1] (still three barriers
-  per step: hs[t] is no longer an operand), and reloads the decay tile for the residual.
+  per step: hs[t] is no longer an operand), and reloads the decay tile for the residual. DECAY_RATE:
+  the factors are formed in the step, ``exp(-rate * dt[t])`` (``_math.decay_factors``; ``decay_ptr`` is
+  the rates ``softplus(lambda) [d]``, ``dt_ptr`` the gaps ``[T, B]``), nothing ``[T, B, d]`` is read.
 
 Outputs: ``hs[t]`` in the input dtype; ``saved[t] = [u | s | z | r (| alpha)]`` in ACC_DT (zeros on
 masked steps) when NEED_SAVED.
@@ -49,7 +53,8 @@ masked steps) when NEED_SAVED.
 import triton
 import triton.language as tl
 
-from ._math import SELECT_MAX_K, device_fn, operand, rn, sigmoid, softmax_rows, spread, tanh
+from ._math import (SELECT_MAX_K, decay_factors, device_fn, dropout_mask, operand, rn, sigmoid, softmax_rows,
+                    spread, tanh)
 from .tiles import load_block, mm_chunked, offsets_t, store_block
 
 
@@ -63,7 +68,28 @@ def _select_logits(e, hr, w_e_ptr, cols, kc, NK: tl.constexpr, D_PAD: tl.constex
     return e
 
 
-@triton.jit(do_not_specialize=["T", "B"])  # no recompiles per batch size / length
+@device_fn
+def step_decay(decay_t, dt_t, r1, rows, cols, row_ok, col_ok, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+               DECAY_RATE: tl.constexpr):
+    """The decay factors of one step ``[BLOCK_B, D_PAD]``: read from ``decay[t]``, or formed from the rates
+    and ``dt[t]`` (DECAY_RATE)."""
+    if DECAY_RATE:
+        return decay_factors(decay_t, dt_t, rows, cols, row_ok, col_ok)
+    return load_block(decay_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D)
+
+
+@device_fn
+def step_mask(mask_t, r1, rows, cols, row_ok, col_ok, t, B, seed_lo, seed_hi, threshold, EVEN_B: tl.constexpr,
+              EVEN_D: tl.constexpr, MASK_HASH: tl.constexpr):
+    """The dropout mask of one step ``[BLOCK_B, D_PAD]``: read from ``mask[t]``, or formed from its seed
+    (MASK_HASH; ``mask_t`` points at the kept value)."""
+    if MASK_HASH:
+        return dropout_mask(rows, cols, t, B, seed_lo, seed_hi, threshold, tl.load(mask_t))
+    return load_block(mask_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D)
+
+
+# no recompiles per batch size / length / seed
+@triton.jit(do_not_specialize=["T", "B", "seed_lo", "seed_hi", "threshold"])
 def diru_fwd_persistent(
     xp_ptr,  # [T, B, 3d+NK] input dtype: x W_ih^T + b_ih for all steps
     h0_ptr,  # [B, d] input dtype
@@ -78,12 +104,14 @@ def diru_fwd_persistent(
     scratch_ptr,  # [2, B, SCR_W] input dtype: o | q (| hd) operands, one buffer per step parity (streamed only)
     comp_ptr,  # [d] int32 compartment of each unit (read only if NK > 0)
     w_e_ptr,  # [K_PAD, D_PAD] input dtype: W_hh's attention rows, zero-padded (read only if NK > 0)
-    mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK)
-    decay_ptr,  # [T, B, d] ACC_DT time decay (read only if HAS_DECAY)
+    mask_ptr,  # [T, B, d] ACC_DT dropout mask (read only if HAS_MASK); MASK_HASH: [1] its kept value
+    decay_ptr,  # [T, B, d] ACC_DT time decay (read only if HAS_DECAY); DECAY_RATE: [2, d] the rates (twice)
+    dt_ptr,  # [T, B] ACC_DT time decay's gaps (read only if DECAY_RATE)
     T, B, D,
+    seed_lo, seed_hi, threshold,  # int32 bits of the dropout seed's halves and threshold (MASK_HASH)
     HAS_LENGTHS: tl.constexpr, NEED_SAVED: tl.constexpr, RESIDENT: tl.constexpr,
     RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
-    HAS_DECAY: tl.constexpr,
+    HAS_DECAY: tl.constexpr, MASK_HASH: tl.constexpr, DECAY_RATE: tl.constexpr,
     EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
     BLOCK_B: tl.constexpr, D_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
@@ -129,9 +157,12 @@ def diru_fwd_persistent(
     scr = scratch_ptr  # this step's scratch buffer (alternates, so no address is loop invariant)
     mask_t = mask_ptr
     decay_t = decay_ptr
+    dt_t = dt_ptr
     for t in range(0, T):
+        if DECAY_RATE:  # the rates [2, d]: two copies read by step parity, so the load is not loop invariant
+            decay_t = decay_ptr + (t % 2) * D  # (hoisted out of the loop it would hold registers throughout)
         if HAS_DECAY:  # hd = decay[t] * h, the state this step reads (h itself is kept for masked rows)
-            hd = h * load_block(decay_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D)
+            hd = h * step_decay(decay_t, dt_t, r1, rows, cols, row_ok, col_ok, EVEN_B, EVEN_D, DECAY_RATE)
             if not RESIDENT:  # the products' operand: rounded hd in the scratch's third slot
                 hr = rn(hd, IN_DT)
                 store_block(scr + 2 * D_PAD, r2, cols, hr, row_ok, col_ok, EVEN_B, True)
@@ -190,8 +221,10 @@ def diru_fwd_persistent(
                 store_block(sv_t + D, r4, cols, s, row_ok, col_ok, EVEN_B, EVEN_D)
                 store_block(sv_t + 3 * D, r4, cols, r, row_ok, col_ok, EVEN_B, EVEN_D)
         if HAS_MASK:  # o = u*s*mask (*g below); this order keeps the fp32 d_pad = 256 forward free of spills
-            o = u * (s * load_block(mask_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D))
-            mask_t += B * D
+            o = u * (s * step_mask(mask_t, r1, rows, cols, row_ok, col_ok, t, B, seed_lo, seed_hi, threshold,
+                                   EVEN_B, EVEN_D, MASK_HASH))
+            if not MASK_HASH:
+                mask_t += B * D
         else:
             o = u * s  # exact zeros in the padded lanes (a = 0 there)
         if NK > 0:
@@ -224,8 +257,11 @@ def diru_fwd_persistent(
             if RESIDENT:
                 y = hd + b_out
             else:  # the decay tile again (short live ranges)
-                y = h * load_block(decay_t, r1, cols, row_ok, col_ok, EVEN_B, EVEN_D) + b_out
-            decay_t += B * D
+                y = h * step_decay(decay_t, dt_t, r1, rows, cols, row_ok, col_ok, EVEN_B, EVEN_D, DECAY_RATE) + b_out
+            if DECAY_RATE:
+                dt_t += B
+            else:
+                decay_t += B * D
         else:
             y = h + b_out
         if RESIDENT:

@@ -33,12 +33,20 @@ softmax(e) (stored by the programs of column tile 0), and scales its units by NK
 ds; one more launch per step, ``bwd_att`` (grid ``(cdiv(B, BLOCK_M),)``), sums v per compartment
 and writes ``de`` to ``d_p[t][:, 3d:]``; bwd_dh adds ``de @ W_hh[3d:]`` to dh.
 Masked rows (t >= len) write zero gates / gradients and keep their state / dh.
+
+Formed in the step (as the persistent kernels): MASK_HASH, the dropout mask from its seed (fwd_gates,
+bwd_do; ``mask_t_ptr`` then points at the kept value); DECAY_RATE, the factors ``exp(-rate * dt[t])``
+(fwd_out, bwd_dh; ``decay_*_ptr`` then point at the rates ``[d]``, ``dt_*_ptr`` at the step's gaps
+``[B]``), and bwd_dh writes the decayed state ``hd[t] = decay[t] * h_{t-1}`` and the gradient parts of
+the rates (``[cdiv(B, BLOCK_M), d]``, accumulated over the steps) and of the gaps (``[B, cdiv(d,
+BLOCK_N)]`` per step), which the launcher sums. WANT_O: bwd_do writes the integration inputs ``o =
+u s (* NK alpha_c) (* mask)``.
 """
 
 import triton
 import triton.language as tl
 
-from ._math import device_fn, rn, segment_sums, sigmoid, softmax_rows, spread, tanh
+from ._math import decay_factors, device_fn, dropout_mask, rn, segment_sums, sigmoid, softmax_rows, spread, tanh
 from .tiles import load_block, mm_chunked, store_block
 
 
@@ -55,7 +63,25 @@ def _tile(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, B, D, len_ptr, t, HAS_LE
     return rows, n, row_ok, n < D, live
 
 
-@triton.jit(do_not_specialize=["t", "B"])
+@device_fn
+def _mask(mask_t_ptr, rows, n, row_ok, n_ok, t, B, D, seed_lo, seed_hi, threshold, EVEN_B: tl.constexpr,
+          EVEN_D: tl.constexpr, MASK_HASH: tl.constexpr):
+    """The dropout mask of step t on this tile: ``mask[t]`` ``[B, d]``, or formed from its seed (MASK_HASH)."""
+    if MASK_HASH:
+        return dropout_mask(rows, n, t, B, seed_lo, seed_hi, threshold, tl.load(mask_t_ptr))
+    return load_block(mask_t_ptr, rows * D, n, row_ok, n_ok, EVEN_B, EVEN_D)
+
+
+@device_fn
+def _decay(decay_ptr, dt_ptr, rows, n, row_ok, n_ok, D, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
+           DECAY_RATE: tl.constexpr):
+    """The decay factors of one step on this tile: ``decay[t]`` ``[B, d]``, or ``exp(-rate * dt[t])``."""
+    if DECAY_RATE:
+        return decay_factors(decay_ptr, dt_ptr, rows, n, row_ok, n_ok)
+    return load_block(decay_ptr, rows * D, n, row_ok, n_ok, EVEN_B, EVEN_D)
+
+
+@triton.jit(do_not_specialize=["t", "B", "seed_lo", "seed_hi", "threshold"])
 def diru_fwd_step_gates(
     xp_t_ptr,  # [B, 3d+NK] input dtype
     h_prev_ptr,  # [B, d] input dtype: h0, or hs[t-1] (time decay: the decayed operand fwd_out wrote)
@@ -64,10 +90,11 @@ def diru_fwd_step_gates(
     gates_ptr,  # [B, 4d+NK] out, ACC_DT: u, s, r (and alpha) written here (z by fwd_int)
     o_ptr,  # [B, d] out, input dtype: o = u*s (* NK alpha_c) (* mask_t)
     comp_ptr,  # [d] int32 (read only if NK > 0)
-    mask_t_ptr,  # [B, d] ACC_DT (read only if HAS_MASK)
+    mask_t_ptr,  # [B, d] ACC_DT (read only if HAS_MASK); MASK_HASH: [1] the kept value
     t, B, D,
+    seed_lo, seed_hi, threshold,  # int32 bits of the dropout seed's halves and threshold (MASK_HASH)
     HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
-    RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
+    RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr, MASK_HASH: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -106,7 +133,8 @@ def diru_fwd_step_gates(
         comp = tl.load(comp_ptr + n, mask=n_ok, other=-1)
         o = o * (NK * spread(alpha, comp))
     if HAS_MASK:
-        o = o * load_block(mask_t_ptr, rows * D, n, row_ok, n_ok, EVEN_B, EVEN_D)
+        o = o * _mask(mask_t_ptr, rows, n, row_ok, n_ok, t, B, D, seed_lo, seed_hi, threshold, EVEN_B, EVEN_D,
+                      MASK_HASH)
     store_block(o_ptr, rows * D, n, rn(o, IN_DT), row_ok, n_ok, EVEN_B, EVEN_D)
 
 
@@ -142,11 +170,14 @@ def diru_fwd_step_out(
     len_ptr,  # [B] int64
     h32_ptr,  # [B, d] ACC_DT state: read h_{t-1}, write h_t (each program its own tile)
     hs_t_ptr,  # [B, d] out, input dtype
-    decay_t_ptr,  # [B, d] ACC_DT: decay[t] (read only if HAS_DECAY)
-    decay_next_ptr,  # [B, d] ACC_DT: decay[t+1] (read only if HAS_DECAY)
+    decay_t_ptr,  # [B, d] ACC_DT: decay[t] (read only if HAS_DECAY); DECAY_RATE: [d] the rates
+    decay_next_ptr,  # [B, d] ACC_DT: decay[t+1] (read only if HAS_DECAY); DECAY_RATE: [d] the rates
     hd_next_ptr,  # [B, d] out, input dtype: the next step's h operand rn(h_t * decay[t+1]) (if HAS_DECAY)
+    dt_t_ptr,  # [B] ACC_DT: dt[t] (read only if DECAY_RATE)
+    dt_next_ptr,  # [B] ACC_DT: dt[t+1] (read only if DECAY_RATE)
     t, B, D,
     HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr, HAS_DECAY: tl.constexpr,
+    DECAY_RATE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -154,7 +185,7 @@ def diru_fwd_step_out(
     r1 = rows * D
     h = load_block(h32_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D)
     if HAS_DECAY:  # the residual adds hd = decay[t] * h_{t-1}; masked rows keep h_{t-1} itself
-        y = h * load_block(decay_t_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D)
+        y = h * _decay(decay_t_ptr, dt_t_ptr, rows, n, row_ok, n_ok, D, EVEN_B, EVEN_D, DECAY_RATE)
     else:
         y = h
     y = y + tl.load(b_out_ptr + n, mask=n_ok, other=0.0).to(ACC_DT)[None, :]
@@ -164,7 +195,7 @@ def diru_fwd_step_out(
     store_block(h32_ptr, r1, n, h, row_ok, n_ok, EVEN_B, EVEN_D)
     store_block(hs_t_ptr, r1, n, rn(h, hs_t_ptr.dtype.element_ty), row_ok, n_ok, EVEN_B, EVEN_D)
     if HAS_DECAY:
-        hd = h * load_block(decay_next_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D)
+        hd = h * _decay(decay_next_ptr, dt_next_ptr, rows, n, row_ok, n_ok, D, EVEN_B, EVEN_D, DECAY_RATE)
         store_block(hd_next_ptr, r1, n, rn(hd, IN_DT), row_ok, n_ok, EVEN_B, EVEN_D)
 
 
@@ -193,7 +224,7 @@ def diru_bwd_step_dq(
                 row_ok, n_ok, EVEN_B, EVEN_D)
 
 
-@triton.jit(do_not_specialize=["t", "B"])
+@triton.jit(do_not_specialize=["t", "B", "seed_lo", "seed_hi", "threshold"])
 def diru_bwd_step_do(
     d_zp_t_ptr,  # [B, d] ACC_DT
     saved_t_ptr,  # [B, 4d+NK] ACC_DT
@@ -201,11 +232,14 @@ def diru_bwd_step_do(
     len_ptr,  # [B] int64
     d_p_t_ptr,  # [B, 3d+NK] out, ACC_DT: da, ds written here
     comp_ptr,  # [d] int32 (read only if NK > 0)
-    mask_t_ptr,  # [B, d] ACC_DT (read only if HAS_MASK)
+    mask_t_ptr,  # [B, d] ACC_DT (read only if HAS_MASK); MASK_HASH: [1] the kept value
     v_ptr,  # [B, d] out, ACC_DT: v = do*u*s for bwd_att (written only if NK > 0)
+    o_t_ptr,  # [B, d] out, ACC_DT: o[t] = u s (* NK alpha_c) (* mask) (written only if WANT_O)
     t, B, D,
+    seed_lo, seed_hi, threshold,  # int32 bits of the dropout seed's halves and threshold (MASK_HASH)
     HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr,
-    RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr,
+    RELU: tl.constexpr, NK: tl.constexpr, K_PAD: tl.constexpr, HAS_MASK: tl.constexpr, MASK_HASH: tl.constexpr,
+    WANT_O: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -217,13 +251,22 @@ def diru_bwd_step_do(
     u = load_block(saved_t_ptr, r4, n, row_ok, n_ok, EVEN_B, EVEN_D)
     s = load_block(saved_t_ptr + D, r4, n, row_ok, n_ok, EVEN_B, EVEN_D)
     if HAS_MASK:
-        do = do * load_block(mask_t_ptr, rows * D, n, row_ok, n_ok, EVEN_B, EVEN_D)
+        m = _mask(mask_t_ptr, rows, n, row_ok, n_ok, t, B, D, seed_lo, seed_hi, threshold, EVEN_B, EVEN_D, MASK_HASH)
+        do = do * m
     if NK > 0:
         kc = tl.arange(0, K_PAD)
         alpha = load_block(saved_t_ptr + 4 * D, r4, kc, row_ok, kc < NK, EVEN_B, False)  # [BLOCK_M, K_PAD]
         store_block(v_ptr, rows * D, n, tl.where(live, do * u * s, 0.0), row_ok, n_ok, EVEN_B, EVEN_D)
         comp = tl.load(comp_ptr + n, mask=n_ok, other=-1)
-        do = do * (NK * spread(alpha, comp))
+        g = NK * spread(alpha, comp)
+        do = do * g
+    if WANT_O:  # the contract's order: u s, then the attention scale, then the mask
+        o = u * s
+        if NK > 0:
+            o = o * g
+        if HAS_MASK:
+            o = o * m
+        store_block(o_t_ptr, rows * D, n, o, row_ok, n_ok, EVEN_B, EVEN_D)
     r3 = rows * (3 * D + NK)
     if RELU:
         da = tl.where(u > 0.0, do * s, 0.0)
@@ -244,11 +287,16 @@ def diru_bwd_step_dh(
     hs_prev_ptr,  # [B, d] input dtype: hs[t-1] (unused if FINAL)
     d_yp_prev_ptr,  # [B, d] out, ACC_DT: d_yp[t-1] (unused if FINAL)
     d_h0_ptr,  # [B, d] out, dtype of h0 (written only if FINAL)
-    decay_t_ptr,  # [B, d] ACC_DT: decay[t] (read only if HAS_DOT and HAS_DECAY)
+    decay_t_ptr,  # [B, d] ACC_DT: decay[t] (read only if HAS_DOT and HAS_DECAY); DECAY_RATE: [d] the rates
+    dt_t_ptr,  # [B] ACC_DT: dt[t] (DECAY_RATE)
+    h_before_ptr,  # [B, d] input dtype: h_{t-1}, i.e. hs[t-1] or h0 (DECAY_RATE)
+    hd_t_ptr,  # [B, d] out, ACC_DT: hd[t] = decay[t] h_{t-1} (DECAY_RATE)
+    d_rate_ptr,  # [cdiv(B, BLOCK_M), d] ACC_DT: dL/drate of each row tile, accumulated (DECAY_RATE)
+    d_dt_t_ptr,  # [B, cdiv(d, BLOCK_N)] out, ACC_DT: dL/ddt[t] of each column tile (DECAY_RATE)
     t, B, D,
     HAS_DOT: tl.constexpr, FINAL: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, EVEN_B: tl.constexpr, EVEN_D: tl.constexpr, NK: tl.constexpr,
-    HAS_DECAY: tl.constexpr,
+    HAS_DECAY: tl.constexpr, DECAY_RATE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     IN_DT: tl.constexpr, OP_DT: tl.constexpr, ACC_DT: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -265,7 +313,18 @@ def diru_bwd_step_dh(
                             tl.arange(0, BLOCK_K) * D, n, D, n_ok, NK,
                             BLOCK_K, EVEN_B, False, False, IN_DT, OP_DT, PRECISION)
         if HAS_DECAY:
-            dh = dh * load_block(decay_t_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D)
+            dec = _decay(decay_t_ptr, dt_t_ptr, rows, n, row_ok, n_ok, D, EVEN_B, EVEN_D, DECAY_RATE)
+            if DECAY_RATE:  # the decayed state, the gradient parts of the rates and the gaps
+                hd = dec * load_block(h_before_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D).to(ACC_DT)
+                store_block(hd_t_ptr, r1, n, hd, row_ok, n_ok, EVEN_B, EVEN_D)
+                g = tl.where(live, dh * hd, 0.0)  # dL/d(-rate dt)
+                dt = tl.load(dt_t_ptr + rows, mask=row_ok, other=0.0)
+                rate = tl.load(decay_t_ptr + n, mask=n_ok, other=0.0)
+                part = d_rate_ptr + tl.program_id(0) * D + n
+                tl.store(part, tl.load(part, mask=n_ok, other=0.0) + tl.sum(g * -dt[:, None], axis=0), mask=n_ok)
+                tl.store(d_dt_t_ptr + rows * tl.num_programs(1) + tl.program_id(1), -tl.sum(g * rate[None, :], axis=1),
+                         mask=row_ok)
+            dh = dh * dec
         dh = tl.where(live, dh, load_block(dh32_ptr, r1, n, row_ok, n_ok, EVEN_B, EVEN_D))
     else:  # prologue: nothing flows back from beyond the last step
         dh = tl.zeros([BLOCK_M, BLOCK_N], ACC_DT)

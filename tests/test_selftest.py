@@ -36,8 +36,9 @@ def test_every_cpu_backend_passes_every_dtype(backend):
     for r in report.results:
         # the layer case on every backend: output, h_n, input/state grads and 28 parameter grads
         assert r.checks >= 32 and r.error <= r.tolerance and f"{r.backend:9} {r.dtype:8}" in text
-    if backend == "cpu":  # a kernel backend: two scan cases and the options case, with the inference forward
-        assert all(r.checks == 32 + 3 * 9 for r in report.results)
+    if backend == "cpu":  # a kernel backend: two scan cases and the options case, with the inference forward,
+        # and the options in the step (hs and the gradients of the seven inputs, lambda and dt)
+        assert all(r.checks == 32 + 3 * 9 + 10 for r in report.results)
     assert text.splitlines()[-1].startswith("selftest passed")
 
 
@@ -49,7 +50,8 @@ def test_triton_in_the_interpreter_passes():
     report, text = _run(devices=["cpu"], only=["triton"], dtypes=["float64", "bfloat16"])
     assert report.ok, text
     assert {r.dtype for r in report.results} == {"float64", "bfloat16"}, text
-    assert all(r.checks == 32 + 3 * 9 for r in report.results)  # the layer case, two scan cases, the options case
+    # the layer case, two scan cases, the options case, the options in the step
+    assert all(r.checks == 32 + 3 * 9 + 10 for r in report.results)
 
 
 def test_the_header_names_the_versions_and_why_a_backend_cannot_run():

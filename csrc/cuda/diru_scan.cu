@@ -16,8 +16,11 @@
 // softmax (two more __syncthreads); the backward sums dL/dalpha per compartment and runs the
 // softmax backward one thread per row (one more __syncthreads) before dh_{t-1}. Time decay costs
 // no __syncthreads: the forward decays each state where it is written (for the next step), the
-// backward scales the carried state gradient where it is written. The kernels themselves are in
-// diru_scan_kernels.cuh.
+// backward scales the carried state gradient where it is written. Formed in the step (no [T, B, d]
+// tensor read): the decay factors from rates and gaps (one exp per element) and the dropout mask from
+// its seed (the hash of diru_fast/scan/dropout.py); the backward then writes the decayed states and the
+// gradients of the rates and gaps (one more pass over a [kRows][blockDim] buffer per step, no extra
+// __syncthreads). The kernels themselves are in diru_scan_kernels.cuh.
 #include "diru_scan.cuh"
 
 #include <type_traits>
@@ -27,6 +30,26 @@
 namespace diru_fast {
 namespace cuda {
 namespace {
+
+static_assert(kRows == kBlockRows, "the d_rate output has one row per block of kRows rows");
+
+// The kernels' InStep from the host Options.
+template <typename acc_t>
+InStep<acc_t> in_step(const Options& opts) {
+  InStep<acc_t> in;
+  in.rate = static_cast<const acc_t*>(opts.rate);
+  in.dt = static_cast<const acc_t*>(opts.dt);
+  in.hash_mask = opts.hash_mask;
+  in.seed_lo = static_cast<uint32_t>(opts.mask_seed);
+  in.seed_hi = static_cast<uint32_t>(opts.mask_seed >> 32);
+  in.threshold = opts.mask_threshold;
+  in.scale = static_cast<acc_t>(opts.mask_scale);
+  in.hd = static_cast<acc_t*>(opts.hd);
+  in.d_rate = static_cast<acc_t*>(opts.d_rate);
+  in.d_dt = static_cast<acc_t*>(opts.d_dt);
+  in.o = static_cast<acc_t*>(opts.o);
+  return in;
+}
 
 template <typename scalar_t, bool kOpt>
 cudaError_t launch_fwd(const void* xp, const void* h0, const void* w_hh_t, const void* w_int_t, const void* b_int,
@@ -45,18 +68,19 @@ cudaError_t launch_fwd(const void* xp, const void* h0, const void* w_hh_t, const
       static_cast<const scalar_t*>(w_int_t), static_cast<const scalar_t*>(b_int),
       static_cast<const scalar_t*>(w_out_t), static_cast<const scalar_t*>(b_out), lengths,
       static_cast<scalar_t*>(hs), static_cast<acc_t*>(saved), steps, batch, d, opts.relu, opts.k,
-      opts.compartment_of, static_cast<const acc_t*>(opts.mask), static_cast<const acc_t*>(opts.decay));
+      opts.compartment_of, static_cast<const acc_t*>(opts.mask), static_cast<const acc_t*>(opts.decay),
+      in_step<acc_t>(opts));
   return cudaGetLastError();
 }
 
 template <typename scalar_t, bool kOpt>
-cudaError_t launch_bwd(const void* grad_hs, const void* hs, const void* saved, const void* w_hh, const void* w_int,
+cudaError_t launch_bwd(const void* grad_hs, const void* h0, const void* hs, const void* saved, const void* w_hh, const void* w_int,
                        const void* w_out, const int64_t* lengths, void* d_p, void* d_zp, void* d_yp, void* d_h0,
                        int64_t steps, int64_t batch, int64_t d, const Options& opts, cudaStream_t stream) {
   using acc_t = typename Acc<scalar_t>::type;
   const size_t smem = static_cast<size_t>(bwd_shared_bytes(std::is_same<acc_t, double>::value ? DType::kFloat64
                                                                                                 : DType::kFloat32,
-                                                           d, opts.k));
+                                                           d, opts.k, opts.rate != nullptr));
   cudaError_t err = cudaFuncSetAttribute(diru_bwd_kernel<scalar_t, kOpt>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;
@@ -66,7 +90,8 @@ cudaError_t launch_bwd(const void* grad_hs, const void* hs, const void* saved, c
       static_cast<const scalar_t*>(w_hh), static_cast<const scalar_t*>(w_int), static_cast<const scalar_t*>(w_out),
       lengths, static_cast<acc_t*>(d_p), static_cast<acc_t*>(d_zp), static_cast<acc_t*>(d_yp),
       static_cast<scalar_t*>(d_h0), steps, batch, d, opts.relu, opts.k, opts.compartment_of,
-      static_cast<const acc_t*>(opts.mask), static_cast<const acc_t*>(opts.decay));
+      static_cast<const acc_t*>(opts.mask), static_cast<const acc_t*>(opts.decay), in_step<acc_t>(opts),
+      static_cast<const scalar_t*>(h0));
   return cudaGetLastError();
 }
 
@@ -82,13 +107,14 @@ cudaError_t dispatch_fwd(const void* xp, const void* h0, const void* w_hh_t, con
 }
 
 template <typename scalar_t>
-cudaError_t dispatch_bwd(const void* grad_hs, const void* hs, const void* saved, const void* w_hh, const void* w_int,
-                         const void* w_out, const int64_t* lengths, void* d_p, void* d_zp, void* d_yp, void* d_h0,
-                         int64_t steps, int64_t batch, int64_t d, const Options& opts, cudaStream_t stream) {
-  return opts.any() ? launch_bwd<scalar_t, true>(grad_hs, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp, d_yp,
-                                                 d_h0, steps, batch, d, opts, stream)
-                    : launch_bwd<scalar_t, false>(grad_hs, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp, d_yp,
-                                                  d_h0, steps, batch, d, opts, stream);
+cudaError_t dispatch_bwd(const void* grad_hs, const void* h0, const void* hs, const void* saved, const void* w_hh,
+                         const void* w_int, const void* w_out, const int64_t* lengths, void* d_p, void* d_zp,
+                         void* d_yp, void* d_h0, int64_t steps, int64_t batch, int64_t d, const Options& opts,
+                         cudaStream_t stream) {
+  return opts.any() ? launch_bwd<scalar_t, true>(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp,
+                                                 d_yp, d_h0, steps, batch, d, opts, stream)
+                    : launch_bwd<scalar_t, false>(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp,
+                                                  d_yp, d_h0, steps, batch, d, opts, stream);
 }
 
 }  // namespace
@@ -97,8 +123,9 @@ int64_t fwd_shared_bytes(DType dtype, int64_t d, int64_t k) {
   return (4 * kRows * d + kRows * k) * (dtype == DType::kFloat64 ? 8 : 4);
 }
 
-int64_t bwd_shared_bytes(DType dtype, int64_t d, int64_t k) {
-  const int64_t words = k > 0 ? 7 * kRows * d + 2 * kRows * k : 6 * kRows * d;
+int64_t bwd_shared_bytes(DType dtype, int64_t d, int64_t k, bool rates) {
+  int64_t words = k > 0 ? 7 * kRows * d + 2 * kRows * k : 6 * kRows * d;
+  if (rates) words += d + kRows * kThreads;  // drate_s, red_s
   return words * (dtype == DType::kFloat64 ? 8 : 4);
 }
 
@@ -122,21 +149,22 @@ cudaError_t scan_fwd(DType dtype, const void* xp, const void* h0, const void* w_
   return cudaErrorInvalidValue;
 }
 
-cudaError_t scan_bwd(DType dtype, const void* grad_hs, const void* hs, const void* saved, const void* w_hh,
-                     const void* w_int, const void* w_out, const int64_t* lengths, void* d_p, void* d_zp, void* d_yp,
-                     void* d_h0, int64_t steps, int64_t batch, int64_t d, const Options& opts, cudaStream_t stream) {
+cudaError_t scan_bwd(DType dtype, const void* grad_hs, const void* h0, const void* hs, const void* saved,
+                     const void* w_hh, const void* w_int, const void* w_out, const int64_t* lengths, void* d_p,
+                     void* d_zp, void* d_yp, void* d_h0, int64_t steps, int64_t batch, int64_t d, const Options& opts,
+                     cudaStream_t stream) {
   switch (dtype) {
     case DType::kFloat32:
-      return dispatch_bwd<float>(grad_hs, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp, d_yp, d_h0, steps, batch,
+      return dispatch_bwd<float>(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp, d_yp, d_h0, steps, batch,
                                  d, opts, stream);
     case DType::kFloat64:
-      return dispatch_bwd<double>(grad_hs, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp, d_yp, d_h0, steps,
+      return dispatch_bwd<double>(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp, d_yp, d_h0, steps,
                                   batch, d, opts, stream);
     case DType::kFloat16:
-      return dispatch_bwd<__half>(grad_hs, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp, d_yp, d_h0, steps,
+      return dispatch_bwd<__half>(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp, d_yp, d_h0, steps,
                                   batch, d, opts, stream);
     case DType::kBFloat16:
-      return dispatch_bwd<__nv_bfloat16>(grad_hs, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp, d_yp, d_h0,
+      return dispatch_bwd<__nv_bfloat16>(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, d_p, d_zp, d_yp, d_h0,
                                          steps, batch, d, opts, stream);
   }
   return cudaErrorInvalidValue;

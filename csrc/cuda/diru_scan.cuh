@@ -14,6 +14,9 @@
 //   o = u * s (* k alpha[compartment_of[j]]) (* mask_t), z = tanh(o W_int^T + b_int);
 //   time decay: the step reads hd_t = decay_t * h_{t-1} in place of h_{t-1} (in P_t and in the
 //   residual of h_t); steps t >= lengths[b] keep the undecayed h_{t-1} (docs/THEORY.md §1.6).
+//   Either option may be formed in the step instead of read from a [T, B, d] tensor: the decay from
+//   its rates and gaps (decay_t = exp(-rate * dt_t)), the dropout mask from its seed (the hash of
+//   diru_fast/scan/dropout.py, the same mask as every other backend).
 //
 // All pointers are device pointers to contiguous row-major tensors on `stream`'s device.
 #pragma once
@@ -34,8 +37,24 @@ struct Options {
   const int32_t* compartment_of = nullptr; // [d] int32, values in [0, k), when k > 0
   const void* mask = nullptr;              // [T, B, d] acc, the dropout mask, or nullptr
   const void* decay = nullptr;             // [T, B, d] acc, the time decay factors, or nullptr
-  bool any() const { return relu || k > 0 || mask != nullptr || decay != nullptr; }
+  const void* rate = nullptr;              // [d] acc, time decay's rates softplus(lambda) (with dt), or nullptr
+  const void* dt = nullptr;                // [T, B] acc, its gaps: decay_t = exp(-rate * dt_t) formed in the step
+  bool hash_mask = false;                  // the dropout mask from its seed (mask must be nullptr):
+  uint64_t mask_seed = 0;                  //   unit j of row r = t*B + b kept iff the hash >= mask_threshold,
+  uint32_t mask_threshold = 0;             //   kept units get mask_scale = 1/(1-p)
+  double mask_scale = 1.0;
+  // Backward outputs (acc), nullptr where not wanted:
+  void* hd = nullptr;        // with rate: [T, B, d] the decayed states hd_t = decay_t * h_{t-1}
+  void* d_rate = nullptr;    // with rate: [ceil(B / kRows), d] each block's dL/drate (the caller sums them)
+  void* d_dt = nullptr;      // with rate: [T, B] dL/ddt (0 on padded steps)
+  void* o = nullptr;         // [T, B, d] the integration inputs u s (* k alpha_c) (* mask_t)
+  bool any() const {
+    return relu || k > 0 || mask != nullptr || decay != nullptr || rate != nullptr || hash_mask || o != nullptr;
+  }
 };
+
+// Batch rows per block (the d_rate output has one row per block).
+constexpr int64_t kBlockRows = 4;
 
 // Forward, one launch for the whole sequence (persistent: each block owns kRows batch rows
 // and loops over time with its state in shared memory).
@@ -63,18 +82,21 @@ cudaError_t scan_fwd(DType dtype, const void* xp, const void* h0, const void* w_
 //   d_zp    [T, B, d]  acc       out: dL/d(integration pre-activation)
 //   d_yp    [T, B, d]  acc       out: dL/d(output pre-activation)
 //   d_h0    [B, d]     dtype     out
+//   h0      [B, d]     dtype     (read with opts.rate)
 // With time decay (opts.decay) the state gradient carried from step t to t-1 on live rows is
 // decay_t * (d_yp_t + d_p_t W_hh); the gradient of decay itself is left to the caller (docs/THEORY.md §2.3).
-cudaError_t scan_bwd(DType dtype, const void* grad_hs, const void* hs, const void* saved, const void* w_hh,
+// With opts.rate the backward writes what those gradients need instead (opts.hd, d_rate, d_dt).
+cudaError_t scan_bwd(DType dtype, const void* grad_hs, const void* h0, const void* hs, const void* saved,
+                     const void* w_hh,
                      const void* w_int, const void* w_out, const int64_t* lengths, void* d_p, void* d_zp,
                      void* d_yp, void* d_h0, int64_t steps, int64_t batch, int64_t d, const Options& opts,
                      cudaStream_t stream);
 
 // Dynamic shared memory (bytes) the forward / backward need for hidden size d, k attention
-// compartments (0: off) and `dtype`; the bindings refuse sizes beyond the device's per-block
-// limit with a clear error.
+// compartments (0: off), `dtype` and (backward) time decay from rates; the bindings refuse sizes
+// beyond the device's per-block limit with a clear error.
 int64_t fwd_shared_bytes(DType dtype, int64_t d, int64_t k);
-int64_t bwd_shared_bytes(DType dtype, int64_t d, int64_t k);
+int64_t bwd_shared_bytes(DType dtype, int64_t d, int64_t k, bool rates = false);
 
 }  // namespace cuda
 }  // namespace diru_fast

@@ -53,6 +53,57 @@ template <typename acc_t> __device__ __forceinline__ acc_t slope_(bool relu, acc
   return relu ? (u > acc_t(0) ? acc_t(1) : acc_t(0)) : acc_t(1) - u * u;
 }
 
+// The options formed in the step (the options instantiation only; all off by default): time decay from
+// its rates and gaps, decay_t = exp(-rate * dt_t) per element, and compartment dropout's mask from its
+// seed, the counter-based hash of diru_fast/scan/dropout.py (unit j of row r = t*B + b is kept iff
+// mix32(row_key(seed, r) ^ j * 0x9E3779B9) >= threshold; kept units get `scale`). The backward then also
+// writes what the gradients of the rates, the gaps and W_hh need (hd, d_rate, d_dt) and, where asked,
+// the integration inputs o = u s (* k alpha_c) (* mask), the rows of W_int's gradient.
+template <typename acc_t>
+struct InStep {
+  const acc_t* rate = nullptr;  // [d] the rates softplus(lambda) (with dt; decay must be nullptr)
+  const acc_t* dt = nullptr;    // [T, B] the gaps
+  bool hash_mask = false;       // the dropout mask from its seed (mask must be nullptr)
+  uint32_t seed_lo = 0, seed_hi = 0, threshold = 0;
+  acc_t scale = acc_t(1);       // the kept units' value, 1/(1-p)
+  acc_t* hd = nullptr;          // backward with rate: [T, B, d] out, hd_t = decay_t * h_{t-1}
+  acc_t* d_rate = nullptr;      // backward with rate: [blocks, d] out, each block's dL/drate
+  acc_t* d_dt = nullptr;        // backward with rate: [T, B] out, dL/ddt (0 on padded steps)
+  acc_t* o = nullptr;           // backward: [T, B, d] out, the integration inputs (nullptr: not written)
+};
+
+__host__ __device__ __forceinline__ uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+// Row r's key of the dropout hash (r = t*B + b).
+__host__ __device__ __forceinline__ uint32_t mask_row_key(uint32_t seed_lo, uint32_t seed_hi, uint64_t r) {
+  return mix32(mix32(seed_lo ^ static_cast<uint32_t>(r)) ^ seed_hi ^ static_cast<uint32_t>(r >> 32));
+}
+
+// The dropout mask's value at unit c of row r: mask[r * d + c], or from the hash.
+template <typename acc_t>
+__device__ __forceinline__ acc_t mask_at(const acc_t* mask, const InStep<acc_t>& in, int64_t r, int64_t c, int64_t d) {
+  if (in.hash_mask) {
+    const uint32_t u = mix32(mask_row_key(in.seed_lo, in.seed_hi, static_cast<uint64_t>(r)) ^
+                             (static_cast<uint32_t>(c) * 0x9E3779B9U));
+    return u >= in.threshold ? in.scale : acc_t(0);
+  }
+  return mask[r * d + c];
+}
+
+// Time decay's factor at unit c of row r = t*B + b: decay[r * d + c], or exp(-rate[c] * dt[r]).
+template <typename acc_t>
+__device__ __forceinline__ acc_t decay_at(const acc_t* decay, const InStep<acc_t>& in, int64_t r, int64_t c,
+                                          int64_t d) {
+  return in.rate ? exp_(-in.rate[c] * in.dt[r]) : decay[r * d + c];
+}
+
 // Row b's length in the block starting at batch row row0 (0 for rows past the batch).
 __device__ __forceinline__ int64_t row_length(const int64_t* lengths, int64_t row0, int b, int nrows, int64_t steps) {
   return b < nrows ? (lengths ? lengths[row0 + b] : steps) : 0;
@@ -92,8 +143,11 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
     int64_t k,                             // kOpt: attention over k compartments (0: off)
     const int32_t* __restrict__ comp,      // kOpt, k > 0: [d] compartment of each unit
     const typename Acc<scalar_t>::type* __restrict__ mask,    // kOpt: [T, B, d] dropout mask or nullptr
-    const typename Acc<scalar_t>::type* __restrict__ decay) {  // kOpt: [T, B, d] time decay or nullptr
+    const typename Acc<scalar_t>::type* __restrict__ decay,   // kOpt: [T, B, d] time decay or nullptr
+    const InStep<typename Acc<scalar_t>::type> in) {           // kOpt: the options formed in the step
   using acc_t = typename Acc<scalar_t>::type;
+  const bool masked = kOpt && (mask || in.hash_mask);   // compartment dropout
+  const bool decaying = kOpt && (decay || in.rate);     // time decay
   extern __shared__ unsigned char smem_raw[];
   acc_t* h_s = reinterpret_cast<acc_t*>(smem_raw);
   acc_t* o_s = h_s + kRows * d;
@@ -114,8 +168,8 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
   for (int64_t i = threadIdx.x; i < kRows * d; i += blockDim.x) {
     const int b = static_cast<int>(i / d);
     acc_t h = (b < nrows) ? to_acc(h0[(row0 + b) * d + i % d]) : acc_t(0);
-    if (kOpt && decay && steps > 0 && row_length(lengths, row0, b, nrows, steps) > 0) {
-      h = h * decay[row0 * d + i];  // hd_0 = decay_0 * h0 ([0, row0 + b, i % d])
+    if (decaying && steps > 0 && row_length(lengths, row0, b, nrows, steps) > 0) {
+      h = h * decay_at(decay, in, row0 + b, i % d, d);  // hd_0 = decay_0 * h0 ([0, row0 + b, i % d])
     }
     h_s[i] = h;
   }
@@ -182,7 +236,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
         const acc_t u = kOpt ? activate_(relu, a[b]) : tanh_(a[b]), s = sigmoid_(sp[b]), r = sigmoid_(rp[b]);
         acc_t o = u * s;
         if (kOpt && k > 0) o = o * (acc_t(k) * alpha_s[b * k + cc]);
-        if (kOpt && mask && b < nrows) o = o * mask[(t * batch + row0 + b) * d + c];
+        if (masked && b < nrows) o = o * mask_at(mask, in, t * batch + row0 + b, c, d);
         o_s[b * d + c] = o;
         r_s[b * d + c] = r;
         if (sv_t && b < nrows) {
@@ -220,7 +274,7 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
       for (int b = 0; b < kRows; ++b) {
         if (t < len[b]) h_s[b * d + c] = tanh_(y[b]);
         if (b < nrows) hs[(t * batch + row0 + b) * d + c] = from_acc<scalar_t>(h_s[b * d + c]);
-        if (kOpt && decay && t + 1 < len[b]) h_s[b * d + c] *= decay[((t + 1) * batch + row0 + b) * d + c];
+        if (decaying && t + 1 < len[b]) h_s[b * d + c] *= decay_at(decay, in, (t + 1) * batch + row0 + b, c, d);
       }
     }
     __syncthreads();
@@ -228,7 +282,10 @@ __global__ void __launch_bounds__(kThreads, 1) diru_fwd_kernel(
 }
 
 // Backward. Shared memory (acc): dh_s, dyp_s, dzp_s [kRows][d] and dp_s [kRows][3d+k]; with kOpt
-// and k > 0 also v_s [kRows][d] (do*u*s per unit) and dalpha_s [kRows][k]. kOpt = false is the
+// and k > 0 also v_s [kRows][d] (do*u*s per unit) and dalpha_s [kRows][k]; with time decay from rates
+// also drate_s [d] (this block's dL/drate, each thread its own units) and red_s [kRows][blockDim.x]
+// (each thread's part of dL/ddt_t per row, summed by one thread per row after the step's last
+// __syncthreads: no extra barrier). kOpt = false is the
 // plain cell (relu, k, comp, mask, decay unused; pw = 3d, sw = 4d). With decay the state gradient
 // carried to step t-1 on live rows is decay_t * dL/dhd_t (hd_t = decay_t * h_{t-1}, the state the
 // step read); padded rows pass it through unchanged (docs/THEORY.md §2.3).
@@ -250,8 +307,12 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
     int64_t k,                             // kOpt: attention over k compartments (0: off)
     const int32_t* __restrict__ comp,      // kOpt, k > 0: [d] compartment of each unit
     const typename Acc<scalar_t>::type* __restrict__ mask,    // kOpt: [T, B, d] dropout mask or nullptr
-    const typename Acc<scalar_t>::type* __restrict__ decay) {  // kOpt: [T, B, d] time decay or nullptr
+    const typename Acc<scalar_t>::type* __restrict__ decay,   // kOpt: [T, B, d] time decay or nullptr
+    const InStep<typename Acc<scalar_t>::type> in,             // kOpt: the options formed in the step
+    const scalar_t* __restrict__ h0) {     // [B, d] (read with in.rate: the decayed state of step 0)
   using acc_t = typename Acc<scalar_t>::type;
+  const bool masked = kOpt && (mask || in.hash_mask);   // compartment dropout
+  const bool rates = kOpt && in.rate != nullptr;        // time decay from rates and gaps
   const int64_t kx = kOpt ? k : 0;  // the attention logits' extra columns in d_p, w_hh (rows) and saved
   const int64_t pw = 3 * d + kx;    // row width of d_p (and rows of w_hh)
   const int64_t sw = 4 * d + kx;    // row width of saved
@@ -262,6 +323,8 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
   acc_t* dp_s = dzp_s + kRows * d;  // [kRows][3d+k]
   acc_t* v_s = dp_s + kRows * pw;   // kOpt, k > 0: [kRows][d]
   acc_t* dalpha_s = v_s + kRows * d;  // kOpt, k > 0: [kRows][k]
+  acc_t* drate_s = kx > 0 ? dalpha_s + kRows * kx : v_s;  // rates: [d]
+  acc_t* red_s = drate_s + d;                             // rates: [kRows][blockDim.x]
 
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
   const int nrows = static_cast<int>(batch - row0 < kRows ? batch - row0 : kRows);
@@ -271,6 +334,9 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
     len[b] = (b < nrows) ? (lengths ? lengths[row0 + b] : steps) : 0;
   }
   for (int64_t i = threadIdx.x; i < kRows * d; i += blockDim.x) dh_s[i] = acc_t(0);
+  if (rates) {
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) drate_s[i] = acc_t(0);
+  }
   __syncthreads();
 
   for (int64_t t = steps - 1; t >= 0; --t) {
@@ -324,18 +390,24 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
       const int32_t cc = (kOpt && k > 0) ? comp[c] : 0;
 #pragma unroll
       for (int b = 0; b < kRows; ++b) {
-        acc_t da = acc_t(0), ds = acc_t(0), v = acc_t(0);
+        acc_t da = acc_t(0), ds = acc_t(0), v = acc_t(0), o = acc_t(0);
         if (b < nrows && t < len[b]) {
           const acc_t u = sv_t[b * sw + c], s = sv_t[b * sw + d + c];
           acc_t dus = dout[b];
-          if (kOpt && mask) dus = dus * mask[(base + b) * d + c];
+          const acc_t m = masked ? mask_at(mask, in, base + b, c, d) : acc_t(1);
+          if (masked) dus = dus * m;
+          o = u * s;  // the integration input, in the contract's order: u s, then k alpha_c, then the mask
           if (kOpt && k > 0) {
             v = dus * u * s;
-            dus = dus * (acc_t(k) * sv_t[b * sw + 4 * d + cc]);
+            const acc_t ka = acc_t(k) * sv_t[b * sw + 4 * d + cc];
+            dus = dus * ka;
+            o = o * ka;
           }
+          if (masked) o = o * m;
           da = dus * s * (kOpt ? slope_(relu, u) : acc_t(1) - u * u);
           ds = dus * u * s * (acc_t(1) - s);
         }
+        if (kOpt && in.o && b < nrows) in.o[(base + b) * d + c] = o;
         dp_s[b * pw + c] = da;
         dp_s[b * pw + d + c] = ds;
         if (kOpt && k > 0) v_s[b * d + c] = v;
@@ -367,7 +439,12 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
       }
       __syncthreads();
     }
-    // dh_{t-1} = where(live, dyp + dP @ W_hh (* decay_t), dh) (each thread its own columns of dh_s)
+    // dh_{t-1} = where(live, dyp + dP @ W_hh (* decay_t), dh) (each thread its own columns of dh_s).
+    // With rates, acc is dL/dhd_t: hd_t = decay_t h_{t-1} goes out, g = dL/dhd_t * hd_t (live rows) adds
+    // -g dt_t to dL/drate and g rate to this thread's part of -dL/ddt_t.
+    acc_t part[kRows];
+#pragma unroll
+    for (int b = 0; b < kRows; ++b) part[b] = acc_t(0);
     for (int64_t c = threadIdx.x; c < d; c += blockDim.x) {
       acc_t acc[kRows];
 #pragma unroll
@@ -375,10 +452,40 @@ __global__ void __launch_bounds__(kThreads, 1) diru_bwd_kernel(
       add_column(acc, dp_s, pw, w_hh, d, c, pw);
 #pragma unroll
       for (int b = 0; b < kRows; ++b) {
-        if (t < len[b]) dh_s[b * d + c] = (kOpt && decay) ? acc[b] * decay[(base + b) * d + c] : acc[b];
+        if (rates && b < nrows) {
+          const int64_t r = base + b;
+          const acc_t rate = in.rate[c], gap = in.dt[r];
+          const acc_t dec = exp_(-rate * gap);
+          const acc_t hp = to_acc(t > 0 ? hs[(r - batch) * d + c] : h0[(row0 + b) * d + c]);
+          const acc_t hd = dec * hp;
+          in.hd[r * d + c] = hd;
+          if (t < len[b]) {
+            const acc_t g = acc[b] * hd;
+            drate_s[c] += g * -gap;
+            part[b] += g * rate;
+            dh_s[b * d + c] = acc[b] * dec;
+          }
+        } else if (t < len[b]) {
+          dh_s[b * d + c] = (kOpt && decay) ? acc[b] * decay[(base + b) * d + c] : acc[b];
+        }
       }
     }
+    if (rates) {
+#pragma unroll
+      for (int b = 0; b < kRows; ++b) red_s[b * blockDim.x + threadIdx.x] = part[b];
+    }
     __syncthreads();
+    if (rates) {  // dL/ddt_t = -(the sum of the threads' parts), in thread order (deterministic)
+      for (int b = threadIdx.x; b < nrows; b += blockDim.x) {
+        acc_t sum = acc_t(0);
+        for (unsigned j = 0; j < blockDim.x; ++j) sum += red_s[b * blockDim.x + j];
+        const bool live = t < row_length(lengths, row0, b, nrows, steps);  // (len[b]: b is not unrolled here)
+        in.d_dt[(base + b)] = live ? -sum : acc_t(0);
+      }
+    }
+  }
+  if (rates) {
+    for (int64_t c = threadIdx.x; c < d; c += blockDim.x) in.d_rate[blockIdx.x * d + c] = drate_s[c];
   }
   for (int64_t i = threadIdx.x; i < static_cast<int64_t>(nrows) * d; i += blockDim.x) {
     d_h0[row0 * d + i] = from_acc<scalar_t>(dh_s[i]);

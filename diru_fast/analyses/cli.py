@@ -69,7 +69,13 @@ FIELD_HELP = {
     "ks": "numbers of compartments k", "seeds": "number of seeds", "first_seed": "the first seed",
     "n_train": "training sequences", "n_val": "validation sequences", "seq_len": "sequence length T",
     "seq_lens": "sequence lengths T (delay = T - 5)", "hidden_size": "hidden size d of every model",
-    "epochs": "training epochs (fixed, no early stopping)", "batch_size": "mini-batch size", "lr": "Adam learning rate",
+    "epochs": "training epochs: the cap where the analysis stops early (--patience), else fixed",
+    "batch_size": "mini-batch size", "lr": "Adam learning rate",
+    "n_test": "test sequences (scored with the best validation epoch's weights)",
+    "patience": "early stopping: epochs without a better validation loss",
+    "lr_grid": "Adam learning rates tried per model on the tuning seeds (one value: no tuning)",
+    "tune_seeds": "tuning seeds per learning rate", "tune_first_seed": "the first tuning seed (apart from the test seeds)",
+    "tune_k": "DIRU's k at which its learning rate is tuned (0: every k)",
     "clip": "gradient clipping: global L2 norm, every model", "lstm_control": "the LSTM control (unit selectivity)",
     "sunspots_origins": "rolling-origin test blocks on sunspots", "sunspots_test_years": "target years per test block",
     "n_perm": "random partitions in the permutation null", "burn_in": "first steps left out of the spectra",
@@ -84,7 +90,7 @@ FIELD_HELP = {
 # integer fields that may be 0; every other int field must be positive, every float field too.
 FIELD_CHOICES = {"models": "ANALYSIS_MODELS", "datasets": "DATASETS"}
 LITERAL_CHOICES = {"norm": ("2", "fro")}
-NON_NEGATIVE = {"first_seed", "burn_in"}
+NON_NEGATIVE = {"first_seed", "burn_in", "tune_k"}
 
 
 def _add_shared(p: argparse.ArgumentParser) -> None:

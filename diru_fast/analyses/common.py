@@ -28,7 +28,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +44,14 @@ from ..experiments.options import DIRUOptions
 from ..experiments.stats import holm, t_cdf_two_sided, t_interval, t_power
 from ..experiments.study import derive_seed
 from ..experiments.training import evaluate
+from ..experiments.tuning import pick_lr
 from ..modules import DIRU
 
 __all__ = ["RNNModel", "ANALYSIS_MODELS", "CLIP_NORM", "build", "rnn_params", "matched_rnn_hidden",
            "set_forget_bias", "model_options", "prototype_copy", "memory_delay", "standardised_memory", "fit",
            "FitHistory", "first_epoch_below", "fisher_combined_p", "paired_test", "holm", "decide", "power_paired_t",
-           "detectable_effect", "environment", "write_json", "read_json", "Timer"]
+           "detectable_effect", "environment", "write_json", "read_json", "Timer", "standardise_splits",
+           "standardised_memory_splits", "mean_mse", "tune_trials", "scored_fit", "learned_summary"]
 
 # The models the analyses train: the study's three, the vanilla tanh RNN, and two controls: an LSTM with
 # forget-gate bias 1 ("lstm_fb1") and a tanh RNN resized to DIRU's parameter count ("rnn_matched", sized
@@ -155,6 +157,36 @@ def standardised_memory(n_train: int, n_val: int, seq_len: int, seed: int,
     return train_set, val_set, {"target_mean": mean, "target_std": std, "input_scale": 1.0 / MemoryDataset.VOCAB}
 
 
+def standardised_memory_splits(n_train: int, n_val: int, n_test: int, seq_len: int, seed: int, label: str = "memory"
+                               ) -> Tuple[MemoryDataset, MemoryDataset, MemoryDataset, Dict[str, float]]:
+    """(train, validation, test, scaling): :func:`standardised_memory` plus a test split drawn from
+    ``(label, seed, seq_len, "test")``, scaled with the same training statistics."""
+    train_set, val_set, scaling = standardised_memory(n_train, n_val, seq_len, seed, label)
+    test_set = MemoryDataset(n_test, seq_len, derive_seed(label, seed, seq_len, "test"))
+    test_set.x = test_set.x * scaling["input_scale"]
+    test_set.y = (test_set.y - scaling["target_mean"]) / scaling["target_std"]
+    return train_set, val_set, test_set, scaling
+
+
+def standardise_splits(train_set, *others) -> Dict[str, float]:
+    """Standardise datasets in place as the study does: ``x <- (x - mx) / sx``, ``y <- (y - my) / sy``
+    with one scalar each from the *training* split (every step of its inputs, its targets); returns
+    the statistics. MSEs are then in units of the training target's variance."""
+    x, y = train_set.x.double(), train_set.y.double()
+    stats = {"input_mean": float(x.mean()), "input_std": float(x.std()),
+             "target_mean": float(y.mean()), "target_std": float(y.std())}
+    for ds in (train_set,) + tuple(others):
+        ds.x = (ds.x - stats["input_mean"]) / stats["input_std"]
+        ds.y = (ds.y - stats["target_mean"]) / stats["target_std"]
+    return stats
+
+
+def mean_mse(train_set, dataset) -> float:
+    """MSE on ``dataset`` of always predicting ``train_set``'s mean target (the predict-the-mean baseline)."""
+    mean = train_set.y.double().mean(0)
+    return float((dataset.y.double() - mean).pow(2).mean())
+
+
 @dataclass
 class FitHistory:
     train_loss: List[float] = field(default_factory=list)  # per epoch: mean training loss over samples
@@ -230,6 +262,59 @@ def fit(model: nn.Module, train_set, val_set, *, epochs: int, batch_size: int = 
         model.load_state_dict(best_state)
         history.restored = True
     return history
+
+
+def scored_fit(model: nn.Module, train_set, val_set, test_set=None, *, lr: float, epochs: int, patience: int,
+               shuffle_seed: int, batch_size: int = 32, clip: Optional[float] = CLIP_NORM) -> Dict[str, Any]:
+    """Train with the study's protocol (:func:`fit` with early stopping after ``patience`` epochs
+    without a better validation loss, ``epochs`` the cap, the best validation epoch's weights kept)
+    and score it: ``best_val_mse``, ``val_ratio`` (over predicting the training mean on validation),
+    ``best_epoch``, ``epochs_run``, ``hit_cap``, the validation curve; with ``test_set`` also
+    ``test_mse``, ``mean_predictor_test_mse`` and ``test_ratio`` (the learned rule's ratio)."""
+    history = fit(model, train_set, val_set, epochs=epochs, batch_size=batch_size, lr=lr, shuffle_seed=shuffle_seed,
+                  clip=clip, patience=patience, restore_best=True)
+    mean_val = mean_mse(train_set, val_set)
+    out: Dict[str, Any] = {"lr": lr, "best_val_mse": history.best_val, "mean_predictor_val_mse": mean_val,
+                           "val_ratio": history.best_val / mean_val if mean_val > 0 else math.inf,
+                           "best_epoch": history.best_epoch, "epochs_run": len(history.val_loss),
+                           "hit_cap": history.hit_cap, "val_mse_curve": history.val_loss}
+    if test_set is not None:
+        test_mse = evaluate(model, test_set, 256)
+        mean_test = mean_mse(train_set, test_set)
+        out.update(test_mse=test_mse, mean_predictor_test_mse=mean_test,
+                   test_ratio=test_mse / mean_test if mean_test > 0 else math.inf)
+    return out
+
+
+def tune_trials(trial: Callable[[float, int], Dict[str, Any]], lr_grid: Sequence[float],
+                seeds: Sequence[int]) -> Tuple[float, List[Dict[str, Any]]]:
+    """Equal tuning (:mod:`diru_fast.experiments.tuning`): ``trial(lr, seed)`` trains one model at that
+    rate on that tuning seed and returns :func:`scored_fit`'s dict (its ``val_ratio`` is the score).
+    Returns (the picked rate: lowest median ``val_ratio`` over the seeds, ties to the smaller rate;
+    the trial rows without their curves). A one-value grid is no tuning: that rate, no rows."""
+    if len(lr_grid) == 1:
+        return float(lr_grid[0]), []
+    if not lr_grid or not seeds:
+        raise ValueError("tuning needs a learning-rate grid and at least one tuning seed")
+    rows = []
+    for lr in lr_grid:
+        for seed in seeds:
+            row = {k: v for k, v in trial(float(lr), int(seed)).items() if k != "val_mse_curve"}
+            rows.append(dict(row, lr=float(lr), seed=int(seed)))
+    return pick_lr(rows, key="val_ratio"), rows
+
+
+def learned_summary(ratios: Sequence[float]) -> Dict[str, Any]:
+    """The learned rule over seeds (:mod:`diru_fast.experiments.claims`): the median of the per-seed
+    test MSE / predict-the-mean ratios, whether it is at most ``LEARNED_RATIO``, and how many seeds are."""
+    from ..experiments.claims import learned
+
+    vals = sorted(float(r) if math.isfinite(float(r)) else math.inf for r in ratios)  # NaN: not learned
+    if not vals:
+        return {"median_ratio": math.nan, "learned": False, "seeds_learned": 0, "n": 0}
+    n = len(vals)
+    median = vals[n // 2] if n % 2 else 0.5 * (vals[n // 2 - 1] + vals[n // 2])
+    return {"median_ratio": median, "learned": learned(median), "seeds_learned": sum(learned(v) for v in vals), "n": n}
 
 
 def first_epoch_below(curve: Sequence[float], threshold: float) -> Optional[int]:

@@ -19,14 +19,21 @@ step (-0.1: the gradient shrinks 10x every 10 steps; 0: no decay; > 0: it grows)
 
 Models (all at state size d unless named otherwise): DIRU; the LSTM at PyTorch's default
 initialisation (forget-gate bias ~0) and with forget-gate bias 1 (``lstm_fb1``, the usual remedy);
-the GRU; the tanh RNN at the same d and resized to DIRU's parameter count (``rnn_matched``). Every
-model is trained with the same recipe, gradient clipping included (global norm ``clip``), for a budget
-long enough that every model that learns the task does so well before its end (the report lists the
-first epoch each run's validation NMSE fell below 0.5).
+the GRU; the tanh RNN at the same d and resized to DIRU's parameter count (``rnn_matched``).
 
-Verdict rules (:func:`verdicts`), stated before the numbers, each on per-seed slopes s, runs paired
-by seed (same data, same initialisation seed, same training recipe):
+Training (the study's protocol, :mod:`diru_fast.experiments.tuning`): the standardised memory task
+with train / validation / test splits (:func:`~.common.standardised_memory_splits`: statistics of the
+training split only). Every model's Adam learning rate is picked from ``lr_grid`` on ``tune_seeds``
+tuning seeds (``tune_first_seed`` on, disjoint from the test seeds) by the lowest median best
+validation MSE / predict-the-mean; every run clips its gradient (global norm ``clip``), stops after
+``patience`` epochs without a better validation loss (``epochs`` is the cap; runs that reach it are
+reported) and keeps the best validation epoch's weights, which are the "trained" network measured.
 
+Verdict rules (:func:`summarize`), stated before the numbers, each on per-seed slopes s, runs paired
+by seed (same data, same initialisation seed):
+
+- *Learned* (:mod:`diru_fast.experiments.claims`): a model has learned the task when the median over
+  test seeds of its test MSE / the predict-the-mean test MSE is at most 0.3.
 - "better than a vanilla RNN", against ``rnn`` and ``rnn_matched``: the paired difference
   |s_RNN| - |s_DIRU| (how much less DIRU's gradient vanishes or explodes per step); its decisive
   test is the t-test of mean 0: **holds** if significantly above 0, **does not hold** if
@@ -35,10 +42,14 @@ by seed (same data, same initialisation seed, same training recipe):
   **holds** if its mean lies significantly inside ±0.02 decades per step (at most a factor 10 over 50
   steps: both one-sided tests against the edges), **does not hold** if significantly outside (the
   test against the nearer edge), else **inconclusive**.
+- *At initialisation* (no training, every test seed's initialisation): all four comparisons are tested.
+  *After training*: a comparison is tested only when both models learned the task; otherwise its
+  verdict is "not learned" (neither did) or "only <model> learned", and it leaves the family.
 
-Each comparison is made at initialisation and after training (8 tests: the family). Significance is
-Holm-adjusted over the family at level 0.05 (:func:`~.common.decide`). A claim's verdict is the
-common verdict of its four tests, otherwise inconclusive.
+The family is every tested comparison (at initialisation and after training); significance is
+Holm-adjusted over it at level 0.05 (:func:`~.common.decide`). A claim's verdict per phase is the
+common verdict of its two comparisons, else **inconclusive** when both were tested, else "mixed"
+(the report lists each).
 """
 
 from __future__ import annotations
@@ -54,24 +65,28 @@ from torch.func import jacrev
 
 from .. import reference
 from ..baselines import GRUModel, LSTMModel, RNNModel
-from ..experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from ..experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, pair_verdict
 from ..experiments.models import count_params, diru_params
 from ..experiments.options import DIRUOptions
 from ..experiments.stats import t_interval
 from ..experiments.study import derive_seed
+from ..experiments.trivial import trivial_baselines
+from ..experiments.tuning import DEFAULT_LR_GRID, DEFAULT_PATIENCE, SeedPlan, lr_curve
 from ..modules import DIRU as FastDIRU
-from .common import (ANALYSIS_MODELS, CLIP_NORM, Timer, build, decide, first_epoch_below, fit,
-                     matched_rnn_hidden, memory_delay, paired_test, prototype_copy, standardised_memory)
+from .common import (ANALYSIS_MODELS, CLIP_NORM, Timer, build, decide, learned_summary, matched_rnn_hidden,
+                     memory_delay, paired_test, prototype_copy, scored_fit, standardised_memory_splits, tune_trials)
+from .report_format import MODEL_LABELS
 
 __all__ = ["ModelStep", "model_step", "run_states", "jacobian_norms", "log_norm_curve", "decay_rate",
            "GradientFlowConfig", "run_gradient_flow", "verdicts", "band_test", "COMPARABLE_BAND", "CLAIM",
-           "RNN_CONTROLS", "LSTM_CONTROLS", "LEARNED_NMSE"]
+           "RNN_CONTROLS", "LSTM_CONTROLS", "PHASES", "MIXED", "memory_splits", "tune_models", "hidden_size_of"]
 
 CLAIM = "\"Gradient Flow: ... Better than vanilla RNN, comparable to LSTM\" (prototype README, Theoretical Highlights)"
 COMPARABLE_BAND = 0.02  # decades per step: "comparable" = slopes within this of each other
 RNN_CONTROLS = ("rnn", "rnn_matched")  # the vanilla RNNs DIRU is compared with
 LSTM_CONTROLS = ("lstm", "lstm_fb1")  # the LSTMs DIRU is compared with
-LEARNED_NMSE = 0.5  # a run "learned" the memory task once its validation NMSE is below this
+PHASES = ("init", "trained")
+MIXED = "mixed"  # a claim's two comparisons in one phase ended differently and not both were tested
 
 Step = Callable[[Tensor, Tensor], Tensor]  # (x_t [B, n], s_{t-1} [B, S]) -> s_t [B, S]
 
@@ -190,20 +205,26 @@ def decay_rate(mean_log10: Sequence[float], first_lag: int = 1) -> float:
 
 
 @dataclass
-class GradientFlowConfig:
-    """Settings of :func:`run_gradient_flow`: the standardised memory task (see :mod:`.common`)."""
+class GradientFlowConfig(SeedPlan):
+    """Settings of :func:`run_gradient_flow`: the standardised memory task (see :mod:`.common`) and the
+    study's protocol (module docstring): ``lr_grid`` tried per model on the tuning seeds, early stopping
+    after ``patience`` epochs (``epochs``: the cap), gradient clipping at ``clip``."""
 
     models: Tuple[str, ...] = ANALYSIS_MODELS
-    seeds: int = 5
+    seeds: int = 10
     first_seed: int = 0
     n_train: int = 800
     n_val: int = 200
+    n_test: int = 200
     seq_len: int = 30
     hidden_size: int = 64  # every model's state size d (LSTM: h and c of size d each); rnn_matched: resized
     num_compartments: int = 4
-    epochs: int = 60
+    epochs: int = 100  # the cap (a GRU that learns may break through after 50 epochs)
+    patience: int = DEFAULT_PATIENCE
     batch_size: int = 32
-    lr: float = 1e-3
+    lr_grid: Tuple[float, ...] = DEFAULT_LR_GRID  # one value: no tuning
+    tune_seeds: int = 3  # the median of three: one unstable trial does not pick a rate
+    tune_first_seed: int = 1000
     clip: float = CLIP_NORM  # gradient clipping (global L2 norm), every model
     n_probe: int = 64  # validation sequences the Jacobians are averaged over
     norm: str = "2"  # "2" (spectral) or "fro"
@@ -211,20 +232,24 @@ class GradientFlowConfig:
     options: DIRUOptions = DIRUOptions()  # DIRU's cell options (the other models ignore them)
 
     def __post_init__(self):
-        self.models = tuple(self.models)
+        self.models, self.lr_grid = tuple(self.models), tuple(float(v) for v in self.lr_grid)
         self.options.check(self.hidden_size, self.num_compartments)
         unknown = [m for m in self.models if m not in ANALYSIS_MODELS]
         if unknown or not self.models:
             raise ValueError(f"models must be among {ANALYSIS_MODELS}, got {list(self.models)}")
         if self.norm not in ("2", "fro"):
             raise ValueError(f"norm must be '2' or 'fro', got {self.norm!r}")
-        for name in ("seeds", "n_train", "n_val", "seq_len", "epochs", "n_probe", "hidden_size"):
+        for name in ("seeds", "n_train", "n_val", "n_test", "seq_len", "epochs", "n_probe", "hidden_size",
+                     "patience", "tune_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.lr_grid:
+            raise ValueError("lr_grid needs at least one learning rate")
+        self.check_seeds_apart()
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
-        d["models"] = list(self.models)
+        d["models"], d["lr_grid"] = list(self.models), list(self.lr_grid)
         return d
 
 
@@ -244,33 +269,74 @@ def hidden_size_of(kind: str, config: GradientFlowConfig) -> int:
     return matched_rnn_hidden(diru_params(1, config.hidden_size, 1, config.num_compartments, config.options), 1, 1)
 
 
+def memory_splits(config: GradientFlowConfig, seed: int):
+    """(train, validation, test, trivial baselines) of one seed: the standardised memory task (training
+    statistics only) and its trivial baselines (:mod:`~diru_fast.experiments.trivial`) scored on the test
+    split in the same units."""
+    train_set, val_set, test_set, _ = standardised_memory_splits(config.n_train, config.n_val, config.n_test,
+                                                                 config.seq_len, seed)
+    return train_set, val_set, test_set, trivial_baselines("memory", train_set, test_set)
+
+
+def _build(config: GradientFlowConfig, kind: str, seed: int) -> nn.Module:
+    torch.manual_seed(derive_seed("gradient-flow", seed, "init"))
+    return build(kind, 1, hidden_size_of(kind, config), 1, num_compartments=config.num_compartments,
+                 backend=config.backend, options=config.options)
+
+
+def _train(config: GradientFlowConfig, model: nn.Module, splits, lr: float, seed: int, test: bool) -> Dict[str, Any]:
+    train_set, val_set, test_set = splits[:3]
+    return scored_fit(model, train_set, val_set, test_set if test else None, lr=lr, epochs=config.epochs,
+                      patience=config.patience, shuffle_seed=derive_seed("gradient-flow", seed, "shuffle"),
+                      batch_size=config.batch_size, clip=config.clip)
+
+
+def tune_models(config: GradientFlowConfig, progress=None) -> Tuple[Dict[str, float], List[Dict[str, Any]]]:
+    """Every model's picked learning rate (lowest median validation MSE / predict-the-mean over the
+    tuning seeds) and every tuning trial (rows with ``model``, ``lr``, ``seed``, ``val_ratio``, ...)."""
+    picked: Dict[str, float] = {}
+    trials: List[Dict[str, Any]] = []
+    cache: Dict[int, Any] = {}
+    for kind in config.models:
+        def trial(lr: float, seed: int) -> Dict[str, Any]:
+            splits = cache.setdefault(seed, memory_splits(config, seed))
+            with Timer() as timer:
+                out = _train(config, _build(config, kind, seed), splits, lr, seed, test=False)
+            if progress is not None:
+                progress(f"tuning {kind} lr={lr:g} seed={seed}: val / mean {out['val_ratio']:.3g}, "
+                         f"{out['epochs_run']} epochs{' (cap)' if out['hit_cap'] else ''}, {timer.seconds:.0f} s")
+            return dict(out, seconds=timer.seconds)
+
+        picked[kind], rows = tune_trials(trial, config.lr_grid, config.tune_seed_list)
+        trials += [dict(r, model=kind) for r in rows]
+    return picked, trials
+
+
 def run_gradient_flow(config: GradientFlowConfig, progress=None) -> Dict[str, Any]:
-    """For every seed and model: the gradient-norm curve at initialisation and after training."""
+    """Tune every model's learning rate; then for every test seed and model the gradient-norm curve at
+    initialisation, training by the protocol, the test score and the curve of the trained network."""
+    picked, trials = tune_models(config, progress)
     runs: List[Dict[str, Any]] = []
-    for seed in range(config.first_seed, config.first_seed + config.seeds):
-        train_set, val_set, scaling = standardised_memory(config.n_train, config.n_val, config.seq_len, seed)
-        probe = val_set.x[: config.n_probe]
+    baselines: List[Dict[str, Any]] = []
+    for seed in config.seed_list:
+        splits = memory_splits(config, seed)
+        baselines += [dict(b, seed=seed) for b in splits[3]]
+        probe = splits[1].x[: config.n_probe]  # validation sequences
         for kind in config.models:
-            torch.manual_seed(derive_seed("gradient-flow", seed, "init"))
-            model = build(kind, 1, hidden_size_of(kind, config), 1, num_compartments=config.num_compartments,
-                          backend=config.backend, options=config.options)
+            model = _build(config, kind, seed)
             with Timer() as timer:
                 init = _curve(model, probe, config.norm)
-                history = fit(model, train_set, val_set, epochs=config.epochs, batch_size=config.batch_size,
-                              lr=config.lr, shuffle_seed=derive_seed("gradient-flow", seed, "shuffle"),
-                              clip=config.clip)
-                trained = _curve(model, probe, config.norm)
-            runs.append({"model": kind, "seed": seed, "hidden_size": hidden_size_of(kind, config),
-                         "params": count_params(model), "val_nmse": history.val_loss[-1],
-                         "best_val_nmse": min(history.val_loss),
-                         "learned_epoch": first_epoch_below(history.val_loss, LEARNED_NMSE),
-                         "val_nmse_curve": history.val_loss, "clipped_share": history.clipped,
-                         "init": init, "trained": trained, "seconds": timer.seconds})
+                score = _train(config, model, splits, picked[kind], seed, test=True)
+                trained = _curve(model, probe, config.norm)  # the best validation epoch's weights
+            runs.append(dict(score, model=kind, seed=seed, hidden_size=hidden_size_of(kind, config),
+                             params=count_params(model), init=init, trained=trained, seconds=timer.seconds))
             if progress is not None:
-                progress(f"{kind} seed={seed}: slope {init['slope']:+.3f} -> {trained['slope']:+.3f} decades/step, "
-                         f"val NMSE {history.val_loss[-1]:.3g}, {timer.seconds:.0f} s")
+                progress(f"{kind} seed={seed} lr={picked[kind]:g}: slope {init['slope']:+.3f} -> "
+                         f"{trained['slope']:+.3f} decades/step, test / mean {score['test_ratio']:.3g}, "
+                         f"{score['epochs_run']} epochs{' (cap)' if score['hit_cap'] else ''}, {timer.seconds:.0f} s")
     return {"analysis": "gradient_flow", "config": config.to_dict(), "delay": memory_delay(config.seq_len),
-            "runs": runs, "summary": summarize(runs, config.models)}
+            "picked_lr": picked, "tuning": trials, "baselines": baselines,
+            "summary": summarize(runs, config.models, trials), "runs": runs}
 
 
 def _slopes(runs, kind: str, phase: str) -> Dict[int, float]:
@@ -284,37 +350,52 @@ def _interval(values: List[float]) -> Optional[List[float]]:
     return [iv.estimate, iv.low, iv.high, iv.n]
 
 
-def summarize(runs: List[Dict[str, Any]], models: Sequence[str]) -> Dict[str, Any]:
-    """Slopes per model and phase (mean with 95% CI), the paired comparisons (the family of tests of
-    the module docstring, Holm-adjusted) and the verdicts."""
-    out: Dict[str, Any] = {"slopes": {}, "tests": []}
+def _compare(claim: str, base: str, phase: str, d: Dict[int, float], other: Dict[int, float]) -> Dict[str, Any]:
+    """The paired comparison of DIRU's slopes ``d`` with a control's (by seed), its decisive test."""
+    seeds = sorted(set(d) & set(other))
+    if claim == "better_than_rnn":
+        test = paired_test([abs(other[s]) - abs(d[s]) for s in seeds])
+        test["if_significant"] = HOLDS if test["mean"] > 0 else DOES_NOT_HOLD
+    else:
+        test = band_test([d[s] - other[s] for s in seeds], (-COMPARABLE_BAND, COMPARABLE_BAND))
+    test.update(claim=claim, baseline=base, phase=phase)
+    return test
+
+
+def summarize(runs: List[Dict[str, Any]], models: Sequence[str],
+              trials: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
+    """Per model: the slopes per phase (mean with 95% CI), the learned rule over its test seeds and its
+    validation-vs-learning-rate curve; the comparisons (module docstring): tested ones get a Holm-adjusted
+    verdict over the family, untested ones (after training, not both learned) "not learned" / "only X
+    learned"; and the verdict per claim and phase."""
+    out: Dict[str, Any] = {"slopes": {}, "learned": {}, "lr_curve": {}, "tests": []}
     for kind in models:
         entry: Dict[str, Any] = {}
-        for phase in ("init", "trained"):
+        for phase in PHASES:
             values = list(_slopes(runs, kind, phase).values())
             one = [values[0], math.nan, math.nan, 1] if values else [math.nan, math.nan, math.nan, 0]
             entry[phase] = _interval(values) or one  # [mean, low, high, n]
-        rs = [r for r in runs if r["model"] == kind]
-        entry["val_nmse"] = [r["val_nmse"] for r in rs]
-        entry["learned_epoch"] = [r.get("learned_epoch") for r in rs]
         out["slopes"][kind] = entry
-    d = {phase: _slopes(runs, "diru", phase) for phase in ("init", "trained")}
-    for phase in ("init", "trained"):
-        for base in RNN_CONTROLS:
-            other = _slopes(runs, base, phase)
-            seeds = sorted(set(d[phase]) & set(other))
-            if "diru" in models and base in models and seeds:
-                test = paired_test([abs(other[s]) - abs(d[phase][s]) for s in seeds])
-                test.update(claim="better_than_rnn", baseline=base, phase=phase,
-                            if_significant=HOLDS if test["mean"] > 0 else DOES_NOT_HOLD)
-                out["tests"].append(test)
-        for base in LSTM_CONTROLS:
-            other = _slopes(runs, base, phase)
-            seeds = sorted(set(d[phase]) & set(other))
-            if "diru" in models and base in models and seeds:
-                test = band_test([d[phase][s] - other[s] for s in seeds], (-COMPARABLE_BAND, COMPARABLE_BAND))
-                test.update(claim="comparable_to_lstm", baseline=base, phase=phase)
-                out["tests"].append(test)
+        out["learned"][kind] = learned_summary([r["test_ratio"] for r in runs if r["model"] == kind])
+        rows = [t for t in trials if t["model"] == kind]
+        if rows:
+            out["lr_curve"][kind] = lr_curve(rows, key="val_ratio")
+    is_learned = {k: v["learned"] for k, v in out["learned"].items()}
+    if "diru" in models:
+        d = {phase: _slopes(runs, "diru", phase) for phase in PHASES}
+        for phase in PHASES:
+            for claim, controls in (("better_than_rnn", RNN_CONTROLS), ("comparable_to_lstm", LSTM_CONTROLS)):
+                for base in controls:
+                    other = _slopes(runs, base, phase)
+                    if base not in models or not set(d[phase]) & set(other):
+                        continue
+                    test = _compare(claim, base, phase, d[phase], other)
+                    if phase == "trained" and not (is_learned["diru"] and is_learned[base]):
+                        test.update(tested=False, p=math.nan, verdict=pair_verdict(
+                            is_learned["diru"], is_learned[base], "", "DIRU", MODEL_LABELS.get(base, base)))
+                    else:
+                        test["tested"] = True
+                    out["tests"].append(test)
     out["verdicts"] = verdicts(out["tests"])
     return out
 
@@ -336,14 +417,22 @@ def band_test(values: Sequence[float], band: Tuple[float, float]) -> Dict[str, A
 
 
 def verdicts(tests: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Per test (Holm over the family) and per claim: "better than a vanilla RNN", "comparable to LSTM"
-    (module docstring). Writes ``p_holm`` and ``verdict`` into each test."""
-    for test, v in zip(tests, decide(tests)):
+    """Holm over the tested comparisons (``p_holm`` and ``verdict`` written into each; an untested one
+    keeps its "not learned" / "only X learned" verdict), and per claim and phase the verdict of the
+    module docstring: ``{"better_than_rnn": {"init": ..., "trained": ...}, "comparable_to_lstm": ...}``."""
+    tested = [t for t in tests if t.get("tested", True)]
+    for test, v in zip(tested, decide(tested)):
         test["verdict"] = v
 
-    def overall(claim: str) -> str:
-        found = {t["verdict"] for t in tests if t["claim"] == claim}
-        return found.pop() if len(found) == 1 else INCONCLUSIVE
+    def overall(claim: str, phase: str) -> Optional[str]:
+        mine = [t for t in tests if t["claim"] == claim and t["phase"] == phase]
+        found = {t["verdict"] for t in mine}
+        if not found:
+            return None
+        if len(found) == 1:
+            return found.pop()
+        return INCONCLUSIVE if all(t.get("tested", True) for t in mine) else MIXED
 
-    return {"better_than_rnn": overall("better_than_rnn"), "comparable_to_lstm": overall("comparable_to_lstm"),
-            "band": COMPARABLE_BAND, "family_size": len(tests)}
+    return {**{claim: {phase: overall(claim, phase) for phase in PHASES}
+               for claim in ("better_than_rnn", "comparable_to_lstm")},
+            "band": COMPARABLE_BAND, "family_size": len(tested)}

@@ -2,10 +2,11 @@
 
 - ``specialization.png``:  the index per k and seed (trained, at init, the null's 5-95% range, the
                            sorted-units reference); one seed's compartment profiles; the percentile of
-                           the compartment partition among random partitions.
+                           the compartment partition among random partitions; the tuning curves.
 - ``gradient_flow.png``:   mean log10 ||∂h_T/∂s_t|| against T - t per model, at init and after training.
-- ``memory_capacity.png``: validation NMSE against delay per k (and the tanh RNN).
-- ``real_data.png``:       per data set and metric, every model's value per seed and the mean ± std.
+- ``memory_capacity.png``: test NMSE against delay per k (and the tanh RNNs); the tuning curves per delay.
+- ``real_data.png``:       per data set and metric, every model's test value per run and the mean ± std;
+                           the tuning curves (validation loss / the trivial baseline's against lr).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def plot_specialization(result: Dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     runs, ks = result["runs"], result["config"]["ks"]
     bands = result["bands"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    curves = result.get("tuning_curves") or {}
+    fig, axes = plt.subplots(1, 4 if curves else 3, figsize=(21 if curves else 16, 4.6))
     ax = axes[0]
     for i, k in enumerate(ks):
         rs = [r for r in runs if r["k"] == k]
@@ -83,6 +85,12 @@ def plot_specialization(result: Dict[str, Any], path: Path) -> Path:
     ax.set_title("where the compartment partition falls in its null\n(uniform if compartments are not special)",
                  fontsize=9)
     ax.legend(fontsize=7)
+    if curves:
+        from .plots_tuning import draw_lr_curves
+
+        names = {"diru": f"DIRU (k={result['config'].get('tune_k')})", "lstm": "LSTM"}
+        draw_lr_curves(axes[3], {names.get(m, m): c for m, c in curves.items()},
+                       {names.get(m, m): v for m, v in result.get("picked_lr", {}).items()})
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -94,7 +102,8 @@ def plot_gradient_flow(result: Dict[str, Any], path: Path) -> Path:
 
     plt = _pyplot()
     runs, models = result["runs"], result["config"]["models"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), sharey=True)
+    curves_lr = result["summary"].get("lr_curve", {})
+    fig, axes = plt.subplots(1, 3 if curves_lr else 2, figsize=(18 if curves_lr else 12, 4.4))
     for ax, phase in zip(axes, ("init", "trained")):
         for kind in models:
             rs = [r for r in runs if r["model"] == kind]
@@ -113,6 +122,27 @@ def plot_gradient_flow(result: Dict[str, Any], path: Path) -> Path:
         ax.legend(fontsize=8, title="model (decay, decades/step)", title_fontsize=7)
     norm = "spectral" if result["config"]["norm"] == "2" else "Frobenius"
     axes[0].set_ylabel(f"mean log10 ||∂h_T/∂s_t|| ({norm} norm)")
+    axes[1].set_ylabel("(own scale: trained tanh RNNs decay far faster)", fontsize=8)
+    if curves_lr:  # validation MSE / predict-the-mean against the learning rate (the tuning trials)
+        ax = axes[2]
+        for kind, curve in curves_lr.items():
+            lrs = [c["lr"] for c in curve]
+            ax.plot(lrs, [min(c["median"], 1e3) for c in curve], color=_COLORS[kind], marker="o",
+                    ls="--" if kind.endswith(("_fb1", "_matched")) else "-", label=kind.upper())
+            ax.fill_between(lrs, [min(c["low"], 1e3) for c in curve], [min(c["high"], 1e3) for c in curve],
+                            color=_COLORS[kind], alpha=0.15, lw=0)
+            picked = result.get("picked_lr", {}).get(kind)
+            if picked in lrs:
+                ax.scatter([picked], [min(curve[lrs.index(picked)]["median"], 1e3)], color=_COLORS[kind], s=80,
+                           marker="*", zorder=3)
+        ax.axhline(0.3, color="k", ls=":", lw=1, label="learned: 0.3x the mean predictor")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Adam learning rate")
+        ax.set_ylabel("best validation MSE / predict-the-mean")
+        ax.set_title("tuning: median and range over the tuning seeds (star: picked)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -125,7 +155,10 @@ def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     runs = result["runs"]
     delays = sorted({r["delay"] for r in runs})
-    fig, ax = plt.subplots(figsize=(7, 4.6))
+    trials = result.get("tuning") or []
+    fig, axes = plt.subplots(1, 2 if trials else 1, figsize=(14 if trials else 7, 4.6), squeeze=False)
+    ax = axes[0][0]
+    key = "test_nmse" if runs and "test_nmse" in runs[0] else "val_nmse"
     groups = [(f"DIRU k={k}", "diru", k) for k in result["config"]["ks"]] + \
         ([("tanh RNN, same d (reference)", "rnn", None)] if any(r["model"] == "rnn" for r in runs) else []) + \
         ([("tanh RNN, DIRU's parameters (reference)", "rnn_matched", None)]
@@ -134,7 +167,7 @@ def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
         color = _K_COLORS.get(k, "0.5") if kind == "diru" else ("0.3" if kind == "rnn" else "k")
         xs, means = [], []
         for dl in delays:
-            vals = [r["val_nmse"] for r in runs if r["model"] == kind and r["k"] == k and r["delay"] == dl]
+            vals = [r[key] for r in runs if r["model"] == kind and r["k"] == k and r["delay"] == dl]
             if not vals:
                 continue
             off = (i - (len(groups) - 1) / 2) * 0.4
@@ -145,11 +178,26 @@ def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
     ax.axhline(1.0, color="k", ls=":", lw=1, label="predict the mean (NMSE 1)")
     ax.set_yscale("log")
     ax.set_xlabel("delay: steps from the first stored value to the recall marker")
-    ax.set_ylabel("validation NMSE (lines: geometric mean over seeds)")
+    ax.set_ylabel(("test" if key == "test_nmse" else "validation") + " NMSE (lines: geometric mean over seeds)")
     params = ", ".join(f"k={k}: {v[0]:,}" for k, v in result["params_by_k"].items() if v)
     ax.set_title(f"memory task error vs delay (d={result['config']['hidden_size']}; params {params})", fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    if trials:
+        from ..experiments.tuning import lr_curve
+        from .plots_tuning import draw_lr_curves
+
+        refs = {"rnn": "tanh RNN", "rnn_matched": "tanh RNN, DIRU's params"}
+        name = lambda t: f"DIRU k={t['k']}" if t["model"] == "diru" else refs.get(t["model"], t["model"])  # noqa: E731
+        curves, picked = {}, {}
+        for t in trials:
+            label = f"{name(t)}, delay {t['delay']}"
+            if label not in curves:
+                curves[label] = lr_curve([u for u in trials if u["delay"] == t["delay"] and name(u) == name(t)],
+                                         key="val_ratio")
+                picked[label] = result["picked_lr"][str(t["delay"])][f"diru_k{t['k']}" if t["model"] == "diru"
+                                                                      else t["model"]]
+        draw_lr_curves(axes[0][1], curves, picked, "tuning per delay (median over tuning seeds; circle: picked)")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
@@ -157,14 +205,19 @@ def plot_memory_capacity(result: Dict[str, Any], path: Path) -> Path:
 
 
 def plot_real_data(result: Dict[str, Any], path: Path) -> Path:
+    """Per data set: the test metric per run (bars: mean ± std; the naive forecasts on sunspots), digits'
+    accuracy, and the tuning curve (best validation loss / the trivial baseline's against the learning rate)."""
     plt = _pyplot()
+    colors = dict(_COLORS, lstm_fb1_matched="tab:cyan")
     panels = []
     for dataset in result["config"]["datasets"]:
         if dataset == "digits":
-            panels += [(dataset, "final_val_loss", "validation cross-entropy"), (dataset, "accuracy", "validation accuracy")]
+            panels += [(dataset, "test_loss", "test cross-entropy"), (dataset, "accuracy", "test accuracy")]
         else:
-            panels.append((dataset, "final_val_loss", "validation MSE (scaled)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.4), squeeze=False)
+            panels.append((dataset, "test_loss", "test MSE (scaled)"))
+    tuning = [d for d in result["config"]["datasets"] if any(t.get("dataset") == d for t in result.get("tuning", []))]
+    fig, axes = plt.subplots(1, len(panels) + len(tuning), figsize=(4.6 * (len(panels) + len(tuning)), 4.4),
+                             squeeze=False)
     for ax, (dataset, key, label) in zip(axes[0], panels):
         vs = result["variants"][dataset]
         for i, v in enumerate(vs):
@@ -173,14 +226,14 @@ def plot_real_data(result: Dict[str, Any], path: Path) -> Path:
                 continue
             mean = sum(vals) / len(vals)
             sd = (sum((x - mean) ** 2 for x in vals) / max(len(vals) - 1, 1)) ** 0.5
-            ax.bar([i], [mean], yerr=[sd], capsize=4, color=_COLORS.get(v["key"]), alpha=0.6)
+            ax.bar([i], [mean], yerr=[sd], capsize=4, color=colors.get(v["key"]), alpha=0.6)
             ax.scatter([i] * len(vals), vals, color="k", s=10, zorder=3)
         if dataset == "sunspots":
-            info = result["data"]["sunspots"]
-            blocks = list(info.get("blocks", {"all": info}).values())
-            ax.axhline(sum(b["persistence_mse"] for b in blocks) / len(blocks), color="k", ls=":", lw=1,
-                       label="persistence forecast (mean over test blocks)")
-            ax.legend(fontsize=7)
+            blocks = list(result["data"]["sunspots"].get("blocks", {}).values())
+            if blocks:
+                ax.axhline(sum(b["persistence_mse_test"] for b in blocks) / len(blocks), color="k", ls=":", lw=1,
+                           label="persistence forecast (mean over test blocks)")
+                ax.legend(fontsize=7)
         ax.set_xticks(range(len(vs)))
         ax.set_xticklabels([v["label"].replace(" (", "\n(") for v in vs], fontsize=7)
         ax.set_ylabel(label)
@@ -191,6 +244,22 @@ def plot_real_data(result: Dict[str, Any], path: Path) -> Path:
         if key == "accuracy":
             lo = min(r[key] for r in result["runs"] if r["dataset"] == dataset)
             ax.set_ylim(max(0.0, lo - 0.03), 1.0)
+    for ax, dataset in zip(axes[0][len(panels):], tuning):
+        for v in result["variants"][dataset]:
+            rows = [t for t in result["tuning"] if t.get("dataset") == dataset and t["model"] == v["key"]]
+            lrs = sorted({t["lr"] for t in rows})
+            vals = [sorted(t["val_ratio"] for t in rows if t["lr"] == lr) for lr in lrs]
+            med = [x[len(x) // 2] if len(x) % 2 else 0.5 * (x[len(x) // 2 - 1] + x[len(x) // 2]) for x in vals]
+            ax.plot(lrs, med, marker="o", color=colors.get(v["key"]), label=v["label"].split(" (")[0])
+            ax.fill_between(lrs, [x[0] for x in vals], [x[-1] for x in vals], color=colors.get(v["key"]), alpha=0.15, lw=0)
+        ax.axhline(0.3, color="k", ls=":", lw=1, label="learned: 0.3x the trivial baseline")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Adam learning rate")
+        ax.set_ylabel("best validation loss / trivial baseline's")
+        ax.set_title(f"{dataset} tuning (median, range over tuning seeds)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

@@ -28,24 +28,54 @@ COMMANDS = {"specialization": "python -m diru_fast specialization",
             "gradient_flow": "python -m diru_fast gradient-flow",
             "memory_capacity": "python -m diru_fast memory-capacity",
             "real_data": "python -m diru_fast real-data"}
-# Where these analyses stand against the study's protocol (docs/STUDY.md: standardised data, every model's
-# learning rate picked from a grid on tuning seeds, clipping, early stopping, "learned" = test MSE <= 0.3x
-# predicting the mean, no "holds" between models that did not learn).
-PROTOCOL_STATUS = (
-    "**Protocol status: old protocol, not regenerated.** These analyses ran before the study adopted its "
-    "current protocol (every model's learning rate picked from a 5-value grid on tuning seeds, early stopping "
-    "with a cap, and the rule that a model has *learned* a task only at test MSE <= 0.3× predicting the mean, "
-    "with no \"holds\" between models that did not both learn). Each analysis here trains every model at one "
-    "learning rate of its own recipe (stated in its section), and its learned criterion is its own (the "
-    "memory task: validation NMSE < 0.5). Read the verdicts as results at those settings; a verdict that rests "
-    "on a p-value before the Holm adjustment is not a finding (the Holm-adjusted p decides). The regenerated "
-    "study (`results/study/report.md`) supersedes anything here that it also measures.")
+# The rules every regenerated analysis follows (docs/STUDY.md: the study's protocol), stated before any number.
+PROTOCOL_RULES = (
+    "**Protocol and rules (fixed before the runs; the comparison study's).** Data are standardised with the training "
+    "split's statistics. Every model is tuned alike: its Adam learning rate is picked from the grid 3e-4, 1e-3, 3e-3, "
+    "1e-2, 3e-2 by the lowest median best validation loss (over that of the trivial baseline) on tuning seeds "
+    "(1000 on) disjoint from the test seeds (0 on); gradient clipping at global norm 1; early stopping on validation "
+    "(patience 12) with an epoch cap, the runs that hit the cap reported; the best validation epoch's weights are "
+    "scored on a test split used for nothing else. The validation loss against the learning rate is tabulated for "
+    "every model: the range of rates at which a model learns is a result. **Learned:** a model has learned a task "
+    "when its test MSE is at most 0.3× that of predicting the training mean (median over seeds; a section states its "
+    "trivial baseline where the task is not a regression). A comparison between models is made only where both "
+    "learned; otherwise the result is \"not learned\" or \"only X learned\", never \"holds\", \"higher\" or "
+    "\"lower\". **Verdicts** follow the Holm-adjusted p over each analysis' family of comparisons (a nominal p is "
+    "shown beside it and decides nothing). Every headline shows each model's error as a multiple of predicting the "
+    "mean and, where the analysis has one, of a stronger trivial baseline.")
+OLD_PROTOCOL = (
+    "ran before the study adopted its current protocol: each trains every model at one learning rate of its own "
+    "recipe with fixed epochs and its own learned criterion, and a verdict there that rests on a p-value before the "
+    "Holm adjustment is not a finding. Read them as results at those settings; the regenerated study "
+    "(`results/study/report.md`) supersedes anything they also measure")
+
+
+def follows_protocol(result: Dict[str, Any]) -> bool:
+    """Was ``result`` made with the study's protocol (a learning-rate grid tuned on tuning seeds)? Results
+    written before it have no ``tuning`` trials."""
+    return "tuning" in result and "lr_grid" in result.get("config", {})
+
+
+def protocol_status(results: Dict[str, Dict[str, Any]],
+                    variants: Sequence[Tuple[Dict[str, Dict[str, Any]], str, str]] = ()) -> str:
+    """The rules (when every result present follows the study's protocol) and, if some do not, which."""
+    old = [TITLES[n] for n in ANALYSES if n in results and not follows_protocol(results[n])]
+    for vresults, _, _ in variants:
+        old += [f"{TITLES[n]} ({variant_label(vresults[n])})" for n in ANALYSES
+                if n in vresults and not follows_protocol(vresults[n])]
+    if not old:
+        return PROTOCOL_RULES
+    return (PROTOCOL_RULES + "\n\n**Not yet regenerated (old protocol):** " + "; ".join(old) + ". These " + OLD_PROTOCOL
+            + ".")
+
+
 TITLES = {"specialization": "Compartments specialize to different frequencies",
           "gradient_flow": "Gradient flow: better than a vanilla RNN, comparable to LSTM",
           "memory_capacity": "Memory capacity grows about k× with k compartments",
           "real_data": "Real data: DIRU vs LSTM vs GRU at equal parameter count"}
 
 
+VARIANT_ANALYSES = ("specialization", "memory_capacity")  # the analyses also run with attention over compartments
 SECTION_MODULES = {"specialization": report_specialization, "gradient_flow": report_gradient_flow,
                    "memory_capacity": report_memory_capacity, "real_data": report_real_data}
 SECTIONS: Dict[str, Callable[[Dict[str, Any], str], str]] = {
@@ -71,14 +101,14 @@ def markdown(results: Dict[str, Dict[str, Any]], fig_dir: str = "analyses",
         "# Do the prototype's scientific claims hold?", "",
         "The prototype's README makes four scientific claims beyond its toy-task numbers (those are tested by "
         "the study: `python -m diru_fast study`). Each is checked here, on this reconstruction of the prototype's "
-        "tasks (its code was not run), with a measurement and a verdict — **holds**, **does not hold** or "
-        "**inconclusive** — by a rule stated before the numbers, whatever it says. Where an analysis makes several "
-        "comparisons, their p-values are Holm-adjusted over that analysis' family (95% intervals shown "
-        "unadjusted). Nothing was tuned for or against DIRU; every model in a comparison gets the same data, seeds "
-        "and recipe, gradient clipping included. Every number below is generated from the JSON files next to the "
+        "tasks (its code was not run), with a measurement and a verdict — **holds**, **does not hold**, "
+        "**inconclusive** or **not learned** — by a rule stated before the numbers, whatever it says. Where an "
+        "analysis makes several comparisons, their p-values are Holm-adjusted over that analysis' family (95% "
+        "intervals shown unadjusted). Nothing was tuned for or against DIRU; every model in a comparison gets the "
+        "same data, seeds and tuning budget. Every number below is generated from the JSON files next to the "
         "figures (`python -m diru_fast analyses --report-only`).",
         "",
-        PROTOCOL_STATUS,
+        protocol_status(results, variants),
         "",
         "One fact frames two of them: **the DIRU math does not depend on the number of compartments k.** The k "
         "compartments are a block split of one d-unit dendrite (stacking their W_x, W_h, bias and gate rows gives "
@@ -99,7 +129,13 @@ def markdown(results: Dict[str, Dict[str, Any]], fig_dir: str = "analyses",
     missing = [name for name in ANALYSES if name not in results]
     if missing:
         parts += ["", "Not run yet: " + ", ".join(f"{TITLES[n]} (`{COMMANDS[n]}`)" for n in missing) + "."]
-    parts += ["", "Reproduce everything (a few minutes each on one CPU thread): `python -m diru_fast analyses`; or one "
+    for vresults, _, vdir in variants:
+        absent = [n for n in VARIANT_ANALYSES if n in results and n not in vresults]
+        if absent:
+            label = variant_label(next(iter(vresults.values())))
+            parts += ["", f"Not run {label} (in `{vdir}`): " + ", ".join(TITLES[n] for n in absent) + "."]
+    parts += ["", "Reproduce everything (from a few minutes to about half an hour each on one CPU thread; each section "
+              "gives its wall time): `python -m diru_fast analyses`; or one "
               "at a time: " + ", ".join(f"`{COMMANDS[n]}`" for n in ANALYSES) + ". Each writes its JSON and figure "
               "to its `--out` folder (default `diru_analyses/`) and rewrites the report from every JSON there "
               "(default `<out>/ANALYSES.md`; this file: `--out results/analyses --report results/ANALYSES.md`"

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-LEARNED_NMSE = 0.5  # a memory-task run "learned" the task if its validation NMSE is below this
+LEARNED_NMSE = 0.5  # the old protocol's memory-task criterion (validation NMSE below this); superseded by LEARNED_RATIO
 
 
 def _f(x: Optional[float], digits: int = 4) -> str:
@@ -85,3 +85,70 @@ def _seeds(cfg: Dict[str, Any]) -> str:
 
 def _clip(cfg: Dict[str, Any]) -> str:
     return f"gradient clipping to global norm {cfg['clip']:g}" if cfg.get("clip") else "no gradient clipping"
+
+
+# ------------------------------------------------------------------ the study's protocol (tuning, learned rule)
+
+LEARNED_RULE = (
+    "A model has *learned* a task when its test MSE is at most 0.3× the MSE of predicting the training mean "
+    "(per seed; over seeds, the median of the per-seed ratios). A comparison between models is made only where "
+    "both learned: where neither did, the result is \"not learned\"; where only one did, \"only X learned\" "
+    "(a result, since both were tuned alike); never \"holds\", \"higher\" or \"lower\".")
+
+
+def tuning_clause(cfg: Dict[str, Any], what: str = "every model") -> str:
+    """How the learning rates were chosen (the grid, the tuning seeds), as a clause."""
+    grid = cfg.get("lr_grid") or []
+    if len(grid) <= 1:
+        return f"Adam learning rate {grid[0] if grid else cfg.get('lr')} for {what} (no tuning)"
+    n = cfg.get("tune_seeds", 1)
+    seeds = f"{cfg['tune_first_seed']}..{cfg['tune_first_seed'] + n - 1}" if n > 1 else f"{cfg['tune_first_seed']}"
+    return (f"{what}'s Adam learning rate picked from the grid {{{', '.join(f'{v:g}' for v in grid)}}} by the lowest "
+            f"median best validation MSE / predict-the-mean over {n} tuning seed{'s' if n > 1 else ''} ({seeds}, "
+            "disjoint from the test seeds; ties to the smaller rate)")
+
+
+def protocol_sentence(cfg: Dict[str, Any], what: str = "every model") -> str:
+    """How the models were trained: the tuning, clipping, early stopping, the weights scored."""
+    return (f"{tuning_clause(cfg, what)}; {_clip(cfg)}; early stopping after {cfg['patience']} epochs without a better "
+            f"validation MSE, at most {cfg['epochs']} epochs (the cap), the best validation epoch's weights scored on "
+            "the test split")
+
+
+def lr_curve_rows(curves: Dict[str, Sequence[Dict[str, Any]]], picked: Dict[str, float]) -> List[str]:
+    """A markdown table: per model (label -> lr_curve rows), the validation MSE / predict-the-mean at each
+    learning rate (median over tuning seeds, range in brackets when several), the picked rate in bold, and the
+    stable range (the rates whose median is at most 0.3, the learned level)."""
+    lrs = sorted({c["lr"] for rows in curves.values() for c in rows})
+    lines = ["| model | " + " | ".join(f"lr {v:g}" for v in lrs) + " | picked | learns (median ≤ 0.3) at |",
+             "|---|" + "---:|" * len(lrs) + "---:|---|"]
+    for label, rows in curves.items():
+        by = {c["lr"]: c for c in rows}
+        cells = []
+        for v in lrs:
+            c = by.get(v)
+            if c is None:
+                cells.append("–")
+                continue
+            text = _f(c["median"], 2) + (f" [{_f(c['low'], 2)}, {_f(c['high'], 2)}]" if c["n"] > 1 else "")
+            if c.get("diverged"):
+                text += f" ({c['diverged']} diverged)"
+            cells.append(f"**{text}**" if picked.get(label) == v else text)
+        stable = [c["lr"] for c in rows if math.isfinite(c["median"]) and c["median"] <= 0.3]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_f(picked.get(label), 3)} | "
+                     + (", ".join(f"{v:g}" for v in stable) if stable else "none") + " |")
+    return lines
+
+
+def times(ratio: Optional[float], best_trivial: Optional[float] = None, trivial_name: str = "") -> str:
+    """"0.031× the mean predictor (5.1× the <trivial_name>)"."""
+    text = f"{_f(ratio, 2)}× the mean predictor"
+    if best_trivial is not None and math.isfinite(best_trivial) and best_trivial > 0 and ratio is not None:
+        text += f" ({_f(ratio / best_trivial, 2)}× the {trivial_name})"
+    return text
+
+
+def cap_note(rows: Sequence[Dict[str, Any]], cap: int) -> str:
+    """"k of n runs hit the cap of E epochs" (the cap, not convergence, ended them)."""
+    hit = sum(1 for r in rows if r.get("hit_cap"))
+    return f"{hit} of {len(rows)} runs hit the cap of {cap} epochs (ended by the cap, not by early stopping)"

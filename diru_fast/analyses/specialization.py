@@ -26,8 +26,12 @@ Measurement
    Measured on the hidden state h_t of trained DIRU, of an LSTM of the same d trained the same way
    (the control), and of DIRU at initialisation (random recurrent features: the untrained control).
 
-The study (:func:`run_specialization`) trains DIRU on the sine task for each k and seed (and one LSTM
-per seed), and measures the index, its null, its p-value and the unit diversity before training
+The study (:func:`run_specialization`) follows the comparison study's protocol: the sine task standardised
+with the training split's statistics (:func:`sine_splits`, the study's data); every model's Adam learning
+rate picked from a grid on tuning seeds disjoint from the test seeds (DIRU at one k, :func:`tune_models`);
+gradient clipping; early stopping on validation with an epoch cap; the best validation epoch's weights,
+scored on a test split against the trivial baselines. It then trains DIRU for each k and test seed (and
+one LSTM per seed), and measures the index, its null, its p-value and the unit diversity before training
 (random initialisation) and after.
 
 The symmetry argument. Without attention and with equal compartments, every parameter belongs to one
@@ -41,19 +45,23 @@ not on the p-value (and a non-significant p is not evidence of no effect in any 
 
 Verdict rules (:func:`verdict`), stated before the numbers:
 
+- learned (:mod:`diru_fast.experiments.claims`): a model has learned the task when its test MSE is at most
+  0.3x that of predicting the training mean (median over seeds); comparisons are made only between models
+  that learned it ("not learned" / "only X learned" otherwise).
 - exchangeable compartments (no attention): "different compartments capture different frequencies"
   (the blocks differ more than groupings the model does not single out) **does not hold**, by the
   symmetry argument; the permutation test is reported as a check (percentiles spread over (0, 1)).
-- otherwise (attention singles the blocks out): **holds** if, at every k, Fisher's combination of the
+- otherwise (attention singles the blocks out): **not learned** if DIRU did not learn the task at every
+  k; else **holds** if, at every k, Fisher's combination of the
   per-seed permutation p-values (trained), Holm-adjusted over the k, is < 0.05 *and* the standardised
   excess over the null, z = (index - null mean) / null sd, is larger after training than at
   initialisation (95% t-interval of the paired difference over all (k, seed) above 0); otherwise
   **inconclusive** (a non-significant Fisher p is not evidence that the blocks do not differ).
 - the units' frequency selectivity (a separate question the claim suggests): ln of the unit diversity,
   DIRU trained vs LSTM trained and DIRU trained vs DIRU at initialisation, paired by seed (DIRU's
-  diversity averaged over k per seed), two-sided t-tests Holm-adjusted over the two: **higher** /
-  **lower** when significant, else **no difference shown**, with the smallest ratio the test would
-  detect with 80% power.
+  diversity averaged over k per seed), two-sided t-tests Holm-adjusted over the comparisons made (only
+  between models that learned the task): **higher** / **lower** when the adjusted p < 0.05, else **no
+  difference shown**, with the smallest ratio the test would detect with 80% power.
 """
 
 from __future__ import annotations
@@ -66,14 +74,17 @@ import torch
 from torch import Tensor, nn
 
 from .. import reference
-from ..experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from ..experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_LEARNED, pair_verdict
 from ..experiments.datasets import HORIZON, SineDataset
 from ..experiments.options import DIRUOptions
 from ..experiments.stats import mean_std, t_interval
 from ..experiments.study import derive_seed
+from ..experiments.trivial import trivial_baselines
+from ..experiments.tuning import DEFAULT_LR_GRID, DEFAULT_PATIENCE, SeedPlan, lr_curve
 from ..functional import diru_scan
 from ..modules import DIRU as FastDIRU
-from .common import CLIP_NORM, Timer, build, decide, detectable_effect, fisher_combined_p, fit, holm, paired_test, prototype_copy
+from .common import (CLIP_NORM, Timer, build, decide, detectable_effect, fisher_combined_p, holm, learned_summary,
+                     paired_test, prototype_copy, scored_fit, standardise_splits, tune_trials)
 
 __all__ = ["BANDS", "sine_time_step", "compartment_outputs", "band_powers", "unit_band_power",
            "group_profiles", "blocks", "sorted_partition", "specialization_index", "jensen_shannon", "random_partitions",
@@ -297,20 +308,28 @@ def lstm_states(model: nn.Module, x: Tensor) -> Tensor:
 
 
 @dataclass
-class SpecializationConfig:
-    """Settings of :func:`run_specialization` (the prototype's multi-frequency sine task; DIRU at hidden
-    size d)."""
+class SpecializationConfig(SeedPlan):
+    """Settings of :func:`run_specialization` (the prototype's multi-frequency sine task, standardised as the
+    study does; DIRU at hidden size d), with the study's protocol: every model's learning rate picked from
+    ``lr_grid`` on ``tune_seeds`` tuning seeds (``tune_first_seed`` on, disjoint from the test seeds), DIRU
+    tuned at ``tune_k`` compartments (the plain cell's math does not depend on k), early stopping after
+    ``patience`` epochs without a better validation loss, ``epochs`` the cap, the best epoch's weights."""
 
     ks: Tuple[int, ...] = (2, 4, 8)
-    seeds: int = 5
+    seeds: int = 10
     first_seed: int = 0
-    n_train: int = 800
+    n_train: int = 512  # the study's sine task: 512 / 200 / 200 sequences, T = 50, d = 64
     n_val: int = 200
+    n_test: int = 200
     seq_len: int = 50
     hidden_size: int = 64
-    epochs: int = 30
+    epochs: int = 50  # the cap
+    patience: int = DEFAULT_PATIENCE
     batch_size: int = 32
-    lr: float = 1e-3
+    lr_grid: Tuple[float, ...] = DEFAULT_LR_GRID  # one value: no tuning
+    tune_seeds: int = 2
+    tune_first_seed: int = 1000
+    tune_k: int = 4  # DIRU is tuned at this k; the picked rate trains every k
     clip: float = CLIP_NORM  # gradient clipping (global L2 norm), every model
     n_perm: int = 1000  # random partitions in the permutation null
     burn_in: int = 10  # first steps left out of the spectra (transient from h_0 = 0)
@@ -319,21 +338,37 @@ class SpecializationConfig:
     options: DIRUOptions = DIRUOptions()  # DIRU's cell options (equal compartments only)
 
     def __post_init__(self):
-        self.ks = tuple(self.ks)
+        self.ks, self.lr_grid = tuple(self.ks), tuple(float(v) for v in self.lr_grid)
         if self.options.compartment_sizes is not None:
             raise ValueError("the specialization analysis compares k equal compartments (index blocks of the d "
                              "units); compartment sizes are not supported here")
-        for k in self.ks:
+        for k in self.ks + (self.tune_k,):
             if k < 2 or self.hidden_size % k:
-                raise ValueError(f"every k must be >= 2 and divide hidden_size {self.hidden_size}; got {k}")
-        for name in ("seeds", "epochs", "n_train", "n_val", "n_perm"):
+                raise ValueError(f"every k (and tune_k) must be >= 2 and divide hidden_size {self.hidden_size}; "
+                                 f"got {k}")
+        for name in ("seeds", "epochs", "n_train", "n_val", "n_test", "n_perm", "patience", "tune_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.lr_grid:
+            raise ValueError("lr_grid needs at least one learning rate")
+        self.check_seeds_apart()
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
-        d["ks"] = list(self.ks)
+        d["ks"], d["lr_grid"] = list(self.ks), list(self.lr_grid)
         return d
+
+
+def sine_splits(config: SpecializationConfig, seed: int):
+    """(train, validation, test, scaling, trivial baselines) of one seed of the sine task: the study's data
+    (``derive_seed("sine", seed, split)``), standardised with the training split's statistics; the
+    trivial baselines (:mod:`~diru_fast.experiments.trivial`) scored on the test split in standardised units."""
+    train_set, val_set, test_set = (SineDataset(n, config.seq_len, derive_seed("sine", seed, split)) for n, split in
+                                    ((config.n_train, "train"), (config.n_val, "val"), (config.n_test, "test")))
+    trivial = trivial_baselines("sine", train_set, test_set)  # raw scale: the per-sequence fit needs it
+    scaling = standardise_splits(train_set, val_set, test_set)
+    var = scaling["target_std"] ** 2
+    return train_set, val_set, test_set, scaling, [dict(b, mse=b["mse"] / var) for b in trivial]
 
 
 def _measure(model: nn.Module, x: Tensor, dt: float, k: int, config: SpecializationConfig, seed: int) -> Dict[str, Any]:
@@ -346,58 +381,111 @@ def _measure(model: nn.Module, x: Tensor, dt: float, k: int, config: Specializat
     return result
 
 
+def _build(config: SpecializationConfig, kind: str, k: int, seed: int) -> nn.Module:
+    torch.manual_seed(derive_seed("sine", seed, "init"))
+    if kind == "lstm":
+        return build("lstm", 1, config.hidden_size, 1)
+    return build("diru", 1, config.hidden_size, 1, num_compartments=k, backend=config.backend, options=config.options)
+
+
+def _train(config: SpecializationConfig, model: nn.Module, splits, lr: float, seed: int, test: bool) -> Dict[str, Any]:
+    train_set, val_set, test_set = splits[:3]
+    return scored_fit(model, train_set, val_set, test_set if test else None, lr=lr, epochs=config.epochs,
+                      patience=config.patience, shuffle_seed=derive_seed("sine", seed, "shuffle"),
+                      batch_size=config.batch_size, clip=config.clip)
+
+
+def tune_models(config: SpecializationConfig, progress=None) -> Tuple[Dict[str, float], List[Dict[str, Any]]]:
+    """The picked learning rate of DIRU (at ``tune_k``) and of the LSTM control, and every tuning trial."""
+    picked, trials = {}, []
+    cache: Dict[int, Any] = {}
+    for kind in ("diru",) + (("lstm",) if config.lstm_control else ()):
+        def trial(lr: float, seed: int) -> Dict[str, Any]:
+            if seed not in cache:
+                cache[seed] = sine_splits(config, seed)
+            splits = cache[seed]
+            with Timer() as timer:
+                out = _train(config, _build(config, kind, config.tune_k, seed), splits, lr, seed, test=False)
+            if progress is not None:
+                progress(f"tuning {kind} lr={lr:g} seed={seed}: val / mean {out['val_ratio']:.3g}, "
+                         f"{out['epochs_run']} epochs, {timer.seconds:.0f} s")
+            return dict(out, seconds=timer.seconds)
+
+        picked[kind], rows = tune_trials(trial, config.lr_grid, config.tune_seed_list)
+        trials += [dict(r, model=kind, k=config.tune_k if kind == "diru" else None) for r in rows]
+    return picked, trials
+
+
 def run_specialization(config: SpecializationConfig, progress=None) -> Dict[str, Any]:
-    """Train DIRU(k) on the sine task for every k and seed; measure the index at init and after training.
+    """Tune, then train DIRU(k) on the sine task for every k and test seed (and the LSTM control);
+    measure the index at init and after training; score every model on the test split.
 
     Data and the initialisation seed come from the study's derivation (``derive_seed("sine", seed, ...)``),
     so a seed gives the same data for every k. ``progress(message)`` is called after every run.
     """
     dt = sine_time_step(config.seq_len)
+    picked, trials = tune_models(config, progress)
     runs: List[Dict[str, Any]] = []
     controls: List[Dict[str, Any]] = []
-    for seed in range(config.first_seed, config.first_seed + config.seeds):
-        train_set = SineDataset(config.n_train, config.seq_len, derive_seed("sine", seed, "train"))
-        val_set = SineDataset(config.n_val, config.seq_len, derive_seed("sine", seed, "val"))
+    baselines: List[Dict[str, Any]] = []
+    for seed in config.seed_list:
+        splits = sine_splits(config, seed)
+        val_set = splits[1]
+        baselines += [dict(b, seed=seed) for b in splits[4]]
         input_power = unit_band_power(val_set.x, dt, config.burn_in)[0]  # the input's own spectrum
         input_profile = (input_power / input_power.sum()).tolist()
         for k in config.ks:
-            torch.manual_seed(derive_seed("sine", seed, "init"))
-            model = build("diru", 1, config.hidden_size, 1, num_compartments=k, backend=config.backend,
-                          options=config.options)
+            model = _build(config, "diru", k, seed)
             with Timer() as timer:
                 init = _measure(model, val_set.x, dt, k, config, seed)
-                history = fit(model, train_set, val_set, epochs=config.epochs, batch_size=config.batch_size,
-                              lr=config.lr, shuffle_seed=derive_seed("sine", seed, "shuffle"), clip=config.clip)
+                scores = _train(config, model, splits, picked["diru"], seed, test=True)
                 trained = _measure(model, val_set.x, dt, k, config, seed)
-            runs.append({"k": k, "seed": seed, "val_mse": history.val_loss[-1], "input_profile": input_profile,
-                         "val_mse_curve": history.val_loss, "init": init, "trained": trained,
-                         "seconds": timer.seconds})
+            runs.append(dict(scores, k=k, seed=seed, input_profile=input_profile, init=init, trained=trained,
+                             seconds=timer.seconds))
             if progress is not None:
                 progress(f"k={k} seed={seed}: index {init['index']:.3g} -> {trained['index']:.3g} "
-                         f"(p {trained['p_value']:.3g}), val MSE {history.val_loss[-1]:.3g}, {timer.seconds:.0f} s")
+                         f"(p {trained['p_value']:.3g}), test MSE / mean {scores['test_ratio']:.3g}, "
+                         f"{scores['epochs_run']} epochs, {timer.seconds:.0f} s")
         if config.lstm_control:
-            torch.manual_seed(derive_seed("sine", seed, "init"))
-            lstm = build("lstm", 1, config.hidden_size, 1)
+            lstm = _build(config, "lstm", 0, seed)
             with Timer() as timer:
                 init_h = unit_diversity(unit_band_power(lstm_states(lstm, val_set.x), dt, config.burn_in))
-                history = fit(lstm, train_set, val_set, epochs=config.epochs, batch_size=config.batch_size,
-                              lr=config.lr, shuffle_seed=derive_seed("sine", seed, "shuffle"), clip=config.clip)
+                scores = _train(config, lstm, splits, picked["lstm"], seed, test=True)
                 trained_h = unit_diversity(unit_band_power(lstm_states(lstm, val_set.x), dt, config.burn_in))
-            controls.append({"model": "lstm", "seed": seed, "val_mse": history.val_loss[-1],
-                             "init": {"diversity_h": init_h}, "trained": {"diversity_h": trained_h},
-                             "seconds": timer.seconds})
+            controls.append(dict(scores, model="lstm", seed=seed, init={"diversity_h": init_h},
+                                 trained={"diversity_h": trained_h}, seconds=timer.seconds))
             if progress is not None:
                 progress(f"LSTM seed={seed}: unit diversity {init_h:.3g} -> {trained_h:.3g} bits, "
-                         f"val MSE {history.val_loss[-1]:.3g}, {timer.seconds:.0f} s")
+                         f"test MSE / mean {scores['test_ratio']:.3g}, {timer.seconds:.0f} s")
     return {"analysis": "specialization", "config": config.to_dict(), "time_step": dt,
-            "bands": [list(b) for b in BANDS], "runs": runs, "controls": controls,
-            "summary": summarize(runs, config.ks, controls, exchangeable(config.options.kwargs()))}
+            "bands": [list(b) for b in BANDS], "picked_lr": picked, "tuning": trials,
+            "tuning_curves": {kind: lr_curve([t for t in trials if t["model"] == kind], key="val_ratio")
+                              for kind in picked if trials},
+            "baselines": baselines, "runs": runs, "controls": controls,
+            "summary": summarize(runs, config.ks, controls, exchangeable(config.options.kwargs()), baselines)}
+
+
+def learned_table(runs: Sequence[Dict[str, Any]], controls: Sequence[Dict[str, Any]],
+                  baselines: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
+    """The learned rule per model (DIRU per k, the LSTM control): :func:`~.common.learned_summary` of the
+    per-seed test ratios; and each trivial baseline's median test MSE / predict-the-mean."""
+    out: Dict[str, Any] = {}
+    for k in sorted({r["k"] for r in runs}):
+        out[f"diru_k{k}"] = learned_summary([r["test_ratio"] for r in runs if r["k"] == k and "test_ratio" in r])
+    for kind in sorted({c["model"] for c in controls}):
+        out[kind] = learned_summary([c["test_ratio"] for c in controls if c["model"] == kind and "test_ratio" in c])
+    means = {b["seed"]: b["mse"] for b in baselines if b["name"] == "mean"}
+    trivial = {}
+    for name in dict.fromkeys(b["name"] for b in baselines if b["name"] != "mean"):
+        trivial[name] = learned_summary([b["mse"] / means[b["seed"]] for b in baselines
+                                         if b["name"] == name and means.get(b["seed"])])["median_ratio"]
+    return {"models": out, "trivial": trivial}
 
 
 def summarize(runs: List[Dict[str, Any]], ks: Sequence[int], controls: Sequence[Dict[str, Any]] = (),
-              is_exchangeable: bool = True) -> Dict[str, Any]:
+              is_exchangeable: bool = True, baselines: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
     """Per k: index (trained / init) mean ± sd, null means, Fisher p (raw and Holm over the k); the
-    z gain; the unit-selectivity tests; and the verdict (module docstring)."""
+    z gain; the learned rule per model; the unit-selectivity tests; and the verdict (module docstring)."""
     per_k = []
     for k in ks:
         rs = [r for r in runs if r["k"] == k]
@@ -424,19 +512,24 @@ def summarize(runs: List[Dict[str, Any]], ks: Sequence[int], controls: Sequence[
     z_gain = t_interval(dz) if len(dz) > 1 else None
     null_gain = t_interval(dnull) if len(dnull) > 1 else None
     percentiles = [r["trained"]["percentile"] for r in runs]
-    return {"per_k": per_k, "exchangeable": is_exchangeable,
+    learned = learned_table(runs, controls, baselines)
+    diru_learned = all(v["learned"] for key, v in learned["models"].items() if key.startswith("diru_"))
+    return {"per_k": per_k, "exchangeable": is_exchangeable, "learned": learned,
             "z_gain": None if z_gain is None else [z_gain.estimate, z_gain.low, z_gain.high, z_gain.n],
             "null_mean_log_ratio": None if null_gain is None else [null_gain.estimate, null_gain.low,
                                                                    null_gain.high, null_gain.n],
             "percentile_mean": sum(percentiles) / len(percentiles) if percentiles else math.nan,
-            "selectivity": selectivity_tests(runs, controls),
-            "verdict": verdict(per_k, z_gain, is_exchangeable)}
+            "selectivity": selectivity_tests(runs, controls, learned["models"]),
+            "verdict": verdict(per_k, z_gain, is_exchangeable, diru_learned)}
 
 
-def selectivity_tests(runs: Sequence[Dict[str, Any]], controls: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+def selectivity_tests(runs: Sequence[Dict[str, Any]], controls: Sequence[Dict[str, Any]],
+                      learned: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
     """The unit-selectivity family (module docstring): per seed, DIRU's trained / init hidden-state
-    diversity (mean over k) and the LSTM's; ln-ratio t-tests Holm-adjusted over the family, each with
-    the smallest ratio detectable with 80% power (``detectable_ratio``, from the observed spread)."""
+    diversity (mean over k) and the LSTM's; ln-ratio t-tests, each with the smallest ratio detectable
+    with 80% power (``detectable_ratio``, from the observed spread). A comparison counts only between
+    models that learned the task (``learned``: :func:`learned_table`'s models; DIRU must have learned at
+    every k): the others get "not learned" / "only X learned" and stay out of the Holm family."""
     seeds = sorted({r["seed"] for r in runs})
     per_seed = {}
     for s in seeds:
@@ -447,6 +540,11 @@ def selectivity_tests(runs: Sequence[Dict[str, Any]], controls: Sequence[Dict[st
         if c["seed"] in per_seed:
             per_seed[c["seed"]][f"{c['model']}_trained"] = c["trained"]["diversity_h"]
             per_seed[c["seed"]][f"{c['model']}_init"] = c["init"]["diversity_h"]
+    if learned is None:
+        diru_ok, lstm_ok = True, True
+    else:
+        diru_ok = all(v["learned"] for key, v in learned.items() if key.startswith("diru_"))
+        lstm_ok = bool(learned.get("lstm", {}).get("learned"))
     tests = []
     for base in ("lstm_trained", "diru_init"):
         both = [s for s in seeds if base in per_seed[s] and per_seed[s][base] > 0 and per_seed[s]["diru_trained"] > 0]
@@ -456,17 +554,26 @@ def selectivity_tests(runs: Sequence[Dict[str, Any]], controls: Sequence[Dict[st
         test = paired_test(logs)
         sd = math.sqrt(sum((v - test["mean"]) ** 2 for v in logs) / (len(logs) - 1))
         test.update(baseline=base, if_significant="higher" if test["mean"] > 0 else "lower",
-                    detectable_ratio=math.exp(detectable_effect(sd, len(logs))))
+                    detectable_ratio=math.exp(detectable_effect(sd, len(logs))) if sd > 0 else math.nan,
+                    gate=(pair_verdict(diru_ok, lstm_ok, "", "DIRU", "LSTM") if base == "lstm_trained"
+                          else "" if diru_ok else NOT_LEARNED))  # "": both learned, the comparison is made
         tests.append(test)
-    for test, v in zip(tests, decide(tests)):
+    family = [t for t in tests if t["gate"] == ""]
+    for test, v in zip(family, decide(family)):
         test["verdict"] = "no difference shown" if v == INCONCLUSIVE else v
+    for test in tests:
+        if test["gate"] != "":
+            test.update(verdict=test["gate"], p_holm=None)
+        test.pop("gate")
     return {"per_seed": {str(s): v for s, v in per_seed.items()}, "tests": tests}
 
 
-def verdict(per_k: List[Dict[str, Any]], z_gain, is_exchangeable: bool = True) -> str:
+def verdict(per_k: List[Dict[str, Any]], z_gain, is_exchangeable: bool = True, diru_learned: bool = True) -> str:
     """The rule in the module docstring."""
     if is_exchangeable:
-        return DOES_NOT_HOLD  # by the symmetry argument, whatever the numbers
+        return DOES_NOT_HOLD  # by the symmetry argument, whatever the numbers (and whatever training did)
+    if not diru_learned:
+        return NOT_LEARNED  # attention: a claim about trained compartments needs a DIRU that learned the task
     if not per_k:
         return INCONCLUSIVE
     significant = [row["trained"].get("fisher_p_holm", row["trained"]["fisher_p"]) < 0.05 for row in per_k]

@@ -81,15 +81,60 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# The options in the step (diru_fast.scan.ops.StepOptionsScan), as on the cpu provider: time decay also
+# as its rates and gaps (``decay_rate`` lambda [d], ``dt`` [T, B]; the kernels form exp(-softplus(lambda) dt)
+# per element and their backward returns the gradients of lambda and dt and the decayed states), the
+# dropout mask also as its seed (a diru_fast.scan.dropout.CompartmentMask, hashed in the step: the same
+# mask as every other backend), and the backward's ``extended`` outputs.
+STEP_OPTIONS = True
+
+
+def _step_options(mask, decay_rate, dt) -> dict:
+    """The kernels' keywords for the options formed in the step: the rates ``softplus(lambda)`` and the
+    gaps, the mask's seed, threshold and kept value."""
+    from ..scan.dropout import CompartmentMask, threshold
+
+    kw = {}
+    if decay_rate is not None:
+        acc = torch.float64 if decay_rate.dtype == torch.float64 else torch.float32
+        kw.update(rate=torch.nn.functional.softplus(decay_rate.detach().to(acc)), dt=dt)
+    if isinstance(mask, CompartmentMask):
+        kw.update(mask_seed=int(mask.seed), mask_threshold=threshold(mask.p), mask_scale=mask.scale)
+    return kw
+
+
+def _mask_tensor(mask):
+    from ..scan.dropout import CompartmentMask
+
+    return None if isinstance(mask, CompartmentMask) else mask
+
+
 def scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved, activation="tanh", compartment_of=None,
-             mask=None, decay=None):
-    require_options("triton", FUSED_OPTIONS, activation, compartment_of, mask, decay)
+             mask=None, decay=None, *, decay_rate=None, dt=None):
+    """The contract's scan_fwd on the Triton kernels, options included. Time decay either as ``decay [T,
+    B, d]`` or as ``decay_rate`` (lambda ``[d]``) and ``dt`` (``[T, B]``), formed in the step; the dropout
+    ``mask`` either as a tensor or as a :class:`~diru_fast.scan.dropout.CompartmentMask`."""
+    require_options("triton", FUSED_OPTIONS, activation, compartment_of, mask,
+                    decay if decay_rate is None else decay_rate)
     return _kernels().scan_fwd(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, need_saved,
-                               activation=activation, compartment_of=compartment_of, mask=mask, decay=decay)
+                               activation=activation, compartment_of=compartment_of, mask=_mask_tensor(mask),
+                               decay=decay, **_step_options(mask, decay_rate, dt))
 
 
 def scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths, activation="tanh", compartment_of=None, mask=None,
-             decay=None):
-    require_options("triton", FUSED_OPTIONS, activation, compartment_of, mask, decay)
-    return _kernels().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
-                               activation=activation, compartment_of=compartment_of, mask=mask, decay=decay)
+             decay=None, *, decay_rate=None, dt=None, extended=False):
+    """The contract's scan_bwd on the Triton kernels, options as in :func:`scan_fwd`. ``extended``: four
+    more outputs, None where off (as the cpu provider's): ``hd [T, B, d]`` (the decayed states, time decay
+    from ``decay_rate``), ``d_decay_rate [d]``, ``d_dt [T, B]``, ``o [T, B, d]`` (attention or dropout: the
+    integration inputs)."""
+    require_options("triton", FUSED_OPTIONS, activation, compartment_of, mask,
+                    decay if decay_rate is None else decay_rate)
+    out = _kernels().scan_bwd(grad_hs, h0, hs, saved, w_hh, w_int, w_out, lengths,
+                              activation=activation, compartment_of=compartment_of, mask=_mask_tensor(mask),
+                              decay=decay, extended=extended, **_step_options(mask, decay_rate, dt))
+    if not extended:
+        return out
+    d_p, d_zp, d_yp, d_h0, hd, d_rate, d_dt, o = out
+    if d_rate is not None:  # dL/dlambda = dL/drate * softplus'(lambda)
+        d_rate = (d_rate * torch.sigmoid(decay_rate.detach().to(d_rate.dtype))).to(decay_rate.dtype)
+    return d_p, d_zp, d_yp, d_h0, hd, d_rate, d_dt, o

@@ -13,9 +13,10 @@ from diru_fast.analyses.specialization import compartment_outputs
 from diru_fast.experiments.options import DIRUOptions
 
 TINY_SPEC = ["--ks", "2", "--seeds", "1", "--n-train", "16", "--n-val", "8", "--seq-len", "24", "--hidden-size", "8",
-             "--epochs", "1", "--n-perm", "10", "--burn-in", "4"]
+             "--epochs", "1", "--n-perm", "10", "--burn-in", "4", "--n-test", "8", "--lr-grid", "0.001", "0.01",
+             "--tune-seeds", "1", "--tune-k", "2"]
 TINY_MEM = ["--ks", "1", "2", "--seq-lens", "12", "--seeds", "1", "--n-train", "16", "--n-val", "8",
-            "--hidden-size", "4", "--epochs", "1"]
+            "--hidden-size", "4", "--epochs", "1", "--n-test", "8", "--lr-grid", "0.001", "0.01", "--tune-seeds", "1"]
 
 
 @pytest.mark.parametrize("command", ["specialization", "gradient-flow", "memory-capacity", "real-data", "analyses"])

@@ -10,7 +10,7 @@ import diru_fast
 from diru_fast import reference
 from diru_fast.analyses import gradient_flow as G
 from diru_fast.analyses.common import build
-from diru_fast.experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from diru_fast.experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_LEARNED
 
 
 @pytest.mark.parametrize("a", [0.9, -1.1, 1.0])
@@ -88,8 +88,9 @@ def test_model_step_rejects_what_it_cannot_measure():
             G.model_step(two_layers)
 
 
-def _test(claim, mean, low, high, p, if_significant):
-    return {"claim": claim, "mean": mean, "low": low, "high": high, "p": p, "if_significant": if_significant}
+def _test(claim, mean, low, high, p, if_significant, phase="init"):
+    return {"claim": claim, "mean": mean, "low": low, "high": high, "p": p, "if_significant": if_significant,
+            "phase": phase}
 
 
 def test_verdict_rules_apply_holm_over_the_family():
@@ -97,7 +98,8 @@ def test_verdict_rules_apply_holm_over_the_family():
     tests = [_test(rnn, 0.2, 0.1, 0.3, 0.001, HOLDS), _test(rnn, 0.2, 0.1, 0.3, 0.002, HOLDS),
              _test(lstm, 0.0, -0.01, 0.01, 0.003, HOLDS), _test(lstm, 0.01, -0.01, 0.015, 0.004, HOLDS)]
     v = G.verdicts(tests)
-    assert v["better_than_rnn"] == HOLDS and v["comparable_to_lstm"] == HOLDS and v["family_size"] == 4
+    assert v["better_than_rnn"]["init"] == HOLDS and v["comparable_to_lstm"]["init"] == HOLDS
+    assert v["family_size"] == 4 and v["better_than_rnn"]["trained"] is None  # no trained comparison given
     assert [t["p_holm"] for t in tests] == pytest.approx([0.004, 0.006, 0.006, 0.006])
     # p = 0.03 alone would settle it; after Holm over four tests (0.03 * 2, the 3rd and 4th smallest) it does not
     tests = [_test(rnn, -0.2, -0.3, -0.1, 0.03, DOES_NOT_HOLD), _test(rnn, -0.2, -0.3, -0.1, 0.03, DOES_NOT_HOLD),
@@ -105,7 +107,7 @@ def test_verdict_rules_apply_holm_over_the_family():
     v = G.verdicts(tests)
     assert [t["p_holm"] for t in tests] == pytest.approx([0.06, 0.06, 0.004, 0.004])
     assert tests[0]["verdict"] == INCONCLUSIVE
-    assert v["better_than_rnn"] == INCONCLUSIVE and v["comparable_to_lstm"] == DOES_NOT_HOLD
+    assert v["better_than_rnn"]["init"] == INCONCLUSIVE and v["comparable_to_lstm"]["init"] == DOES_NOT_HOLD
 
 
 def test_band_test_is_the_interval_rule():
@@ -120,20 +122,66 @@ def test_band_test_is_the_interval_rule():
     assert straddle["p"] >= 0.05  # the interval crosses an edge: not settled
 
 
+SLOPES = {"diru": (0.0, 0.02), "rnn": (-0.2, -0.2), "rnn_matched": (-0.21, -0.19), "lstm": (-0.18, -0.19),
+          "lstm_fb1": (-0.05, -0.04), "gru": (-0.17, -0.17)}
+
+
+def _runs(test_ratio):
+    """Three seeds of every model with the slopes of SLOPES (init, trained) and ``test_ratio[model]``."""
+    return [{"model": kind, "seed": seed, "test_ratio": test_ratio[kind], "init": {"slope": si + 0.001 * seed},
+             "trained": {"slope": st - 0.001 * seed}} for seed in range(3) for kind, (si, st) in SLOPES.items()]
+
+
 def test_summarize_compares_diru_with_every_control():
-    runs = []
-    for seed in range(3):
-        for kind, (si, st) in {"diru": (0.0, 0.02), "rnn": (-0.2, -0.2), "rnn_matched": (-0.21, -0.19),
-                               "lstm": (-0.18, -0.19), "lstm_fb1": (-0.05, -0.04), "gru": (-0.17, -0.17)}.items():
-            jitter = 0.001 * seed
-            runs.append({"model": kind, "seed": seed, "val_nmse": 1.0, "learned_epoch": None,
-                         "init": {"slope": si + jitter}, "trained": {"slope": st - jitter}})
-    s = G.summarize(runs, ("diru", "lstm", "lstm_fb1", "gru", "rnn", "rnn_matched"))
+    runs = _runs({kind: 0.01 for kind in SLOPES})  # every model learned
+    s = G.summarize(runs, tuple(SLOPES))
     keys = {(t["claim"], t["baseline"], t["phase"]) for t in s["tests"]}
     assert len(s["tests"]) == 8 and ("comparable_to_lstm", "lstm_fb1", "trained") in keys
-    assert s["verdicts"]["better_than_rnn"] == HOLDS and s["verdicts"]["comparable_to_lstm"] == DOES_NOT_HOLD
+    assert all(t["tested"] for t in s["tests"]) and s["verdicts"]["family_size"] == 8
+    for phase in G.PHASES:
+        assert s["verdicts"]["better_than_rnn"][phase] == HOLDS
+        assert s["verdicts"]["comparable_to_lstm"][phase] == DOES_NOT_HOLD
     one = next(t for t in s["tests"] if t["baseline"] == "rnn" and t["phase"] == "init")
     assert one["mean"] == pytest.approx(0.198)  # mean over seeds of |-0.2 + j| - |j|, j = 0, 0.001, 0.002
+
+
+def test_trained_comparisons_need_both_models_to_have_learned():
+    """The same (significant) slope differences: a pair where neither learned gets "not learned", never
+    "holds"; where only one learned, "only X learned"; neither is tested nor counted in Holm's family.
+    The comparisons at initialisation are tested whatever training did."""
+    ratios = {"diru": 0.05, "rnn": 1.0, "rnn_matched": 0.9, "lstm": 0.2, "lstm_fb1": 0.1, "gru": 1.0}
+    s = G.summarize(_runs(ratios), tuple(SLOPES))
+    trained = {t["baseline"]: t for t in s["tests"] if t["phase"] == "trained"}
+    assert trained["rnn"]["verdict"] == "only DIRU learned" and not trained["rnn"]["tested"]
+    assert "p_holm" not in trained["rnn"] and trained["lstm"]["tested"] and "p_holm" in trained["lstm"]
+    assert s["verdicts"]["better_than_rnn"] == {"init": HOLDS, "trained": "only DIRU learned"}
+    assert s["verdicts"]["family_size"] == 6  # 4 at initialisation + 2 trained (both LSTMs learned)
+    assert s["learned"]["rnn"] == {"median_ratio": 1.0, "learned": False, "seeds_learned": 0, "n": 3}
+
+    s = G.summarize(_runs(dict(ratios, diru=0.5)), tuple(SLOPES))  # DIRU has not learned either
+    trained = {t["baseline"]: t for t in s["tests"] if t["phase"] == "trained"}
+    assert trained["rnn"]["verdict"] == NOT_LEARNED and trained["lstm"]["verdict"] == "only LSTM learned"
+    assert all(t["verdict"] != HOLDS for t in trained.values())
+    assert s["verdicts"]["better_than_rnn"]["trained"] == NOT_LEARNED
+    assert s["verdicts"]["family_size"] == 4 and s["verdicts"]["better_than_rnn"]["init"] == HOLDS
+    mixed = G.summarize(_runs(dict(ratios, rnn=0.1)), tuple(SLOPES))  # one RNN learned: one test, one not
+    assert mixed["verdicts"]["better_than_rnn"]["trained"] == G.MIXED
+
+
+def test_tuning_picks_from_the_grid_on_seeds_apart_from_the_test_seeds():
+    config = G.GradientFlowConfig(models=("diru", "rnn"), seeds=2, n_train=16, n_val=8, n_test=8, seq_len=12,
+                                  hidden_size=4, epochs=2, patience=1, lr_grid=(1e-3, 1e-2), tune_seeds=1,
+                                  n_probe=2, backend="torch")
+    result = G.run_gradient_flow(config)
+    assert set(result["picked_lr"]) == {"diru", "rnn"} and set(result["picked_lr"].values()) <= {1e-3, 1e-2}
+    assert {(t["model"], t["lr"], t["seed"]) for t in result["tuning"]} == {
+        (m, lr, 1000) for m in ("diru", "rnn") for lr in (1e-3, 1e-2)}
+    assert all(r["lr"] == result["picked_lr"][r["model"]] and r["seed"] in (0, 1) for r in result["runs"])
+    assert all(0 < r["test_ratio"] and r["epochs_run"] <= 2 for r in result["runs"])
+    assert [c["lr"] for c in result["summary"]["lr_curve"]["diru"]] == [1e-3, 1e-2]
+    assert {b["name"] for b in result["baselines"]} >= {"mean", "ls_all"}
+    with pytest.raises(ValueError, match="overlap"):
+        G.GradientFlowConfig(seeds=3, tune_first_seed=2)
 
 
 def test_controls_are_what_they_claim():

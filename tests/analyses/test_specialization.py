@@ -10,7 +10,7 @@ import diru_fast
 from diru_fast import reference
 from diru_fast.analyses import specialization as S
 from diru_fast.analyses.common import fisher_combined_p
-from diru_fast.experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
+from diru_fast.experiments.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NOT_LEARNED
 
 DT = S.sine_time_step(50)
 CENTRES = [(lo + hi) / 2 for lo, hi in S.BANDS]  # 1.25, 4, 8.5 rad per unit t
@@ -222,3 +222,63 @@ def test_selectivity_tests_pair_by_seed_and_apply_holm():
     assert math.exp(by["diru_init"]["mean"]) == pytest.approx(2.06, rel=1e-9)
     assert by["diru_init"]["verdict"] == "higher" and by["diru_init"]["p_holm"] <= 2 * by["diru_init"]["p"]
     assert by["lstm_trained"]["detectable_ratio"] > 1
+
+
+def test_sine_splits_are_standardised_with_training_statistics_only():
+    cfg = S.SpecializationConfig(ks=(2,), seeds=1, n_train=32, n_val=16, n_test=16, seq_len=24, hidden_size=4,
+                                 tune_k=2)
+    train, val, test, scaling, trivial = S.sine_splits(cfg, 0)
+    assert float(train.y.mean()) == pytest.approx(0.0, abs=1e-5) and float(train.y.std()) == pytest.approx(1.0, abs=1e-5)
+    assert float(train.x.mean()) == pytest.approx(0.0, abs=1e-5)
+    raw = S.SineDataset(16, 24, S.derive_seed("sine", 0, "test"))  # the study's test data, scaled by train stats
+    torch.testing.assert_close(test.y, (raw.y - scaling["target_mean"]) / scaling["target_std"])
+    mean = next(b for b in trivial if b["name"] == "mean")["mse"]
+    assert mean == pytest.approx(float((test.y.double() - train.y.double().mean()).pow(2).mean()), rel=1e-5)
+    assert {b["name"] for b in trivial} >= {"mean", "ls_all", "sine_fit"}
+
+
+def test_comparisons_are_made_only_between_models_that_learned():
+    runs = [{"seed": s, "k": 2, "init": {"diversity_h": 0.01 * (1 + 0.1 * s)},
+             "trained": {"diversity_h": 0.02 * (1 + 0.2 * s)}} for s in range(4)]
+    controls = [{"model": "lstm", "seed": s, "init": {"diversity_h": 0.01}, "trained": {"diversity_h": 0.01 + 0.001 * s}}
+                for s in range(4)]
+    yes, no = {"learned": True}, {"learned": False}
+    out = {t["baseline"]: t for t in S.selectivity_tests(runs, controls, {"diru_k2": yes, "lstm": no})["tests"]}
+    assert out["lstm_trained"]["verdict"] == "only DIRU learned" and out["lstm_trained"]["p_holm"] is None
+    assert out["diru_init"]["p_holm"] == out["diru_init"]["p"]  # the only comparison made: Holm over one
+    out = {t["baseline"]: t for t in S.selectivity_tests(runs, controls, {"diru_k2": no, "lstm": no})["tests"]}
+    assert {t["verdict"] for t in out.values()} == {NOT_LEARNED}  # never "higher" / "lower" between non-learners
+    out = {t["baseline"]: t for t in S.selectivity_tests(runs, controls, {"diru_k2": no, "lstm": yes})["tests"]}
+    assert out["lstm_trained"]["verdict"] == "only LSTM learned"
+    # the attention claim needs a DIRU that learned; the plain cell's verdict is the symmetry theorem
+    assert S.verdict(per_k([0.01, 0.001, 0.02]), Gain(0.5), is_exchangeable=False, diru_learned=False) == NOT_LEARNED
+    assert S.verdict(per_k([0.3, 0.5, 0.9]), Gain(-1.0), diru_learned=False) == DOES_NOT_HOLD
+
+
+def test_learned_table_uses_the_median_test_ratio_per_model():
+    runs = [{"k": 2, "seed": s, "test_ratio": r} for s, r in enumerate((0.1, 0.2, 0.5))] + \
+        [{"k": 4, "seed": s, "test_ratio": r} for s, r in enumerate((0.4, 0.2, 0.5))]
+    controls = [{"model": "lstm", "seed": s, "test_ratio": 0.05} for s in range(3)]
+    baselines = [{"seed": s, "name": n, "mse": m} for s in range(3) for n, m in (("mean", 2.0), ("sine_fit", 0.02))]
+    out = S.learned_table(runs, controls, baselines)
+    assert out["models"]["diru_k2"]["learned"] and not out["models"]["diru_k4"]["learned"]
+    assert out["models"]["lstm"]["median_ratio"] == 0.05 and out["trivial"] == {"sine_fit": pytest.approx(0.01)}
+
+
+def test_tuning_picks_one_rate_per_model_on_the_tuning_seeds(monkeypatch):
+    cfg = S.SpecializationConfig(ks=(2,), seeds=1, n_train=16, n_val=8, n_test=8, seq_len=24, hidden_size=4, tune_k=2,
+                                 lr_grid=(1e-3, 1e-2), tune_seeds=2, epochs=1, n_perm=10, burn_in=4, backend="torch")
+    seen = []
+    real = S._train
+
+    def spy(config, model, splits, lr, seed, test):
+        seen.append((type(model).__name__, lr, seed, test))
+        return real(config, model, splits, lr, seed, test)
+
+    monkeypatch.setattr(S, "_train", spy)
+    picked, trials = S.tune_models(cfg)
+    assert set(picked) == {"diru", "lstm"} and all(v in cfg.lr_grid for v in picked.values())
+    assert len(trials) == 8 and {t["seed"] for t in trials} == {1000, 1001}  # apart from the test seed 0
+    assert not any(test for *_, test in seen)  # tuning never touches the test split
+    with pytest.raises(ValueError, match="overlap"):
+        S.SpecializationConfig(tune_first_seed=3)

@@ -9,14 +9,17 @@
 //
 //   cuda_host_harness fwd|bwd OPT DIR THREADS
 //     OPT: 0 = the plain instantiation (kOpt = false), 1 = the options one
-//     DIR: folder with meta.txt ("T B d k relu has_lengths has_mask has_decay need_saved") and the inputs
-//          as raw native-endian files (float64; lengths int64; compartment_of int32; mask, decay
-//          [T,B,d] float64 where on), outputs written there
+//     DIR: folder with meta.txt ("T B d k relu has_lengths has_mask has_decay need_saved has_rate
+//          hash_mask seed_lo seed_hi threshold scale want_o") and the inputs as raw native-endian files
+//          (float64; lengths int64; compartment_of int32; mask, decay [T,B,d] float64 where on; with
+//          has_rate: rate [d] and dt [T,B] float64, time decay formed in the step; with hash_mask: the
+//          dropout mask from the seed's halves, threshold and scale), outputs written there
 //     THREADS: threads per block, 0 = the launchers' threads_for(d)
 //   fwd reads xp [T,B,3d+k], h0 [B,d], w_hh_t [d,3d+k], w_int_t [d,d], b_int [d], w_out_t [d,d], b_out [d]
 //       (the transposes the bindings pass), writes hs [T,B,d] and saved [T,B,4d+k] (if need_saved)
-//   bwd reads grad_hs, hs [T,B,d], saved [T,B,4d+k], w_hh [3d+k,d], w_int, w_out [d,d], writes d_p
-//       [T,B,3d+k], d_zp, d_yp [T,B,d], d_h0 [B,d]
+//   bwd reads grad_hs, hs [T,B,d], saved [T,B,4d+k], w_hh [3d+k,d], w_int, w_out [d,d] (and h0 with
+//       has_rate), writes d_p [T,B,3d+k], d_zp, d_yp [T,B,d], d_h0 [B,d]; with has_rate also hd [T,B,d],
+//       d_rate [blocks,d] (each block's part) and d_dt [T,B]; with want_o also o [T,B,d]
 #include <cuda_runtime.h>
 
 #include <barrier>
@@ -101,12 +104,17 @@ int main(int argc, char** argv) {
   if (argc != 5) { std::fprintf(stderr, "usage: %s fwd|bwd OPT DIR THREADS\n", argv[0]); return 2; }
   const std::string mode = argv[1], dir = argv[3];
   const bool opt = std::string(argv[2]) == "1";
-  int64_t T, B, d, k, relu, has_lengths, has_mask, has_decay, need_saved;
+  int64_t T, B, d, k, relu, has_lengths, has_mask, has_decay, need_saved, has_rate, hash_mask, want_o;
+  uint32_t seed_lo, seed_hi, threshold;
+  double scale;
   {
     std::ifstream meta(dir + "/meta.txt");
-    if (!(meta >> T >> B >> d >> k >> relu >> has_lengths >> has_mask >> has_decay >> need_saved)) return 2;
+    if (!(meta >> T >> B >> d >> k >> relu >> has_lengths >> has_mask >> has_decay >> need_saved >> has_rate >>
+          hash_mask >> seed_lo >> seed_hi >> threshold >> scale >> want_o)) {
+      return 2;
+    }
   }
-  if (!opt && (k > 0 || relu || has_mask || has_decay)) {
+  if (!opt && (k > 0 || relu || has_mask || has_decay || has_rate || hash_mask || want_o)) {
     std::fprintf(stderr, "the plain instantiation (OPT 0) takes no option\n");
     return 2;
   }
@@ -121,6 +129,16 @@ int main(int argc, char** argv) {
   const int32_t* cp = k > 0 ? comp.data() : nullptr;
   const double* mk = has_mask ? mask.data() : nullptr;
   const double* dk = has_decay ? decay.data() : nullptr;
+  std::vector<double> rate = has_rate ? load<double>(dir, "rate", d) : std::vector<double>();
+  std::vector<double> dt = has_rate ? load<double>(dir, "dt", T * B) : std::vector<double>();
+  diru_fast::cuda::InStep<double> in;
+  in.rate = has_rate ? rate.data() : nullptr;
+  in.dt = has_rate ? dt.data() : nullptr;
+  in.hash_mask = hash_mask != 0;
+  in.seed_lo = seed_lo;
+  in.seed_hi = seed_hi;
+  in.threshold = threshold;
+  in.scale = scale;
   if (mode == "fwd") {
     auto xp = load<double>(dir, "xp", T * B * pw), h0 = load<double>(dir, "h0", B * d);
     auto w_hh_t = load<double>(dir, "w_hh_t", d * pw), w_int_t = load<double>(dir, "w_int_t", d * d);
@@ -132,11 +150,12 @@ int main(int argc, char** argv) {
       if (opt) {
         diru_fast::cuda::diru_fwd_kernel<double, true>(xp.data(), h0.data(), w_hh_t.data(), w_int_t.data(),
                                                        b_int.data(), w_out_t.data(), b_out.data(), lens, hs.data(), sv,
-                                                       T, B, d, relu != 0, k, cp, mk, dk);
+                                                       T, B, d, relu != 0, k, cp, mk, dk, in);
       } else {
         diru_fast::cuda::diru_fwd_kernel<double, false>(xp.data(), h0.data(), w_hh_t.data(), w_int_t.data(),
                                                         b_int.data(), w_out_t.data(), b_out.data(), lens, hs.data(),
-                                                        sv, T, B, d, false, 0, nullptr, nullptr, nullptr);
+                                                        sv, T, B, d, false, 0, nullptr, nullptr, nullptr,
+                                                        diru_fast::cuda::InStep<double>());
       }
     });
     store(dir, "hs", hs);
@@ -146,22 +165,37 @@ int main(int argc, char** argv) {
     auto saved = load<double>(dir, "saved", T * B * sw), w_hh = load<double>(dir, "w_hh", pw * d);
     auto w_int = load<double>(dir, "w_int", d * d), w_out = load<double>(dir, "w_out", d * d);
     auto d_p = poisoned(T * B * pw), d_zp = poisoned(T * B * d), d_yp = poisoned(T * B * d), d_h0 = poisoned(B * d);
+    const int64_t blocks = (B + kRows - 1) / kRows;
+    auto h0 = has_rate ? load<double>(dir, "h0", B * d) : std::vector<double>();
+    auto hd = poisoned(has_rate ? T * B * d : 0), d_rate = poisoned(has_rate ? blocks * d : 0);
+    auto d_dt = poisoned(has_rate ? T * B : 0), o = poisoned(want_o ? T * B * d : 0);
+    in.hd = has_rate ? hd.data() : nullptr;
+    in.d_rate = has_rate ? d_rate.data() : nullptr;
+    in.d_dt = has_rate ? d_dt.data() : nullptr;
+    in.o = want_o ? o.data() : nullptr;
     launch(B, threads, [&] {
       if (opt) {
         diru_fast::cuda::diru_bwd_kernel<double, true>(grad_hs.data(), hs.data(), saved.data(), w_hh.data(),
                                                        w_int.data(), w_out.data(), lens, d_p.data(), d_zp.data(),
-                                                       d_yp.data(), d_h0.data(), T, B, d, relu != 0, k, cp, mk, dk);
+                                                       d_yp.data(), d_h0.data(), T, B, d, relu != 0, k, cp, mk, dk, in,
+                                                       has_rate ? h0.data() : nullptr);
       } else {
         diru_fast::cuda::diru_bwd_kernel<double, false>(grad_hs.data(), hs.data(), saved.data(), w_hh.data(),
                                                         w_int.data(), w_out.data(), lens, d_p.data(), d_zp.data(),
                                                         d_yp.data(), d_h0.data(), T, B, d, false, 0, nullptr, nullptr,
-                                                        nullptr);
+                                                        nullptr, diru_fast::cuda::InStep<double>(), nullptr);
       }
     });
     store(dir, "d_p", d_p);
     store(dir, "d_zp", d_zp);
     store(dir, "d_yp", d_yp);
     store(dir, "d_h0", d_h0);
+    if (has_rate) {
+      store(dir, "hd", hd);
+      store(dir, "d_rate", d_rate);
+      store(dir, "d_dt", d_dt);
+    }
+    if (want_o) store(dir, "o", o);
   }
   return 0;
 }

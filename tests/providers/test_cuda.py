@@ -205,6 +205,9 @@ def time_decay(T, B, d, lengths=None, seed=0):
     return decay
 
 
+# meta.txt's fields after need_saved: has_rate hash_mask seed_lo seed_hi threshold scale want_o (all off here)
+NO_IN_STEP = [0, 0, 0, 0, 0, 1.0, 0]
+
 # (T, B, d, sizes, dropout, activation, decay, lengths, threads, instantiation): T=1 / B=1, odd B (3,
 # 5: a partial block; 9: three blocks), d=48 and d=300 (a thread owns two units), unequal
 # compartments, a compartment map that is not contiguous ("shuffled"), 16 and 32 threads per block
@@ -272,10 +275,10 @@ def test_kernel_source_on_cpu_matches_contract(harness, case, tmp_path):
         _write(tmp_path, "mask", opts["mask"])
     hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
 
-    (tmp_path / "meta.txt").write_text(" ".join(map(str, meta + [0])))
+    (tmp_path / "meta.txt").write_text(" ".join(map(str, meta + [0] + NO_IN_STEP)))
     _harness(harness, "fwd", inst == "opt", tmp_path, threads)
     hs_infer = _read(tmp_path, "hs", (T, B, d))
-    (tmp_path / "meta.txt").write_text(" ".join(map(str, meta + [1])))
+    (tmp_path / "meta.txt").write_text(" ".join(map(str, meta + [1] + NO_IN_STEP)))
     _harness(harness, "fwd", inst == "opt", tmp_path, threads)
     hs, saved = _read(tmp_path, "hs", (T, B, d)), _read(tmp_path, "saved", (T, B, 4 * d + k))
     torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
@@ -292,3 +295,84 @@ def test_kernel_source_on_cpu_matches_contract(harness, case, tmp_path):
     for name, shape, w in zip(("d_p", "d_zp", "d_yp", "d_h0"), shapes, want):
         torch.testing.assert_close(_read(tmp_path, name, shape), w, rtol=1e-12, atol=1e-12,
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+# (T, B, d, compartment sizes, activation, lengths, threads): two blocks and a partial one (B=5, 9), a thread
+# owning several units (16 threads at d=48; d=300), T=1 B=1 without lengths
+IN_STEP_CASES = [
+    (5, 5, 24, [5, 7, 12], "relu", True, 0),
+    (4, 3, 48, None, "tanh", True, 16),
+    (1, 1, 4, None, "tanh", False, 0),
+    (3, 9, 300, [100, 120, 80], "relu", True, 0),
+]
+
+
+@pytest.mark.parametrize("case", IN_STEP_CASES, ids=lambda c: "T{}-B{}-d{}-{}-{}-{}-t{}".format(
+    *c[:3], "x".join(map(str, c[3])) if c[3] else "noatt", c[4], "lengths" if c[5] else "full", c[6]))
+def test_kernel_source_in_step_options_on_cpu_match_contract(harness, case, tmp_path):
+    """The options formed in the step (time decay from its rates and gaps, the dropout mask hashed from its
+    seed: diru_fast/scan/dropout.py's hash, so the mask tensor the contract gets is the same mask) with
+    attention, relu and lengths: the kernel source run on the CPU (float64) gives the contract's forward and
+    backward to 1e-12, and the backward's extra outputs (the decayed states, dL/drate summed over the
+    blocks, dL/ddt, the integration inputs) match the contract's own."""
+    from diru_fast.scan import contract
+    from diru_fast.scan.dropout import CompartmentMask, threshold
+    from tests.helpers import contract_inputs
+
+    T, B, d, sizes, activation, with_lengths, threads = case
+    a, opts = contract_inputs(T, B, d, sizes=sizes, activation=activation, seed=T + B + d)
+    k = 0 if opts["compartment_of"] is None else len(sizes)
+    lengths = torch.tensor([max(1, T - (7 * b) % T) for b in range(B)]) if with_lengths else None
+    g = torch.Generator().manual_seed(d)
+    rate = torch.nn.functional.softplus(torch.randn(d, generator=g, dtype=torch.float64))
+    dt = torch.rand(T, B, generator=g, dtype=torch.float64) * 2
+    torch.manual_seed(T * B)
+    seeded = CompartmentMask.draw(T, B, d, 0.3, torch.float64, "cpu")
+    seed = int(seeded.seed)
+    meta = [T, B, d, k, int(activation == "relu"), int(lengths is not None), 0, 0]
+    in_step = [1, 1, seed & 0xFFFFFFFF, seed >> 32, threshold(seeded.p), repr(seeded.scale), 1]
+    for n in ("xp", "h0", "b_int", "b_out"):
+        _write(tmp_path, n, a[n])
+    for n in ("w_hh", "w_int", "w_out"):
+        _write(tmp_path, n + "_t", a[n].t())
+        _write(tmp_path, n, a[n])
+    _write(tmp_path, "rate", rate)
+    _write(tmp_path, "dt", dt)
+    if lengths is not None:
+        _write(tmp_path, "lengths", lengths)
+    if k:
+        _write(tmp_path, "compartment_of", opts["compartment_of"].to(torch.int32))
+
+    # the contract on the factors and the mask's tensor, differentiated to the rates and gaps by autograd
+    rates, gaps = rate.clone().requires_grad_(), dt.clone().requires_grad_()
+    decay = torch.exp(-rates * gaps.unsqueeze(-1))
+    opts = dict(opts, mask=seeded.tensor())
+    hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts, decay=decay.detach())
+    grad = torch.randn(T, B, d, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    want = contract.scan_bwd(grad, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts,
+                             decay=decay.detach())
+    h_prev, hd_ref = contract.decayed_states(a["h0"], hs_ref, decay.detach())
+    d_rate_ref, d_dt_ref = torch.autograd.grad(decay, (rates, gaps), (want[2] + want[0] @ a["w_hh"]) * h_prev)
+    o_ref = contract.integration_input(saved_ref, d, opts["compartment_of"], opts["mask"])
+
+    (tmp_path / "meta.txt").write_text(" ".join(map(str, meta + [0] + in_step)))
+    _harness(harness, "fwd", True, tmp_path, threads)
+    hs_infer = _read(tmp_path, "hs", (T, B, d))
+    (tmp_path / "meta.txt").write_text(" ".join(map(str, meta + [1] + in_step)))
+    _harness(harness, "fwd", True, tmp_path, threads)
+    hs, saved = _read(tmp_path, "hs", (T, B, d)), _read(tmp_path, "saved", (T, B, 4 * d + k))
+    torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+    assert torch.equal(hs_infer, hs)
+
+    _write(tmp_path, "grad_hs", grad)
+    _write(tmp_path, "hs", hs_ref)
+    _write(tmp_path, "saved", saved_ref)
+    _harness(harness, "bwd", True, tmp_path, threads)
+    blocks = (B + 3) // 4  # kRows = 4 rows a block
+    got = [_read(tmp_path, n, s) for n, s in (("d_p", (T, B, 3 * d + k)), ("d_zp", (T, B, d)), ("d_yp", (T, B, d)),
+                                               ("d_h0", (B, d)), ("hd", (T, B, d)))]
+    got += [_read(tmp_path, "d_rate", (blocks, d)).sum(0), _read(tmp_path, "d_dt", (T, B)), _read(tmp_path, "o", (T, B, d))]
+    names = ("d_p", "d_zp", "d_yp", "d_h0", "hd", "d_rate", "d_dt", "o")
+    for name, x, w in zip(names, got, list(want) + [hd_ref, d_rate_ref, d_dt_ref, o_ref]):
+        torch.testing.assert_close(x, w.detach(), rtol=1e-12, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")

@@ -399,3 +399,115 @@ def test_triton_options_within_twice_torch_error(dtype, case):
     hs_infer, nothing = kernels.scan_fwd(**a, lengths=lengths, need_saved=False, **opts)
     torch.cuda.synchronize()
     assert nothing.numel() == 0 and torch.equal(hs_infer, hs)
+
+
+# ---- the options formed in the step: time decay from lambda and dt, the dropout mask from its seed --------
+# CPU twins: tests/providers/test_triton_decay.py (interpreter, every regime, to 1e-12) and the harness cases
+# of tests/providers/test_cuda.py (the CUDA kernel source on the CPU, to 1e-12).
+
+# (T, B, d, compartment sizes), dtype: d=48 resident in 16 bit / streamed in fp32 (triton), B=9 partial blocks
+# and row tiles; d=256 with every option runs the per-step Triton kernels. The shapes of the self test's
+# options cases (diru_fast/selftest.py OPTIONS_GPU), which bench/gpu_check.sh runs first: the Triton kernels
+# they compile are in Triton's cache here (d=256 in fp32 only: a new set of per-step variants).
+IN_STEP_CASES = [((7, 9, 48, [5, 7, 12, 24]), dtype) for dtype in (torch.float64, torch.float32, torch.bfloat16)] + [
+    ((4, 32, 256, [64, 128, 64]), dtype) for dtype in (torch.float64, torch.float32)]
+
+
+def _in_step_run(backend, a, opts, lengths, lam, dt, mask, grad):
+    """(hs, saved, d_p, d_zp, d_yp, d_h0, hd, d_lambda, d_dt, o) of the provider, options in the step."""
+    provider = diru_fast.backends.get_provider(backend)
+    args = [a[k] for k in ("xp", "h0", "w_hh", "w_int", "b_int", "w_out", "b_out")]
+    hs, saved = provider.scan_fwd(*args, lengths, True, **opts, mask=mask, decay_rate=lam, dt=dt)
+    out = provider.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts, mask=mask,
+                            decay_rate=lam, dt=dt, extended=True)
+    return (hs, saved) + tuple(out)
+
+
+def _in_step_contract(a, opts, lengths, lam, dt, mask, grad):
+    """The same outputs from the contract (in the inputs' dtype) on the factors and the mask's tensor."""
+    lam, gaps = lam.detach().clone().requires_grad_(), dt.detach().clone().requires_grad_()
+    decay = contract.decay_factor(lam, gaps)
+    opts = dict(opts, mask=mask.tensor())
+    hs, saved = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts, decay=decay.detach(),
+                                  acc=a["xp"].dtype)
+    step = contract.scan_bwd(grad.to(hs.dtype), a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths,
+                             **opts, decay=decay.detach())
+    h_prev, hd = contract.decayed_states(a["h0"], hs, decay.detach())
+    g_lam, g_dt = torch.autograd.grad(decay, (lam, gaps), ((step[2] + step[0] @ a["w_hh"]) * h_prev).to(decay.dtype))
+    o = contract.integration_input(saved, a["h0"].shape[-1], opts["compartment_of"], opts["mask"])
+    return (hs, saved) + tuple(step) + (hd, g_lam, g_dt, o)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case, dtype", IN_STEP_CASES, ids=lambda c: "T{}-B{}-d{}".format(*c[:3])
+                         if isinstance(c, tuple) else str(c))
+def test_in_step_options_match_contract(backend, case, dtype):
+    """Every option, time decay from lambda and dt and the mask hashed from its seed, on the GPU: the
+    provider's forward and extended backward (the decayed states, the gradients of lambda and dt, the
+    integration inputs) against the float64 contract on the factors and the mask's tensor: float64 to
+    1e-10; other dtypes within 2x the error of PyTorch's own path in that dtype plus 8 ulp of float32."""
+    from diru_fast.scan.dropout import CompartmentMask
+
+    _require(backend, dtype)
+    T, B, d, sizes = case
+    g = torch.Generator().manual_seed(T + B + d)
+    a = _inputs(T, B, d, torch.float64, seed=d, device="cpu")
+    k = len(sizes)
+    a["xp"] = torch.cat([a["xp"], torch.randn(T, B, k, generator=g, dtype=torch.float64)], -1)
+    a["w_hh"] = torch.cat([a["w_hh"], torch.randn(k, d, generator=g, dtype=torch.float64) * d ** -0.5])
+    opts = dict(activation="relu", compartment_of=torch.repeat_interleave(torch.arange(k), torch.tensor(sizes)))
+    lengths = _lengths(T, B, device="cpu")
+    lam = torch.randn(d, generator=g, dtype=torch.float64)
+    dt = (torch.rand(T, B, generator=g, dtype=torch.float64) * 2).masked_fill(
+        torch.arange(T)[:, None] >= lengths[None, :], 0.0)
+    grad = torch.randn(T, B, d, generator=g, dtype=torch.float64)
+    seed = torch.randint(0, 2 ** 62, (), generator=g)
+    # every run on the same inputs: rounded to dtype once
+    a = {k_: v.to(dtype).double() for k_, v in a.items()}
+    lam, dt = lam.to(dtype).double(), dt.to(dtype).double()
+
+    def on(device, dt_):
+        cast = lambda t: t.to(device=device, dtype=dt_)  # noqa: E731
+        mask = CompartmentMask(seed, 0.3, (T, B, d), contract.acc_dtype(dt_), torch.device(device))
+        return ({k_: cast(v) for k_, v in a.items()}, {k_: v if not torch.is_tensor(v) else v.to(device)
+                                                         for k_, v in opts.items()},
+                lengths.to(device), cast(lam), cast(dt), mask, cast(grad))
+
+    got = _in_step_run(backend, *on("cuda", dtype))
+    ref = _in_step_contract(*on("cpu", torch.float64))
+    low = None if dtype == torch.float64 else _in_step_contract(*on("cuda", dtype))
+    names = ("hs", "saved", "d_p", "d_zp", "d_yp", "d_h0", "hd", "d_decay_rate", "d_dt", "o")
+    for i, name in enumerate(names):
+        x, r = got[i].double().cpu(), ref[i].double()
+        if low is None:
+            torch.testing.assert_close(x, r, rtol=1e-10, atol=1e-10, msg=lambda m, name=name: f"{name}: {m}")
+            continue
+        err = (x - r).abs().max().item()
+        torch_err = (low[i].double().cpu() - r).abs().max().item()
+        slack = 8 * torch.finfo(torch.float32).eps * r.abs().max().item()
+        assert err <= 2 * torch_err + slack, f"{name}: {backend} error {err:.3g} > 2x PyTorch's {torch_err:.3g}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seeded_mask_is_the_mask_tensor_bit_for_bit_on_gpu(backend):
+    """The mask hashed in the kernels from its seed is bitwise the mask tensor every other backend applies:
+    the same kernels on ``CompartmentMask.tensor()`` give the same float32 numbers bit for bit (CPU twins:
+    tests/providers/test_triton_options.py, and the cpu kernel's in tests/providers/test_cpu_options.py)."""
+    from diru_fast.scan.dropout import CompartmentMask
+
+    _require(backend, torch.float32)
+    provider = diru_fast.backends.get_provider(backend)
+    T, B, d = 5, 19, 48
+    a = _inputs(T, B, d, torch.float32, seed=4)
+    lengths = _lengths(T, B)
+    torch.manual_seed(0)
+    mask = CompartmentMask.draw(T, B, d, 0.3, torch.float32, "cuda")
+    grad = torch.randn(T, B, d, device="cuda")
+    runs = []
+    for m in (mask, mask.tensor()):
+        hs, saved = provider.scan_fwd(*a.values(), lengths, True, mask=m)
+        out = provider.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, mask=m,
+                                extended=True)
+        runs.append((hs, saved) + tuple(out[:4]) + (out[7],))
+    for x, y in zip(*runs):
+        assert torch.equal(x, y)

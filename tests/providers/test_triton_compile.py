@@ -1,7 +1,9 @@
 """Every Triton kernel configuration the dispatcher can pick (training and inference forward,
 backward) compiles for sm_80 and sm_90 without a GPU, fits shared memory, and does not spill; so do
-the option variants (relu, dropout, time decay, all but attention, and all three or four with attention
-at k = 4) of the representative subset ``compile_check.option_variants`` names (kernels/compile_check.py; it needs the compiler, not the
+the option variants (relu, dropout, time decay, all but attention, all three or four with attention
+at k = 4, and all four formed in the step: the seeded mask, time decay from rates, the integration inputs;
+each run with the configuration the launcher gives it) of the representative subset
+``compile_check.option_variants`` names (kernels/compile_check.py; it needs the compiler, not the
 interpreter, so it runs in a subprocess without TRITON_INTERPRET)."""
 
 import importlib
@@ -44,8 +46,8 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
                 for o in check.option_variants(cfg, dtype)}
     # attention alone is not among them: its streamed d_pad 256 variant runs per step now; it is compiled with the
     # other options in "all" / "all_decay" (resident, streamed d_pad 128, per step)
-    assert {o for _, _, o in variants} == {"relu", "dropout", "decay", "all", "all_decay", "no_attention"}
-    for everything in ("all", "all_decay"):  # every option at once, in each regime
+    assert {o for _, _, o in variants} == {"relu", "dropout", "decay", "all", "all_decay", "no_attention", "fused"}
+    for everything in ("all", "all_decay", "fused"):  # every option at once, in each regime
         assert {cfg.split("-")[0] for cfg, _, o in variants if o == everything} == {"resident", "streamed", "step"}
     for arch in (80, 90):
         compiled = {(r["config"], r["dtype"]) for r in rows
@@ -62,8 +64,12 @@ def test_every_dispatcher_config_compiles_for_sm80_and_sm90(tmp_path):
         else:
             assert r["registers"] > 0 and (not r["even"] or r["spill_stores"] == 0), r
         # the approximate instructions are exactly the ones tests/providers/ptx_math.py emulates: every
-        # forward kernel (tanh, sigmoid: exp and a division) holds both, the backwards (saved gates) none
-        expected = ["div.full.f32", "ex2.approx.f32"] if r["kernel"].startswith("fwd") else []
+        # forward kernel (tanh, sigmoid: exp and a division) holds both, the backwards (saved gates) none but
+        # the exp of time decay's factors formed from rates (the kernels that carry dh through the decay)
+        rates = check.OPTION_FLAGS[r["options"]]["DECAY_RATE"] and r["kernel"] in (
+            "bwd_persistent", "bwd_step_dh", "bwd_step_dh_final")
+        expected = (["div.full.f32", "ex2.approx.f32"] if r["kernel"].startswith("fwd")
+                    else ["ex2.approx.f32"] if rates else [])
         assert r["approx"] == expected, r
 
 
@@ -79,13 +85,16 @@ def test_all_options_run_compiles_every_variant_the_dispatcher_runs():
     spec.loader.exec_module(cc)
     config = importlib.import_module("diru_fast.kernels.config")
     every = set(cc.OPTION_FLAGS) - {"none"}
-    assert {"attention18", "all18", "decay", "all_decay", "no_attention"} <= every
+    assert {"attention18", "all18", "decay", "all_decay", "no_attention", "fused", "fused_no_attention"} <= every
     assert cc.OPTION_FLAGS["all18"]["K_PAD"] >= 18
     assert cc.OPTION_FLAGS["all_decay"] == dict(cc.OPTION_FLAGS["all"], HAS_DECAY=True)
+    assert cc.OPTION_FLAGS["fused"] == dict(cc.OPTION_FLAGS["all_decay"], MASK_HASH=True, DECAY_RATE=True,
+                                            WANT_O=True)
     attention = {name for name in every if cc.OPTION_FLAGS[name]["NK"]}
     for d, dtype, excluded in ((64, "bfloat16", set()), (64, "float32", set()), (512, "float16", set()),
                                (128, "bfloat16", {"attention18", "all18"}),
-                               (256, "float32", attention | {"no_attention"}), (256, "bfloat16", attention)):
+                               (256, "float32", attention | {"no_attention", "fused_no_attention"}),
+                               (256, "bfloat16", attention | {"fused_no_attention"})):
         cfg = config.choose(d, dtype)
         assert set(cc.option_variants(cfg, dtype, every=True)) == every - excluded, (d, dtype)
         assert set(cc.option_variants(cfg, dtype)) <= every - excluded

@@ -215,3 +215,145 @@ def test_dispatcher_sends_attention_at_d256_to_the_per_step_kernels():
     hs_ref, saved_ref = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts)
     torch.testing.assert_close(hs, hs_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(saved, saved_ref, rtol=1e-12, atol=1e-12)
+
+
+# ---- the options formed in the step: time decay from lambda and dt, the dropout mask from its seed ----
+
+def _in_step_inputs(T, B, d, seed):
+    """Inputs with relu, attention (k = 3), lengths, time decay as lambda [d] and dt [T, B] (0 on padded
+    steps) and a seeded dropout mask (p = 0.3)."""
+    from diru_fast.scan.dropout import CompartmentMask
+
+    sizes = [d // 4, d // 4, d - 2 * (d // 4)]
+    a, opts = contract_inputs(T, B, d, seed=seed, sizes=sizes, activation="relu")
+    lengths = _lengths(T, B)
+    g = torch.Generator().manual_seed(seed + 1)
+    lam = torch.randn(d, generator=g, dtype=torch.float64)
+    dt = (torch.rand(T, B, generator=g, dtype=torch.float64) * 2).masked_fill(
+        torch.arange(T)[:, None] >= lengths[None, :], 0.0)
+    torch.manual_seed(seed)
+    mask = CompartmentMask.draw(T, B, d, 0.3, torch.float64, "cpu")
+    grad = torch.randn(T, B, d, generator=g, dtype=torch.float64)
+    return a, opts, lengths, lam, dt, mask, grad
+
+
+def _in_step_contract(a, opts, lengths, lam, dt, mask, grad):
+    """The contract on the factors decay_factor(lambda, dt) and the mask's tensor, differentiated to lambda
+    and dt by autograd: (hs, saved, d_p, d_zp, d_yp, d_h0, hd, d_lambda, d_dt, o)."""
+    lam, gaps = lam.clone().requires_grad_(True), dt.clone().requires_grad_(True)
+    decay = contract.decay_factor(lam, gaps)
+    opts = dict(opts, mask=mask.tensor())
+    hs, saved = contract.scan_fwd(**a, lengths=lengths, need_saved=True, **opts, decay=decay)
+    step = contract.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, **opts,
+                             decay=decay.detach())
+    h_prev, hd = contract.decayed_states(a["h0"], hs, decay.detach())
+    g_lam, g_dt = torch.autograd.grad(decay, (lam, gaps), (step[2] + step[0] @ a["w_hh"]) * h_prev)
+    o = contract.integration_input(saved, a["h0"].shape[-1], opts["compartment_of"], opts["mask"])
+    return (hs.detach(), saved.detach()) + tuple(step) + (hd, g_lam, g_dt, o.detach())
+
+
+IN_STEP_NAMES = ("hs", "saved", "d_p", "d_zp", "d_yp", "d_h0", "hd", "d_decay_rate", "d_dt", "o")
+
+
+# (T, B, d): masked lanes, three rows; two row tiles (the rate gradient summed over programs) and, per
+# step, two column tiles (the gap gradient summed over them)
+@pytest.mark.parametrize("shape", [(3, 3, 24), (2, 17, 20)], ids=lambda s: "T{}-B{}-d{}".format(*s))
+@pytest.mark.parametrize("regime", REGIMES)
+def test_in_step_decay_and_seeded_mask_match_contract_float64(regime, shape):
+    """Time decay from lambda and dt formed in the step, the dropout mask hashed from its seed, with relu,
+    attention and lengths: every output of the provider's forward (training and inference) and extended
+    backward (the decayed states, the gradients of lambda and dt, the integration inputs) against the
+    contract on the factors and the mask's tensor, to 1e-12."""
+    from diru_fast.providers import triton as provider
+
+    T, B, d = shape
+    a, opts, lengths, lam, dt, mask, grad = _in_step_inputs(T, B, d, seed=T + B + d)
+    want = _in_step_contract(a, opts, lengths, lam, dt, mask, grad)
+    args = [a[n] for n in ("xp", "h0", "w_hh", "w_int", "b_int", "w_out", "b_out")]
+    with _kernels().config.override(_config(regime, d)):
+        hs, saved = provider.scan_fwd(*args, lengths, True, **dict(opts, mask=mask), decay_rate=lam, dt=dt)
+        inference = provider.scan_fwd(*args, lengths, False, **dict(opts, mask=mask), decay_rate=lam, dt=dt)[0]
+        out = provider.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths,
+                                **dict(opts, mask=mask), decay_rate=lam, dt=dt, extended=True)
+    assert torch.equal(inference, hs)
+    for name, g, w in zip(IN_STEP_NAMES, (hs, saved) + tuple(out), want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12, msg=lambda m, name=name: f"{regime} {name}: {m}")
+
+
+def test_in_step_options_gradcheck_float64():
+    """gradcheck through ``ops.StepOptionsScan`` on the "triton" provider (the kernels' extended backward)
+    w.r.t. xp, h0, every weight, lambda and dt, with attention, a seeded mask and lengths (fast mode,
+    resident regime; the float64 test above holds every regime's outputs to the contract's)."""
+    from diru_fast.scan.dropout import CompartmentMask
+
+    T, B, d = 2, 2, 2
+    a, opts = contract_inputs(T, B, d, seed=13, sizes=[1, 1], activation="relu")
+    lengths = torch.tensor([2, 1])
+    g = torch.Generator().manual_seed(14)
+    lam = torch.randn(d, generator=g, dtype=torch.float64)
+    dt = 0.25 + torch.rand(T, B, generator=g, dtype=torch.float64)  # the padded step's gap too: no effect
+    torch.manual_seed(13)
+    mask = CompartmentMask.draw(T, B, d, 0.3, torch.float64, "cpu")
+    leaves = [v.detach().clone().requires_grad_() for v in list(a.values()) + [lam, dt]]
+
+    def run(xp, h0, w_hh, w_int, b_int, w_out, b_out, decay_rate, gaps):
+        return ops.StepOptionsScan.apply(xp, h0, w_hh, w_int, b_int, w_out, b_out, lengths, "triton", "relu",
+                                         opts["compartment_of"], mask, decay_rate, gaps)[0]
+
+    with _kernels().config.override(_config("resident", d)):
+        assert torch.autograd.gradcheck(run, leaves, fast_mode=True)
+
+
+def test_layer_on_triton_fuses_the_options_and_matches_torch_float64(monkeypatch):
+    """A DIRULayer with every option (relu, attention, compartment dropout, time decay) on the "triton"
+    backend runs the in-step path (the provider gets lambda, dt and the mask's seed, never a [T, B, d]
+    tensor) and gives the "torch" backend's outputs and gradients (parameters, input, dt) for one seed."""
+    from diru_fast.providers import triton as provider
+    from diru_fast.scan.dropout import CompartmentMask
+
+    calls = []
+    real = provider.scan_fwd
+
+    def spy(*args, **kw):
+        calls.append((isinstance(args[11] if len(args) > 11 else kw.get("mask"), CompartmentMask),
+                      kw.get("decay_rate") is not None, (args[12] if len(args) > 12 else kw.get("decay")) is None))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(provider, "scan_fwd", spy)
+    T, B, n, d = 3, 2, 3, 8
+    x = torch.randn(T, B, n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    dt = torch.rand(T, B, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
+    results = []
+    for backend in ("triton", "torch"):
+        torch.manual_seed(0)
+        layer = diru_fast.DIRULayer(n, d, backend=backend, dtype=torch.float64, activation="relu",
+                                    compartment_sizes=[3, 5], compartment_attention=True, compartment_dropout=0.3,
+                                    time_decay=True).train()
+        xs, gaps = x.clone().requires_grad_(), dt.clone().requires_grad_()
+        torch.manual_seed(1)  # the dropout mask's seed
+        out, h_n = layer(xs, lengths=torch.tensor([3, 2]), dt=gaps)
+        (out.square().sum() + h_n.sum()).backward()
+        results.append([out.detach(), xs.grad, gaps.grad] + [p.grad for p in layer.parameters()])
+    assert calls and all(c == (True, True, True) for c in calls), calls
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_dispatcher_configures_the_in_step_options():
+    """With options formed in the step the resident kernels get the whole register file (8 warps at d_pad
+    64 in 16 bit with attention) and dropout with time decay at d_pad 256 runs per step in every dtype
+    (kernels/config.py; their compile check: tests/providers/test_triton_compile.py); the launcher runs
+    them with that configuration."""
+    k = _kernels()
+    config = k.config
+    for dtype in ("float32", "bfloat16"):
+        assert k.choose(200, dtype, crowded=True, in_step=True).mode == "step"
+        assert k.choose(100, dtype, crowded=True, in_step=True).mode == "streamed"
+    assert k.choose(200, "bfloat16", crowded=True).mode == "streamed"  # the [T, B, d] tensors: as before
+    wide = config.for_in_step(k.choose(64, "bfloat16"), "bfloat16", 3)
+    assert (wide.num_warps, wide.maxnreg) == (8, 255)
+    assert config.for_in_step(k.choose(64, "bfloat16"), "bfloat16", 0).num_warps == 4
+    assert config.for_in_step(k.choose(16, "float32"), "float32", 0).maxnreg == 255
+    assert config.for_in_step(k.choose(64, "float32"), "float32", 0).num_warps == 8
+    streamed = k.choose(128, "float32")
+    assert config.for_in_step(streamed, "float32", 3) == streamed

@@ -129,3 +129,63 @@ def test_dispatcher_sends_many_compartments_at_large_d_to_the_per_step_kernels()
     want = contract.scan_bwd(grad_hs, a["h0"], hs_ref, saved_ref, a["w_hh"], a["w_int"], a["w_out"], None, **opts)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_seeded_mask_is_the_mask_tensor_bit_for_bit(regime):
+    """The dropout mask hashed from its seed inside the kernels is bitwise the mask every other backend
+    applies (``CompartmentMask.tensor()``, torch arithmetic; the cpu kernel's own hash is held to it in
+    tests/providers/test_cpu_options.py): float32, attention and lengths, forward, backward and the
+    integration inputs equal bit for bit to the same kernels run on the tensor."""
+    from diru_fast.scan.dropout import CompartmentMask, threshold
+
+    k = _kernels()
+    T, B, d = 3, 5, 20
+    a, opts = contract_inputs(T, B, d, dtype=torch.float32, seed=9, sizes=[6, 14])
+    lengths = _lengths(T, B)
+    torch.manual_seed(3)
+    mask = CompartmentMask.draw(T, B, d, 0.4, torch.float32, "cpu")
+    seeded = dict(mask_seed=int(mask.seed), mask_threshold=threshold(mask.p), mask_scale=mask.scale)
+    cfg = _config(regime, d)
+    grad = torch.randn(T, B, d, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for kw in (seeded, dict(mask=mask.tensor())):
+        hs, saved = k.scan_fwd(**a, lengths=lengths, need_saved=True, config=cfg, **dict(opts, **kw))
+        back = k.scan_bwd(grad, a["h0"], hs, saved, a["w_hh"], a["w_int"], a["w_out"], lengths, config=cfg,
+                          extended=True, **dict(opts, **kw))
+        runs.append((hs, saved) + back[:4] + back[7:])
+    assert all(torch.equal(x, y) for x, y in zip(*runs))
+    assert 0.2 < float((runs[0][-1] == 0).float().mean()) < 0.7  # the mask is in effect (p = 0.4)
+
+
+try:  # a kernel of the test's own around the kernels' hash (module level: triton.jit reads its globals)
+    import triton
+    import triton.language as tl
+
+    from diru_fast.kernels._math import dropout_mask as _dropout_mask
+
+    @triton.jit
+    def _keep_kernel(out_ptr, t, B, seed_lo, seed_hi, threshold, R: tl.constexpr, C: tl.constexpr):
+        rows, cols = tl.arange(0, R), tl.arange(0, C)
+        tl.store(out_ptr + rows[:, None] * C + cols[None, :],
+                 _dropout_mask(rows, cols, t, B, seed_lo, seed_hi, threshold, 1.0))
+except ImportError:  # no (usable) triton: the module is skipped
+    _keep_kernel = None
+
+
+def test_dropout_hash_matches_dropout_py_for_large_rows_and_seeds():
+    """``_math.dropout_mask`` (the kernels' hash) on rows past 2^32 (the row index's high half) and seeds
+    with both halves set gives diru_fast/scan/dropout.py's keep decisions exactly."""
+    from diru_fast.scan import dropout
+
+    k = _kernels()
+    t, B, R, C = 2 ** 31 - 5, 7, 4, 16  # rows t*B + b > 2^34
+    for seed, p in ((0x3FFF_FFFF_FFFF_FFFF, 0.25), (0x1234_5678_9ABC_DEF0, 0.6), (5, 0.0)):
+        out = torch.empty(R, C, dtype=torch.float32)
+        bits = [k.launch._int32_bits(v) for v in (seed & 0xFFFFFFFF, seed >> 32, dropout.threshold(p))]
+        _keep_kernel[(1,)](out, t, B, *bits, R=R, C=C)
+        row = torch.arange(R, dtype=torch.int64) + t * B
+        key = dropout._mix32(dropout._mix32((seed & 0xFFFFFFFF) ^ (row & 0xFFFFFFFF)) ^ (seed >> 32) ^ (row >> 32))
+        unit = dropout._mul32(torch.arange(C, dtype=torch.int64), 0x9E3779B9)
+        want = dropout._mix32(key[:, None] ^ unit[None, :]) >= dropout.threshold(p)
+        assert torch.equal(out == 1.0, want), (seed, p)
