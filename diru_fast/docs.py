@@ -86,7 +86,12 @@ def section(text: str, heading: str) -> str:
 
 
 def column(header: Sequence[str], *names: str) -> int:
-    """The index of the first header cell that contains one of ``names`` (case-insensitive)."""
+    """The index of the header cell equal to one of ``names``, else of the first that contains one
+    (case-insensitive)."""
+    for name in names:
+        for i, cell in enumerate(header):
+            if name.lower() == cell.lower():
+                return i
     for name in names:
         for i, cell in enumerate(header):
             if name.lower() in cell.lower():
@@ -94,8 +99,8 @@ def column(header: Sequence[str], *names: str) -> int:
     raise DocsError(f"no column {' / '.join(map(repr, names))} in {list(header)}")
 
 
-def report_table(path: str, heading: str, root: Path) -> Table:
-    """The first table in the section ``heading`` of the report at ``path``."""
+def report_tables(path: str, heading: str, root: Path) -> List[Table]:
+    """Every table in the section ``heading`` of the report at ``path`` (at least one)."""
     file = root / path
     if not file.exists():
         raise DocsError(f"{path} does not exist")
@@ -105,7 +110,12 @@ def report_table(path: str, heading: str, root: Path) -> Table:
         raise DocsError(f"{path}: {exc}") from None
     if not found:
         raise DocsError(f"{path}: no table under the heading {heading!r}")
-    return found[0]
+    return found
+
+
+def report_table(path: str, heading: str, root: Path) -> Table:
+    """The first table in the section ``heading`` of the report at ``path``."""
+    return report_tables(path, heading, root)[0]
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
@@ -147,11 +157,21 @@ def _source_line(paths: Sequence[str], root: Path) -> str:
 
 def block_table(args: List[str], opts: Dict[str, str], root: Path) -> List[str]:
     """``table PATH "HEADING" [cols="a|b|c"] [where="COLUMN~REGEX"]``: the first table under HEADING
-    in the report PATH, optionally only the columns whose header contains a/b/c (in that order) and
-    the rows whose COLUMN matches REGEX."""
+    in the report PATH (with ``cols``: the first that has every one of those columns), optionally only
+    the columns whose header is (else contains) a/b/c, in that order, and the rows whose COLUMN
+    matches REGEX."""
     if len(args) != 2:
         raise DocsError("table takes PATH and HEADING")
-    header, rows = report_table(args[0], args[1], root)
+    found = report_tables(args[0], args[1], root)
+    if "cols" in opts:
+        def has_all(table: Table) -> bool:
+            try:
+                [column(table[0], c) for c in opts["cols"].split("|")]
+            except DocsError:
+                return False
+            return True
+        found = [t for t in found if has_all(t)] or found[:1]
+    header, rows = found[0]
     if "where" in opts:
         col, _, pattern = opts["where"].partition("~")
         i = column(header, col)

@@ -185,3 +185,15 @@ def test_the_generator_is_not_imported_by_the_package():
     names = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "docs" not in names and "docs" not in modules and "diru_fast.docs" not in names
+
+
+def test_a_table_block_picks_the_table_and_columns_it_names(tmp_path):
+    """``cols`` picks the first table under the heading that has every named column, and a column
+    named exactly wins over one that merely contains the name ("d" is not "model")."""
+    from diru_fast.docs import block_table
+
+    (tmp_path / "r.md").write_text("## 2. Flow\n\n| model | lr |\n|---|---|\n| A | 1 |\n\n"
+                                   "| model | d | decay |\n|---|---|---|\n| A | 64 | +0.1 |\n")
+    lines = block_table(["r.md", "2. Flow"], {"cols": "model|d|decay"}, tmp_path)
+    assert lines[:3] == ["| model | d | decay |", "|---|---|---|", "| A | 64 | +0.1 |"]
+    assert block_table(["r.md", "2. Flow"], {}, tmp_path)[0] == "| model | lr |"

@@ -240,7 +240,7 @@ def summary_rows(result: Dict[str, Any]) -> List[Dict[str, str]]:
             if verdict is None:
                 continue
             mine = [t for t in s.get("tests", []) if t["claim"] == claim and t["phase"] == phase]
-            what = "|s_RNN| − |s_DIRU|" if claim == "better_than_rnn" else "s_DIRU − s_LSTM"
+            what = "\\|s_RNN\\| − \\|s_DIRU\\|" if claim == "better_than_rnn" else "s_DIRU − s_LSTM"
             head = f"{what}: " + ", ".join(
                 f"vs {_label(t['baseline'])} {t['mean']:+.3f} ({'Holm p ' + _p(t.get('p_holm')) if t.get('tested', True) else t['verdict']})"
                 for t in mine) + " decades/step"
