@@ -66,7 +66,7 @@ from ..experiments.options import DIRUOptions
 from ..experiments.stats import mean_std
 from ..experiments.study import derive_seed
 from ..experiments.training import predict
-from ..experiments.tuning import DEFAULT_LR_GRID, DEFAULT_PATIENCE, SeedPlan, lr_curve
+from ..experiments.tuning import DEFAULT_LR_GRID, DEFAULT_PATIENCE, SeedPlan, lr_curve, median
 from .common import (CLIP_NORM, Timer, build, decide, detectable_effect, fit, learned_summary, paired_test,
                      tune_trials)
 
@@ -381,9 +381,9 @@ def summarize(runs: List[Dict[str, Any]], variants: Dict[str, List[Dict[str, Any
                    "learned": learned_summary([r["test_ratio"] for r in rs])}
             if dataset == "digits":
                 row["accuracy"] = mean_std([r["accuracy"] for r in rs])
-                row["error_ratio"] = _median([r["error_ratio"] for r in rs])
+                row["error_ratio"] = median([r["error_ratio"] for r in rs])
             else:
-                row["persistence_ratio"] = _median([r["persistence_ratio"] for r in rs])
+                row["persistence_ratio"] = median([r["persistence_ratio"] for r in rs])
                 if all("test_mse_raw" in r for r in rs):
                     row["test_raw"] = mean_std([r["test_mse_raw"] for r in rs])
             blocks: Dict[str, List[float]] = {}
@@ -420,14 +420,6 @@ def summarize(runs: List[Dict[str, Any]], variants: Dict[str, List[Dict[str, Any
     for comp, v in zip(primary, decide(primary)):
         comp["verdict"] = v
     return out
-
-
-def _median(values: Sequence[float]) -> float:
-    s = sorted(values)
-    if not s:
-        return math.nan
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
 def _compare(a: Sequence[float], b: Sequence[float], blocks: Sequence[Any]) -> Dict[str, Any]:

@@ -115,13 +115,17 @@ def protocol_sentence(cfg: Dict[str, Any], what: str = "every model") -> str:
             "the test split")
 
 
-def lr_curve_rows(curves: Dict[str, Sequence[Dict[str, Any]]], picked: Dict[str, float]) -> List[str]:
-    """A markdown table: per model (label -> lr_curve rows), the validation MSE / predict-the-mean at each
-    learning rate (median over tuning seeds, range in brackets when several), the picked rate in bold, and the
-    stable range (the rates whose median is at most 0.3, the learned level)."""
-    lrs = sorted({c["lr"] for rows in curves.values() for c in rows})
-    lines = ["| model | " + " | ".join(f"lr {v:g}" for v in lrs) + " | picked | learns (median ≤ 0.3) at |",
-             "|---|" + "---:|" * len(lrs) + "---:|---|"]
+def lr_curve_rows(curves: Dict[str, Sequence[Dict[str, Any]]], picked: Dict[str, float], *,
+                  grid: Optional[Sequence[float]] = None, suffix: str = "", stable_column: bool = True) -> List[str]:
+    """A markdown table: per model (label -> lr_curve rows), the validation loss over the trivial baseline's at
+    each learning rate of ``grid`` (default: every rate in the curves) — median over tuning seeds, range in
+    brackets when several, diverged trials counted, ``suffix`` after the median (e.g. "×") — the picked rate
+    (label -> rate) in bold, and with ``stable_column`` the stable range (the rates whose median is at most
+    0.3, the learned level)."""
+    lrs = list(grid) if grid is not None else sorted({c["lr"] for rows in curves.values() for c in rows})
+    lines = ["| model | " + " | ".join(f"lr {v:g}" for v in lrs) + " | picked |"
+             + (" learns (median ≤ 0.3) at |" if stable_column else ""),
+             "|---|" + "---:|" * len(lrs) + "---:|" + ("---|" if stable_column else "")]
     for label, rows in curves.items():
         by = {c["lr"]: c for c in rows}
         cells = []
@@ -130,13 +134,15 @@ def lr_curve_rows(curves: Dict[str, Sequence[Dict[str, Any]]], picked: Dict[str,
             if c is None:
                 cells.append("–")
                 continue
-            text = _f(c["median"], 2) + (f" [{_f(c['low'], 2)}, {_f(c['high'], 2)}]" if c["n"] > 1 else "")
+            text = _f(c["median"], 2) + suffix + (f" [{_f(c['low'], 2)}, {_f(c['high'], 2)}]" if c["n"] > 1 else "")
             if c.get("diverged"):
                 text += f" ({c['diverged']} diverged)"
             cells.append(f"**{text}**" if picked.get(label) == v else text)
-        stable = [c["lr"] for c in rows if math.isfinite(c["median"]) and c["median"] <= 0.3]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_f(picked.get(label), 3)} | "
-                     + (", ".join(f"{v:g}" for v in stable) if stable else "none") + " |")
+        line = f"| {label} | " + " | ".join(cells) + f" | {_f(picked.get(label), 3)} |"
+        if stable_column:
+            stable = [c["lr"] for c in rows if math.isfinite(c["median"]) and c["median"] <= 0.3]
+            line += " " + (", ".join(f"{v:g}" for v in stable) if stable else "none") + " |"
+        lines.append(line)
     return lines
 
 

@@ -6,19 +6,12 @@ import math
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..experiments.claims import LEARNED_RATIO
+from ..experiments.tuning import median
 from . import gradient_flow
-from .report_format import _ci, _clip, _f, _figure, _label, _p, _seeds
+from .report_format import _ci, _clip, _f, _figure, _label, _p, _seeds, lr_curve_rows
 
 PHASE_NAMES = {"init": "at initialisation", "trained": "after training"}
 CLAIM_NAMES = {"better_than_rnn": "better than a vanilla RNN", "comparable_to_lstm": "comparable to LSTM"}
-
-
-def _median(values: Sequence[float]) -> float:
-    s = sorted(values)
-    if not s:
-        return math.nan
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
 def _ratio(x: Optional[float]) -> str:
@@ -32,21 +25,9 @@ def _lr_table(result: Dict[str, Any]) -> List[str]:
     curves = result["summary"].get("lr_curve", {})
     if not curves:
         return []
-    grid = result["config"]["lr_grid"]
-    lines = ["| model | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | picked |", "|---|" + "---:|" * (len(grid) + 1)]
-    for kind, curve in curves.items():
-        by = {c["lr"]: c for c in curve}
-        cells = []
-        for lr in grid:
-            c = by.get(lr)
-            if c is None:
-                cells.append("–")
-                continue
-            text = _ratio(c["median"]) + (f" [{_f(c['low'], 2)}, {_f(c['high'], 2)}]" if c["n"] > 1 else "")
-            text += f" ({c['diverged']} diverged)" if c["diverged"] else ""
-            cells.append(f"**{text}**" if lr == result["picked_lr"].get(kind) else text)
-        lines.append(f"| {_label(kind)} | " + " | ".join(cells) + f" | {result['picked_lr'].get(kind, float('nan')):g} |")
-    return lines
+    picked = result["picked_lr"]
+    return lr_curve_rows({_label(k): c for k, c in curves.items()}, {_label(k): v for k, v in picked.items()},
+                         grid=result["config"]["lr_grid"], suffix="×", stable_column=False)
 
 
 def _stable_range(result: Dict[str, Any]) -> str:
@@ -119,9 +100,9 @@ def section_gradient_flow(result: Dict[str, Any], fig_dir: str) -> str:
             f"cap: {len(t_capped)} of {len(result.get('tuning', []))}."]
     base = result.get("baselines", [])
     ls_all = [b["mse"] for b in base if b["name"] == "ls_all"]
-    lines += ["", f"**Results.** Test MSE as a multiple of predicting the training mean (the best trivial "
+    lines += ["", "**Results.** Test MSE as a multiple of predicting the training mean (the best trivial "
               "baseline that does not see all T inputs at once; least squares on all T inputs solves this task "
-              + (f"exactly, median test MSE {_f(_median(ls_all), 2)}" if ls_all else "exactly")
+              + (f"exactly, median test MSE {_f(median(ls_all), 2)}" if ls_all else "exactly")
               + ": the target is the sum of the first values, so the task tests carrying them over the delay, "
               f"not fitting them). Runs that reached the {cfg['epochs']}-epoch cap: {len(capped)} of {len(runs)}"
               + (" (" + ", ".join(f"{_label(k)} {n}" for k, n in _count_by_model(capped).items()) + ")"
@@ -141,7 +122,7 @@ def section_gradient_flow(result: Dict[str, Any], fig_dir: str) -> str:
             f"| {_label(kind)} | {rs[0]['hidden_size']} | {rs[0]['params']:,} | {rs[0]['lr']:g} | "
             f"{_ratio(le['median_ratio'])} [{_f(min(ratios), 2)}, {_f(max(ratios), 2)}] | "
             f"{'**yes**' if le['learned'] else 'no'} ({le['seeds_learned']}/{le['n']}) | "
-            f"{_median([r['epochs_run'] for r in rs]):g} | {_ci(sl['init'])} | {_ci(sl['trained'])} | "
+            f"{median([r['epochs_run'] for r in rs]):g} | {_ci(sl['init'])} | {_ci(sl['trained'])} | "
             f"{end_i:+.2f} → {end_t:+.2f} |")
     for phase in gradient_flow.PHASES:
         mine = [t for t in tests if t["phase"] == phase]

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..experiments.claims import LEARNED_RATIO
 from . import real_data
-from .report_format import _clip, _f, _figure, _p, _pct, _pm, _seeds
+from .report_format import _clip, _f, _figure, _p, _pct, _pm, _seeds, lr_curve_rows
 
 TRIVIAL = {"digits": "predicting the training class frequencies", "sunspots": "predicting the training mean"}
 
@@ -20,22 +20,10 @@ def _ratio(x: Optional[float]) -> str:
 def _lr_table(result: Dict[str, Any], dataset: str, rows: Sequence[Dict[str, Any]]) -> List[str]:
     """Best validation loss / the trivial baseline's against the learning rate per model: median [min,
     max] over the tuning seeds, the picked rate in bold."""
-    grid = result["config"]["lr_grid"]
     picked = result.get("picked_lr", {}).get(dataset, {})
-    lines = ["| model | " + " | ".join(f"lr {lr:g}" for lr in grid) + " | picked |", "|---|" + "---:|" * (len(grid) + 1)]
-    for row in rows:
-        by = {c["lr"]: c for c in row.get("lr_curve", [])}
-        cells = []
-        for lr in grid:
-            c = by.get(lr)
-            if c is None:
-                cells.append("–")
-                continue
-            text = _ratio(c["median"]) + (f" [{_f(c['low'], 2)}, {_f(c['high'], 2)}]" if c["n"] > 1 else "")
-            text += f" ({c['diverged']} diverged)" if c["diverged"] else ""
-            cells.append(f"**{text}**" if lr == picked.get(row["model"]) else text)
-        lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {picked.get(row['model'], float('nan')):g} |")
-    return lines
+    return lr_curve_rows({row["label"]: row.get("lr_curve", []) for row in rows},
+                         {row["label"]: picked[row["model"]] for row in rows if row["model"] in picked},
+                         grid=result["config"]["lr_grid"], suffix="×", stable_column=False)
 
 
 def _stable(rows: Sequence[Dict[str, Any]]) -> str:

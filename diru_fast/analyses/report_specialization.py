@@ -121,7 +121,7 @@ def _tuning_lines(result: Dict[str, Any]) -> List[str]:
     picked = result.get("picked_lr", {})
     curves = result.get("tuning_curves") or {}
     if not curves:
-        return [f"**Tuning.** None (a one-value grid): " + ", ".join(
+        return ["**Tuning.** None (a one-value grid): " + ", ".join(
             f"{_label(k)} lr {v:g}" for k, v in picked.items()) + ".", ""]
     labels = {"diru": f"DIRU (k = {cfg['tune_k']})", "lstm": "LSTM"}
     table = lr_curve_rows({labels.get(k, k): v for k, v in curves.items()},

@@ -45,7 +45,7 @@ class SeedPlan:
                              "move tune_first_seed")
 
 
-__all__ = ["DEFAULT_LR_GRID", "DEFAULT_CLIP_NORM", "DEFAULT_PATIENCE", "log_grid", "pick_lr", "lr_curve", "tune_lr"]
+__all__ = ["DEFAULT_LR_GRID", "DEFAULT_CLIP_NORM", "DEFAULT_PATIENCE", "log_grid", "median", "pick_lr", "lr_curve", "tune_lr"]
 
 # Adam learning rates, half a decade apart: 3e-4 .. 3e-2 (5 values)
 DEFAULT_LR_GRID: Tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -65,7 +65,8 @@ def _finite_or_inf(v: float) -> float:
     return v if isinstance(v, (int, float)) and math.isfinite(v) else math.inf
 
 
-def _median(values: Sequence[float]) -> float:
+def median(values: Sequence[float]) -> float:
+    """The median (nan for no values; the mean of the middle two, where inf + x stays inf)."""
     s = sorted(values)
     n = len(s)
     if n == 0:
@@ -83,7 +84,7 @@ def lr_curve(rows: Iterable[Dict[str, Any]], key: str = "val") -> List[Dict[str,
     by: Dict[float, List[float]] = {}
     for r in rows:
         by.setdefault(float(r["lr"]), []).append(_finite_or_inf(r[key]))
-    return [{"lr": lr, "median": _median(v), "low": min(v), "high": max(v), "n": len(v),
+    return [{"lr": lr, "median": median(v), "low": min(v), "high": max(v), "n": len(v),
              "diverged": sum(1 for x in v if math.isinf(x))} for lr, v in sorted(by.items())]
 
 
