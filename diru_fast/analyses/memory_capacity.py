@@ -71,7 +71,7 @@ class MemoryCapacityConfig(SeedPlan):
 
     ks: Tuple[int, ...] = (1, 2, 4, 8)
     seq_lens: Tuple[int, ...] = (15, 25, 35, 45)  # delays T - 5: 10, 20, 30, 40
-    seeds: int = 5
+    seeds: int = 10  # test seeds (a run takes seconds: ten, as in the study)
     first_seed: int = 0
     n_train: int = 512
     n_val: int = 200
