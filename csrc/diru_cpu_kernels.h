@@ -240,15 +240,11 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
         for (size_t q = 0; q < runs.size(); q += 3) {  // g over this thread's units of each run
           const int64_t j0 = std::max(runs[q], c0), j1 = std::min(runs[q + 1], u.c1);
           if (j0 >= j1) continue;
-          // g = k alpha_c filled as scalars (GCC builds a splat of this run-time value lane by lane
-          // here), then times the mask in place
+          // g = k alpha_c (one broadcast), times the mask
           T* g = gbuf + i * d;
-          std::fill(g + j0, g + j1, k > 0 ? T(k) * e[runs[q + 2]] : T(1));
-          if (mask_t == nullptr && !a.hash_mask) continue;
+          const V ka = L::splat(k > 0 ? T(k) * e[runs[q + 2]] : T(1));
           const T* m = mask_t != nullptr ? mask_t + i * d : nullptr;
-          for_lanes<L>(j1 - j0, [&](int64_t j, int c) {
-            L::store(g + j0 + j, masked<L>(a, m, key, j0 + j, c, L::load(g + j0 + j, c)), c);
-          });
+          for_lanes<L>(j1 - j0, [&](int64_t j, int c) { L::store(g + j0 + j, masked<L>(a, m, key, j0 + j, c, ka), c); });
         }
       }
     }
@@ -438,11 +434,9 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
           const int64_t j0 = runs[q], c_run = runs[q + 2];
           const T *dv = dov + j0, *uv = sv + j0, *svv = sv + d + j0;
           T* out = dmrow + j0;
-          // k alpha_c, filled into out as scalars first (see the forward's g) and read back lane-wide
-          if (k > 0) std::fill(out, dmrow + runs[q + 1], T(k) * alpha[c_run]);
+          const V ka = L::splat(k > 0 ? T(k) * alpha[c_run] : T(1));  // k alpha_c
           V acc = L::splat(T(0));
           for_lanes<L>(runs[q + 1] - j0, [&](int64_t j, int c) {
-            const V ka = k > 0 ? L::load(out + j, c) : L::splat(T(1));
             const V mv = masked<L>(a, mask_i, key, j0 + j, c, L::splat(T(1)));
             const V dm = L::load(dv + j, c) * mv;
             const V us = L::load(uv + j, c) * L::load(svv + j, c);
