@@ -370,8 +370,8 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
   const std::vector<int64_t> runs = scaled ? compartment_runs(a.comp, d, k) : std::vector<int64_t>();
   // attention: each run's lane-wide sum of do u s, reduced four runs at a time (L::sum4) after the runs
   const size_t n_runs = runs.size() / 3;
-  // (stored as lanes of T: a std::vector<V> crashed here, its out-of-line members being compiled
-  // for the build's baseline ISA, which passes a 64-byte vector differently)
+  // (stored as lanes of T and read back with L::load: a std::vector<V> here crashed intermittently;
+  // its out-of-line members are not compiled for this ISA)
   std::vector<T> run_acc(k > 0 ? (n_runs + 3) / 4 * 4 * L::kWidth : 0, T(0));
   T* dh = scratch;             // [R, d]  dL/dh_t (running)
   T* dh_next = dh + R * d;     // [R, d]  dL/dh_{t-1} being formed
