@@ -240,15 +240,11 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
         for (size_t q = 0; q < runs.size(); q += 3) {  // g over this thread's units of each run
           const int64_t j0 = std::max(runs[q], c0), j1 = std::min(runs[q + 1], u.c1);
           if (j0 >= j1) continue;
-          // g = k alpha_c filled as scalars (GCC builds a splat of this run-time value lane by lane
-          // here), then times the mask in place
+          // g = k alpha_c (one broadcast), times the mask
           T* g = gbuf + i * d;
-          std::fill(g + j0, g + j1, k > 0 ? T(k) * e[runs[q + 2]] : T(1));
-          if (mask_t == nullptr && !a.hash_mask) continue;
+          const V ka = L::splat(k > 0 ? T(k) * e[runs[q + 2]] : T(1));
           const T* m = mask_t != nullptr ? mask_t + i * d : nullptr;
-          for_lanes<L>(j1 - j0, [&](int64_t j, int c) {
-            L::store(g + j0 + j, masked<L>(a, m, key, j0 + j, c, L::load(g + j0 + j, c)), c);
-          });
+          for_lanes<L>(j1 - j0, [&](int64_t j, int c) { L::store(g + j0 + j, masked<L>(a, m, key, j0 + j, c, ka), c); });
         }
       }
     }
@@ -372,6 +368,11 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
   T* dmrow = opt_buf.data();
   T* darow = dmrow + d;
   const std::vector<int64_t> runs = scaled ? compartment_runs(a.comp, d, k) : std::vector<int64_t>();
+  // attention: each run's lane-wide sum of do u s, reduced four runs at a time (L::sum4) after the runs
+  const size_t n_runs = runs.size() / 3;
+  // (stored as lanes of T and read back with L::load: a std::vector<V> here crashed intermittently;
+  // its out-of-line members are not compiled for this ISA)
+  std::vector<T> run_acc(k > 0 ? (n_runs + 3) / 4 * 4 * L::kWidth : 0, T(0));
   T* dh = scratch;             // [R, d]  dL/dh_t (running)
   T* dh_next = dh + R * d;     // [R, d]  dL/dh_{t-1} being formed
   T* dq = dh_next + R * d;     // [R, d]  dL/d(z * r), then dL/do, then dP W_hh
@@ -434,11 +435,9 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
           const int64_t j0 = runs[q], c_run = runs[q + 2];
           const T *dv = dov + j0, *uv = sv + j0, *svv = sv + d + j0;
           T* out = dmrow + j0;
-          // k alpha_c, filled into out as scalars first (see the forward's g) and read back lane-wide
-          if (k > 0) std::fill(out, dmrow + runs[q + 1], T(k) * alpha[c_run]);
+          const V ka = L::splat(k > 0 ? T(k) * alpha[c_run] : T(1));  // k alpha_c
           V acc = L::splat(T(0));
           for_lanes<L>(runs[q + 1] - j0, [&](int64_t j, int c) {
-            const V ka = k > 0 ? L::load(out + j, c) : L::splat(T(1));
             const V mv = masked<L>(a, mask_i, key, j0 + j, c, L::splat(T(1)));
             const V dm = L::load(dv + j, c) * mv;
             const V us = L::load(uv + j, c) * L::load(svv + j, c);
@@ -446,9 +445,16 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
             L::store(out + j, dm * ka, c);
             if (o_row != nullptr) L::store(o_row + j0 + j, us * ka * mv, c);
           });
-          if (k > 0) darow[c_run] += lane_sum<L>(acc);
+          if (k > 0) L::store(run_acc.data() + q / 3 * L::kWidth, acc, L::kWidth);
         }
         if (k > 0) {
+          for (size_t q = 0; q < n_runs; q += 4) {
+            T sums[4];
+            const T* ra = run_acc.data() + q * L::kWidth;
+            L::sum4(L::load(ra, L::kWidth), L::load(ra + L::kWidth, L::kWidth), L::load(ra + 2 * L::kWidth, L::kWidth),
+                    L::load(ra + 3 * L::kWidth, L::kWidth), sums);
+            for (size_t m = q; m < std::min(n_runs, q + 4); ++m) darow[runs[3 * m + 2]] += sums[m - q];
+          }
           T dot_alpha = T(0);
           for (int64_t c = 0; c < k; ++c) {
             darow[c] *= T(k);
@@ -484,11 +490,11 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
         const T* hp = (t == 0 ? a.h0 + b * d : a.hs + ((t - 1) * B + b) * d);
         T* hd_row = a.hd_out + (t * B + b) * d;
         T* dr = a.d_rate_rows + b * d;
-        const V neg_dt = L::splat(-a.dt[t * B + b]);
+        const V dt = L::splat(a.dt[t * B + b]), neg_dt = -dt;
         V acc = L::splat(T(0));
         for_lanes<L>(d, [&](int64_t j, int c) {
           const V rate = L::load(a.rate + j, c);
-          const V dec = L::exp(-rate * L::splat(a.dt[t * B + b]));
+          const V dec = L::exp(-rate * dt);
           const V hd = dec * L::load(hp + j, c);
           const V dhd = L::load(n + j, c);
           L::store(hd_row + j, hd, c);

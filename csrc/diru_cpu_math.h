@@ -59,6 +59,9 @@ struct LaneD {
   static DIRU_INLINE value relu(value x) { return x < 0.0 ? 0.0 : x; }         // NaN stays NaN
   static DIRU_INLINE value positive(value u) { return u > 0.0 ? 1.0 : 0.0; }  // [u > 0]: relu's slope
   static DIRU_INLINE scalar sum(value v) { return v; }
+  static DIRU_INLINE void sum4(value a, value b, value c, value e, scalar* out) {
+    out[0] = a, out[1] = b, out[2] = c, out[3] = e;
+  }
   // the dropout mask's value of unit j: scale where kept, else 0
   static DIRU_INLINE value keep(uint32_t key, int64_t j, uint32_t threshold, scalar scale) {
     return mask_keeps(key, j, threshold) ? scale : 0.0;
@@ -170,6 +173,25 @@ struct LaneF {
     return (s4[0] + s4[2]) + (s4[1] + s4[3]);
   }
 
+  // The sums of four vectors' lanes, each added in sum's order (so each equals sum(v) bitwise), with
+  // the four reductions sharing their shuffles and adds: out[0..4) = sum(a), sum(b), sum(c), sum(e).
+  static DIRU_INLINE void sum4(value a, value b, value c, value e, float* out) {
+    typedef float V4 __attribute__((vector_size(16)));
+    // lanes i + i+8: a's 8 partial sums in lanes 0-7, b's in 8-15 (and c, e)
+    const value ab = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                     __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    const value ce = __builtin_shufflevector(c, e, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                     __builtin_shufflevector(c, e, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    // lanes i + i+4 of each: 4 partial sums per vector, a | b | c | e
+    const value q = __builtin_shufflevector(ab, ce, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+                    __builtin_shufflevector(ab, ce, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    // (s0 + s2) and (s1 + s3) of each, then their sum
+    const V8 h = __builtin_shufflevector(q, q, 0, 1, 4, 5, 8, 9, 12, 13) +
+                 __builtin_shufflevector(q, q, 2, 3, 6, 7, 10, 11, 14, 15);
+    const V4 r = __builtin_shufflevector(h, h, 0, 2, 4, 6) + __builtin_shufflevector(h, h, 1, 3, 5, 7);
+    std::memcpy(out, &r, sizeof(r));
+  }
+
   // The dropout mask's values of units [j, j + 16) of a row with key `key`: scale where kept, else 0
   // (mask_keeps lane-wide: integer multiplies, shifts and xors).
   static DIRU_INLINE value keep(uint32_t key, int64_t j, uint32_t threshold, float scale) {
@@ -179,8 +201,10 @@ struct LaneF {
   // units [j, j + 8) (a helper, not a lambda: a lambda is compiled for the build's baseline ISA, not
   // the caller's, and its 256-bit vector result would cross that ABI boundary)
   static DIRU_INLINE V8 keep8(uint32_t key, uint32_t j, uint32_t threshold, float scale) {
-    const U8 lanes = {0, 1, 2, 3, 4, 5, 6, 7};
-    U8 x = (U8{} + key) ^ ((lanes + j) * 0x9E3779B9U);
+    // (lane + j) * 0x9E3779B9 as lane * 0x9E3779B9 + j * 0x9E3779B9 (mod 2^32: the same bits, one
+    // vector multiply fewer)
+    const U8 lanes_c = {0x0U, 0x9E3779B9U, 0x3C6EF372U, 0xDAA66D2BU, 0x78DDE6E4U, 0x1715609DU, 0xB54CDA56U, 0x5384540FU};
+    U8 x = (U8{} + key) ^ (lanes_c + (U8{} + j * 0x9E3779B9U));
     x ^= x >> 16;
     x *= 0x7feb352dU;
     x ^= x >> 15;
@@ -226,6 +250,9 @@ struct LaneF {
   static DIRU_INLINE value relu(value x) { return x < 0.0f ? 0.0f : x; }
   static DIRU_INLINE value positive(value u) { return u > 0.0f ? 1.0f : 0.0f; }
   static DIRU_INLINE scalar sum(value v) { return v; }
+  static DIRU_INLINE void sum4(value a, value b, value c, value e, scalar* out) {
+    out[0] = a, out[1] = b, out[2] = c, out[3] = e;
+  }
   static DIRU_INLINE value keep(uint32_t key, int64_t j, uint32_t threshold, float scale) {
     return mask_keeps(key, j, threshold) ? scale : 0.0f;
   }
