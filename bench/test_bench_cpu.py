@@ -22,6 +22,7 @@ the same way with a round of the plain DIRU (``ratio_vs_plain``); the plain DIRU
 more as the table's reference.
 """
 
+import os
 import statistics
 import time
 import warnings
@@ -92,7 +93,8 @@ def test_option(benchmark, variant, shape, mode):
     benchmark.extra_info.update(impl=impl, shape=shape, mode=mode, threads=torch.get_num_threads(),
                                 resolved_backend=bm.resolved_backend(case), **case.info)
     warmup = 2
-    benchmark.pedantic(case.step, setup=run_plain, rounds=20, iterations=1, warmup_rounds=warmup)
+    rounds = int(os.environ.get("DIRU_BENCH_OPTION_ROUNDS", "20"))  # paired rounds; more on a quiet machine
+    benchmark.pedantic(case.step, setup=run_plain, rounds=rounds, iterations=1, warmup_rounds=warmup)
     if plain is not None:
         ratios = [t / b for t, b in zip(benchmark.stats.stats.data, plain_times[warmup:])]
         benchmark.extra_info["ratio_vs_plain"] = statistics.median(ratios)
