@@ -148,3 +148,22 @@ def test_reuse_takes_matching_runs_and_refuses_other_settings(tmp_path):
     assert lstm[0]["test_mse"] == next(r["test_mse"] for r in first["runs"] if r["model"] == "lstm")
     with pytest.raises(ValueError, match="epochs differ"):
         run_study(StudyConfig(**dict(TINY, tasks=("sine",), epochs=3)), None, progress=False, reuse=[tmp_path])
+
+
+def test_reproduce_runs_script_retrains_stored_runs_exactly(tmp_path, capsys):
+    """scripts/reproduce_runs.py retrains a stored run at its stored lr and compares it exactly: 0 when
+    identical, 1 when a stored number differs."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("reproduce_runs", Path(__file__).parents[2] / "scripts" / "reproduce_runs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    run_study(StudyConfig(**dict(TINY, tasks=("sine",), seeds=1, models=("diru",))), tmp_path, progress=False)
+    assert script.main([str(tmp_path), "sine:diru:0"]) == 0
+    stored = json.loads((tmp_path / "results.json").read_text())
+    stored["runs"][0]["test_mse"] *= 1 + 1e-12
+    (tmp_path / "results.json").write_text(json.dumps(stored))
+    assert script.main([str(tmp_path), "--sample", "1"]) == 1
+    assert "DIFFERENT in test_mse" in capsys.readouterr().out
