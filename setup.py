@@ -86,6 +86,8 @@ def extensions():
 
 
 def _optional_build_ext(base):
+    build = _load_build_helpers()
+
     class OptionalBuildExt(base):
         """BuildExtension whose failure does not fail the install: the runtime JIT path takes over."""
 
@@ -96,10 +98,15 @@ def _optional_build_ext(base):
                 self._skip(exc)
 
         def build_extension(self, ext):
+            compiler_so = self.compiler.compiler_so
+            if ext.name == build.AOT_MODULE:  # compiled with the JIT build's flags alone (_build.py)
+                self.compiler.compiler_so = build.aot_compile_command(compiler_so)
             try:
                 super().build_extension(ext)
             except Exception as exc:
                 self._skip(exc, ext.name)
+            finally:
+                self.compiler.compiler_so = compiler_so
 
         def _skip(self, exc, name="the C++ extensions"):
             detail = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]

@@ -48,12 +48,31 @@ def cpu_source_hash(csrc: Path) -> str:
 
 
 def cpu_cxx_flags(source_hash: str) -> List[str]:
-    """Compiler flags. -fopenmp makes at::parallel_for (an inline OpenMP region in torch's
-    headers) actually run in parallel; it binds to the libgomp torch already loaded."""
+    """Compiler flags: all of them, in both builds (see aot_compile_command). -fopenmp makes
+    at::parallel_for (an inline OpenMP region in torch's headers) actually run in parallel; it binds
+    to the libgomp torch already loaded."""
     flags = ["-O3", f"-DDIRU_CSRC_HASH={source_hash}"]
     if sys.platform.startswith("linux"):
         flags += ["-fopenmp", "-Wno-psabi"]
     return flags
+
+
+def aot_compile_command(compiler_so: List[str]) -> List[str]:
+    """The ahead-of-time build's compile command for the CPU kernel: the compiler (with any wrapper
+    such as ccache) and -fPIC, without the flags setuptools takes from the interpreter's build
+    (sysconfig CFLAGS and $CFLAGS: -DNDEBUG -g -fwrapv -O3 -Wall for this project's Python, -O2 or
+    -march=... for others), so both builds compile with cpu_cxx_flags alone.
+
+    Why it matters: GCC fuses a*b + c into one rounding (an FMA) wherever the code it has inlined
+    lets it, and those flags sway its inlining, so the same sources built with other flags can give
+    other float32 bits (seen: a change that left every result of the compile-on-first-use build
+    bit for bit unchanged moved the ahead-of-time build's float32 results of all four options)."""
+    command = []
+    for token in compiler_so:
+        if token.startswith("-"):
+            break
+        command.append(token)
+    return command + ["-fPIC"]
 
 
 def cpu_ld_flags() -> List[str]:

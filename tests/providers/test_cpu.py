@@ -353,6 +353,18 @@ def test_first_use_build_compiles_once_then_loads_from_the_cache(monkeypatch, tm
     assert "compiling" not in capfd.readouterr().err
 
 
+def test_ahead_of_time_build_compiles_with_the_kernel_flags_alone():
+    """setup.py keeps the compiler (and a wrapper) of the command setuptools makes and drops the
+    interpreter's flags, so both builds compile the kernel with cpu_cxx_flags alone."""
+    assert _build.aot_compile_command(["gcc", "-Wsign-compare", "-DNDEBUG", "-g", "-fwrapv", "-O3", "-Wall",
+                                       "-fPIC"]) == ["gcc", "-fPIC"]
+    assert _build.aot_compile_command(["ccache", "x86_64-conda-linux-gnu-cc", "-march=nocona", "-O2",
+                                       "-isystem", "/opt/conda/include"]) == ["ccache", "x86_64-conda-linux-gnu-cc",
+                                                                              "-fPIC"]
+    setup_text = (ROOT / "setup.py").read_text()
+    assert "build.aot_compile_command(compiler_so)" in setup_text
+
+
 def test_source_hash_covers_every_cpu_source():
     csrc = _build.csrc_dir()
     on_disk = {p.name for p in csrc.iterdir() if p.name.startswith("diru_cpu")}
