@@ -194,6 +194,10 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
   // products read whole rows)
   const bool decaying = a.decay != nullptr || a.rate != nullptr;
   std::vector<T> decay_buf(decaying ? R * d : 0);
+  // With rates and gaps: each row's factors exp(-rate * dt) [R, d], formed again only when its gap
+  // changes (the same gap gives the same factors, bit for bit; a regular series has one gap)
+  std::vector<T> factor_buf(a.rate != nullptr ? R * d : 0);
+  std::vector<T> factor_dt(a.rate != nullptr ? R : 0);  // the gap each row's factors are of
 
   for (int64_t t = 0; t < a.T_steps; ++t) {
     const T* h_prev = t == 0 ? a.h0 + r0 * d : a.hs + ((t - 1) * B + r0) * d;  // [R, d]
@@ -202,6 +206,16 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
       for (int64_t i = 0; i < R; ++i) {
         T* hd = decay_buf.data() + i * d;
         const T* hp = h_prev + i * d;
+        if (a.rate != nullptr) {
+          T* f = factor_buf.data() + i * d;
+          const T gap = a.dt[t * a.B + r0 + i];
+          if (t == 0 || std::memcmp(&gap, &factor_dt[i], sizeof(T)) != 0) {
+            factor_dt[i] = gap;
+            for_lanes<L>(d, [&](int64_t j, int c) { L::store(f + j, decay_factors<L>(a, t, r0 + i, j, c), c); });
+          }
+          for_lanes<L>(d, [&](int64_t j, int c) { L::store(hd + j, L::load(f + j, c) * L::load(hp + j, c), c); });
+          continue;
+        }
         for_lanes<L>(d, [&](int64_t j, int c) {
           L::store(hd + j, decay_factors<L>(a, t, r0 + i, j, c) * L::load(hp + j, c), c);
         });
