@@ -254,9 +254,10 @@ DIRU_INLINE void scan_fwd_part(const ScanArgs<T>& a, const P& prod, int64_t r0, 
         for (size_t q = 0; q < runs.size(); q += 3) {  // g over this thread's units of each run
           const int64_t j0 = std::max(runs[q], c0), j1 = std::min(runs[q + 1], u.c1);
           if (j0 >= j1) continue;
-          // g = k alpha_c (one broadcast), times the mask
+          // g = k alpha_c, times the mask: k and alpha_c broadcast, then multiplied (the product
+          // broadcast became sixteen dependent masked broadcasts, 7% of the step; same bits)
           T* g = gbuf + i * d;
-          const V ka = L::splat(k > 0 ? T(k) * e[runs[q + 2]] : T(1));
+          const V ka = k > 0 ? L::splat(T(k)) * L::splat(e[runs[q + 2]]) : L::splat(T(1));
           const T* m = mask_t != nullptr ? mask_t + i * d : nullptr;
           for_lanes<L>(j1 - j0, [&](int64_t j, int c) { L::store(g + j0 + j, masked<L>(a, m, key, j0 + j, c, ka), c); });
         }
@@ -449,7 +450,7 @@ DIRU_INLINE void scan_bwd_rows(const ScanArgs<T>& a, const P& prod, int64_t r0, 
           const int64_t j0 = runs[q], c_run = runs[q + 2];
           const T *dv = dov + j0, *uv = sv + j0, *svv = sv + d + j0;
           T* out = dmrow + j0;
-          const V ka = L::splat(k > 0 ? T(k) * alpha[c_run] : T(1));  // k alpha_c
+          const V ka = k > 0 ? L::splat(T(k)) * L::splat(alpha[c_run]) : L::splat(T(1));  // k alpha_c
           V acc = L::splat(T(0));
           for_lanes<L>(runs[q + 1] - j0, [&](int64_t j, int c) {
             const V mv = masked<L>(a, mask_i, key, j0 + j, c, L::splat(T(1)));

@@ -105,6 +105,8 @@ struct LaneF {
   // every lane s, -0.0 included (0 + -0.0 would give +0.0): lane 0 shuffled to all 16, which GCC
   // emits as one broadcast (`s - value{}` and the 16-element initializer with a run-time s became
   // sixteen masked broadcasts; a 4-wide vector shuffled to 16 went through the stack)
+  // GCC 12 still expands it that way for a scalar computed just before (k * alpha_c): splat the
+  // factors and multiply the vectors there.
   static DIRU_INLINE value splat(float s) {
     const value v = {s};
     return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
