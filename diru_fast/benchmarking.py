@@ -394,7 +394,8 @@ def _impl_order(name: str) -> int:
 
 def write_report(records: List[Dict[str, object]], out_dir: Path, name: str,
                  extra: Optional[Dict[str, object]] = None, scaling: Optional[List[Dict[str, float]]] = None) -> Path:
-    """Write ``name``.json / .md / .png under out_dir and append to history.csv; return the .md path."""
+    """Write ``name``.json / .md / .png under out_dir and append to history.csv; return the .md path.
+    The .png plots the backends against torch.nn: an options-only run (no such record) gets none."""
     out_dir.mkdir(parents=True, exist_ok=True)
     env = environment()
     payload = {"environment": env, "records": records, "scaling": scaling or [], **(extra or {})}
@@ -414,7 +415,8 @@ def write_report(records: List[Dict[str, object]], out_dir: Path, name: str,
     if scaling:
         md += ["", _scaling_summary(scaling)]
     (out_dir / f"{name}.md").write_text("\n".join(md) + "\n")
-    _plot(records, scaling, out_dir / f"{name}.png")
+    if _main_records(records) or scaling:
+        _plot(records, scaling, out_dir / f"{name}.png")
     history = out_dir / "history.csv"
     new = not history.exists()
     with history.open("a", newline="") as fh:

@@ -71,6 +71,9 @@ def test_report_files_and_ratio_table(tmp_path):
     assert data["records"] == records and data["environment"]["torch"] == torch.__version__
     assert (tmp_path / "unit.png").stat().st_size > 1000
     assert len((tmp_path / "history.csv").read_text().splitlines()) == 3
+    options_only = [{"impl": "auto", "variant": "plain", "shape": "prototype", "mode": "train", "median_s": 0.004}]
+    bm.write_report(options_only, tmp_path, "options", None)
+    assert (tmp_path / "options.md").exists() and not (tmp_path / "options.png").exists()  # no empty chart
 
 
 def test_cli_quick_run(tmp_path, monkeypatch):
