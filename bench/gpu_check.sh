@@ -27,10 +27,12 @@
 # build is done. A backend that is unavailable, not built or ran zero tests is FAILED, as is a step
 # that timed out.
 #
-# Time limits: install 40, gate 20, selftest 60, Triton tests up to 150 (they compile ~100 kernel
-# variants; they get what is left after reserving the benchmark's minimum 40, the CUDA tests 45 and
-# the last screen 15), benchmark up to 90; so every path ends within GPU_CHECK_BUDGET (default 300)
-# seconds. The build (limit 180) overlaps steps 1-3.
+# Time limits: install 40, gate 20, selftest 75 (its Triton backend compiles ~110 kernels, about a
+# second each on this project's CPUs, so it runs one process per backend and dtype, --jobs 6: ~35 per
+# process), Triton tests up to 150 (they compile ~100 kernel variants; they get what is left after
+# reserving the benchmark's minimum 40, the CUDA tests 45 and the last screen 15), benchmark up to 90;
+# so every path ends within GPU_CHECK_BUDGET (default 300) seconds. The build (limit 180) overlaps
+# steps 1-3.
 #
 # Needs: Python with a CUDA build of torch, triton, pytest, nvcc for the CUDA extension. PYTHON picks
 # the interpreter (default: python3 on PATH). No network.
@@ -41,7 +43,7 @@ PY=${PYTHON:-$(command -v python3 || command -v python)}
 DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 BUDGET=${GPU_CHECK_BUDGET:-300}
-L_INSTALL=40 L_GATE=20 L_SELFTEST=60 L_TRITON=150 L_BENCH=90 L_BENCH_MIN=40 L_CUDA=45 L_FINAL=15 L_BUILD=180
+L_INSTALL=40 L_GATE=20 L_SELFTEST=75 L_TRITON=150 L_BENCH=90 L_BENCH_MIN=40 L_CUDA=45 L_FINAL=15 L_BUILD=180
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 W=${GPU_CHECK_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")}
@@ -123,7 +125,7 @@ $PY -c "import pytest" 2>/dev/null || { HAVE_PYTEST=0; log "ERROR: pytest is not
 # builds the C++ CPU kernel on the spot where the install left it out (minutes).
 SELFTEST_ARGS="--backend triton --backend cuda"
 if [ $DRY = 1 ]; then SELFTEST_ARGS="--device cpu $SELFTEST_ARGS --backend torch --dtype float32"
-else SELFTEST_ARGS="--device cuda $SELFTEST_ARGS --require triton"; fi
+else SELFTEST_ARGS="--device cuda $SELFTEST_ARGS --require triton --jobs 6"; fi
 log "selftest ($SELFTEST_ARGS, limit $L_SELFTEST s) -> selftest.log"
 run_step selftest "$(min $L_SELFTEST "$(left)")" "$W/selftest.log" \
   $PY -m diru_fast selftest $SELFTEST_ARGS --json "$W/selftest.json"

@@ -414,12 +414,15 @@ def _scan_shapes(backend: str, device: str) -> Tuple[Tuple[int, int, int], ...]:
 
 def run(devices: Optional[Sequence[str]] = None, only: Optional[Sequence[str]] = None,
         require: Sequence[str] = (), out: Optional[TextIO] = None,
-        dtypes: Optional[Sequence[str]] = None) -> Report:
+        dtypes: Optional[Sequence[str]] = None, jobs: int = 1) -> Report:
     """Run the self test; print as it goes to ``out`` (default stdout); return the :class:`Report`.
 
     ``devices``: "cpu" and/or "cuda" (default: every device here); ``only``: the backends to test
     (default: all that run); ``require``: backends that must run (their absence is a failure);
-    ``dtypes``: dtype names to test (default: every one a backend supports).
+    ``dtypes``: dtype names to test (default: every one a backend supports); ``jobs``: check that
+    many device/backend/dtype combinations at once, each in its own process (on a GPU the Triton
+    backend compiles its kernels on first use, ~35 per dtype at about a second each: in parallel
+    the first run's compile time is that of one dtype). The results are printed in the same order.
     """
     out = out if out is not None else sys.stdout
     say = lambda text="": print(text, file=out, flush=True)  # noqa: E731
@@ -429,6 +432,7 @@ def run(devices: Optional[Sequence[str]] = None, only: Optional[Sequence[str]] =
     say(f"rule: error = max|got - float64| / max|float64| on the same rounded inputs; tolerance: float64 "
         f"{FLOAT64_TOL:g}, other dtypes 2 x PyTorch's own error in that dtype + 8 ulp of float32")
     names = [b for b in backends.BACKENDS if b != "auto" and (only is None or b in only)]
+    combos = []  # (backend, device, dtype), in the report's order
     for device in _devices(devices):
         for name in names:
             reason = backends.why_unavailable(name, device)
@@ -436,13 +440,12 @@ def run(devices: Optional[Sequence[str]] = None, only: Optional[Sequence[str]] =
                 report.unavailable[f"{device}/{name}"] = reason
                 say(f"----  {device:4} {name:9} {'-':8}  cannot run here: {reason}")
                 continue
-            for dtype in DTYPES:
-                if dtypes is not None and str(dtype)[6:] not in dtypes:
-                    continue
-                if backends.why_unavailable(name, device, dtype) is not None:
-                    continue
-                report.results.append(_check_one(name, device, dtype))
-                say(report.results[-1].line())
+            combos += [(name, device, dtype) for dtype in DTYPES
+                       if (dtypes is None or str(dtype)[6:] in dtypes)
+                       and backends.why_unavailable(name, device, dtype) is None]
+    for result in _check_all(combos, jobs):
+        report.results.append(result)
+        say(result.line())
     ran = {r.backend for r in report.results}
     report.required_missing = [b for b in require if b not in ran]
     for b in report.required_missing:
@@ -453,6 +456,26 @@ def run(devices: Optional[Sequence[str]] = None, only: Optional[Sequence[str]] =
         f"{len(report.results)} backend/dtype combinations pass" +
         (f"; required but missing: {', '.join(report.required_missing)}" if report.required_missing else ""))
     return report
+
+
+def _check_all(combos: Sequence[Tuple[str, str, torch.dtype]], jobs: int):
+    """Each combination's :class:`Result`, in order: here one after another, or with ``jobs`` > 1 in
+    that many fresh processes at once (spawned: CUDA cannot be forked), yielded in order as they end."""
+    if jobs <= 1 or len(combos) <= 1:
+        for combo in combos:
+            yield _check_one(*combo)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(combos)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_check_one, *combo) for combo in combos]
+        for (backend, device, dtype), future in zip(combos, futures):
+            try:
+                yield future.result()
+            except Exception as exc:  # noqa: BLE001  (the worker died: a failure of this combination)
+                yield Result(device=device, backend=backend, dtype=str(dtype).replace("torch.", ""), ok=False,
+                             failure=f"its worker process failed: {type(exc).__name__}: {exc}")
 
 
 def _check_one(backend: str, device: str, dtype: torch.dtype) -> Result:
@@ -495,10 +518,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--require", action="append", default=[], metavar="BACKEND",
                         help="fail if this backend cannot run here (repeatable)")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="check N device/backend/dtype combinations at once, each in its own process "
+                             "(default 1; on a GPU the Triton kernels then compile in parallel)")
 
 
 def main(args: argparse.Namespace) -> int:
-    report = run(devices=args.device, only=args.backend, require=args.require, dtypes=args.dtype)
+    report = run(devices=args.device, only=args.backend, require=args.require, dtypes=args.dtype, jobs=args.jobs)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report.to_json(), f, indent=1)
@@ -512,8 +538,8 @@ class _CallableModule(types.ModuleType):
 
     def __call__(self, devices: Optional[Sequence[str]] = None, only: Optional[Sequence[str]] = None,
                  require: Sequence[str] = (), out: Optional[TextIO] = None,
-                 dtypes: Optional[Sequence[str]] = None) -> Report:
-        return run(devices, only, require, out, dtypes)
+                 dtypes: Optional[Sequence[str]] = None, jobs: int = 1) -> Report:
+        return run(devices, only, require, out, dtypes, jobs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

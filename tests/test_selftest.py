@@ -109,14 +109,19 @@ def test_a_required_backend_that_cannot_run_fails():
 
 
 def test_command_line_writes_json_and_exits_by_the_verdict(tmp_path):
+    """Also --jobs 2 (each combination in its own process, as bench/gpu_check.sh runs it on a GPU): the
+    same results, in the same order, as checked in this process."""
     path = tmp_path / "selftest.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     ok = subprocess.run([sys.executable, "-m", "diru_fast", "selftest", "--device", "cpu", "--backend", "torch",
-                         "--dtype", "float64", "--dtype", "bfloat16", "--json", str(path)], capture_output=True,
-                        text=True, env=env, cwd=str(ROOT), timeout=300)
+                         "--dtype", "float64", "--dtype", "bfloat16", "--jobs", "2", "--json", str(path)],
+                        capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=300)
     assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
     data = json.loads(path.read_text())
-    assert data["ok"] and {r["dtype"] for r in data["results"]} == {"float64", "bfloat16"}
+    assert data["ok"] and [r["dtype"] for r in data["results"]] == ["float64", "bfloat16"]
+    here, _ = _run(devices=["cpu"], only=["torch"], dtypes=["float64", "bfloat16"])
+    assert [(r["checks"], r["worst"], r["error"]) for r in data["results"]] == \
+        [(r.checks, r.worst, r.error) for r in here.results]
     assert data["versions"]["torch"] == torch.__version__
     missing = next((b for b in ("cuda", "triton") if diru_fast.backends.why_unavailable(b) is not None), None)
     if missing is not None:
