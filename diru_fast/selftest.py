@@ -520,7 +520,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="check N device/backend/dtype combinations at once, each in its own process "
-                             "(default 1; on a GPU the Triton kernels then compile in parallel)")
+                             "(on a GPU the Triton kernels then compile in parallel)")
 
 
 def main(args: argparse.Namespace) -> int:
